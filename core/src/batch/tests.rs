@@ -1,0 +1,157 @@
+use super::*;
+use crate::record::RecordHeader;
+use proptest::prelude::*;
+
+fn record_strategy() -> impl Strategy<Value = Record> {
+    (
+        proptest::option::of(proptest::collection::vec(any::<u8>(), 0..16)),
+        proptest::collection::vec(any::<u8>(), 0..300),
+        any::<i64>(),
+        proptest::collection::vec(("[a-z]{0,8}", proptest::collection::vec(any::<u8>(), 0..8)), 0..3),
+    )
+        .prop_map(|(key, value, timestamp_ms, headers)| Record {
+            key,
+            value,
+            timestamp_ms,
+            headers: headers
+                .into_iter()
+                .map(|(name, value)| RecordHeader { name, value })
+                .collect(),
+        })
+}
+
+fn build(records: &[Record]) -> AlignedVec<BATCH_ALIGNMENT> {
+    let mut builder = BatchBuilder::new().producer(ProducerStamp {
+        producer_id: 9,
+        sequence: 77,
+    });
+    for r in records {
+        builder.push(r.clone());
+    }
+    builder.finish(&Limits::DEFAULT).expect("encodes")
+}
+
+#[test]
+fn empty_batch_is_refused() {
+    assert_eq!(BatchBuilder::new().finish(&Limits::DEFAULT).err(), Some(BatchError::Empty));
+}
+
+#[test]
+fn oversized_record_is_refused_when_built_and_when_validated() {
+    let small = Limits {
+        record_bytes_max: 100,
+        ..Limits::DEFAULT
+    };
+    let mut builder = BatchBuilder::new();
+    builder.push(Record::new(vec![1u8; 50], 1));
+    builder.push(Record::new(vec![1u8; 101], 2));
+    assert!(matches!(
+        builder.finish(&small),
+        Err(BatchError::RecordTooLarge { index: 1, size: 101, max: 100 })
+    ));
+    let bytes = builder.finish(&Limits::DEFAULT).expect("fits default limits");
+    assert!(matches!(
+        BatchView::validate(&bytes, &small),
+        Err(BatchError::RecordTooLarge { index: 1, .. })
+    ));
+    let tiny_batches = Limits {
+        batch_bytes_max: 128,
+        ..Limits::DEFAULT
+    };
+    assert!(matches!(
+        BatchView::validate(&bytes, &tiny_batches),
+        Err(BatchError::BatchTooLarge { .. })
+    ));
+}
+
+#[test]
+fn header_that_lies_about_its_records_is_refused() {
+    let bytes = build(&[Record::new("a", 5), Record::new("b", 9)]);
+    let mut header = BatchHeader::decode(&bytes).expect("valid");
+    header.record_count = 3;
+    let mut forged = bytes.clone();
+    forged[..BATCH_HEADER_LEN].copy_from_slice(&header.encode());
+    assert!(BatchView::check(&forged).is_ok(), "CRCs are consistent");
+    assert!(matches!(
+        BatchView::validate(&forged, &Limits::DEFAULT),
+        Err(BatchError::HeaderMismatch { .. })
+    ));
+    let mut header = BatchHeader::decode(&bytes).expect("valid");
+    header.max_timestamp_ms = 8;
+    let mut forged = bytes.clone();
+    forged[..BATCH_HEADER_LEN].copy_from_slice(&header.encode());
+    assert!(matches!(
+        BatchView::validate(&forged, &Limits::DEFAULT),
+        Err(BatchError::HeaderMismatch { .. })
+    ));
+}
+
+#[test]
+fn iter_batches_walks_back_to_back_batches_and_stops_at_damage() {
+    let mut packed = Vec::new();
+    for i in 0..3 {
+        packed.extend_from_slice(&build(&[Record::new(vec![i; 10], i64::from(i))]));
+    }
+    let offsets: Vec<_> = iter_batches(&packed).map(|b| b.map(|v| v.record_count())).collect();
+    assert_eq!(offsets, vec![Ok(1), Ok(1), Ok(1)]);
+    let second_start = BatchHeader::decode(&packed).expect("first").batch_len as usize;
+    packed[second_start + BATCH_HEADER_LEN + 2] ^= 0xff;
+    let results: Vec<_> = iter_batches(&packed).collect();
+    assert_eq!(results.len(), 2);
+    assert!(matches!(results[1], Err(BatchError::PayloadChecksumMismatch { .. })));
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(200))]
+
+    #[test]
+    fn round_trip_and_stamp(records in proptest::collection::vec(record_strategy(), 1..20), base: u32, epoch: u64) {
+        let mut bytes = build(&records);
+        prop_assert_eq!(bytes.len() % BATCH_ALIGNMENT, 0);
+        let payload_crc = BatchView::validate(&bytes, &Limits::DEFAULT).expect("valid").header().payload_crc;
+        let stamped = stamp(&mut bytes, Offset(u64::from(base)), Epoch(epoch)).expect("stamps");
+        prop_assert_eq!(stamped.payload_crc, payload_crc);
+        let view = BatchView::validate(&bytes, &Limits::DEFAULT).expect("still valid after stamping");
+        prop_assert_eq!(view.base_offset(), Offset(u64::from(base)));
+        prop_assert_eq!(view.header().epoch, Epoch(epoch));
+        prop_assert_eq!(view.last_offset(), Offset(u64::from(base) + records.len() as u64 - 1));
+        prop_assert_eq!(view.header().producer, ProducerStamp { producer_id: 9, sequence: 77 });
+        let decoded: Vec<Record> = view.records().expect("archive").map(|r| r.to_record()).collect();
+        prop_assert_eq!(decoded, records);
+    }
+
+    #[test]
+    fn any_single_byte_change_is_detected(records in proptest::collection::vec(record_strategy(), 1..5), at: prop::sample::Index, flip in 1u8..=255) {
+        let mut bytes = build(&records);
+        let at = at.index(bytes.len());
+        bytes[at] ^= flip;
+        prop_assert!(BatchView::check(&bytes).is_err(), "change at byte {} went unnoticed", at);
+    }
+
+    #[test]
+    fn decoders_never_panic_on_arbitrary_bytes(bytes in proptest::collection::vec(any::<u8>(), 0..512)) {
+        let _ = BatchHeader::decode(&bytes);
+        let _ = BatchView::check(&bytes);
+        let _ = BatchView::validate(&bytes, &Limits::DEFAULT);
+        let _ = iter_batches(&bytes).count();
+    }
+
+    #[test]
+    fn decoders_never_panic_on_damaged_batches(records in proptest::collection::vec(record_strategy(), 1..5), damage in proptest::collection::vec((any::<prop::sample::Index>(), any::<u8>()), 1..8)) {
+        let mut bytes = build(&records).to_vec();
+        for (at, value) in damage {
+            let at = at.index(bytes.len());
+            bytes[at] = value;
+        }
+        // Re-sign the header so the damage reaches the payload and archive checks too.
+        if let Some(mut header) = BatchView::check(&bytes).err().and_then(|_| BatchHeader::decode(&bytes).ok()) {
+            header.payload_crc = crc32fast::hash(bytes.get(BATCH_HEADER_LEN..BATCH_HEADER_LEN + header.payload_len as usize).unwrap_or_default());
+            bytes[..BATCH_HEADER_LEN].copy_from_slice(&header.encode());
+        }
+        if let Ok(view) = BatchView::validate(&bytes, &Limits::DEFAULT) {
+            for record in view.records().expect("validated") {
+                let _ = (record.key(), record.value(), record.timestamp_ms(), record.headers().count());
+            }
+        }
+    }
+}

@@ -1,0 +1,27 @@
+//! Size limits shared by producers, the server and the log.
+
+/// Limits on records and batches. Every limit is in bytes unless its name says otherwise.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// Largest record: key + value + header names and values. Default 1 MiB.
+    pub record_bytes_max: u64,
+    /// Largest batch, header and padding included. Default 8 MiB.
+    pub batch_bytes_max: u64,
+    /// Most records in one batch. Default 1,000,000.
+    pub batch_records_max: u64,
+}
+
+impl Limits {
+    /// The default limits: 1 MiB records, 8 MiB batches, a million records a batch.
+    pub const DEFAULT: Limits = Limits {
+        record_bytes_max: 1 << 20,
+        batch_bytes_max: 8 << 20,
+        batch_records_max: 1_000_000,
+    };
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self::DEFAULT
+    }
+}

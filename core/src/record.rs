@@ -1,0 +1,123 @@
+//! The record: what a producer writes and a consumer reads.
+//!
+//! Records travel inside batches as an rkyv archive of `Vec<Record>`; a consumer reads them in
+//! place through [`RecordRef`] without copying or deserializing.
+
+use rkyv::{Archive, Deserialize, Serialize};
+
+/// One record: an optional partition key, an opaque value, an event time and small headers.
+#[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq, Eq, Default)]
+pub struct Record {
+    /// Partition key; records without one are spread across shards by the producer.
+    pub key: Option<Vec<u8>>,
+    /// The payload, opaque to the log.
+    pub value: Vec<u8>,
+    /// Event time in milliseconds since the Unix epoch.
+    pub timestamp_ms: i64,
+    /// Small named attributes, in the order the producer gave them.
+    pub headers: Vec<RecordHeader>,
+}
+
+/// One named attribute of a record.
+#[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq, Eq, Default)]
+pub struct RecordHeader {
+    /// Attribute name.
+    pub name: String,
+    /// Attribute value.
+    pub value: Vec<u8>,
+}
+
+impl Record {
+    /// A record with a value and a timestamp, no key and no headers.
+    pub fn new(value: impl Into<Vec<u8>>, timestamp_ms: i64) -> Self {
+        Record {
+            key: None,
+            value: value.into(),
+            timestamp_ms,
+            headers: Vec::new(),
+        }
+    }
+
+    /// The same record with a partition key.
+    pub fn with_key(mut self, key: impl Into<Vec<u8>>) -> Self {
+        self.key = Some(key.into());
+        self
+    }
+
+    /// Bytes this record counts against `record_bytes_max`: key, value, header names and values.
+    pub fn size_bytes(&self) -> u64 {
+        let headers: usize = self
+            .headers
+            .iter()
+            .map(|h| h.name.len() + h.value.len())
+            .sum();
+        (self.key.as_ref().map_or(0, Vec::len) + self.value.len() + headers) as u64
+    }
+}
+
+/// A record read in place from a batch's bytes.
+#[derive(Clone, Copy)]
+pub struct RecordRef<'a> {
+    archived: &'a ArchivedRecord,
+}
+
+impl<'a> RecordRef<'a> {
+    pub(crate) fn new(archived: &'a ArchivedRecord) -> Self {
+        RecordRef { archived }
+    }
+
+    /// The partition key, if the record has one.
+    pub fn key(&self) -> Option<&'a [u8]> {
+        self.archived.key.as_ref().map(|k| k.as_slice())
+    }
+
+    /// The value bytes.
+    pub fn value(&self) -> &'a [u8] {
+        self.archived.value.as_slice()
+    }
+
+    /// Event time in milliseconds since the Unix epoch.
+    pub fn timestamp_ms(&self) -> i64 {
+        self.archived.timestamp_ms.to_native()
+    }
+
+    /// The headers as `(name, value)` pairs.
+    pub fn headers(&self) -> impl Iterator<Item = (&'a str, &'a [u8])> + 'a {
+        self.archived
+            .headers
+            .iter()
+            .map(|h| (h.name.as_str(), h.value.as_slice()))
+    }
+
+    /// Bytes this record counts against `record_bytes_max`.
+    pub fn size_bytes(&self) -> u64 {
+        let headers: usize = self.headers().map(|(n, v)| n.len() + v.len()).sum();
+        (self.key().map_or(0, <[u8]>::len) + self.value().len() + headers) as u64
+    }
+
+    /// An owned copy (allocates; for tests and tools, not the data path).
+    pub fn to_record(&self) -> Record {
+        Record {
+            key: self.key().map(<[u8]>::to_vec),
+            value: self.value().to_vec(),
+            timestamp_ms: self.timestamp_ms(),
+            headers: self
+                .headers()
+                .map(|(name, value)| RecordHeader {
+                    name: name.to_owned(),
+                    value: value.to_vec(),
+                })
+                .collect(),
+        }
+    }
+}
+
+impl std::fmt::Debug for RecordRef<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RecordRef")
+            .field("key", &self.key())
+            .field("value_len", &self.value().len())
+            .field("timestamp_ms", &self.timestamp_ms())
+            .finish()
+    }
+}
