@@ -13,6 +13,9 @@
 
 use rkyv::rancor;
 use rkyv::util::AlignedVec;
+
+/// A growable byte buffer aligned for batches (rkyv archives need 16-byte alignment).
+pub type AlignedBytes = AlignedVec<BATCH_ALIGNMENT>;
 use rkyv::vec::ArchivedVec;
 
 use crate::error::BatchError;

@@ -1,0 +1,76 @@
+//! The log's configuration: every limit named with its unit, every default documented.
+
+use runnel_core::Limits;
+
+/// Size of a block of the segment files: O_DIRECT alignment and the unit of the tail buffer.
+pub const BLOCK_BYTES: usize = 4096;
+
+/// How a shard log sizes its files and buffers and what it keeps.
+#[derive(Debug, Clone)]
+pub struct LogConfig {
+    /// A segment file is rolled (sealed, a new one started) before it would exceed this size.
+    /// Default 1 GiB.
+    pub segment_bytes_max: u64,
+    /// A segment is rolled on the next append once it is this old. Default 7 days.
+    pub segment_age_max_ms: u64,
+    /// Capacity of the tail buffer, the most one group-commit write carries. Appends wait when
+    /// it is full (back-pressure). Default 4 MiB; at least one largest batch plus one block.
+    pub write_buffer_bytes: usize,
+    /// One sparse index entry per this many bytes of batches. Default 64 KiB.
+    pub index_interval_bytes: u64,
+    /// Largest batch the log accepts. Record and batch limits as checked at ingress.
+    pub limits: Limits,
+    /// Segments whose newest record is older than this are deleted by retention. `None`: kept.
+    pub retention_age_ms: Option<u64>,
+    /// Oldest segments are deleted while the log is larger than this. `None`: no limit.
+    pub retention_bytes: Option<u64>,
+    /// Preallocate each segment file to `segment_bytes_max` when it is created. Default true.
+    pub preallocate: bool,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        LogConfig {
+            segment_bytes_max: 1 << 30,
+            segment_age_max_ms: 7 * 24 * 3600 * 1000,
+            write_buffer_bytes: 4 << 20,
+            index_interval_bytes: 64 << 10,
+            limits: Limits::DEFAULT,
+            retention_age_ms: None,
+            retention_bytes: None,
+            preallocate: true,
+        }
+    }
+}
+
+impl LogConfig {
+    /// Largest batch that fits both the tail buffer and a segment.
+    pub fn batch_bytes_max(&self) -> u64 {
+        let buffer_room = (self.write_buffer_bytes - BLOCK_BYTES) as u64;
+        let segment_room = self.segment_bytes_max - BLOCK_BYTES as u64;
+        self.limits.batch_bytes_max.min(buffer_room).min(segment_room)
+    }
+
+    /// Checks that the sizes fit together.
+    pub fn validate(&self) -> Result<(), String> {
+        if self.write_buffer_bytes < 4 * BLOCK_BYTES || self.write_buffer_bytes % BLOCK_BYTES != 0 {
+            return Err(format!(
+                "write_buffer_bytes must be a multiple of {BLOCK_BYTES} and at least {}",
+                4 * BLOCK_BYTES
+            ));
+        }
+        if self.segment_bytes_max < 4 * BLOCK_BYTES as u64 || self.segment_bytes_max % BLOCK_BYTES as u64 != 0 {
+            return Err(format!(
+                "segment_bytes_max must be a multiple of {BLOCK_BYTES} and at least {}",
+                4 * BLOCK_BYTES
+            ));
+        }
+        if self.segment_bytes_max > u64::from(u32::MAX) * 4 {
+            return Err("segment_bytes_max must be below 16 GiB".into());
+        }
+        if self.index_interval_bytes == 0 {
+            return Err("index_interval_bytes must be positive".into());
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,85 @@
+//! Operating errors of a shard log.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use runnel_core::{BatchError, Offset};
+use thiserror::Error;
+
+/// Why a log operation failed.
+#[derive(Debug, Clone, Error)]
+#[non_exhaustive]
+pub enum LogError {
+    /// An I/O call failed. When it was a write or a sync, the log is poisoned as well.
+    #[error("{op} failed on {path}: {source}")]
+    Io {
+        /// What the log was doing.
+        op: &'static str,
+        /// The file or directory.
+        path: PathBuf,
+        /// The operating system's error.
+        source: Arc<std::io::Error>,
+    },
+    /// An earlier write or fdatasync failed; the log accepts and acknowledges nothing more.
+    /// Reopen it (recovery decides what is durable) after the fault is fixed.
+    #[error("the log is poisoned by an earlier I/O failure and accepts nothing more: {cause}")]
+    Poisoned {
+        /// The failure that poisoned it.
+        cause: String,
+    },
+    /// Bytes on disk fail their checks where no crash can explain them.
+    #[error("corruption in {path} at byte {position} (expected offset {offset}): {reason}")]
+    Corruption {
+        /// The segment file.
+        path: PathBuf,
+        /// Byte position in the file.
+        position: u64,
+        /// The offset the log expected to find there.
+        offset: Offset,
+        /// What was wrong.
+        reason: String,
+    },
+    /// A batch handed to `append` is not a well-formed batch.
+    #[error("invalid batch: {0}")]
+    InvalidBatch(#[from] BatchError),
+    /// A batch larger than the log can hold in one write.
+    #[error("batch of {size} bytes exceeds the log's limit of {max} bytes")]
+    BatchTooLarge {
+        /// The batch size.
+        size: u64,
+        /// The limit.
+        max: u64,
+    },
+    /// The offset is before the log's start (trimmed or deleted by retention).
+    #[error("offset {requested} was trimmed; the log starts at {start}")]
+    Trimmed {
+        /// The offset asked for.
+        requested: Offset,
+        /// The first offset still held.
+        start: Offset,
+    },
+    /// The offset is beyond the end of the log.
+    #[error("offset {requested} is beyond the end of the log (next offset {next})")]
+    OffsetOutOfRange {
+        /// The offset asked for.
+        requested: Offset,
+        /// The offset the next append will get.
+        next: Offset,
+    },
+    /// The configuration does not hold together.
+    #[error("invalid log configuration: {0}")]
+    InvalidConfig(String),
+    /// The log was closed.
+    #[error("the log is closed")]
+    Closed,
+}
+
+impl LogError {
+    pub(crate) fn io(op: &'static str, path: impl Into<PathBuf>, source: std::io::Error) -> Self {
+        LogError::Io {
+            op,
+            path: path.into(),
+            source: Arc::new(source),
+        }
+    }
+}

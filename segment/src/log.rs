@@ -1,0 +1,914 @@
+//! The shard log: appends, group commit, reads, tailing, trim, retention, open and close.
+//!
+//! One background task per log (the *flusher*) does every write, fdatasync and segment roll.
+//! Appends copy a batch into the aligned tail buffer and return its offsets at once; the
+//! flusher swaps the buffer out, writes it from the last block boundary, syncs, and only then
+//! advances the durable offset. Whatever arrives while a write + sync is in flight goes into the
+//! next one: that is the group commit. A failed write or sync poisons the log for good.
+
+use std::cell::RefCell;
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::rc::Rc;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use runnel_core::batch::stamp;
+use runnel_core::{BatchHeader, BatchView, Epoch, Offset, BATCH_HEADER_LEN};
+
+use crate::config::{LogConfig, BLOCK_BYTES};
+use crate::error::LogError;
+use crate::event::Event;
+use crate::format::{encode_start, segment_file_name, SegmentHeader, SEGMENT_DATA_START, START_FILE_NAME};
+use crate::index::SparseIndex;
+use crate::read::{ChunkReader, ReadChunk};
+use crate::recovery::recover;
+use crate::runtime::{spawn, TaskHandle};
+use crate::segment::Segment;
+use crate::storage::{Storage, StorageFile, WriteBuffer};
+
+/// Where an appended batch landed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Appended {
+    /// Offset of its first record.
+    pub base_offset: Offset,
+    /// Offset of its last record.
+    pub last_offset: Offset,
+}
+
+/// How far a read may see.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReadBound {
+    /// Only batches made durable by fdatasync.
+    Durable,
+    /// Batches written to the file, durable or not yet (for `memory` durability).
+    Written,
+    /// Batches below this offset (a committed offset decided by replication), and written.
+    Below(Offset),
+}
+
+fn align_down(value: u64) -> u64 {
+    value - value % BLOCK_BYTES as u64
+}
+
+fn align_up(value: u64) -> u64 {
+    align_down(value + BLOCK_BYTES as u64 - 1)
+}
+
+fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}
+
+/// The unflushed end of the active segment: a block-aligned buffer mapped at `file_pos`.
+struct Tail<B> {
+    buffer: B,
+    /// File position of `buffer[0]`; block-aligned.
+    file_pos: u64,
+    /// Bytes of batches in the buffer.
+    fill: usize,
+    /// Bytes of the buffer already written to the file (the kept partial block).
+    written: usize,
+}
+
+struct State<S: Storage> {
+    segments: BTreeMap<Offset, Segment<S::File>>,
+    tail: Tail<S::Buffer>,
+    /// Offset the next append gets.
+    next_offset: Offset,
+    /// Batches below this offset are in the file.
+    written_offset: Offset,
+    /// File position in the active segment up to which batches are in the file.
+    written_pos: u64,
+    /// Batches below this offset are durable.
+    durable_offset: Offset,
+    /// The logical start: offsets below it are trimmed.
+    start: Offset,
+    poisoned: Option<String>,
+    closed: bool,
+    roll_requested: bool,
+    maintenance_busy: bool,
+}
+
+struct Inner<S: Storage> {
+    storage: S,
+    dir: PathBuf,
+    config: LogConfig,
+    state: RefCell<State<S>>,
+    /// New batches in the tail buffer, a roll request, or close: wakes the flusher.
+    appended: Event,
+    /// Batches reached the file: wakes tailing readers.
+    written: Event,
+    /// Batches became durable, or the log was poisoned: wakes durability waiters.
+    durable: Event,
+    /// The tail buffer was swapped or a roll finished: wakes blocked appenders.
+    room: Event,
+    /// Trim or retention finished.
+    maintenance: Event,
+}
+
+/// A shard's durable log. Single-threaded: use it on the executor that opened it.
+pub struct ShardLog<S: Storage> {
+    inner: Rc<Inner<S>>,
+    flusher: Option<TaskHandle<()>>,
+}
+
+enum Step {
+    Done(Appended),
+    Wait,
+}
+
+/// One write + sync the flusher performs.
+struct FlushJob<S: Storage> {
+    file: Rc<S::File>,
+    buffer: S::Buffer,
+    pos: u64,
+    upto_offset: Offset,
+    upto_pos: u64,
+}
+
+impl<S: Storage> ShardLog<S> {
+    /// Opens (recovering) or creates the log in `dir`.
+    pub async fn open(storage: S, dir: impl Into<PathBuf>, config: LogConfig) -> Result<Self, LogError> {
+        config.validate().map_err(LogError::InvalidConfig)?;
+        let dir = dir.into();
+        let recovered = recover(&storage, &dir, &config).await?;
+        let start = recovered.start;
+        let mut segments: BTreeMap<Offset, Segment<S::File>> =
+            recovered.segments.into_iter().map(|s| (s.base, s)).collect();
+        if segments.is_empty() {
+            let segment = create_segment(&storage, &dir, start, &config).await?;
+            segments.insert(segment.base, segment);
+        }
+        let active = segments
+            .values_mut()
+            .next_back()
+            .ok_or_else(|| LogError::InvalidConfig("no active segment".into()))?;
+        if active.write_bytes_max as usize != config.write_buffer_bytes {
+            // The torn-write window is a property of the segment: a writer with another buffer
+            // size continues in a fresh segment (or rewrites the header of an empty one).
+            if active.is_empty() {
+                rewrite_header(active, &config).await?;
+            } else {
+                let next = active.next_offset;
+                seal_segment(active).await?;
+                let segment = create_segment(&storage, &dir, next, &config).await?;
+                segments.insert(segment.base, segment);
+            }
+        }
+        let active = segments
+            .values()
+            .next_back()
+            .ok_or_else(|| LogError::InvalidConfig("no active segment".into()))?;
+        let tail = open_tail(active, &config, recovered.dirty_tail).await?;
+        let next_offset = active.next_offset;
+        let written_pos = active.data_end;
+        let state = State {
+            segments,
+            tail,
+            next_offset,
+            written_offset: next_offset,
+            written_pos,
+            durable_offset: next_offset,
+            start,
+            poisoned: None,
+            closed: false,
+            roll_requested: false,
+            maintenance_busy: false,
+        };
+        let inner = Rc::new(Inner {
+            storage,
+            dir,
+            config,
+            state: RefCell::new(state),
+            appended: Event::default(),
+            written: Event::default(),
+            durable: Event::default(),
+            room: Event::default(),
+            maintenance: Event::default(),
+        });
+        let flusher = spawn(flusher(Rc::clone(&inner)));
+        Ok(ShardLog {
+            inner,
+            flusher: Some(flusher),
+        })
+    }
+
+    /// Appends one batch (its header CRC and payload CRC are checked; the base offset and
+    /// `epoch` are stamped into the stored copy). Returns as soon as the batch is in the tail
+    /// buffer — await [`Self::wait_durable`] before acknowledging an `fsync` write. Waits while
+    /// the tail buffer is full (back-pressure) or a segment is rolling.
+    pub async fn append(&self, batch: &[u8], epoch: Epoch) -> Result<Appended, LogError> {
+        loop {
+            let room = self.inner.room.listen();
+            match self.try_append(batch, epoch)? {
+                Step::Done(appended) => return Ok(appended),
+                Step::Wait => room.await,
+            }
+        }
+    }
+
+    /// Appends and waits until the batch is durable.
+    pub async fn append_durable(&self, batch: &[u8], epoch: Epoch) -> Result<Appended, LogError> {
+        let appended = self.append(batch, epoch).await?;
+        self.wait_durable(appended.last_offset).await?;
+        Ok(appended)
+    }
+
+    fn try_append(&self, batch: &[u8], epoch: Epoch) -> Result<Step, LogError> {
+        let inner = &*self.inner;
+        let mut guard = inner.state.borrow_mut();
+        let state = &mut *guard;
+        if let Some(cause) = &state.poisoned {
+            return Err(LogError::Poisoned { cause: cause.clone() });
+        }
+        if state.closed {
+            return Err(LogError::Closed);
+        }
+        let view = BatchView::check(batch)?;
+        let len = view.as_bytes().len();
+        let max = inner.config.batch_bytes_max();
+        if len as u64 > max {
+            return Err(LogError::BatchTooLarge { size: len as u64, max });
+        }
+        if state.roll_requested {
+            return Ok(Step::Wait);
+        }
+        let Some(active) = state.segments.values_mut().next_back() else {
+            return Err(LogError::Closed);
+        };
+        let too_big = active.data_end + len as u64 > inner.config.segment_bytes_max;
+        let too_old = now_ms().saturating_sub(active.created_ms) > inner.config.segment_age_max_ms as i64;
+        if !active.is_empty() && (too_big || too_old) {
+            state.roll_requested = true;
+            inner.appended.notify();
+            return Ok(Step::Wait);
+        }
+        let tail = &mut state.tail;
+        if tail.fill + len > inner.config.write_buffer_bytes {
+            return Ok(Step::Wait);
+        }
+        let target = tail
+            .buffer
+            .as_mut_slice()
+            .get_mut(tail.fill..tail.fill + len)
+            .ok_or(LogError::BatchTooLarge { size: len as u64, max })?;
+        target.copy_from_slice(view.as_bytes());
+        let header: BatchHeader = stamp(target, state.next_offset, epoch)?;
+        let position = tail.file_pos + tail.fill as u64;
+        active.note_batch(&header, position, inner.config.index_interval_bytes);
+        tail.fill += len;
+        state.next_offset = header.next_offset();
+        inner.appended.notify();
+        Ok(Step::Done(Appended {
+            base_offset: header.base_offset,
+            last_offset: header.last_offset(),
+        }))
+    }
+
+    /// Waits until every batch up to and including `offset` is durable.
+    pub async fn wait_durable(&self, offset: Offset) -> Result<(), LogError> {
+        loop {
+            let changed = self.inner.durable.listen();
+            {
+                let state = self.inner.state.borrow();
+                if let Some(cause) = &state.poisoned {
+                    return Err(LogError::Poisoned { cause: cause.clone() });
+                }
+                if state.durable_offset > offset {
+                    return Ok(());
+                }
+                if offset >= state.next_offset {
+                    return Err(LogError::OffsetOutOfRange {
+                        requested: offset,
+                        next: state.next_offset,
+                    });
+                }
+                if state.closed && self.flusher.is_none() {
+                    return Err(LogError::Closed);
+                }
+            }
+            changed.await;
+        }
+    }
+
+    /// Waits until a batch at or after `offset` can be read within `bound` (tailing).
+    pub async fn wait_for(&self, offset: Offset, bound: ReadBound) -> Result<(), LogError> {
+        loop {
+            let changed = match bound {
+                ReadBound::Durable => self.inner.durable.listen(),
+                ReadBound::Written | ReadBound::Below(_) => self.inner.written.listen(),
+            };
+            {
+                let state = self.inner.state.borrow();
+                if let Some(cause) = &state.poisoned {
+                    return Err(LogError::Poisoned { cause: cause.clone() });
+                }
+                if state.closed {
+                    return Err(LogError::Closed);
+                }
+                if offset < bound_offset(&state, bound) {
+                    return Ok(());
+                }
+            }
+            changed.await;
+        }
+    }
+
+    /// Reads whole batches starting with the one holding `from`, up to about `max_bytes`
+    /// (at least one batch), seeing no further than `bound`. An empty chunk means there is
+    /// nothing at `from` yet.
+    pub async fn read(&self, from: Offset, max_bytes: usize, bound: ReadBound) -> Result<ReadChunk<S>, LogError> {
+        let (file, path, mut pos, limit, bound) = {
+            let state = self.inner.state.borrow();
+            if from < state.start {
+                return Err(LogError::Trimmed {
+                    requested: from,
+                    start: state.start,
+                });
+            }
+            if from > state.next_offset {
+                return Err(LogError::OffsetOutOfRange {
+                    requested: from,
+                    next: state.next_offset,
+                });
+            }
+            let bound = bound_offset(&state, bound);
+            if from >= bound {
+                return Ok(ReadChunk::empty(from));
+            }
+            let Some((_, segment)) = state.segments.range(..=from).next_back() else {
+                return Err(LogError::Trimmed {
+                    requested: from,
+                    start: state.start,
+                });
+            };
+            let is_active = state.segments.keys().next_back() == Some(&segment.base);
+            let limit = if is_active { state.written_pos } else { segment.data_end };
+            let pos = segment.index.position_for_offset(from).unwrap_or(SEGMENT_DATA_START);
+            (Rc::clone(&segment.file), segment.path.clone(), pos, limit, bound)
+        };
+        let read_ahead = max_bytes.max(BATCH_HEADER_LEN) + self.inner.config.index_interval_bytes as usize;
+        let mut reader = ChunkReader::new(&*file, read_ahead);
+        let io_error = |e| LogError::io("read segment", &path, e);
+        let corrupt = |position: u64, offset: Offset, reason: String| LogError::Corruption {
+            path: path.clone(),
+            position,
+            offset,
+            reason,
+        };
+        // Skip the batches before the one holding `from`, reading headers only.
+        let mut expected = None;
+        loop {
+            if pos + BATCH_HEADER_LEN as u64 > limit {
+                return Ok(ReadChunk::empty(from));
+            }
+            let head = reader.bytes(pos, BATCH_HEADER_LEN, limit).await.map_err(io_error)?;
+            let header = BatchHeader::decode(head).map_err(|e| corrupt(pos, from, e.to_string()))?;
+            if let Some(expected) = expected {
+                if header.base_offset != expected {
+                    return Err(corrupt(pos, expected, format!("batch has base offset {}", header.base_offset)));
+                }
+            }
+            if header.next_offset() > from {
+                break;
+            }
+            expected = Some(header.next_offset());
+            pos += u64::from(header.batch_len);
+        }
+        // Take whole batches from `pos` while they fit in `max_bytes` and lie below the bound.
+        let first_pos = pos;
+        let mut next_offset = from;
+        let mut batch_count = 0;
+        while pos + BATCH_HEADER_LEN as u64 <= limit {
+            let head = reader.bytes(pos, BATCH_HEADER_LEN, limit).await.map_err(io_error)?;
+            let header = BatchHeader::decode(head).map_err(|e| corrupt(pos, next_offset, e.to_string()))?;
+            let len = u64::from(header.batch_len);
+            if header.base_offset >= bound || (batch_count > 0 && pos + len - first_pos > max_bytes as u64) {
+                break;
+            }
+            if batch_count > 0 && header.base_offset != next_offset {
+                return Err(corrupt(pos, next_offset, format!("batch has base offset {}", header.base_offset)));
+            }
+            if pos + len > limit {
+                return Err(corrupt(pos, header.base_offset, "batch runs past the end of the segment's data".into()));
+            }
+            let bytes = reader.bytes(pos, len as usize, limit).await.map_err(io_error)?;
+            BatchView::check(bytes).map_err(|e| corrupt(pos, header.base_offset, e.to_string()))?;
+            next_offset = header.next_offset();
+            batch_count += 1;
+            pos += len;
+        }
+        if batch_count == 0 {
+            return Ok(ReadChunk::empty(from));
+        }
+        let (buffer, start) = match reader.take_if_covers(first_pos, pos) {
+            Some(covered) => covered,
+            None => {
+                let buffer = file
+                    .read_at(first_pos, (pos - first_pos) as usize)
+                    .await
+                    .map_err(io_error)?;
+                (buffer, 0)
+            }
+        };
+        let chunk = ReadChunk {
+            buffer: Some(buffer),
+            start,
+            end: start + (pos - first_pos) as usize,
+            next_offset,
+            batch_count,
+        };
+        // The bytes were checked through the reader's cache; a fresh read must check again.
+        if chunk.batches().count() != batch_count {
+            return Err(corrupt(first_pos, from, "batches changed between two reads".into()));
+        }
+        Ok(chunk)
+    }
+
+    /// The offset of the first batch whose largest record timestamp is at least
+    /// `timestamp_ms` (the next offset when there is none), for reads "from a time".
+    pub async fn offset_for_timestamp(&self, timestamp_ms: i64) -> Result<Offset, LogError> {
+        let candidate = {
+            let state = self.inner.state.borrow();
+            let active_base = state.segments.keys().next_back().copied();
+            state
+                .segments
+                .values()
+                .find(|s| !s.is_empty() && s.max_timestamp_ms >= timestamp_ms)
+                .map(|s| {
+                    let limit = if Some(s.base) == active_base { state.written_pos } else { s.data_end };
+                    let pos = s.index.position_for_timestamp(timestamp_ms).unwrap_or(SEGMENT_DATA_START);
+                    (Rc::clone(&s.file), s.path.clone(), pos, limit)
+                })
+        };
+        let Some((file, path, mut pos, limit)) = candidate else {
+            return Ok(self.written_offset());
+        };
+        let mut reader = ChunkReader::new(&*file, 256 << 10);
+        while pos + BATCH_HEADER_LEN as u64 <= limit {
+            let head = reader
+                .bytes(pos, BATCH_HEADER_LEN, limit)
+                .await
+                .map_err(|e| LogError::io("read segment", &path, e))?;
+            let header = BatchHeader::decode(head).map_err(|e| LogError::Corruption {
+                path: path.clone(),
+                position: pos,
+                offset: Offset(0),
+                reason: e.to_string(),
+            })?;
+            if header.max_timestamp_ms >= timestamp_ms {
+                return Ok(header.base_offset.max(self.start_offset()));
+            }
+            pos += u64::from(header.batch_len);
+        }
+        Ok(self.written_offset())
+    }
+
+    /// Moves the logical start to `new_start` (durably), deleting segments entirely below it.
+    pub async fn trim(&self, new_start: Offset) -> Result<(), LogError> {
+        let _busy = self.begin_maintenance().await?;
+        {
+            let state = self.inner.state.borrow();
+            if new_start > state.next_offset {
+                return Err(LogError::OffsetOutOfRange {
+                    requested: new_start,
+                    next: state.next_offset,
+                });
+            }
+            if new_start <= state.start {
+                return Ok(());
+            }
+        }
+        write_start_file(&self.inner.storage, &self.inner.dir, new_start).await?;
+        self.inner.state.borrow_mut().start = new_start;
+        let doomed = {
+            let state = self.inner.state.borrow();
+            let active = state.segments.keys().next_back().copied();
+            state
+                .segments
+                .values()
+                .filter(|s| Some(s.base) != active && s.next_offset <= new_start)
+                .map(|s| s.base)
+                .collect::<Vec<_>>()
+        };
+        self.delete_segments(&doomed).await
+    }
+
+    /// Deletes sealed segments past the retention age (by their newest record) or beyond the
+    /// retention size (oldest first). Returns how many were deleted.
+    pub async fn enforce_retention(&self, now_ms: i64) -> Result<usize, LogError> {
+        let _busy = self.begin_maintenance().await?;
+        let doomed = {
+            let state = self.inner.state.borrow();
+            let config = &self.inner.config;
+            let mut total: u64 = state.segments.values().map(|s| s.data_end).sum();
+            let sealed: Vec<&Segment<S::File>> = state.segments.values().rev().skip(1).rev().collect();
+            let mut doomed = Vec::new();
+            for segment in sealed {
+                let too_old = config
+                    .retention_age_ms
+                    .is_some_and(|age| segment.max_timestamp_ms < now_ms.saturating_sub(age as i64));
+                let too_big = config.retention_bytes.is_some_and(|max| total > max);
+                if !(too_old || too_big) {
+                    break;
+                }
+                total -= segment.data_end;
+                doomed.push(segment.base);
+            }
+            doomed
+        };
+        let count = doomed.len();
+        self.delete_segments(&doomed).await?;
+        Ok(count)
+    }
+
+    async fn delete_segments(&self, bases: &[Offset]) -> Result<(), LogError> {
+        if bases.is_empty() {
+            return Ok(());
+        }
+        let mut paths = Vec::new();
+        {
+            let mut state = self.inner.state.borrow_mut();
+            for base in bases {
+                if let Some(segment) = state.segments.remove(base) {
+                    state.start = state.start.max(segment.next_offset);
+                    paths.push(segment.path);
+                }
+            }
+        }
+        let storage = &self.inner.storage;
+        for path in &paths {
+            storage.remove(path).await.map_err(|e| LogError::io("remove segment", path, e))?;
+        }
+        storage
+            .sync_dir(&self.inner.dir)
+            .await
+            .map_err(|e| LogError::io("sync directory", &self.inner.dir, e))
+    }
+
+    async fn begin_maintenance(&self) -> Result<MaintenanceGuard<'_, S>, LogError> {
+        loop {
+            let done = self.inner.maintenance.listen();
+            {
+                let mut state = self.inner.state.borrow_mut();
+                if state.closed {
+                    return Err(LogError::Closed);
+                }
+                if !state.maintenance_busy {
+                    state.maintenance_busy = true;
+                    return Ok(MaintenanceGuard { inner: &self.inner });
+                }
+            }
+            done.await;
+        }
+    }
+
+    /// Flushes what is buffered, stops the flusher and closes the log. Fails if the log was
+    /// poisoned (what was not durable then is not durable now).
+    pub async fn close(mut self) -> Result<(), LogError> {
+        self.inner.state.borrow_mut().closed = true;
+        self.inner.appended.notify();
+        if let Some(flusher) = self.flusher.take() {
+            flusher.join().await;
+        }
+        self.inner.durable.notify();
+        self.inner.written.notify();
+        self.inner.room.notify();
+        let state = self.inner.state.borrow();
+        match &state.poisoned {
+            Some(cause) => Err(LogError::Poisoned { cause: cause.clone() }),
+            None => Ok(()),
+        }
+    }
+
+    /// The first offset still held.
+    pub fn start_offset(&self) -> Offset {
+        self.inner.state.borrow().start
+    }
+
+    /// The offset the next append gets.
+    pub fn next_offset(&self) -> Offset {
+        self.inner.state.borrow().next_offset
+    }
+
+    /// Batches below this offset are durable.
+    pub fn durable_offset(&self) -> Offset {
+        self.inner.state.borrow().durable_offset
+    }
+
+    /// Batches below this offset are in the file (durable or not).
+    pub fn written_offset(&self) -> Offset {
+        self.inner.state.borrow().written_offset
+    }
+
+    /// The failure that poisoned the log, if one did.
+    pub fn poisoned(&self) -> Option<String> {
+        self.inner.state.borrow().poisoned.clone()
+    }
+
+    /// Number of segment files.
+    pub fn segment_count(&self) -> usize {
+        self.inner.state.borrow().segments.len()
+    }
+
+    /// Bytes of batches held (sum of the segments' data, headers included).
+    pub fn size_bytes(&self) -> u64 {
+        self.inner.state.borrow().segments.values().map(|s| s.data_end).sum()
+    }
+
+    /// The log's directory.
+    pub fn dir(&self) -> &Path {
+        &self.inner.dir
+    }
+}
+
+struct MaintenanceGuard<'a, S: Storage> {
+    inner: &'a Inner<S>,
+}
+
+impl<S: Storage> Drop for MaintenanceGuard<'_, S> {
+    fn drop(&mut self) {
+        self.inner.state.borrow_mut().maintenance_busy = false;
+        self.inner.maintenance.notify();
+    }
+}
+
+fn bound_offset<S: Storage>(state: &State<S>, bound: ReadBound) -> Offset {
+    match bound {
+        ReadBound::Durable => state.durable_offset,
+        ReadBound::Written => state.written_offset,
+        ReadBound::Below(offset) => offset.min(state.written_offset),
+    }
+}
+
+fn poison<S: Storage>(inner: &Inner<S>, cause: String) {
+    inner.state.borrow_mut().poisoned.get_or_insert(cause);
+    inner.durable.notify();
+    inner.written.notify();
+    inner.room.notify();
+}
+
+/// What the flusher does next.
+enum Work<S: Storage> {
+    Flush(FlushJob<S>),
+    Roll,
+    Stop,
+}
+
+/// The background task: every write, sync and roll of the log.
+async fn flusher<S: Storage>(inner: Rc<Inner<S>>) {
+    loop {
+        let work = loop {
+            let appended = inner.appended.listen();
+            if let Some(work) = next_work(&inner) {
+                break work;
+            }
+            appended.await;
+        };
+        let result = match work {
+            Work::Stop => return,
+            Work::Flush(job) => flush(&inner, job).await,
+            Work::Roll => roll(&inner).await,
+        };
+        if let Err(error) = result {
+            poison(&inner, error.to_string());
+            return;
+        }
+    }
+}
+
+fn next_work<S: Storage>(inner: &Inner<S>) -> Option<Work<S>> {
+    let mut guard = inner.state.borrow_mut();
+    let state = &mut *guard;
+    if state.poisoned.is_some() {
+        return Some(Work::Stop);
+    }
+    if state.tail.fill > state.tail.written {
+        let active = state.segments.values().next_back()?;
+        let file = Rc::clone(&active.file);
+        let fill = state.tail.fill;
+        let keep_from = align_down(fill as u64) as usize;
+        let aligned_end = align_up(fill as u64) as usize;
+        let mut fresh = file.alloc(inner.config.write_buffer_bytes);
+        let kept = state.tail.buffer.as_slice().get(keep_from..fill).unwrap_or_default();
+        if let Some(target) = fresh.as_mut_slice().get_mut(..kept.len()) {
+            target.copy_from_slice(kept);
+        }
+        let mut buffer = std::mem::replace(&mut state.tail.buffer, fresh);
+        if let Some(padding) = buffer.as_mut_slice().get_mut(fill..aligned_end) {
+            padding.fill(0);
+        }
+        buffer.truncate(aligned_end);
+        let job = FlushJob {
+            file,
+            buffer,
+            pos: state.tail.file_pos,
+            upto_offset: state.next_offset,
+            upto_pos: state.tail.file_pos + fill as u64,
+        };
+        state.tail.file_pos += keep_from as u64;
+        state.tail.fill -= keep_from;
+        state.tail.written = state.tail.fill;
+        inner.room.notify();
+        return Some(Work::Flush(job));
+    }
+    if state.roll_requested {
+        return Some(Work::Roll);
+    }
+    if state.closed {
+        return Some(Work::Stop);
+    }
+    None
+}
+
+async fn flush<S: Storage>(inner: &Inner<S>, job: FlushJob<S>) -> Result<(), LogError> {
+    let path = job.file.path().clone();
+    job.file
+        .write_at(job.buffer, job.pos)
+        .await
+        .map_err(|e| LogError::io("write segment", &path, e))?;
+    {
+        let mut state = inner.state.borrow_mut();
+        state.written_offset = job.upto_offset;
+        state.written_pos = job.upto_pos;
+    }
+    inner.written.notify();
+    job.file.sync().await.map_err(|e| LogError::io("fdatasync segment", &path, e))?;
+    inner.state.borrow_mut().durable_offset = job.upto_offset;
+    inner.durable.notify();
+    Ok(())
+}
+
+/// Seals the active segment and starts a new one. Everything buffered was flushed first.
+async fn roll<S: Storage>(inner: &Inner<S>) -> Result<(), LogError> {
+    let (file, data_end, next) = {
+        let state = inner.state.borrow();
+        let active = state
+            .segments
+            .values()
+            .next_back()
+            .ok_or_else(|| LogError::InvalidConfig("no active segment".into()))?;
+        (Rc::clone(&active.file), active.data_end, active.next_offset)
+    };
+    seal_file(&*file, data_end).await?;
+    let segment = create_segment(&inner.storage, &inner.dir, next, &inner.config).await?;
+    let tail = open_tail(&segment, &inner.config, false).await?;
+    {
+        let mut state = inner.state.borrow_mut();
+        state.written_pos = segment.data_end;
+        state.tail = tail;
+        state.segments.insert(segment.base, segment);
+        state.roll_requested = false;
+    }
+    inner.room.notify();
+    Ok(())
+}
+
+/// Cuts a full segment's file after its last batch and syncs it.
+async fn seal_file<F: StorageFile>(file: &F, data_end: u64) -> Result<(), LogError> {
+    let path = file.path().clone();
+    file.truncate(align_up(data_end))
+        .await
+        .map_err(|e| LogError::io("truncate sealed segment", &path, e))?;
+    file.sync().await.map_err(|e| LogError::io("fdatasync sealed segment", &path, e))
+}
+
+async fn seal_segment<F: StorageFile>(segment: &Segment<F>) -> Result<(), LogError> {
+    seal_file(&*segment.file, segment.data_end).await
+}
+
+fn header_block<F: StorageFile>(file: &F, base: Offset, created_ms: i64, config: &LogConfig) -> F::Buffer {
+    let mut block = file.alloc(BLOCK_BYTES);
+    block.as_mut_slice().fill(0);
+    SegmentHeader {
+        base_offset: base,
+        created_ms,
+        write_bytes_max: config.write_buffer_bytes as u32,
+    }
+    .encode_into(block.as_mut_slice());
+    block
+}
+
+/// Creates, preallocates and syncs a new segment file (and its directory entry).
+async fn create_segment<S: Storage>(storage: &S, dir: &Path, base: Offset, config: &LogConfig) -> Result<Segment<S::File>, LogError> {
+    let path = dir.join(segment_file_name(base));
+    let file = storage.create(&path).await.map_err(|e| LogError::io("create segment", &path, e))?;
+    let created_ms = now_ms();
+    let block = header_block(&file, base, created_ms, config);
+    file.write_at(block, 0)
+        .await
+        .map_err(|e| LogError::io("write segment header", &path, e))?;
+    if config.preallocate {
+        file.preallocate(config.segment_bytes_max)
+            .await
+            .map_err(|e| LogError::io("preallocate segment", &path, e))?;
+    }
+    file.sync().await.map_err(|e| LogError::io("fdatasync segment", &path, e))?;
+    storage.sync_dir(dir).await.map_err(|e| LogError::io("sync directory", dir, e))?;
+    Ok(Segment {
+        base,
+        file: Rc::new(file),
+        path,
+        data_end: SEGMENT_DATA_START,
+        next_offset: base,
+        max_timestamp_ms: i64::MIN,
+        created_ms,
+        write_bytes_max: config.write_buffer_bytes as u32,
+        index: SparseIndex::default(),
+    })
+}
+
+async fn rewrite_header<F: StorageFile>(segment: &mut Segment<F>, config: &LogConfig) -> Result<(), LogError> {
+    let block = header_block(&*segment.file, segment.base, segment.created_ms, config);
+    let path = segment.path.clone();
+    segment
+        .file
+        .write_at(block, 0)
+        .await
+        .map_err(|e| LogError::io("write segment header", &path, e))?;
+    segment.file.sync().await.map_err(|e| LogError::io("fdatasync segment", &path, e))?;
+    segment.write_bytes_max = config.write_buffer_bytes as u32;
+    Ok(())
+}
+
+/// Builds the tail buffer for appending to `segment` after its last batch; when `dirty`, first
+/// zeroes what a torn write left after that batch.
+async fn open_tail<F: StorageFile>(segment: &Segment<F>, config: &LogConfig, dirty: bool) -> Result<Tail<F::Buffer>, LogError> {
+    let path = &segment.path;
+    let keep_from = align_down(segment.data_end);
+    let partial = (segment.data_end - keep_from) as usize;
+    let mut buffer = segment.file.alloc(config.write_buffer_bytes);
+    if partial > 0 {
+        let bytes = segment
+            .file
+            .read_at(keep_from, partial)
+            .await
+            .map_err(|e| LogError::io("read segment tail", path, e))?;
+        if let Some(target) = buffer.as_mut_slice().get_mut(..partial) {
+            target.copy_from_slice(bytes.get(..partial).unwrap_or_default());
+        }
+    }
+    if dirty {
+        segment
+            .file
+            .truncate(align_up(segment.data_end))
+            .await
+            .map_err(|e| LogError::io("truncate torn tail", path, e))?;
+        if config.preallocate {
+            segment
+                .file
+                .preallocate(config.segment_bytes_max)
+                .await
+                .map_err(|e| LogError::io("preallocate segment", path, e))?;
+        }
+        if partial > 0 {
+            let mut block = segment.file.alloc(BLOCK_BYTES);
+            block.as_mut_slice().fill(0);
+            let kept = buffer.as_slice().get(..partial).unwrap_or_default();
+            if let Some(target) = block.as_mut_slice().get_mut(..partial) {
+                target.copy_from_slice(kept);
+            }
+            segment
+                .file
+                .write_at(block, keep_from)
+                .await
+                .map_err(|e| LogError::io("rewrite torn block", path, e))?;
+        }
+        segment.file.sync().await.map_err(|e| LogError::io("fdatasync segment", path, e))?;
+    }
+    Ok(Tail {
+        buffer,
+        file_pos: keep_from,
+        fill: partial,
+        written: partial,
+    })
+}
+
+async fn write_start_file<S: Storage>(storage: &S, dir: &Path, start: Offset) -> Result<(), LogError> {
+    let temporary = dir.join(format!("{START_FILE_NAME}.tmp"));
+    let path = dir.join(START_FILE_NAME);
+    if storage.open(&temporary).await.is_ok() {
+        storage
+            .remove(&temporary)
+            .await
+            .map_err(|e| LogError::io("remove stale start file", &temporary, e))?;
+    }
+    let file = storage
+        .create(&temporary)
+        .await
+        .map_err(|e| LogError::io("create start file", &temporary, e))?;
+    let mut block = file.alloc(BLOCK_BYTES);
+    block.as_mut_slice().fill(0);
+    encode_start(start, block.as_mut_slice());
+    file.write_at(block, 0)
+        .await
+        .map_err(|e| LogError::io("write start file", &temporary, e))?;
+    file.sync().await.map_err(|e| LogError::io("fdatasync start file", &temporary, e))?;
+    drop(file);
+    storage
+        .rename(&temporary, &path)
+        .await
+        .map_err(|e| LogError::io("rename start file", &path, e))?;
+    storage.sync_dir(dir).await.map_err(|e| LogError::io("sync directory", dir, e))
+}

@@ -1,0 +1,234 @@
+//! Opening a log directory after a clean stop or a crash.
+//!
+//! Every segment is scanned from its first batch and every batch's CRCs are checked. In the
+//! last segment, the first batch that does not check (or the first all-zero header) ends the
+//! log — a torn tail — provided nothing but zeros lies beyond the torn-write window (the most
+//! bytes one write could carry, recorded in the segment header). Anything else that fails a
+//! check is corruption: a typed error, never data.
+
+use std::path::{Path, PathBuf};
+use std::rc::Rc;
+
+use runnel_core::{BatchHeader, BatchView, Offset, BATCH_HEADER_LEN};
+
+use crate::config::LogConfig;
+use crate::error::LogError;
+use crate::format::{
+    decode_start, parse_segment_file_name, SegmentHeader, SEGMENT_DATA_START, SEGMENT_HEADER_LEN, START_FILE_NAME,
+};
+use crate::index::SparseIndex;
+use crate::read::ChunkReader;
+use crate::segment::Segment;
+use crate::storage::{Storage, StorageFile};
+
+/// How much a recovery scan reads at once.
+const SCAN_READ_BYTES: usize = 1 << 20;
+
+/// What recovery found in a directory.
+pub(crate) struct Recovered<F> {
+    /// Segments in offset order; the last is where appends continue.
+    pub segments: Vec<Segment<F>>,
+    /// The logical start (from the start file, or the first segment).
+    pub start: Offset,
+    /// The last segment holds non-zero bytes after its last batch (a torn write) that must be
+    /// zeroed before appending.
+    pub dirty_tail: bool,
+}
+
+fn corruption(path: &Path, position: u64, offset: Offset, reason: impl Into<String>) -> LogError {
+    LogError::Corruption {
+        path: path.to_owned(),
+        position,
+        offset,
+        reason: reason.into(),
+    }
+}
+
+pub(crate) async fn recover<S: Storage>(storage: &S, dir: &Path, config: &LogConfig) -> Result<Recovered<S::File>, LogError> {
+    storage
+        .create_dir_all(dir)
+        .await
+        .map_err(|e| LogError::io("create directory", dir, e))?;
+    let names = storage
+        .list(dir)
+        .await
+        .map_err(|e| LogError::io("list directory", dir, e))?;
+    let mut bases: Vec<Offset> = names.iter().filter_map(|n| parse_segment_file_name(n)).collect();
+    bases.sort();
+    let start_from_file = read_start_file(storage, dir, &names).await?;
+
+    let mut segments: Vec<Segment<S::File>> = Vec::with_capacity(bases.len());
+    let mut dirty_tail = false;
+    let last_index = bases.len().checked_sub(1);
+    for (index, base) in bases.iter().enumerate() {
+        let is_last = Some(index) == last_index;
+        let path = dir.join(crate::format::segment_file_name(*base));
+        let file = storage.open(&path).await.map_err(|e| LogError::io("open segment", &path, e))?;
+        let size = file.size().await.map_err(|e| LogError::io("stat segment", &path, e))?;
+        let head = file
+            .read_at(0, SEGMENT_HEADER_LEN)
+            .await
+            .map_err(|e| LogError::io("read segment header", &path, e))?;
+        let header = match SegmentHeader::decode(&head) {
+            Ok(header) => header,
+            Err(reason) if is_last => {
+                // A roll creates, writes and syncs the new segment's header before any batch
+                // goes in, so a last segment with a torn header never held data.
+                drop(file);
+                storage.remove(&path).await.map_err(|e| LogError::io("remove torn segment", &path, e))?;
+                storage.sync_dir(dir).await.map_err(|e| LogError::io("sync directory", dir, e))?;
+                let _ = reason;
+                continue;
+            }
+            Err(reason) => return Err(corruption(&path, 0, *base, reason)),
+        };
+        if header.base_offset != *base {
+            return Err(corruption(
+                &path,
+                8,
+                *base,
+                format!("header says base offset {}, file name says {}", header.base_offset, base),
+            ));
+        }
+        if let Some(previous) = segments.last() {
+            if previous.next_offset != *base {
+                return Err(corruption(
+                    &path,
+                    0,
+                    previous.next_offset,
+                    format!("gap: previous segment ends at offset {}, this one starts at {}", previous.next_offset, base),
+                ));
+            }
+        }
+        let mut segment = Segment {
+            base: *base,
+            file: Rc::new(file),
+            path: path.clone(),
+            data_end: SEGMENT_DATA_START,
+            next_offset: *base,
+            max_timestamp_ms: i64::MIN,
+            created_ms: header.created_ms,
+            write_bytes_max: header.write_bytes_max,
+            index: SparseIndex::default(),
+        };
+        dirty_tail = scan_segment(&mut segment, size, is_last, config).await?;
+        segments.push(segment);
+    }
+    let first_base = segments.first().map(|s| s.base);
+    let next = segments.last().map(|s| s.next_offset);
+    let start = match (start_from_file, first_base) {
+        (Some(start), Some(first)) => start.max(first),
+        (Some(start), None) => start,
+        (None, Some(first)) => first,
+        (None, None) => Offset(0),
+    };
+    if let (Some(next), Some(from_file)) = (next, start_from_file) {
+        if from_file > next {
+            return Err(corruption(
+                &dir.join(START_FILE_NAME),
+                8,
+                next,
+                format!("start offset {from_file} is beyond the end of the log {next}"),
+            ));
+        }
+    }
+    Ok(Recovered {
+        segments,
+        start,
+        dirty_tail,
+    })
+}
+
+async fn read_start_file<S: Storage>(storage: &S, dir: &Path, names: &[String]) -> Result<Option<Offset>, LogError> {
+    if !names.iter().any(|n| n == START_FILE_NAME) {
+        return Ok(None);
+    }
+    let path: PathBuf = dir.join(START_FILE_NAME);
+    let file = storage.open(&path).await.map_err(|e| LogError::io("open start file", &path, e))?;
+    let bytes = file
+        .read_at(0, crate::format::START_FILE_LEN)
+        .await
+        .map_err(|e| LogError::io("read start file", &path, e))?;
+    // The start file is replaced by an atomic rename after its contents were synced, so a bad
+    // one is corruption, not a torn write.
+    decode_start(&bytes).map(Some).map_err(|reason| corruption(&path, 0, Offset(0), reason))
+}
+
+/// Scans a segment's batches, filling its index. Returns whether non-zero bytes follow the
+/// last batch of the last segment (a torn tail to be zeroed).
+async fn scan_segment<F: StorageFile>(segment: &mut Segment<F>, size: u64, is_last: bool, config: &LogConfig) -> Result<bool, LogError> {
+    let file = Rc::clone(&segment.file);
+    let mut reader = ChunkReader::new(&*file, SCAN_READ_BYTES);
+    let path = segment.path.clone();
+    let io_error = |e| LogError::io("read segment", &path, e);
+    let mut pos = SEGMENT_DATA_START;
+    let failure: Option<String> = loop {
+        if pos + BATCH_HEADER_LEN as u64 > size {
+            break None;
+        }
+        let head = reader.bytes(pos, BATCH_HEADER_LEN, size).await.map_err(io_error)?;
+        if head.iter().all(|&b| b == 0) {
+            break None;
+        }
+        let header = match BatchHeader::decode(head) {
+            Ok(header) => header,
+            Err(e) => break Some(e.to_string()),
+        };
+        let len = header.batch_len as usize;
+        if pos + len as u64 > size {
+            break Some(format!("batch of {len} bytes runs past the end of the file"));
+        }
+        let bytes = reader.bytes(pos, len, size).await.map_err(io_error)?;
+        if let Err(e) = BatchView::check(bytes) {
+            break Some(e.to_string());
+        }
+        if header.base_offset != segment.next_offset {
+            break Some(format!(
+                "batch has base offset {}, the log expects {}",
+                header.base_offset, segment.next_offset
+            ));
+        }
+        segment.note_batch(&header, pos, config.index_interval_bytes);
+        pos += len as u64;
+    };
+    if !is_last {
+        // Sealed segments were synced whole and cut after their last batch: anything that
+        // does not check is damage.
+        if let Some(reason) = failure {
+            return Err(corruption(&segment.path, pos, segment.next_offset, reason));
+        }
+        return Ok(false);
+    }
+    // The last segment: a power loss can only have torn the bytes of the last write, which
+    // started at or before `pos` and carried at most `write_bytes_max` bytes.
+    let window = u64::from(segment.write_bytes_max);
+    let torn_end = (pos + window).min(size);
+    let check_end = (pos + 2 * window).min(size);
+    let mut dirty = false;
+    let mut at = pos;
+    while at < check_end {
+        let len = ((check_end - at) as usize).min(SCAN_READ_BYTES);
+        let bytes = reader.bytes(at, len, size).await.map_err(io_error)?;
+        if bytes.is_empty() {
+            break;
+        }
+        if let Some(nonzero) = bytes.iter().position(|&b| b != 0) {
+            let nonzero_at = at + nonzero as u64;
+            if nonzero_at >= torn_end {
+                let reason = failure.unwrap_or_else(|| "a zeroed region".to_string());
+                return Err(corruption(
+                    &segment.path,
+                    pos,
+                    segment.next_offset,
+                    format!("{reason}, and data follows at byte {nonzero_at}, beyond the torn-write window"),
+                ));
+            }
+            dirty = true;
+            // Skip to the end of the torn window; only what lies beyond it matters now.
+            at = if nonzero_at < torn_end { torn_end.max(at + 1) } else { nonzero_at + 1 };
+            continue;
+        }
+        at += bytes.len() as u64;
+    }
+    Ok(dirty)
+}

@@ -1,0 +1,166 @@
+//! The production storage: glommio DMA files (O_DIRECT, io_uring).
+
+use std::io;
+use std::ops::Deref;
+use std::path::{Path, PathBuf};
+
+use glommio::io::{DmaBuffer, DmaFile, OpenOptions, ReadResult};
+
+use super::{ReadBuffer, Storage, StorageFile, WriteBuffer};
+
+/// Files on a real file system through glommio's DMA API. Must be used on a glommio executor.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct DmaStorage;
+
+/// A glommio DMA file and its path.
+#[derive(Debug)]
+pub struct DmaStorageFile {
+    file: DmaFile,
+    path: PathBuf,
+}
+
+/// A glommio DMA buffer.
+#[derive(Debug)]
+pub struct DmaWriteBuffer(DmaBuffer);
+
+/// A glommio read result (shared, zero-copy slice of a DMA buffer).
+#[derive(Debug, Clone)]
+pub struct DmaReadBuffer(ReadResult);
+
+fn to_io(error: glommio::GlommioError<()>) -> io::Error {
+    io::Error::from(error)
+}
+
+impl WriteBuffer for DmaWriteBuffer {
+    fn as_slice(&self) -> &[u8] {
+        self.0.as_bytes()
+    }
+    fn as_mut_slice(&mut self) -> &mut [u8] {
+        self.0.as_bytes_mut()
+    }
+    fn truncate(&mut self, len: usize) {
+        self.0.trim_to_size(len);
+    }
+}
+
+impl Deref for DmaReadBuffer {
+    type Target = [u8];
+    fn deref(&self) -> &[u8] {
+        &self.0
+    }
+}
+
+impl ReadBuffer for DmaReadBuffer {}
+
+impl Storage for DmaStorage {
+    type File = DmaStorageFile;
+    type Buffer = DmaWriteBuffer;
+    type ReadBuf = DmaReadBuffer;
+
+    async fn create_dir_all(&self, dir: &Path) -> io::Result<()> {
+        std::fs::create_dir_all(dir)
+    }
+
+    async fn list(&self, dir: &Path) -> io::Result<Vec<String>> {
+        let mut names = Vec::new();
+        for entry in std::fs::read_dir(dir)? {
+            let entry = entry?;
+            if let Some(name) = entry.file_name().to_str() {
+                names.push(name.to_owned());
+            }
+        }
+        Ok(names)
+    }
+
+    async fn create(&self, path: &Path) -> io::Result<DmaStorageFile> {
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create_new(true)
+            .dma_open(path)
+            .await
+            .map_err(to_io)?;
+        Ok(DmaStorageFile {
+            file,
+            path: path.to_owned(),
+        })
+    }
+
+    async fn open(&self, path: &Path) -> io::Result<DmaStorageFile> {
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .dma_open(path)
+            .await
+            .map_err(to_io)?;
+        Ok(DmaStorageFile {
+            file,
+            path: path.to_owned(),
+        })
+    }
+
+    async fn remove(&self, path: &Path) -> io::Result<()> {
+        std::fs::remove_file(path)
+    }
+
+    async fn rename(&self, from: &Path, to: &Path) -> io::Result<()> {
+        std::fs::rename(from, to)
+    }
+
+    async fn sync_dir(&self, dir: &Path) -> io::Result<()> {
+        let directory = glommio::io::Directory::open(dir).await.map_err(to_io)?;
+        directory.sync().await.map_err(to_io)?;
+        directory.close().await.map_err(to_io)
+    }
+}
+
+impl StorageFile for DmaStorageFile {
+    type Buffer = DmaWriteBuffer;
+    type ReadBuf = DmaReadBuffer;
+
+    fn alloc(&self, len: usize) -> DmaWriteBuffer {
+        let mut buffer = self.file.alloc_dma_buffer(len);
+        buffer.as_bytes_mut().fill(0);
+        DmaWriteBuffer(buffer)
+    }
+
+    async fn write_at(&self, buffer: DmaWriteBuffer, pos: u64) -> io::Result<()> {
+        let len = buffer.0.len();
+        let written = self.file.write_at(buffer.0, pos).await.map_err(to_io)?;
+        if written != len {
+            return Err(io::Error::new(
+                io::ErrorKind::WriteZero,
+                format!("short write: {written} of {len} bytes at {pos}"),
+            ));
+        }
+        Ok(())
+    }
+
+    async fn read_at(&self, pos: u64, len: usize) -> io::Result<DmaReadBuffer> {
+        let result = self.file.read_at(pos, len).await.map_err(to_io)?;
+        Ok(DmaReadBuffer(result))
+    }
+
+    async fn sync(&self) -> io::Result<()> {
+        self.file.fdatasync().await.map_err(to_io)
+    }
+
+    async fn size(&self) -> io::Result<u64> {
+        self.file.file_size().await.map_err(to_io)
+    }
+
+    async fn preallocate(&self, len: u64) -> io::Result<()> {
+        if self.size().await? >= len {
+            return Ok(());
+        }
+        self.file.pre_allocate(len, false).await.map_err(to_io)
+    }
+
+    async fn truncate(&self, len: u64) -> io::Result<()> {
+        self.file.truncate(len).await.map_err(to_io)
+    }
+
+    fn path(&self) -> &PathBuf {
+        &self.path
+    }
+}
