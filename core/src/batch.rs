@@ -134,12 +134,10 @@ impl BatchHeader {
     /// Reads and checks the fixed header at the start of `bytes`: magic, version, checksum id,
     /// flags, header CRC and the consistency of the length fields. The payload is not read.
     pub fn decode(bytes: &[u8]) -> Result<BatchHeader, BatchError> {
-        let raw = bytes
-            .get(..BATCH_HEADER_LEN)
-            .ok_or(BatchError::Truncated {
-                needed: BATCH_HEADER_LEN as u64,
-                available: bytes.len() as u64,
-            })?;
+        let raw = bytes.get(..BATCH_HEADER_LEN).ok_or(BatchError::Truncated {
+            needed: BATCH_HEADER_LEN as u64,
+            available: bytes.len() as u64,
+        })?;
         let magic = read_u32(raw, MAGIC_AT);
         if magic != BATCH_MAGIC {
             return Err(BatchError::BadMagic {
@@ -199,7 +197,12 @@ impl BatchHeader {
         if header.record_count == 0 {
             return Err(BatchError::Empty);
         }
-        if header.base_offset.0.checked_add(u64::from(header.record_count)).is_none() {
+        if header
+            .base_offset
+            .0
+            .checked_add(u64::from(header.record_count))
+            .is_none()
+        {
             return bad(format!(
                 "base offset {} + {} records overflows",
                 header.base_offset, header.record_count
@@ -229,10 +232,26 @@ impl BatchHeader {
         write_bytes(&mut out, EPOCH_AT, &self.epoch.0.to_le_bytes());
         write_bytes(&mut out, RECORD_COUNT_AT, &self.record_count.to_le_bytes());
         write_bytes(&mut out, RESERVED_AT, &0u32.to_le_bytes());
-        write_bytes(&mut out, FIRST_TIMESTAMP_AT, &self.first_timestamp_ms.to_le_bytes());
-        write_bytes(&mut out, MAX_TIMESTAMP_AT, &self.max_timestamp_ms.to_le_bytes());
-        write_bytes(&mut out, PRODUCER_ID_AT, &self.producer.producer_id.to_le_bytes());
-        write_bytes(&mut out, PRODUCER_SEQUENCE_AT, &self.producer.sequence.to_le_bytes());
+        write_bytes(
+            &mut out,
+            FIRST_TIMESTAMP_AT,
+            &self.first_timestamp_ms.to_le_bytes(),
+        );
+        write_bytes(
+            &mut out,
+            MAX_TIMESTAMP_AT,
+            &self.max_timestamp_ms.to_le_bytes(),
+        );
+        write_bytes(
+            &mut out,
+            PRODUCER_ID_AT,
+            &self.producer.producer_id.to_le_bytes(),
+        );
+        write_bytes(
+            &mut out,
+            PRODUCER_SEQUENCE_AT,
+            &self.producer.sequence.to_le_bytes(),
+        );
         write_bytes(&mut out, PAYLOAD_CRC_AT, &self.payload_crc.to_le_bytes());
         let crc = crc32fast::hash(&out[..HEADER_CRC_AT]);
         write_bytes(&mut out, HEADER_CRC_AT, &crc.to_le_bytes());
@@ -242,13 +261,24 @@ impl BatchHeader {
 
 /// Stamps a server-assigned base offset and epoch into an already validated batch, rewriting
 /// only the header (and its CRC). The payload and its CRC are untouched.
-pub fn stamp(batch: &mut [u8], base_offset: Offset, epoch: Epoch) -> Result<BatchHeader, BatchError> {
+pub fn stamp(
+    batch: &mut [u8],
+    base_offset: Offset,
+    epoch: Epoch,
+) -> Result<BatchHeader, BatchError> {
     let mut header = BatchHeader::decode(batch)?;
     header.base_offset = base_offset;
     header.epoch = epoch;
-    if base_offset.0.checked_add(u64::from(header.record_count)).is_none() {
+    if base_offset
+        .0
+        .checked_add(u64::from(header.record_count))
+        .is_none()
+    {
         return Err(BatchError::BadLength {
-            reason: format!("base offset {base_offset} + {} records overflows", header.record_count),
+            reason: format!(
+                "base offset {base_offset} + {} records overflows",
+                header.record_count
+            ),
         });
     }
     let encoded = header.encode();
@@ -341,11 +371,16 @@ impl<'a> BatchView<'a> {
             .first()
             .map(|r| r.timestamp_ms.to_native())
             .unwrap_or_default();
-        if first_timestamp_ms != header.first_timestamp_ms || max_timestamp_ms != header.max_timestamp_ms {
+        if first_timestamp_ms != header.first_timestamp_ms
+            || max_timestamp_ms != header.max_timestamp_ms
+        {
             return Err(BatchError::HeaderMismatch {
                 reason: format!(
                     "header timestamps first={} max={} but records give first={} max={}",
-                    header.first_timestamp_ms, header.max_timestamp_ms, first_timestamp_ms, max_timestamp_ms
+                    header.first_timestamp_ms,
+                    header.max_timestamp_ms,
+                    first_timestamp_ms,
+                    max_timestamp_ms
                 ),
             });
         }
@@ -379,7 +414,10 @@ impl<'a> BatchView<'a> {
 
     fn archived(&self) -> Result<&'a ArchivedVec<ArchivedRecord>, BatchError> {
         let payload_end = BATCH_HEADER_LEN + self.header.payload_len as usize;
-        let payload = self.bytes.get(BATCH_HEADER_LEN..payload_end).unwrap_or_default();
+        let payload = self
+            .bytes
+            .get(BATCH_HEADER_LEN..payload_end)
+            .unwrap_or_default();
         rkyv::access::<ArchivedVec<ArchivedRecord>, rancor::Error>(payload).map_err(|e| {
             BatchError::MalformedPayload {
                 reason: e.to_string(),
@@ -396,7 +434,9 @@ impl<'a> BatchView<'a> {
 
 impl std::fmt::Debug for BatchView<'_> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("BatchView").field("header", &self.header).finish()
+        f.debug_struct("BatchView")
+            .field("header", &self.header)
+            .finish()
     }
 }
 
@@ -465,11 +505,10 @@ impl BatchBuilder {
             BATCH_HEADER_LEN + self.size_bytes as usize + 64 * self.records.len() + 64,
         );
         out.extend_from_slice(&[0u8; BATCH_HEADER_LEN]);
-        let mut out = rkyv::api::high::to_bytes_in::<_, rancor::Error>(&self.records, out).map_err(|e| {
-            BatchError::MalformedPayload {
+        let mut out = rkyv::api::high::to_bytes_in::<_, rancor::Error>(&self.records, out)
+            .map_err(|e| BatchError::MalformedPayload {
                 reason: format!("encoding failed: {e}"),
-            }
-        })?;
+            })?;
         let payload_len = out.len() - BATCH_HEADER_LEN;
         let batch_len = align_batch_len(out.len());
         if batch_len as u64 > limits.batch_bytes_max || payload_len > u32::MAX as usize - 64 {
@@ -487,7 +526,12 @@ impl BatchBuilder {
             epoch: Epoch(0),
             record_count: self.records.len() as u32,
             first_timestamp_ms: first.timestamp_ms,
-            max_timestamp_ms: self.records.iter().map(|r| r.timestamp_ms).max().unwrap_or(first.timestamp_ms),
+            max_timestamp_ms: self
+                .records
+                .iter()
+                .map(|r| r.timestamp_ms)
+                .max()
+                .unwrap_or(first.timestamp_ms),
             producer: self.producer,
             payload_crc,
         };

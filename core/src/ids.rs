@@ -82,12 +82,26 @@ mod tests {
 
     #[test]
     fn record_id_rejects_malformed_text() {
-        for bad in ["", "1", "1-", "-1", "a-1", "1-b", "1-2-3", "+1-2", "1- 2", "99999999999999999999-1"] {
+        for bad in [
+            "",
+            "1",
+            "1-",
+            "-1",
+            "a-1",
+            "1-b",
+            "1-2-3",
+            "+1-2",
+            "1- 2",
+            "99999999999999999999-1",
+        ] {
             assert!(bad.parse::<RecordId>().is_err(), "{bad:?} should not parse");
         }
         assert_eq!(
             "7-42".parse::<RecordId>(),
-            Ok(RecordId { shard: ShardId(7), offset: Offset(42) })
+            Ok(RecordId {
+                shard: ShardId(7),
+                offset: Offset(42)
+            })
         );
     }
 

@@ -67,7 +67,10 @@ mod tests {
     #[test]
     fn accepts_usual_names_and_rejects_bad_ones() {
         for good in ["a", "orders", "orders-2024.eu_west", "_internal", "9lives"] {
-            assert_eq!(StreamName::new(good).map(|n| n.to_string()), Ok(good.to_string()));
+            assert_eq!(
+                StreamName::new(good).map(|n| n.to_string()),
+                Ok(good.to_string())
+            );
         }
         for bad in ["", "-x", ".x", "a b", "a/b", "ü", &"x".repeat(256)] {
             assert!(StreamName::new(bad).is_err(), "{bad:?} should be rejected");

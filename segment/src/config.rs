@@ -48,7 +48,10 @@ impl LogConfig {
     pub fn batch_bytes_max(&self) -> u64 {
         let buffer_room = (self.write_buffer_bytes - BLOCK_BYTES) as u64;
         let segment_room = self.segment_bytes_max - BLOCK_BYTES as u64;
-        self.limits.batch_bytes_max.min(buffer_room).min(segment_room)
+        self.limits
+            .batch_bytes_max
+            .min(buffer_room)
+            .min(segment_room)
     }
 
     /// Checks that the sizes fit together.
@@ -59,7 +62,9 @@ impl LogConfig {
                 4 * BLOCK_BYTES
             ));
         }
-        if self.segment_bytes_max < 4 * BLOCK_BYTES as u64 || self.segment_bytes_max % BLOCK_BYTES as u64 != 0 {
+        if self.segment_bytes_max < 4 * BLOCK_BYTES as u64
+            || self.segment_bytes_max % BLOCK_BYTES as u64 != 0
+        {
             return Err(format!(
                 "segment_bytes_max must be a multiple of {BLOCK_BYTES} and at least {}",
                 4 * BLOCK_BYTES

@@ -21,6 +21,10 @@ pub(crate) const SEGMENT_HEADER_LEN: usize = 64;
 pub(crate) const START_FILE_LEN: usize = 20;
 /// Where the first batch of a segment starts.
 pub(crate) const SEGMENT_DATA_START: u64 = BLOCK_BYTES as u64;
+/// The most writes that are ever unsynced at once (the flusher overlaps one write with the
+/// previous write's fdatasync): a power loss can tear at most this many writes of at most
+/// `write_bytes_max` bytes each.
+pub(crate) const UNSYNCED_WRITES_MAX: u64 = 2;
 /// File name of the start file.
 pub(crate) const START_FILE_NAME: &str = "start";
 /// Extension of segment files.
@@ -81,25 +85,36 @@ impl SegmentHeader {
 
     /// Reads a header, or says what is wrong with it.
     pub(crate) fn decode(bytes: &[u8]) -> Result<SegmentHeader, String> {
-        let raw = bytes
-            .get(..SEGMENT_HEADER_LEN)
-            .ok_or_else(|| format!("segment header needs {SEGMENT_HEADER_LEN} bytes, file has {}", bytes.len()))?;
+        let raw = bytes.get(..SEGMENT_HEADER_LEN).ok_or_else(|| {
+            format!(
+                "segment header needs {SEGMENT_HEADER_LEN} bytes, file has {}",
+                bytes.len()
+            )
+        })?;
         let magic = le_u32(raw, 0);
         if magic != SEGMENT_MAGIC {
-            return Err(format!("segment magic {magic:#010x}, expected {SEGMENT_MAGIC:#010x}"));
+            return Err(format!(
+                "segment magic {magic:#010x}, expected {SEGMENT_MAGIC:#010x}"
+            ));
         }
         let stored = le_u32(raw, 60);
         let computed = crc32fast::hash(raw.get(..60).unwrap_or_default());
         if stored != computed {
-            return Err(format!("segment header CRC {stored:#010x}, computed {computed:#010x}"));
+            return Err(format!(
+                "segment header CRC {stored:#010x}, computed {computed:#010x}"
+            ));
         }
         let version = le_u16(raw, 4);
         if version != SEGMENT_FORMAT_VERSION {
-            return Err(format!("segment format version {version}, this build reads {SEGMENT_FORMAT_VERSION}"));
+            return Err(format!(
+                "segment format version {version}, this build reads {SEGMENT_FORMAT_VERSION}"
+            ));
         }
         let block = le_u32(raw, 28);
         if block as usize != BLOCK_BYTES {
-            return Err(format!("segment block size {block}, this build uses {BLOCK_BYTES}"));
+            return Err(format!(
+                "segment block size {block}, this build uses {BLOCK_BYTES}"
+            ));
         }
         Ok(SegmentHeader {
             base_offset: Offset(le_u64(raw, 8)),
@@ -121,16 +136,21 @@ pub(crate) fn encode_start(start: Offset, block: &mut [u8]) {
 
 /// Decodes the start file.
 pub(crate) fn decode_start(bytes: &[u8]) -> Result<Offset, String> {
-    let raw = bytes
-        .get(..START_FILE_LEN)
-        .ok_or_else(|| format!("start file needs {START_FILE_LEN} bytes, has {}", bytes.len()))?;
+    let raw = bytes.get(..START_FILE_LEN).ok_or_else(|| {
+        format!(
+            "start file needs {START_FILE_LEN} bytes, has {}",
+            bytes.len()
+        )
+    })?;
     if le_u32(raw, 0) != START_MAGIC {
         return Err("start file magic is wrong".into());
     }
     let stored = le_u32(raw, 16);
     let computed = crc32fast::hash(raw.get(..16).unwrap_or_default());
     if stored != computed {
-        return Err(format!("start file CRC {stored:#010x}, computed {computed:#010x}"));
+        return Err(format!(
+            "start file CRC {stored:#010x}, computed {computed:#010x}"
+        ));
     }
     if le_u16(raw, 4) != SEGMENT_FORMAT_VERSION {
         return Err("start file version is not supported".into());
@@ -179,7 +199,12 @@ mod tests {
         let name = segment_file_name(Offset(42));
         assert_eq!(name, "00000000000000000042.seg");
         assert_eq!(parse_segment_file_name(&name), Some(Offset(42)));
-        for other in ["start", "42.seg", "0000000000000000004x.seg", "00000000000000000042.idx"] {
+        for other in [
+            "start",
+            "42.seg",
+            "0000000000000000004x.seg",
+            "00000000000000000042.idx",
+        ] {
             assert_eq!(parse_segment_file_name(other), None);
         }
     }

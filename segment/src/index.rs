@@ -81,7 +81,12 @@ mod tests {
         let timestamps = [100, 90, 300, 200, 500, 400];
         let mut max_before = i64::MIN;
         for (i, ts) in timestamps.iter().enumerate() {
-            index.note_batch(Offset(i as u64 * 10), 4096 + i as u64 * 1000, max_before, 2000);
+            index.note_batch(
+                Offset(i as u64 * 10),
+                4096 + i as u64 * 1000,
+                max_before,
+                2000,
+            );
             max_before = max_before.max(*ts);
         }
         assert_eq!(index.len(), 3);

@@ -35,6 +35,6 @@ pub mod storage;
 
 pub use config::LogConfig;
 pub use error::LogError;
-pub use log::{Appended, ShardLog};
+pub use log::{Appended, LogStats, ReadBound, ShardLog};
 pub use read::ReadChunk;
 pub use storage::{dma::DmaStorage, fault::FaultStorage, Storage};

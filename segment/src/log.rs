@@ -18,7 +18,9 @@ use runnel_core::{BatchHeader, BatchView, Epoch, Offset, BATCH_HEADER_LEN};
 use crate::config::{LogConfig, BLOCK_BYTES};
 use crate::error::LogError;
 use crate::event::Event;
-use crate::format::{encode_start, segment_file_name, SegmentHeader, SEGMENT_DATA_START, START_FILE_NAME};
+use crate::format::{
+    encode_start, segment_file_name, SegmentHeader, SEGMENT_DATA_START, START_FILE_NAME,
+};
 use crate::index::SparseIndex;
 use crate::read::{ChunkReader, ReadChunk};
 use crate::recovery::recover;
@@ -33,6 +35,17 @@ pub struct Appended {
     pub base_offset: Offset,
     /// Offset of its last record.
     pub last_offset: Offset,
+}
+
+/// Counters of the log's I/O since it was opened.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct LogStats {
+    /// Group-commit writes issued.
+    pub writes: u64,
+    /// Bytes those writes carried (block-aligned, so partial blocks count again).
+    pub bytes_written: u64,
+    /// fdatasync calls that completed.
+    pub syncs: u64,
 }
 
 /// How far a read may see.
@@ -88,6 +101,7 @@ struct State<S: Storage> {
     closed: bool,
     roll_requested: bool,
     maintenance_busy: bool,
+    stats: LogStats,
 }
 
 struct Inner<S: Storage> {
@@ -129,13 +143,20 @@ struct FlushJob<S: Storage> {
 
 impl<S: Storage> ShardLog<S> {
     /// Opens (recovering) or creates the log in `dir`.
-    pub async fn open(storage: S, dir: impl Into<PathBuf>, config: LogConfig) -> Result<Self, LogError> {
+    pub async fn open(
+        storage: S,
+        dir: impl Into<PathBuf>,
+        config: LogConfig,
+    ) -> Result<Self, LogError> {
         config.validate().map_err(LogError::InvalidConfig)?;
         let dir = dir.into();
         let recovered = recover(&storage, &dir, &config).await?;
         let start = recovered.start;
-        let mut segments: BTreeMap<Offset, Segment<S::File>> =
-            recovered.segments.into_iter().map(|s| (s.base, s)).collect();
+        let mut segments: BTreeMap<Offset, Segment<S::File>> = recovered
+            .segments
+            .into_iter()
+            .map(|s| (s.base, s))
+            .collect();
         if segments.is_empty() {
             let segment = create_segment(&storage, &dir, start, &config).await?;
             segments.insert(segment.base, segment);
@@ -175,6 +196,7 @@ impl<S: Storage> ShardLog<S> {
             closed: false,
             roll_requested: false,
             maintenance_busy: false,
+            stats: LogStats::default(),
         };
         let inner = Rc::new(Inner {
             storage,
@@ -220,7 +242,9 @@ impl<S: Storage> ShardLog<S> {
         let mut guard = inner.state.borrow_mut();
         let state = &mut *guard;
         if let Some(cause) = &state.poisoned {
-            return Err(LogError::Poisoned { cause: cause.clone() });
+            return Err(LogError::Poisoned {
+                cause: cause.clone(),
+            });
         }
         if state.closed {
             return Err(LogError::Closed);
@@ -229,7 +253,10 @@ impl<S: Storage> ShardLog<S> {
         let len = view.as_bytes().len();
         let max = inner.config.batch_bytes_max();
         if len as u64 > max {
-            return Err(LogError::BatchTooLarge { size: len as u64, max });
+            return Err(LogError::BatchTooLarge {
+                size: len as u64,
+                max,
+            });
         }
         if state.roll_requested {
             return Ok(Step::Wait);
@@ -238,7 +265,8 @@ impl<S: Storage> ShardLog<S> {
             return Err(LogError::Closed);
         };
         let too_big = active.data_end + len as u64 > inner.config.segment_bytes_max;
-        let too_old = now_ms().saturating_sub(active.created_ms) > inner.config.segment_age_max_ms as i64;
+        let too_old =
+            now_ms().saturating_sub(active.created_ms) > inner.config.segment_age_max_ms as i64;
         if !active.is_empty() && (too_big || too_old) {
             state.roll_requested = true;
             inner.appended.notify();
@@ -252,7 +280,10 @@ impl<S: Storage> ShardLog<S> {
             .buffer
             .as_mut_slice()
             .get_mut(tail.fill..tail.fill + len)
-            .ok_or(LogError::BatchTooLarge { size: len as u64, max })?;
+            .ok_or(LogError::BatchTooLarge {
+                size: len as u64,
+                max,
+            })?;
         target.copy_from_slice(view.as_bytes());
         let header: BatchHeader = stamp(target, state.next_offset, epoch)?;
         let position = tail.file_pos + tail.fill as u64;
@@ -273,7 +304,9 @@ impl<S: Storage> ShardLog<S> {
             {
                 let state = self.inner.state.borrow();
                 if let Some(cause) = &state.poisoned {
-                    return Err(LogError::Poisoned { cause: cause.clone() });
+                    return Err(LogError::Poisoned {
+                        cause: cause.clone(),
+                    });
                 }
                 if state.durable_offset > offset {
                     return Ok(());
@@ -302,7 +335,9 @@ impl<S: Storage> ShardLog<S> {
             {
                 let state = self.inner.state.borrow();
                 if let Some(cause) = &state.poisoned {
-                    return Err(LogError::Poisoned { cause: cause.clone() });
+                    return Err(LogError::Poisoned {
+                        cause: cause.clone(),
+                    });
                 }
                 if state.closed {
                     return Err(LogError::Closed);
@@ -318,7 +353,12 @@ impl<S: Storage> ShardLog<S> {
     /// Reads whole batches starting with the one holding `from`, up to about `max_bytes`
     /// (at least one batch), seeing no further than `bound`. An empty chunk means there is
     /// nothing at `from` yet.
-    pub async fn read(&self, from: Offset, max_bytes: usize, bound: ReadBound) -> Result<ReadChunk<S>, LogError> {
+    pub async fn read(
+        &self,
+        from: Offset,
+        max_bytes: usize,
+        bound: ReadBound,
+    ) -> Result<ReadChunk<S>, LogError> {
         let (file, path, mut pos, limit, bound) = {
             let state = self.inner.state.borrow();
             if from < state.start {
@@ -344,11 +384,25 @@ impl<S: Storage> ShardLog<S> {
                 });
             };
             let is_active = state.segments.keys().next_back() == Some(&segment.base);
-            let limit = if is_active { state.written_pos } else { segment.data_end };
-            let pos = segment.index.position_for_offset(from).unwrap_or(SEGMENT_DATA_START);
-            (Rc::clone(&segment.file), segment.path.clone(), pos, limit, bound)
+            let limit = if is_active {
+                state.written_pos
+            } else {
+                segment.data_end
+            };
+            let pos = segment
+                .index
+                .position_for_offset(from)
+                .unwrap_or(SEGMENT_DATA_START);
+            (
+                Rc::clone(&segment.file),
+                segment.path.clone(),
+                pos,
+                limit,
+                bound,
+            )
         };
-        let read_ahead = max_bytes.max(BATCH_HEADER_LEN) + self.inner.config.index_interval_bytes as usize;
+        let read_ahead =
+            max_bytes.max(BATCH_HEADER_LEN) + self.inner.config.index_interval_bytes as usize;
         let mut reader = ChunkReader::new(&*file, read_ahead);
         let io_error = |e| LogError::io("read segment", &path, e);
         let corrupt = |position: u64, offset: Offset, reason: String| LogError::Corruption {
@@ -363,11 +417,19 @@ impl<S: Storage> ShardLog<S> {
             if pos + BATCH_HEADER_LEN as u64 > limit {
                 return Ok(ReadChunk::empty(from));
             }
-            let head = reader.bytes(pos, BATCH_HEADER_LEN, limit).await.map_err(io_error)?;
-            let header = BatchHeader::decode(head).map_err(|e| corrupt(pos, from, e.to_string()))?;
+            let head = reader
+                .bytes(pos, BATCH_HEADER_LEN, limit)
+                .await
+                .map_err(io_error)?;
+            let header =
+                BatchHeader::decode(head).map_err(|e| corrupt(pos, from, e.to_string()))?;
             if let Some(expected) = expected {
                 if header.base_offset != expected {
-                    return Err(corrupt(pos, expected, format!("batch has base offset {}", header.base_offset)));
+                    return Err(corrupt(
+                        pos,
+                        expected,
+                        format!("batch has base offset {}", header.base_offset),
+                    ));
                 }
             }
             if header.next_offset() > from {
@@ -381,19 +443,36 @@ impl<S: Storage> ShardLog<S> {
         let mut next_offset = from;
         let mut batch_count = 0;
         while pos + BATCH_HEADER_LEN as u64 <= limit {
-            let head = reader.bytes(pos, BATCH_HEADER_LEN, limit).await.map_err(io_error)?;
-            let header = BatchHeader::decode(head).map_err(|e| corrupt(pos, next_offset, e.to_string()))?;
+            let head = reader
+                .bytes(pos, BATCH_HEADER_LEN, limit)
+                .await
+                .map_err(io_error)?;
+            let header =
+                BatchHeader::decode(head).map_err(|e| corrupt(pos, next_offset, e.to_string()))?;
             let len = u64::from(header.batch_len);
-            if header.base_offset >= bound || (batch_count > 0 && pos + len - first_pos > max_bytes as u64) {
+            if header.base_offset >= bound
+                || (batch_count > 0 && pos + len - first_pos > max_bytes as u64)
+            {
                 break;
             }
             if batch_count > 0 && header.base_offset != next_offset {
-                return Err(corrupt(pos, next_offset, format!("batch has base offset {}", header.base_offset)));
+                return Err(corrupt(
+                    pos,
+                    next_offset,
+                    format!("batch has base offset {}", header.base_offset),
+                ));
             }
             if pos + len > limit {
-                return Err(corrupt(pos, header.base_offset, "batch runs past the end of the segment's data".into()));
+                return Err(corrupt(
+                    pos,
+                    header.base_offset,
+                    "batch runs past the end of the segment's data".into(),
+                ));
             }
-            let bytes = reader.bytes(pos, len as usize, limit).await.map_err(io_error)?;
+            let bytes = reader
+                .bytes(pos, len as usize, limit)
+                .await
+                .map_err(io_error)?;
             BatchView::check(bytes).map_err(|e| corrupt(pos, header.base_offset, e.to_string()))?;
             next_offset = header.next_offset();
             batch_count += 1;
@@ -421,7 +500,11 @@ impl<S: Storage> ShardLog<S> {
         };
         // The bytes were checked through the reader's cache; a fresh read must check again.
         if chunk.batches().count() != batch_count {
-            return Err(corrupt(first_pos, from, "batches changed between two reads".into()));
+            return Err(corrupt(
+                first_pos,
+                from,
+                "batches changed between two reads".into(),
+            ));
         }
         Ok(chunk)
     }
@@ -437,8 +520,15 @@ impl<S: Storage> ShardLog<S> {
                 .values()
                 .find(|s| !s.is_empty() && s.max_timestamp_ms >= timestamp_ms)
                 .map(|s| {
-                    let limit = if Some(s.base) == active_base { state.written_pos } else { s.data_end };
-                    let pos = s.index.position_for_timestamp(timestamp_ms).unwrap_or(SEGMENT_DATA_START);
+                    let limit = if Some(s.base) == active_base {
+                        state.written_pos
+                    } else {
+                        s.data_end
+                    };
+                    let pos = s
+                        .index
+                        .position_for_timestamp(timestamp_ms)
+                        .unwrap_or(SEGMENT_DATA_START);
                     (Rc::clone(&s.file), s.path.clone(), pos, limit)
                 })
         };
@@ -503,12 +593,13 @@ impl<S: Storage> ShardLog<S> {
             let state = self.inner.state.borrow();
             let config = &self.inner.config;
             let mut total: u64 = state.segments.values().map(|s| s.data_end).sum();
-            let sealed: Vec<&Segment<S::File>> = state.segments.values().rev().skip(1).rev().collect();
+            let sealed: Vec<&Segment<S::File>> =
+                state.segments.values().rev().skip(1).rev().collect();
             let mut doomed = Vec::new();
             for segment in sealed {
-                let too_old = config
-                    .retention_age_ms
-                    .is_some_and(|age| segment.max_timestamp_ms < now_ms.saturating_sub(age as i64));
+                let too_old = config.retention_age_ms.is_some_and(|age| {
+                    segment.max_timestamp_ms < now_ms.saturating_sub(age as i64)
+                });
                 let too_big = config.retention_bytes.is_some_and(|max| total > max);
                 if !(too_old || too_big) {
                     break;
@@ -539,7 +630,10 @@ impl<S: Storage> ShardLog<S> {
         }
         let storage = &self.inner.storage;
         for path in &paths {
-            storage.remove(path).await.map_err(|e| LogError::io("remove segment", path, e))?;
+            storage
+                .remove(path)
+                .await
+                .map_err(|e| LogError::io("remove segment", path, e))?;
         }
         storage
             .sync_dir(&self.inner.dir)
@@ -577,7 +671,9 @@ impl<S: Storage> ShardLog<S> {
         self.inner.room.notify();
         let state = self.inner.state.borrow();
         match &state.poisoned {
-            Some(cause) => Err(LogError::Poisoned { cause: cause.clone() }),
+            Some(cause) => Err(LogError::Poisoned {
+                cause: cause.clone(),
+            }),
             None => Ok(()),
         }
     }
@@ -602,6 +698,11 @@ impl<S: Storage> ShardLog<S> {
         self.inner.state.borrow().written_offset
     }
 
+    /// I/O counters since the log was opened.
+    pub fn stats(&self) -> LogStats {
+        self.inner.state.borrow().stats
+    }
+
     /// The failure that poisoned the log, if one did.
     pub fn poisoned(&self) -> Option<String> {
         self.inner.state.borrow().poisoned.clone()
@@ -614,7 +715,13 @@ impl<S: Storage> ShardLog<S> {
 
     /// Bytes of batches held (sum of the segments' data, headers included).
     pub fn size_bytes(&self) -> u64 {
-        self.inner.state.borrow().segments.values().map(|s| s.data_end).sum()
+        self.inner
+            .state
+            .borrow()
+            .segments
+            .values()
+            .map(|s| s.data_end)
+            .sum()
     }
 
     /// The log's directory.
@@ -644,6 +751,7 @@ fn bound_offset<S: Storage>(state: &State<S>, bound: ReadBound) -> Offset {
 
 fn poison<S: Storage>(inner: &Inner<S>, cause: String) {
     inner.state.borrow_mut().poisoned.get_or_insert(cause);
+    inner.appended.notify();
     inner.durable.notify();
     inner.written.notify();
     inner.room.notify();
@@ -657,7 +765,12 @@ enum Work<S: Storage> {
 }
 
 /// The background task: every write, sync and roll of the log.
+///
+/// Writes are pipelined with syncs: write k+1 is issued while the fdatasync of write k is in
+/// flight, and at most one sync is in flight. So at most two writes are ever unsynced, which is
+/// the torn-write window recovery allows for ([`crate::format::UNSYNCED_WRITES_MAX`]).
 async fn flusher<S: Storage>(inner: Rc<Inner<S>>) {
+    let mut syncing: Option<TaskHandle<Result<(), LogError>>> = None;
     loop {
         let work = loop {
             let appended = inner.appended.listen();
@@ -667,15 +780,97 @@ async fn flusher<S: Storage>(inner: Rc<Inner<S>>) {
             appended.await;
         };
         let result = match work {
-            Work::Stop => return,
-            Work::Flush(job) => flush(&inner, job).await,
-            Work::Roll => roll(&inner).await,
+            Work::Stop => {
+                if let Some(previous) = syncing.take() {
+                    let _ = previous.join().await;
+                }
+                return;
+            }
+            Work::Flush(job) => match write(
+                &inner,
+                job.file.as_ref(),
+                job.buffer,
+                job.pos,
+                job.upto_offset,
+                job.upto_pos,
+            )
+            .await
+            {
+                Ok(()) => {
+                    let previous = match syncing.take() {
+                        Some(previous) => previous.join().await,
+                        None => Ok(()),
+                    };
+                    if previous.is_ok() {
+                        syncing = Some(spawn(sync_up_to(
+                            Rc::clone(&inner),
+                            job.file,
+                            job.upto_offset,
+                        )));
+                    }
+                    previous
+                }
+                Err(error) => Err(error),
+            },
+            Work::Roll => {
+                let previous = match syncing.take() {
+                    Some(previous) => previous.join().await,
+                    None => Ok(()),
+                };
+                match previous {
+                    Ok(()) => roll(&inner).await,
+                    Err(error) => Err(error),
+                }
+            }
         };
         if let Err(error) = result {
             poison(&inner, error.to_string());
             return;
         }
     }
+}
+
+async fn write<S: Storage>(
+    inner: &Inner<S>,
+    file: &S::File,
+    buffer: S::Buffer,
+    pos: u64,
+    upto_offset: Offset,
+    upto_pos: u64,
+) -> Result<(), LogError> {
+    let bytes = buffer.as_slice().len() as u64;
+    file.write_at(buffer, pos)
+        .await
+        .map_err(|e| LogError::io("write segment", file.path(), e))?;
+    {
+        let mut state = inner.state.borrow_mut();
+        state.written_offset = upto_offset;
+        state.written_pos = upto_pos;
+        state.stats.writes += 1;
+        state.stats.bytes_written += bytes;
+    }
+    inner.written.notify();
+    Ok(())
+}
+
+/// fdatasync of everything written to `file` so far; then batches below `upto` are durable.
+async fn sync_up_to<S: Storage>(
+    inner: Rc<Inner<S>>,
+    file: Rc<S::File>,
+    upto: Offset,
+) -> Result<(), LogError> {
+    if let Err(e) = file.sync().await {
+        let error = LogError::io("fdatasync segment", file.path(), e);
+        poison(&inner, error.to_string());
+        return Err(error);
+    }
+    {
+        let mut state = inner.state.borrow_mut();
+        state.durable_offset = state.durable_offset.max(upto);
+        state.stats.syncs += 1;
+    }
+    inner.durable.notify();
+    Ok(())
 }
 
 fn next_work<S: Storage>(inner: &Inner<S>) -> Option<Work<S>> {
@@ -691,7 +886,12 @@ fn next_work<S: Storage>(inner: &Inner<S>) -> Option<Work<S>> {
         let keep_from = align_down(fill as u64) as usize;
         let aligned_end = align_up(fill as u64) as usize;
         let mut fresh = file.alloc(inner.config.write_buffer_bytes);
-        let kept = state.tail.buffer.as_slice().get(keep_from..fill).unwrap_or_default();
+        let kept = state
+            .tail
+            .buffer
+            .as_slice()
+            .get(keep_from..fill)
+            .unwrap_or_default();
         if let Some(target) = fresh.as_mut_slice().get_mut(..kept.len()) {
             target.copy_from_slice(kept);
         }
@@ -720,24 +920,6 @@ fn next_work<S: Storage>(inner: &Inner<S>) -> Option<Work<S>> {
         return Some(Work::Stop);
     }
     None
-}
-
-async fn flush<S: Storage>(inner: &Inner<S>, job: FlushJob<S>) -> Result<(), LogError> {
-    let path = job.file.path().clone();
-    job.file
-        .write_at(job.buffer, job.pos)
-        .await
-        .map_err(|e| LogError::io("write segment", &path, e))?;
-    {
-        let mut state = inner.state.borrow_mut();
-        state.written_offset = job.upto_offset;
-        state.written_pos = job.upto_pos;
-    }
-    inner.written.notify();
-    job.file.sync().await.map_err(|e| LogError::io("fdatasync segment", &path, e))?;
-    inner.state.borrow_mut().durable_offset = job.upto_offset;
-    inner.durable.notify();
-    Ok(())
 }
 
 /// Seals the active segment and starts a new one. Everything buffered was flushed first.
@@ -771,14 +953,21 @@ async fn seal_file<F: StorageFile>(file: &F, data_end: u64) -> Result<(), LogErr
     file.truncate(align_up(data_end))
         .await
         .map_err(|e| LogError::io("truncate sealed segment", &path, e))?;
-    file.sync().await.map_err(|e| LogError::io("fdatasync sealed segment", &path, e))
+    file.sync()
+        .await
+        .map_err(|e| LogError::io("fdatasync sealed segment", &path, e))
 }
 
 async fn seal_segment<F: StorageFile>(segment: &Segment<F>) -> Result<(), LogError> {
     seal_file(&*segment.file, segment.data_end).await
 }
 
-fn header_block<F: StorageFile>(file: &F, base: Offset, created_ms: i64, config: &LogConfig) -> F::Buffer {
+fn header_block<F: StorageFile>(
+    file: &F,
+    base: Offset,
+    created_ms: i64,
+    config: &LogConfig,
+) -> F::Buffer {
     let mut block = file.alloc(BLOCK_BYTES);
     block.as_mut_slice().fill(0);
     SegmentHeader {
@@ -791,9 +980,17 @@ fn header_block<F: StorageFile>(file: &F, base: Offset, created_ms: i64, config:
 }
 
 /// Creates, preallocates and syncs a new segment file (and its directory entry).
-async fn create_segment<S: Storage>(storage: &S, dir: &Path, base: Offset, config: &LogConfig) -> Result<Segment<S::File>, LogError> {
+async fn create_segment<S: Storage>(
+    storage: &S,
+    dir: &Path,
+    base: Offset,
+    config: &LogConfig,
+) -> Result<Segment<S::File>, LogError> {
     let path = dir.join(segment_file_name(base));
-    let file = storage.create(&path).await.map_err(|e| LogError::io("create segment", &path, e))?;
+    let file = storage
+        .create(&path)
+        .await
+        .map_err(|e| LogError::io("create segment", &path, e))?;
     let created_ms = now_ms();
     let block = header_block(&file, base, created_ms, config);
     file.write_at(block, 0)
@@ -804,8 +1001,13 @@ async fn create_segment<S: Storage>(storage: &S, dir: &Path, base: Offset, confi
             .await
             .map_err(|e| LogError::io("preallocate segment", &path, e))?;
     }
-    file.sync().await.map_err(|e| LogError::io("fdatasync segment", &path, e))?;
-    storage.sync_dir(dir).await.map_err(|e| LogError::io("sync directory", dir, e))?;
+    file.sync()
+        .await
+        .map_err(|e| LogError::io("fdatasync segment", &path, e))?;
+    storage
+        .sync_dir(dir)
+        .await
+        .map_err(|e| LogError::io("sync directory", dir, e))?;
     Ok(Segment {
         base,
         file: Rc::new(file),
@@ -819,7 +1021,10 @@ async fn create_segment<S: Storage>(storage: &S, dir: &Path, base: Offset, confi
     })
 }
 
-async fn rewrite_header<F: StorageFile>(segment: &mut Segment<F>, config: &LogConfig) -> Result<(), LogError> {
+async fn rewrite_header<F: StorageFile>(
+    segment: &mut Segment<F>,
+    config: &LogConfig,
+) -> Result<(), LogError> {
     let block = header_block(&*segment.file, segment.base, segment.created_ms, config);
     let path = segment.path.clone();
     segment
@@ -827,14 +1032,22 @@ async fn rewrite_header<F: StorageFile>(segment: &mut Segment<F>, config: &LogCo
         .write_at(block, 0)
         .await
         .map_err(|e| LogError::io("write segment header", &path, e))?;
-    segment.file.sync().await.map_err(|e| LogError::io("fdatasync segment", &path, e))?;
+    segment
+        .file
+        .sync()
+        .await
+        .map_err(|e| LogError::io("fdatasync segment", &path, e))?;
     segment.write_bytes_max = config.write_buffer_bytes as u32;
     Ok(())
 }
 
 /// Builds the tail buffer for appending to `segment` after its last batch; when `dirty`, first
 /// zeroes what a torn write left after that batch.
-async fn open_tail<F: StorageFile>(segment: &Segment<F>, config: &LogConfig, dirty: bool) -> Result<Tail<F::Buffer>, LogError> {
+async fn open_tail<F: StorageFile>(
+    segment: &Segment<F>,
+    config: &LogConfig,
+    dirty: bool,
+) -> Result<Tail<F::Buffer>, LogError> {
     let path = &segment.path;
     let keep_from = align_down(segment.data_end);
     let partial = (segment.data_end - keep_from) as usize;
@@ -875,7 +1088,11 @@ async fn open_tail<F: StorageFile>(segment: &Segment<F>, config: &LogConfig, dir
                 .await
                 .map_err(|e| LogError::io("rewrite torn block", path, e))?;
         }
-        segment.file.sync().await.map_err(|e| LogError::io("fdatasync segment", path, e))?;
+        segment
+            .file
+            .sync()
+            .await
+            .map_err(|e| LogError::io("fdatasync segment", path, e))?;
     }
     Ok(Tail {
         buffer,
@@ -885,7 +1102,11 @@ async fn open_tail<F: StorageFile>(segment: &Segment<F>, config: &LogConfig, dir
     })
 }
 
-async fn write_start_file<S: Storage>(storage: &S, dir: &Path, start: Offset) -> Result<(), LogError> {
+async fn write_start_file<S: Storage>(
+    storage: &S,
+    dir: &Path,
+    start: Offset,
+) -> Result<(), LogError> {
     let temporary = dir.join(format!("{START_FILE_NAME}.tmp"));
     let path = dir.join(START_FILE_NAME);
     if storage.open(&temporary).await.is_ok() {
@@ -904,11 +1125,16 @@ async fn write_start_file<S: Storage>(storage: &S, dir: &Path, start: Offset) ->
     file.write_at(block, 0)
         .await
         .map_err(|e| LogError::io("write start file", &temporary, e))?;
-    file.sync().await.map_err(|e| LogError::io("fdatasync start file", &temporary, e))?;
+    file.sync()
+        .await
+        .map_err(|e| LogError::io("fdatasync start file", &temporary, e))?;
     drop(file);
     storage
         .rename(&temporary, &path)
         .await
         .map_err(|e| LogError::io("rename start file", &path, e))?;
-    storage.sync_dir(dir).await.map_err(|e| LogError::io("sync directory", dir, e))
+    storage
+        .sync_dir(dir)
+        .await
+        .map_err(|e| LogError::io("sync directory", dir, e))
 }

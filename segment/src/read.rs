@@ -25,11 +25,17 @@ impl<'a, F: StorageFile> ChunkReader<'a, F> {
 
     /// Makes `[pos, pos + len)` (clipped to `limit`) available, reading when it is not cached.
     /// Returns the cached piece and where `pos` lies in it.
-    pub(crate) async fn load(&mut self, pos: u64, len: usize, limit: u64) -> io::Result<(&F::ReadBuf, usize, usize)> {
+    pub(crate) async fn load(
+        &mut self,
+        pos: u64,
+        len: usize,
+        limit: u64,
+    ) -> io::Result<(&F::ReadBuf, usize, usize)> {
         let want_end = (pos + len as u64).min(limit);
         let hit = matches!(&self.cached, Some((start, buf)) if *start <= pos && start + buf.len() as u64 >= want_end);
         if !hit {
-            let read_len = (len.max(self.read_ahead_bytes) as u64).min(limit.saturating_sub(pos)) as usize;
+            let read_len =
+                (len.max(self.read_ahead_bytes) as u64).min(limit.saturating_sub(pos)) as usize;
             let buf = self.file.read_at(pos, read_len).await?;
             self.cached = Some((pos, buf));
         }

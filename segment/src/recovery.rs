@@ -13,8 +13,10 @@ use runnel_core::{BatchHeader, BatchView, Offset, BATCH_HEADER_LEN};
 
 use crate::config::LogConfig;
 use crate::error::LogError;
+use crate::format::UNSYNCED_WRITES_MAX;
 use crate::format::{
-    decode_start, parse_segment_file_name, SegmentHeader, SEGMENT_DATA_START, SEGMENT_HEADER_LEN, START_FILE_NAME,
+    decode_start, parse_segment_file_name, SegmentHeader, SEGMENT_DATA_START, SEGMENT_HEADER_LEN,
+    START_FILE_NAME,
 };
 use crate::index::SparseIndex;
 use crate::read::ChunkReader;
@@ -44,7 +46,11 @@ fn corruption(path: &Path, position: u64, offset: Offset, reason: impl Into<Stri
     }
 }
 
-pub(crate) async fn recover<S: Storage>(storage: &S, dir: &Path, config: &LogConfig) -> Result<Recovered<S::File>, LogError> {
+pub(crate) async fn recover<S: Storage>(
+    storage: &S,
+    dir: &Path,
+    config: &LogConfig,
+) -> Result<Recovered<S::File>, LogError> {
     storage
         .create_dir_all(dir)
         .await
@@ -53,7 +59,10 @@ pub(crate) async fn recover<S: Storage>(storage: &S, dir: &Path, config: &LogCon
         .list(dir)
         .await
         .map_err(|e| LogError::io("list directory", dir, e))?;
-    let mut bases: Vec<Offset> = names.iter().filter_map(|n| parse_segment_file_name(n)).collect();
+    let mut bases: Vec<Offset> = names
+        .iter()
+        .filter_map(|n| parse_segment_file_name(n))
+        .collect();
     bases.sort();
     let start_from_file = read_start_file(storage, dir, &names).await?;
 
@@ -63,8 +72,14 @@ pub(crate) async fn recover<S: Storage>(storage: &S, dir: &Path, config: &LogCon
     for (index, base) in bases.iter().enumerate() {
         let is_last = Some(index) == last_index;
         let path = dir.join(crate::format::segment_file_name(*base));
-        let file = storage.open(&path).await.map_err(|e| LogError::io("open segment", &path, e))?;
-        let size = file.size().await.map_err(|e| LogError::io("stat segment", &path, e))?;
+        let file = storage
+            .open(&path)
+            .await
+            .map_err(|e| LogError::io("open segment", &path, e))?;
+        let size = file
+            .size()
+            .await
+            .map_err(|e| LogError::io("stat segment", &path, e))?;
         let head = file
             .read_at(0, SEGMENT_HEADER_LEN)
             .await
@@ -75,8 +90,14 @@ pub(crate) async fn recover<S: Storage>(storage: &S, dir: &Path, config: &LogCon
                 // A roll creates, writes and syncs the new segment's header before any batch
                 // goes in, so a last segment with a torn header never held data.
                 drop(file);
-                storage.remove(&path).await.map_err(|e| LogError::io("remove torn segment", &path, e))?;
-                storage.sync_dir(dir).await.map_err(|e| LogError::io("sync directory", dir, e))?;
+                storage
+                    .remove(&path)
+                    .await
+                    .map_err(|e| LogError::io("remove torn segment", &path, e))?;
+                storage
+                    .sync_dir(dir)
+                    .await
+                    .map_err(|e| LogError::io("sync directory", dir, e))?;
                 let _ = reason;
                 continue;
             }
@@ -87,7 +108,10 @@ pub(crate) async fn recover<S: Storage>(storage: &S, dir: &Path, config: &LogCon
                 &path,
                 8,
                 *base,
-                format!("header says base offset {}, file name says {}", header.base_offset, base),
+                format!(
+                    "header says base offset {}, file name says {}",
+                    header.base_offset, base
+                ),
             ));
         }
         if let Some(previous) = segments.last() {
@@ -96,7 +120,10 @@ pub(crate) async fn recover<S: Storage>(storage: &S, dir: &Path, config: &LogCon
                     &path,
                     0,
                     previous.next_offset,
-                    format!("gap: previous segment ends at offset {}, this one starts at {}", previous.next_offset, base),
+                    format!(
+                        "gap: previous segment ends at offset {}, this one starts at {}",
+                        previous.next_offset, base
+                    ),
                 ));
             }
         }
@@ -139,24 +166,38 @@ pub(crate) async fn recover<S: Storage>(storage: &S, dir: &Path, config: &LogCon
     })
 }
 
-async fn read_start_file<S: Storage>(storage: &S, dir: &Path, names: &[String]) -> Result<Option<Offset>, LogError> {
+async fn read_start_file<S: Storage>(
+    storage: &S,
+    dir: &Path,
+    names: &[String],
+) -> Result<Option<Offset>, LogError> {
     if !names.iter().any(|n| n == START_FILE_NAME) {
         return Ok(None);
     }
     let path: PathBuf = dir.join(START_FILE_NAME);
-    let file = storage.open(&path).await.map_err(|e| LogError::io("open start file", &path, e))?;
+    let file = storage
+        .open(&path)
+        .await
+        .map_err(|e| LogError::io("open start file", &path, e))?;
     let bytes = file
         .read_at(0, crate::format::START_FILE_LEN)
         .await
         .map_err(|e| LogError::io("read start file", &path, e))?;
     // The start file is replaced by an atomic rename after its contents were synced, so a bad
     // one is corruption, not a torn write.
-    decode_start(&bytes).map(Some).map_err(|reason| corruption(&path, 0, Offset(0), reason))
+    decode_start(&bytes)
+        .map(Some)
+        .map_err(|reason| corruption(&path, 0, Offset(0), reason))
 }
 
 /// Scans a segment's batches, filling its index. Returns whether non-zero bytes follow the
 /// last batch of the last segment (a torn tail to be zeroed).
-async fn scan_segment<F: StorageFile>(segment: &mut Segment<F>, size: u64, is_last: bool, config: &LogConfig) -> Result<bool, LogError> {
+async fn scan_segment<F: StorageFile>(
+    segment: &mut Segment<F>,
+    size: u64,
+    is_last: bool,
+    config: &LogConfig,
+) -> Result<bool, LogError> {
     let file = Rc::clone(&segment.file);
     let mut reader = ChunkReader::new(&*file, SCAN_READ_BYTES);
     let path = segment.path.clone();
@@ -166,7 +207,10 @@ async fn scan_segment<F: StorageFile>(segment: &mut Segment<F>, size: u64, is_la
         if pos + BATCH_HEADER_LEN as u64 > size {
             break None;
         }
-        let head = reader.bytes(pos, BATCH_HEADER_LEN, size).await.map_err(io_error)?;
+        let head = reader
+            .bytes(pos, BATCH_HEADER_LEN, size)
+            .await
+            .map_err(io_error)?;
         if head.iter().all(|&b| b == 0) {
             break None;
         }
@@ -176,7 +220,9 @@ async fn scan_segment<F: StorageFile>(segment: &mut Segment<F>, size: u64, is_la
         };
         let len = header.batch_len as usize;
         if pos + len as u64 > size {
-            break Some(format!("batch of {len} bytes runs past the end of the file"));
+            break Some(format!(
+                "batch of {len} bytes runs past the end of the file"
+            ));
         }
         let bytes = reader.bytes(pos, len, size).await.map_err(io_error)?;
         if let Err(e) = BatchView::check(bytes) {
@@ -199,9 +245,10 @@ async fn scan_segment<F: StorageFile>(segment: &mut Segment<F>, size: u64, is_la
         }
         return Ok(false);
     }
-    // The last segment: a power loss can only have torn the bytes of the last write, which
-    // started at or before `pos` and carried at most `write_bytes_max` bytes.
-    let window = u64::from(segment.write_bytes_max);
+    // The last segment: a power loss can only have torn the last writes, which
+    // started at or before `pos`, and at most UNSYNCED_WRITES_MAX writes of at most
+    // `write_bytes_max` bytes each can be unsynced.
+    let window = u64::from(segment.write_bytes_max) * UNSYNCED_WRITES_MAX;
     let torn_end = (pos + window).min(size);
     let check_end = (pos + 2 * window).min(size);
     let mut dirty = false;
@@ -225,7 +272,11 @@ async fn scan_segment<F: StorageFile>(segment: &mut Segment<F>, size: u64, is_la
             }
             dirty = true;
             // Skip to the end of the torn window; only what lies beyond it matters now.
-            at = if nonzero_at < torn_end { torn_end.max(at + 1) } else { nonzero_at + 1 };
+            at = if nonzero_at < torn_end {
+                torn_end.max(at + 1)
+            } else {
+                nonzero_at + 1
+            };
             continue;
         }
         at += bytes.len() as u64;

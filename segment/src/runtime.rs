@@ -72,3 +72,8 @@ impl<T> TaskHandle<T> {
 pub fn spawn<T: 'static>(future: impl Future<Output = T> + 'static) -> TaskHandle<T> {
     TaskHandle(glommio::spawn_local(future))
 }
+
+/// Sleeps on the current executor's timer wheel.
+pub async fn sleep(duration: std::time::Duration) {
+    glommio::timer::sleep(duration).await;
+}

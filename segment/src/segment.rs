@@ -33,10 +33,17 @@ pub(crate) struct Segment<F> {
 impl<F> Segment<F> {
     /// Records a batch appended at `position`.
     pub(crate) fn note_batch(&mut self, header: &BatchHeader, position: u64, interval_bytes: u64) {
-        assert_eq!(header.base_offset, self.next_offset, "offsets must stay dense");
+        assert_eq!(
+            header.base_offset, self.next_offset,
+            "offsets must stay dense"
+        );
         assert_eq!(position, self.data_end, "batches must be back to back");
-        self.index
-            .note_batch(header.base_offset, position, self.max_timestamp_ms, interval_bytes);
+        self.index.note_batch(
+            header.base_offset,
+            position,
+            self.max_timestamp_ms,
+            interval_bytes,
+        );
         self.data_end = position + u64::from(header.batch_len);
         self.next_offset = header.next_offset();
         self.max_timestamp_ms = self.max_timestamp_ms.max(header.max_timestamp_ms);

@@ -59,31 +59,43 @@ async fn workload(seed: u64) -> Result<(), String> {
         // 1. What recovery kept must be a prefix holding everything durable.
         let start = log.start_offset().0;
         if start < trimmed_to {
-            return Err(format!("start {start} is before the completed trim to {trimmed_to}"));
+            return Err(format!(
+                "start {start} is before the completed trim to {trimmed_to}"
+            ));
         }
         let next = log.next_offset().0;
         if next < durable_next {
-            return Err(format!("cycle {cycle}: lost durable data: log ends at {next}, {durable_next} were durable"));
+            return Err(format!(
+                "cycle {cycle}: lost durable data: log ends at {next}, {durable_next} were durable"
+            ));
         }
         let recovered = read_all(&log, Offset(start)).await;
         let mut expected_offset = None;
         for (base, count, _, bytes) in &recovered {
             let Some(original) = expected.iter().find(|e| e.base == *base) else {
-                return Err(format!("cycle {cycle}: batch at offset {base} was never appended with that base"));
+                return Err(format!(
+                    "cycle {cycle}: batch at offset {base} was never appended with that base"
+                ));
             };
             if original.count != *count || &original.payload != bytes {
-                return Err(format!("cycle {cycle}: batch at offset {base} differs from what was appended"));
+                return Err(format!(
+                    "cycle {cycle}: batch at offset {base} differs from what was appended"
+                ));
             }
             if let Some(offset) = expected_offset {
                 if offset != *base {
-                    return Err(format!("cycle {cycle}: offsets not dense: expected {offset}, found {base}"));
+                    return Err(format!(
+                        "cycle {cycle}: offsets not dense: expected {offset}, found {base}"
+                    ));
                 }
             }
             expected_offset = Some(base + u64::from(*count));
         }
         if let Some(end) = expected_offset {
             if end != next {
-                return Err(format!("cycle {cycle}: read ended at {end} but next offset is {next}"));
+                return Err(format!(
+                    "cycle {cycle}: read ended at {end} but next offset is {next}"
+                ));
             }
         }
         // Forget what did not survive; the log continues from `next`.
@@ -100,8 +112,15 @@ async fn workload(seed: u64) -> Result<(), String> {
                         .append(&batch, Epoch(cycle))
                         .await
                         .map_err(|e| format!("append failed: {e}"))?;
-                    if appended.base_offset.0 != expected.last().map_or(next, |e| e.base + u64::from(e.count)) {
-                        return Err(format!("append got offset {} out of sequence", appended.base_offset));
+                    if appended.base_offset.0
+                        != expected
+                            .last()
+                            .map_or(next, |e| e.base + u64::from(e.count))
+                    {
+                        return Err(format!(
+                            "append got offset {} out of sequence",
+                            appended.base_offset
+                        ));
                     }
                     expected.push(Expected {
                         base: appended.base_offset.0,
@@ -126,7 +145,9 @@ async fn workload(seed: u64) -> Result<(), String> {
                     let start = log.start_offset().0;
                     if durable > start && random.below(4) == 0 {
                         let to = start + random.below(durable - start + 1);
-                        log.trim(Offset(to)).await.map_err(|e| format!("trim failed: {e}"))?;
+                        log.trim(Offset(to))
+                            .await
+                            .map_err(|e| format!("trim failed: {e}"))?;
                         trimmed_to = trimmed_to.max(to);
                     }
                 }
@@ -142,7 +163,9 @@ async fn workload(seed: u64) -> Result<(), String> {
         .map_err(|e| format!("final open failed: {e}"))?;
     let next = log.next_offset();
     if next.0 < durable_next {
-        return Err(format!("final: lost durable data: ends at {next}, {durable_next} durable"));
+        return Err(format!(
+            "final: lost durable data: ends at {next}, {durable_next} durable"
+        ));
     }
     let batch = random_batch(&mut random, 3, 100, timestamp);
     let appended = log
@@ -150,17 +173,25 @@ async fn workload(seed: u64) -> Result<(), String> {
         .await
         .map_err(|e| format!("append after recovery failed: {e}"))?;
     if appended.base_offset != next {
-        return Err(format!("append after recovery got {} instead of {next}", appended.base_offset));
+        return Err(format!(
+            "append after recovery got {} instead of {next}",
+            appended.base_offset
+        ));
     }
     let chunk = log
         .read(appended.base_offset, 1 << 20, ReadBound::Durable)
         .await
         .map_err(|e| format!("read after recovery failed: {e}"))?;
-    let first = chunk.batches().next().ok_or("appended batch not readable")?;
+    let first = chunk
+        .batches()
+        .next()
+        .ok_or("appended batch not readable")?;
     if payload(first.as_bytes()) != payload(&batch) {
         return Err("batch appended after recovery reads back different".into());
     }
-    log.close().await.map_err(|e| format!("close failed: {e}"))?;
+    log.close()
+        .await
+        .map_err(|e| format!("close failed: {e}"))?;
     Ok(())
 }
 
@@ -180,10 +211,17 @@ fn recovery_keeps_exactly_a_durable_prefix_across_seeded_crashes() {
         let mut failures = Vec::new();
         for seed in seeds {
             if let Err(reason) = workload(seed).await {
-                failures.push(format!("seed {seed}: {reason} (replay: RUNNEL_CRASH_SEED={seed})"));
+                failures.push(format!(
+                    "seed {seed}: {reason} (replay: RUNNEL_CRASH_SEED={seed})"
+                ));
             }
         }
         failures
     });
-    assert!(failures.is_empty(), "{} workloads failed:\n{}", failures.len(), failures.join("\n"));
+    assert!(
+        failures.is_empty(),
+        "{} workloads failed:\n{}",
+        failures.len(),
+        failures.join("\n")
+    );
 }

@@ -19,17 +19,29 @@ fn dir() -> &'static Path {
 }
 
 /// Appends `batches` random batches; returns (base, count, first ts, max ts, payload) each.
-async fn fill(log: &ShardLog<FaultStorage>, random: &mut SplitMix64, batches: usize, timestamps: &mut dyn FnMut(usize) -> i64) -> Vec<(u64, u32, i64, Vec<u8>)> {
+async fn fill(
+    log: &ShardLog<FaultStorage>,
+    random: &mut SplitMix64,
+    batches: usize,
+    timestamps: &mut dyn FnMut(usize) -> i64,
+) -> Vec<(u64, u32, i64, Vec<u8>)> {
     let mut out = Vec::new();
     for i in 0..batches {
         let count = 1 + random.below(5) as usize;
         let batch = random_batch(random, count, 900, timestamps(i));
         let appended = log.append(&batch, Epoch(1)).await.expect("append");
         let header = BatchHeader::decode(&batch).expect("valid");
-        out.push((appended.base_offset.0, count as u32, header.max_timestamp_ms, payload(&batch)));
+        out.push((
+            appended.base_offset.0,
+            count as u32,
+            header.max_timestamp_ms,
+            payload(&batch),
+        ));
     }
     if let Some(last) = out.last() {
-        log.wait_durable(Offset(last.0 + u64::from(last.1) - 1)).await.expect("durable");
+        log.wait_durable(Offset(last.0 + u64::from(last.1) - 1))
+            .await
+            .expect("durable");
     }
     out
 }
@@ -113,21 +125,45 @@ proptest! {
 fn failed_fdatasync_poisons_the_log_and_acknowledges_nothing_more() {
     run(|| async {
         let storage = FaultStorage::new();
-        let log = ShardLog::open(storage.clone(), dir(), small_config()).await.expect("open");
+        let log = ShardLog::open(storage.clone(), dir(), small_config())
+            .await
+            .expect("open");
         let mut random = SplitMix64::new(1);
-        let first = log.append_durable(&random_batch(&mut random, 2, 10, 0), Epoch(1)).await.expect("durable");
+        let first = log
+            .append_durable(&random_batch(&mut random, 2, 10, 0), Epoch(1))
+            .await
+            .expect("durable");
         storage.fail_syncs_after(0);
-        let second = log.append(&random_batch(&mut random, 2, 10, 0), Epoch(1)).await.expect("buffered");
+        let second = log
+            .append(&random_batch(&mut random, 2, 10, 0), Epoch(1))
+            .await
+            .expect("buffered");
         let waited = log.wait_durable(second.last_offset).await;
-        assert!(matches!(waited, Err(LogError::Poisoned { .. })), "got {waited:?}");
-        assert_eq!(log.durable_offset(), Offset(first.last_offset.0 + 1), "nothing after the failure is durable");
-        assert!(log.poisoned().is_some_and(|cause| cause.contains("fdatasync")));
-        let later = log.append(&random_batch(&mut random, 1, 10, 0), Epoch(1)).await;
-        assert!(matches!(later, Err(LogError::Poisoned { .. })), "got {later:?}");
+        assert!(
+            matches!(waited, Err(LogError::Poisoned { .. })),
+            "got {waited:?}"
+        );
+        assert_eq!(
+            log.durable_offset(),
+            Offset(first.last_offset.0 + 1),
+            "nothing after the failure is durable"
+        );
+        assert!(log
+            .poisoned()
+            .is_some_and(|cause| cause.contains("fdatasync")));
+        let later = log
+            .append(&random_batch(&mut random, 1, 10, 0), Epoch(1))
+            .await;
+        assert!(
+            matches!(later, Err(LogError::Poisoned { .. })),
+            "got {later:?}"
+        );
         assert!(matches!(log.close().await, Err(LogError::Poisoned { .. })));
         // Whatever a crash now leaves, the acknowledged batch is there.
         let image = storage.crash(3);
-        let log = ShardLog::open(image, dir(), small_config()).await.expect("recovers");
+        let log = ShardLog::open(image, dir(), small_config())
+            .await
+            .expect("recovers");
         assert!(log.next_offset() > first.last_offset);
     });
 }
@@ -136,14 +172,23 @@ fn failed_fdatasync_poisons_the_log_and_acknowledges_nothing_more() {
 fn failed_write_poisons_the_log() {
     run(|| async {
         let storage = FaultStorage::new();
-        let log = ShardLog::open(storage.clone(), dir(), small_config()).await.expect("open");
+        let log = ShardLog::open(storage.clone(), dir(), small_config())
+            .await
+            .expect("open");
         let mut random = SplitMix64::new(2);
         storage.fail_writes_after(0);
-        let appended = log.append(&random_batch(&mut random, 1, 10, 0), Epoch(1)).await.expect("buffered");
-        assert!(matches!(log.wait_durable(appended.last_offset).await, Err(LogError::Poisoned { .. })));
+        let appended = log
+            .append(&random_batch(&mut random, 1, 10, 0), Epoch(1))
+            .await
+            .expect("buffered");
+        assert!(matches!(
+            log.wait_durable(appended.last_offset).await,
+            Err(LogError::Poisoned { .. })
+        ));
         assert_eq!(log.durable_offset(), Offset(0));
         assert!(matches!(
-            log.append(&random_batch(&mut random, 1, 10, 0), Epoch(1)).await,
+            log.append(&random_batch(&mut random, 1, 10, 0), Epoch(1))
+                .await,
             Err(LogError::Poisoned { .. })
         ));
     });
@@ -165,11 +210,16 @@ fn position_of(bytes: &[u8], offset: u64) -> usize {
 fn corruption_in_a_sealed_segment_is_a_typed_error_with_the_offset() {
     run(|| async {
         let storage = FaultStorage::new();
-        let log = ShardLog::open(storage.clone(), dir(), small_config()).await.expect("open");
+        let log = ShardLog::open(storage.clone(), dir(), small_config())
+            .await
+            .expect("open");
         let mut random = SplitMix64::new(3);
         let mut stamps = |i: usize| i as i64;
         let written = fill(&log, &mut random, 120, &mut stamps).await;
-        assert!(log.segment_count() > 2, "the workload spans several segments");
+        assert!(
+            log.segment_count() > 2,
+            "the workload spans several segments"
+        );
         let path = dir().join("00000000000000000000.seg");
         let bytes = storage.file_bytes(&path).expect("segment");
         let victim = written[5].0;
@@ -178,14 +228,19 @@ fn corruption_in_a_sealed_segment_is_a_typed_error_with_the_offset() {
         assert!(storage.corrupt(&path, (pos + BATCH_HEADER_LEN + 3) as u64, &[0xde, 0xad]));
         // A live reader gets a corruption error, not records.
         match log.read(Offset(victim), 1 << 20, ReadBound::Durable).await {
-            Err(LogError::Corruption { offset, position, .. }) => {
+            Err(LogError::Corruption {
+                offset, position, ..
+            }) => {
                 assert_eq!(offset, Offset(victim));
                 assert_eq!(position, pos as u64);
             }
             other => panic!("expected corruption, got {other:?}"),
         }
         // Earlier batches are still served.
-        let chunk = log.read(Offset(0), 1, ReadBound::Durable).await.expect("batch 0 is intact");
+        let chunk = log
+            .read(Offset(0), 1, ReadBound::Durable)
+            .await
+            .expect("batch 0 is intact");
         assert_eq!(chunk.batch_count(), 1);
         log.close().await.expect("close");
         // Recovery refuses to pretend the damage is a torn tail.
@@ -206,12 +261,21 @@ fn corruption_in_the_active_segment_followed_by_data_is_not_a_torn_tail() {
             write_buffer_bytes: 16 << 10,
             ..small_config()
         };
-        let log = ShardLog::open(storage.clone(), dir(), config.clone()).await.expect("open");
+        let log = ShardLog::open(storage.clone(), dir(), config.clone())
+            .await
+            .expect("open");
         let mut random = SplitMix64::new(4);
         let mut stamps = |i: usize| i as i64;
         let written = fill(&log, &mut random, 200, &mut stamps).await;
         log.close().await.expect("close");
-        assert_eq!(storage.paths().iter().filter(|p| p.extension().is_some_and(|e| e == "seg")).count(), 1);
+        assert_eq!(
+            storage
+                .paths()
+                .iter()
+                .filter(|p| p.extension().is_some_and(|e| e == "seg"))
+                .count(),
+            1
+        );
         let path = dir().join("00000000000000000000.seg");
         let bytes = storage.file_bytes(&path).expect("segment");
         // A batch early in the segment, with far more than one write window of data after it.
@@ -219,7 +283,9 @@ fn corruption_in_the_active_segment_followed_by_data_is_not_a_torn_tail() {
         let pos = position_of(&bytes, victim);
         storage.corrupt(&path, (pos + BATCH_HEADER_LEN + 1) as u64, &[0xff; 4]);
         match ShardLog::open(storage.clone(), dir(), config).await {
-            Err(LogError::Corruption { offset, position, .. }) => {
+            Err(LogError::Corruption {
+                offset, position, ..
+            }) => {
                 assert_eq!(offset, Offset(victim));
                 assert_eq!(position, pos as u64);
             }
@@ -233,7 +299,9 @@ fn corruption_in_the_active_segment_followed_by_data_is_not_a_torn_tail() {
 fn trim_moves_the_start_durably_and_deletes_whole_segments() {
     run(|| async {
         let storage = FaultStorage::new();
-        let log = ShardLog::open(storage.clone(), dir(), small_config()).await.expect("open");
+        let log = ShardLog::open(storage.clone(), dir(), small_config())
+            .await
+            .expect("open");
         let mut random = SplitMix64::new(5);
         let mut stamps = |i: usize| i as i64;
         let written = fill(&log, &mut random, 150, &mut stamps).await;
@@ -241,17 +309,31 @@ fn trim_moves_the_start_durably_and_deletes_whole_segments() {
         let cut = written[100].0 + 1;
         log.trim(Offset(cut)).await.expect("trim");
         assert_eq!(log.start_offset(), Offset(cut));
-        assert!(log.segment_count() < segments_before, "whole segments below the start are deleted");
+        assert!(
+            log.segment_count() < segments_before,
+            "whole segments below the start are deleted"
+        );
         assert!(matches!(
             log.read(Offset(cut - 1), 10, ReadBound::Durable).await,
             Err(LogError::Trimmed { requested, start }) if requested == Offset(cut - 1) && start == Offset(cut)
         ));
-        let chunk = log.read(Offset(cut), 10, ReadBound::Durable).await.expect("read at the start");
-        assert_eq!(chunk.batches().next().map(|b| b.base_offset()), Some(Offset(written[100].0)));
-        assert!(matches!(log.trim(Offset(1 << 40)).await, Err(LogError::OffsetOutOfRange { .. })));
+        let chunk = log
+            .read(Offset(cut), 10, ReadBound::Durable)
+            .await
+            .expect("read at the start");
+        assert_eq!(
+            chunk.batches().next().map(|b| b.base_offset()),
+            Some(Offset(written[100].0))
+        );
+        assert!(matches!(
+            log.trim(Offset(1 << 40)).await,
+            Err(LogError::OffsetOutOfRange { .. })
+        ));
         log.close().await.expect("close");
         // The start survives a crash right after the trim returned.
-        let log = ShardLog::open(storage.crash(11), dir(), small_config()).await.expect("reopen");
+        let log = ShardLog::open(storage.crash(11), dir(), small_config())
+            .await
+            .expect("reopen");
         assert_eq!(log.start_offset(), Offset(cut));
     });
 }
@@ -265,7 +347,9 @@ fn retention_deletes_old_and_excess_segments_but_never_the_active_one() {
             retention_age_ms: Some(1_000),
             ..small_config()
         };
-        let log = ShardLog::open(storage.clone(), dir(), config).await.expect("open");
+        let log = ShardLog::open(storage.clone(), dir(), config)
+            .await
+            .expect("open");
         let mut random = SplitMix64::new(6);
         let mut stamps = |i: usize| i as i64;
         fill(&log, &mut random, 400, &mut stamps).await;
@@ -275,19 +359,31 @@ fn retention_deletes_old_and_excess_segments_but_never_the_active_one() {
         // Records are stamped 0..400 ms: at now = 500 none is older than 1 s, so only size counts.
         let deleted = log.enforce_retention(500).await.expect("retention");
         assert!(deleted > 0);
-        assert!(log.size_bytes() <= 150 << 10, "size {} after retention", log.size_bytes());
+        assert!(
+            log.size_bytes() <= 150 << 10,
+            "size {} after retention",
+            log.size_bytes()
+        );
         assert_eq!(log.segment_count(), before - deleted);
         let start = log.start_offset();
         assert!(start > Offset(0));
-        assert!(matches!(log.read(Offset(0), 10, ReadBound::Durable).await, Err(LogError::Trimmed { .. })));
+        assert!(matches!(
+            log.read(Offset(0), 10, ReadBound::Durable).await,
+            Err(LogError::Trimmed { .. })
+        ));
         // Far in the future every sealed segment is too old; the active one stays.
         log.enforce_retention(1 << 40).await.expect("retention");
         assert_eq!(log.segment_count(), 1);
         let next = log.next_offset();
-        let chunk = log.read(log.start_offset(), 1 << 20, ReadBound::Durable).await.expect("active segment readable");
+        let chunk = log
+            .read(log.start_offset(), 1 << 20, ReadBound::Durable)
+            .await
+            .expect("active segment readable");
         assert!(!chunk.is_empty());
         log.close().await.expect("close");
-        let log = ShardLog::open(storage.clone(), dir(), small_config()).await.expect("reopen");
+        let log = ShardLog::open(storage.clone(), dir(), small_config())
+            .await
+            .expect("reopen");
         assert_eq!(log.next_offset(), next, "offsets continue after retention");
     });
 }
@@ -296,17 +392,28 @@ fn retention_deletes_old_and_excess_segments_but_never_the_active_one() {
 fn a_tailing_reader_wakes_when_data_becomes_durable() {
     run(|| async {
         let storage = FaultStorage::new();
-        let log = std::rc::Rc::new(ShardLog::open(storage, dir(), small_config()).await.expect("open"));
+        let log = std::rc::Rc::new(
+            ShardLog::open(storage, dir(), small_config())
+                .await
+                .expect("open"),
+        );
         let reader = {
             let log = log.clone();
             runnel_segment::runtime::spawn(async move {
-                log.wait_for(Offset(0), ReadBound::Durable).await.expect("wait");
-                let chunk = log.read(Offset(0), 1 << 20, ReadBound::Durable).await.expect("read");
+                log.wait_for(Offset(0), ReadBound::Durable)
+                    .await
+                    .expect("wait");
+                let chunk = log
+                    .read(Offset(0), 1 << 20, ReadBound::Durable)
+                    .await
+                    .expect("read");
                 chunk.batches().map(|b| b.record_count()).sum::<u32>()
             })
         };
         let mut random = SplitMix64::new(7);
-        log.append(&random_batch(&mut random, 4, 10, 0), Epoch(1)).await.expect("append");
+        log.append(&random_batch(&mut random, 4, 10, 0), Epoch(1))
+            .await
+            .expect("append");
         assert_eq!(reader.join().await, 4);
     });
 }
@@ -315,14 +422,20 @@ fn a_tailing_reader_wakes_when_data_becomes_durable() {
 fn appends_wait_for_room_when_the_buffer_is_full() {
     run(|| async {
         let storage = FaultStorage::new();
-        let log = std::rc::Rc::new(ShardLog::open(storage, dir(), small_config()).await.expect("open"));
+        let log = std::rc::Rc::new(
+            ShardLog::open(storage, dir(), small_config())
+                .await
+                .expect("open"),
+        );
         let mut random = SplitMix64::new(8);
         // Far more than the 16 KiB buffer, appended without waiting for durability in between.
         let mut tasks = Vec::new();
         for i in 0..200 {
             let batch = random_batch(&mut random, 2, 900, i);
             let log = log.clone();
-            tasks.push(runnel_segment::runtime::spawn(async move { log.append(&batch, Epoch(1)).await }));
+            tasks.push(runnel_segment::runtime::spawn(async move {
+                log.append(&batch, Epoch(1)).await
+            }));
         }
         let mut offsets = Vec::new();
         for task in tasks {
@@ -351,16 +464,37 @@ fn bad_batches_are_refused_and_change_nothing() {
         let big = random_batch(&mut random, 4, 0, 0);
         let mut big_values = runnel_core::BatchBuilder::new();
         big_values.push(runnel_core::Record::new(vec![7u8; 4000], 1));
-        let big = if big.len() > 2048 { big } else { big_values.finish(&runnel_core::Limits::DEFAULT).expect("encode") };
-        assert!(matches!(log.append(&big, Epoch(1)).await, Err(LogError::BatchTooLarge { .. })));
+        let big = if big.len() > 2048 {
+            big
+        } else {
+            big_values
+                .finish(&runnel_core::Limits::DEFAULT)
+                .expect("encode")
+        };
+        assert!(matches!(
+            log.append(&big, Epoch(1)).await,
+            Err(LogError::BatchTooLarge { .. })
+        ));
         let mut damaged = random_batch(&mut random, 2, 50, 0);
         let last = damaged.len() - 20;
         damaged[last] ^= 1;
-        assert!(matches!(log.append(&damaged, Epoch(1)).await, Err(LogError::InvalidBatch(_))));
-        assert!(matches!(log.append(&[1, 2, 3], Epoch(1)).await, Err(LogError::InvalidBatch(_))));
+        assert!(matches!(
+            log.append(&damaged, Epoch(1)).await,
+            Err(LogError::InvalidBatch(_))
+        ));
+        assert!(matches!(
+            log.append(&[1, 2, 3], Epoch(1)).await,
+            Err(LogError::InvalidBatch(_))
+        ));
         assert_eq!(log.next_offset(), Offset(0));
-        assert!(matches!(log.read(Offset(5), 10, ReadBound::Written).await, Err(LogError::OffsetOutOfRange { .. })));
-        let ok = log.append_durable(&random_batch(&mut random, 1, 50, 0), Epoch(1)).await.expect("good batch");
+        assert!(matches!(
+            log.read(Offset(5), 10, ReadBound::Written).await,
+            Err(LogError::OffsetOutOfRange { .. })
+        ));
+        let ok = log
+            .append_durable(&random_batch(&mut random, 1, 50, 0), Epoch(1))
+            .await
+            .expect("good batch");
         assert_eq!(ok.base_offset, Offset(0));
     });
 }

@@ -26,7 +26,9 @@ fn config() -> LogConfig {
 /// Writes `batches` batches with real files; returns (base, count, payload) each.
 fn write_log(dir: PathBuf, batches: usize, seed: u64) -> Vec<(u64, u32, Vec<u8>)> {
     run(move || async move {
-        let log = ShardLog::open(DmaStorage, &dir, config()).await.expect("open");
+        let log = ShardLog::open(DmaStorage, &dir, config())
+            .await
+            .expect("open");
         let mut random = SplitMix64::new(seed);
         let mut out = Vec::new();
         for i in 0..batches {
@@ -74,10 +76,18 @@ fn reopen_and_read(dir: PathBuf) -> Result<(Vec<(u64, u32, Vec<u8>)>, u64), LogE
         // The log keeps working after recovery.
         let mut random = SplitMix64::new(99);
         let next = log.next_offset();
-        let appended = log.append_durable(&random_batch(&mut random, 2, 100, 0), Epoch(2)).await?;
-        assert_eq!(appended.base_offset, next, "offsets continue densely after recovery");
+        let appended = log
+            .append_durable(&random_batch(&mut random, 2, 100, 0), Epoch(2))
+            .await?;
+        assert_eq!(
+            appended.base_offset, next,
+            "offsets continue densely after recovery"
+        );
         log.close().await?;
-        Ok((all.into_iter().map(|(b, c, _, p)| (b, c, p)).collect(), next.0))
+        Ok((
+            all.into_iter().map(|(b, c, _, p)| (b, c, p)).collect(),
+            next.0,
+        ))
     })
 }
 
@@ -102,12 +112,22 @@ fn a_truncated_tail_recovers_the_prefix_before_it() {
         let last = segments(&dir).pop().expect("a segment");
         let positions = batch_positions(&last);
         let (victim_pos, victim_offset) = positions[positions.len() - 1 - case as usize];
-        let file = OpenOptions::new().write(true).open(&last).expect("open segment");
+        let file = OpenOptions::new()
+            .write(true)
+            .open(&last)
+            .expect("open segment");
         file.set_len(victim_pos + cut_into).expect("truncate");
         drop(file);
         let (recovered, _) = reopen_and_read(dir).expect("recovers from a torn tail");
-        let want: Vec<_> = written.iter().filter(|w| w.0 < victim_offset).cloned().collect();
-        assert_eq!(recovered, want, "case {case}: exactly the batches before the cut");
+        let want: Vec<_> = written
+            .iter()
+            .filter(|w| w.0 < victim_offset)
+            .cloned()
+            .collect();
+        assert_eq!(
+            recovered, want,
+            "case {case}: exactly the batches before the cut"
+        );
     }
 }
 
@@ -119,12 +139,19 @@ fn garbage_over_the_tail_recovers_the_prefix_before_it() {
     let last = segments(&dir).pop().expect("a segment");
     let positions = batch_positions(&last);
     let (victim_pos, victim_offset) = positions[positions.len() - 2];
-    let mut file = OpenOptions::new().write(true).open(&last).expect("open segment");
+    let mut file = OpenOptions::new()
+        .write(true)
+        .open(&last)
+        .expect("open segment");
     file.seek(SeekFrom::Start(victim_pos + 40)).expect("seek");
     file.write_all(&[0xa5; 3000]).expect("scribble");
     drop(file);
     let (recovered, _) = reopen_and_read(dir.clone()).expect("recovers from a torn tail");
-    let want: Vec<_> = written.iter().filter(|w| w.0 < victim_offset).cloned().collect();
+    let want: Vec<_> = written
+        .iter()
+        .filter(|w| w.0 < victim_offset)
+        .cloned()
+        .collect();
     assert_eq!(recovered, want);
     // The torn bytes were zeroed: a second recovery sees the same log plus the appended batch.
     let (again, _) = reopen_and_read(dir).expect("second recovery");
@@ -139,12 +166,21 @@ fn corruption_in_the_middle_of_a_segment_is_reported_not_returned() {
     let first = segments(&dir).into_iter().next().expect("a segment");
     let positions = batch_positions(&first);
     let (victim_pos, victim_offset) = positions[positions.len() / 2];
-    let mut file = OpenOptions::new().write(true).open(&first).expect("open segment");
-    file.seek(SeekFrom::Start(victim_pos + BATCH_HEADER_LEN as u64 + 5)).expect("seek");
+    let mut file = OpenOptions::new()
+        .write(true)
+        .open(&first)
+        .expect("open segment");
+    file.seek(SeekFrom::Start(victim_pos + BATCH_HEADER_LEN as u64 + 5))
+        .expect("seek");
     file.write_all(&[0x00, 0xff, 0x00]).expect("flip bytes");
     drop(file);
     match reopen_and_read(dir.clone()) {
-        Err(LogError::Corruption { offset, position, path, .. }) => {
+        Err(LogError::Corruption {
+            offset,
+            position,
+            path,
+            ..
+        }) => {
             assert_eq!(offset, Offset(victim_offset));
             assert_eq!(position, victim_pos);
             assert_eq!(path, first);
@@ -153,7 +189,10 @@ fn corruption_in_the_middle_of_a_segment_is_reported_not_returned() {
         Err(other) => panic!("expected corruption, got {other}"),
     }
     // Nothing was changed by the failed open: it fails the same way again.
-    assert!(matches!(reopen_and_read(dir), Err(LogError::Corruption { .. })));
+    assert!(matches!(
+        reopen_and_read(dir),
+        Err(LogError::Corruption { .. })
+    ));
 }
 
 #[test]
@@ -162,15 +201,61 @@ fn reads_by_offset_and_time_on_real_files() {
     let dir = temp.path().join("log");
     let written = write_log(dir.clone(), 100, 5);
     run(move || async move {
-        let log = ShardLog::open(DmaStorage, &dir, config()).await.expect("open");
+        let log = ShardLog::open(DmaStorage, &dir, config())
+            .await
+            .expect("open");
         for (i, (base, _, bytes)) in written.iter().enumerate() {
-            let chunk = log.read(Offset(*base), 1, ReadBound::Durable).await.expect("read");
+            let chunk = log
+                .read(Offset(*base), 1, ReadBound::Durable)
+                .await
+                .expect("read");
             let batch = chunk.batches().next().expect("a batch");
             assert_eq!(&payload(batch.as_bytes()), bytes);
-            let records: Vec<_> = batch.records().expect("records").map(|r| r.timestamp_ms()).collect();
+            let records: Vec<_> = batch
+                .records()
+                .expect("records")
+                .map(|r| r.timestamp_ms())
+                .collect();
             assert_eq!(records.first().copied(), Some(i as i64 * 100));
-            assert_eq!(log.offset_for_timestamp(i as i64 * 100).await.expect("time"), Offset(*base));
+            assert_eq!(
+                log.offset_for_timestamp(i as i64 * 100)
+                    .await
+                    .expect("time"),
+                Offset(*base)
+            );
         }
         log.close().await.expect("close");
     });
+}
+
+/// Regression: glommio probes polled-I/O support once per thread by reading block 0 of the first
+/// DMA file it opens; when that file was new and empty the probe "succeeded" without reaching
+/// the device, and every later read on the device failed with EOPNOTSUPP. Writing, closing and
+/// reopening on one executor thread exercises exactly that sequence.
+#[test]
+fn a_log_reopens_on_the_same_executor_thread() {
+    let temp = tempfile::tempdir().expect("temp dir");
+    let dir = temp.path().join("log");
+    let next = run(move || async move {
+        let log = ShardLog::open(DmaStorage, &dir, config())
+            .await
+            .expect("open");
+        let mut random = SplitMix64::new(6);
+        for i in 0..20 {
+            log.append_durable(&random_batch(&mut random, 3, 500, i), Epoch(1))
+                .await
+                .expect("append");
+        }
+        log.close().await.expect("close");
+        let log = ShardLog::open(DmaStorage, &dir, config())
+            .await
+            .expect("reopen on the same thread");
+        let chunk = log
+            .read(Offset(0), 1 << 20, ReadBound::Durable)
+            .await
+            .expect("read");
+        assert_eq!(chunk.batch_count(), 20);
+        log.next_offset()
+    });
+    assert_eq!(next, Offset(60));
 }

@@ -7,7 +7,10 @@ fn record_strategy() -> impl Strategy<Value = Record> {
         proptest::option::of(proptest::collection::vec(any::<u8>(), 0..16)),
         proptest::collection::vec(any::<u8>(), 0..300),
         any::<i64>(),
-        proptest::collection::vec(("[a-z]{0,8}", proptest::collection::vec(any::<u8>(), 0..8)), 0..3),
+        proptest::collection::vec(
+            ("[a-z]{0,8}", proptest::collection::vec(any::<u8>(), 0..8)),
+            0..3,
+        ),
     )
         .prop_map(|(key, value, timestamp_ms, headers)| Record {
             key,
@@ -33,7 +36,10 @@ fn build(records: &[Record]) -> AlignedVec<BATCH_ALIGNMENT> {
 
 #[test]
 fn empty_batch_is_refused() {
-    assert_eq!(BatchBuilder::new().finish(&Limits::DEFAULT).err(), Some(BatchError::Empty));
+    assert_eq!(
+        BatchBuilder::new().finish(&Limits::DEFAULT).err(),
+        Some(BatchError::Empty)
+    );
 }
 
 #[test]
@@ -47,9 +53,15 @@ fn oversized_record_is_refused_when_built_and_when_validated() {
     builder.push(Record::new(vec![1u8; 101], 2));
     assert!(matches!(
         builder.finish(&small),
-        Err(BatchError::RecordTooLarge { index: 1, size: 101, max: 100 })
+        Err(BatchError::RecordTooLarge {
+            index: 1,
+            size: 101,
+            max: 100
+        })
     ));
-    let bytes = builder.finish(&Limits::DEFAULT).expect("fits default limits");
+    let bytes = builder
+        .finish(&Limits::DEFAULT)
+        .expect("fits default limits");
     assert!(matches!(
         BatchView::validate(&bytes, &small),
         Err(BatchError::RecordTooLarge { index: 1, .. })
@@ -92,13 +104,18 @@ fn iter_batches_walks_back_to_back_batches_and_stops_at_damage() {
     for i in 0..3 {
         packed.extend_from_slice(&build(&[Record::new(vec![i; 10], i64::from(i))]));
     }
-    let offsets: Vec<_> = iter_batches(&packed).map(|b| b.map(|v| v.record_count())).collect();
+    let offsets: Vec<_> = iter_batches(&packed)
+        .map(|b| b.map(|v| v.record_count()))
+        .collect();
     assert_eq!(offsets, vec![Ok(1), Ok(1), Ok(1)]);
     let second_start = BatchHeader::decode(&packed).expect("first").batch_len as usize;
     packed[second_start + BATCH_HEADER_LEN + 2] ^= 0xff;
     let results: Vec<_> = iter_batches(&packed).collect();
     assert_eq!(results.len(), 2);
-    assert!(matches!(results[1], Err(BatchError::PayloadChecksumMismatch { .. })));
+    assert!(matches!(
+        results[1],
+        Err(BatchError::PayloadChecksumMismatch { .. })
+    ));
 }
 
 proptest! {

@@ -165,7 +165,10 @@ fn injected(what: &str) -> io::Error {
 }
 
 fn not_found(path: &Path) -> io::Error {
-    io::Error::new(io::ErrorKind::NotFound, format!("{} not found", path.display()))
+    io::Error::new(
+        io::ErrorKind::NotFound,
+        format!("{} not found", path.display()),
+    )
 }
 
 impl FaultStorage {
@@ -217,7 +220,13 @@ impl FaultStorage {
                             for (index, sector) in written.chunks(SECTOR_BYTES).enumerate() {
                                 if random.below(2) == 0 {
                                     let at = *pos + (index * SECTOR_BYTES) as u64;
-                                    apply(&mut data, &DataChange::Write { pos: at, data: sector.to_vec() });
+                                    apply(
+                                        &mut data,
+                                        &DataChange::Write {
+                                            pos: at,
+                                            data: sector.to_vec(),
+                                        },
+                                    );
                                 }
                             }
                         }
@@ -245,7 +254,11 @@ impl FaultStorage {
 
     /// The live bytes of a file, for tests that damage or inspect it.
     pub fn file_bytes(&self, path: &Path) -> Option<Vec<u8>> {
-        self.fs.borrow().live_names.get(path).map(|inode| inode.borrow().live.clone())
+        self.fs
+            .borrow()
+            .live_names
+            .get(path)
+            .map(|inode| inode.borrow().live.clone())
     }
 
     /// Overwrites bytes of a file in both images, as bit rot on a synced file would.
@@ -289,7 +302,12 @@ impl FaultStorage {
     }
 
     fn lookup(&self, path: &Path) -> io::Result<Inode> {
-        self.fs.borrow().live_names.get(path).cloned().ok_or_else(|| not_found(path))
+        self.fs
+            .borrow()
+            .live_names
+            .get(path)
+            .cloned()
+            .ok_or_else(|| not_found(path))
     }
 }
 
@@ -376,7 +394,8 @@ impl StorageFile for FaultFile {
     type ReadBuf = FaultReadBuffer;
 
     fn alloc(&self, len: usize) -> FaultWriteBuffer {
-        FaultWriteBuffer(vec![0; len])
+        // Garbage, not zeros, so a test catches any write of bytes the log did not fill.
+        FaultWriteBuffer(vec![0xee; len])
     }
 
     async fn write_at(&self, buffer: FaultWriteBuffer, pos: u64) -> io::Result<()> {
@@ -391,7 +410,10 @@ impl StorageFile for FaultFile {
             }
             fs.writes += 1;
         }
-        let change = DataChange::Write { pos, data: buffer.0 };
+        let change = DataChange::Write {
+            pos,
+            data: buffer.0,
+        };
         let mut image = self.image.borrow_mut();
         apply(&mut image.live, &change);
         image.pending.push(change);

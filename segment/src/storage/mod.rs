@@ -61,7 +61,8 @@ pub trait StorageFile {
     /// Read results of this file.
     type ReadBuf: ReadBuffer;
 
-    /// A zeroed, block-aligned write buffer of `len` bytes.
+    /// A block-aligned write buffer of `len` bytes. Its contents are unspecified: the caller
+    /// writes every byte it then writes to the file.
     fn alloc(&self, len: usize) -> Self::Buffer;
     /// Writes the whole buffer at `pos` (both block-aligned).
     async fn write_at(&self, buffer: Self::Buffer, pos: u64) -> io::Result<()>;

@@ -12,13 +12,20 @@ use runnel_segment::storage::Storage;
 use runnel_segment::{LogConfig, ShardLog};
 
 /// Runs a test body on a glommio executor sized for a test process.
-pub fn run<T: Send + 'static, Fut: Future<Output = T> + 'static>(make: impl FnOnce() -> Fut + Send + 'static) -> T {
+pub fn run<T: Send + 'static, Fut: Future<Output = T> + 'static>(
+    make: impl FnOnce() -> Fut + Send + 'static,
+) -> T {
     runnel_segment::runtime::run("segment-test", 8, make)
 }
 
 /// A batch of `count` records with random keys, values of up to `value_bytes_max` bytes and
 /// timestamps from `timestamp_ms` on.
-pub fn random_batch(random: &mut SplitMix64, count: usize, value_bytes_max: usize, timestamp_ms: i64) -> AlignedBytes {
+pub fn random_batch(
+    random: &mut SplitMix64,
+    count: usize,
+    value_bytes_max: usize,
+    timestamp_ms: i64,
+) -> AlignedBytes {
     let mut builder = BatchBuilder::new();
     for i in 0..count {
         let len = random.below(value_bytes_max as u64 + 1) as usize;
@@ -35,7 +42,9 @@ pub fn random_batch(random: &mut SplitMix64, count: usize, value_bytes_max: usiz
         }
         builder.push(record);
     }
-    builder.finish(&Limits::DEFAULT).expect("test batch encodes")
+    builder
+        .finish(&Limits::DEFAULT)
+        .expect("test batch encodes")
 }
 
 /// A small configuration that rolls segments and fills buffers often.
@@ -55,11 +64,17 @@ pub fn payload(batch: &[u8]) -> Vec<u8> {
 
 /// Reads every batch from `from` to the log's written end; returns (base offset, record
 /// count, max timestamp, payload bytes) per batch.
-pub async fn read_all<S: Storage>(log: &ShardLog<S>, from: runnel_core::Offset) -> Vec<(u64, u32, i64, Vec<u8>)> {
+pub async fn read_all<S: Storage>(
+    log: &ShardLog<S>,
+    from: runnel_core::Offset,
+) -> Vec<(u64, u32, i64, Vec<u8>)> {
     let mut out = Vec::new();
     let mut next = from;
     loop {
-        let chunk = log.read(next, 64 << 10, ReadBound::Written).await.expect("read succeeds");
+        let chunk = log
+            .read(next, 64 << 10, ReadBound::Written)
+            .await
+            .expect("read succeeds");
         if chunk.is_empty() {
             break;
         }
