@@ -123,7 +123,7 @@ fn write_bytes(out: &mut [u8; BATCH_HEADER_LEN], at: usize, value: &[u8]) {
 impl BatchHeader {
     /// Offset of the last record of the batch.
     pub fn last_offset(&self) -> Offset {
-        Offset(self.base_offset.0 + u64::from(self.record_count) - 1)
+        Offset((self.base_offset.0 + u64::from(self.record_count)).saturating_sub(1))
     }
 
     /// The offset after the batch's last record.
@@ -145,14 +145,8 @@ impl BatchHeader {
                 expected: BATCH_MAGIC,
             });
         }
-        let stored = read_u32(raw, HEADER_CRC_AT);
-        let computed = crc32fast::hash(raw.get(..HEADER_CRC_AT).unwrap_or_default());
-        if stored != computed {
-            return Err(BatchError::HeaderChecksumMismatch {
-                expected: stored,
-                actual: computed,
-            });
-        }
+        // Version and checksum id first: another version may place its CRC elsewhere, and
+        // must be reported as unsupported, not as corruption.
         let version = raw.get(VERSION_AT).copied().unwrap_or_default();
         if version != BATCH_FORMAT_VERSION {
             return Err(BatchError::UnsupportedVersion {
@@ -163,6 +157,14 @@ impl BatchHeader {
         let checksum = raw.get(CHECKSUM_ID_AT).copied().unwrap_or_default();
         if checksum != CHECKSUM_CRC32_IEEE {
             return Err(BatchError::UnknownChecksum { found: checksum });
+        }
+        let stored = read_u32(raw, HEADER_CRC_AT);
+        let computed = crc32fast::hash(raw.get(..HEADER_CRC_AT).unwrap_or_default());
+        if stored != computed {
+            return Err(BatchError::HeaderChecksumMismatch {
+                expected: stored,
+                actual: computed,
+            });
         }
         let flags = read_u16(raw, FLAGS_AT);
         if flags != 0 {

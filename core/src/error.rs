@@ -30,17 +30,21 @@ pub enum IdError {
         /// The upper range as given.
         second: String,
     },
-    /// A key range of a single hash value cannot be split.
-    #[error("key range {range} holds a single hash and cannot be split")]
+    /// A key range holds fewer hashes than the parts asked for.
+    #[error("key range {range} is too small to split into {parts} parts")]
     RangeTooSmall {
         /// The range.
         range: String,
+        /// The parts asked for.
+        parts: u64,
     },
-    /// A key space cannot be split into zero ranges.
-    #[error("a key space split needs at least one range, got {count}")]
+    /// A split into zero ranges, or into more than the limit.
+    #[error("a key range split needs between 1 and {max} ranges, got {count}")]
     InvalidRangeCount {
         /// The count asked for.
         count: u64,
+        /// The most ranges a split may produce.
+        max: u64,
     },
 }
 

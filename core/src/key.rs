@@ -13,6 +13,9 @@ pub fn hash128(key: &[u8]) -> u128 {
     xxhash_rust::xxh3::xxh3_128(key)
 }
 
+/// The most ranges one split may produce (a stream's shard count is far below this).
+pub const KEY_RANGE_SPLIT_MAX: u64 = 1 << 16;
+
 /// A contiguous, non-empty range `[start, end]` of the 128-bit key-hash space (both ends
 /// inclusive, so the whole space `[0, u128::MAX]` is one range).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -62,14 +65,18 @@ impl KeyRange {
     /// Splits this range into `count` adjacent ranges of equal width (the last takes the
     /// remainder). Fails when `count` is 0 or larger than the number of hashes in the range.
     pub fn split_even(&self, count: u64) -> Result<Vec<KeyRange>, IdError> {
-        if count == 0 {
-            return Err(IdError::InvalidRangeCount { count });
+        if count == 0 || count > KEY_RANGE_SPLIT_MAX {
+            return Err(IdError::InvalidRangeCount {
+                count,
+                max: KEY_RANGE_SPLIT_MAX,
+            });
         }
         let width_minus_one = self.end - self.start;
         // Number of hashes is width_minus_one + 1, which may not fit in u128.
         if u128::from(count) - 1 > width_minus_one {
             return Err(IdError::RangeTooSmall {
                 range: self.to_string(),
+                parts: count,
             });
         }
         if count == 1 {
@@ -92,24 +99,13 @@ impl KeyRange {
         Ok(ranges)
     }
 
-    /// Splits the range into two halves at its midpoint (when the range holds an odd number of hashes, the lower half holds one more).
+    /// Splits the range into two halves, as `split_even(2)` does: when the range holds an odd
+    /// number of hashes, the upper half holds one more.
     pub fn split(&self) -> Result<(KeyRange, KeyRange), IdError> {
-        if self.start == self.end {
-            return Err(IdError::RangeTooSmall {
-                range: self.to_string(),
-            });
+        match self.split_even(2)?.as_slice() {
+            [low, high] => Ok((*low, *high)),
+            _ => unreachable!("split_even(2) returns two ranges"),
         }
-        let mid = self.start + (self.end - self.start) / 2;
-        Ok((
-            KeyRange {
-                start: self.start,
-                end: mid,
-            },
-            KeyRange {
-                start: mid + 1,
-                end: self.end,
-            },
-        ))
     }
 
     /// Merges two adjacent ranges (in either order) into one.
@@ -174,6 +170,9 @@ mod tests {
             }
         }
         assert!(KeyRange::split_space(0).is_err());
+        assert!(KeyRange::split_space(KEY_RANGE_SPLIT_MAX).is_ok());
+        assert!(KeyRange::split_space(KEY_RANGE_SPLIT_MAX + 1).is_err());
+        assert!(KeyRange::split_space(u64::MAX).is_err());
         let two = KeyRange::split_space(2).expect("two");
         assert_eq!(two[0].end(), u128::MAX / 2);
     }
@@ -184,6 +183,14 @@ mod tests {
         assert!(one.split().is_err());
         assert!(one.split_even(2).is_err());
         let three = KeyRange::new(5, 7).expect("range");
+        let (low, high) = three.split().expect("split");
+        assert_eq!(
+            (low, high),
+            (
+                KeyRange::new(5, 5).expect("r"),
+                KeyRange::new(6, 7).expect("r")
+            )
+        );
         assert_eq!(three.split_even(3).expect("split").len(), 3);
         assert!(three.split_even(4).is_err());
     }
@@ -196,7 +203,8 @@ mod tests {
                 prop_assert_eq!(low.end() + 1, high.start());
                 prop_assert_eq!(low.merge(&high), Ok(range));
                 prop_assert_eq!(high.merge(&low), Ok(range));
-                prop_assert!((low.end() - low.start()).abs_diff(high.end() - high.start()) <= 1);
+                prop_assert!(high.end() - high.start() - (low.end() - low.start()) <= 1);
+                prop_assert_eq!(range.split_even(2).expect("splits"), vec![low, high]);
             }
         }
 

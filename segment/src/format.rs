@@ -173,6 +173,7 @@ pub(crate) fn parse_segment_file_name(name: &str) -> Option<Offset> {
 }
 
 #[cfg(test)]
+#[allow(clippy::indexing_slicing)]
 mod tests {
     use super::*;
     use proptest::prelude::*;

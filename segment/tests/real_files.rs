@@ -69,7 +69,10 @@ fn batch_positions(path: &Path) -> Vec<(u64, u64)> {
     out
 }
 
-fn reopen_and_read(dir: PathBuf) -> Result<(Vec<(u64, u32, Vec<u8>)>, u64), LogError> {
+/// (base offset, record count, payload) of each batch.
+type Batches = Vec<(u64, u32, Vec<u8>)>;
+
+fn reopen_and_read(dir: PathBuf) -> Result<(Batches, u64), LogError> {
     run(move || async move {
         let log = ShardLog::open(DmaStorage, &dir, config()).await?;
         let all = read_all(&log, log.start_offset()).await;
