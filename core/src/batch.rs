@@ -52,7 +52,7 @@ const PRODUCER_SEQUENCE_AT: usize = 64;
 const PAYLOAD_CRC_AT: usize = 72;
 const HEADER_CRC_AT: usize = 76;
 const _: () = assert!(HEADER_CRC_AT + 4 == BATCH_HEADER_LEN);
-const _: () = assert!(BATCH_HEADER_LEN % BATCH_ALIGNMENT == 0);
+const _: () = assert!(BATCH_HEADER_LEN.is_multiple_of(BATCH_ALIGNMENT));
 
 /// Rounds `len` up to the batch alignment.
 pub const fn align_batch_len(len: usize) -> usize {

@@ -24,6 +24,10 @@ pub struct LogConfig {
     pub retention_age_ms: Option<u64>,
     /// Oldest segments are deleted while the log is larger than this. `None`: no limit.
     pub retention_bytes: Option<u64>,
+    /// Scan and check every batch of every sealed segment when opening, instead of trusting
+    /// the index files written when they were sealed (their batches are checked on every read
+    /// either way). Default false.
+    pub verify_sealed_segments_on_open: bool,
     /// Preallocate each segment file to `segment_bytes_max` when it is created. Default true.
     pub preallocate: bool,
 }
@@ -38,6 +42,7 @@ impl Default for LogConfig {
             limits: Limits::DEFAULT,
             retention_age_ms: None,
             retention_bytes: None,
+            verify_sealed_segments_on_open: false,
             preallocate: true,
         }
     }
@@ -56,14 +61,16 @@ impl LogConfig {
 
     /// Checks that the sizes fit together.
     pub fn validate(&self) -> Result<(), String> {
-        if self.write_buffer_bytes < 4 * BLOCK_BYTES || self.write_buffer_bytes % BLOCK_BYTES != 0 {
+        if self.write_buffer_bytes < 4 * BLOCK_BYTES
+            || !self.write_buffer_bytes.is_multiple_of(BLOCK_BYTES)
+        {
             return Err(format!(
                 "write_buffer_bytes must be a multiple of {BLOCK_BYTES} and at least {}",
                 4 * BLOCK_BYTES
             ));
         }
         if self.segment_bytes_max < 4 * BLOCK_BYTES as u64
-            || self.segment_bytes_max % BLOCK_BYTES as u64 != 0
+            || !self.segment_bytes_max.is_multiple_of(BLOCK_BYTES as u64)
         {
             return Err(format!(
                 "segment_bytes_max must be a multiple of {BLOCK_BYTES} and at least {}",

@@ -6,20 +6,40 @@
 
 use runnel_core::Offset;
 
+/// One entry: where a batch starts and the largest timestamp of every batch before it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-struct IndexEntry {
-    base_offset: Offset,
-    position: u64,
-    max_timestamp_before_ms: i64,
+pub(crate) struct IndexEntry {
+    pub base_offset: Offset,
+    pub position: u64,
+    pub max_timestamp_before_ms: i64,
 }
 
 /// The sparse index of a segment.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub(crate) struct SparseIndex {
     entries: Vec<IndexEntry>,
 }
 
 impl SparseIndex {
+    /// An index from persisted entries; `None` unless offsets, positions and timestamps all
+    /// grow (the lookups rely on it).
+    pub(crate) fn from_entries(entries: Vec<IndexEntry>) -> Option<SparseIndex> {
+        let ordered = entries.windows(2).all(|pair| match pair {
+            [a, b] => {
+                a.base_offset < b.base_offset
+                    && a.position < b.position
+                    && a.max_timestamp_before_ms <= b.max_timestamp_before_ms
+            }
+            _ => true,
+        });
+        ordered.then_some(SparseIndex { entries })
+    }
+
+    /// The entries, in order.
+    pub(crate) fn entries(&self) -> &[IndexEntry] {
+        &self.entries
+    }
+
     /// Notes a batch at `position`; adds an entry when the last one is `interval_bytes` behind.
     pub(crate) fn note_batch(
         &mut self,

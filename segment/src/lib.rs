@@ -26,6 +26,7 @@ pub mod error;
 mod event;
 mod format;
 mod index;
+mod index_file;
 pub mod log;
 mod read;
 mod recovery;

@@ -22,6 +22,7 @@ use crate::format::{
     encode_start, segment_file_name, SegmentHeader, SEGMENT_DATA_START, START_FILE_NAME,
 };
 use crate::index::SparseIndex;
+use crate::index_file::{self, index_file_name, SealedSegmentIndex};
 use crate::read::{ChunkReader, ReadChunk};
 use crate::recovery::recover;
 use crate::runtime::{spawn, TaskHandle};
@@ -624,16 +625,22 @@ impl<S: Storage> ShardLog<S> {
             for base in bases {
                 if let Some(segment) = state.segments.remove(base) {
                     state.start = state.start.max(segment.next_offset);
-                    paths.push(segment.path);
+                    paths.push((segment.base, segment.path));
                 }
             }
         }
         let storage = &self.inner.storage;
-        for path in &paths {
+        for (base, path) in &paths {
             storage
                 .remove(path)
                 .await
                 .map_err(|e| LogError::io("remove segment", path, e))?;
+            let index = self.inner.dir.join(index_file_name(*base));
+            match storage.remove(&index).await {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => return Err(LogError::io("remove index", &index, e)),
+            }
         }
         storage
             .sync_dir(&self.inner.dir)
@@ -934,6 +941,7 @@ async fn roll<S: Storage>(inner: &Inner<S>) -> Result<(), LogError> {
         (Rc::clone(&active.file), active.data_end, active.next_offset)
     };
     seal_file(&*file, data_end).await?;
+    write_index(inner).await?;
     let segment = create_segment(&inner.storage, &inner.dir, next, &inner.config).await?;
     let tail = open_tail(&segment, &inner.config, false).await?;
     {
@@ -945,6 +953,52 @@ async fn roll<S: Storage>(inner: &Inner<S>) -> Result<(), LogError> {
     }
     inner.room.notify();
     Ok(())
+}
+
+/// Writes the index file of the active segment, which was just sealed. Its directory entry is
+/// made durable by the directory sync of the segment created next.
+async fn write_index<S: Storage>(inner: &Inner<S>) -> Result<(), LogError> {
+    let (path, bytes) = {
+        let state = inner.state.borrow();
+        let active = state
+            .segments
+            .values()
+            .next_back()
+            .ok_or_else(|| LogError::InvalidConfig("no active segment".into()))?;
+        let sealed = SealedSegmentIndex {
+            base_offset: active.base,
+            next_offset: active.next_offset,
+            data_end: active.data_end,
+            max_timestamp_ms: active.max_timestamp_ms,
+            created_ms: active.created_ms,
+            write_bytes_max: active.write_bytes_max,
+            index: active.index.clone(),
+        };
+        (
+            inner.dir.join(index_file_name(active.base)),
+            index_file::encode(&sealed),
+        )
+    };
+    if inner.storage.open(&path).await.is_ok() {
+        inner
+            .storage
+            .remove(&path)
+            .await
+            .map_err(|e| LogError::io("remove old index", &path, e))?;
+    }
+    let file = inner
+        .storage
+        .create(&path)
+        .await
+        .map_err(|e| LogError::io("create index", &path, e))?;
+    let mut buffer = file.alloc(bytes.len());
+    buffer.as_mut_slice().copy_from_slice(&bytes);
+    file.write_at(buffer, 0)
+        .await
+        .map_err(|e| LogError::io("write index", &path, e))?;
+    file.sync()
+        .await
+        .map_err(|e| LogError::io("fdatasync index", &path, e))
 }
 
 /// Cuts a full segment's file after its last batch and syncs it.

@@ -1,6 +1,8 @@
 //! Opening a log directory after a clean stop or a crash.
 //!
-//! Every segment is scanned from its first batch and every batch's CRCs are checked. In the
+//! A sealed segment with a valid index file (written when it was sealed) is taken from that
+//! file; its batches are checked when read. Every other segment — always the last one — is
+//! scanned from its first batch and every batch's CRCs are checked. In the
 //! last segment, the first batch that does not check (or the first all-zero header) ends the
 //! log — a torn tail — provided nothing but zeros lies beyond the torn-write window (the most
 //! bytes one write could carry, recorded in the segment header). Anything else that fails a
@@ -19,9 +21,16 @@ use crate::format::{
     START_FILE_NAME,
 };
 use crate::index::SparseIndex;
+use crate::index_file::{self, index_file_name, SealedSegmentIndex, INDEX_EXTENSION};
 use crate::read::ChunkReader;
 use crate::segment::Segment;
 use crate::storage::{Storage, StorageFile};
+
+/// The base offset in an index file name, or `None` for other files.
+fn parse_index_file_name(name: &str) -> Option<Offset> {
+    let stem = name.strip_suffix(INDEX_EXTENSION)?.strip_suffix('.')?;
+    parse_segment_file_name(&format!("{stem}.seg"))
+}
 
 /// How much a recovery scan reads at once.
 const SCAN_READ_BYTES: usize = 1 << 20;
@@ -65,6 +74,8 @@ pub(crate) async fn recover<S: Storage>(
         .collect();
     bases.sort();
     let start_from_file = read_start_file(storage, dir, &names).await?;
+
+    remove_stale_indexes(storage, dir, &names, &bases).await?;
 
     let mut segments: Vec<Segment<S::File>> = Vec::with_capacity(bases.len());
     let mut dirty_tail = false;
@@ -127,9 +138,26 @@ pub(crate) async fn recover<S: Storage>(
                 ));
             }
         }
+        let file = Rc::new(file);
+        if !is_last && !config.verify_sealed_segments_on_open {
+            if let Some(sealed) = load_index(storage, dir, *base, size).await {
+                segments.push(Segment {
+                    base: *base,
+                    file,
+                    path,
+                    data_end: sealed.data_end,
+                    next_offset: sealed.next_offset,
+                    max_timestamp_ms: sealed.max_timestamp_ms,
+                    created_ms: sealed.created_ms,
+                    write_bytes_max: sealed.write_bytes_max,
+                    index: sealed.index,
+                });
+                continue;
+            }
+        }
         let mut segment = Segment {
             base: *base,
-            file: Rc::new(file),
+            file,
             path: path.clone(),
             data_end: SEGMENT_DATA_START,
             next_offset: *base,
@@ -164,6 +192,59 @@ pub(crate) async fn recover<S: Storage>(
         start,
         dirty_tail,
     })
+}
+
+/// Removes index files that no longer describe a sealed segment: those of deleted segments and
+/// the one of the last segment, which appends will grow. The removal is made durable before
+/// anything is appended, so a stale index can never be trusted after a later crash.
+async fn remove_stale_indexes<S: Storage>(
+    storage: &S,
+    dir: &Path,
+    names: &[String],
+    bases: &[Offset],
+) -> Result<(), LogError> {
+    let mut removed = false;
+    for name in names {
+        let Some(base) = parse_index_file_name(name) else {
+            continue;
+        };
+        if bases.last() == Some(&base) || !bases.contains(&base) {
+            let path = dir.join(name);
+            storage
+                .remove(&path)
+                .await
+                .map_err(|e| LogError::io("remove stale index", &path, e))?;
+            removed = true;
+        }
+    }
+    if removed {
+        storage
+            .sync_dir(dir)
+            .await
+            .map_err(|e| LogError::io("sync directory", dir, e))?;
+    }
+    Ok(())
+}
+
+/// The persisted index of the sealed segment at `base`, if there is a valid one that agrees
+/// with the segment file's size.
+async fn load_index<S: Storage>(
+    storage: &S,
+    dir: &Path,
+    base: Offset,
+    segment_size: u64,
+) -> Option<SealedSegmentIndex> {
+    let path = dir.join(index_file_name(base));
+    let file = storage.open(&path).await.ok()?;
+    let size = file.size().await.ok()?;
+    let bytes = file.read_at(0, usize::try_from(size).ok()?).await.ok()?;
+    let sealed = index_file::decode(&bytes).ok()?;
+    let block = crate::config::BLOCK_BYTES as u64;
+    let sealed_size = sealed.data_end.div_ceil(block) * block;
+    (sealed.base_offset == base
+        && sealed.data_end >= SEGMENT_DATA_START
+        && sealed_size == segment_size)
+        .then_some(sealed)
 }
 
 async fn read_start_file<S: Storage>(

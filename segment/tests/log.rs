@@ -243,12 +243,87 @@ fn corruption_in_a_sealed_segment_is_a_typed_error_with_the_offset() {
             .expect("batch 0 is intact");
         assert_eq!(chunk.batch_count(), 1);
         log.close().await.expect("close");
-        // Recovery refuses to pretend the damage is a torn tail.
-        match ShardLog::open(storage.clone(), dir(), small_config()).await {
+        // Opening trusts the sealed segment's index file, so the damage shows on read...
+        let log = ShardLog::open(storage.clone(), dir(), small_config())
+            .await
+            .expect("open");
+        assert!(matches!(
+            log.read(Offset(victim), 1, ReadBound::Durable).await,
+            Err(LogError::Corruption { offset, .. }) if offset == Offset(victim)
+        ));
+        log.close().await.expect("close");
+        // ...and a verifying open refuses to start over it.
+        let verify = LogConfig {
+            verify_sealed_segments_on_open: true,
+            ..small_config()
+        };
+        match ShardLog::open(storage.clone(), dir(), verify).await {
             Err(LogError::Corruption { offset, .. }) => assert_eq!(offset, Offset(victim)),
             Ok(_) => panic!("open succeeded over corruption"),
             Err(other) => panic!("expected corruption, got {other}"),
         }
+    });
+}
+
+/// Sealed segments are opened from their index files; a missing or damaged index file makes
+/// recovery scan the segment instead, with the same result.
+#[test]
+fn index_files_and_scans_agree() {
+    run(|| async {
+        let storage = FaultStorage::new();
+        let log = ShardLog::open(storage.clone(), dir(), small_config())
+            .await
+            .expect("open");
+        let mut random = SplitMix64::new(10);
+        let mut clock = SplitMix64::new(11);
+        let mut stamps = |_: usize| clock.below(100_000) as i64;
+        fill(&log, &mut random, 300, &mut stamps).await;
+        log.close().await.expect("close");
+        let indexes: Vec<_> = storage
+            .paths()
+            .into_iter()
+            .filter(|p| p.extension().is_some_and(|e| e == "idx"))
+            .collect();
+        assert!(indexes.len() >= 3, "every sealed segment has an index file");
+        let probe = |storage: FaultStorage, config: LogConfig| async move {
+            let log = ShardLog::open(storage, dir(), config).await.expect("open");
+            let all = read_all(&log, Offset(0)).await;
+            let mut times = Vec::new();
+            for t in (0..100_000).step_by(997) {
+                times.push(log.offset_for_timestamp(t).await.expect("time"));
+            }
+            let mut starts = Vec::new();
+            for offset in (0..log.next_offset().0).step_by(13) {
+                let chunk = log
+                    .read(Offset(offset), 1, ReadBound::Durable)
+                    .await
+                    .expect("read");
+                starts.push(chunk.batches().next().map(|b| b.base_offset()));
+            }
+            log.close().await.expect("close");
+            (all, times, starts)
+        };
+        let from_indexes = probe(storage.clone(), small_config()).await;
+        let scanned = probe(
+            storage.clone(),
+            LogConfig {
+                verify_sealed_segments_on_open: true,
+                ..small_config()
+            },
+        )
+        .await;
+        assert!(from_indexes == scanned, "index files and scans disagree");
+        // Damage one index file and delete another: both segments are scanned instead.
+        let damaged = &indexes[0];
+        let mut bytes = storage.file_bytes(damaged).expect("index bytes");
+        bytes[20] ^= 1;
+        storage.put_file(damaged, &bytes);
+        storage.put_file(&indexes[1], &[]);
+        let without = probe(storage.clone(), small_config()).await;
+        assert!(
+            without == scanned,
+            "a damaged or empty index file changed what the log holds"
+        );
     });
 }
 

@@ -124,7 +124,7 @@ proptest! {
     #[test]
     fn round_trip_and_stamp(records in proptest::collection::vec(record_strategy(), 1..20), base: u32, epoch: u64) {
         let mut bytes = build(&records);
-        prop_assert_eq!(bytes.len() % BATCH_ALIGNMENT, 0);
+        prop_assert!(bytes.len().is_multiple_of(BATCH_ALIGNMENT));
         let payload_crc = BatchView::validate(&bytes, &Limits::DEFAULT).expect("valid").header().payload_crc;
         let stamped = stamp(&mut bytes, Offset(u64::from(base)), Epoch(epoch)).expect("stamps");
         prop_assert_eq!(stamped.payload_crc, payload_crc);
