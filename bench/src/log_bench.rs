@@ -138,6 +138,7 @@ async fn durable_append(
         Histogram::<u64>::new(3).map_err(|e| e.to_string())?,
     ));
     let started = Instant::now();
+    let allocations_before = crate::alloc_counter::allocations();
     let mut tasks = Vec::new();
     for producer in 0..args.producers {
         let log = log.clone();
@@ -160,7 +161,13 @@ async fn durable_append(
         appended_batches += task.join().await.map_err(|e| e.to_string())?;
     }
     let elapsed = started.elapsed();
+    let allocations = crate::alloc_counter::allocations() - allocations_before;
     let records = appended_batches * args.batch_records as u64;
+    println!(
+        "  heap allocations during the phase: {allocations} ({:.4} per record, {:.2} per batch; producer tasks, histogram and group-commit buffers included)",
+        allocations as f64 / records.max(1) as f64,
+        allocations as f64 / appended_batches.max(1) as f64
+    );
     if log.durable_offset() != Offset(records) {
         return Err(format!(
             "durable offset {} after {records} records",

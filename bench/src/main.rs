@@ -8,8 +8,12 @@
 //! Usage: `cargo run --release -p runnel-bench -- log [--bytes N] [--dir PATH] ...`
 //! (`--help` lists the options).
 
+mod alloc_counter;
 mod args;
 mod log_bench;
+
+#[global_allocator]
+static ALLOCATOR: alloc_counter::CountingAllocator = alloc_counter::CountingAllocator;
 
 fn main() {
     let mut argv = std::env::args().skip(1);
