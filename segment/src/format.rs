@@ -97,13 +97,6 @@ impl SegmentHeader {
                 "segment magic {magic:#010x}, expected {SEGMENT_MAGIC:#010x}"
             ));
         }
-        let stored = le_u32(raw, 60);
-        let computed = crc32fast::hash(raw.get(..60).unwrap_or_default());
-        if stored != computed {
-            return Err(format!(
-                "segment header CRC {stored:#010x}, computed {computed:#010x}"
-            ));
-        }
         let version = le_u16(raw, 4);
         if version != SEGMENT_FORMAT_VERSION {
             return Err(format!(
@@ -114,6 +107,14 @@ impl SegmentHeader {
         if block as usize != BLOCK_BYTES {
             return Err(format!(
                 "segment block size {block}, this build uses {BLOCK_BYTES}"
+            ));
+        }
+        // Version and block size first: another version is "unsupported", not "corrupt".
+        let stored = le_u32(raw, 60);
+        let computed = crc32fast::hash(raw.get(..60).unwrap_or_default());
+        if stored != computed {
+            return Err(format!(
+                "segment header CRC {stored:#010x}, computed {computed:#010x}"
             ));
         }
         Ok(SegmentHeader {
@@ -145,15 +146,15 @@ pub(crate) fn decode_start(bytes: &[u8]) -> Result<Offset, String> {
     if le_u32(raw, 0) != START_MAGIC {
         return Err("start file magic is wrong".into());
     }
+    if le_u16(raw, 4) != SEGMENT_FORMAT_VERSION {
+        return Err("start file version is not supported".into());
+    }
     let stored = le_u32(raw, 16);
     let computed = crc32fast::hash(raw.get(..16).unwrap_or_default());
     if stored != computed {
         return Err(format!(
             "start file CRC {stored:#010x}, computed {computed:#010x}"
         ));
-    }
-    if le_u16(raw, 4) != SEGMENT_FORMAT_VERSION {
-        return Err("start file version is not supported".into());
     }
     Ok(Offset(le_u64(raw, 8)))
 }

@@ -42,6 +42,21 @@ pub(crate) struct SealedSegmentIndex {
     pub index: SparseIndex,
 }
 
+impl SealedSegmentIndex {
+    /// What the log knows of a segment it just sealed.
+    pub(crate) fn of<F>(segment: &crate::segment::Segment<F>) -> SealedSegmentIndex {
+        SealedSegmentIndex {
+            base_offset: segment.base,
+            next_offset: segment.next_offset,
+            data_end: segment.data_end,
+            max_timestamp_ms: segment.max_timestamp_ms,
+            created_ms: segment.created_ms,
+            write_bytes_max: segment.write_bytes_max,
+            index: segment.index.clone(),
+        }
+    }
+}
+
 /// The file name of the index of the segment starting at `base`.
 pub(crate) fn index_file_name(base: Offset) -> String {
     format!("{:020}.{INDEX_EXTENSION}", base.0)

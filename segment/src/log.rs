@@ -166,6 +166,9 @@ impl<S: Storage> ShardLog<S> {
             .values_mut()
             .next_back()
             .ok_or_else(|| LogError::InvalidConfig("no active segment".into()))?;
+        if recovered.dirty_tail {
+            clean_torn_tail(active, &config).await?;
+        }
         if active.write_bytes_max as usize != config.write_buffer_bytes {
             // The torn-write window is a property of the segment: a writer with another buffer
             // size continues in a fresh segment (or rewrites the header of an empty one).
@@ -174,6 +177,7 @@ impl<S: Storage> ShardLog<S> {
             } else {
                 let next = active.next_offset;
                 seal_segment(active).await?;
+                write_index_file(&storage, &dir, SealedSegmentIndex::of(active)).await?;
                 let segment = create_segment(&storage, &dir, next, &config).await?;
                 segments.insert(segment.base, segment);
             }
@@ -182,7 +186,7 @@ impl<S: Storage> ShardLog<S> {
             .values()
             .next_back()
             .ok_or_else(|| LogError::InvalidConfig("no active segment".into()))?;
-        let tail = open_tail(active, &config, recovered.dirty_tail).await?;
+        let tail = open_tail(active, &config).await?;
         let next_offset = active.next_offset;
         let written_pos = active.data_end;
         let state = State {
@@ -620,14 +624,21 @@ impl<S: Storage> ShardLog<S> {
             return Ok(());
         }
         let mut paths = Vec::new();
-        {
+        let (start_before, start_after) = {
             let mut state = self.inner.state.borrow_mut();
+            let start_before = state.start;
             for base in bases {
                 if let Some(segment) = state.segments.remove(base) {
                     state.start = state.start.max(segment.next_offset);
                     paths.push((segment.base, segment.path));
                 }
             }
+            (start_before, state.start)
+        };
+        // The start is made durable before any file goes, so offsets below it are never
+        // handed out again, whatever a crash leaves of the directory.
+        if start_after > start_before {
+            write_start_file(&self.inner.storage, &self.inner.dir, start_after).await?;
         }
         let storage = &self.inner.storage;
         for (base, path) in &paths {
@@ -941,9 +952,18 @@ async fn roll<S: Storage>(inner: &Inner<S>) -> Result<(), LogError> {
         (Rc::clone(&active.file), active.data_end, active.next_offset)
     };
     seal_file(&*file, data_end).await?;
-    write_index(inner).await?;
+    let sealed = {
+        let state = inner.state.borrow();
+        let active = state
+            .segments
+            .values()
+            .next_back()
+            .ok_or_else(|| LogError::InvalidConfig("no active segment".into()))?;
+        SealedSegmentIndex::of(active)
+    };
+    write_index_file(&inner.storage, &inner.dir, sealed).await?;
     let segment = create_segment(&inner.storage, &inner.dir, next, &inner.config).await?;
-    let tail = open_tail(&segment, &inner.config, false).await?;
+    let tail = open_tail(&segment, &inner.config).await?;
     {
         let mut state = inner.state.borrow_mut();
         state.written_pos = segment.data_end;
@@ -955,39 +975,22 @@ async fn roll<S: Storage>(inner: &Inner<S>) -> Result<(), LogError> {
     Ok(())
 }
 
-/// Writes the index file of the active segment, which was just sealed. Its directory entry is
-/// made durable by the directory sync of the segment created next.
-async fn write_index<S: Storage>(inner: &Inner<S>) -> Result<(), LogError> {
-    let (path, bytes) = {
-        let state = inner.state.borrow();
-        let active = state
-            .segments
-            .values()
-            .next_back()
-            .ok_or_else(|| LogError::InvalidConfig("no active segment".into()))?;
-        let sealed = SealedSegmentIndex {
-            base_offset: active.base,
-            next_offset: active.next_offset,
-            data_end: active.data_end,
-            max_timestamp_ms: active.max_timestamp_ms,
-            created_ms: active.created_ms,
-            write_bytes_max: active.write_bytes_max,
-            index: active.index.clone(),
-        };
-        (
-            inner.dir.join(index_file_name(active.base)),
-            index_file::encode(&sealed),
-        )
-    };
-    if inner.storage.open(&path).await.is_ok() {
-        inner
-            .storage
+/// Writes the index file of a segment that was just sealed. Its directory entry is made
+/// durable by the directory sync of the segment created next.
+async fn write_index_file<S: Storage>(
+    storage: &S,
+    dir: &Path,
+    sealed: SealedSegmentIndex,
+) -> Result<(), LogError> {
+    let path = dir.join(index_file_name(sealed.base_offset));
+    let bytes = index_file::encode(&sealed);
+    if storage.open(&path).await.is_ok() {
+        storage
             .remove(&path)
             .await
             .map_err(|e| LogError::io("remove old index", &path, e))?;
     }
-    let file = inner
-        .storage
+    let file = storage
         .create(&path)
         .await
         .map_err(|e| LogError::io("create index", &path, e))?;
@@ -1095,14 +1098,57 @@ async fn rewrite_header<F: StorageFile>(
     Ok(())
 }
 
-/// Builds the tail buffer for appending to `segment` after its last batch; when `dirty`, first
-/// zeroes what a torn write left after that batch.
+/// Zeroes what a torn write left after the last batch of the last segment, so that no stale
+/// bytes can ever be mistaken for data by a later recovery: cuts the file after the block
+/// holding the last batch's end, rewrites that block with zeros after it, and syncs.
+async fn clean_torn_tail<F: StorageFile>(
+    segment: &Segment<F>,
+    config: &LogConfig,
+) -> Result<(), LogError> {
+    let path = &segment.path;
+    let keep_from = align_down(segment.data_end);
+    let partial = (segment.data_end - keep_from) as usize;
+    segment
+        .file
+        .truncate(align_up(segment.data_end))
+        .await
+        .map_err(|e| LogError::io("truncate torn tail", path, e))?;
+    if config.preallocate {
+        segment
+            .file
+            .preallocate(config.segment_bytes_max)
+            .await
+            .map_err(|e| LogError::io("preallocate segment", path, e))?;
+    }
+    if partial > 0 {
+        let kept = segment
+            .file
+            .read_at(keep_from, partial)
+            .await
+            .map_err(|e| LogError::io("read segment tail", path, e))?;
+        let mut block = segment.file.alloc(BLOCK_BYTES);
+        block.as_mut_slice().fill(0);
+        if let Some(target) = block.as_mut_slice().get_mut(..partial) {
+            target.copy_from_slice(kept.get(..partial).unwrap_or_default());
+        }
+        segment
+            .file
+            .write_at(block, keep_from)
+            .await
+            .map_err(|e| LogError::io("rewrite torn block", path, e))?;
+    }
+    segment
+        .file
+        .sync()
+        .await
+        .map_err(|e| LogError::io("fdatasync segment", path, e))
+}
+
+/// Builds the tail buffer for appending to `segment` after its last batch.
 async fn open_tail<F: StorageFile>(
     segment: &Segment<F>,
     config: &LogConfig,
-    dirty: bool,
 ) -> Result<Tail<F::Buffer>, LogError> {
-    let path = &segment.path;
     let keep_from = align_down(segment.data_end);
     let partial = (segment.data_end - keep_from) as usize;
     let mut buffer = segment.file.alloc(config.write_buffer_bytes);
@@ -1111,42 +1157,10 @@ async fn open_tail<F: StorageFile>(
             .file
             .read_at(keep_from, partial)
             .await
-            .map_err(|e| LogError::io("read segment tail", path, e))?;
+            .map_err(|e| LogError::io("read segment tail", &segment.path, e))?;
         if let Some(target) = buffer.as_mut_slice().get_mut(..partial) {
             target.copy_from_slice(bytes.get(..partial).unwrap_or_default());
         }
-    }
-    if dirty {
-        segment
-            .file
-            .truncate(align_up(segment.data_end))
-            .await
-            .map_err(|e| LogError::io("truncate torn tail", path, e))?;
-        if config.preallocate {
-            segment
-                .file
-                .preallocate(config.segment_bytes_max)
-                .await
-                .map_err(|e| LogError::io("preallocate segment", path, e))?;
-        }
-        if partial > 0 {
-            let mut block = segment.file.alloc(BLOCK_BYTES);
-            block.as_mut_slice().fill(0);
-            let kept = buffer.as_slice().get(..partial).unwrap_or_default();
-            if let Some(target) = block.as_mut_slice().get_mut(..partial) {
-                target.copy_from_slice(kept);
-            }
-            segment
-                .file
-                .write_at(block, keep_from)
-                .await
-                .map_err(|e| LogError::io("rewrite torn block", path, e))?;
-        }
-        segment
-            .file
-            .sync()
-            .await
-            .map_err(|e| LogError::io("fdatasync segment", path, e))?;
     }
     Ok(Tail {
         buffer,

@@ -573,3 +573,147 @@ fn bad_batches_are_refused_and_change_nothing() {
         assert_eq!(ok.base_offset, Offset(0));
     });
 }
+
+/// Regression: a torn tail recovered by a writer with another write-buffer size. The old
+/// segment is sealed and a new one started; the torn bytes must be zeroed in the *old* segment,
+/// or its next scan reports them as corruption.
+#[test]
+fn a_torn_tail_under_a_new_buffer_size_stays_clean() {
+    run(|| async {
+        let storage = FaultStorage::new();
+        let config = LogConfig {
+            segment_bytes_max: 1 << 20,
+            ..small_config()
+        };
+        let log = ShardLog::open(storage.clone(), dir(), config.clone())
+            .await
+            .expect("open");
+        let mut random = SplitMix64::new(12);
+        let mut stamps = |i: usize| i as i64;
+        let written = fill(&log, &mut random, 10, &mut stamps).await;
+        log.close().await.expect("close");
+        let path = dir().join("00000000000000000000.seg");
+        let bytes = storage.file_bytes(&path).expect("segment");
+        let end = position_of(&bytes, written[9].0)
+            + BatchHeader::decode(&bytes[position_of(&bytes, written[9].0)..])
+                .expect("batch")
+                .batch_len as usize;
+        storage.corrupt(&path, end as u64, &[0xab; 200]);
+        let bigger = LogConfig {
+            write_buffer_bytes: 32 << 10,
+            ..config
+        };
+        for round in 0..2 {
+            let log = ShardLog::open(storage.clone(), dir(), bigger.clone())
+                .await
+                .unwrap_or_else(|e| panic!("open {round} failed: {e}"));
+            assert_eq!(log.next_offset().0, written[9].0 + u64::from(written[9].1));
+            assert_eq!(read_all(&log, Offset(0)).await.len(), 10);
+            log.close().await.expect("close");
+        }
+        let verify = LogConfig {
+            verify_sealed_segments_on_open: true,
+            ..bigger
+        };
+        ShardLog::open(storage, dir(), verify)
+            .await
+            .expect("a full scan finds no stale bytes");
+    });
+}
+
+/// Regression: a last segment whose header does not decode but which holds batches is damage
+/// to report, not an unborn segment to delete (deleting it would hand its offsets out again).
+#[test]
+fn a_damaged_header_on_a_segment_with_data_is_corruption_not_deletion() {
+    run(|| async {
+        let storage = FaultStorage::new();
+        let log = ShardLog::open(storage.clone(), dir(), small_config())
+            .await
+            .expect("open");
+        let mut random = SplitMix64::new(13);
+        let mut stamps = |i: usize| i as i64;
+        fill(&log, &mut random, 5, &mut stamps).await;
+        log.close().await.expect("close");
+        let path = dir().join("00000000000000000000.seg");
+        storage.corrupt(&path, 9, &[0x77]);
+        match ShardLog::open(storage.clone(), dir(), small_config()).await {
+            Err(LogError::Corruption { position: 0, .. }) => {}
+            Ok(log) => panic!(
+                "opened over a damaged header at next offset {}",
+                log.next_offset()
+            ),
+            Err(other) => panic!("expected corruption, got {other}"),
+        }
+        assert!(
+            storage.file_bytes(&path).is_some(),
+            "the segment is still there"
+        );
+    });
+}
+
+/// A segment created by a roll that crashed before its header was durable held nothing and
+/// is removed; the log continues from the previous segment.
+#[test]
+fn an_unborn_last_segment_is_removed() {
+    run(|| async {
+        let storage = FaultStorage::new();
+        let log = ShardLog::open(storage.clone(), dir(), small_config())
+            .await
+            .expect("open");
+        let mut random = SplitMix64::new(14);
+        let mut stamps = |i: usize| i as i64;
+        fill(&log, &mut random, 5, &mut stamps).await;
+        let next = log.next_offset();
+        log.close().await.expect("close");
+        let unborn = dir().join(format!("{:020}.seg", next.0));
+        storage.put_file(&unborn, &vec![0u8; 64 << 10]);
+        let log = ShardLog::open(storage.clone(), dir(), small_config())
+            .await
+            .expect("open");
+        assert_eq!(log.next_offset(), next);
+        assert_eq!(log.segment_count(), 1);
+        assert!(storage.file_bytes(&unborn).is_none());
+    });
+}
+
+/// Retention persists the start it moves to, so that even if every segment file were lost
+/// the log would never hand out an offset below it again.
+#[test]
+fn retention_persists_the_new_start() {
+    run(|| async {
+        let storage = FaultStorage::new();
+        let config = LogConfig {
+            retention_bytes: Some(1),
+            ..small_config()
+        };
+        let log = ShardLog::open(storage.clone(), dir(), config)
+            .await
+            .expect("open");
+        let mut random = SplitMix64::new(15);
+        let mut stamps = |i: usize| i as i64;
+        fill(&log, &mut random, 200, &mut stamps).await;
+        assert!(log.enforce_retention(0).await.expect("retention") > 0);
+        let start = log.start_offset();
+        log.close().await.expect("close");
+        for path in storage.paths() {
+            if path.extension().is_some_and(|e| e == "seg" || e == "idx") {
+                storage.put_file(&path, &[]);
+            }
+        }
+        let image = storage.crash(1);
+        for path in image.paths() {
+            if path.extension().is_some_and(|e| e == "seg" || e == "idx") {
+                image.remove_now(&path);
+            }
+        }
+        let log = ShardLog::open(image, dir(), small_config())
+            .await
+            .expect("open");
+        assert_eq!(log.start_offset(), start);
+        assert_eq!(
+            log.next_offset(),
+            start,
+            "no offset below the persisted start is reused"
+        );
+    });
+}

@@ -284,3 +284,29 @@ fn a_log_reopens_on_the_same_executor_thread() {
     });
     assert_eq!(next, Offset(60));
 }
+
+/// Regression: the same glommio probe, met through an existing empty file (as a crash between
+/// creating a file and writing it can leave) opened first on a fresh thread.
+#[test]
+fn an_empty_file_opened_first_does_not_break_reads() {
+    use runnel_segment::storage::Storage;
+    let temp = tempfile::tempdir().expect("temp dir");
+    let dir = temp.path().join("log");
+    let written = write_log(dir.clone(), 30, 7);
+    let empty = dir.join("empty.bin");
+    std::fs::File::create(&empty).expect("empty file");
+    let count = run(move || async move {
+        let file = DmaStorage
+            .open(&empty)
+            .await
+            .expect("open the empty file first");
+        drop(file);
+        let log = ShardLog::open(DmaStorage, &dir, config())
+            .await
+            .expect("open");
+        let all = read_all(&log, Offset(0)).await;
+        log.close().await.expect("close");
+        all.len()
+    });
+    assert_eq!(count, written.len());
+}

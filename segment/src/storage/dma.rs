@@ -1,15 +1,59 @@
 //! The production storage: glommio DMA files (O_DIRECT, io_uring).
 
+use std::cell::RefCell;
+use std::collections::HashSet;
 use std::io::{self, Write};
 use std::ops::Deref;
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
 use glommio::io::{DmaBuffer, DmaFile, OpenOptions, ReadResult};
 
 use super::{ReadBuffer, Storage, StorageFile, WriteBuffer};
 
-/// Bytes of zeros a new file starts with (see [`DmaStorage::create`]).
-const FIRST_BLOCK_BYTES: usize = 4096;
+/// Bytes the device probe file holds.
+const PROBE_FILE_BYTES: usize = 4096;
+
+thread_local! {
+    /// Devices (`st_dev`) whose polled-I/O support glommio has probed on this thread.
+    static PROBED_DEVICES: RefCell<HashSet<u64>> = RefCell::new(HashSet::new());
+}
+
+/// Makes glommio's once-per-thread, once-per-device probe for polled I/O see real data.
+///
+/// glommio decides whether a device supports polled I/O by reading block 0 of the first DMA
+/// file opened on it from each thread, and caches the answer. When that file is empty (a new
+/// file, or one left empty by a crash) the read succeeds without reaching the device, glommio
+/// concludes "pollable", and every later read on the device fails with EOPNOTSUPP. So before
+/// the first DMA open on a device, this thread opens a probe file holding one synced block of
+/// real data in the same directory, and removes it.
+async fn probe_device(path: &Path) -> io::Result<()> {
+    let dir = path
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    let device = std::fs::metadata(dir)?.dev();
+    if PROBED_DEVICES.with(|probed| probed.borrow().contains(&device)) {
+        return Ok(());
+    }
+    let thread = format!("{:?}", std::thread::current().id());
+    let thread: String = thread.chars().filter(char::is_ascii_digit).collect();
+    let probe = dir.join(format!(".runnel-io-probe-{}-{thread}", std::process::id()));
+    let result = async {
+        let mut file = std::fs::File::create(&probe)?;
+        file.write_all(&[0u8; PROBE_FILE_BYTES])?;
+        file.sync_data()?;
+        drop(file);
+        let file = DmaFile::open(&probe).await.map_err(to_io)?;
+        file.close().await.map_err(to_io)
+    }
+    .await;
+    let removed = std::fs::remove_file(&probe);
+    result?;
+    removed?;
+    PROBED_DEVICES.with(|probed| probed.borrow_mut().insert(device));
+    Ok(())
+}
 
 /// Files on a real file system through glommio's DMA API. Must be used on a glommio executor.
 #[derive(Debug, Clone, Copy, Default)]
@@ -76,22 +120,11 @@ impl Storage for DmaStorage {
     }
 
     async fn create(&self, path: &Path) -> io::Result<DmaStorageFile> {
-        // glommio decides once per thread and device whether the device supports polled I/O,
-        // by reading block 0 of the first DMA file opened there. On an empty file that read
-        // succeeds without reaching the device, glommio concludes "pollable", and every later
-        // read on the device fails with EOPNOTSUPP. So a new file gets a real, synced first
-        // block through ordinary I/O before glommio ever opens it.
-        {
-            let mut file = std::fs::OpenOptions::new()
-                .write(true)
-                .create_new(true)
-                .open(path)?;
-            file.write_all(&[0u8; FIRST_BLOCK_BYTES])?;
-            file.sync_data()?;
-        }
+        probe_device(path).await?;
         let file = OpenOptions::new()
             .read(true)
             .write(true)
+            .create_new(true)
             .dma_open(path)
             .await
             .map_err(to_io)?;
@@ -102,6 +135,7 @@ impl Storage for DmaStorage {
     }
 
     async fn open(&self, path: &Path) -> io::Result<DmaStorageFile> {
+        probe_device(path).await?;
         let file = OpenOptions::new()
             .read(true)
             .write(true)
