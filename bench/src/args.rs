@@ -13,7 +13,8 @@ OPTIONS (log):
     --bytes N                bytes to write in each throughput phase, e.g. 1G, 512M (default 1G)
     --record-bytes N         value size of a record (default 1024)
     --batch-records N        records per batch (default 64)
-    --producers N            concurrent producers in the durable throughput phase (default 32)
+    --producers N            concurrent producers in the durable throughput phase (default 64)
+    --rounds N               raw and durable phases alternate in N rounds of bytes/N (default 4)
     --rate N                 offered rate of the latency phase in bytes/s, e.g. 50M (default 50M)
     --latency-batch-records  records per batch in the latency phase (default 16)
     --latency-seconds N      length of the latency phase (default 5)
@@ -31,6 +32,7 @@ pub struct LogArgs {
     pub latency_batch_records: usize,
     pub latency_seconds: u64,
     pub write_buffer_bytes: usize,
+    pub rounds: u64,
 }
 
 /// Parses `512M`, `1G`, `4096`, `64K`.
@@ -56,11 +58,12 @@ impl LogArgs {
             bytes: 1 << 30,
             record_bytes: 1024,
             batch_records: 64,
-            producers: 32,
+            producers: 64,
             rate_bytes_per_second: 50 << 20,
             latency_batch_records: 16,
             latency_seconds: 5,
             write_buffer_bytes: 4 << 20,
+            rounds: 4,
         };
         let mut iter = argv.iter();
         while let Some(flag) = iter.next() {
@@ -81,6 +84,7 @@ impl LogArgs {
                 }
                 "--latency-seconds" => args.latency_seconds = parse_size(&value()?)?,
                 "--write-buffer" => args.write_buffer_bytes = parse_size(&value()?)? as usize,
+                "--rounds" => args.rounds = parse_size(&value()?)?,
                 "--help" | "-h" => return Err(USAGE.to_string()),
                 other => return Err(format!("unknown option {other:?}\n\n{USAGE}")),
             }
@@ -89,6 +93,7 @@ impl LogArgs {
             || args.producers == 0
             || args.latency_batch_records == 0
             || args.rate_bytes_per_second == 0
+            || args.rounds == 0
         {
             return Err("counts and rates must be positive".into());
         }
