@@ -1,0 +1,24 @@
+//! `runnel-net`: how Runnel nodes and clients talk — QUIC (quinn) on the server's glommio
+//! executors, and (with the node issue) the wire protocol of flatbuffers envelopes followed by
+//! raw batch bytes.
+//!
+//! Invariants: every executor runs its own endpoint; glommio objects never leave the thread
+//! that created them (the quinn runtime checks it and refuses use from another thread).
+//! Must never: block an executor thread, or re-encode batch bytes.
+//! Fault model: any datagram or stream byte may be malformed or missing; a peer may vanish at
+//! any instant. Bad input is an error for that connection, never a panic of the node.
+//!
+//! Map: [`runtime`] runs quinn on glommio, [`mod@endpoint`] binds an endpoint on the current
+//! executor, [`transport`] holds the flow-control and stream limits, [`tls`] the certificates.
+
+#![deny(clippy::unwrap_used, clippy::indexing_slicing)]
+
+pub mod endpoint;
+pub mod runtime;
+pub mod tls;
+pub mod transport;
+
+pub use endpoint::{endpoint, endpoint_on, EndpointOptions};
+pub use runtime::{GlommioRuntime, RuntimeCounters};
+pub use tls::{client_config, self_signed, server_config, Identity, TlsError, ALPN_PROTOCOL};
+pub use transport::TransportLimits;
