@@ -359,14 +359,7 @@ impl<'a> BatchView<'a> {
         let mut max_timestamp_ms = i64::MIN;
         for (index, archived) in records.iter().enumerate() {
             let record = RecordRef::new(archived);
-            let size = record.size_bytes();
-            if size > limits.record_bytes_max {
-                return Err(BatchError::RecordTooLarge {
-                    index,
-                    size,
-                    max: limits.record_bytes_max,
-                });
-            }
+            limits.check_record(index, record.size_bytes())?;
             max_timestamp_ms = max_timestamp_ms.max(record.timestamp_ms());
         }
         let first_timestamp_ms = records
@@ -494,14 +487,7 @@ impl BatchBuilder {
             });
         }
         for (index, record) in self.records.iter().enumerate() {
-            let size = record.size_bytes();
-            if size > limits.record_bytes_max {
-                return Err(BatchError::RecordTooLarge {
-                    index,
-                    size,
-                    max: limits.record_bytes_max,
-                });
-            }
+            limits.check_record(index, record.size_bytes())?;
         }
         let mut out = AlignedVec::<BATCH_ALIGNMENT>::with_capacity(
             BATCH_HEADER_LEN + self.size_bytes as usize + 64 * self.records.len() + 64,

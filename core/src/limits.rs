@@ -1,5 +1,7 @@
 //! Size limits shared by producers, the server and the log.
 
+use crate::error::BatchError;
+
 /// Limits on records and batches. Every limit is in bytes unless its name says otherwise.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Limits {
@@ -18,6 +20,20 @@ impl Limits {
         batch_bytes_max: 8 << 20,
         batch_records_max: 1_000_000,
     };
+}
+
+impl Limits {
+    /// Checks the size of record `index` (key + value + headers) against `record_bytes_max`.
+    pub fn check_record(&self, index: usize, size: u64) -> Result<(), BatchError> {
+        if size > self.record_bytes_max {
+            return Err(BatchError::RecordTooLarge {
+                index,
+                size,
+                max: self.record_bytes_max,
+            });
+        }
+        Ok(())
+    }
 }
 
 impl Default for Limits {

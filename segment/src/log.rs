@@ -983,25 +983,34 @@ async fn write_index_file<S: Storage>(
     sealed: SealedSegmentIndex,
 ) -> Result<(), LogError> {
     let path = dir.join(index_file_name(sealed.base_offset));
-    let bytes = index_file::encode(&sealed);
-    if storage.open(&path).await.is_ok() {
+    write_new_file(storage, &path, &index_file::encode(&sealed)).await
+}
+
+/// Writes `bytes` (a whole number of blocks) as the new file `path`, replacing a stale one left
+/// by a crash, and syncs it. Its directory entry is not synced here.
+async fn write_new_file<S: Storage>(
+    storage: &S,
+    path: &Path,
+    bytes: &[u8],
+) -> Result<(), LogError> {
+    if storage.open(path).await.is_ok() {
         storage
-            .remove(&path)
+            .remove(path)
             .await
-            .map_err(|e| LogError::io("remove old index", &path, e))?;
+            .map_err(|e| LogError::io("remove stale file", path, e))?;
     }
     let file = storage
-        .create(&path)
+        .create(path)
         .await
-        .map_err(|e| LogError::io("create index", &path, e))?;
+        .map_err(|e| LogError::io("create file", path, e))?;
     let mut buffer = file.alloc(bytes.len());
-    buffer.as_mut_slice().copy_from_slice(&bytes);
+    buffer.as_mut_slice().copy_from_slice(bytes);
     file.write_at(buffer, 0)
         .await
-        .map_err(|e| LogError::io("write index", &path, e))?;
+        .map_err(|e| LogError::io("write file", path, e))?;
     file.sync()
         .await
-        .map_err(|e| LogError::io("fdatasync index", &path, e))
+        .map_err(|e| LogError::io("fdatasync file", path, e))
 }
 
 /// Cuts a full segment's file after its last batch and syncs it.
@@ -1177,26 +1186,9 @@ async fn write_start_file<S: Storage>(
 ) -> Result<(), LogError> {
     let temporary = dir.join(format!("{START_FILE_NAME}.tmp"));
     let path = dir.join(START_FILE_NAME);
-    if storage.open(&temporary).await.is_ok() {
-        storage
-            .remove(&temporary)
-            .await
-            .map_err(|e| LogError::io("remove stale start file", &temporary, e))?;
-    }
-    let file = storage
-        .create(&temporary)
-        .await
-        .map_err(|e| LogError::io("create start file", &temporary, e))?;
-    let mut block = file.alloc(BLOCK_BYTES);
-    block.as_mut_slice().fill(0);
-    encode_start(start, block.as_mut_slice());
-    file.write_at(block, 0)
-        .await
-        .map_err(|e| LogError::io("write start file", &temporary, e))?;
-    file.sync()
-        .await
-        .map_err(|e| LogError::io("fdatasync start file", &temporary, e))?;
-    drop(file);
+    let mut block = vec![0u8; BLOCK_BYTES];
+    encode_start(start, &mut block);
+    write_new_file(storage, &temporary, &block).await?;
     storage
         .rename(&temporary, &path)
         .await
