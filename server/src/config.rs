@@ -1,0 +1,346 @@
+//! The node's configuration: embedded defaults, overridden by a TOML file, overridden by
+//! `RUNNEL_*` environment variables, overridden by command-line flags. Every setting and its
+//! default is listed in `docs/configuration.md`.
+
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+
+use clap::Parser;
+use runnel_core::Limits;
+use runnel_segment::LogConfig;
+use serde::Deserialize;
+use thiserror::Error;
+
+/// Why a configuration was refused.
+#[derive(Debug, Error)]
+#[non_exhaustive]
+pub enum ConfigError {
+    /// The configuration file could not be read.
+    #[error("cannot read configuration file {path}: {source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// The operating system's error.
+        source: std::io::Error,
+    },
+    /// The configuration file is not valid TOML for this configuration.
+    #[error("invalid configuration file {path}: {message}")]
+    Parse {
+        /// The file.
+        path: PathBuf,
+        /// What the parser said (line, column, unknown key, ...).
+        message: String,
+    },
+    /// A value is out of range or settings contradict each other.
+    #[error("invalid configuration: {0}")]
+    Invalid(String),
+}
+
+/// The `[log]` section: how each shard's log on disk is sized.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LogSection {
+    /// Segment files are rolled before they exceed this size. Default 1 GiB.
+    pub segment_bytes_max: u64,
+    /// The most one group commit writes; appends wait when it is full. Default 4 MiB.
+    pub write_buffer_bytes: usize,
+    /// One sparse index entry per this many bytes. Default 64 KiB.
+    pub index_interval_bytes: u64,
+    /// How often retention runs on each core. Default 60 s.
+    pub retention_check_interval_ms: u64,
+}
+
+impl Default for LogSection {
+    fn default() -> Self {
+        let log = LogConfig::default();
+        LogSection {
+            segment_bytes_max: log.segment_bytes_max,
+            write_buffer_bytes: log.write_buffer_bytes,
+            index_interval_bytes: log.index_interval_bytes,
+            retention_check_interval_ms: 60_000,
+        }
+    }
+}
+
+/// The `[limits]` section: record and batch sizes the node accepts.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LimitsSection {
+    /// Largest record (key + value + headers). Default 1 MiB.
+    pub record_bytes_max: u64,
+    /// Largest batch. Default 2 MiB.
+    pub batch_bytes_max: u64,
+}
+
+impl Default for LimitsSection {
+    fn default() -> Self {
+        LimitsSection {
+            record_bytes_max: Limits::DEFAULT.record_bytes_max,
+            batch_bytes_max: Limits::DEFAULT.batch_bytes_max,
+        }
+    }
+}
+
+/// The whole configuration of a node.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct NodeConfig {
+    /// This node's id in the cluster. Default 1.
+    pub node_id: u64,
+    /// Where streams, metadata and the self-signed certificate live. Default `./runnel-data`.
+    pub data_dir: PathBuf,
+    /// Address the QUIC endpoints listen on. Default `127.0.0.1` (loopback only).
+    pub listen_address: IpAddr,
+    /// Core `i` listens on UDP port `base_port + i`. Default 6570 (HStreamDB's port).
+    pub base_port: u16,
+    /// Executors (one per core). 0 means every core the process may run on. Default 0.
+    pub cores: usize,
+    /// Pin each executor to its own CPU. Default true.
+    pub pin_cores: bool,
+    /// TLS certificate chain (PEM). Unset: a self-signed certificate under the data directory.
+    pub tls_cert_path: Option<PathBuf>,
+    /// TLS private key (PEM). Set together with `tls_cert_path`.
+    pub tls_key_path: Option<PathBuf>,
+    /// How each shard's log is sized.
+    pub log: LogSection,
+    /// Record and batch size limits.
+    pub limits: LimitsSection,
+}
+
+impl Default for NodeConfig {
+    fn default() -> Self {
+        NodeConfig {
+            node_id: 1,
+            data_dir: PathBuf::from("runnel-data"),
+            listen_address: IpAddr::from([127, 0, 0, 1]),
+            base_port: 6570,
+            cores: 0,
+            pin_cores: true,
+            tls_cert_path: None,
+            tls_key_path: None,
+            log: LogSection::default(),
+            limits: LimitsSection::default(),
+        }
+    }
+}
+
+/// Command-line flags of `runnel-server`; each also reads its `RUNNEL_*` variable.
+#[derive(Debug, Clone, Default, Parser)]
+#[command(name = "runnel-server", version, about = "Runs a Runnel node")]
+pub struct Flags {
+    /// TOML configuration file (see docs/configuration.md).
+    #[arg(long, env = "RUNNEL_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// This node's id.
+    #[arg(long, env = "RUNNEL_NODE_ID")]
+    pub node_id: Option<u64>,
+    /// Data directory.
+    #[arg(long, env = "RUNNEL_DATA_DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// Listen address of the QUIC endpoints.
+    #[arg(long, env = "RUNNEL_LISTEN_ADDRESS")]
+    pub listen_address: Option<IpAddr>,
+    /// UDP port of core 0; core i listens on base_port + i.
+    #[arg(long, env = "RUNNEL_BASE_PORT")]
+    pub base_port: Option<u16>,
+    /// Number of executors (0: all cores).
+    #[arg(long, env = "RUNNEL_CORES")]
+    pub cores: Option<usize>,
+    /// Pin executors to CPUs (true/false).
+    #[arg(long, env = "RUNNEL_PIN_CORES")]
+    pub pin_cores: Option<bool>,
+    /// TLS certificate chain (PEM).
+    #[arg(long, env = "RUNNEL_TLS_CERT_PATH")]
+    pub tls_cert_path: Option<PathBuf>,
+    /// TLS private key (PEM).
+    #[arg(long, env = "RUNNEL_TLS_KEY_PATH")]
+    pub tls_key_path: Option<PathBuf>,
+}
+
+impl NodeConfig {
+    /// Reads a configuration file over the defaults.
+    pub fn from_file(path: &Path) -> Result<NodeConfig, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        toml::from_str(&text).map_err(|e| ConfigError::Parse {
+            path: path.to_owned(),
+            message: e.to_string(),
+        })
+    }
+
+    /// Defaults, then the file named by the flags (or `RUNNEL_CONFIG`), then the flags and
+    /// their environment variables; validated, with `cores` resolved.
+    pub fn load(flags: &Flags, available_cores: usize) -> Result<NodeConfig, ConfigError> {
+        let mut config = match &flags.config {
+            Some(path) => NodeConfig::from_file(path)?,
+            None => NodeConfig::default(),
+        };
+        if let Some(v) = flags.node_id {
+            config.node_id = v;
+        }
+        if let Some(v) = &flags.data_dir {
+            config.data_dir = v.clone();
+        }
+        if let Some(v) = flags.listen_address {
+            config.listen_address = v;
+        }
+        if let Some(v) = flags.base_port {
+            config.base_port = v;
+        }
+        if let Some(v) = flags.cores {
+            config.cores = v;
+        }
+        if let Some(v) = flags.pin_cores {
+            config.pin_cores = v;
+        }
+        if let Some(v) = &flags.tls_cert_path {
+            config.tls_cert_path = Some(v.clone());
+        }
+        if let Some(v) = &flags.tls_key_path {
+            config.tls_key_path = Some(v.clone());
+        }
+        if config.cores == 0 {
+            config.cores = available_cores.max(1);
+        }
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Checks ranges and consistency.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let invalid = |m: String| Err(ConfigError::Invalid(m));
+        if self.cores == 0 || self.cores > 1024 {
+            return invalid(format!(
+                "cores must be between 1 and 1024, got {}",
+                self.cores
+            ));
+        }
+        if usize::from(self.base_port) + self.cores > usize::from(u16::MAX) + 1 {
+            return invalid(format!(
+                "base_port {} + {} cores runs past port 65535",
+                self.base_port, self.cores
+            ));
+        }
+        if self.tls_cert_path.is_some() != self.tls_key_path.is_some() {
+            return invalid("tls_cert_path and tls_key_path must be set together".into());
+        }
+        if self.limits.record_bytes_max == 0
+            || self.limits.record_bytes_max > self.limits.batch_bytes_max
+        {
+            return invalid(format!(
+                "limits.record_bytes_max ({}) must be positive and at most limits.batch_bytes_max ({})",
+                self.limits.record_bytes_max, self.limits.batch_bytes_max
+            ));
+        }
+        if self.log.retention_check_interval_ms == 0 {
+            return invalid("log.retention_check_interval_ms must be positive".into());
+        }
+        self.log_config().validate().map_err(ConfigError::Invalid)?;
+        if self.log_config().batch_bytes_max() < self.limits.batch_bytes_max {
+            return invalid(format!(
+                "limits.batch_bytes_max ({}) must fit the log's write buffer and segments ({} bytes)",
+                self.limits.batch_bytes_max,
+                self.log_config().batch_bytes_max()
+            ));
+        }
+        Ok(())
+    }
+
+    /// The record and batch limits.
+    pub fn limits(&self) -> Limits {
+        Limits {
+            record_bytes_max: self.limits.record_bytes_max,
+            batch_bytes_max: self.limits.batch_bytes_max,
+            ..Limits::DEFAULT
+        }
+    }
+
+    /// The configuration of every shard's log.
+    pub fn log_config(&self) -> LogConfig {
+        LogConfig {
+            segment_bytes_max: self.log.segment_bytes_max,
+            write_buffer_bytes: self.log.write_buffer_bytes,
+            index_interval_bytes: self.log.index_interval_bytes,
+            limits: self.limits(),
+            ..LogConfig::default()
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_start_one_loopback_node_under_runnel_data() {
+        let config = NodeConfig::load(&Flags::default(), 2).expect("defaults are valid");
+        assert_eq!(config.data_dir, PathBuf::from("runnel-data"));
+        assert!(config.listen_address.is_loopback());
+        assert_eq!(config.base_port, 6570);
+        assert_eq!(config.cores, 2);
+        assert!(config.tls_cert_path.is_none());
+    }
+
+    #[test]
+    fn flags_override_the_file_which_overrides_defaults() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let path = dir.path().join("runnel.toml");
+        std::fs::write(
+            &path,
+            "node_id = 7\nbase_port = 7000\ncores = 3\n[log]\nsegment_bytes_max = 67108864\n",
+        )
+        .expect("write config");
+        let flags = Flags {
+            config: Some(path),
+            base_port: Some(8000),
+            ..Flags::default()
+        };
+        let config = NodeConfig::load(&flags, 2).expect("valid");
+        assert_eq!(config.node_id, 7, "from the file");
+        assert_eq!(config.base_port, 8000, "the flag wins over the file");
+        assert_eq!(config.cores, 3, "the file wins over the machine");
+        assert_eq!(config.log.segment_bytes_max, 64 << 20);
+        assert_eq!(
+            config.log.write_buffer_bytes,
+            4 << 20,
+            "unset keys keep their default"
+        );
+    }
+
+    #[test]
+    fn environment_variables_are_read_through_the_flags() {
+        let flags =
+            Flags::try_parse_from(["runnel-server", "--cores", "1", "--pin-cores", "false"])
+                .expect("flags parse");
+        let config = NodeConfig::load(&flags, 8).expect("valid");
+        assert_eq!((config.cores, config.pin_cores), (1, false));
+    }
+
+    #[test]
+    fn bad_files_and_values_get_clear_errors() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let path = dir.path().join("bad.toml");
+        std::fs::write(&path, "node_idd = 3\n").expect("write");
+        let error = NodeConfig::from_file(&path).expect_err("unknown key");
+        assert!(error.to_string().contains("node_idd"), "{error}");
+        let missing = NodeConfig::from_file(&dir.path().join("missing.toml")).expect_err("missing");
+        assert!(matches!(missing, ConfigError::Read { .. }));
+        let mut config = NodeConfig {
+            cores: 2,
+            base_port: 65535,
+            ..NodeConfig::default()
+        };
+        assert!(config.validate().is_err(), "ports past 65535");
+        config.base_port = 6570;
+        config.tls_cert_path = Some("cert.pem".into());
+        assert!(config.validate().is_err(), "cert without key");
+        config.tls_cert_path = None;
+        config.limits.batch_bytes_max = 64 << 20;
+        assert!(
+            config.validate().is_err(),
+            "batch larger than the write buffer"
+        );
+    }
+}
