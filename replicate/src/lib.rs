@@ -1,11 +1,22 @@
 //! `runnel-replicate`: Runnel's replicated state machines, as sans-IO code.
 //!
-//! Today: the cluster **metadata** state machine (streams, shards and their lineage), which a
-//! node persists as a log of commands plus snapshots. Later: the sequencer/replica protocol of
-//! a shard's data path and the Raft group that replicates metadata.
+//! Today: the cluster **metadata** state machine ([`metadata`]: nodes, streams, shards and their
+//! lineage), which a node persists as a log of encoded commands plus snapshots. Later: the
+//! sequencer/replica protocol of a shard's data path and the Raft group that replicates
+//! metadata.
+//!
+//! Invariants: applying the same commands in the same order gives the same state and
+//! byte-identical snapshots on every replica; ids are never reused; a refused command changes
+//! nothing but the applied log index.
 //!
 //! Must never: touch a clock, a socket, a file, a thread or a random source. Time and inputs
 //! are arguments; effects are returned values. That is what lets a deterministic simulator
 //! drive it.
+//!
+//! Fault model: any byte handed to a decoder may be wrong or hostile; the answer is a typed
+//! error, never a panic. A broken internal invariant is a bug and stops the process.
+
+#![deny(clippy::unwrap_used, clippy::indexing_slicing)]
+#![cfg_attr(test, allow(clippy::unwrap_used, clippy::indexing_slicing))]
 
 pub mod metadata;

@@ -1,0 +1,167 @@
+//! The encodings of the metadata's items (node, stream configuration, stream, shard), shared
+//! by commands and snapshots. Each `read_*` is the exact inverse of its `write_*`.
+
+use runnel_core::{Epoch, KeyRange, ShardId, StreamName};
+
+use super::wire::{Reader, Writer};
+use super::DecodeError;
+use crate::metadata::node::{Node, NodeId};
+use crate::metadata::shard::{Placement, Shard, ShardStatus};
+use crate::metadata::stream::{Durability, Stream, StreamConfig, StreamId};
+
+/// Fewest bytes a node takes: id, cores, an empty address's length.
+pub(crate) const NODE_BYTES_MIN: usize = 8 + 4 + 4;
+
+/// Fewest bytes a stream takes: id, created_ms, a configuration with a one-byte name, no
+/// shard list entries.
+pub(crate) const STREAM_BYTES_MIN: usize = 8 + 8 + (4 + 1 + 4 + 1 + 8 + 1) + 4;
+
+/// Fewest bytes a shard takes: all fixed fields and two empty id lists.
+pub(crate) const SHARD_BYTES_MIN: usize = 8 + 8 + 16 + 16 + 1 + 8 + 8 + 4 + 8 + 4 + 4;
+
+/// Bytes of one shard id in a list.
+const SHARD_ID_BYTES: usize = 8;
+
+const DURABILITY_FSYNC: u8 = 0;
+const DURABILITY_MEMORY: u8 = 1;
+const STATUS_OPEN: u8 = 0;
+const STATUS_SEALED: u8 = 1;
+
+pub(crate) fn write_node(writer: &mut Writer, node: &Node) {
+    writer.u64(node.id.0);
+    writer.u32(node.cores);
+    writer.string(&node.address);
+}
+
+pub(crate) fn read_node(reader: &mut Reader<'_>) -> Result<Node, DecodeError> {
+    Ok(Node {
+        id: NodeId(reader.u64("node id")?),
+        cores: reader.u32("node cores")?,
+        address: reader.string("node address")?,
+    })
+}
+
+pub(crate) fn write_stream_name(writer: &mut Writer, name: &StreamName) {
+    writer.string(name.as_str());
+}
+
+pub(crate) fn read_stream_name(reader: &mut Reader<'_>) -> Result<StreamName, DecodeError> {
+    let text = reader.string("stream name")?;
+    StreamName::new(text).map_err(|error| DecodeError::InvalidValue {
+        field: "stream name",
+        reason: error.to_string(),
+    })
+}
+
+pub(crate) fn write_stream_config(writer: &mut Writer, config: &StreamConfig) {
+    write_stream_name(writer, &config.name);
+    writer.u32(config.shard_count);
+    writer.u8(config.replication_factor);
+    writer.u64(config.retention_ms);
+    writer.u8(match config.durability {
+        Durability::Fsync => DURABILITY_FSYNC,
+        Durability::Memory => DURABILITY_MEMORY,
+    });
+}
+
+pub(crate) fn read_stream_config(reader: &mut Reader<'_>) -> Result<StreamConfig, DecodeError> {
+    Ok(StreamConfig {
+        name: read_stream_name(reader)?,
+        shard_count: reader.u32("shard count")?,
+        replication_factor: reader.u8("replication factor")?,
+        retention_ms: reader.u64("retention")?,
+        durability: match reader.u8("durability")? {
+            DURABILITY_FSYNC => Durability::Fsync,
+            DURABILITY_MEMORY => Durability::Memory,
+            other => {
+                return Err(DecodeError::InvalidValue {
+                    field: "durability",
+                    reason: format!("unknown code {other}"),
+                })
+            }
+        },
+    })
+}
+
+pub(crate) fn write_stream(writer: &mut Writer, stream: &Stream) {
+    writer.u64(stream.id.0);
+    writer.u64(stream.created_ms);
+    write_stream_config(writer, &stream.config);
+    write_shard_ids(writer, &stream.shards);
+}
+
+pub(crate) fn read_stream(reader: &mut Reader<'_>) -> Result<Stream, DecodeError> {
+    Ok(Stream {
+        id: StreamId(reader.u64("stream id")?),
+        created_ms: reader.u64("stream created_ms")?,
+        config: read_stream_config(reader)?,
+        shards: read_shard_ids(reader, "stream shards")?,
+    })
+}
+
+pub(crate) fn write_shard(writer: &mut Writer, shard: &Shard) {
+    writer.u64(shard.id.0);
+    writer.u64(shard.stream.0);
+    writer.u128(shard.key_range.start());
+    writer.u128(shard.key_range.end());
+    writer.u8(match shard.status {
+        ShardStatus::Open => STATUS_OPEN,
+        ShardStatus::Sealed => STATUS_SEALED,
+    });
+    writer.u64(shard.epoch.0);
+    writer.u64(shard.placement.node.0);
+    writer.u32(shard.placement.core);
+    writer.u64(shard.created_ms);
+    write_shard_ids(writer, &shard.parents);
+    write_shard_ids(writer, &shard.children);
+}
+
+pub(crate) fn read_shard(reader: &mut Reader<'_>) -> Result<Shard, DecodeError> {
+    let id = ShardId(reader.u64("shard id")?);
+    let stream = StreamId(reader.u64("shard stream")?);
+    let start = reader.u128("key range start")?;
+    let end = reader.u128("key range end")?;
+    let key_range = KeyRange::new(start, end).ok_or_else(|| DecodeError::InvalidValue {
+        field: "key range",
+        reason: format!("start {start:#x} is after end {end:#x}"),
+    })?;
+    let status = match reader.u8("shard status")? {
+        STATUS_OPEN => ShardStatus::Open,
+        STATUS_SEALED => ShardStatus::Sealed,
+        other => {
+            return Err(DecodeError::InvalidValue {
+                field: "shard status",
+                reason: format!("unknown code {other}"),
+            })
+        }
+    };
+    Ok(Shard {
+        id,
+        stream,
+        key_range,
+        status,
+        epoch: Epoch(reader.u64("shard epoch")?),
+        placement: Placement {
+            node: NodeId(reader.u64("placement node")?),
+            core: reader.u32("placement core")?,
+        },
+        created_ms: reader.u64("shard created_ms")?,
+        parents: read_shard_ids(reader, "shard parents")?,
+        children: read_shard_ids(reader, "shard children")?,
+    })
+}
+
+fn write_shard_ids(writer: &mut Writer, ids: &[ShardId]) {
+    writer.count(ids.len());
+    for id in ids {
+        writer.u64(id.0);
+    }
+}
+
+fn read_shard_ids(
+    reader: &mut Reader<'_>,
+    field: &'static str,
+) -> Result<Vec<ShardId>, DecodeError> {
+    let count = reader.count(field, SHARD_ID_BYTES)?;
+    (0..count).map(|_| reader.u64(field).map(ShardId)).collect()
+}

@@ -1,0 +1,135 @@
+//! The body of an encoded snapshot: a sequence of sections, each `tag (u16), length (u32),
+//! body`, in strictly ascending tag order.
+//!
+//! Sections let the state grow without breaking old snapshots: subscriptions, queries and views
+//! will be new sections with new tags, optional when decoding (absent = empty), so a newer build
+//! reads an older snapshot unchanged. An older build refuses a snapshot with a section it does
+//! not know ([`DecodeError::UnknownSection`]) rather than drop state it cannot represent. A
+//! change to an existing section's layout needs a new format version.
+
+use std::collections::BTreeMap;
+
+use super::items::{
+    read_node, read_shard, read_stream, write_node, write_shard, write_stream, NODE_BYTES_MIN,
+    SHARD_BYTES_MIN, STREAM_BYTES_MIN,
+};
+use super::wire::{Reader, Writer};
+use super::DecodeError;
+use crate::metadata::routing::Routing;
+use crate::metadata::state::MetadataState;
+
+/// Applied index and id counters: four u64.
+const SECTION_COUNTERS: u16 = 1;
+/// Registered nodes, in id order.
+const SECTION_NODES: u16 = 2;
+/// Live streams, in name order.
+const SECTION_STREAMS: u16 = 3;
+/// Shards of live streams, in id order.
+const SECTION_SHARDS: u16 = 4;
+
+pub(crate) fn write(writer: &mut Writer, state: &MetadataState) {
+    writer.section(SECTION_COUNTERS, |writer| {
+        writer.u64(state.applied_index);
+        writer.u64(state.next_stream_id);
+        writer.u64(state.next_shard_id);
+        writer.u64(state.placement_cursor);
+    });
+    writer.section(SECTION_NODES, |writer| {
+        writer.count(state.nodes.len());
+        for node in state.nodes.values() {
+            write_node(writer, node);
+        }
+    });
+    writer.section(SECTION_STREAMS, |writer| {
+        writer.count(state.streams.len());
+        for stream in state.streams.values() {
+            write_stream(writer, stream);
+        }
+    });
+    writer.section(SECTION_SHARDS, |writer| {
+        writer.count(state.shards.len());
+        for shard in state.shards.values() {
+            write_shard(writer, shard);
+        }
+    });
+}
+
+/// Reads the sections into a state. Collections must be in strictly ascending key order, so
+/// that one state has exactly one encoding. The caller checks the invariants.
+pub(crate) fn read(mut reader: Reader<'_>) -> Result<MetadataState, DecodeError> {
+    let mut state = MetadataState::new();
+    let mut previous = None;
+    let mut seen = Vec::new();
+    while reader.remaining() > 0 {
+        let tag = reader.u16("section tag")?;
+        if let Some(previous) = previous.filter(|&previous| tag <= previous) {
+            return Err(DecodeError::SectionOutOfOrder { tag, previous });
+        }
+        previous = Some(tag);
+        let length = usize::try_from(reader.u32("section length")?).unwrap_or(usize::MAX);
+        let mut section = Reader::new(reader.take(length, "section body")?);
+        match tag {
+            SECTION_COUNTERS => {
+                state.applied_index = section.u64("applied index")?;
+                state.next_stream_id = section.u64("next stream id")?;
+                state.next_shard_id = section.u64("next shard id")?;
+                state.placement_cursor = section.u64("placement cursor")?;
+                section.finish("counters section")?;
+            }
+            SECTION_NODES => {
+                state.nodes = read_sorted(&mut section, "nodes", NODE_BYTES_MIN, |reader| {
+                    read_node(reader).map(|node| (node.id, node))
+                })?;
+                section.finish("nodes section")?;
+            }
+            SECTION_STREAMS => {
+                state.streams = read_sorted(&mut section, "streams", STREAM_BYTES_MIN, |reader| {
+                    read_stream(reader).map(|stream| (stream.config.name.clone(), stream))
+                })?;
+                section.finish("streams section")?;
+            }
+            SECTION_SHARDS => {
+                state.shards = read_sorted(&mut section, "shards", SHARD_BYTES_MIN, |reader| {
+                    read_shard(reader).map(|shard| (shard.id, shard))
+                })?;
+                section.finish("shards section")?;
+            }
+            _ => return Err(DecodeError::UnknownSection { tag }),
+        }
+        seen.push(tag);
+    }
+    for required in [
+        SECTION_COUNTERS,
+        SECTION_NODES,
+        SECTION_STREAMS,
+        SECTION_SHARDS,
+    ] {
+        if !seen.contains(&required) {
+            return Err(DecodeError::MissingSection { tag: required });
+        }
+    }
+    state.routing = Routing::rebuild(state.streams.values(), state.shards.values());
+    Ok(state)
+}
+
+/// Reads a count, then that many `(key, value)` items whose keys must strictly ascend.
+fn read_sorted<K: Ord, V>(
+    reader: &mut Reader<'_>,
+    field: &'static str,
+    item_bytes_min: usize,
+    mut read_item: impl FnMut(&mut Reader<'_>) -> Result<(K, V), DecodeError>,
+) -> Result<BTreeMap<K, V>, DecodeError> {
+    let count = reader.count(field, item_bytes_min)?;
+    let mut items = BTreeMap::new();
+    for _ in 0..count {
+        let (key, value) = read_item(reader)?;
+        if items.last_key_value().is_some_and(|(last, _)| *last >= key) {
+            return Err(DecodeError::InvalidValue {
+                field,
+                reason: "items are not in strictly ascending key order".to_string(),
+            });
+        }
+        items.insert(key, value);
+    }
+    Ok(items)
+}

@@ -1,0 +1,107 @@
+//! The commands of the metadata log, and what applying one changed.
+//!
+//! Room to grow: subscriptions (create, delete, per-shard committed progress), persistent
+//! queries and views will be new variants here, with new tags in the codec
+//! (`docs/format/metadata.md` reserves them); a build that meets a tag it does not know refuses
+//! the entry with [`super::DecodeError::UnknownCommand`] instead of skipping it.
+
+use runnel_core::{ShardId, StreamName};
+
+use super::node::Node;
+use super::shard::Shard;
+use super::stream::{Stream, StreamConfig};
+
+/// One entry of the metadata log.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Command {
+    /// Adds a node, or updates the cores and address of a registered one. Shards already placed
+    /// stay where they are.
+    RegisterNode {
+        /// The node and what it offers.
+        node: Node,
+    },
+    /// Creates a stream with `config.shard_count` open shards splitting the key space evenly,
+    /// placed round-robin over the registered cores.
+    CreateStream {
+        /// The stream's configuration.
+        config: StreamConfig,
+        /// The proposer's clock, in milliseconds since the Unix epoch: the creation time.
+        now_ms: u64,
+    },
+    /// Deletes a stream and every shard of it, open or sealed. Their ids stay retired.
+    DeleteStream {
+        /// The stream.
+        name: StreamName,
+    },
+    /// Seals an open shard and opens two children holding the two halves of its range.
+    SplitShard {
+        /// The shard to split.
+        shard: ShardId,
+        /// The proposer's clock, in milliseconds: the children's creation time.
+        now_ms: u64,
+    },
+    /// Seals two adjacent open shards of one stream and opens one child holding both ranges.
+    /// The two may be given in either order.
+    MergeShards {
+        /// One of the shards.
+        left: ShardId,
+        /// The other shard.
+        right: ShardId,
+        /// The proposer's clock, in milliseconds: the child's creation time.
+        now_ms: u64,
+    },
+    /// Raises a shard's epoch by one (a new sequencer generation, for failover). Sealed shards
+    /// too: their tail may still need recovery by a new sequencer.
+    BumpEpoch {
+        /// The shard.
+        shard: ShardId,
+    },
+}
+
+/// What an accepted command changed, for the server to act on (open shard logs, start
+/// sequencers, drop files). Shards are given as they are after the command.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Applied {
+    /// A node was added (`previous` is `None`) or updated.
+    NodeRegistered {
+        /// The node now.
+        node: Node,
+        /// The node before, when it was registered already.
+        previous: Option<Node>,
+    },
+    /// A stream was created.
+    StreamCreated {
+        /// The stream.
+        stream: Stream,
+        /// Its shards, in key order.
+        shards: Vec<Shard>,
+    },
+    /// A stream was deleted.
+    StreamDeleted {
+        /// The stream as it was.
+        stream: Stream,
+        /// Every shard it had, open or sealed, in id order, as they were.
+        shards: Vec<Shard>,
+    },
+    /// A shard was split.
+    ShardSplit {
+        /// The parent, now sealed.
+        parent: Shard,
+        /// The two children, in key order.
+        children: Vec<Shard>,
+    },
+    /// Two shards were merged.
+    ShardsMerged {
+        /// The two parents, now sealed, in key order.
+        parents: Vec<Shard>,
+        /// The child.
+        child: Shard,
+    },
+    /// A shard's epoch was raised.
+    EpochBumped {
+        /// The shard with its new epoch.
+        shard: Shard,
+    },
+}

@@ -1,0 +1,115 @@
+//! Why a metadata command was refused.
+//!
+//! Every variant except [`MetadataError::OutOfOrder`] is a *rejection*: the command was applied
+//! at its log index and refused by the state, identically on every replica. The log index is
+//! consumed and nothing else changes. `OutOfOrder` means the caller offered the wrong index and
+//! nothing changed at all.
+
+use runnel_core::{ShardId, StreamName};
+use thiserror::Error;
+
+use super::node::NodeId;
+
+/// A metadata command that could not be applied, with what is needed to report or act on it.
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+#[non_exhaustive]
+pub enum MetadataError {
+    /// The command's log index is not the one after the last applied index. Nothing changed:
+    /// the caller skipped, repeated or reordered log entries.
+    #[error("metadata command at log index {got} is out of order: expected index {expected}")]
+    OutOfOrder {
+        /// The index the state expects next (`applied_index + 1`).
+        expected: u64,
+        /// The index given.
+        got: u64,
+    },
+    /// A stream configuration breaks a rule (shard count, replication factor, retention).
+    #[error("invalid stream configuration: {reason}")]
+    InvalidConfig {
+        /// Which rule, with the value given.
+        reason: String,
+    },
+    /// A node description breaks a rule (core count, address).
+    #[error("invalid node {node}: {reason}")]
+    InvalidNode {
+        /// The node as given.
+        node: NodeId,
+        /// Which rule, with the value given.
+        reason: String,
+    },
+    /// No node is registered, so there is nowhere to place a shard.
+    #[error("no node is registered: shards cannot be placed")]
+    NoNodes,
+    /// The replication factor asks for more distinct nodes than are registered.
+    #[error(
+        "replication factor {replication_factor} needs as many nodes, but {nodes} are registered"
+    )]
+    NotEnoughNodes {
+        /// The stream's replication factor.
+        replication_factor: u8,
+        /// Nodes registered now.
+        nodes: u64,
+    },
+    /// A stream of that name exists already.
+    #[error("stream {name} already exists")]
+    StreamExists {
+        /// The name asked for.
+        name: StreamName,
+    },
+    /// No stream has that name.
+    #[error("stream {name} does not exist")]
+    StreamNotFound {
+        /// The name asked for.
+        name: StreamName,
+    },
+    /// No shard has that id (it never existed, or its stream was deleted).
+    #[error("shard {shard} does not exist")]
+    ShardNotFound {
+        /// The id asked for.
+        shard: ShardId,
+    },
+    /// The shard is sealed (split or merged already) and cannot change its range again.
+    #[error("shard {shard} is sealed")]
+    ShardSealed {
+        /// The sealed shard.
+        shard: ShardId,
+    },
+    /// The shard's key range holds a single hash and cannot be split.
+    #[error("shard {shard} holds a single key hash and cannot be split")]
+    ShardTooSmall {
+        /// The shard asked to split.
+        shard: ShardId,
+    },
+    /// Two shards cannot be merged: they are the same shard, belong to different streams, or
+    /// their key ranges do not touch.
+    #[error("shards {left} and {right} are not adjacent shards of one stream")]
+    NotAdjacent {
+        /// The first shard given.
+        left: ShardId,
+        /// The second shard given.
+        right: ShardId,
+    },
+    /// The command would exceed a bound of the metadata (nodes, shards).
+    #[error("too many {what}: the limit is {max}")]
+    LimitExceeded {
+        /// What is bounded.
+        what: &'static str,
+        /// The bound.
+        max: u64,
+    },
+    /// A counter (stream ids, shard ids, an epoch) would pass `u64::MAX`.
+    #[error("the {counter} counter is exhausted")]
+    CounterExhausted {
+        /// Which counter.
+        counter: &'static str,
+    },
+}
+
+impl MetadataError {
+    /// Whether the command consumed its log index (every error but
+    /// [`MetadataError::OutOfOrder`]): the state's `applied_index` moved to the command's index
+    /// and nothing else changed.
+    pub fn is_rejection(&self) -> bool {
+        !matches!(self, MetadataError::OutOfOrder { .. })
+    }
+}
