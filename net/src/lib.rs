@@ -1,6 +1,5 @@
 //! `runnel-net`: how Runnel nodes and clients talk — QUIC (quinn) on the server's glommio
-//! executors, and (with the node issue) the wire protocol of flatbuffers envelopes followed by
-//! raw batch bytes.
+//! executors, and the wire protocol of flatbuffers envelopes followed by raw batch bytes.
 //!
 //! Invariants: every executor runs its own endpoint; glommio objects never leave the thread
 //! that created them (the quinn runtime checks it and refuses use from another thread).
@@ -9,11 +8,15 @@
 //! any instant. Bad input is an error for that connection, never a panic of the node.
 //!
 //! Map: [`runtime`] runs quinn on glommio, [`mod@endpoint`] binds an endpoint on the current
-//! executor, [`transport`] holds the flow-control and stream limits, [`tls`] the certificates.
+//! executor, [`transport`] holds the flow-control and stream limits, [`tls`] the certificates,
+//! [`protocol`] the frames and messages (`docs/format/protocol.md`; runtime-agnostic, so the
+//! tokio client SDK uses it too). The only `unsafe` in the crate is inside flatc's generated
+//! code (`protocol::generated`), reached only through verified envelopes.
 
 #![deny(clippy::unwrap_used, clippy::indexing_slicing)]
 
 pub mod endpoint;
+pub mod protocol;
 pub mod runtime;
 pub mod tls;
 pub mod transport;
