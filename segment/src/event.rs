@@ -1,4 +1,4 @@
-//! A single-threaded wake-up primitive: tasks wait until the log's state changed, then check
+//! A single-threaded wake-up primitive (also used by the server): tasks wait until the log's state changed, then check
 //! again. Waiters are woken all at once; a waiter re-checks its condition in a loop.
 
 use std::cell::{Cell, RefCell};
@@ -8,14 +8,14 @@ use std::task::{Context, Poll, Waker};
 
 /// Wakes every task waiting on it when notified.
 #[derive(Default)]
-pub(crate) struct Event {
+pub struct Event {
     generation: Cell<u64>,
     waiters: RefCell<Vec<Waker>>,
 }
 
 impl Event {
     /// Wakes every current waiter.
-    pub(crate) fn notify(&self) {
+    pub fn notify(&self) {
         self.generation.set(self.generation.get().wrapping_add(1));
         for waker in self.waiters.borrow_mut().drain(..) {
             waker.wake();
@@ -23,7 +23,7 @@ impl Event {
     }
 
     /// A future that completes at the next `notify` after this call.
-    pub(crate) fn listen(&self) -> Listen<'_> {
+    pub fn listen(&self) -> Listen<'_> {
         Listen {
             event: self,
             generation: self.generation.get(),
@@ -31,7 +31,8 @@ impl Event {
     }
 }
 
-pub(crate) struct Listen<'a> {
+/// The future of [`Event::listen`].
+pub struct Listen<'a> {
     event: &'a Event,
     generation: u64,
 }
@@ -51,11 +52,12 @@ impl Future for Listen<'_> {
 }
 
 /// Yields once to the executor, so that other tasks run.
-pub(crate) fn yield_now() -> YieldNow {
+pub fn yield_now() -> YieldNow {
     YieldNow(false)
 }
 
-pub(crate) struct YieldNow(bool);
+/// The future of [`yield_now`].
+pub struct YieldNow(bool);
 
 impl Future for YieldNow {
     type Output = ();

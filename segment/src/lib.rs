@@ -23,7 +23,7 @@
 
 pub mod config;
 pub mod error;
-mod event;
+pub mod event;
 mod format;
 mod index;
 mod index_file;

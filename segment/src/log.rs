@@ -330,6 +330,16 @@ impl<S: Storage> ShardLog<S> {
         }
     }
 
+    /// Waits until everything appended so far is durable (for a graceful stop while other
+    /// tasks still hold the log).
+    pub async fn sync_all(&self) -> Result<(), LogError> {
+        let next = self.next_offset();
+        if next.0 == 0 || self.durable_offset() >= next {
+            return Ok(());
+        }
+        self.wait_durable(Offset(next.0 - 1)).await
+    }
+
     /// Waits until a batch at or after `offset` can be read within `bound` (tailing).
     pub async fn wait_for(&self, offset: Offset, bound: ReadBound) -> Result<(), LogError> {
         loop {

@@ -310,3 +310,28 @@ fn an_empty_file_opened_first_does_not_break_reads() {
     });
     assert_eq!(count, written.len());
 }
+
+/// Regression: glommio's `Directory::open` fails with EBADF on a relative path, which made
+/// every directory sync (and so opening a log) fail for a relative data directory.
+#[test]
+fn a_log_in_a_relative_directory_opens() {
+    let temp = tempfile::tempdir_in(".").expect("temp dir under the working directory");
+    let name = temp.path().file_name().expect("a name").to_owned();
+    let relative = PathBuf::from(name).join("log");
+    assert!(relative.is_relative());
+    let next = run(move || async move {
+        let log = ShardLog::open(DmaStorage, &relative, config())
+            .await
+            .expect("open with a relative path");
+        let mut random = SplitMix64::new(8);
+        log.append_durable(&random_batch(&mut random, 2, 10, 0), Epoch(1))
+            .await
+            .expect("append");
+        log.close().await.expect("close");
+        let log = ShardLog::open(DmaStorage, &relative, config())
+            .await
+            .expect("reopen");
+        log.next_offset()
+    });
+    assert_eq!(next, Offset(2));
+}

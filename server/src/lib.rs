@@ -6,9 +6,18 @@
 //!
 //! Invariants: a shard is owned by exactly one core and its state never leaves that core; an
 //! append is acknowledged only as its stream's durability promises; the configuration is
-//! validated before any executor starts.
+//! validated before any executor starts; core 0 writes a metadata command durably before any
+//! core applies it.
 //!
 //! Must never: block an executor thread, half-start (a fatal error stops the process with a
-//! reason), or acknowledge after a storage fault.
+//! reason and an exit code), or acknowledge after a storage fault.
 
 pub mod config;
+pub mod convert;
+pub mod core;
+pub mod error;
+pub mod handler;
+pub mod identity;
+pub mod metadata_log;
+pub mod node;
+mod select;

@@ -157,7 +157,10 @@ impl Storage for DmaStorage {
     }
 
     async fn sync_dir(&self, dir: &Path) -> io::Result<()> {
-        let directory = glommio::io::Directory::open(dir).await.map_err(to_io)?;
+        // glommio opens directories relative to no directory fd: a relative path fails with
+        // EBADF, so it gets an absolute one.
+        let dir = std::path::absolute(dir)?;
+        let directory = glommio::io::Directory::open(&dir).await.map_err(to_io)?;
         directory.sync().await.map_err(to_io)?;
         directory.close().await.map_err(to_io)
     }

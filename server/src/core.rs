@@ -1,0 +1,507 @@
+//! One core of the node: its replica of the metadata state machine, the shard logs it owns,
+//! and its side of the channel mesh.
+//!
+//! Core 0 is the metadata leader of the node: it validates a command against a copy of the
+//! state, appends it durably to the metadata log, applies it, hands it to every other core
+//! (which apply it to their own replica, open or delete the logs of their shards, and
+//! acknowledge), and only then answers. Other cores forward metadata writes to core 0 over
+//! the mesh and answer metadata reads from their own replica.
+
+use std::cell::{Cell, RefCell};
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::rc::Rc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
+
+use glommio::channels::channel_mesh::Senders;
+use runnel_core::ShardId;
+use runnel_net::protocol::{ErrorCode, ErrorResponse};
+use runnel_replicate::metadata::{
+    decode_command, encode_command, Applied, Command, MetadataError, MetadataState, NodeId, Shard,
+};
+use runnel_segment::event::Event;
+use runnel_segment::{DmaStorage, LogConfig, ShardLog};
+
+use crate::config::NodeConfig;
+use crate::error::FatalError;
+use crate::metadata_log::MetadataLog;
+
+/// Messages between cores.
+#[derive(Debug)]
+pub enum CoreMessage {
+    /// Core 0 → all: apply this command (encoded) at this index.
+    Apply {
+        /// The command's log index.
+        index: u64,
+        /// The encoded command.
+        command: Vec<u8>,
+    },
+    /// Core 0 → all: the replay at start is complete; serve clients.
+    Ready,
+    /// A core → core 0: every command up to `index` is applied here.
+    Applied {
+        /// The acknowledging core.
+        core: u32,
+        /// Its applied index.
+        index: u64,
+    },
+    /// A core → core 0: please propose this command (encoded).
+    Propose {
+        /// Matches the answer to the question.
+        id: u64,
+        /// The asking core.
+        from: u32,
+        /// The encoded command.
+        command: Vec<u8>,
+    },
+    /// Core 0 → a core: the outcome of a proposal.
+    Proposed {
+        /// The proposal's id.
+        id: u64,
+        /// Ok, or the error code and message to answer with.
+        result: ProposalOutcome,
+    },
+}
+
+/// The answer to a forwarded proposal: Ok, or an error code number and message.
+pub type ProposalOutcome = Result<(), (u16, String)>;
+
+/// A shard log owned by this core, with what the handlers need to know about it.
+pub struct LocalShard {
+    /// The log.
+    pub log: ShardLog<DmaStorage>,
+}
+
+/// The state of one core.
+pub struct Core {
+    /// This core's index.
+    pub index: u32,
+    /// The node's configuration.
+    pub config: Arc<NodeConfig>,
+    /// When the node started.
+    pub started: Instant,
+    /// This core's replica of the metadata.
+    pub metadata: RefCell<MetadataState>,
+    /// Shard logs this core owns.
+    pub shards: RefCell<HashMap<ShardId, Rc<LocalShard>>>,
+    senders: Senders<CoreMessage>,
+    metadata_log: Option<Rc<MetadataLog>>,
+    proposing: Cell<bool>,
+    proposal_done: Event,
+    acked: RefCell<Vec<u64>>,
+    acked_changed: Event,
+    pending: RefCell<HashMap<u64, Option<ProposalOutcome>>>,
+    pending_changed: Event,
+    next_proposal: Cell<u64>,
+    ready: Cell<bool>,
+    ready_changed: Event,
+    shutdown: Arc<AtomicBool>,
+}
+
+/// Milliseconds since the Unix epoch.
+pub fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}
+
+/// The protocol error for a refused metadata command.
+pub fn metadata_error(error: &MetadataError) -> ErrorResponse {
+    let code = match error {
+        MetadataError::StreamExists { .. } => ErrorCode::StreamExists,
+        MetadataError::StreamNotFound { .. } => ErrorCode::UnknownStream,
+        MetadataError::ShardNotFound { .. } => ErrorCode::UnknownShard,
+        MetadataError::ShardSealed { .. } => ErrorCode::ShardSealed,
+        MetadataError::InvalidConfig { .. }
+        | MetadataError::NotEnoughNodes { .. }
+        | MetadataError::LimitExceeded { .. }
+        | MetadataError::NotAdjacent { .. }
+        | MetadataError::ShardTooSmall { .. } => ErrorCode::InvalidRequest,
+        _ => ErrorCode::Internal,
+    };
+    ErrorResponse::new(code, error.to_string())
+}
+
+impl Core {
+    /// A core; `metadata_log` is `Some` on core 0 only.
+    pub fn new(
+        index: u32,
+        config: Arc<NodeConfig>,
+        started: Instant,
+        senders: Senders<CoreMessage>,
+        metadata_log: Option<MetadataLog>,
+        shutdown: Arc<AtomicBool>,
+    ) -> Core {
+        let cores = config.cores;
+        Core {
+            index,
+            config,
+            started,
+            metadata: RefCell::new(MetadataState::new()),
+            shards: RefCell::new(HashMap::new()),
+            senders,
+            metadata_log: metadata_log.map(Rc::new),
+            proposing: Cell::new(false),
+            proposal_done: Event::default(),
+            acked: RefCell::new(vec![0; cores]),
+            acked_changed: Event::default(),
+            pending: RefCell::new(HashMap::new()),
+            pending_changed: Event::default(),
+            next_proposal: Cell::new(1),
+            ready: Cell::new(false),
+            ready_changed: Event::default(),
+            shutdown,
+        }
+    }
+
+    /// This node's id in the metadata.
+    pub fn node_id(&self) -> NodeId {
+        NodeId(self.config.node_id)
+    }
+
+    /// Whether the node is stopping.
+    pub fn shutting_down(&self) -> bool {
+        self.shutdown.load(Ordering::Relaxed)
+    }
+
+    /// Asks every executor of the node to stop (a fatal fault on this core).
+    pub fn request_shutdown(&self, reason: &str) {
+        tracing::error!(core = self.index, reason, "stopping the node");
+        self.shutdown.store(true, Ordering::Relaxed);
+    }
+
+    /// Waits until core 0 finished replaying the metadata; false if the node stops first.
+    pub async fn wait_ready(&self) -> bool {
+        loop {
+            if self.ready.get() {
+                return true;
+            }
+            if self.shutting_down() {
+                return false;
+            }
+            let changed = self.ready_changed.listen();
+            let tick = glommio::timer::sleep(std::time::Duration::from_millis(100));
+            let _ = crate::select::first_of(changed, tick, std::future::pending::<()>()).await;
+        }
+    }
+
+    /// Marks this core ready (core 0 after its replay).
+    pub fn set_ready(&self) {
+        self.ready.set(true);
+        self.ready_changed.notify();
+    }
+
+    fn shard_dir(&self, shard: ShardId) -> PathBuf {
+        self.config
+            .data_dir
+            .join("shards")
+            .join(shard.0.to_string())
+    }
+
+    fn log_config(&self, retention_ms: u64) -> LogConfig {
+        LogConfig {
+            retention_age_ms: Some(retention_ms),
+            ..self.config.log_config()
+        }
+    }
+
+    fn is_local(&self, shard: &Shard) -> bool {
+        shard.placement.node == self.node_id() && shard.placement.core == self.index
+    }
+
+    async fn open_local(&self, shards: &[Shard], retention_ms: u64) -> Result<(), FatalError> {
+        for shard in shards.iter().filter(|s| self.is_local(s)) {
+            if self.shards.borrow().contains_key(&shard.id) {
+                continue;
+            }
+            let dir = self.shard_dir(shard.id);
+            let log = ShardLog::open(DmaStorage, &dir, self.log_config(retention_ms))
+                .await
+                .map_err(|e| {
+                    FatalError::Io(format!("open shard {} at {}: {e}", shard.id, dir.display()))
+                })?;
+            self.shards
+                .borrow_mut()
+                .insert(shard.id, Rc::new(LocalShard { log }));
+        }
+        Ok(())
+    }
+
+    async fn delete_local(&self, shards: &[Shard]) -> Result<(), FatalError> {
+        for shard in shards.iter().filter(|s| self.is_local(s)) {
+            let removed = self.shards.borrow_mut().remove(&shard.id);
+            if let Some(local) = removed {
+                if let Ok(local) = Rc::try_unwrap(local) {
+                    let _ = local.log.close().await;
+                }
+            }
+            let dir = self.shard_dir(shard.id);
+            if dir.exists() {
+                std::fs::remove_dir_all(&dir).map_err(|e| {
+                    FatalError::Io(format!(
+                        "remove shard {} at {}: {e}",
+                        shard.id,
+                        dir.display()
+                    ))
+                })?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Applies a command to this core's replica and acts on it (opens or deletes local logs).
+    pub async fn apply(
+        &self,
+        index: u64,
+        command: &Command,
+    ) -> Result<Result<Applied, MetadataError>, FatalError> {
+        let result = self.metadata.borrow_mut().apply(index, command);
+        match &result {
+            Ok(Applied::StreamCreated { stream, shards }) => {
+                self.open_local(shards, stream.config.retention_ms).await?
+            }
+            Ok(Applied::StreamDeleted { shards, .. }) => self.delete_local(shards).await?,
+            Ok(Applied::ShardSplit { parent, children }) => {
+                let retention = self.retention_of(parent);
+                self.open_local(children, retention).await?
+            }
+            Ok(Applied::ShardsMerged { parents, child }) => {
+                let retention = parents.first().map_or(u64::MAX, |p| self.retention_of(p));
+                self.open_local(std::slice::from_ref(child), retention)
+                    .await?
+            }
+            Ok(_) => {}
+            Err(error) if !error.is_rejection() => {
+                return Err(FatalError::Metadata(format!(
+                    "command {index} cannot be applied: {error}"
+                )));
+            }
+            Err(_) => {}
+        }
+        Ok(result)
+    }
+
+    fn retention_of(&self, shard: &Shard) -> u64 {
+        self.metadata
+            .borrow()
+            .stream_by_id(shard.stream)
+            .map_or(u64::MAX, |s| s.config.retention_ms)
+    }
+
+    /// Sends a message to another core.
+    pub async fn send(&self, core: u32, message: CoreMessage) {
+        if self.senders.send_to(core as usize, message).await.is_err() {
+            self.request_shutdown("the channel to another core is closed");
+        }
+    }
+
+    /// Proposes a metadata command: on core 0 directly, elsewhere through core 0.
+    pub async fn propose(&self, command: Command) -> Result<(), ErrorResponse> {
+        if self.index == 0 {
+            return self.propose_here(command).await;
+        }
+        let id = self.next_proposal.get();
+        self.next_proposal.set(id + 1);
+        self.pending.borrow_mut().insert(id, None);
+        self.send(
+            0,
+            CoreMessage::Propose {
+                id,
+                from: self.index,
+                command: encode_command(&command),
+            },
+        )
+        .await;
+        loop {
+            let changed = self.pending_changed.listen();
+            let done = self
+                .pending
+                .borrow_mut()
+                .get_mut(&id)
+                .and_then(Option::take);
+            if let Some(result) = done {
+                self.pending.borrow_mut().remove(&id);
+                return result.map_err(|(code, message)| {
+                    ErrorResponse::new(ErrorCode::from_number(code), message)
+                });
+            }
+            if self.shutting_down() {
+                return Err(ErrorResponse::new(
+                    ErrorCode::Unavailable,
+                    "the node is stopping",
+                ));
+            }
+            changed.await;
+        }
+    }
+
+    /// Core 0: validate, persist, apply, distribute, wait for every core.
+    async fn propose_here(&self, command: Command) -> Result<(), ErrorResponse> {
+        let Some(metadata_log) = self.metadata_log.clone() else {
+            return Err(ErrorResponse::new(
+                ErrorCode::Internal,
+                "core 0 has no metadata log",
+            ));
+        };
+        // One proposal at a time: the index of each is the log's next offset.
+        loop {
+            let done = self.proposal_done.listen();
+            if !self.proposing.get() {
+                break;
+            }
+            done.await;
+        }
+        self.proposing.set(true);
+        let result = self.propose_locked(&metadata_log, command).await;
+        self.proposing.set(false);
+        self.proposal_done.notify();
+        result
+    }
+
+    async fn propose_locked(
+        &self,
+        metadata_log: &MetadataLog,
+        command: Command,
+    ) -> Result<(), ErrorResponse> {
+        let index = metadata_log.next_index();
+        // Refused commands are answered without being written.
+        let mut probe = self.metadata.borrow().clone();
+        probe
+            .apply(index, &command)
+            .map_err(|e| metadata_error(&e))?;
+        let written = match metadata_log.append(&command, now_ms()).await {
+            Ok(written) => written,
+            Err(error) => {
+                self.request_shutdown(&error.to_string());
+                return Err(ErrorResponse::new(
+                    ErrorCode::StorageFault,
+                    error.to_string(),
+                ));
+            }
+        };
+        assert_eq!(written, index, "metadata log index moved under a proposal");
+        match self.apply(index, &command).await {
+            Ok(Ok(_)) => {}
+            Ok(Err(error)) => return Err(metadata_error(&error)),
+            Err(fatal) => {
+                self.request_shutdown(&fatal.to_string());
+                return Err(ErrorResponse::new(
+                    ErrorCode::StorageFault,
+                    fatal.to_string(),
+                ));
+            }
+        }
+        self.distribute(index, &command).await;
+        Ok(())
+    }
+
+    /// Core 0: hands a command to every other core and waits until all applied it.
+    pub async fn distribute(&self, index: u64, command: &Command) {
+        let bytes = encode_command(command);
+        for core in 1..self.config.cores as u32 {
+            self.send(
+                core,
+                CoreMessage::Apply {
+                    index,
+                    command: bytes.clone(),
+                },
+            )
+            .await;
+        }
+        loop {
+            let changed = self.acked_changed.listen();
+            let all = self
+                .acked
+                .borrow()
+                .iter()
+                .skip(1)
+                .all(|&acked| acked >= index);
+            if all || self.shutting_down() {
+                return;
+            }
+            changed.await;
+        }
+    }
+
+    /// Handles one message from another core.
+    pub async fn on_message(self: &Rc<Self>, message: CoreMessage) -> Result<(), FatalError> {
+        match message {
+            CoreMessage::Apply { index, command } => {
+                let command = decode_command(&command).map_err(|e| {
+                    FatalError::Metadata(format!("command {index} from core 0: {e}"))
+                })?;
+                // A refusal was core 0's refusal too: the index is consumed, nothing changes.
+                let _refusal = self.apply(index, &command).await?;
+                self.send(
+                    0,
+                    CoreMessage::Applied {
+                        core: self.index,
+                        index,
+                    },
+                )
+                .await;
+            }
+            CoreMessage::Ready => self.set_ready(),
+            CoreMessage::Applied { core, index } => {
+                if let Some(slot) = self.acked.borrow_mut().get_mut(core as usize) {
+                    *slot = (*slot).max(index);
+                }
+                self.acked_changed.notify();
+            }
+            CoreMessage::Propose { id, from, command } => {
+                // Proposals run concurrently with this core's other work.
+                let core = Rc::clone(self);
+                glommio::spawn_local(async move {
+                    let result = match decode_command(&command) {
+                        Ok(command) => core
+                            .propose(command)
+                            .await
+                            .map_err(|e| (e.code.number(), e.message)),
+                        Err(e) => Err((ErrorCode::InvalidRequest.number(), e.to_string())),
+                    };
+                    core.send(from, CoreMessage::Proposed { id, result }).await;
+                })
+                .detach();
+            }
+            CoreMessage::Proposed { id, result } => {
+                if let Some(slot) = self.pending.borrow_mut().get_mut(&id) {
+                    *slot = Some(result);
+                }
+                self.pending_changed.notify();
+            }
+        }
+        Ok(())
+    }
+
+    /// The shard log this core owns, if it owns `shard`.
+    pub fn local_shard(&self, shard: ShardId) -> Option<Rc<LocalShard>> {
+        self.shards.borrow().get(&shard).cloned()
+    }
+
+    /// Closes every shard log (flushing what is buffered) and the metadata log.
+    pub async fn close(&self) {
+        let shards: Vec<Rc<LocalShard>> =
+            self.shards.borrow_mut().drain().map(|(_, s)| s).collect();
+        for shard in shards {
+            // Handlers may still hold the log: make everything durable, then close it if this
+            // was the last holder.
+            if let Err(error) = shard.log.sync_all().await {
+                tracing::warn!(core = self.index, %error, "flushing a shard log");
+            }
+            if let Ok(shard) = Rc::try_unwrap(shard) {
+                if let Err(error) = shard.log.close().await {
+                    tracing::warn!(core = self.index, %error, "closing a shard log");
+                }
+            }
+        }
+        self.acked_changed.notify();
+        self.pending_changed.notify();
+    }
+
+    /// Core 0 only: the metadata log (to close it at the end).
+    pub fn take_metadata_log(&mut self) -> Option<Rc<MetadataLog>> {
+        self.metadata_log.take()
+    }
+}

@@ -1,0 +1,37 @@
+//! Fatal errors: the node stops with one of these as its reason (fail-stop, never half-alive).
+
+use thiserror::Error;
+
+/// Why the node cannot start or must stop.
+#[derive(Debug, Error)]
+#[non_exhaustive]
+pub enum FatalError {
+    /// The configuration was refused.
+    #[error("configuration: {0}")]
+    Config(#[from] crate::config::ConfigError),
+    /// TLS material could not be loaded or created.
+    #[error("TLS: {0}")]
+    Tls(String),
+    /// A file or socket operation failed.
+    #[error("I/O: {0}")]
+    Io(String),
+    /// The metadata log could not be opened, replayed or written.
+    #[error("metadata: {0}")]
+    Metadata(String),
+    /// An executor could not start or stopped with an error.
+    #[error("executor: {0}")]
+    Executor(String),
+}
+
+impl FatalError {
+    /// The process exit code for this reason.
+    pub fn exit_code(&self) -> i32 {
+        match self {
+            FatalError::Config(_) => 2,
+            FatalError::Tls(_) => 3,
+            FatalError::Io(_) => 4,
+            FatalError::Metadata(_) => 5,
+            FatalError::Executor(_) => 6,
+        }
+    }
+}

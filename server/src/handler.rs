@@ -1,0 +1,511 @@
+//! A core's QUIC endpoint: connections, the handshake, and one request per bidirectional
+//! stream (`docs/format/protocol.md`).
+
+use std::rc::Rc;
+use std::time::Duration;
+
+use runnel_core::{BatchError, BatchView};
+use runnel_net::protocol::{
+    negotiate, AppendOk, CloseCode, DeleteStreamOk, ErrorCode, ErrorResponse, FrameLimits,
+    FrameReader, HelloOk, NodeStatus, ReadEnd, ReadEndReason, ReadFrom, Request, Response,
+    ShardList, ShardOwner, StreamList, TrimOk, PROTOCOL_VERSION_MAX, PROTOCOL_VERSION_MIN,
+};
+use runnel_net::protocol::{write_response, CoreStatus, ReadChunk as WireChunk};
+use runnel_replicate::metadata::{Command, Durability, StreamConfig};
+use runnel_segment::log::ReadBound;
+use runnel_segment::LogError;
+
+use crate::convert::{durability_from_wire, shard_info, stream_info, SHARDS_PER_ENVELOPE_MAX};
+use crate::core::{now_ms, Core, LocalShard};
+use crate::select::{first_of, First};
+
+/// Most streams in one `StreamList` answer.
+const STREAMS_PER_PAGE_MAX: usize = 100;
+/// Most bytes of batches in one `ReadChunk` frame.
+const READ_CHUNK_BYTES_MAX: u64 = 1 << 20;
+
+type Answer = Result<Response, ErrorResponse>;
+
+/// Accepts connections until the endpoint closes.
+pub async fn serve(core: Rc<Core>, endpoint: quinn::Endpoint) {
+    while let Some(incoming) = endpoint.accept().await {
+        let core = Rc::clone(&core);
+        glommio::spawn_local(async move {
+            if let Err(reason) = connection(core, incoming).await {
+                tracing::debug!(%reason, "connection ended");
+            }
+        })
+        .detach();
+    }
+}
+
+async fn connection(core: Rc<Core>, incoming: quinn::Incoming) -> Result<(), String> {
+    let connection = incoming.await.map_err(|e| e.to_string())?;
+    let limits = FrameLimits::for_batches(&core.config.limits());
+    let (mut send, mut recv) = connection.accept_bi().await.map_err(|e| e.to_string())?;
+    let mut reader = FrameReader::new(limits);
+    let hello = match reader.read_request(&mut recv).await {
+        Ok(Some((Request::Hello(hello), _))) => hello,
+        Ok(_) => {
+            connection.close(
+                CloseCode::ProtocolViolation.varint(),
+                b"the first stream must carry Hello",
+            );
+            return Err("no Hello on the first stream".into());
+        }
+        Err(error) => {
+            connection.close(
+                CloseCode::ProtocolViolation.varint(),
+                error.to_string().as_bytes(),
+            );
+            return Err(error.to_string());
+        }
+    };
+    match negotiate(&hello, PROTOCOL_VERSION_MIN, PROTOCOL_VERSION_MAX) {
+        Ok(version) => {
+            let ok = Response::HelloOk(HelloOk {
+                version,
+                node_id: core.config.node_id,
+                core: core.index,
+                core_count: core.config.cores as u32,
+                base_port: core.config.base_port,
+                server_version: env!("CARGO_PKG_VERSION").to_string(),
+                record_bytes_max: u32::try_from(core.config.limits.record_bytes_max)
+                    .unwrap_or(u32::MAX),
+                batch_bytes_max: u32::try_from(core.config.limits.batch_bytes_max)
+                    .unwrap_or(u32::MAX),
+                frame_payload_bytes_max: limits.payload_bytes_max,
+            });
+            write_response(&mut send, &ok, &[], &limits)
+                .await
+                .map_err(|e| e.to_string())?;
+            let _ = send.finish();
+        }
+        Err(error) => {
+            let _ = write_response(&mut send, &Response::Error(error.clone()), &[], &limits).await;
+            let _ = send.finish();
+            connection.close(
+                CloseCode::UnsupportedVersion.varint(),
+                error.message.as_bytes(),
+            );
+            return Err(error.message);
+        }
+    }
+    tracing::debug!(client = %hello.client_name, core = core.index, "client connected");
+    loop {
+        let (send, recv) = connection.accept_bi().await.map_err(|e| e.to_string())?;
+        let core = Rc::clone(&core);
+        glommio::spawn_local(async move { request_stream(core, send, recv, limits).await })
+            .detach();
+    }
+}
+
+async fn request_stream(
+    core: Rc<Core>,
+    mut send: quinn::SendStream,
+    mut recv: quinn::RecvStream,
+    limits: FrameLimits,
+) {
+    let mut reader = FrameReader::new(limits);
+    let answer = match reader.read_request(&mut recv).await {
+        Ok(Some((Request::Read(read), _))) => {
+            read_shard(&core, &read, &mut send, &limits).await;
+            let _ = send.finish();
+            return;
+        }
+        Ok(Some((request, payload))) => handle(&core, request, payload).await,
+        Ok(None) => return,
+        Err(error) => Err(ErrorResponse::invalid_request(&error)),
+    };
+    let response = answer.unwrap_or_else(Response::Error);
+    if let Err(error) = write_response(&mut send, &response, &[], &limits).await {
+        tracing::debug!(%error, "could not answer a request");
+    }
+    let _ = send.finish();
+}
+
+fn error(code: ErrorCode, message: impl Into<String>) -> ErrorResponse {
+    ErrorResponse::new(code, message)
+}
+
+fn log_error(error: &LogError) -> ErrorResponse {
+    let code = match error {
+        LogError::Poisoned { .. } | LogError::Io { .. } | LogError::Corruption { .. } => {
+            ErrorCode::StorageFault
+        }
+        LogError::InvalidBatch(_) => ErrorCode::InvalidBatch,
+        LogError::BatchTooLarge { .. } => ErrorCode::BatchTooLarge,
+        LogError::Trimmed { .. } => ErrorCode::Trimmed,
+        LogError::OffsetOutOfRange { .. } => ErrorCode::OffsetOutOfRange,
+        LogError::Closed => ErrorCode::Unavailable,
+        _ => ErrorCode::Internal,
+    };
+    let mut response = error_response_with_offsets(code, error.to_string(), error);
+    if matches!(code, ErrorCode::Unavailable) {
+        response.retry_after_ms = Some(1000);
+    }
+    response
+}
+
+fn error_response_with_offsets(
+    code: ErrorCode,
+    message: String,
+    error: &LogError,
+) -> ErrorResponse {
+    let mut response = ErrorResponse::new(code, message);
+    match error {
+        LogError::Trimmed { start, .. } => response.start_offset = Some(*start),
+        LogError::OffsetOutOfRange { next, .. } => response.next_offset = Some(*next),
+        _ => {}
+    }
+    response
+}
+
+fn batch_error(error: &BatchError) -> ErrorResponse {
+    let code = match error {
+        BatchError::RecordTooLarge { .. } => ErrorCode::RecordTooLarge,
+        BatchError::BatchTooLarge { .. } | BatchError::TooManyRecords { .. } => {
+            ErrorCode::BatchTooLarge
+        }
+        _ => ErrorCode::InvalidBatch,
+    };
+    ErrorResponse::new(code, error.to_string())
+}
+
+/// The shard's log if this core owns it, or the error that says where it lives.
+fn owned_shard(
+    core: &Core,
+    stream: &runnel_core::StreamName,
+    shard: runnel_core::ShardId,
+) -> Result<
+    (
+        Rc<LocalShard>,
+        runnel_replicate::metadata::Shard,
+        Durability,
+    ),
+    ErrorResponse,
+> {
+    let state = core.metadata.borrow();
+    let stream_record = state.stream(stream).ok_or_else(|| {
+        error(
+            ErrorCode::UnknownStream,
+            format!("stream {stream} does not exist"),
+        )
+    })?;
+    let shard_record = state
+        .shard(shard)
+        .filter(|s| s.stream == stream_record.id)
+        .ok_or_else(|| {
+            error(
+                ErrorCode::UnknownShard,
+                format!("stream {stream} has no shard {shard}"),
+            )
+        })?
+        .clone();
+    let placement = shard_record.placement;
+    if placement.node != core.node_id() || placement.core != core.index {
+        let mut response = error(
+            ErrorCode::NotOwner,
+            format!(
+                "shard {shard} is owned by node {} core {}",
+                placement.node.0, placement.core
+            ),
+        );
+        response.owner = Some(ShardOwner {
+            node: placement.node.0,
+            core: placement.core,
+        });
+        return Err(response);
+    }
+    let local = core.local_shard(shard).ok_or_else(|| {
+        error(
+            ErrorCode::Unavailable,
+            format!("shard {shard} is not open on this core yet"),
+        )
+    })?;
+    Ok((local, shard_record, stream_record.config.durability))
+}
+
+async fn handle(
+    core: &Rc<Core>,
+    request: Request,
+    payload: &mut runnel_core::batch::AlignedBytes,
+) -> Answer {
+    match request {
+        Request::Hello(_) => Err(error(
+            ErrorCode::InvalidRequest,
+            "Hello is only valid on a connection's first stream",
+        )),
+        Request::CreateStream(create) => {
+            let config = StreamConfig {
+                name: create.name.clone(),
+                shard_count: create.shard_count,
+                replication_factor: create.replication_factor,
+                retention_ms: create.retention_ms,
+                durability: durability_from_wire(create.durability),
+            };
+            core.propose(Command::CreateStream {
+                config,
+                now_ms: now_ms().max(0) as u64,
+            })
+            .await?;
+            describe(core, &create.name)
+        }
+        Request::DescribeStream(describe_stream) => describe(core, &describe_stream.name),
+        Request::ListStreams(list) => {
+            let state = core.metadata.borrow();
+            let limit = (list.limit as usize).clamp(1, STREAMS_PER_PAGE_MAX);
+            let mut streams = state.streams().filter(|s| {
+                list.start_after
+                    .as_ref()
+                    .is_none_or(|after| &s.config.name > after)
+            });
+            let page: Vec<_> = streams
+                .by_ref()
+                .take(limit)
+                .map(|s| stream_info(core, &state, s, 0))
+                .collect();
+            Ok(Response::StreamList(StreamList {
+                streams: page,
+                more: streams.next().is_some(),
+            }))
+        }
+        Request::DeleteStream(delete) => {
+            // Subscriptions do not exist yet, so `force` changes nothing today.
+            core.propose(Command::DeleteStream {
+                name: delete.name.clone(),
+            })
+            .await?;
+            Ok(Response::DeleteStreamOk(DeleteStreamOk {
+                name: delete.name,
+            }))
+        }
+        Request::ListShards(list) => {
+            let state = core.metadata.borrow();
+            let stream = state.stream(&list.stream).ok_or_else(|| {
+                error(
+                    ErrorCode::UnknownStream,
+                    format!("stream {} does not exist", list.stream),
+                )
+            })?;
+            let limit = (list.limit as usize).clamp(1, SHARDS_PER_ENVELOPE_MAX);
+            let mut shards = state
+                .shards()
+                .filter(|s| s.stream == stream.id)
+                .filter(|s| list.start_after.is_none_or(|after| s.id > after));
+            let page: Vec<_> = shards
+                .by_ref()
+                .take(limit)
+                .map(|s| shard_info(core, s))
+                .collect();
+            Ok(Response::ShardList(ShardList {
+                stream: list.stream,
+                shards: page,
+                more: shards.next().is_some(),
+            }))
+        }
+        Request::Append(append) => {
+            let (local, shard, durability) = owned_shard(core, &append.stream, append.shard)?;
+            let view =
+                BatchView::validate(payload, &core.config.limits()).map_err(|e| batch_error(&e))?;
+            for (index, record) in view.records().map_err(|e| batch_error(&e))?.enumerate() {
+                if let Some(key) = record.key() {
+                    if !shard.key_range.contains_key(key) {
+                        return Err(error(
+                            ErrorCode::WrongShard,
+                            format!(
+                                "record {index}'s key does not belong to shard {} of stream {}",
+                                shard.id, append.stream
+                            ),
+                        ));
+                    }
+                }
+            }
+            if !shard.is_open() {
+                return Err(error(
+                    ErrorCode::ShardSealed,
+                    format!("shard {} is sealed", shard.id),
+                ));
+            }
+            let appended = local
+                .log
+                .append(payload, shard.epoch)
+                .await
+                .map_err(|e| log_error(&e))?;
+            if durability == Durability::Fsync {
+                local
+                    .log
+                    .wait_durable(appended.last_offset)
+                    .await
+                    .map_err(|e| log_error(&e))?;
+            }
+            Ok(Response::AppendOk(AppendOk {
+                shard: shard.id,
+                base_offset: appended.base_offset,
+                last_offset: appended.last_offset,
+            }))
+        }
+        Request::Trim(trim) => {
+            let (local, shard, _) = owned_shard(core, &trim.stream, trim.shard)?;
+            local
+                .log
+                .trim(trim.offset)
+                .await
+                .map_err(|e| log_error(&e))?;
+            Ok(Response::TrimOk(TrimOk {
+                shard: shard.id,
+                start_offset: local.log.start_offset(),
+            }))
+        }
+        Request::GetNodeStatus => {
+            let state = core.metadata.borrow();
+            let cores = (0..core.config.cores as u32)
+                .map(|index| CoreStatus {
+                    core: index,
+                    port: core.config.base_port.saturating_add(index as u16),
+                    shard_count: state
+                        .shards()
+                        .filter(|s| s.placement.node == core.node_id() && s.placement.core == index)
+                        .count() as u32,
+                })
+                .collect();
+            Ok(Response::NodeStatus(NodeStatus {
+                node_id: core.config.node_id,
+                server_version: env!("CARGO_PKG_VERSION").to_string(),
+                uptime_ms: core.started.elapsed().as_millis() as u64,
+                core_count: core.config.cores as u32,
+                base_port: core.config.base_port,
+                cores,
+            }))
+        }
+        Request::Read(_) => Err(error(ErrorCode::Internal, "reads are served by read_shard")),
+    }
+}
+
+fn describe(core: &Core, name: &runnel_core::StreamName) -> Answer {
+    let state = core.metadata.borrow();
+    let stream = state.stream(name).ok_or_else(|| {
+        error(
+            ErrorCode::UnknownStream,
+            format!("stream {name} does not exist"),
+        )
+    })?;
+    Ok(Response::StreamInfo(stream_info(
+        core,
+        &state,
+        stream,
+        SHARDS_PER_ENVELOPE_MAX,
+    )))
+}
+
+/// Serves a `Read`: `ReadChunk` frames with whole batches, then a `ReadEnd` (or an `Error`).
+async fn read_shard(
+    core: &Rc<Core>,
+    read: &runnel_net::protocol::Read,
+    send: &mut quinn::SendStream,
+    limits: &FrameLimits,
+) {
+    let result = read_loop(core, read, send, limits).await;
+    let last = match result {
+        Ok(end) => Response::ReadEnd(end),
+        Err(None) => return,
+        Err(Some(error)) => Response::Error(error),
+    };
+    let _ = write_response(send, &last, &[], limits).await;
+}
+
+/// `Err(None)`: the client went away (nothing more to send).
+async fn read_loop(
+    core: &Rc<Core>,
+    read: &runnel_net::protocol::Read,
+    send: &mut quinn::SendStream,
+    limits: &FrameLimits,
+) -> Result<ReadEnd, Option<ErrorResponse>> {
+    let (local, _, durability) = owned_shard(core, &read.stream, read.shard).map_err(Some)?;
+    let log = &local.log;
+    let bound = match durability {
+        Durability::Fsync => ReadBound::Durable,
+        Durability::Memory => ReadBound::Written,
+    };
+    let bound_offset = || match durability {
+        Durability::Fsync => log.durable_offset(),
+        Durability::Memory => log.written_offset(),
+    };
+    let mut next = match read.from {
+        ReadFrom::Earliest => log.start_offset(),
+        ReadFrom::Latest => bound_offset(),
+        ReadFrom::Offset(offset) => offset,
+        ReadFrom::Timestamp(ms) => log
+            .offset_for_timestamp(ms)
+            .await
+            .map_err(|e| Some(log_error(&e)))?,
+    };
+    let mut sent_bytes = 0u64;
+    loop {
+        if let Some(until) = read.until {
+            if next >= until {
+                return Ok(ReadEnd {
+                    next_offset: next,
+                    reason: ReadEndReason::UntilReached,
+                });
+            }
+        }
+        let mut want = READ_CHUNK_BYTES_MAX.min(u64::from(limits.payload_bytes_max));
+        if read.max_bytes > 0 {
+            want = want.min(read.max_bytes - sent_bytes);
+        }
+        let visible = bound_offset();
+        let chunk_bound = match read.until {
+            Some(until) => ReadBound::Below(until.min(visible)),
+            None => ReadBound::Below(visible),
+        };
+        let chunk = log
+            .read(next, want as usize, chunk_bound)
+            .await
+            .map_err(|e| Some(log_error(&e)))?;
+        if chunk.is_empty() {
+            if !read.tail {
+                return Ok(ReadEnd {
+                    next_offset: next,
+                    reason: ReadEndReason::CaughtUp,
+                });
+            }
+            // Tailing: wait for new data, the client going away, or the node stopping.
+            match first_of(
+                log.wait_for(next, bound),
+                send.stopped(),
+                glommio::timer::sleep(Duration::from_millis(500)),
+            )
+            .await
+            {
+                First::A(Ok(())) => continue,
+                First::A(Err(e)) => return Err(Some(log_error(&e))),
+                First::B(_) => return Err(None),
+                First::C(()) => {
+                    if core.shutting_down() {
+                        return Err(Some(error(ErrorCode::Unavailable, "the node is stopping")));
+                    }
+                    continue;
+                }
+            }
+        }
+        let header = Response::ReadChunk(WireChunk {
+            next_offset: chunk.next_offset(),
+            batch_count: chunk.batch_count() as u32,
+        });
+        if write_response(send, &header, &[chunk.as_bytes()], limits)
+            .await
+            .is_err()
+        {
+            return Err(None);
+        }
+        sent_bytes += chunk.as_bytes().len() as u64;
+        next = chunk.next_offset();
+        if read.max_bytes > 0 && sent_bytes >= read.max_bytes {
+            return Ok(ReadEnd {
+                next_offset: next,
+                reason: ReadEndReason::MaxBytesReached,
+            });
+        }
+    }
+}
