@@ -12,16 +12,23 @@
 //! [`protocol`] the frames and messages (`docs/format/protocol.md`; runtime-agnostic, so the
 //! tokio client SDK uses it too). The only `unsafe` in the crate is inside flatc's generated
 //! code (`protocol::generated`), reached only through verified envelopes.
+//!
+//! Feature `glommio` (on by default) gates [`runtime`] and [`mod@endpoint`], the only glommio
+//! code; the client SDK turns it off and gets [`protocol`], [`tls`] and [`transport`] only.
 
 #![deny(clippy::unwrap_used, clippy::indexing_slicing)]
 
+#[cfg(feature = "glommio")]
 pub mod endpoint;
 pub mod protocol;
+#[cfg(feature = "glommio")]
 pub mod runtime;
 pub mod tls;
 pub mod transport;
 
+#[cfg(feature = "glommio")]
 pub use endpoint::{endpoint, endpoint_on, EndpointOptions};
+#[cfg(feature = "glommio")]
 pub use runtime::{GlommioRuntime, RuntimeCounters};
 pub use tls::{client_config, self_signed, server_config, Identity, TlsError, ALPN_PROTOCOL};
 pub use transport::TransportLimits;

@@ -1,0 +1,271 @@
+//! [`BufferedProducer`]: batches records per shard in a background task and answers each
+//! record with an [`AppendFuture`].
+//!
+//! Bounds: a shard's batch is sent when it holds `batch_records_max` records or about
+//! `batch_bytes_max` bytes, or `linger_ms` after its first record; at most `in_flight_max`
+//! batches per shard are being appended at once; records waiting or in flight hold at most
+//! `buffer_bytes_max` bytes, and [`BufferedProducer::send`] waits (back-pressure) while the
+//! buffer is full.
+//!
+//! Order: records of one key are stored in the order `send` was called (from one task) as long
+//! as `in_flight_max` is 1, the default. With more batches in flight per shard, two batches
+//! travel on independent QUIC streams and may be stored in either order.
+//!
+//! Failures: every record's future gets its id or its error. A batch is never appended twice
+//! when it may have been stored ([`ClientError::OutcomeUnknown`]); a batch refused because
+//! the shards changed is routed again with fresh shards.
+
+mod accumulator;
+mod worker;
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use runnel_core::{Limits, Record, RecordId, StreamName};
+use tokio::sync::{mpsc, oneshot, Semaphore};
+
+use self::accumulator::{Accumulator, BatchBounds};
+use self::worker::{Command, Worker};
+use crate::append::{record_estimate_bytes, BATCH_OVERHEAD_BYTES};
+use crate::error::ClientError;
+use crate::transport::Transport;
+
+/// Commands queued between the handles and the worker (records, flushes, close); the buffer
+/// bound applies on top.
+const COMMANDS_MAX: usize = 1024;
+/// Longest linger time, in milliseconds.
+const LINGER_MS_LIMIT: u64 = 60_000;
+/// Most batches in flight per shard (each is one QUIC stream).
+const IN_FLIGHT_LIMIT: usize = 64;
+/// Largest buffer, in bytes (the buffer is a semaphore of bytes; one record takes at most
+/// all of it, which must fit a u32).
+const BUFFER_BYTES_LIMIT: u64 = u32::MAX as u64;
+
+/// The bounds of a [`BufferedProducer`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BufferedProducerConfig {
+    /// Most records in one batch. Default 10 000.
+    pub batch_records_max: usize,
+    /// Most bytes in one batch, estimated before encoding (an upper bound of the encoded
+    /// size). Lowered to the server's `batch_bytes_max` if larger. Default 1 MiB.
+    pub batch_bytes_max: u64,
+    /// How long a batch waits for more records after its first one, in milliseconds; 0 sends
+    /// as soon as the shard has room in flight. Default 5, at most 60 000.
+    pub linger_ms: u64,
+    /// Most bytes of records waiting or in flight (by the same estimate); `send` waits while
+    /// it is full. At least `batch_bytes_max`. Default 32 MiB, at most 4 GiB - 1.
+    pub buffer_bytes_max: u64,
+    /// Most batches of one shard being appended at once; above 1 the order of records of a
+    /// shard is no longer guaranteed. Default 1, at most 64.
+    pub in_flight_max: usize,
+}
+
+impl Default for BufferedProducerConfig {
+    fn default() -> BufferedProducerConfig {
+        BufferedProducerConfig {
+            batch_records_max: 10_000,
+            batch_bytes_max: 1 << 20,
+            linger_ms: 5,
+            buffer_bytes_max: 32 << 20,
+            in_flight_max: 1,
+        }
+    }
+}
+
+impl BufferedProducerConfig {
+    /// Checks every bound against itself and the server's `limits`; returns the bounds in
+    /// force (`batch_bytes_max` lowered to the server's).
+    fn bounds(&self, limits: &Limits) -> Result<BatchBounds, ClientError> {
+        let invalid = |field, reason: String| Err(ClientError::InvalidOptions { field, reason });
+        if self.batch_records_max == 0 || self.batch_records_max as u64 > limits.batch_records_max {
+            return invalid(
+                "batch_records_max",
+                format!("must be 1 to {}", limits.batch_records_max),
+            );
+        }
+        let batch_bytes_max = self.batch_bytes_max.min(limits.batch_bytes_max);
+        let smallest = BATCH_OVERHEAD_BYTES + record_estimate_bytes(&Record::default());
+        if batch_bytes_max < smallest {
+            return invalid(
+                "batch_bytes_max",
+                format!("must be at least {smallest} (one empty record)"),
+            );
+        }
+        if self.linger_ms > LINGER_MS_LIMIT {
+            return invalid("linger_ms", format!("must be at most {LINGER_MS_LIMIT}"));
+        }
+        if self.buffer_bytes_max < batch_bytes_max || self.buffer_bytes_max > BUFFER_BYTES_LIMIT {
+            return invalid(
+                "buffer_bytes_max",
+                format!("must be {batch_bytes_max} (batch_bytes_max) to {BUFFER_BYTES_LIMIT}"),
+            );
+        }
+        if self.in_flight_max == 0 || self.in_flight_max > IN_FLIGHT_LIMIT {
+            return invalid("in_flight_max", format!("must be 1 to {IN_FLIGHT_LIMIT}"));
+        }
+        Ok(BatchBounds {
+            records_max: self.batch_records_max,
+            bytes_max: batch_bytes_max,
+            linger: Duration::from_millis(self.linger_ms),
+            in_flight_max: self.in_flight_max,
+        })
+    }
+}
+
+/// Appends records to one stream in batches, from a background task. Cheap to clone; the
+/// clones share the task and the buffer. Dropping every clone without [`close`] still sends
+/// what was accepted.
+///
+/// [`close`]: BufferedProducer::close
+#[derive(Clone)]
+pub struct BufferedProducer {
+    shared: Arc<Shared>,
+}
+
+struct Shared {
+    stream: StreamName,
+    commands: mpsc::Sender<Command>,
+    buffer: Arc<Semaphore>,
+    buffer_bytes_max: u64,
+    record_limits: Limits,
+    closed: AtomicBool,
+}
+
+impl std::fmt::Debug for BufferedProducer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("BufferedProducer")
+            .field("stream", &self.shared.stream)
+            .field("buffer_bytes_free", &self.shared.buffer.available_permits())
+            .finish_non_exhaustive()
+    }
+}
+
+impl BufferedProducer {
+    /// Checks `config` and starts the worker on the current tokio runtime.
+    pub(crate) fn start(
+        transport: Arc<dyn Transport>,
+        stream: StreamName,
+        config: BufferedProducerConfig,
+    ) -> Result<BufferedProducer, ClientError> {
+        let limits = transport.limits();
+        let bounds = config.bounds(&limits)?;
+        let runtime =
+            tokio::runtime::Handle::try_current().map_err(|_| ClientError::InvalidOptions {
+                field: "runtime",
+                reason: "a buffered producer must be created within a tokio runtime".into(),
+            })?;
+        let (commands, receiver) = mpsc::channel(COMMANDS_MAX);
+        // Fits: validated to at most u32::MAX, below tokio's semaphore limit.
+        let buffer = Arc::new(Semaphore::new(config.buffer_bytes_max as usize));
+        let worker = Worker::new(
+            transport,
+            stream.clone(),
+            receiver,
+            Arc::clone(&buffer),
+            Accumulator::new(bounds),
+        );
+        runtime.spawn(worker.run());
+        Ok(BufferedProducer {
+            shared: Arc::new(Shared {
+                stream,
+                commands,
+                buffer,
+                buffer_bytes_max: config.buffer_bytes_max,
+                record_limits: limits,
+                closed: AtomicBool::new(false),
+            }),
+        })
+    }
+
+    /// The stream records go to.
+    pub fn stream(&self) -> &StreamName {
+        &self.shared.stream
+    }
+
+    /// Queues `record`, waiting while the buffer is full; the returned future resolves to its
+    /// id once stored (or its error). A record larger than the server's `record_bytes_max` is
+    /// refused at once. Dropping the future does not withdraw the record.
+    pub async fn send(&self, record: Record) -> Result<AppendFuture, ClientError> {
+        let shared = &self.shared;
+        if shared.closed.load(Ordering::Acquire) {
+            return Err(ClientError::Closed);
+        }
+        shared.record_limits.check_record(0, record.size_bytes())?;
+        let buffer_bytes = record_estimate_bytes(&record).min(shared.buffer_bytes_max);
+        // At most buffer_bytes_max, validated to fit a u32.
+        let held = shared
+            .buffer
+            .acquire_many(buffer_bytes as u32)
+            .await
+            .map_err(|_| ClientError::Closed)?;
+        let (reply, receiver) = oneshot::channel();
+        let command = Command::Record {
+            record,
+            reply,
+            buffer_bytes,
+        };
+        shared
+            .commands
+            .send(command)
+            .await
+            .map_err(|_| ClientError::Closed)?;
+        // The worker gives the bytes back when the record's batch is done.
+        held.forget();
+        Ok(AppendFuture { receiver })
+    }
+
+    /// Sends every buffered record now (without waiting for linger times) and waits until
+    /// every record queued before this call is answered. Failures are reported by the
+    /// records' own futures.
+    pub async fn flush(&self) -> Result<(), ClientError> {
+        let (waiter, done) = oneshot::channel();
+        self.shared
+            .commands
+            .send(Command::Flush(waiter))
+            .await
+            .map_err(|_| ClientError::Closed)?;
+        done.await.map_err(|_| ClientError::Closed)
+    }
+
+    /// Refuses further records, sends what is buffered, and waits until every record queued
+    /// before is answered. Later `send`s (from any clone) fail with [`ClientError::Closed`].
+    pub async fn close(&self) -> Result<(), ClientError> {
+        self.shared.closed.store(true, Ordering::Release);
+        let (waiter, done) = oneshot::channel();
+        if self
+            .shared
+            .commands
+            .send(Command::Close(waiter))
+            .await
+            .is_err()
+        {
+            return Ok(()); // The worker has stopped already: nothing left to answer.
+        }
+        let _ = done.await;
+        Ok(())
+    }
+}
+
+/// The outcome of one record given to [`BufferedProducer::send`]: its id once stored.
+#[derive(Debug)]
+#[must_use = "the record is sent either way; await this to learn whether it was stored"]
+pub struct AppendFuture {
+    receiver: oneshot::Receiver<Result<RecordId, ClientError>>,
+}
+
+impl Future for AppendFuture {
+    type Output = Result<RecordId, ClientError>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        Pin::new(&mut self.receiver)
+            .poll(cx)
+            .map(|answer| answer.unwrap_or(Err(ClientError::Closed)))
+    }
+}
+
+#[cfg(test)]
+mod tests;

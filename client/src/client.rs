@@ -1,0 +1,237 @@
+//! [`Client`]: one node's connections, the cache of streams' shards, and the factories of
+//! producers and readers. Admin calls are in `admin.rs`.
+//!
+//! The shard cache holds one [`ShardMap`] per stream used, replaced (never edited) when the
+//! server says it is stale; it is bounded by [`SHARD_MAPS_MAX`] streams.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use runnel_core::{Limits, Offset, ShardId, StreamName};
+use runnel_net::protocol::{Append, AppendOk, HelloOk, ReadFrom, Request, Response, ShardInfo};
+
+use crate::address::ServerAddress;
+use crate::buffered::{BufferedProducer, BufferedProducerConfig};
+use crate::connection::Node;
+use crate::error::ClientError;
+use crate::options::ClientOptions;
+use crate::producer::Producer;
+use crate::reader::Reader;
+use crate::retry::Safety;
+use crate::routing::ShardMap;
+use crate::transport::{BoxFuture, Transport};
+
+/// Most streams whose shards are cached; the cache is emptied when it would grow past this.
+const SHARD_MAPS_MAX: usize = 1024;
+
+/// A connection to a Runnel node: admin calls, producers and readers.
+///
+/// Cheap to clone (the clones share the connections). Connects to the URL's port (core 0) at
+/// [`Client::connect`] and to other cores when a request first needs them.
+#[derive(Clone)]
+pub struct Client {
+    pub(crate) inner: Arc<ClientInner>,
+}
+
+/// What a client's clones, producers and readers share.
+pub(crate) struct ClientInner {
+    pub(crate) node: Node,
+    limits: Limits,
+    shard_maps: Mutex<HashMap<StreamName, Arc<ShardMap>>>,
+}
+
+impl std::fmt::Debug for Client {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Client")
+            .field("server", self.inner.node.hello())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Client {
+    /// Connects to the node at `url` (`runnel://host:port`, the port of the node's core 0) and
+    /// completes the versioned handshake. Other cores are connected when first needed.
+    ///
+    /// Must be called within a tokio runtime (quinn's driver runs on it).
+    pub async fn connect(url: &str, options: ClientOptions) -> Result<Client, ClientError> {
+        let address = ServerAddress::parse(url)?;
+        options.validate()?;
+        let node = Node::connect(address, &options).await?;
+        let hello = node.hello();
+        // A batch must fit both the server's batch limit and one frame payload.
+        let limits = Limits {
+            record_bytes_max: u64::from(hello.record_bytes_max),
+            batch_bytes_max: u64::from(hello.batch_bytes_max.min(hello.frame_payload_bytes_max)),
+            batch_records_max: Limits::DEFAULT.batch_records_max,
+        };
+        Ok(Client {
+            inner: Arc::new(ClientInner {
+                node,
+                limits,
+                shard_maps: Mutex::new(HashMap::new()),
+            }),
+        })
+    }
+
+    /// The node's handshake answer: its id, cores, ports, version and limits.
+    pub fn server_info(&self) -> &HelloOk {
+        self.inner.node.hello()
+    }
+
+    /// The batch limits appends keep: the server's record and batch sizes.
+    pub fn limits(&self) -> Limits {
+        self.inner.limits
+    }
+
+    /// A producer of records to `stream`: one request per `send` (or per shard for
+    /// `send_batch`), answered when the records are stored.
+    pub fn producer(&self, stream: &str) -> Result<Producer, ClientError> {
+        let stream = StreamName::new(stream).map_err(ClientError::stream_name)?;
+        Ok(Producer::new(self.transport(), stream))
+    }
+
+    /// A producer that batches records per shard (by count, bytes and linger time) in a
+    /// background task, bounded in memory. Must be called within a tokio runtime.
+    pub fn buffered_producer(
+        &self,
+        stream: &str,
+        config: BufferedProducerConfig,
+    ) -> Result<BufferedProducer, ClientError> {
+        let stream = StreamName::new(stream).map_err(ClientError::stream_name)?;
+        BufferedProducer::start(self.transport(), stream, config)
+    }
+
+    /// A reader of one shard of `stream`, from `from` up to `until` (exclusive; `None`: to the
+    /// end, or forever with [`Reader::tail`]). Nothing is sent before the first read.
+    pub fn reader(
+        &self,
+        stream: &str,
+        shard: ShardId,
+        from: ReadFrom,
+        until: Option<Offset>,
+    ) -> Result<Reader, ClientError> {
+        let stream = StreamName::new(stream).map_err(ClientError::stream_name)?;
+        Ok(Reader::new(
+            Arc::clone(&self.inner),
+            stream,
+            shard,
+            from,
+            until,
+        ))
+    }
+
+    /// Closes every connection. Requests in progress fail; the client (and its clones) can
+    /// not be used afterwards.
+    pub async fn close(&self) {
+        self.inner.node.close().await;
+    }
+
+    fn transport(&self) -> Arc<dyn Transport> {
+        Arc::clone(&self.inner) as Arc<dyn Transport>
+    }
+}
+
+impl ClientInner {
+    fn shard_maps(&self) -> MutexGuard<'_, HashMap<StreamName, Arc<ShardMap>>> {
+        // The map holds plain values; a panic elsewhere cannot leave it half-edited.
+        self.shard_maps
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Forgets the cached shards of `stream` (after it was deleted).
+    pub(crate) fn forget_shards(&self, stream: &StreamName) {
+        self.shard_maps().remove(stream);
+    }
+
+    /// The cached shards of `stream`, or fresh ones when none are cached or the cached ones
+    /// are `stale`.
+    pub(crate) async fn current_shards(
+        &self,
+        stream: &StreamName,
+        stale: Option<&Arc<ShardMap>>,
+    ) -> Result<Arc<ShardMap>, ClientError> {
+        if let Some(cached) = self.shard_maps().get(stream) {
+            if stale.is_none_or(|stale| !Arc::ptr_eq(stale, cached)) {
+                return Ok(Arc::clone(cached));
+            }
+        }
+        let info = self.describe(stream).await?;
+        let map = Arc::new(ShardMap::new(stream.clone(), info.shards)?);
+        let mut maps = self.shard_maps();
+        if maps.len() >= SHARD_MAPS_MAX {
+            maps.clear();
+        }
+        maps.insert(stream.clone(), Arc::clone(&map));
+        Ok(map)
+    }
+
+    /// Sends a request about one shard to the core that owns it, refreshing the shards and
+    /// trying again when the server says another core owns it (at most a few times).
+    pub(crate) async fn call_shard(
+        &self,
+        stream: &StreamName,
+        shard: ShardId,
+        request: &Request,
+        safety: Safety,
+    ) -> Result<Response, ClientError> {
+        let mut map = self.current_shards(stream, None).await?;
+        let mut reroutes = 0;
+        loop {
+            let core = self.core_of(&map, shard);
+            match self.node.call(core, request, &[], safety).await {
+                Err(error) if error.is_routing() && reroutes < crate::append::REROUTES_MAX => {
+                    reroutes += 1;
+                    map = self.current_shards(stream, Some(&map)).await?;
+                }
+                outcome => return outcome,
+            }
+        }
+    }
+
+    /// The core owning `shard`; the bootstrap core for a shard not listed (the server then
+    /// answers `UnknownShard`).
+    pub(crate) fn core_of(&self, map: &ShardMap, shard: ShardId) -> u32 {
+        map.shard(shard)
+            .map_or(self.node.bootstrap_core(), |info| info.core)
+    }
+}
+
+impl Transport for ClientInner {
+    fn limits(&self) -> Limits {
+        self.limits
+    }
+
+    fn shard_map<'a>(
+        &'a self,
+        stream: &'a StreamName,
+        stale: Option<&'a Arc<ShardMap>>,
+    ) -> BoxFuture<'a, Result<Arc<ShardMap>, ClientError>> {
+        Box::pin(self.current_shards(stream, stale))
+    }
+
+    fn append<'a>(
+        &'a self,
+        stream: &'a StreamName,
+        shard: &'a ShardInfo,
+        batch: &'a [u8],
+    ) -> BoxFuture<'a, Result<AppendOk, ClientError>> {
+        Box::pin(async move {
+            let request = Request::Append(Append {
+                stream: stream.clone(),
+                shard: shard.id,
+            });
+            match self
+                .node
+                .call(shard.core, &request, batch, Safety::AtMostOnce)
+                .await?
+            {
+                Response::AppendOk(ok) => Ok(ok),
+                other => Err(ClientError::UnexpectedResponse {
+                    request: "Append",
+                    response: other.kind().into(),
+                }),
+            }
+        })
+    }
+}

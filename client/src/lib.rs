@@ -1,0 +1,99 @@
+//! `runnel-client`: the Rust SDK of Runnel — admin calls, producers and readers over QUIC,
+//! on tokio and quinn, speaking the wire protocol of `docs/format/protocol.md`.
+//!
+//! Responsibility: connect to a node (`runnel://host:port`, TLS 1.3, versioned handshake),
+//! reach each shard on the core that owns it (one QUIC connection per core, opened lazily,
+//! one bidirectional stream per request), route records by `hash128(key)` to the open shard
+//! whose key range holds it, batch them ([`BufferedProducer`]) and read shards ([`Reader`]).
+//!
+//! Invariants: a record is encoded once, by `runnel_core::BatchBuilder`; every batch read is
+//! checked (both CRCs) before a record is handed out. Every buffer, queue, retry loop and
+//! in-flight window is bounded by a named option.
+//! Must never: silently duplicate an append. A request is retried after a failure only when
+//! that is safe: idempotent requests always; appends (and stream creation or deletion) only
+//! when the request provably never reached the server, or the server refused it (`Busy`).
+//! Otherwise the caller gets [`ClientError::OutcomeUnknown`] and decides.
+//! Fault model: the server may vanish, restart, move shards, or answer anything; the answer
+//! is a typed [`ClientError`], never a panic.
+//!
+//! ```no_run
+//! use runnel_client::{Client, ClientOptions, Durability, Record, StreamSpec};
+//!
+//! # async fn demo() -> Result<(), runnel_client::ClientError> {
+//! let options = ClientOptions {
+//!     ca_cert_path: Some("runnel-data/tls/cert.pem".into()),
+//!     ..ClientOptions::default()
+//! };
+//! let client = Client::connect("runnel://127.0.0.1:6570", options).await?;
+//! client
+//!     .create_stream(StreamSpec::new("orders", Durability::Fsync).shard_count(4))
+//!     .await?;
+//! let producer = client.producer("orders")?;
+//! let id = producer
+//!     .send(Record::new(b"{\"total\": 12}".to_vec(), 1_700_000_000_000).with_key(b"user-42".to_vec()))
+//!     .await?;
+//! println!("stored as {id}");
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! Map: [`Client`] (`client.rs`, admin calls in `admin.rs`), [`ClientOptions`] and
+//! [`ServerAddress`] (`options.rs`, `address.rs`), [`ClientError`] (`error.rs`), the
+//! connections per core and the retry rules (`connection.rs`, `retry.rs`), TLS (`tls.rs`), key
+//! routing (`routing.rs`), appends shared by both producers (`append.rs`), [`Producer`],
+//! [`BufferedProducer`] (`buffered/`), [`Reader`] (`reader.rs`).
+
+#![deny(clippy::unwrap_used)]
+
+mod address;
+mod admin;
+mod append;
+mod buffered;
+mod client;
+mod connection;
+mod error;
+mod options;
+mod producer;
+mod reader;
+mod retry;
+mod routing;
+mod tls;
+mod transport;
+
+#[cfg(test)]
+mod testing;
+
+pub use address::{ServerAddress, DEFAULT_PORT};
+pub use admin::StreamSpec;
+pub use buffered::{AppendFuture, BufferedProducer, BufferedProducerConfig};
+pub use client::Client;
+pub use error::ClientError;
+pub use options::ClientOptions;
+pub use producer::Producer;
+pub use reader::{Reader, RecordBatch, RecordStream};
+
+// The vocabulary of the SDK's signatures, so users need not depend on the inner crates.
+pub use runnel_core::{
+    BatchError, KeyRange, Limits, Offset, Record, RecordHeader, RecordId, RecordRef, ShardId,
+    StreamName,
+};
+pub use runnel_net::protocol::{
+    CoreStatus, Durability, ErrorCode, HelloOk, NodeStatus, ProtocolError, ReadEnd, ReadEndReason,
+    ReadFrom, ShardInfo, ShardOwner, ShardStatus, StreamInfo,
+};
+
+/// The handles move between tasks and threads; errors box into `Box<dyn Error + Send + Sync>`.
+#[cfg(test)]
+#[test]
+fn public_types_are_send_and_sync() {
+    fn send_sync<T: Send + Sync>() {}
+    fn send<T: Send>() {}
+    send_sync::<Client>();
+    send_sync::<ClientError>();
+    send_sync::<Producer>();
+    send_sync::<BufferedProducer>();
+    send_sync::<RecordBatch>();
+    send::<Reader>();
+    send::<RecordStream>();
+    send::<AppendFuture>();
+}

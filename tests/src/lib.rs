@@ -1,0 +1,4 @@
+//! `runnel-tests`: helpers for end-to-end tests that run the real `runnel-server` binary on
+//! loopback with a temporary data directory, and kill it with SIGKILL when a test says so.
+
+pub mod server;

@@ -1,0 +1,201 @@
+//! A `runnel-server` process for a test: started on free loopback ports with its own data
+//! directory, waited for until every core listens, stopped (SIGTERM) or killed (SIGKILL).
+
+use std::io::{BufRead, BufReader};
+use std::net::UdpSocket;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+/// How long a server may take to start listening.
+const START_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// The `runnel-server` binary next to the test executable (`target/<profile>/`).
+pub fn server_binary() -> PathBuf {
+    let exe = std::env::current_exe().expect("the test executable's path");
+    let profile_dir = exe
+        .parent()
+        .and_then(Path::parent)
+        .expect("tests run from target/<profile>/deps");
+    profile_dir.join("runnel-server")
+}
+
+/// `count` consecutive free UDP ports on loopback (probed, then released: a small race with
+/// other processes remains, and `TestServer::start` retries on it).
+pub fn free_ports(count: u16) -> u16 {
+    for _ in 0..200 {
+        let probe = UdpSocket::bind("127.0.0.1:0").expect("bind a probe socket");
+        let base = probe.local_addr().expect("probe address").port();
+        if base.checked_add(count).is_none() {
+            continue;
+        }
+        let rest: Vec<_> = (1..count)
+            .map(|i| UdpSocket::bind(("127.0.0.1", base + i)))
+            .collect();
+        if rest.iter().all(Result::is_ok) {
+            return base;
+        }
+    }
+    panic!("no {count} consecutive free UDP ports on loopback");
+}
+
+/// A running server process.
+pub struct TestServer {
+    child: Option<Child>,
+    /// Its data directory (kept across restarts).
+    pub data_dir: PathBuf,
+    /// UDP port of core 0.
+    pub base_port: u16,
+    /// Executors.
+    pub cores: u16,
+    log: mpsc::Receiver<String>,
+    /// Every line the server logged so far.
+    pub log_lines: Vec<String>,
+}
+
+impl TestServer {
+    /// Starts a server with `cores` executors on a data directory under `root`.
+    pub fn start(root: &Path, cores: u16) -> TestServer {
+        let data_dir = root.join("data");
+        let base_port = free_ports(cores);
+        TestServer::start_at(data_dir, base_port, cores)
+    }
+
+    /// Starts (or restarts) a server on `data_dir` and `base_port`.
+    pub fn start_at(data_dir: PathBuf, base_port: u16, cores: u16) -> TestServer {
+        let mut child = Command::new(server_binary())
+            .arg("--data-dir")
+            .arg(&data_dir)
+            .args(["--base-port", &base_port.to_string()])
+            .args(["--cores", &cores.to_string()])
+            .args(["--pin-cores", "false"])
+            .env("RUNNEL_LOG", "info")
+            .env("NO_COLOR", "1")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {}: {e}", server_binary().display()));
+        let (sender, log) = mpsc::channel();
+        for pipe in [
+            child
+                .stdout
+                .take()
+                .map(|p| Box::new(p) as Box<dyn std::io::Read + Send>),
+            child
+                .stderr
+                .take()
+                .map(|p| Box::new(p) as Box<dyn std::io::Read + Send>),
+        ]
+        .into_iter()
+        .flatten()
+        {
+            let sender = sender.clone();
+            std::thread::spawn(move || {
+                for line in BufReader::new(pipe).lines().map_while(Result::ok) {
+                    if sender.send(line).is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+        let mut server = TestServer {
+            child: Some(child),
+            data_dir,
+            base_port,
+            cores,
+            log,
+            log_lines: Vec::new(),
+        };
+        server.wait_listening();
+        server
+    }
+
+    fn wait_listening(&mut self) {
+        let deadline = Instant::now() + START_TIMEOUT;
+        let mut listening = 0;
+        while listening < self.cores {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.log.recv_timeout(left.min(Duration::from_millis(200))) {
+                Ok(line) => {
+                    if line.contains("listening") {
+                        listening += 1;
+                    }
+                    self.log_lines.push(line);
+                }
+                Err(mpsc::RecvTimeoutError::Timeout) => {}
+                Err(mpsc::RecvTimeoutError::Disconnected) => {
+                    panic!(
+                        "runnel-server exited before listening:\n{}",
+                        self.log_lines.join("\n")
+                    )
+                }
+            }
+            if let Some(status) = self
+                .child
+                .as_mut()
+                .and_then(|c| c.try_wait().ok().flatten())
+            {
+                self.drain();
+                panic!(
+                    "runnel-server exited with {status} before listening:\n{}",
+                    self.log_lines.join("\n")
+                );
+            }
+            assert!(
+                Instant::now() < deadline,
+                "runnel-server did not listen in time:\n{}",
+                self.log_lines.join("\n")
+            );
+        }
+    }
+
+    fn drain(&mut self) {
+        while let Ok(line) = self.log.try_recv() {
+            self.log_lines.push(line);
+        }
+    }
+
+    /// `runnel://127.0.0.1:<base_port>`.
+    pub fn url(&self) -> String {
+        format!("runnel://127.0.0.1:{}", self.base_port)
+    }
+
+    /// The node's self-signed certificate.
+    pub fn certificate(&self) -> PathBuf {
+        self.data_dir.join("tls").join("cert.pem")
+    }
+
+    /// SIGKILL: no flush, no goodbye.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        self.drain();
+    }
+
+    /// SIGTERM, then waits for a clean exit; returns the exit code.
+    pub fn stop(&mut self) -> Option<i32> {
+        let mut child = self.child.take()?;
+        let _ = Command::new("kill")
+            .args(["-TERM", &child.id().to_string()])
+            .status();
+        let status = child.wait().ok()?;
+        self.drain();
+        status.code()
+    }
+
+    /// Restarts on the same data directory and ports.
+    pub fn restart(&mut self) {
+        self.kill();
+        let next = TestServer::start_at(self.data_dir.clone(), self.base_port, self.cores);
+        *self = next;
+    }
+}
+
+impl Drop for TestServer {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
