@@ -5,12 +5,13 @@
 //! shared and noisy. Latencies are recorded in hdrhistogram; open-loop (fixed-rate) latencies
 //! are measured from each request's *scheduled* time, which corrects coordinated omission.
 //!
-//! Usage: `cargo run --release -p runnel-bench -- log [--bytes N] [--dir PATH] ...`
+//! Usage: `cargo run --release -p runnel-bench -- log|node [OPTIONS]`
 //! (`--help` lists the options).
 
 mod alloc_counter;
 mod args;
 mod log_bench;
+mod node_bench;
 
 #[global_allocator]
 static ALLOCATOR: alloc_counter::CountingAllocator = alloc_counter::CountingAllocator;
@@ -21,6 +22,7 @@ fn main() {
     let rest: Vec<String> = argv.collect();
     let result = match command.as_str() {
         "log" => args::LogArgs::parse(&rest).and_then(log_bench::run),
+        "node" => args::NodeArgs::parse(&rest).and_then(node_bench::run),
         "help" | "--help" | "-h" => {
             println!("{}", args::USAGE);
             Ok(())

@@ -1,0 +1,38 @@
+//! One module per noun: `stream` (admin verbs), `append` and `read` (the data verbs of
+//! `stream`), `shard`, `node`. Each command connects, does its one job, prints through
+//! [`Output`], and returns a [`CliError`] on failure.
+
+mod append;
+mod node;
+mod read;
+mod shard;
+mod stream;
+
+use crate::args::{Cli, Command, NodeCommand, ShardCommand, StreamCommand};
+use crate::connect::connect;
+use crate::error::CliError;
+use crate::output::Output;
+
+/// Runs the parsed command line.
+pub async fn run(cli: Cli, output: &mut Output) -> Result<(), CliError> {
+    let client = connect(&cli.global).await?;
+    let outcome = match cli.command {
+        Command::Stream(StreamCommand::Create(args)) => stream::create(&client, args, output).await,
+        Command::Stream(StreamCommand::List) => stream::list(&client, output).await,
+        Command::Stream(StreamCommand::Describe { name }) => {
+            stream::describe(&client, &name, output).await
+        }
+        Command::Stream(StreamCommand::Delete { name, force }) => {
+            stream::delete(&client, &name, force, output).await
+        }
+        Command::Stream(StreamCommand::Append(args)) => append::run(&client, args, output).await,
+        Command::Stream(StreamCommand::Read(args)) => read::run(&client, args, output).await,
+        Command::Shard(ShardCommand::List { stream }) => {
+            shard::list(&client, &stream, output).await
+        }
+        Command::Node(NodeCommand::Status) => node::status(&client, &cli.global.url, output).await,
+    };
+    let flushed = output.flush();
+    client.close().await;
+    outcome.and(flushed)
+}
