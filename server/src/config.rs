@@ -101,6 +101,9 @@ pub struct NodeConfig {
     pub tls_cert_path: Option<PathBuf>,
     /// TLS private key (PEM). Set together with `tls_cert_path`.
     pub tls_key_path: Option<PathBuf>,
+    /// Core 0 writes a metadata snapshot (and trims the command log) every this many commands.
+    /// Default 256.
+    pub metadata_snapshot_interval: u64,
     /// How each shard's log is sized.
     pub log: LogSection,
     /// Record and batch size limits.
@@ -118,6 +121,7 @@ impl Default for NodeConfig {
             pin_cores: true,
             tls_cert_path: None,
             tls_key_path: None,
+            metadata_snapshot_interval: 256,
             log: LogSection::default(),
             limits: LimitsSection::default(),
         }
@@ -155,6 +159,9 @@ pub struct Flags {
     /// TLS private key (PEM).
     #[arg(long, env = "RUNNEL_TLS_KEY_PATH")]
     pub tls_key_path: Option<PathBuf>,
+    /// Metadata commands between two snapshots.
+    #[arg(long, env = "RUNNEL_METADATA_SNAPSHOT_INTERVAL")]
+    pub metadata_snapshot_interval: Option<u64>,
 }
 
 impl NodeConfig {
@@ -201,6 +208,9 @@ impl NodeConfig {
         if let Some(v) = &flags.tls_key_path {
             config.tls_key_path = Some(v.clone());
         }
+        if let Some(v) = flags.metadata_snapshot_interval {
+            config.metadata_snapshot_interval = v;
+        }
         if config.cores == 0 {
             config.cores = available_cores.max(1);
         }
@@ -233,6 +243,9 @@ impl NodeConfig {
                 "limits.record_bytes_max ({}) must be positive and at most limits.batch_bytes_max ({})",
                 self.limits.record_bytes_max, self.limits.batch_bytes_max
             ));
+        }
+        if self.metadata_snapshot_interval == 0 {
+            return invalid("metadata_snapshot_interval must be positive".into());
         }
         if self.log.retention_check_interval_ms == 0 {
             return invalid("log.retention_check_interval_ms must be positive".into());

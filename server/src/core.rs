@@ -38,6 +38,11 @@ pub enum CoreMessage {
         /// The encoded command.
         command: Vec<u8>,
     },
+    /// Core 0 → all: replace your metadata replica with this snapshot (encoded), at start.
+    Snapshot {
+        /// The encoded snapshot.
+        snapshot: Vec<u8>,
+    },
     /// Core 0 → all: the replay at start is complete; serve clients.
     Ready,
     /// A core → core 0: every command up to `index` is applied here.
@@ -283,6 +288,56 @@ impl Core {
         Ok(result)
     }
 
+    /// Replaces this core's replica with a snapshot and opens the logs of its shards.
+    pub async fn install_snapshot(&self, state: MetadataState) -> Result<(), FatalError> {
+        let local: Vec<(Shard, u64)> = state
+            .shards()
+            .filter(|s| self.is_local(s))
+            .map(|s| {
+                let retention = state
+                    .stream_by_id(s.stream)
+                    .map_or(u64::MAX, |stream| stream.config.retention_ms);
+                (s.clone(), retention)
+            })
+            .collect();
+        *self.metadata.borrow_mut() = state;
+        for (shard, retention) in local {
+            self.open_local(std::slice::from_ref(&shard), retention)
+                .await?;
+        }
+        Ok(())
+    }
+
+    /// Core 0: hands a snapshot to every other core and waits until all installed it.
+    pub async fn distribute_snapshot(&self, snapshot: &[u8], index: u64) {
+        for core in 1..self.config.cores as u32 {
+            self.send(
+                core,
+                CoreMessage::Snapshot {
+                    snapshot: snapshot.to_vec(),
+                },
+            )
+            .await;
+        }
+        self.wait_acked(index).await;
+    }
+
+    async fn wait_acked(&self, index: u64) {
+        loop {
+            let changed = self.acked_changed.listen();
+            let all = self
+                .acked
+                .borrow()
+                .iter()
+                .skip(1)
+                .all(|&acked| acked >= index);
+            if all || self.shutting_down() {
+                return;
+            }
+            changed.await;
+        }
+    }
+
     fn retention_of(&self, shard: &Shard) -> u64 {
         self.metadata
             .borrow()
@@ -394,6 +449,16 @@ impl Core {
             }
         }
         self.distribute(index, &command).await;
+        if index % self.config.metadata_snapshot_interval == 0 {
+            let state = self.metadata.borrow().clone();
+            if let Err(error) = metadata_log.snapshot(&state, now_ms()).await {
+                self.request_shutdown(&error.to_string());
+                return Err(ErrorResponse::new(
+                    ErrorCode::StorageFault,
+                    error.to_string(),
+                ));
+            }
+        }
         Ok(())
     }
 
@@ -434,6 +499,20 @@ impl Core {
                 })?;
                 // A refusal was core 0's refusal too: the index is consumed, nothing changes.
                 let _refusal = self.apply(index, &command).await?;
+                self.send(
+                    0,
+                    CoreMessage::Applied {
+                        core: self.index,
+                        index,
+                    },
+                )
+                .await;
+            }
+            CoreMessage::Snapshot { snapshot } => {
+                let state = runnel_replicate::metadata::decode_snapshot(&snapshot)
+                    .map_err(|e| FatalError::Metadata(format!("snapshot from core 0: {e}")))?;
+                let index = state.applied_index();
+                self.install_snapshot(state).await?;
                 self.send(
                     0,
                     CoreMessage::Applied {

@@ -127,10 +127,10 @@ async fn run_core(
         .await
         .map_err(|e| FatalError::Executor(format!("core {index} could not join the mesh: {e}")))?;
     let (metadata_log, replayed) = if index == 0 {
-        let (log, _, commands) = MetadataLog::open(&config.data_dir).await?;
-        (Some(log), commands)
+        let (log, replayed) = MetadataLog::open(&config.data_dir).await?;
+        (Some(log), Some(replayed))
     } else {
-        (None, Vec::new())
+        (None, None)
     };
     let core = Rc::new(Core::new(
         index,
@@ -153,12 +153,29 @@ async fn run_core(
         })
         .detach();
     }
-    if index == 0 {
-        // Replay into core 0's replica (opening its shards), then into every other core's.
-        for (command_index, command) in &replayed {
+    if let Some(replayed) = replayed {
+        // The snapshot, then the commands after it, into core 0's replica (opening its shards)
+        // and into every other core's.
+        let snapshot_index = match &replayed.snapshot {
+            Some(bytes) => {
+                let state = runnel_replicate::metadata::decode_snapshot(bytes)
+                    .map_err(|e| FatalError::Metadata(format!("snapshot: {e}")))?;
+                let snapshot_index = state.applied_index();
+                core.install_snapshot(state).await?;
+                core.distribute_snapshot(bytes, snapshot_index).await;
+                Some(snapshot_index)
+            }
+            None => None,
+        };
+        for (command_index, command) in &replayed.commands {
             // Refusals in the log were refusals when written; they only consume their index.
             let _refusal = core.apply(*command_index, command).await?;
             core.distribute(*command_index, command).await;
+        }
+        if *core.metadata.borrow() != replayed.state {
+            return Err(FatalError::Metadata(
+                "replaying the metadata gave another state than loading it".into(),
+            ));
         }
         register_node(&core).await?;
         for other in 1..config.cores as u32 {
@@ -166,7 +183,8 @@ async fn run_core(
         }
         core.set_ready();
         tracing::info!(
-            commands = replayed.len(),
+            snapshot_index,
+            commands = replayed.commands.len(),
             streams = core.metadata.borrow().streams().len(),
             "metadata replayed"
         );

@@ -49,6 +49,7 @@ pub struct TestServer {
     pub base_port: u16,
     /// Executors.
     pub cores: u16,
+    extra_args: Vec<String>,
     log: mpsc::Receiver<String>,
     /// Every line the server logged so far.
     pub log_lines: Vec<String>,
@@ -57,19 +58,31 @@ pub struct TestServer {
 impl TestServer {
     /// Starts a server with `cores` executors on a data directory under `root`.
     pub fn start(root: &Path, cores: u16) -> TestServer {
+        TestServer::start_with(root, cores, &[])
+    }
+
+    /// Starts a server with extra command-line flags (kept for restarts).
+    pub fn start_with(root: &Path, cores: u16, extra_args: &[&str]) -> TestServer {
         let data_dir = root.join("data");
         let base_port = free_ports(cores);
-        TestServer::start_at(data_dir, base_port, cores)
+        let extra_args = extra_args.iter().map(|a| (*a).to_owned()).collect();
+        TestServer::start_at(data_dir, base_port, cores, extra_args)
     }
 
     /// Starts (or restarts) a server on `data_dir` and `base_port`.
-    pub fn start_at(data_dir: PathBuf, base_port: u16, cores: u16) -> TestServer {
+    pub fn start_at(
+        data_dir: PathBuf,
+        base_port: u16,
+        cores: u16,
+        extra_args: Vec<String>,
+    ) -> TestServer {
         let mut child = Command::new(server_binary())
             .arg("--data-dir")
             .arg(&data_dir)
             .args(["--base-port", &base_port.to_string()])
             .args(["--cores", &cores.to_string()])
             .args(["--pin-cores", "false"])
+            .args(&extra_args)
             .env("RUNNEL_LOG", "info")
             .env("NO_COLOR", "1")
             .stdout(Stdio::piped())
@@ -104,6 +117,7 @@ impl TestServer {
             data_dir,
             base_port,
             cores,
+            extra_args,
             log,
             log_lines: Vec::new(),
         };
@@ -189,7 +203,12 @@ impl TestServer {
     /// Restarts on the same data directory and ports.
     pub fn restart(&mut self) {
         self.kill();
-        let next = TestServer::start_at(self.data_dir.clone(), self.base_port, self.cores);
+        let next = TestServer::start_at(
+            self.data_dir.clone(),
+            self.base_port,
+            self.cores,
+            self.extra_args.clone(),
+        );
         *self = next;
     }
 }
