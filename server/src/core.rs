@@ -449,7 +449,7 @@ impl Core {
             }
         }
         self.distribute(index, &command).await;
-        if index % self.config.metadata_snapshot_interval == 0 {
+        if index.is_multiple_of(self.config.metadata_snapshot_interval) {
             let state = self.metadata.borrow().clone();
             if let Err(error) = metadata_log.snapshot(&state, now_ms()).await {
                 self.request_shutdown(&error.to_string());
