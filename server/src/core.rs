@@ -475,19 +475,7 @@ impl Core {
             )
             .await;
         }
-        loop {
-            let changed = self.acked_changed.listen();
-            let all = self
-                .acked
-                .borrow()
-                .iter()
-                .skip(1)
-                .all(|&acked| acked >= index);
-            if all || self.shutting_down() {
-                return;
-            }
-            changed.await;
-        }
+        self.wait_acked(index).await;
     }
 
     /// Handles one message from another core.
