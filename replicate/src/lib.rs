@@ -1,9 +1,9 @@
 //! `runnel-replicate`: Runnel's replicated state machines, as sans-IO code.
 //!
 //! Today: the cluster **metadata** state machine ([`metadata`]: nodes, streams, shards and their
-//! lineage), which a node persists as a log of encoded commands plus snapshots. Later: the
-//! sequencer/replica protocol of a shard's data path and the Raft group that replicates
-//! metadata.
+//! lineage, subscriptions and their committed progress), which a node persists as a log of
+//! encoded commands plus snapshots. Later: the sequencer/replica protocol of a shard's data path
+//! and the Raft group that replicates metadata.
 //!
 //! Invariants: applying the same commands in the same order gives the same state and
 //! byte-identical snapshots on every replica; ids are never reused; a refused command changes

@@ -64,8 +64,10 @@ fn commands() -> Vec<Command> {
             now_ms: 1_763_726_400_300,
         },
         Command::BumpEpoch { shard: ShardId(5) },
+        // Tag 3: a delete without `force`, as every delete was before subscriptions.
         Command::DeleteStream {
             name: name("scratch"),
+            force: false,
         },
         // Refused (shard 1 is sealed), but still an entry of the log.
         Command::SplitShard {

@@ -123,7 +123,10 @@ pub fn metadata_error(error: &MetadataError) -> ErrorResponse {
         | MetadataError::NotEnoughNodes { .. }
         | MetadataError::LimitExceeded { .. }
         | MetadataError::NotAdjacent { .. }
-        | MetadataError::ShardTooSmall { .. } => ErrorCode::InvalidRequest,
+        | MetadataError::ShardTooSmall { .. }
+        | MetadataError::StreamHasSubscriptions { .. }
+        | MetadataError::InvalidSubscriptionConfig { .. }
+        | MetadataError::SubscriptionExists { .. } => ErrorCode::InvalidRequest,
         _ => ErrorCode::Internal,
     };
     ErrorResponse::new(code, error.to_string())

@@ -271,9 +271,9 @@ async fn handle(
             }))
         }
         Request::DeleteStream(delete) => {
-            // Subscriptions do not exist yet, so `force` changes nothing today.
             core.propose(Command::DeleteStream {
                 name: delete.name.clone(),
+                force: delete.force,
             })
             .await?;
             Ok(Response::DeleteStreamOk(DeleteStreamOk {

@@ -1,15 +1,15 @@
 //! The commands of the metadata log, and what applying one changed.
 //!
-//! Room to grow: subscriptions (create, delete, per-shard committed progress), persistent
-//! queries and views will be new variants here, with new tags in the codec
-//! (`docs/format/metadata.md` reserves them); a build that meets a tag it does not know refuses
-//! the entry with [`super::DecodeError::UnknownCommand`] instead of skipping it.
+//! Room to grow: persistent queries and views will be new variants here, with new tags in the
+//! codec (`docs/format/metadata.md` reserves them); a build that meets a tag it does not know
+//! refuses the entry with [`super::DecodeError::UnknownCommand`] instead of skipping it.
 
-use runnel_core::{ShardId, StreamName};
+use runnel_core::{Offset, ShardId, StreamName};
 
 use super::node::Node;
 use super::shard::Shard;
 use super::stream::{Stream, StreamConfig};
+use super::subscription::{Subscription, SubscriptionConfig, SubscriptionId, SubscriptionName};
 
 /// One entry of the metadata log.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -30,9 +30,16 @@ pub enum Command {
         now_ms: u64,
     },
     /// Deletes a stream and every shard of it, open or sealed. Their ids stay retired.
+    ///
+    /// A stream with subscriptions is refused ([`super::MetadataError::StreamHasSubscriptions`])
+    /// unless `force` is set; a forced delete deletes its subscriptions too.
     DeleteStream {
         /// The stream.
         name: StreamName,
+        /// Delete the stream even if it has subscriptions, and them with it. (Logs written
+        /// before subscriptions existed hold deletes without the flag: they decode as `false`,
+        /// which changes nothing for them since no stream had subscriptions then.)
+        force: bool,
     },
     /// Seals an open shard and opens two children holding the two halves of its range.
     SplitShard {
@@ -56,6 +63,37 @@ pub enum Command {
     BumpEpoch {
         /// The shard.
         shard: ShardId,
+    },
+    /// Creates a subscription on an existing stream, with no committed progress.
+    CreateSubscription {
+        /// The subscription's configuration.
+        config: SubscriptionConfig,
+        /// The proposer's clock, in milliseconds since the Unix epoch: the creation time.
+        now_ms: u64,
+    },
+    /// Deletes a subscription and its committed progress. Its id stays retired.
+    ///
+    /// Whether consumers are connected is runtime state of the nodes, not metadata, so this
+    /// command does not look: the server refuses a delete while consumers are connected, unless
+    /// the request is forced, *before* proposing it.
+    DeleteSubscription {
+        /// The subscription.
+        name: SubscriptionName,
+    },
+    /// Records a subscription's committed progress on one shard of its stream (open or
+    /// sealed): every record below `offset` was acknowledged.
+    ///
+    /// Progress only moves forward: an offset at or below the committed one is accepted and
+    /// changes nothing, because commits from different consumers and retries can reach the log
+    /// out of order.
+    CommitProgress {
+        /// The subscription, by id: a commit in flight for a deleted subscription is refused,
+        /// never applied to a new subscription of the same name.
+        subscription: SubscriptionId,
+        /// A shard of the subscription's stream.
+        shard: ShardId,
+        /// The offset delivery resumes at.
+        offset: Offset,
     },
 }
 
@@ -84,6 +122,9 @@ pub enum Applied {
         stream: Stream,
         /// Every shard it had, open or sealed, in id order, as they were.
         shards: Vec<Shard>,
+        /// The subscriptions a forced delete deleted with it, in name order, as they were
+        /// (empty when the delete was not forced).
+        subscriptions: Vec<Subscription>,
     },
     /// A shard was split.
     ShardSplit {
@@ -103,5 +144,27 @@ pub enum Applied {
     EpochBumped {
         /// The shard with its new epoch.
         shard: Shard,
+    },
+    /// A subscription was created.
+    SubscriptionCreated {
+        /// The subscription.
+        subscription: Subscription,
+    },
+    /// A subscription was deleted.
+    SubscriptionDeleted {
+        /// The subscription as it was, with its committed progress.
+        subscription: Subscription,
+    },
+    /// A commit was accepted. `committed > previous` when it moved the progress; otherwise it
+    /// came late and changed nothing.
+    ProgressCommitted {
+        /// The subscription.
+        subscription: SubscriptionId,
+        /// The shard.
+        shard: ShardId,
+        /// The committed offset now: the larger of the one given and `previous`.
+        committed: Offset,
+        /// The committed offset before, if there was one.
+        previous: Option<Offset>,
     },
 }

@@ -9,6 +9,7 @@ use runnel_core::{ShardId, StreamName};
 use thiserror::Error;
 
 use super::node::NodeId;
+use super::subscription::{SubscriptionId, SubscriptionName};
 
 /// A metadata command that could not be applied, with what is needed to report or act on it.
 #[derive(Debug, Clone, PartialEq, Eq, Error)]
@@ -89,7 +90,8 @@ pub enum MetadataError {
         /// The second shard given.
         right: ShardId,
     },
-    /// The command would exceed a bound of the metadata (nodes, shards).
+    /// The command would exceed a bound of the metadata (nodes, shards, subscriptions,
+    /// committed offsets).
     #[error("too many {what}: the limit is {max}")]
     LimitExceeded {
         /// What is bounded.
@@ -97,12 +99,74 @@ pub enum MetadataError {
         /// The bound.
         max: u64,
     },
-    /// A counter (stream ids, shard ids, an epoch) would pass `u64::MAX`.
+    /// A subscription configuration breaks a rule (ack timeout, unacked limit).
+    #[error("invalid configuration of subscription {name}: {reason}")]
+    InvalidSubscriptionConfig {
+        /// The subscription's name.
+        name: SubscriptionName,
+        /// Which rule, with the value given.
+        reason: String,
+    },
+    /// A subscription of that name exists already (names are unique in the cluster).
+    #[error("subscription {name} already exists")]
+    SubscriptionExists {
+        /// The name asked for.
+        name: SubscriptionName,
+    },
+    /// No subscription has that name.
+    #[error("subscription {name} does not exist")]
+    SubscriptionNotFound {
+        /// The name asked for.
+        name: SubscriptionName,
+    },
+    /// No subscription has that id (it never existed, or it was deleted: ids are never
+    /// reused, so progress for a deleted subscription never lands on a new one).
+    #[error("subscription id {subscription} does not exist")]
+    SubscriptionIdNotFound {
+        /// The id asked for.
+        subscription: SubscriptionId,
+    },
+    /// The shard exists but belongs to another stream than the subscription's.
+    #[error("shard {shard} is not a shard of the stream of subscription {subscription}")]
+    ShardNotInSubscription {
+        /// The subscription.
+        subscription: SubscriptionId,
+        /// The shard asked for.
+        shard: ShardId,
+    },
+    /// The stream has subscriptions, and the delete was not forced.
+    #[error(
+        "stream {name} has {} subscription(s) ({}): delete them first or force the delete",
+        .subscriptions.len(),
+        list_names(.subscriptions)
+    )]
+    StreamHasSubscriptions {
+        /// The stream.
+        name: StreamName,
+        /// Its subscriptions, in name order.
+        subscriptions: Vec<SubscriptionName>,
+    },
+    /// A counter (stream ids, shard ids, subscription ids, an epoch) would pass `u64::MAX`.
     #[error("the {counter} counter is exhausted")]
     CounterExhausted {
         /// Which counter.
         counter: &'static str,
     },
+}
+
+/// The first few names, for a message of bounded length.
+fn list_names(names: &[SubscriptionName]) -> String {
+    const SHOWN_MAX: usize = 5;
+    let mut text = names
+        .iter()
+        .take(SHOWN_MAX)
+        .map(SubscriptionName::as_str)
+        .collect::<Vec<_>>()
+        .join(", ");
+    if let Some(more) = names.len().checked_sub(SHOWN_MAX).filter(|&more| more > 0) {
+        text.push_str(&format!(" and {more} more"));
+    }
+    text
 }
 
 impl MetadataError {

@@ -13,6 +13,7 @@ use super::routing::Routing;
 use super::shard::{Shard, ShardStatus};
 use super::state::{MetadataState, SHARDS_MAX};
 use super::stream::{Stream, StreamId};
+use super::subscription::{COMMITTED_OFFSETS_MAX, SUBSCRIPTIONS_MAX};
 
 impl MetadataState {
     /// Checks every invariant of the state and describes the first one broken:
@@ -25,9 +26,13 @@ impl MetadataState {
     ///   children and an open one none, children of a split cover their parent's range and the
     ///   parents of a merge cover their child's;
     /// - the open shards of each stream partition the whole key space, no gap and no overlap;
-    /// - the routing index equals one rebuilt from scratch.
+    /// - every subscription has a valid configuration, an id in `1..next_subscription_id`
+    ///   that no other live subscription has, belongs to a live stream of the name its
+    ///   configuration gives, and holds committed offsets only for shards of that stream;
+    ///   subscriptions and committed offsets are within their limits;
+    /// - the routing index and the subscription id index equal ones rebuilt from scratch.
     ///
-    /// Costs O(n log n) in shards.
+    /// Costs O(n log n) in shards and committed offsets.
     pub fn check_invariants(&self) -> Result<(), String> {
         self.check_nodes()?;
         let (streams_by_id, initial_shards) = self.check_streams()?;
@@ -36,6 +41,7 @@ impl MetadataState {
         if self.routing != Routing::rebuild(self.streams.values(), self.shards.values()) {
             return Err("the routing index differs from one rebuilt from scratch".to_string());
         }
+        self.check_subscriptions(&streams_by_id)?;
         Ok(())
     }
 
@@ -208,6 +214,81 @@ impl MetadataState {
             ([parent], _) if parent.children.len() != 2 => broken("its only parent was no split"),
             _ => Ok(()),
         }
+    }
+
+    fn check_subscriptions(
+        &self,
+        streams_by_id: &BTreeMap<StreamId, &Stream>,
+    ) -> Result<(), String> {
+        if self.next_subscription_id == 0 {
+            return Err("the subscription id counter starts at 1".to_string());
+        }
+        if self.subscriptions.len() > SUBSCRIPTIONS_MAX {
+            return Err(format!(
+                "{} subscriptions, over {SUBSCRIPTIONS_MAX}",
+                self.subscriptions.len()
+            ));
+        }
+        let mut ids = BTreeSet::new();
+        let mut committed_offsets = 0usize;
+        for (name, subscription) in &self.subscriptions {
+            let id = subscription.id;
+            if *name != subscription.config.name {
+                return Err(format!(
+                    "subscription {} is filed under name {name}",
+                    subscription.config.name
+                ));
+            }
+            subscription
+                .config
+                .validate()
+                .map_err(|error| error.to_string())?;
+            if id.0 == 0 || id.0 >= self.next_subscription_id {
+                return Err(format!(
+                    "subscription {name} has id {id}, not in 1..{}",
+                    self.next_subscription_id
+                ));
+            }
+            if !ids.insert(id) {
+                return Err(format!("two subscriptions have id {id}"));
+            }
+            let stream = streams_by_id.get(&subscription.stream).ok_or_else(|| {
+                format!(
+                    "subscription {name} belongs to missing stream {}",
+                    subscription.stream
+                )
+            })?;
+            if stream.config.name != subscription.config.stream {
+                return Err(format!(
+                    "subscription {name} names stream {} but belongs to stream {} ({})",
+                    subscription.config.stream, stream.id, stream.config.name
+                ));
+            }
+            for shard in subscription.committed.keys() {
+                if self
+                    .shards
+                    .get(shard)
+                    .is_none_or(|found| found.stream != subscription.stream)
+                {
+                    return Err(format!(
+                        "subscription {name} has committed progress on shard {shard}, not a \
+                         shard of its stream"
+                    ));
+                }
+            }
+            committed_offsets = committed_offsets.saturating_add(subscription.committed.len());
+        }
+        if committed_offsets > COMMITTED_OFFSETS_MAX {
+            return Err(format!(
+                "{committed_offsets} committed offsets, over {COMMITTED_OFFSETS_MAX}"
+            ));
+        }
+        if self.subscription_names != Self::index_subscriptions(&self.subscriptions) {
+            return Err(
+                "the subscription id index differs from one rebuilt from scratch".to_string(),
+            );
+        }
+        Ok(())
     }
 
     fn check_open_shards_partition_the_key_space(&self) -> Result<(), String> {

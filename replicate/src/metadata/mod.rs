@@ -1,4 +1,5 @@
-//! The cluster **metadata state machine**: nodes, streams, shards and their lineage.
+//! The cluster **metadata state machine**: nodes, streams, shards and their lineage, and
+//! subscriptions with their committed progress.
 //!
 //! Every node holds a replica of [`MetadataState`] and changes it only by applying the
 //! [`Command`]s of the replicated metadata log, in log order, through [`MetadataState::apply`].
@@ -10,7 +11,8 @@
 //! 128-bit key-hash space; lineage is symmetric (a parent lists its children and each child its
 //! parents); stream and shard ids come from counters that only grow, so no id is ever reused,
 //! not even after a delete; every shard belongs to a stream that exists and sits on a node that
-//! is registered.
+//! is registered; every subscription belongs to a stream that exists, its committed progress
+//! names only shards of that stream, and its id comes from a counter that only grows.
 //!
 //! Determinism: the same commands applied in the same order give byte-identical snapshots on
 //! every replica. Nothing here reads a clock, a file, a socket or a random source; time comes in
@@ -31,6 +33,7 @@ mod routing;
 mod shard;
 mod state;
 mod stream;
+mod subscription;
 
 pub mod codec;
 
@@ -47,4 +50,9 @@ pub use shard::{Placement, Shard, ShardStatus};
 pub use state::{MetadataState, SHARDS_MAX};
 pub use stream::{
     Durability, Stream, StreamConfig, StreamId, REPLICATION_FACTOR_MAX, SHARD_COUNT_MAX,
+};
+pub use subscription::{
+    InvalidSubscriptionName, Subscription, SubscriptionConfig, SubscriptionId, SubscriptionName,
+    SubscriptionStart, ACK_TIMEOUT_MS_DEFAULT, ACK_TIMEOUT_MS_MAX, COMMITTED_OFFSETS_MAX,
+    MAX_UNACKED_RECORDS_DEFAULT, MAX_UNACKED_RECORDS_LIMIT, SUBSCRIPTIONS_MAX,
 };

@@ -4,7 +4,8 @@
 //! through its encoding, to equal values and identical bytes; (b) replaying the commands logged
 //! after a snapshot on the decoded snapshot reaches the same state as applying them all, byte
 //! for byte; (c) after every step the invariants hold, a refused command changed nothing but
-//! the applied index, and no stream or shard id is ever handed out twice; (d) the decoders never
+//! the applied index, no stream, shard or subscription id is ever handed out twice, and a live
+//! subscription's committed progress never moves back or disappears; (d) the decoders never
 //! panic, refuse any single changed byte and any truncation, and whatever they accept after a
 //! re-signed mutation is canonical (re-encodes to the same bytes) and safe to apply to.
 //!
@@ -17,16 +18,20 @@ use proptest::collection::vec;
 use proptest::prelude::*;
 use proptest::sample::Index;
 use proptest::test_runner::TestCaseError;
-use runnel_core::ShardId;
+use runnel_core::{Offset, ShardId, StreamName};
 
-use super::testing::{name, resign};
+use super::testing::{name, resign, subscription_name};
 use super::{
     decode_command, decode_snapshot, encode_command, encode_snapshot, Applied, Command, Durability,
-    MetadataState, Node, NodeId, StreamConfig, SHARD_COUNT_MAX,
+    MetadataState, Node, NodeId, StreamConfig, SubscriptionConfig, SubscriptionId,
+    SubscriptionStart, ACK_TIMEOUT_MS_MAX, MAX_UNACKED_RECORDS_LIMIT, SHARD_COUNT_MAX,
 };
 
 /// Names the sequences draw from: few, so that creates collide and deletes hit.
 const NAMES: [&str; 4] = ["orders", "clicks", "a.b-c_d", "9z"];
+
+/// Subscription names the sequences draw from, for the same reason.
+const SUBSCRIPTION_NAMES: [&str; 3] = ["billing", "audit", "x.y-z_0"];
 
 /// A command before it meets a state: shard picks become real ids (or missing ones) then.
 #[derive(Debug, Clone)]
@@ -46,6 +51,7 @@ enum Op {
     },
     Delete {
         name: usize,
+        force: bool,
     },
     Split {
         pick: usize,
@@ -58,6 +64,23 @@ enum Op {
     },
     Bump {
         pick: usize,
+    },
+    Subscribe {
+        name: usize,
+        /// Picks a live stream, or one time in eight any of [`NAMES`].
+        stream: usize,
+        ack_timeout_ms: u64,
+        max_unacked_records: u32,
+        start: SubscriptionStart,
+        now_ms: u64,
+    },
+    Unsubscribe {
+        name: usize,
+    },
+    Commit {
+        subscription: usize,
+        shard: usize,
+        offset: u64,
     },
 }
 
@@ -100,28 +123,86 @@ fn create_strategy() -> impl Strategy<Value = Op> {
         )
 }
 
+/// A subscription creation, now and then with a setting out of range or on a stream that may
+/// not exist.
+fn subscribe_strategy() -> impl Strategy<Value = Op> {
+    let ack_timeout_ms = prop_oneof![
+        1 => Just(0u64),
+        38 => 1u64..=ACK_TIMEOUT_MS_MAX,
+        1 => (ACK_TIMEOUT_MS_MAX + 1)..,
+    ];
+    let max_unacked_records = prop_oneof![
+        1 => Just(0u32),
+        38 => 1u32..=MAX_UNACKED_RECORDS_LIMIT,
+        1 => (MAX_UNACKED_RECORDS_LIMIT + 1)..,
+    ];
+    let start = prop_oneof![
+        Just(SubscriptionStart::Earliest),
+        Just(SubscriptionStart::Latest),
+        any::<i64>().prop_map(SubscriptionStart::Timestamp),
+    ];
+    (
+        0..SUBSCRIPTION_NAMES.len(),
+        any::<usize>(),
+        ack_timeout_ms,
+        max_unacked_records,
+        start,
+        any::<u64>(),
+    )
+        .prop_map(
+            |(name, stream, ack_timeout_ms, max_unacked_records, start, now_ms)| Op::Subscribe {
+                name,
+                stream,
+                ack_timeout_ms,
+                max_unacked_records,
+                start,
+                now_ms,
+            },
+        )
+}
+
+/// A commit: small offsets, so that commits often arrive below the committed one.
+fn commit_strategy() -> impl Strategy<Value = Op> {
+    let offset = prop_oneof![9 => 0u64..16, 1 => any::<u64>()];
+    (any::<usize>(), any::<usize>(), offset).prop_map(|(subscription, shard, offset)| Op::Commit {
+        subscription,
+        shard,
+        offset,
+    })
+}
+
 fn op_strategy() -> impl Strategy<Value = Op> {
     prop_oneof![
         2 => register_strategy(),
         3 => create_strategy(),
-        1 => (0..NAMES.len()).prop_map(|name| Op::Delete { name }),
+        1 => (0..NAMES.len(), any::<bool>()).prop_map(|(name, force)| Op::Delete { name, force }),
         4 => (any::<usize>(), any::<u64>()).prop_map(|(pick, now_ms)| Op::Split { pick, now_ms }),
         3 => (any::<usize>(), proptest::bool::weighted(0.8), any::<u64>())
             .prop_map(|(pick, adjacent, now_ms)| Op::Merge { pick, adjacent, now_ms }),
         1 => any::<usize>().prop_map(|pick| Op::Bump { pick }),
+        3 => subscribe_strategy(),
+        1 => (0..SUBSCRIPTION_NAMES.len()).prop_map(|name| Op::Unsubscribe { name }),
+        4 => commit_strategy(),
     ]
 }
 
-/// A sequence of up to `len_max` commands. It usually opens with a few registrations and
-/// creations, so that most later commands meet shards to act on.
+/// A sequence of up to `len_max` commands. It usually opens with a few registrations,
+/// stream creations and subscriptions, so that most later commands meet shards and
+/// subscriptions to act on.
 fn ops_strategy(len_max: usize) -> impl Strategy<Value = Vec<Op>> {
     (
         vec(register_strategy(), 1..4),
         vec(create_strategy(), 1..4),
+        vec(subscribe_strategy(), 1..4),
         vec(op_strategy(), 0..len_max),
     )
-        .prop_map(|(registers, creates, rest)| {
-            registers.into_iter().chain(creates).chain(rest).collect()
+        .prop_map(|(registers, creates, subscribes, rest)| {
+            registers
+                .into_iter()
+                .chain(creates)
+                .chain(subscribes)
+                .chain(rest)
+                .collect()
         })
 }
 
@@ -132,6 +213,43 @@ fn pick_shard(state: &MetadataState, pick: usize) -> ShardId {
     match live.get(pick % live.len().max(1)) {
         Some(&id) if !pick.is_multiple_of(8) => id,
         _ => ShardId((pick / 8) as u64 % (state.next_shard_id + 2)),
+    }
+}
+
+/// A stream name for `pick`: usually a live stream, one time in eight (or when none lives) any
+/// of [`NAMES`], which may not exist.
+fn pick_stream(state: &MetadataState, pick: usize) -> StreamName {
+    let live: Vec<&StreamName> = state.streams().map(|stream| &stream.config.name).collect();
+    match live.get(pick % live.len().max(1)) {
+        Some(&found) if !pick.is_multiple_of(8) => found.clone(),
+        _ => name(NAMES[(pick / 8) % NAMES.len()]),
+    }
+}
+
+/// A commit for `subscription` and `shard` picks: usually a live subscription and a shard of its
+/// stream; one time in eight each, an id that may not exist or any shard id (maybe of another
+/// stream, maybe missing).
+fn pick_commit(
+    state: &MetadataState,
+    subscription: usize,
+    shard: usize,
+) -> (SubscriptionId, ShardId) {
+    let live: Vec<_> = state.subscriptions().collect();
+    let chosen = live
+        .get(subscription % live.len().max(1))
+        .filter(|_| !subscription.is_multiple_of(8));
+    let Some(chosen) = chosen else {
+        let id = (subscription / 8) as u64 % (state.next_subscription_id + 2);
+        return (SubscriptionId(id), pick_shard(state, shard));
+    };
+    let own: Vec<ShardId> = state
+        .shards()
+        .filter(|found| found.stream == chosen.stream)
+        .map(|found| found.id)
+        .collect();
+    match own.get(shard % own.len().max(1)) {
+        Some(&id) if !shard.is_multiple_of(8) => (chosen.id, id),
+        _ => (chosen.id, pick_shard(state, shard / 8)),
     }
 }
 
@@ -173,8 +291,12 @@ fn to_command(op: &Op, state: &MetadataState) -> Command {
             },
             now_ms,
         },
-        Op::Delete { name: stream } => Command::DeleteStream {
+        Op::Delete {
+            name: stream,
+            force,
+        } => Command::DeleteStream {
             name: name(NAMES[stream]),
+            force,
         },
         Op::Split { pick, now_ms } => Command::SplitShard {
             shard: pick_shard(state, pick),
@@ -214,6 +336,40 @@ fn to_command(op: &Op, state: &MetadataState) -> Command {
         Op::Bump { pick } => Command::BumpEpoch {
             shard: pick_shard(state, pick),
         },
+        Op::Subscribe {
+            name: subscription,
+            stream,
+            ack_timeout_ms,
+            max_unacked_records,
+            start,
+            now_ms,
+        } => Command::CreateSubscription {
+            config: SubscriptionConfig {
+                ack_timeout_ms,
+                max_unacked_records,
+                start,
+                ..SubscriptionConfig::new(
+                    subscription_name(SUBSCRIPTION_NAMES[subscription]),
+                    pick_stream(state, stream),
+                )
+            },
+            now_ms,
+        },
+        Op::Unsubscribe { name: subscription } => Command::DeleteSubscription {
+            name: subscription_name(SUBSCRIPTION_NAMES[subscription]),
+        },
+        Op::Commit {
+            subscription,
+            shard,
+            offset,
+        } => {
+            let (subscription, shard) = pick_commit(state, subscription, shard);
+            Command::CommitProgress {
+                subscription,
+                shard,
+                offset: Offset(offset),
+            }
+        }
     }
 }
 
@@ -239,6 +395,7 @@ fn run(ops: &[Op]) -> Result<Run, TestCaseError> {
     let mut commands = Vec::with_capacity(ops.len());
     let mut streams_made = BTreeSet::new();
     let mut shards_made = BTreeSet::new();
+    let mut subscriptions_made = BTreeSet::new();
     for (position, op) in ops.iter().enumerate() {
         let command = to_command(op, &state);
         let index = position as u64 + 1;
@@ -257,10 +414,29 @@ fn run(ops: &[Op]) -> Result<Run, TestCaseError> {
                 new_shards.extend(children.iter().map(|shard| shard.id));
             }
             Ok(Applied::ShardsMerged { child, .. }) => new_shards.push(child.id),
+            Ok(Applied::SubscriptionCreated { subscription }) => {
+                prop_assert!(
+                    subscriptions_made.insert(subscription.id),
+                    "subscription id {} reused",
+                    subscription.id
+                );
+            }
+            Ok(Applied::ProgressCommitted {
+                subscription,
+                shard,
+                committed,
+                previous,
+            }) => {
+                prop_assert!(previous <= Some(committed));
+                let now = state
+                    .subscription_by_id(subscription)
+                    .and_then(|found| found.committed.get(&shard));
+                prop_assert_eq!(now, Some(&committed));
+            }
             Ok(_) => {}
             Err(error) => {
                 prop_assert!(error.is_rejection(), "{}", error);
-                let mut expected = before;
+                let mut expected = before.clone();
                 expected.applied_index = index;
                 prop_assert_eq!(&state, &expected, "refused {:?} changed the state", command);
             }
@@ -277,6 +453,22 @@ fn run(ops: &[Op]) -> Result<Run, TestCaseError> {
             .streams()
             .all(|stream| streams_made.contains(&stream.id)));
         prop_assert!(state.shards().all(|shard| shards_made.contains(&shard.id)));
+        prop_assert!(state
+            .subscriptions()
+            .all(|subscription| subscriptions_made.contains(&subscription.id)));
+        // Committed progress of a live subscription never moves back or disappears.
+        for subscription in state.subscriptions() {
+            if let Some(earlier) = before.subscription_by_id(subscription.id) {
+                for (shard, offset) in &earlier.committed {
+                    prop_assert!(
+                        subscription.committed.get(shard) >= Some(offset),
+                        "progress of subscription {} on shard {} moved back",
+                        subscription.id,
+                        shard
+                    );
+                }
+            }
+        }
         commands.push(command);
         states.push(state.clone());
     }

@@ -1,5 +1,6 @@
 //! The metadata state, the queries the server asks of it, and the one way to change it: apply
-//! the next command of the log.
+//! the next command of the log. Nodes and streams are handled here, shard changes in
+//! `lineage.rs`, subscriptions in `state/subscriptions.rs`.
 //!
 //! Every command handler first checks everything that can refuse the command, then changes the
 //! state; nothing fails after the first change, so a refused command leaves the state exactly
@@ -16,12 +17,16 @@ use super::placement::CoreRing;
 use super::routing::Routing;
 use super::shard::{Placement, Shard, ShardStatus};
 use super::stream::{Stream, StreamConfig, StreamId};
+use super::subscription::{Subscription, SubscriptionId, SubscriptionName};
+
+mod subscriptions;
 
 /// Most shards (open and sealed, over all streams) the metadata holds. Bounds the snapshot and
 /// the work of every command. Sealed shards count until their stream is deleted.
 pub const SHARDS_MAX: usize = 100_000;
 
-/// The replicated metadata: nodes, streams, shards and the counters that allocate ids.
+/// The replicated metadata: nodes, streams, shards, subscriptions and the counters that
+/// allocate ids.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct MetadataState {
     /// Log index of the last command applied (accepted or rejected); 0 before any.
@@ -38,8 +43,15 @@ pub struct MetadataState {
     pub(crate) streams: BTreeMap<StreamName, Stream>,
     /// Shards of live streams, open and sealed.
     pub(crate) shards: BTreeMap<ShardId, Shard>,
+    /// The id the next subscription gets. Starts at 1 and only grows.
+    pub(crate) next_subscription_id: u64,
+    /// Live subscriptions, by name.
+    pub(crate) subscriptions: BTreeMap<SubscriptionName, Subscription>,
     /// Derived from `streams` and `shards`; never encoded.
     pub(crate) routing: Routing,
+    /// The name of every live subscription, by id. Derived from `subscriptions`; never
+    /// encoded.
+    pub(crate) subscription_names: BTreeMap<SubscriptionId, SubscriptionName>,
 }
 
 impl Default for MetadataState {
@@ -59,7 +71,10 @@ impl MetadataState {
             nodes: BTreeMap::new(),
             streams: BTreeMap::new(),
             shards: BTreeMap::new(),
+            next_subscription_id: 1,
+            subscriptions: BTreeMap::new(),
             routing: Routing::default(),
+            subscription_names: BTreeMap::new(),
         }
     }
 
@@ -86,7 +101,7 @@ impl MetadataState {
         let outcome = match command {
             Command::RegisterNode { node } => self.register_node(node),
             Command::CreateStream { config, now_ms } => self.create_stream(config, *now_ms),
-            Command::DeleteStream { name } => self.delete_stream(name),
+            Command::DeleteStream { name, force } => self.delete_stream(name, *force),
             Command::SplitShard { shard, now_ms } => self.split_shard(*shard, *now_ms),
             Command::MergeShards {
                 left,
@@ -94,6 +109,15 @@ impl MetadataState {
                 now_ms,
             } => self.merge_shards(*left, *right, *now_ms),
             Command::BumpEpoch { shard } => self.bump_epoch(*shard),
+            Command::CreateSubscription { config, now_ms } => {
+                self.create_subscription(config, *now_ms)
+            }
+            Command::DeleteSubscription { name } => self.delete_subscription(name),
+            Command::CommitProgress {
+                subscription,
+                shard,
+                offset,
+            } => self.commit_progress(*subscription, *shard, *offset),
         };
         self.applied_index = index;
         outcome
@@ -256,8 +280,18 @@ impl MetadataState {
         Ok(Applied::StreamCreated { stream, shards })
     }
 
-    fn delete_stream(&mut self, name: &StreamName) -> Result<Applied, MetadataError> {
+    fn delete_stream(&mut self, name: &StreamName, force: bool) -> Result<Applied, MetadataError> {
         let stream = self.existing_stream(name)?;
+        let subscriptions: Vec<SubscriptionName> = self
+            .subscriptions_of_stream(stream.id)
+            .map(|subscription| subscription.config.name.clone())
+            .collect();
+        if !subscriptions.is_empty() && !force {
+            return Err(MetadataError::StreamHasSubscriptions {
+                name: name.clone(),
+                subscriptions,
+            });
+        }
         // Every shard of a stream descends from the shards it was created with.
         let mut lineage = BTreeSet::new();
         let mut pending = stream.shards.clone();
@@ -279,7 +313,15 @@ impl MetadataState {
             .into_iter()
             .filter_map(|id| self.shards.remove(&id))
             .collect();
-        Ok(Applied::StreamDeleted { stream, shards })
+        let subscriptions = subscriptions
+            .iter()
+            .map(|name| self.remove_subscription(name))
+            .collect();
+        Ok(Applied::StreamDeleted {
+            stream,
+            shards,
+            subscriptions,
+        })
     }
 
     /// Checks that `count` more shards fit under [`SHARDS_MAX`].

@@ -6,6 +6,7 @@ use runnel_core::StreamName;
 
 use super::{
     Applied, Command, Durability, MetadataError, MetadataState, Node, NodeId, StreamConfig,
+    SubscriptionConfig, SubscriptionName,
 };
 
 /// A valid stream name.
@@ -22,6 +23,16 @@ pub(crate) fn config(stream: &str, shard_count: u32) -> StreamConfig {
         retention_ms: 86_400_000,
         durability: Durability::Fsync,
     }
+}
+
+/// A valid subscription name.
+pub(crate) fn subscription_name(text: &str) -> SubscriptionName {
+    SubscriptionName::new(text).expect("test names are valid")
+}
+
+/// A subscription `subscription` on stream `stream` with the default settings.
+pub(crate) fn subscription_config(subscription: &str, stream: &str) -> SubscriptionConfig {
+    SubscriptionConfig::new(subscription_name(subscription), name(stream))
 }
 
 /// A node with `cores` cores at a valid address.

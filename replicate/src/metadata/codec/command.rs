@@ -2,23 +2,36 @@
 //!
 //! Tags are never reused or renumbered. A new command takes a new tag; a command whose fields
 //! change takes a new tag too (the old one stays decodable), so old logs replay forever.
+//!
+//! `DeleteStream` gained a `force` flag with subscriptions. Rather than a flag byte after the
+//! name (which old entries lack), the flag picks the tag: tag 3 is the unforced delete it always
+//! was, tag 10 the forced one. Each value has exactly one encoding, and every entry written
+//! before subscriptions existed still decodes to what it meant.
 
-use runnel_core::ShardId;
+use runnel_core::{Offset, ShardId};
 
 use super::items::{
-    read_node, read_stream_config, read_stream_name, write_node, write_stream_config,
-    write_stream_name,
+    read_node, read_stream_config, read_stream_name, read_subscription_config,
+    read_subscription_name, write_node, write_stream_config, write_stream_name,
+    write_subscription_config, write_subscription_name,
 };
 use super::wire::{Reader, Writer};
 use super::DecodeError;
 use crate::metadata::command::Command;
+use crate::metadata::subscription::SubscriptionId;
 
 const TAG_REGISTER_NODE: u16 = 1;
 const TAG_CREATE_STREAM: u16 = 2;
+/// `DeleteStream` with `force: false`.
 const TAG_DELETE_STREAM: u16 = 3;
 const TAG_SPLIT_SHARD: u16 = 4;
 const TAG_MERGE_SHARDS: u16 = 5;
 const TAG_BUMP_EPOCH: u16 = 6;
+const TAG_CREATE_SUBSCRIPTION: u16 = 7;
+const TAG_DELETE_SUBSCRIPTION: u16 = 8;
+const TAG_COMMIT_PROGRESS: u16 = 9;
+/// `DeleteStream` with `force: true`.
+const TAG_DELETE_STREAM_FORCED: u16 = 10;
 
 pub(crate) fn write(writer: &mut Writer, command: &Command) {
     match command {
@@ -31,8 +44,12 @@ pub(crate) fn write(writer: &mut Writer, command: &Command) {
             write_stream_config(writer, config);
             writer.u64(*now_ms);
         }
-        Command::DeleteStream { name } => {
-            writer.u16(TAG_DELETE_STREAM);
+        Command::DeleteStream { name, force } => {
+            writer.u16(if *force {
+                TAG_DELETE_STREAM_FORCED
+            } else {
+                TAG_DELETE_STREAM
+            });
             write_stream_name(writer, name);
         }
         Command::SplitShard { shard, now_ms } => {
@@ -54,6 +71,25 @@ pub(crate) fn write(writer: &mut Writer, command: &Command) {
             writer.u16(TAG_BUMP_EPOCH);
             writer.u64(shard.0);
         }
+        Command::CreateSubscription { config, now_ms } => {
+            writer.u16(TAG_CREATE_SUBSCRIPTION);
+            write_subscription_config(writer, config);
+            writer.u64(*now_ms);
+        }
+        Command::DeleteSubscription { name } => {
+            writer.u16(TAG_DELETE_SUBSCRIPTION);
+            write_subscription_name(writer, name);
+        }
+        Command::CommitProgress {
+            subscription,
+            shard,
+            offset,
+        } => {
+            writer.u16(TAG_COMMIT_PROGRESS);
+            writer.u64(subscription.0);
+            writer.u64(shard.0);
+            writer.u64(offset.0);
+        }
     }
 }
 
@@ -68,6 +104,11 @@ pub(crate) fn read(reader: &mut Reader<'_>) -> Result<Command, DecodeError> {
         },
         TAG_DELETE_STREAM => Command::DeleteStream {
             name: read_stream_name(reader)?,
+            force: false,
+        },
+        TAG_DELETE_STREAM_FORCED => Command::DeleteStream {
+            name: read_stream_name(reader)?,
+            force: true,
         },
         TAG_SPLIT_SHARD => Command::SplitShard {
             shard: ShardId(reader.u64("shard")?),
@@ -80,6 +121,18 @@ pub(crate) fn read(reader: &mut Reader<'_>) -> Result<Command, DecodeError> {
         },
         TAG_BUMP_EPOCH => Command::BumpEpoch {
             shard: ShardId(reader.u64("shard")?),
+        },
+        TAG_CREATE_SUBSCRIPTION => Command::CreateSubscription {
+            config: read_subscription_config(reader)?,
+            now_ms: reader.u64("now_ms")?,
+        },
+        TAG_DELETE_SUBSCRIPTION => Command::DeleteSubscription {
+            name: read_subscription_name(reader)?,
+        },
+        TAG_COMMIT_PROGRESS => Command::CommitProgress {
+            subscription: SubscriptionId(reader.u64("subscription")?),
+            shard: ShardId(reader.u64("shard")?),
+            offset: Offset(reader.u64("offset")?),
         },
         tag => return Err(DecodeError::UnknownCommand { tag }),
     };

@@ -1,13 +1,19 @@
-//! The encodings of the metadata's items (node, stream configuration, stream, shard), shared
-//! by commands and snapshots. Each `read_*` is the exact inverse of its `write_*`.
+//! The encodings of the metadata's items (node, stream configuration, stream, shard,
+//! subscription configuration, subscription), shared by commands and snapshots. Each `read_*`
+//! is the exact inverse of its `write_*`.
 
-use runnel_core::{Epoch, KeyRange, ShardId, StreamName};
+use std::collections::BTreeMap;
+
+use runnel_core::{Epoch, KeyRange, Offset, ShardId, StreamName};
 
 use super::wire::{Reader, Writer};
 use super::DecodeError;
 use crate::metadata::node::{Node, NodeId};
 use crate::metadata::shard::{Placement, Shard, ShardStatus};
 use crate::metadata::stream::{Durability, Stream, StreamConfig, StreamId};
+use crate::metadata::subscription::{
+    Subscription, SubscriptionConfig, SubscriptionId, SubscriptionName, SubscriptionStart,
+};
 
 /// Fewest bytes a node takes: id, cores, an empty address's length.
 pub(crate) const NODE_BYTES_MIN: usize = 8 + 4 + 4;
@@ -19,13 +25,23 @@ pub(crate) const STREAM_BYTES_MIN: usize = 8 + 8 + (4 + 1 + 4 + 1 + 8 + 1) + 4;
 /// Fewest bytes a shard takes: all fixed fields and two empty id lists.
 pub(crate) const SHARD_BYTES_MIN: usize = 8 + 8 + 16 + 16 + 1 + 8 + 8 + 4 + 8 + 4 + 4;
 
+/// Fewest bytes a subscription takes: id, stream, created_ms, a configuration with one-byte
+/// names and no start timestamp, no committed offsets.
+pub(crate) const SUBSCRIPTION_BYTES_MIN: usize = 8 + 8 + 8 + (4 + 1 + 4 + 1 + 8 + 4 + 1) + 4;
+
 /// Bytes of one shard id in a list.
 const SHARD_ID_BYTES: usize = 8;
+
+/// Bytes of one committed offset: a shard id and an offset.
+const COMMITTED_OFFSET_BYTES: usize = 8 + 8;
 
 const DURABILITY_FSYNC: u8 = 0;
 const DURABILITY_MEMORY: u8 = 1;
 const STATUS_OPEN: u8 = 0;
 const STATUS_SEALED: u8 = 1;
+const START_EARLIEST: u8 = 0;
+const START_LATEST: u8 = 1;
+const START_TIMESTAMP: u8 = 2;
 
 pub(crate) fn write_node(writer: &mut Writer, node: &Node) {
     writer.u64(node.id.0);
@@ -148,6 +164,99 @@ pub(crate) fn read_shard(reader: &mut Reader<'_>) -> Result<Shard, DecodeError> 
         created_ms: reader.u64("shard created_ms")?,
         parents: read_shard_ids(reader, "shard parents")?,
         children: read_shard_ids(reader, "shard children")?,
+    })
+}
+
+pub(crate) fn write_subscription_name(writer: &mut Writer, name: &SubscriptionName) {
+    writer.string(name.as_str());
+}
+
+pub(crate) fn read_subscription_name(
+    reader: &mut Reader<'_>,
+) -> Result<SubscriptionName, DecodeError> {
+    let text = reader.string("subscription name")?;
+    SubscriptionName::new(text).map_err(|error| DecodeError::InvalidValue {
+        field: "subscription name",
+        reason: error.to_string(),
+    })
+}
+
+pub(crate) fn write_subscription_config(writer: &mut Writer, config: &SubscriptionConfig) {
+    write_subscription_name(writer, &config.name);
+    write_stream_name(writer, &config.stream);
+    writer.u64(config.ack_timeout_ms);
+    writer.u32(config.max_unacked_records);
+    match config.start {
+        SubscriptionStart::Earliest => writer.u8(START_EARLIEST),
+        SubscriptionStart::Latest => writer.u8(START_LATEST),
+        SubscriptionStart::Timestamp(timestamp_ms) => {
+            writer.u8(START_TIMESTAMP);
+            writer.i64(timestamp_ms);
+        }
+    }
+}
+
+pub(crate) fn read_subscription_config(
+    reader: &mut Reader<'_>,
+) -> Result<SubscriptionConfig, DecodeError> {
+    Ok(SubscriptionConfig {
+        name: read_subscription_name(reader)?,
+        stream: read_stream_name(reader)?,
+        ack_timeout_ms: reader.u64("ack timeout")?,
+        max_unacked_records: reader.u32("max unacked records")?,
+        start: match reader.u8("subscription start")? {
+            START_EARLIEST => SubscriptionStart::Earliest,
+            START_LATEST => SubscriptionStart::Latest,
+            START_TIMESTAMP => SubscriptionStart::Timestamp(reader.i64("start timestamp")?),
+            other => {
+                return Err(DecodeError::InvalidValue {
+                    field: "subscription start",
+                    reason: format!("unknown code {other}"),
+                })
+            }
+        },
+    })
+}
+
+pub(crate) fn write_subscription(writer: &mut Writer, subscription: &Subscription) {
+    writer.u64(subscription.id.0);
+    writer.u64(subscription.stream.0);
+    writer.u64(subscription.created_ms);
+    write_subscription_config(writer, &subscription.config);
+    writer.count(subscription.committed.len());
+    for (shard, offset) in &subscription.committed {
+        writer.u64(shard.0);
+        writer.u64(offset.0);
+    }
+}
+
+pub(crate) fn read_subscription(reader: &mut Reader<'_>) -> Result<Subscription, DecodeError> {
+    let id = SubscriptionId(reader.u64("subscription id")?);
+    let stream = StreamId(reader.u64("subscription stream")?);
+    let created_ms = reader.u64("subscription created_ms")?;
+    let config = read_subscription_config(reader)?;
+    let count = reader.count("committed offsets", COMMITTED_OFFSET_BYTES)?;
+    let mut committed = BTreeMap::new();
+    for _ in 0..count {
+        let shard = ShardId(reader.u64("committed shard")?);
+        let offset = Offset(reader.u64("committed offset")?);
+        if committed
+            .last_key_value()
+            .is_some_and(|(last, _)| *last >= shard)
+        {
+            return Err(DecodeError::InvalidValue {
+                field: "committed offsets",
+                reason: "shards are not in strictly ascending order".to_string(),
+            });
+        }
+        committed.insert(shard, offset);
+    }
+    Ok(Subscription {
+        id,
+        config,
+        stream,
+        created_ms,
+        committed,
     })
 }
 

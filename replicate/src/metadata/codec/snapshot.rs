@@ -1,17 +1,22 @@
 //! The body of an encoded snapshot: a sequence of sections, each `tag (u16), length (u32),
 //! body`, in strictly ascending tag order.
 //!
-//! Sections let the state grow without breaking old snapshots: subscriptions, queries and views
-//! will be new sections with new tags, optional when decoding (absent = empty), so a newer build
-//! reads an older snapshot unchanged. An older build refuses a snapshot with a section it does
-//! not know ([`DecodeError::UnknownSection`]) rather than drop state it cannot represent. A
-//! change to an existing section's layout needs a new format version.
+//! Sections let the state grow without breaking old snapshots: subscriptions (section 5), and
+//! later queries and views, are sections optional when decoding (absent = empty), so a newer
+//! build reads an older snapshot unchanged. An older build refuses a snapshot with a section it
+//! does not know ([`DecodeError::UnknownSection`]) rather than drop state it cannot represent.
+//! A change to an existing section's layout needs a new format version.
+//!
+//! An optional section is written only when its state differs from the empty one, so a state
+//! that never used the feature encodes exactly as before it existed (the version 1 golden
+//! snapshot stays byte-identical, and an older build can still read it); the decoder refuses
+//! the section when it holds the empty state, which would be a second encoding of one state.
 
 use std::collections::BTreeMap;
 
 use super::items::{
-    read_node, read_shard, read_stream, write_node, write_shard, write_stream, NODE_BYTES_MIN,
-    SHARD_BYTES_MIN, STREAM_BYTES_MIN,
+    read_node, read_shard, read_stream, read_subscription, write_node, write_shard, write_stream,
+    write_subscription, NODE_BYTES_MIN, SHARD_BYTES_MIN, STREAM_BYTES_MIN, SUBSCRIPTION_BYTES_MIN,
 };
 use super::wire::{Reader, Writer};
 use super::DecodeError;
@@ -26,6 +31,12 @@ const SECTION_NODES: u16 = 2;
 const SECTION_STREAMS: u16 = 3;
 /// Shards of live streams, in id order.
 const SECTION_SHARDS: u16 = 4;
+/// The subscription id counter, then live subscriptions in name order. Optional: absent when
+/// no subscription was ever created (the counter is still 1).
+const SECTION_SUBSCRIPTIONS: u16 = 5;
+
+/// The subscription id counter of a state that never created a subscription.
+const NEXT_SUBSCRIPTION_ID_INITIAL: u64 = 1;
 
 pub(crate) fn write(writer: &mut Writer, state: &MetadataState) {
     writer.section(SECTION_COUNTERS, |writer| {
@@ -52,6 +63,16 @@ pub(crate) fn write(writer: &mut Writer, state: &MetadataState) {
             write_shard(writer, shard);
         }
     });
+    // Subscriptions only exist after the counter moved, so this skips only the empty state.
+    if state.next_subscription_id != NEXT_SUBSCRIPTION_ID_INITIAL {
+        writer.section(SECTION_SUBSCRIPTIONS, |writer| {
+            writer.u64(state.next_subscription_id);
+            writer.count(state.subscriptions.len());
+            for subscription in state.subscriptions.values() {
+                write_subscription(writer, subscription);
+            }
+        });
+    }
 }
 
 /// Reads the sections into a state. Collections must be in strictly ascending key order, so
@@ -94,6 +115,27 @@ pub(crate) fn read(mut reader: Reader<'_>) -> Result<MetadataState, DecodeError>
                 })?;
                 section.finish("shards section")?;
             }
+            SECTION_SUBSCRIPTIONS => {
+                state.next_subscription_id = section.u64("next subscription id")?;
+                if state.next_subscription_id == NEXT_SUBSCRIPTION_ID_INITIAL {
+                    return Err(DecodeError::InvalidValue {
+                        field: "next subscription id",
+                        reason: "the subscriptions section is written only once a subscription \
+                                 was created (next subscription id above 1)"
+                            .to_string(),
+                    });
+                }
+                state.subscriptions = read_sorted(
+                    &mut section,
+                    "subscriptions",
+                    SUBSCRIPTION_BYTES_MIN,
+                    |reader| {
+                        read_subscription(reader)
+                            .map(|subscription| (subscription.config.name.clone(), subscription))
+                    },
+                )?;
+                section.finish("subscriptions section")?;
+            }
             _ => return Err(DecodeError::UnknownSection { tag }),
         }
         seen.push(tag);
@@ -109,6 +151,7 @@ pub(crate) fn read(mut reader: Reader<'_>) -> Result<MetadataState, DecodeError>
         }
     }
     state.routing = Routing::rebuild(state.streams.values(), state.shards.values());
+    state.subscription_names = MetadataState::index_subscriptions(&state.subscriptions);
     Ok(state)
 }
 

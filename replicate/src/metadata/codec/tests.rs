@@ -2,12 +2,17 @@
 //! trip, and each way a body or snapshot is refused. (Randomized properties over whole command
 //! sequences live in `metadata/proptests.rs`.)
 
-use runnel_core::{Epoch, KeyRange, ShardId};
+use runnel_core::{Epoch, KeyRange, Offset, ShardId};
 
 use super::wire::Writer;
 use super::*;
-use crate::metadata::testing::{config, name, node, Harness};
-use crate::metadata::{Durability, Placement, Shard, ShardStatus, StreamConfig, StreamId};
+use crate::metadata::testing::{
+    config, name, node, subscription_config, subscription_name, Harness,
+};
+use crate::metadata::{
+    Durability, Placement, Shard, ShardStatus, StreamConfig, StreamId, SubscriptionConfig,
+    SubscriptionId, SubscriptionStart,
+};
 
 /// A frame of `magic` around whatever `body` writes.
 fn frame(magic: u32, version: u8, body: impl FnOnce(&mut Writer)) -> Vec<u8> {
@@ -29,6 +34,11 @@ fn all_commands() -> Vec<Command> {
         },
         Command::DeleteStream {
             name: name("orders"),
+            force: false,
+        },
+        Command::DeleteStream {
+            name: name("orders"),
+            force: true,
         },
         Command::SplitShard {
             shard: ShardId(42),
@@ -40,11 +50,40 @@ fn all_commands() -> Vec<Command> {
             now_ms: u64::MAX,
         },
         Command::BumpEpoch { shard: ShardId(0) },
+        Command::CreateSubscription {
+            config: subscription_config("billing", "orders"),
+            now_ms: 1,
+        },
+        Command::CreateSubscription {
+            config: SubscriptionConfig {
+                ack_timeout_ms: u64::MAX,
+                max_unacked_records: 0,
+                start: SubscriptionStart::Timestamp(i64::MIN),
+                ..subscription_config("a.b-c_d", "9z")
+            },
+            now_ms: u64::MAX,
+        },
+        Command::CreateSubscription {
+            config: SubscriptionConfig {
+                start: SubscriptionStart::Earliest,
+                ..subscription_config("x", "y")
+            },
+            now_ms: 0,
+        },
+        Command::DeleteSubscription {
+            name: subscription_name("billing"),
+        },
+        Command::CommitProgress {
+            subscription: SubscriptionId(3),
+            shard: ShardId(u64::MAX),
+            offset: Offset(1 << 40),
+        },
     ]
 }
 
-/// A state with nodes, two streams (shards 1-3 and 4), a split (1 into 5, 6) and a merge
-/// (2 and 3 into 7).
+/// A state with nodes, two streams (shards 1-3 and 4), a split (1 into 5, 6), a merge
+/// (2 and 3 into 7), subscriptions 1 (`billing` on `orders`, progress on shards 1 and 7) and 2
+/// (`audit` on `clicks`, progress on shard 4), and a deleted subscription 3.
 fn busy_state() -> MetadataState {
     let mut harness = Harness::with_nodes(2, 2);
     for command in [
@@ -66,10 +105,42 @@ fn busy_state() -> MetadataState {
             now_ms: 13,
         },
         Command::BumpEpoch { shard: ShardId(4) },
+        Command::CreateSubscription {
+            config: SubscriptionConfig {
+                start: SubscriptionStart::Earliest,
+                ..subscription_config("billing", "orders")
+            },
+            now_ms: 14,
+        },
+        Command::CreateSubscription {
+            config: SubscriptionConfig {
+                start: SubscriptionStart::Timestamp(-5),
+                ..subscription_config("audit", "clicks")
+            },
+            now_ms: 15,
+        },
+        Command::CreateSubscription {
+            config: subscription_config("gone", "orders"),
+            now_ms: 16,
+        },
+        Command::DeleteSubscription {
+            name: subscription_name("gone"),
+        },
+        commit(1, 1, 10),
+        commit(1, 7, 20),
+        commit(2, 4, 3),
     ] {
         harness.ok(command);
     }
     harness.state
+}
+
+fn commit(subscription: u64, shard: u64, offset: u64) -> Command {
+    Command::CommitProgress {
+        subscription: SubscriptionId(subscription),
+        shard: ShardId(shard),
+        offset: Offset(offset),
+    }
 }
 
 #[test]
@@ -100,6 +171,21 @@ fn snapshots_round_trip_and_start_with_their_own_magic() {
         let decoded = decode_snapshot(&bytes).expect("decodes");
         assert_eq!(decoded, state);
         assert_eq!(encode_snapshot(&decoded), bytes);
+    }
+}
+
+#[test]
+fn a_forced_stream_delete_takes_its_own_tag_and_an_unforced_one_keeps_tag_3() {
+    for (force, tag) in [(false, 3u16), (true, 10)] {
+        let command = Command::DeleteStream {
+            name: name("orders"),
+            force,
+        };
+        let bytes = encode_command(&command);
+        assert_eq!(bytes[12..14], tag.to_le_bytes());
+        // Same body after the tag: the name, and nothing else.
+        assert_eq!(bytes.len(), FRAME_OVERHEAD_LEN + 2 + 4 + "orders".len());
+        assert_eq!(decode_command(&bytes), Ok(command));
     }
 }
 
@@ -253,6 +339,73 @@ fn command_bodies_are_checked_field_by_field() {
             ..
         })
     ));
+    let create_subscription = |name: &'static str, start: u8, timestamp: Option<i64>| {
+        move |w: &mut Writer| {
+            w.u16(7);
+            w.string(name);
+            w.string("orders");
+            w.u64(60_000);
+            w.u32(10);
+            w.u8(start);
+            if let Some(timestamp) = timestamp {
+                w.i64(timestamp);
+            }
+            w.u64(0);
+        }
+    };
+    for (start, timestamp) in [(0, None), (1, None), (2, Some(-1))] {
+        assert!(command(&create_subscription("sub", start, timestamp)).is_ok());
+    }
+    assert!(matches!(
+        command(&create_subscription("sub", 3, None)),
+        Err(DecodeError::InvalidValue {
+            field: "subscription start",
+            ..
+        })
+    ));
+    assert!(matches!(
+        command(&create_subscription("-sub", 0, None)),
+        Err(DecodeError::InvalidValue {
+            field: "subscription name",
+            ..
+        })
+    ));
+    // A timestamp start without its timestamp: the now_ms behind it is read as the timestamp.
+    assert_eq!(
+        command(&create_subscription("sub", 2, None)),
+        Err(DecodeError::Truncated {
+            field: "now_ms",
+            needed: 8,
+            available: 0
+        })
+    );
+    assert!(matches!(
+        command(&|w| {
+            w.u16(8);
+            w.string("");
+        }),
+        Err(DecodeError::InvalidValue {
+            field: "subscription name",
+            ..
+        })
+    ));
+    assert_eq!(
+        command(&|w| {
+            w.u16(9);
+            w.u64(1);
+            w.u64(2);
+            w.u32(3);
+        }),
+        Err(DecodeError::Truncated {
+            field: "offset",
+            needed: 8,
+            available: 4
+        })
+    );
+    assert_eq!(
+        command(&|w| w.u16(11)),
+        Err(DecodeError::UnknownCommand { tag: 11 })
+    );
     // A length larger than the bytes left is refused before anything is allocated.
     assert_eq!(
         command(&|w| {
@@ -363,6 +516,94 @@ fn snapshot_sections_must_be_known_ascending_and_complete() {
             available: 0
         })
     );
+}
+
+#[test]
+fn the_subscriptions_section_is_optional_and_never_empty() {
+    let base = |w: &mut Writer| {
+        counters(w);
+        for tag in 2..=4 {
+            empty_list(w, tag);
+        }
+    };
+    // A state that never had a subscription encodes without section 5: as before it existed.
+    assert_eq!(
+        encode_snapshot(&MetadataState::new()),
+        frame(SNAPSHOT_MAGIC, SNAPSHOT_FORMAT_VERSION, base)
+    );
+    let with_counter = |next: u64| {
+        move |w: &mut Writer| {
+            base(w);
+            w.section(5, |w| {
+                w.u64(next);
+                w.count(0);
+            });
+        }
+    };
+    // The empty state written out would be a second encoding of it.
+    assert!(matches!(
+        snapshot(with_counter(1)),
+        Err(DecodeError::InvalidValue {
+            field: "next subscription id",
+            ..
+        })
+    ));
+    assert!(matches!(
+        snapshot(with_counter(0)),
+        Err(DecodeError::Inconsistent { .. })
+    ));
+    // Subscriptions were created and all deleted: the counter must survive.
+    let bytes = frame(SNAPSHOT_MAGIC, SNAPSHOT_FORMAT_VERSION, with_counter(3));
+    let state = decode_snapshot(&bytes).expect("decodes");
+    assert_eq!(state.next_subscription_id, 3);
+    assert_eq!(state.subscriptions().len(), 0);
+    assert_eq!(encode_snapshot(&state), bytes);
+    assert_eq!(
+        snapshot(|w| {
+            with_counter(3)(w);
+            w.section(6, |_| {});
+        }),
+        Err(DecodeError::UnknownSection { tag: 6 })
+    );
+}
+
+#[test]
+fn committed_offsets_in_a_snapshot_must_ascend() {
+    let state = busy_state();
+    // Rewrite the snapshot with billing's two committed shards swapped.
+    let body = |w: &mut Writer| {
+        let bytes = encode_snapshot(&state);
+        let body = &bytes[FRAME_HEADER_LEN..bytes.len() - 4];
+        let mut pairs = Vec::new();
+        for shard in [1u64, 7] {
+            let mut pair = shard.to_le_bytes().to_vec();
+            let offset = state
+                .subscription_by_id(SubscriptionId(1))
+                .and_then(|s| s.committed.get(&ShardId(shard)))
+                .expect("committed")
+                .0;
+            pair.extend_from_slice(&offset.to_le_bytes());
+            pairs.push(pair);
+        }
+        let ascending = [pairs[0].clone(), pairs[1].clone()].concat();
+        let at = body
+            .windows(ascending.len())
+            .position(|window| window == ascending)
+            .expect("billing's progress is in the snapshot");
+        let mut swapped = body.to_vec();
+        swapped[at..at + ascending.len()]
+            .copy_from_slice(&[pairs[1].clone(), pairs[0].clone()].concat());
+        for byte in swapped {
+            w.u8(byte);
+        }
+    };
+    assert!(matches!(
+        snapshot(body),
+        Err(DecodeError::InvalidValue {
+            field: "committed offsets",
+            ..
+        })
+    ));
 }
 
 #[test]
@@ -506,6 +747,60 @@ fn snapshots_that_break_an_invariant_are_refused() {
                     },
                 );
                 state.next_shard_id = 9;
+            }),
+        ),
+        (
+            "a subscription id at the counter",
+            Box::new(|state| state.next_subscription_id = 2),
+        ),
+        (
+            "two subscriptions with one id",
+            Box::new(|state| {
+                if let Some(audit) = state.subscriptions.get_mut(&subscription_name("audit")) {
+                    audit.id = SubscriptionId(1);
+                }
+                state.subscription_names = MetadataState::index_subscriptions(&state.subscriptions);
+            }),
+        ),
+        (
+            "a subscription on a missing stream",
+            Box::new(|state| {
+                if let Some(audit) = state.subscriptions.get_mut(&subscription_name("audit")) {
+                    audit.stream = StreamId(9);
+                    audit.committed.clear();
+                }
+            }),
+        ),
+        (
+            "a subscription naming another stream than its own",
+            Box::new(|state| {
+                if let Some(audit) = state.subscriptions.get_mut(&subscription_name("audit")) {
+                    audit.config.stream = name("orders");
+                }
+            }),
+        ),
+        (
+            "progress on a shard of another stream",
+            Box::new(|state| {
+                if let Some(audit) = state.subscriptions.get_mut(&subscription_name("audit")) {
+                    audit.committed.insert(ShardId(5), Offset(0));
+                }
+            }),
+        ),
+        (
+            "progress on a missing shard",
+            Box::new(|state| {
+                if let Some(audit) = state.subscriptions.get_mut(&subscription_name("audit")) {
+                    audit.committed.insert(ShardId(99), Offset(0));
+                }
+            }),
+        ),
+        (
+            "an invalid subscription configuration",
+            Box::new(|state| {
+                if let Some(audit) = state.subscriptions.get_mut(&subscription_name("audit")) {
+                    audit.config.ack_timeout_ms = 0;
+                }
             }),
         ),
     ];

@@ -56,6 +56,11 @@ impl Writer {
         self.bytes.extend_from_slice(&value.to_le_bytes());
     }
 
+    /// A signed integer, two's complement.
+    pub(crate) fn i64(&mut self, value: i64) {
+        self.bytes.extend_from_slice(&value.to_le_bytes());
+    }
+
     /// A count of items or bytes, as a u32.
     pub(crate) fn count(&mut self, count: usize) {
         let count = u32::try_from(count).expect("metadata collections hold fewer than 2^32 items");
@@ -146,6 +151,10 @@ impl<'a> Reader<'a> {
 
     pub(crate) fn u128(&mut self, field: &'static str) -> Result<u128, DecodeError> {
         self.array(field).map(u128::from_le_bytes)
+    }
+
+    pub(crate) fn i64(&mut self, field: &'static str) -> Result<i64, DecodeError> {
+        self.array(field).map(i64::from_le_bytes)
     }
 
     /// A count (u32) of items that take at least `item_bytes_min` bytes each, refused when the

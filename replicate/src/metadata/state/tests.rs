@@ -364,12 +364,19 @@ fn delete_stream_removes_every_shard_and_retires_the_ids() {
     harness.ok(create("keep", 1));
     harness.ok(split(1)); // 4, 5
     harness.ok(merge(5, 2)); // 6
-    let Applied::StreamDeleted { stream, shards } = harness.ok(Command::DeleteStream {
+    let Applied::StreamDeleted {
+        stream,
+        shards,
+        subscriptions,
+    } = harness.ok(Command::DeleteStream {
         name: name("orders"),
-    }) else {
+        force: false,
+    })
+    else {
         panic!("not a deletion");
     };
     assert_eq!(stream.id, StreamId(1));
+    assert!(subscriptions.is_empty());
     let deleted: Vec<u64> = shards.iter().map(|shard| shard.id.0).collect();
     assert_eq!(deleted, vec![1, 2, 4, 5, 6]);
     for id in deleted {
@@ -396,6 +403,7 @@ fn delete_stream_refuses_a_missing_stream() {
     };
     let delete = Command::DeleteStream {
         name: name("orders"),
+        force: false,
     };
     assert_eq!(harness.refused(delete.clone()), missing);
     harness.ok(create("orders", 1));
