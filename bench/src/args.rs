@@ -1,113 +1,30 @@
-//! Command-line options of the benchmarks.
+//! Command-line options of the benchmarks (clap). Sizes accept the suffixes K, M, G (powers of
+//! 1024), e.g. `512M`, `1G`.
 
 use std::path::PathBuf;
 
-pub const USAGE: &str = "\
-runnel-bench: Runnel benchmarks
+use clap::{Args, Parser, Subcommand};
 
-USAGE:
-    runnel-bench log [OPTIONS]    storage engine: durable append vs raw DMA writes, latency, scan
-    runnel-bench node [OPTIONS]   a node over QUIC on loopback: producer throughput (fsync, memory), latency
-
-OPTIONS (log):
-    --dir PATH               where to write (default: a temporary directory under ./target)
-    --bytes N                bytes to write in each throughput phase, e.g. 1G, 512M (default 1G)
-    --record-bytes N         value size of a record (default 1024)
-    --batch-records N        records per batch (default 64)
-    --producers N            concurrent producers in the durable throughput phase (default 64)
-    --rounds N               raw and durable phases alternate in N rounds of bytes/N (default 4)
-    --rate N                 offered rate of the latency phase in bytes/s, e.g. 50M (default 50M)
-    --latency-batch-records  records per batch in the latency phase (default 16)
-    --latency-seconds N      length of the latency phase (default 5)
-    --write-buffer N         the log's write buffer (the most one group commit writes) (default 4M)
-
-OPTIONS (node):
-    --dir PATH               where the node keeps its data (default: a temporary directory under ./target)
-    --bytes N                bytes of records per throughput phase (default 512M)
-    --record-bytes N         value size of a record (default 1024)
-    --producers N            buffered producers (default 4)
-    --in-flight N            requests in flight per producer and shard (default 4)
-    --server-cores N         executors of the node (default 1; the client needs the other core)
-    --rate N                 offered rate of the latency phase in bytes/s (default 20M)
-    --latency-batch-records  records per request in the latency phase (default 16)
-    --latency-seconds N      length of the latency phase (default 5)";
-
-/// Options of `runnel-bench node`.
-#[derive(Debug, Clone)]
-pub struct NodeArgs {
-    pub dir: Option<PathBuf>,
-    pub bytes: u64,
-    pub record_bytes: usize,
-    pub producers: usize,
-    pub in_flight: usize,
-    pub server_cores: usize,
-    pub rate_bytes_per_second: u64,
-    pub latency_batch_records: usize,
-    pub latency_seconds: u64,
+/// `runnel-bench`: Runnel's benchmarks.
+#[derive(Debug, Parser)]
+#[command(
+    name = "runnel-bench",
+    version,
+    about = "Runnel benchmarks: figures from one run, ratios within it"
+)]
+pub struct Cli {
+    /// Which benchmark.
+    #[command(subcommand)]
+    pub command: Bench,
 }
 
-impl NodeArgs {
-    pub fn parse(argv: &[String]) -> Result<NodeArgs, String> {
-        let mut args = NodeArgs {
-            dir: None,
-            bytes: 512 << 20,
-            record_bytes: 1024,
-            producers: 4,
-            in_flight: 4,
-            server_cores: 1,
-            rate_bytes_per_second: 20 << 20,
-            latency_batch_records: 16,
-            latency_seconds: 5,
-        };
-        let mut iter = argv.iter();
-        while let Some(flag) = iter.next() {
-            let mut value = || {
-                iter.next()
-                    .cloned()
-                    .ok_or_else(|| format!("{flag} needs a value"))
-            };
-            match flag.as_str() {
-                "--dir" => args.dir = Some(PathBuf::from(value()?)),
-                "--bytes" => args.bytes = parse_size(&value()?)?,
-                "--record-bytes" => args.record_bytes = parse_size(&value()?)? as usize,
-                "--producers" => args.producers = parse_size(&value()?)? as usize,
-                "--in-flight" => args.in_flight = parse_size(&value()?)? as usize,
-                "--server-cores" => args.server_cores = parse_size(&value()?)? as usize,
-                "--rate" => args.rate_bytes_per_second = parse_size(&value()?)?,
-                "--latency-batch-records" => {
-                    args.latency_batch_records = parse_size(&value()?)? as usize
-                }
-                "--latency-seconds" => args.latency_seconds = parse_size(&value()?)?,
-                "--help" | "-h" => return Err(USAGE.to_string()),
-                other => return Err(format!("unknown option {other:?}\n\n{USAGE}")),
-            }
-        }
-        if args.producers == 0
-            || args.in_flight == 0
-            || args.server_cores == 0
-            || args.record_bytes == 0
-            || args.latency_batch_records == 0
-            || args.rate_bytes_per_second == 0
-        {
-            return Err("counts, sizes and rates must be positive".into());
-        }
-        Ok(args)
-    }
-}
-
-/// Options of `runnel-bench log`.
-#[derive(Debug, Clone)]
-pub struct LogArgs {
-    pub dir: Option<PathBuf>,
-    pub bytes: u64,
-    pub record_bytes: usize,
-    pub batch_records: usize,
-    pub producers: usize,
-    pub rate_bytes_per_second: u64,
-    pub latency_batch_records: usize,
-    pub latency_seconds: u64,
-    pub write_buffer_bytes: usize,
-    pub rounds: u64,
+/// The benchmarks.
+#[derive(Debug, Subcommand)]
+pub enum Bench {
+    /// Storage engine: durable append vs raw DMA writes, latency, cold scan.
+    Log(LogArgs),
+    /// A node over QUIC on loopback: producer throughput (fsync, memory), latency.
+    Node(NodeArgs),
 }
 
 /// Parses `512M`, `1G`, `4096`, `64K`.
@@ -126,52 +43,112 @@ pub fn parse_size(text: &str) -> Result<u64, String> {
         .ok_or_else(|| format!("{text:?} is not a size (examples: 4096, 64K, 512M, 1G)"))
 }
 
-impl LogArgs {
-    pub fn parse(argv: &[String]) -> Result<LogArgs, String> {
-        let mut args = LogArgs {
-            dir: None,
-            bytes: 1 << 30,
-            record_bytes: 1024,
-            batch_records: 64,
-            producers: 64,
-            rate_bytes_per_second: 50 << 20,
-            latency_batch_records: 16,
-            latency_seconds: 5,
-            write_buffer_bytes: 4 << 20,
-            rounds: 4,
-        };
-        let mut iter = argv.iter();
-        while let Some(flag) = iter.next() {
-            let mut value = || {
-                iter.next()
-                    .cloned()
-                    .ok_or_else(|| format!("{flag} needs a value"))
-            };
-            match flag.as_str() {
-                "--dir" => args.dir = Some(PathBuf::from(value()?)),
-                "--bytes" => args.bytes = parse_size(&value()?)?,
-                "--record-bytes" => args.record_bytes = parse_size(&value()?)? as usize,
-                "--batch-records" => args.batch_records = parse_size(&value()?)? as usize,
-                "--producers" => args.producers = parse_size(&value()?)? as usize,
-                "--rate" => args.rate_bytes_per_second = parse_size(&value()?)?,
-                "--latency-batch-records" => {
-                    args.latency_batch_records = parse_size(&value()?)? as usize
-                }
-                "--latency-seconds" => args.latency_seconds = parse_size(&value()?)?,
-                "--write-buffer" => args.write_buffer_bytes = parse_size(&value()?)? as usize,
-                "--rounds" => args.rounds = parse_size(&value()?)?,
-                "--help" | "-h" => return Err(USAGE.to_string()),
-                other => return Err(format!("unknown option {other:?}\n\n{USAGE}")),
+fn positive_size(text: &str) -> Result<u64, String> {
+    match parse_size(text)? {
+        0 => Err("must be positive".into()),
+        size => Ok(size),
+    }
+}
+
+fn positive_count(text: &str) -> Result<usize, String> {
+    positive_size(text).and_then(|n| usize::try_from(n).map_err(|e| e.to_string()))
+}
+
+/// Options of `runnel-bench log`.
+#[derive(Debug, Clone, Args)]
+pub struct LogArgs {
+    /// Where to write (default: a temporary directory under ./target).
+    #[arg(long)]
+    pub dir: Option<PathBuf>,
+    /// Bytes to write in each throughput phase.
+    #[arg(long, default_value = "1G", value_parser = positive_size)]
+    pub bytes: u64,
+    /// Value size of a record.
+    #[arg(long, default_value = "1024", value_parser = positive_count)]
+    pub record_bytes: usize,
+    /// Records per batch.
+    #[arg(long, default_value = "64", value_parser = positive_count)]
+    pub batch_records: usize,
+    /// Concurrent producers in the durable throughput phase.
+    #[arg(long, default_value = "64", value_parser = positive_count)]
+    pub producers: usize,
+    /// Offered rate of the latency phase in bytes/s.
+    #[arg(long = "rate", default_value = "50M", value_parser = positive_size)]
+    pub rate_bytes_per_second: u64,
+    /// Records per batch in the latency phase.
+    #[arg(long, default_value = "16", value_parser = positive_count)]
+    pub latency_batch_records: usize,
+    /// Length of the latency phase, in seconds.
+    #[arg(long, default_value = "5", value_parser = positive_size)]
+    pub latency_seconds: u64,
+    /// The log's write buffer (the most one group commit writes), and the raw write size.
+    #[arg(long = "write-buffer", default_value = "4M", value_parser = positive_count)]
+    pub write_buffer_bytes: usize,
+    /// Raw and durable phases alternate in this many rounds of bytes/rounds each.
+    #[arg(long, default_value = "4", value_parser = positive_size)]
+    pub rounds: u64,
+}
+
+/// Options of `runnel-bench node`.
+#[derive(Debug, Clone, Args)]
+pub struct NodeArgs {
+    /// Where the node keeps its data (default: a temporary directory under ./target).
+    #[arg(long)]
+    pub dir: Option<PathBuf>,
+    /// Bytes of records per throughput phase.
+    #[arg(long, default_value = "512M", value_parser = positive_size)]
+    pub bytes: u64,
+    /// Value size of a record.
+    #[arg(long, default_value = "1024", value_parser = positive_count)]
+    pub record_bytes: usize,
+    /// Buffered producers.
+    #[arg(long, default_value = "4", value_parser = positive_count)]
+    pub producers: usize,
+    /// Requests in flight per producer and shard.
+    #[arg(long, default_value = "4", value_parser = positive_count)]
+    pub in_flight: usize,
+    /// Executors of the node (the client needs the other core).
+    #[arg(long, default_value = "1", value_parser = positive_count)]
+    pub server_cores: usize,
+    /// Offered rate of the latency phase in bytes/s.
+    #[arg(long = "rate", default_value = "20M", value_parser = positive_size)]
+    pub rate_bytes_per_second: u64,
+    /// Records per request in the latency phase.
+    #[arg(long, default_value = "16", value_parser = positive_count)]
+    pub latency_batch_records: usize,
+    /// Length of the latency phase, in seconds.
+    #[arg(long, default_value = "5", value_parser = positive_size)]
+    pub latency_seconds: u64,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_and_sizes_parse() {
+        let cli = Cli::try_parse_from([
+            "runnel-bench",
+            "log",
+            "--bytes",
+            "512M",
+            "--write-buffer",
+            "8M",
+        ])
+        .expect("parse");
+        match cli.command {
+            Bench::Log(args) => {
+                assert_eq!(args.bytes, 512 << 20);
+                assert_eq!(args.write_buffer_bytes, 8 << 20);
+                assert_eq!(
+                    (args.producers, args.rounds, args.rate_bytes_per_second),
+                    (64, 4, 50 << 20)
+                );
             }
+            Bench::Node(_) => panic!("parsed the wrong benchmark"),
         }
-        if args.batch_records == 0
-            || args.producers == 0
-            || args.latency_batch_records == 0
-            || args.rate_bytes_per_second == 0
-            || args.rounds == 0
-        {
-            return Err("counts and rates must be positive".into());
-        }
-        Ok(args)
+        assert!(Cli::try_parse_from(["runnel-bench", "node", "--producers", "0"]).is_err());
+        assert!(Cli::try_parse_from(["runnel-bench", "log", "--bytes", "12X"]).is_err());
+        assert_eq!(parse_size("64k"), Ok(64 << 10));
     }
 }

@@ -5,29 +5,23 @@
 //! shared and noisy. Latencies are recorded in hdrhistogram; open-loop (fixed-rate) latencies
 //! are measured from each request's *scheduled* time, which corrects coordinated omission.
 //!
-//! Usage: `cargo run --release -p runnel-bench -- log|node [OPTIONS]`
-//! (`--help` lists the options).
+//! Usage: `cargo run --release -p runnel-bench -- log|node [OPTIONS]` (`--help` lists them).
 
 mod alloc_counter;
 mod args;
 mod log_bench;
 mod node_bench;
 
+use clap::Parser;
+
 #[global_allocator]
 static ALLOCATOR: alloc_counter::CountingAllocator = alloc_counter::CountingAllocator;
 
 fn main() {
-    let mut argv = std::env::args().skip(1);
-    let command = argv.next().unwrap_or_else(|| "help".into());
-    let rest: Vec<String> = argv.collect();
-    let result = match command.as_str() {
-        "log" => args::LogArgs::parse(&rest).and_then(log_bench::run),
-        "node" => args::NodeArgs::parse(&rest).and_then(node_bench::run),
-        "help" | "--help" | "-h" => {
-            println!("{}", args::USAGE);
-            Ok(())
-        }
-        other => Err(format!("unknown benchmark {other:?}\n\n{}", args::USAGE)),
+    let cli = args::Cli::parse();
+    let result = match cli.command {
+        args::Bench::Log(args) => log_bench::run(args),
+        args::Bench::Node(args) => node_bench::run(args),
     };
     if let Err(message) = result {
         eprintln!("runnel-bench: {message}");
