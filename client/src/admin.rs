@@ -149,16 +149,9 @@ impl Client {
                 Response::StreamList(page) => page,
                 other => return Err(unexpected("ListStreams", &other)),
             };
-            let progressed = page
-                .streams
-                .first()
-                .is_some_and(|first| streams.last().is_none_or(|last| first.name > last.name));
-            if page.more && !progressed {
-                return Err(ClientError::UnexpectedResponse {
-                    request: "ListStreams",
-                    response: "a page that says more follow but lists nothing new".into(),
-                });
-            }
+            check_progress("ListStreams", &streams, &page.streams, page.more, |s| {
+                s.name.clone()
+            })?;
             streams.extend(page.streams);
             if !page.more {
                 return Ok(streams);
@@ -290,16 +283,7 @@ impl ClientInner {
                 Response::ShardList(page) => page,
                 other => return Err(unexpected("ListShards", &other)),
             };
-            let progressed = page
-                .shards
-                .first()
-                .is_some_and(|first| shards.last().is_none_or(|last| first.id > last.id));
-            if page.more && !progressed {
-                return Err(ClientError::UnexpectedResponse {
-                    request: "ListShards",
-                    response: "a page that says more follow but lists nothing new".into(),
-                });
-            }
+            check_progress("ListShards", &shards, &page.shards, page.more, |s| s.id)?;
             shards.extend(page.shards);
             if !page.more {
                 return Ok(shards);
@@ -314,6 +298,27 @@ fn too_many_pages(request: &'static str) -> ClientError {
         request,
         response: format!("more than {LIST_PAGES_MAX} pages"),
     }
+}
+
+/// A page that says more follow must list something past what was already listed, or paging
+/// would never end.
+fn check_progress<T, K: Ord>(
+    request: &'static str,
+    listed: &[T],
+    page: &[T],
+    more: bool,
+    key: impl Fn(&T) -> K,
+) -> Result<(), ClientError> {
+    let progressed = page
+        .first()
+        .is_some_and(|first| listed.last().is_none_or(|last| key(first) > key(last)));
+    if more && !progressed {
+        return Err(ClientError::UnexpectedResponse {
+            request,
+            response: "a page that says more follow but lists nothing new".into(),
+        });
+    }
+    Ok(())
 }
 
 #[cfg(test)]
