@@ -332,35 +332,47 @@ impl<'a> BatchView<'a> {
     /// Full ingress validation: [`Self::check`], then the archive (rkyv bytecheck), the record
     /// count, the timestamps in the header, and the limits.
     pub fn validate(bytes: &'a [u8], limits: &Limits) -> Result<BatchView<'a>, BatchError> {
+        Self::validate_with(bytes, limits, |_, _| Ok(()))
+    }
+
+    /// [`Self::validate`], also handing each record to `check` during the one pass over the
+    /// archive (for checks of the caller's, such as keys against a shard's range), so the
+    /// archive is validated once.
+    pub fn validate_with<E: From<BatchError>>(
+        bytes: &'a [u8],
+        limits: &Limits,
+        mut check: impl FnMut(usize, RecordRef<'a>) -> Result<(), E>,
+    ) -> Result<BatchView<'a>, E> {
         let header = BatchHeader::decode(bytes)?;
         if u64::from(header.batch_len) > limits.batch_bytes_max {
-            return Err(BatchError::BatchTooLarge {
+            return Err(E::from(BatchError::BatchTooLarge {
                 size: u64::from(header.batch_len),
                 max: limits.batch_bytes_max,
-            });
+            }));
         }
         if u64::from(header.record_count) > limits.batch_records_max {
-            return Err(BatchError::TooManyRecords {
+            return Err(E::from(BatchError::TooManyRecords {
                 count: u64::from(header.record_count),
                 max: limits.batch_records_max,
-            });
+            }));
         }
         let view = Self::check(bytes)?;
         let records = view.archived()?;
         if records.len() != header.record_count as usize {
-            return Err(BatchError::HeaderMismatch {
+            return Err(E::from(BatchError::HeaderMismatch {
                 reason: format!(
                     "header says {} records, payload holds {}",
                     header.record_count,
                     records.len()
                 ),
-            });
+            }));
         }
         let mut max_timestamp_ms = i64::MIN;
         for (index, archived) in records.iter().enumerate() {
             let record = RecordRef::new(archived);
             limits.check_record(index, record.size_bytes())?;
             max_timestamp_ms = max_timestamp_ms.max(record.timestamp_ms());
+            check(index, record)?;
         }
         let first_timestamp_ms = records
             .first()
@@ -369,7 +381,7 @@ impl<'a> BatchView<'a> {
         if first_timestamp_ms != header.first_timestamp_ms
             || max_timestamp_ms != header.max_timestamp_ms
         {
-            return Err(BatchError::HeaderMismatch {
+            return Err(E::from(BatchError::HeaderMismatch {
                 reason: format!(
                     "header timestamps first={} max={} but records give first={} max={}",
                     header.first_timestamp_ms,
@@ -377,7 +389,7 @@ impl<'a> BatchView<'a> {
                     first_timestamp_ms,
                     max_timestamp_ms
                 ),
-            });
+            }));
         }
         Ok(view)
     }

@@ -161,6 +161,15 @@ fn error_response_with_offsets(
     response
 }
 
+/// An append refused while validating its batch: a batch error, or one of the server's checks.
+struct Refusal(ErrorResponse);
+
+impl From<BatchError> for Refusal {
+    fn from(error: BatchError) -> Refusal {
+        Refusal(batch_error(&error))
+    }
+}
+
 fn batch_error(error: &BatchError) -> ErrorResponse {
     let code = match error {
         BatchError::RecordTooLarge { .. } => ErrorCode::RecordTooLarge,
@@ -306,21 +315,20 @@ async fn handle(
         }
         Request::Append(append) => {
             let (local, shard, durability) = owned_shard(core, &append.stream, append.shard)?;
-            let view =
-                BatchView::validate(payload, &core.config.limits()).map_err(|e| batch_error(&e))?;
-            for (index, record) in view.records().map_err(|e| batch_error(&e))?.enumerate() {
-                if let Some(key) = record.key() {
-                    if !shard.key_range.contains_key(key) {
-                        return Err(error(
-                            ErrorCode::WrongShard,
-                            format!(
-                                "record {index}'s key does not belong to shard {} of stream {}",
-                                shard.id, append.stream
-                            ),
-                        ));
-                    }
-                }
-            }
+            // One pass over the archive validates it and checks every key against the shard.
+            BatchView::validate_with(payload, &core.config.limits(), |index, record| match record
+                .key()
+            {
+                Some(key) if !shard.key_range.contains_key(key) => Err(Refusal(error(
+                    ErrorCode::WrongShard,
+                    format!(
+                        "record {index}'s key does not belong to shard {} of stream {}",
+                        shard.id, append.stream
+                    ),
+                ))),
+                _ => Ok(()),
+            })
+            .map_err(|refusal| refusal.0)?;
             if !shard.is_open() {
                 return Err(error(
                     ErrorCode::ShardSealed,
