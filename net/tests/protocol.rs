@@ -305,7 +305,7 @@ fn request() -> impl Strategy<Value = Request> {
 fn error_code() -> impl Strategy<Value = ErrorCode> {
     prop_oneof![
         prop::sample::select(ErrorCode::all().collect::<Vec<_>>()),
-        (19_u16..).prop_map(ErrorCode::Other),
+        (24_u16..).prop_map(ErrorCode::Other),
     ]
 }
 
@@ -615,13 +615,15 @@ proptest! {
 #[test]
 fn error_codes_have_stable_numbers() {
     let numbers: Vec<u16> = ErrorCode::all().map(ErrorCode::number).collect();
-    assert_eq!(numbers, (1..=18).collect::<Vec<u16>>());
+    assert_eq!(numbers, (1..=23).collect::<Vec<u16>>());
     for code in ErrorCode::all() {
         assert_eq!(ErrorCode::from_number(code.number()), code);
     }
     assert_eq!(ErrorCode::from_number(900), ErrorCode::Other(900));
     assert_eq!(ErrorCode::NotOwner.number(), 8);
     assert_eq!(ErrorCode::Unavailable.number(), 18);
+    assert_eq!(ErrorCode::UnknownSubscription.number(), 19);
+    assert_eq!(ErrorCode::NotAssigned.number(), 23);
 
     // Code 0 means "unspecified" and is refused.
     let mut error = ErrorResponse::new(ErrorCode::Other(0), "zero");

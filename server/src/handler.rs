@@ -387,6 +387,10 @@ async fn handle(
             }))
         }
         Request::Read(_) => Err(error(ErrorCode::Internal, "reads are served by read_shard")),
+        other => Err(error(
+            ErrorCode::InvalidRequest,
+            format!("{} is not served by this node yet", other.kind()),
+        )),
     }
 }
 

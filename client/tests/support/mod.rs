@@ -519,6 +519,11 @@ impl CoreServer {
                     .collect(),
             })),
             Request::Hello(_) => error(ErrorCode::InvalidRequest, "Hello twice"),
+            // Subscriptions are tested against the real server (tests/tests/subscriptions.rs).
+            other => error(
+                ErrorCode::InvalidRequest,
+                format!("the fake server does not serve {}", other.kind()),
+            ),
         }
     }
 

@@ -10,12 +10,20 @@
 
 mod decode;
 mod encode;
+pub mod subscription;
 
 use std::fmt;
 
 use runnel_core::{Epoch, KeyRange, Offset, RecordId, ShardId, StreamName};
 
 use super::error::ProtocolError;
+pub use subscription::{
+    check_consumer_name, Ack, AckRefusal, AckResult, AssignedShard, Assignment, Consume,
+    ConsumeEnd, ConsumeEndReason, CreateSubscription, DeleteSubscription, DeleteSubscriptionOk,
+    Delivery, DescribeSubscription, JoinOk, JoinSubscription, ListSubscriptions,
+    SubscriptionConsumer, SubscriptionInfo, SubscriptionList, SubscriptionShard, SubscriptionStart,
+    CONSUMER_NAME_BYTES_MAX,
+};
 
 /// The file identifier of a request envelope (bytes 4..8 of the flatbuffer).
 pub const REQUEST_IDENTIFIER: &str = "RNRQ";
@@ -229,6 +237,25 @@ pub enum Request {
     Trim(Trim),
     /// Asks for the node's status; answered by [`Response::NodeStatus`].
     GetNodeStatus,
+    /// Creates a subscription; answered by [`Response::SubscriptionInfo`].
+    CreateSubscription(CreateSubscription),
+    /// Lists subscriptions; answered by [`Response::SubscriptionList`].
+    ListSubscriptions(ListSubscriptions),
+    /// Describes a subscription; answered by [`Response::SubscriptionInfo`].
+    DescribeSubscription(DescribeSubscription),
+    /// Deletes a subscription; answered by [`Response::DeleteSubscriptionOk`].
+    DeleteSubscription(DeleteSubscription),
+    /// Joins a consumer group; answered by [`Response::JoinOk`], then
+    /// [`Response::Assignment`]s.
+    JoinSubscription(JoinSubscription),
+    /// On a join stream: the member is alive.
+    Heartbeat,
+    /// On a join stream: the member leaves; answered by [`Response::LeaveOk`].
+    LeaveSubscription,
+    /// Receives a shard's records; answered by [`Response::Delivery`] frames.
+    Consume(Consume),
+    /// On a consume stream: records processed; answered by [`Response::AckResult`].
+    Ack(Ack),
 }
 
 impl Request {
@@ -245,6 +272,15 @@ impl Request {
             Request::Read(_) => "Read",
             Request::Trim(_) => "Trim",
             Request::GetNodeStatus => "GetNodeStatus",
+            Request::CreateSubscription(_) => "CreateSubscription",
+            Request::ListSubscriptions(_) => "ListSubscriptions",
+            Request::DescribeSubscription(_) => "DescribeSubscription",
+            Request::DeleteSubscription(_) => "DeleteSubscription",
+            Request::JoinSubscription(_) => "JoinSubscription",
+            Request::Heartbeat => "Heartbeat",
+            Request::LeaveSubscription => "LeaveSubscription",
+            Request::Consume(_) => "Consume",
+            Request::Ack(_) => "Ack",
         }
     }
 
@@ -276,7 +312,8 @@ pub enum ErrorCode {
     UnknownShard,
     /// A record's key hash is outside the shard's key range.
     WrongShard,
-    /// The shard is owned by another node or core ([`ErrorResponse::owner`] says which).
+    /// The shard (or, for a join, the subscription's group) is served by another node or core
+    /// ([`ErrorResponse::owner`] says which).
     NotOwner,
     /// The offset is beyond the shard's end.
     OffsetOutOfRange,
@@ -298,13 +335,23 @@ pub enum ErrorCode {
     OutOfOrderSequence,
     /// No write quorum reachable now: retry later.
     Unavailable,
+    /// No subscription of that name.
+    UnknownSubscription,
+    /// A subscription of that name exists already.
+    SubscriptionExists,
+    /// Another member of the consumer group holds that consumer name.
+    ConsumerNameInUse,
+    /// The subscription has consumers joined: delete it with `force`.
+    SubscriptionInUse,
+    /// The shard is not assigned to that member: wait for the next assignment.
+    NotAssigned,
     /// A code this build does not know (sent by a newer peer), kept as received. Never
     /// one of the numbers above.
     Other(u16),
 }
 
 /// `(code, number)` for every named code: the one table both directions use.
-const ERROR_CODES: [(ErrorCode, u16); 18] = [
+const ERROR_CODES: [(ErrorCode, u16); 23] = [
     (ErrorCode::Internal, 1),
     (ErrorCode::InvalidRequest, 2),
     (ErrorCode::UnsupportedVersion, 3),
@@ -323,6 +370,11 @@ const ERROR_CODES: [(ErrorCode, u16); 18] = [
     (ErrorCode::ShardSealed, 16),
     (ErrorCode::OutOfOrderSequence, 17),
     (ErrorCode::Unavailable, 18),
+    (ErrorCode::UnknownSubscription, 19),
+    (ErrorCode::SubscriptionExists, 20),
+    (ErrorCode::ConsumerNameInUse, 21),
+    (ErrorCode::SubscriptionInUse, 22),
+    (ErrorCode::NotAssigned, 23),
 ];
 
 impl ErrorCode {
@@ -592,6 +644,24 @@ pub enum Response {
     TrimOk(TrimOk),
     /// Answer to [`Request::GetNodeStatus`].
     NodeStatus(NodeStatus),
+    /// Answer to [`Request::CreateSubscription`] and [`Request::DescribeSubscription`].
+    SubscriptionInfo(SubscriptionInfo),
+    /// Answer to [`Request::ListSubscriptions`].
+    SubscriptionList(SubscriptionList),
+    /// Answer to [`Request::DeleteSubscription`].
+    DeleteSubscriptionOk(DeleteSubscriptionOk),
+    /// First answer to [`Request::JoinSubscription`].
+    JoinOk(JoinOk),
+    /// On a join stream: the member's shards now.
+    Assignment(Assignment),
+    /// On a consume stream: records delivered (the payload holds their batches).
+    Delivery(Delivery),
+    /// Answer to [`Request::Ack`].
+    AckResult(AckResult),
+    /// The last frame of a consume stream ending without an error.
+    ConsumeEnd(ConsumeEnd),
+    /// Answer to [`Request::LeaveSubscription`].
+    LeaveOk,
 }
 
 impl Response {
@@ -609,11 +679,21 @@ impl Response {
             Response::ReadEnd(_) => "ReadEnd",
             Response::TrimOk(_) => "TrimOk",
             Response::NodeStatus(_) => "NodeStatus",
+            Response::SubscriptionInfo(_) => "SubscriptionInfo",
+            Response::SubscriptionList(_) => "SubscriptionList",
+            Response::DeleteSubscriptionOk(_) => "DeleteSubscriptionOk",
+            Response::JoinOk(_) => "JoinOk",
+            Response::Assignment(_) => "Assignment",
+            Response::Delivery(_) => "Delivery",
+            Response::AckResult(_) => "AckResult",
+            Response::ConsumeEnd(_) => "ConsumeEnd",
+            Response::LeaveOk => "LeaveOk",
         }
     }
 
-    /// Whether frames of this message carry a payload: only `ReadChunk` (whole batches) does.
+    /// Whether frames of this message carry a payload: only `ReadChunk` and `Delivery` (whole
+    /// batches) do.
     pub fn carries_payload(&self) -> bool {
-        matches!(self, Response::ReadChunk(_))
+        matches!(self, Response::ReadChunk(_) | Response::Delivery(_))
     }
 }

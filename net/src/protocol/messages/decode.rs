@@ -115,10 +115,13 @@ impl Request {
                 Request::GetNodeStatus
             }
             unknown => {
+                if let Some(decoded) = subscription::decode::request(&root) {
+                    return decoded;
+                }
                 return Err(ProtocolError::UnknownKind {
                     envelope: "Request",
                     kind: unknown.0,
-                })
+                });
             }
         })
     }
@@ -243,10 +246,13 @@ impl Response {
                 })
             }
             unknown => {
+                if let Some(decoded) = subscription::decode::response(&root) {
+                    return decoded;
+                }
                 return Err(ProtocolError::UnknownKind {
                     envelope: "Response",
                     kind: unknown.0,
-                })
+                });
             }
         })
     }
@@ -496,8 +502,8 @@ mod tests {
         }
     }
 
-    /// A request kind from a newer protocol (here 40, in the range reserved for
-    /// subscriptions) passes the verifier and is reported as unknown, so the server can
+    /// A request kind from a newer protocol (here 64, in the range reserved for SQL) passes
+    /// the verifier and is reported as unknown, so the server can
     /// answer `InvalidRequest` instead of dropping the connection.
     #[test]
     fn unknown_request_kinds_are_typed_errors() {
@@ -506,7 +512,7 @@ mod tests {
         let root = wire::Request::create(
             &mut fbb,
             &wire::RequestArgs {
-                body_type: wire::RequestBody(40),
+                body_type: wire::RequestBody(64),
                 body: Some(body.as_union_value()),
             },
         );
@@ -515,7 +521,7 @@ mod tests {
             Request::decode(fbb.finished_data()),
             Err(ProtocolError::UnknownKind {
                 envelope: "Request",
-                kind: 40
+                kind: 64
             })
         );
     }

@@ -4,6 +4,7 @@
 
 use flatbuffers::{FlatBufferBuilder, UnionWIPOffset, WIPOffset};
 
+use super::subscription::encode as subs;
 use super::*;
 use crate::protocol::generated as wire;
 
@@ -150,6 +151,33 @@ fn request_body<'a>(
             let table = wire::GetNodeStatus::create(fbb, &wire::GetNodeStatusArgs {});
             (wire::RequestBody::GetNodeStatus, table.as_union_value())
         }
+        Request::CreateSubscription(create) => (
+            wire::RequestBody::CreateSubscription,
+            subs::create_subscription(fbb, create),
+        ),
+        Request::ListSubscriptions(list) => (
+            wire::RequestBody::ListSubscriptions,
+            subs::list_subscriptions(fbb, list),
+        ),
+        Request::DescribeSubscription(describe) => (
+            wire::RequestBody::DescribeSubscription,
+            subs::describe_subscription(fbb, describe),
+        ),
+        Request::DeleteSubscription(delete) => (
+            wire::RequestBody::DeleteSubscription,
+            subs::delete_subscription(fbb, delete),
+        ),
+        Request::JoinSubscription(join) => (
+            wire::RequestBody::JoinSubscription,
+            subs::join_subscription(fbb, join),
+        ),
+        Request::Heartbeat => (wire::RequestBody::Heartbeat, subs::heartbeat(fbb)),
+        Request::LeaveSubscription => (
+            wire::RequestBody::LeaveSubscription,
+            subs::leave_subscription(fbb),
+        ),
+        Request::Consume(consume) => (wire::RequestBody::Consume, subs::consume(fbb, consume)),
+        Request::Ack(ack) => (wire::RequestBody::Ack, subs::ack(fbb, ack)),
     }
 }
 
@@ -281,6 +309,31 @@ fn response_body<'a>(
             let table = wire::NodeStatus::create(fbb, &args);
             (wire::ResponseBody::NodeStatus, table.as_union_value())
         }
+        Response::SubscriptionInfo(info) => (
+            wire::ResponseBody::SubscriptionInfo,
+            subs::subscription_info_body(fbb, info),
+        ),
+        Response::SubscriptionList(list) => (
+            wire::ResponseBody::SubscriptionList,
+            subs::subscription_list(fbb, list),
+        ),
+        Response::DeleteSubscriptionOk(ok) => (
+            wire::ResponseBody::DeleteSubscriptionOk,
+            subs::delete_subscription_ok(fbb, ok),
+        ),
+        Response::JoinOk(ok) => (wire::ResponseBody::JoinOk, subs::join_ok(fbb, ok)),
+        Response::Assignment(assignment) => (
+            wire::ResponseBody::Assignment,
+            subs::assignment(fbb, assignment),
+        ),
+        Response::Delivery(delivery) => {
+            (wire::ResponseBody::Delivery, subs::delivery(fbb, delivery))
+        }
+        Response::AckResult(result) => {
+            (wire::ResponseBody::AckResult, subs::ack_result(fbb, result))
+        }
+        Response::ConsumeEnd(end) => (wire::ResponseBody::ConsumeEnd, subs::consume_end(fbb, end)),
+        Response::LeaveOk => (wire::ResponseBody::LeaveOk, subs::leave_ok(fbb)),
     }
 }
 
