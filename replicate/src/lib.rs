@@ -2,8 +2,10 @@
 //!
 //! Today: the cluster **metadata** state machine ([`metadata`]: nodes, streams, shards and their
 //! lineage, subscriptions and their committed progress), which a node persists as a log of
-//! encoded commands plus snapshots. Later: the sequencer/replica protocol of a shard's data path
-//! and the Raft group that replicates metadata.
+//! encoded commands plus snapshots; and the run-time **consumer groups** of subscriptions
+//! ([`consumer`]: a group's membership and sticky shard assignment, and per shard the delivery
+//! window with acks, ack timeouts and redelivery). Later: the sequencer/replica protocol of a
+//! shard's data path and the Raft group that replicates metadata.
 //!
 //! Invariants: applying the same commands in the same order gives the same state and
 //! byte-identical snapshots on every replica; ids are never reused; a refused command changes
@@ -19,4 +21,5 @@
 #![deny(clippy::unwrap_used, clippy::indexing_slicing)]
 #![cfg_attr(test, allow(clippy::unwrap_used, clippy::indexing_slicing))]
 
+pub mod consumer;
 pub mod metadata;
