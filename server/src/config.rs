@@ -81,6 +81,75 @@ impl Default for LimitsSection {
     }
 }
 
+/// The `[subscriptions]` section: consumer groups and delivery.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct SubscriptionsSection {
+    /// Each core persists the committed progress of its (subscription, shard) pairs that moved
+    /// at most this often: after a crash, records acked within the last interval may be
+    /// delivered again. Default 1 s.
+    pub commit_interval_ms: u64,
+    /// A consumer not heard from for this long is expelled and its shards reassigned, when its
+    /// join does not ask for another timeout. Default 10 s.
+    pub session_timeout_ms: u32,
+    /// Shortest session timeout a join may ask for. Default 1 s.
+    pub session_timeout_ms_min: u32,
+    /// Longest session timeout a join may ask for. Default 5 min.
+    pub session_timeout_ms_max: u32,
+    /// Most batch bytes in one delivery frame (a batch larger than this still goes whole).
+    /// Default 1 MiB.
+    pub delivery_bytes_max: u64,
+    /// Most records in one delivery frame: 1 to 4096. Default 4096.
+    pub delivery_records_max: u32,
+}
+
+impl Default for SubscriptionsSection {
+    fn default() -> Self {
+        SubscriptionsSection {
+            commit_interval_ms: 1_000,
+            session_timeout_ms: 10_000,
+            session_timeout_ms_min: 1_000,
+            session_timeout_ms_max: 300_000,
+            delivery_bytes_max: 1 << 20,
+            delivery_records_max: 4096,
+        }
+    }
+}
+
+impl SubscriptionsSection {
+    fn validate(&self) -> Result<(), String> {
+        if self.commit_interval_ms == 0 || self.commit_interval_ms > 3_600_000 {
+            return Err(format!(
+                "subscriptions.commit_interval_ms must be 1 to 3600000, got {}",
+                self.commit_interval_ms
+            ));
+        }
+        if self.session_timeout_ms_min < 100
+            || self.session_timeout_ms_min > self.session_timeout_ms
+            || self.session_timeout_ms > self.session_timeout_ms_max
+        {
+            return Err(format!(
+                "subscriptions: need 100 <= session_timeout_ms_min ({}) <= session_timeout_ms ({}) <= session_timeout_ms_max ({})",
+                self.session_timeout_ms_min, self.session_timeout_ms, self.session_timeout_ms_max
+            ));
+        }
+        if self.delivery_bytes_max < 4096 || self.delivery_bytes_max > 64 << 20 {
+            return Err(format!(
+                "subscriptions.delivery_bytes_max must be 4096 to 67108864, got {}",
+                self.delivery_bytes_max
+            ));
+        }
+        let records_max = runnel_replicate::consumer::DELIVERY_RECORDS_MAX_LIMIT;
+        if self.delivery_records_max == 0 || self.delivery_records_max > records_max {
+            return Err(format!(
+                "subscriptions.delivery_records_max must be 1 to {records_max}, got {}",
+                self.delivery_records_max
+            ));
+        }
+        Ok(())
+    }
+}
+
 /// The whole configuration of a node.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -108,6 +177,8 @@ pub struct NodeConfig {
     pub log: LogSection,
     /// Record and batch size limits.
     pub limits: LimitsSection,
+    /// Consumer groups and delivery.
+    pub subscriptions: SubscriptionsSection,
 }
 
 impl Default for NodeConfig {
@@ -124,6 +195,7 @@ impl Default for NodeConfig {
             metadata_snapshot_interval: 256,
             log: LogSection::default(),
             limits: LimitsSection::default(),
+            subscriptions: SubscriptionsSection::default(),
         }
     }
 }
@@ -251,6 +323,9 @@ impl NodeConfig {
             return invalid("log.retention_check_interval_ms must be positive".into());
         }
         self.log_config().validate().map_err(ConfigError::Invalid)?;
+        self.subscriptions
+            .validate()
+            .map_err(ConfigError::Invalid)?;
         if self.log_config().batch_bytes_max() < self.limits.batch_bytes_max {
             return invalid(format!(
                 "limits.batch_bytes_max ({}) must fit the log's write buffer and segments ({} bytes)",
@@ -350,6 +425,16 @@ mod tests {
         config.tls_cert_path = Some("cert.pem".into());
         assert!(config.validate().is_err(), "cert without key");
         config.tls_cert_path = None;
+        config.subscriptions.session_timeout_ms = 50;
+        assert!(
+            config.validate().is_err(),
+            "session timeout below its minimum"
+        );
+        config.subscriptions.session_timeout_ms = 10_000;
+        config.subscriptions.commit_interval_ms = 0;
+        assert!(config.validate().is_err(), "no commit interval");
+        config.subscriptions.commit_interval_ms = 1_000;
+        assert!(config.validate().is_ok());
         config.limits.batch_bytes_max = 64 << 20;
         assert!(
             config.validate().is_err(),

@@ -24,9 +24,11 @@ use runnel_replicate::metadata::{
 use runnel_segment::event::Event;
 use runnel_segment::{DmaStorage, LogConfig, ShardLog};
 
+use crate::ask::{Answer, Pending, Question};
 use crate::config::NodeConfig;
 use crate::error::FatalError;
 use crate::metadata_log::MetadataLog;
+use crate::subscription::Subscriptions;
 
 /// Messages between cores.
 #[derive(Debug)]
@@ -68,6 +70,28 @@ pub enum CoreMessage {
         /// Ok, or the error code and message to answer with.
         result: ProposalOutcome,
     },
+    /// A core → another: please answer this question.
+    Ask {
+        /// Matches the answer to the question.
+        id: u64,
+        /// The asking core.
+        from: u32,
+        /// The question.
+        question: Question,
+    },
+    /// The answer to an `Ask`.
+    Answer {
+        /// The question's id.
+        id: u64,
+        /// The answer.
+        answer: Answer,
+    },
+    /// A core → core 0, while the node stops: this core's last proposals are done; core 0
+    /// may close the metadata log once every core said so.
+    Stopped {
+        /// The core.
+        core: u32,
+    },
 }
 
 /// The answer to a forwarded proposal: Ok, or an error code number and message.
@@ -91,15 +115,21 @@ pub struct Core {
     pub metadata: RefCell<MetadataState>,
     /// Shard logs this core owns.
     pub shards: RefCell<HashMap<ShardId, Rc<LocalShard>>>,
+    /// This core's side of every subscription: dispatch of its shards, groups it coordinates.
+    pub subscriptions: Subscriptions,
     senders: Senders<CoreMessage>,
     metadata_log: Option<Rc<MetadataLog>>,
     proposing: Cell<bool>,
     proposal_done: Event,
     acked: RefCell<Vec<u64>>,
     acked_changed: Event,
-    pending: RefCell<HashMap<u64, Option<ProposalOutcome>>>,
-    pending_changed: Event,
-    next_proposal: Cell<u64>,
+    proposals: Pending<ProposalOutcome>,
+    answers: Pending<Answer>,
+    /// Core 0: which cores finished their last proposals while stopping.
+    stopped: RefCell<Vec<bool>>,
+    stopped_changed: Event,
+    /// Set when this core closes: waits for answers end then.
+    closing: Cell<bool>,
     ready: Cell<bool>,
     ready_changed: Event,
     shutdown: Arc<AtomicBool>,
@@ -117,6 +147,9 @@ pub fn metadata_error(error: &MetadataError) -> ErrorResponse {
     let code = match error {
         MetadataError::StreamExists { .. } => ErrorCode::StreamExists,
         MetadataError::StreamNotFound { .. } => ErrorCode::UnknownStream,
+        MetadataError::SubscriptionExists { .. } => ErrorCode::SubscriptionExists,
+        MetadataError::SubscriptionNotFound { .. }
+        | MetadataError::SubscriptionIdNotFound { .. } => ErrorCode::UnknownSubscription,
         MetadataError::ShardNotFound { .. } => ErrorCode::UnknownShard,
         MetadataError::ShardSealed { .. } => ErrorCode::ShardSealed,
         MetadataError::InvalidConfig { .. }
@@ -126,7 +159,7 @@ pub fn metadata_error(error: &MetadataError) -> ErrorResponse {
         | MetadataError::ShardTooSmall { .. }
         | MetadataError::StreamHasSubscriptions { .. }
         | MetadataError::InvalidSubscriptionConfig { .. }
-        | MetadataError::SubscriptionExists { .. } => ErrorCode::InvalidRequest,
+        | MetadataError::ShardNotInSubscription { .. } => ErrorCode::InvalidRequest,
         _ => ErrorCode::Internal,
     };
     ErrorResponse::new(code, error.to_string())
@@ -143,21 +176,27 @@ impl Core {
         shutdown: Arc<AtomicBool>,
     ) -> Core {
         let cores = config.cores;
+        // Member ids of the groups this core coordinates count up from the start time, so that
+        // ids from before a restart are not handed out again.
+        let started_ms = now_ms().max(0) as u64;
         Core {
             index,
             config,
             started,
             metadata: RefCell::new(MetadataState::new()),
             shards: RefCell::new(HashMap::new()),
+            subscriptions: Subscriptions::new(started_ms),
             senders,
             metadata_log: metadata_log.map(Rc::new),
             proposing: Cell::new(false),
             proposal_done: Event::default(),
             acked: RefCell::new(vec![0; cores]),
             acked_changed: Event::default(),
-            pending: RefCell::new(HashMap::new()),
-            pending_changed: Event::default(),
-            next_proposal: Cell::new(1),
+            proposals: Pending::default(),
+            answers: Pending::default(),
+            stopped: RefCell::new(vec![false; cores]),
+            stopped_changed: Event::default(),
+            closing: Cell::new(false),
             ready: Cell::new(false),
             ready_changed: Event::default(),
             shutdown,
@@ -270,7 +309,16 @@ impl Core {
             Ok(Applied::StreamCreated { stream, shards }) => {
                 self.open_local(shards, stream.config.retention_ms).await?
             }
-            Ok(Applied::StreamDeleted { shards, .. }) => self.delete_local(shards).await?,
+            Ok(Applied::StreamDeleted {
+                shards,
+                subscriptions,
+                ..
+            }) => {
+                for subscription in subscriptions {
+                    self.subscriptions.forget(subscription.id);
+                }
+                self.delete_local(shards).await?
+            }
             Ok(Applied::ShardSplit { parent, children }) => {
                 let retention = self.retention_of(parent);
                 self.open_local(children, retention).await?
@@ -279,6 +327,9 @@ impl Core {
                 let retention = parents.first().map_or(u64::MAX, |p| self.retention_of(p));
                 self.open_local(std::slice::from_ref(child), retention)
                     .await?
+            }
+            Ok(Applied::SubscriptionDeleted { subscription }) => {
+                self.subscriptions.forget(subscription.id)
             }
             Ok(_) => {}
             Err(error) if !error.is_rejection() => {
@@ -360,9 +411,7 @@ impl Core {
         if self.index == 0 {
             return self.propose_here(command).await;
         }
-        let id = self.next_proposal.get();
-        self.next_proposal.set(id + 1);
-        self.pending.borrow_mut().insert(id, None);
+        let id = self.proposals.register();
         self.send(
             0,
             CoreMessage::Propose {
@@ -372,27 +421,39 @@ impl Core {
             },
         )
         .await;
-        loop {
-            let changed = self.pending_changed.listen();
-            let done = self
-                .pending
-                .borrow_mut()
-                .get_mut(&id)
-                .and_then(Option::take);
-            if let Some(result) = done {
-                self.pending.borrow_mut().remove(&id);
-                return result.map_err(|(code, message)| {
-                    ErrorResponse::new(ErrorCode::from_number(code), message)
-                });
-            }
-            if self.shutting_down() {
-                return Err(ErrorResponse::new(
-                    ErrorCode::Unavailable,
-                    "the node is stopping",
-                ));
-            }
-            changed.await;
+        // Proposals are still answered while the node stops (its last progress commits), until
+        // this core closes.
+        match self.proposals.wait(id, || self.closing.get()).await {
+            Some(result) => result.map_err(|(code, message)| {
+                ErrorResponse::new(ErrorCode::from_number(code), message)
+            }),
+            None => Err(ErrorResponse::new(
+                ErrorCode::Unavailable,
+                "the node is stopping",
+            )),
         }
+    }
+
+    /// Asks core `target` a question (answered in place when `target` is this core);
+    /// `Answer::Failed` if the node stops first.
+    pub async fn ask(self: &Rc<Self>, target: u32, question: Question) -> Answer {
+        if target == self.index {
+            return crate::subscription::answer(self, question).await;
+        }
+        let id = self.answers.register();
+        self.send(
+            target,
+            CoreMessage::Ask {
+                id,
+                from: self.index,
+                question,
+            },
+        )
+        .await;
+        self.answers
+            .wait(id, || self.closing.get())
+            .await
+            .unwrap_or_else(|| Answer::Failed("the node is stopping".into()))
     }
 
     /// Core 0: validate, persist, apply, distribute, wait for every core.
@@ -535,11 +596,22 @@ impl Core {
                 })
                 .detach();
             }
-            CoreMessage::Proposed { id, result } => {
-                if let Some(slot) = self.pending.borrow_mut().get_mut(&id) {
-                    *slot = Some(result);
+            CoreMessage::Proposed { id, result } => self.proposals.fulfil(id, result),
+            CoreMessage::Ask { id, from, question } => {
+                // Answers may await I/O: they run beside this core's other work.
+                let core = Rc::clone(self);
+                glommio::spawn_local(async move {
+                    let answer = crate::subscription::answer(&core, question).await;
+                    core.send(from, CoreMessage::Answer { id, answer }).await;
+                })
+                .detach();
+            }
+            CoreMessage::Answer { id, answer } => self.answers.fulfil(id, answer),
+            CoreMessage::Stopped { core } => {
+                if let Some(slot) = self.stopped.borrow_mut().get_mut(core as usize) {
+                    *slot = true;
                 }
-                self.pending_changed.notify();
+                self.stopped_changed.notify();
             }
         }
         Ok(())
@@ -550,8 +622,38 @@ impl Core {
         self.shards.borrow().get(&shard).cloned()
     }
 
+    /// While the node stops, after this core's last proposals: core 0 waits (up to
+    /// `timeout`) until every other core finished theirs, so none is cut off by the metadata
+    /// log closing; the other cores tell core 0 they are done.
+    pub async fn finish_proposals(&self, timeout: std::time::Duration) {
+        if self.index != 0 {
+            self.send(0, CoreMessage::Stopped { core: self.index })
+                .await;
+            return;
+        }
+        let deadline = Instant::now() + timeout;
+        loop {
+            let changed = self.stopped_changed.listen();
+            if self.stopped.borrow().iter().skip(1).all(|&done| done) {
+                return;
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                tracing::warn!("stopping without every core's last progress commits");
+                return;
+            }
+            let _ = crate::select::first_of(
+                changed,
+                glommio::timer::sleep(left),
+                std::future::pending::<()>(),
+            )
+            .await;
+        }
+    }
+
     /// Closes every shard log (flushing what is buffered) and the metadata log.
     pub async fn close(&self) {
+        self.closing.set(true);
         let shards: Vec<Rc<LocalShard>> =
             self.shards.borrow_mut().drain().map(|(_, s)| s).collect();
         for shard in shards {
@@ -567,7 +669,8 @@ impl Core {
             }
         }
         self.acked_changed.notify();
-        self.pending_changed.notify();
+        self.proposals.wake_all();
+        self.answers.wake_all();
     }
 
     /// Core 0 only: the metadata log (to close it at the end).

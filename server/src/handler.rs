@@ -18,6 +18,7 @@ use runnel_segment::LogError;
 use crate::convert::{durability_from_wire, shard_info, stream_info, SHARDS_PER_ENVELOPE_MAX};
 use crate::core::{now_ms, Core, LocalShard};
 use crate::select::{first_of, First};
+use crate::subscription;
 
 /// Most streams in one `StreamList` answer.
 const STREAMS_PER_PAGE_MAX: usize = 100;
@@ -113,6 +114,14 @@ async fn request_stream(
             let _ = send.finish();
             return;
         }
+        Ok(Some((Request::JoinSubscription(join), _))) => {
+            subscription::serve_join(core, join, send, recv, reader, limits).await;
+            return;
+        }
+        Ok(Some((Request::Consume(consume), _))) => {
+            subscription::serve_consume(core, consume, send, recv, reader, limits).await;
+            return;
+        }
         Ok(Some((request, payload))) => handle(&core, request, payload).await,
         Ok(None) => return,
         Err(error) => Err(ErrorResponse::invalid_request(&error)),
@@ -128,7 +137,8 @@ fn error(code: ErrorCode, message: impl Into<String>) -> ErrorResponse {
     ErrorResponse::new(code, message)
 }
 
-fn log_error(error: &LogError) -> ErrorResponse {
+/// The protocol error for a log error.
+pub(crate) fn log_error(error: &LogError) -> ErrorResponse {
     let code = match error {
         LogError::Poisoned { .. } | LogError::Io { .. } | LogError::Corruption { .. } => {
             ErrorCode::StorageFault
@@ -386,10 +396,23 @@ async fn handle(
                 cores,
             }))
         }
-        Request::Read(_) => Err(error(ErrorCode::Internal, "reads are served by read_shard")),
-        other => Err(error(
+        Request::CreateSubscription(create) => subscription::create(core, create).await,
+        Request::ListSubscriptions(list) => subscription::list(core, list),
+        Request::DescribeSubscription(describe) => {
+            subscription::describe(core, &describe.name).await
+        }
+        Request::DeleteSubscription(delete) => subscription::delete(core, delete).await,
+        Request::Heartbeat | Request::LeaveSubscription => Err(error(
             ErrorCode::InvalidRequest,
-            format!("{} is not served by this node yet", other.kind()),
+            "Heartbeat and LeaveSubscription are only valid on a JoinSubscription stream",
+        )),
+        Request::Ack(_) => Err(error(
+            ErrorCode::InvalidRequest,
+            "Ack is only valid on a Consume stream",
+        )),
+        Request::Read(_) | Request::JoinSubscription(_) | Request::Consume(_) => Err(error(
+            ErrorCode::Internal,
+            "streaming requests are served by their own loops",
         )),
     }
 }

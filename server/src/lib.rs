@@ -12,6 +12,7 @@
 //! Must never: block an executor thread, half-start (a fatal error stops the process with a
 //! reason and an exit code), or acknowledge after a storage fault.
 
+pub mod ask;
 pub mod config;
 pub mod convert;
 pub mod core;
@@ -21,3 +22,4 @@ pub mod identity;
 pub mod metadata_log;
 pub mod node;
 mod select;
+pub mod subscription;

@@ -22,6 +22,8 @@ use crate::metadata_log::MetadataLog;
 const MESH_CHANNEL_CAPACITY: usize = 1024;
 /// How often each core checks whether the node is stopping.
 const SHUTDOWN_POLL_MS: u64 = 100;
+/// How long a stopping core may spend persisting its subscriptions' progress, in milliseconds.
+const LAST_COMMITS_MS: u64 = 3_000;
 
 /// A running node: its executor threads.
 pub struct RunningNode {
@@ -199,6 +201,8 @@ async fn run_core(
     tracing::info!(core = index, %address, "listening");
     glommio::spawn_local(serve(Rc::clone(&core), endpoint.clone())).detach();
     glommio::spawn_local(retention(Rc::clone(&core))).detach();
+    glommio::spawn_local(crate::subscription::commit_progress(Rc::clone(&core))).detach();
+    glommio::spawn_local(crate::subscription::expire_members(Rc::clone(&core))).detach();
     while !core.shutting_down() {
         glommio::timer::sleep(Duration::from_millis(SHUTDOWN_POLL_MS)).await;
     }
@@ -206,6 +210,17 @@ async fn run_core(
         runnel_net::protocol::CloseCode::ShuttingDown.varint(),
         b"the node is stopping",
     );
+    // Acked progress is persisted before the metadata log closes, so that a clean restart
+    // redelivers nothing that was acked.
+    let last_commits = crate::subscription::progress_commit_pass(&core);
+    let deadline = Duration::from_millis(LAST_COMMITS_MS);
+    let _ = crate::select::first_of(
+        last_commits,
+        glommio::timer::sleep(deadline),
+        std::future::pending::<()>(),
+    )
+    .await;
+    core.finish_proposals(deadline).await;
     core.close().await;
     tracing::info!(core = index, "stopped");
     Ok(())

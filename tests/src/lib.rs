@@ -1,4 +1,5 @@
 //! `runnel-tests`: helpers for end-to-end tests that run the real `runnel-server` binary on
 //! loopback with a temporary data directory, and kill it with SIGKILL when a test says so.
 
+pub mod raw;
 pub mod server;

@@ -4,98 +4,20 @@
 //! clear error (or a closed connection), and the server keeps serving every other client with
 //! nothing acknowledged lost.
 
-use std::net::SocketAddr;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use runnel_client::{Client, ClientOptions, Durability, ErrorCode, ReadFrom, Record, StreamSpec};
 use runnel_core::{hash128, BatchBuilder, Limits, Offset, ShardId, StreamName};
 use runnel_net::protocol::{
-    write_request, Append, FrameLimits, FrameReader, Hello, Read, ReadFrom as WireFrom, Request,
-    Response,
+    write_request, Append, FrameLimits, Read, ReadFrom as WireFrom, Request, Response,
 };
-use runnel_net::{client_config, TransportLimits};
+use runnel_tests::raw::{connect, error_code, request, send_bytes};
 use runnel_tests::server::TestServer;
-use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::CertificateDer;
 
 fn now_ms() -> i64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as i64)
-}
-
-/// A raw QUIC connection to core `core` of the server, handshake done unless `skip_hello`.
-async fn raw(
-    server: &TestServer,
-    core: u16,
-    skip_hello: bool,
-) -> (quinn::Endpoint, quinn::Connection) {
-    let certificate =
-        CertificateDer::from_pem_file(server.certificate()).expect("server certificate");
-    let config =
-        client_config(&[certificate], &TransportLimits::DEFAULT).expect("client TLS config");
-    let mut endpoint =
-        quinn::Endpoint::client("127.0.0.1:0".parse().expect("address")).expect("client endpoint");
-    endpoint.set_default_client_config(config);
-    let address = SocketAddr::from(([127, 0, 0, 1], server.base_port + core));
-    let connection = endpoint
-        .connect(address, "localhost")
-        .expect("connect")
-        .await
-        .expect("QUIC handshake");
-    if !skip_hello {
-        let (mut send, mut recv) = connection.open_bi().await.expect("stream");
-        write_request(
-            &mut send,
-            &Request::Hello(Hello::new("bad-input")),
-            &[],
-            &FrameLimits::DEFAULT,
-        )
-        .await
-        .expect("send Hello");
-        let _ = send.finish();
-        let mut reader = FrameReader::new(FrameLimits::DEFAULT);
-        let answer = reader
-            .read_response(&mut recv)
-            .await
-            .expect("HelloOk frame");
-        assert!(matches!(answer, Some((Response::HelloOk(_), _))));
-    }
-    (endpoint, connection)
-}
-
-/// Sends raw bytes on a new stream and returns the first response (or `None` if the server
-/// reset the stream or closed the connection).
-async fn send_raw(connection: &quinn::Connection, bytes: &[u8]) -> Option<Response> {
-    let (mut send, mut recv) = connection.open_bi().await.ok()?;
-    send.write_all(bytes).await.ok()?;
-    let _ = send.finish();
-    let mut reader = FrameReader::new(FrameLimits::DEFAULT);
-    match tokio::time::timeout(Duration::from_secs(10), reader.read_response(&mut recv)).await {
-        Ok(Ok(Some((response, _)))) => Some(response),
-        _ => None,
-    }
-}
-
-async fn request(connection: &quinn::Connection, request: &Request, payload: &[u8]) -> Response {
-    let (mut send, mut recv) = connection.open_bi().await.expect("stream");
-    write_request(&mut send, request, payload, &FrameLimits::DEFAULT)
-        .await
-        .expect("send request");
-    let _ = send.finish();
-    let mut reader = FrameReader::new(FrameLimits::DEFAULT);
-    let answer = reader
-        .read_response(&mut recv)
-        .await
-        .expect("a response frame");
-    answer.map(|(response, _)| response).expect("a response")
-}
-
-fn error_code(response: &Response) -> Option<ErrorCode> {
-    match response {
-        Response::Error(error) => Some(error.code),
-        _ => None,
-    }
 }
 
 #[tokio::test]
@@ -127,9 +49,9 @@ async fn bad_input_gets_clear_errors_and_loses_nothing() {
     let shard_a = info.shards[0].clone();
     let shard_b = info.shards[1].clone();
 
-    let (_endpoint, connection) = raw(&server, 0, false).await;
+    let (_endpoint, connection) = connect(&server, 0, false).await;
     // Garbage and truncated frames: an InvalidRequest error (or a reset), never a crash.
-    let garbage = send_raw(&connection, &[0xab; 97]).await;
+    let garbage = send_bytes(&connection, &[0xab; 97]).await;
     assert!(
         garbage.is_none() || error_code(&garbage.expect("some")) == Some(ErrorCode::InvalidRequest)
     );
@@ -137,7 +59,7 @@ async fn bad_input_gets_clear_errors_and_loses_nothing() {
     truncated.extend_from_slice(b"RF");
     truncated.extend_from_slice(&[1, 0]);
     truncated.extend_from_slice(&1000u32.to_le_bytes());
-    let truncated_answer = send_raw(&connection, &truncated).await;
+    let truncated_answer = send_bytes(&connection, &truncated).await;
     assert!(
         truncated_answer.is_none()
             || error_code(&truncated_answer.expect("some")) == Some(ErrorCode::InvalidRequest)
@@ -224,7 +146,7 @@ async fn bad_input_gets_clear_errors_and_loses_nothing() {
     ));
 
     // A first stream that is not Hello closes the connection.
-    let (_endpoint2, rude) = raw(&server, 0, true).await;
+    let (_endpoint2, rude) = connect(&server, 0, true).await;
     let (mut send, _recv) = rude.open_bi().await.expect("stream");
     write_request(&mut send, &append_a, &good, &FrameLimits::DEFAULT)
         .await
@@ -240,7 +162,7 @@ async fn bad_input_gets_clear_errors_and_loses_nothing() {
 
     // A client that vanishes in the middle of a request.
     {
-        let (endpoint, vanishing) = raw(&server, 0, false).await;
+        let (endpoint, vanishing) = connect(&server, 0, false).await;
         let (mut send, _recv) = vanishing.open_bi().await.expect("stream");
         let mut frame = Vec::new();
         write_request(&mut frame, &append_a, &good, &FrameLimits::DEFAULT)

@@ -1,0 +1,138 @@
+//! Questions one core asks another over the channel mesh, and the table of answers awaited.
+//!
+//! A question travels as `CoreMessage::Ask` with an id and the asking core; the asked core
+//! computes the answer in a task of its own (it may await I/O) and sends `CoreMessage::Answer`
+//! back. [`Pending`] holds the answers awaited by one core, for questions and for forwarded
+//! metadata proposals alike. A wait ends when its answer arrives or the node stops.
+
+use std::cell::{Cell, RefCell};
+use std::collections::HashMap;
+use std::time::Duration;
+
+use runnel_core::{Offset, ShardId};
+use runnel_replicate::consumer::{MemberId, MemberInfo};
+use runnel_replicate::metadata::SubscriptionId;
+use runnel_segment::event::Event;
+
+use crate::select::first_of;
+
+/// How often a wait checks whether the node is stopping.
+const STOP_CHECK_MS: u64 = 100;
+
+/// A question to another core (or to this one: then it is answered in place).
+#[derive(Debug, Clone)]
+pub enum Question {
+    /// Shard owner → hand `shard` of `subscription` to `member` (or to nobody), as decided
+    /// by the coordinator at group `generation`. An older generation than the last applied
+    /// one is ignored: assignments sent concurrently may arrive out of order.
+    Assign {
+        /// The subscription.
+        subscription: SubscriptionId,
+        /// The shard, owned by the asked core.
+        shard: ShardId,
+        /// Its member now.
+        member: Option<MemberId>,
+        /// The group generation of the decision.
+        generation: u64,
+    },
+    /// Resolve where delivery starts on the asked core's shards of `subscription` and
+    /// persist it, before a create is answered.
+    Prepare {
+        /// The subscription just created.
+        subscription: SubscriptionId,
+    },
+    /// The progress of the asked core's shards of `subscription`.
+    Progress {
+        /// The subscription.
+        subscription: SubscriptionId,
+    },
+    /// The coordinator's members of `subscription`.
+    Members {
+        /// The subscription.
+        subscription: SubscriptionId,
+    },
+}
+
+/// The progress of one (subscription, shard) on the core owning the shard.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ShardProgress {
+    /// The shard.
+    pub shard: ShardId,
+    /// Its committed offset, if delivery has a start yet.
+    pub committed: Option<Offset>,
+    /// Its readable end.
+    pub end: Offset,
+    /// Records delivered and not acked.
+    pub unacked: u32,
+}
+
+/// The answer to a [`Question`].
+#[derive(Debug, Clone)]
+pub enum Answer {
+    /// Done as asked.
+    Done,
+    /// Could not be done, and why (for the client's error message).
+    Failed(String),
+    /// Answer to [`Question::Progress`].
+    Progress(Vec<ShardProgress>),
+    /// Answer to [`Question::Members`].
+    Members(Vec<MemberInfo>),
+}
+
+/// Answers awaited by one core, by id.
+pub struct Pending<T> {
+    slots: RefCell<HashMap<u64, Option<T>>>,
+    changed: Event,
+    next_id: Cell<u64>,
+}
+
+impl<T> Default for Pending<T> {
+    fn default() -> Self {
+        Pending {
+            slots: RefCell::new(HashMap::new()),
+            changed: Event::default(),
+            next_id: Cell::new(1),
+        }
+    }
+}
+
+impl<T> Pending<T> {
+    /// A new id whose answer will be awaited.
+    pub fn register(&self) -> u64 {
+        let id = self.next_id.get();
+        self.next_id.set(id + 1);
+        self.slots.borrow_mut().insert(id, None);
+        id
+    }
+
+    /// The answer to `id` arrived. An answer nobody awaits (any more) is dropped.
+    pub fn fulfil(&self, id: u64, answer: T) {
+        if let Some(slot) = self.slots.borrow_mut().get_mut(&id) {
+            *slot = Some(answer);
+        }
+        self.changed.notify();
+    }
+
+    /// Wakes every waiter (the node is stopping: they look at `stopping` again).
+    pub fn wake_all(&self) {
+        self.changed.notify();
+    }
+
+    /// Waits for the answer to `id`; `None` if `stopping()` became true first.
+    pub async fn wait(&self, id: u64, stopping: impl Fn() -> bool) -> Option<T> {
+        loop {
+            let changed = self.changed.listen();
+            let done = self.slots.borrow_mut().get_mut(&id).and_then(Option::take);
+            if let Some(answer) = done {
+                self.slots.borrow_mut().remove(&id);
+                return Some(answer);
+            }
+            if stopping() {
+                self.slots.borrow_mut().remove(&id);
+                return None;
+            }
+            let tick = glommio::timer::sleep(Duration::from_millis(STOP_CHECK_MS));
+            let _ = first_of(changed, tick, std::future::pending::<()>()).await;
+        }
+    }
+}

@@ -1,0 +1,282 @@
+//! A consume stream: one member receiving one shard of a subscription, on the core owning the
+//! shard (`docs/format/protocol.md`, "Subscriptions").
+//!
+//! One task serves the stream: it delivers what [`ShardDispatch::plan`] says — redeliveries
+//! first, then new records within the unacked budget — as `Delivery` frames carrying the log's
+//! batch bytes unchanged, and between deliveries reads the member's `Ack` frames and answers
+//! each with an `AckResult`. It waits for whichever comes first: an ack, new records (only
+//! while the budget has room), an ack deadline, a change of assignment, or the node stopping.
+//!
+//! [`ShardDispatch::plan`]: runnel_replicate::consumer::ShardDispatch::plan
+
+use std::rc::Rc;
+use std::time::Duration;
+
+use runnel_net::protocol::{
+    write_response, Ack, AckRefusal as WireRefusal, AckResult, Consume, ConsumeEnd,
+    ConsumeEndReason, Delivery, ErrorCode, ErrorResponse, FrameLimits, FrameReader, Request,
+    Response,
+};
+use runnel_replicate::consumer::{AckRefusal, MemberId};
+use runnel_replicate::metadata::SubscriptionName;
+use runnel_segment::log::ReadBound;
+use runnel_segment::LogError;
+
+use super::slot::{get_or_create, DispatchSlot};
+use crate::core::{now_ms, Core};
+use crate::select::{first_of, First};
+
+/// Longest wait before the loop looks at the node's state again, in milliseconds.
+const IDLE_CHECK_MS: u64 = 500;
+
+/// Serves a `Consume` stream until the shard is revoked, the member goes away, the
+/// subscription is deleted or the node stops.
+pub async fn serve(
+    core: Rc<Core>,
+    consume: Consume,
+    mut send: quinn::SendStream,
+    mut recv: quinn::RecvStream,
+    mut reader: FrameReader,
+    limits: FrameLimits,
+) {
+    let slot = match open(&core, &consume).await {
+        Ok(slot) => slot,
+        Err(error) => {
+            let _ = write_response(&mut send, &Response::Error(error), &[], &limits).await;
+            let _ = send.finish();
+            return;
+        }
+    };
+    let member = MemberId(consume.member);
+    let token = slot.attach();
+    tracing::debug!(subscription = %slot.subscription, shard = %slot.shard, %member, "consume stream opened");
+    let last = match serve_loop(
+        &core,
+        &slot,
+        member,
+        token,
+        &mut send,
+        &mut recv,
+        &mut reader,
+        &limits,
+    )
+    .await
+    {
+        Ok(reason) => Some(Response::ConsumeEnd(ConsumeEnd { reason })),
+        Err(Some(error)) => Some(Response::Error(error)),
+        Err(None) => None,
+    };
+    if let Some(last) = last {
+        let _ = write_response(&mut send, &last, &[], &limits).await;
+        let _ = send.finish();
+    }
+    tracing::debug!(subscription = %slot.subscription, shard = %slot.shard, %member, "consume stream closed");
+}
+
+/// The slot of the stream's (subscription, shard), after checking the member holds the shard.
+async fn open(core: &Rc<Core>, consume: &Consume) -> Result<Rc<DispatchSlot>, ErrorResponse> {
+    let unknown = || {
+        ErrorResponse::new(
+            ErrorCode::UnknownSubscription,
+            format!("subscription {} does not exist", consume.subscription),
+        )
+    };
+    let name = SubscriptionName::new(consume.subscription.as_str()).map_err(|_| unknown())?;
+    let id = core
+        .metadata
+        .borrow()
+        .subscription(&name)
+        .map(|subscription| subscription.id)
+        .ok_or_else(unknown)?;
+    let slot = get_or_create(core, id, consume.shard).await?;
+    let assignee = slot.dispatch.borrow().assignee();
+    if assignee != Some(MemberId(consume.member)) {
+        return Err(ErrorResponse::new(
+            ErrorCode::NotAssigned,
+            format!(
+                "shard {} of subscription {} is not assigned to member {}",
+                consume.shard, consume.subscription, consume.member
+            ),
+        ));
+    }
+    Ok(slot)
+}
+
+/// What woke the loop while it waited.
+enum Wake {
+    /// A frame from the member (or the end of its side of the stream).
+    Frame(Result<Option<Request>, String>),
+    /// New records, an ack deadline, a change of the slot, or time to look at the node again.
+    Look,
+}
+
+/// `Ok(reason)`: end with `ConsumeEnd`; `Err(Some)`: end with an error; `Err(None)`: the
+/// member went away, nothing more to send.
+#[allow(clippy::too_many_arguments)]
+async fn serve_loop(
+    core: &Rc<Core>,
+    slot: &Rc<DispatchSlot>,
+    member: MemberId,
+    token: u64,
+    send: &mut quinn::SendStream,
+    recv: &mut quinn::RecvStream,
+    reader: &mut FrameReader,
+    limits: &FrameLimits,
+) -> Result<ConsumeEndReason, Option<ErrorResponse>> {
+    let log = &slot.local.log;
+    let bytes_max = core.config.subscriptions.delivery_bytes_max as usize;
+    loop {
+        if let Some(reason) = slot.ended() {
+            return Ok(reason);
+        }
+        if core.shutting_down() {
+            return Ok(ConsumeEndReason::NodeStopping);
+        }
+        if !slot.is_current(token) || slot.dispatch.borrow().assignee() != Some(member) {
+            return Ok(ConsumeEndReason::Revoked);
+        }
+        let now = now_ms().max(0) as u64;
+        slot.dispatch.borrow_mut().expire(now);
+        let end = slot.end();
+        let planned = slot.dispatch.borrow().plan(end);
+        if let Some(planned) = planned {
+            let chunk = match log
+                .read(planned.from, bytes_max, ReadBound::Below(end))
+                .await
+            {
+                Ok(chunk) => chunk,
+                Err(LogError::Trimmed { start, .. }) => {
+                    let skipped = slot.dispatch.borrow_mut().skip_to(start);
+                    tracing::warn!(
+                        subscription = %slot.subscription, shard = %slot.shard, records = skipped,
+                        "records expired before they were acked; delivery continues at {start}"
+                    );
+                    continue;
+                }
+                Err(error) => return Err(Some(crate::handler::log_error(&error))),
+            };
+            let delivery = slot.dispatch.borrow_mut().deliver(
+                member,
+                planned,
+                chunk.next_offset(),
+                end,
+                now_ms().max(0) as u64,
+            );
+            if let Some(delivery) = delivery {
+                let frame = Response::Delivery(Delivery {
+                    shard: slot.shard,
+                    ranges: delivery.ranges,
+                    batch_count: chunk.batch_count() as u32,
+                    redelivery: delivery.redelivery,
+                });
+                if write_response(send, &frame, &[chunk.as_bytes()], limits)
+                    .await
+                    .is_err()
+                {
+                    return Err(None);
+                }
+            }
+            continue;
+        }
+        match wait(slot, member, end, reader, recv).await {
+            Wake::Look => {}
+            Wake::Frame(Ok(Some(Request::Ack(ack)))) => {
+                let result = apply_ack(slot, member, &ack);
+                if write_response(send, &Response::AckResult(result), &[], limits)
+                    .await
+                    .is_err()
+                {
+                    return Err(None);
+                }
+            }
+            Wake::Frame(Ok(Some(other))) => {
+                return Err(Some(ErrorResponse::new(
+                    ErrorCode::InvalidRequest,
+                    format!("{} is not valid on a consume stream", other.kind()),
+                )));
+            }
+            // The member finished its side or reset the stream: it is gone.
+            Wake::Frame(Ok(None)) | Wake::Frame(Err(_)) => return Err(None),
+        }
+    }
+}
+
+/// Waits for the first of: a frame from the member, new records (only while the budget has
+/// room, or the loop would spin on records it may not send), the next ack deadline, a change
+/// of the slot, or the idle check.
+async fn wait(
+    slot: &DispatchSlot,
+    member: MemberId,
+    end: runnel_core::Offset,
+    reader: &mut FrameReader,
+    recv: &mut quinn::RecvStream,
+) -> Wake {
+    let (next, has_room, deadline) = {
+        let dispatch = slot.dispatch.borrow();
+        (
+            dispatch.next_offset(),
+            dispatch.assignee() == Some(member)
+                && dispatch.unacked() < dispatch.config().unacked_records_max,
+            dispatch.next_deadline(),
+        )
+    };
+    let now = now_ms().max(0) as u64;
+    let sleep_ms = deadline.map_or(IDLE_CHECK_MS, |deadline| {
+        deadline.saturating_sub(now).clamp(1, IDLE_CHECK_MS)
+    });
+    let frame = async {
+        reader
+            .read_request(recv)
+            .await
+            .map(|frame| frame.map(|(request, _)| request))
+            .map_err(|error| error.to_string())
+    };
+    let changed = slot.changed.listen();
+    let records = async {
+        // New records past `end` (the one the loop just saw), or nothing to wait for.
+        if has_room && next >= end {
+            let _ = slot.local.log.wait_for(end, slot.bound).await;
+        } else {
+            std::future::pending::<()>().await;
+        }
+    };
+    let others = async {
+        let _ = first_of(
+            records,
+            changed,
+            glommio::timer::sleep(Duration::from_millis(sleep_ms)),
+        )
+        .await;
+    };
+    match first_of(frame, others, std::future::pending::<()>()).await {
+        First::A(frame) => Wake::Frame(frame),
+        First::B(()) | First::C(()) => Wake::Look,
+    }
+}
+
+/// Applies an ack and builds its answer.
+fn apply_ack(slot: &DispatchSlot, member: MemberId, ack: &Ack) -> AckResult {
+    let mut dispatch = slot.dispatch.borrow_mut();
+    let outcome = dispatch.ack(member, &ack.ranges);
+    AckResult {
+        sequence: ack.sequence,
+        acked: outcome.acked,
+        refused: outcome
+            .refused
+            .into_iter()
+            .map(|(range, reason)| (range, wire_refusal(reason)))
+            .collect(),
+        committed_offset: dispatch.committed(),
+    }
+}
+
+fn wire_refusal(reason: AckRefusal) -> WireRefusal {
+    match reason {
+        AckRefusal::InvalidRange => WireRefusal::InvalidRange,
+        AckRefusal::NotAssignee => WireRefusal::NotAssignee,
+        AckRefusal::NotDelivered => WireRefusal::NotDelivered,
+        AckRefusal::AlreadyAcked => WireRefusal::AlreadyAcked,
+        // A reason this build's protocol cannot name yet: the closest it can.
+        _ => WireRefusal::NotDelivered,
+    }
+}
