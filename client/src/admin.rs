@@ -21,7 +21,7 @@ use crate::error::ClientError;
 use crate::retry::Safety;
 
 /// Most pages one list call follows: a server that always says "more" cannot keep us forever.
-const LIST_PAGES_MAX: usize = 100_000;
+pub(crate) const LIST_PAGES_MAX: usize = 100_000;
 
 /// What [`Client::create_stream`] creates.
 ///
@@ -111,7 +111,7 @@ impl StreamSpec {
     }
 }
 
-fn unexpected(request: &'static str, response: &Response) -> ClientError {
+pub(crate) fn unexpected(request: &'static str, response: &Response) -> ClientError {
     ClientError::UnexpectedResponse {
         request,
         response: response.kind().into(),
@@ -293,7 +293,7 @@ impl ClientInner {
     }
 }
 
-fn too_many_pages(request: &'static str) -> ClientError {
+pub(crate) fn too_many_pages(request: &'static str) -> ClientError {
     ClientError::UnexpectedResponse {
         request,
         response: format!("more than {LIST_PAGES_MAX} pages"),
@@ -302,7 +302,7 @@ fn too_many_pages(request: &'static str) -> ClientError {
 
 /// A page that says more follow must list something past what was already listed, or paging
 /// would never end.
-fn check_progress<T, K: Ord>(
+pub(crate) fn check_progress<T, K: Ord>(
     request: &'static str,
     listed: &[T],
     page: &[T],

@@ -4,8 +4,10 @@
 //!
 //! [`Node::call`] runs a request that has one answer, retrying as `retry.rs` allows;
 //! [`Node::send_request`] is one attempt of writing a request, for reads that stream their
-//! answer. A connection slot is locked while its connection is being opened, so concurrent
-//! requests to one core wait for one handshake instead of opening several connections.
+//! answer; [`Node::open_stream`] writes a request and keeps the stream open both ways, for
+//! the subscription streams. A connection slot is locked while its connection is being
+//! opened, so concurrent requests to one core wait for one handshake instead of opening
+//! several connections.
 
 use std::future::Future;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
@@ -247,6 +249,23 @@ impl Node {
         payload: &[u8],
         deadline: Option<Instant>,
     ) -> Result<quinn::RecvStream, Failure> {
+        let (mut send, recv) = self.open_stream(core, request, payload, deadline).await?;
+        // Only fails if the stream is already closed, which the answer will show.
+        let _ = send.finish();
+        Ok(recv)
+    }
+
+    /// Opens a stream on `core`'s connection (connecting first if needed) and writes
+    /// `request` and `payload` as its first frame, keeping the sending side open for more
+    /// frames: the long-lived subscription streams (join, consume). Failures are
+    /// [`Delivery::NotSent`](crate::retry::Delivery), as for [`Node::send_request`].
+    pub async fn open_stream(
+        &self,
+        core: u32,
+        request: &Request,
+        payload: &[u8],
+        deadline: Option<Instant>,
+    ) -> Result<(quinn::SendStream, quinn::RecvStream), Failure> {
         let kind = request.kind();
         let timed_out = || Failure::not_sent(self.timeout(kind));
         let connection = within(deadline, self.connection(core))
@@ -263,11 +282,7 @@ impl Node {
         )
         .await;
         match written {
-            Some(Ok(())) => {
-                // Only fails if the stream is already closed, which the answer will show.
-                let _ = send.finish();
-                Ok(recv)
-            }
+            Some(Ok(())) => Ok((send, recv)),
             Some(Err(error)) => {
                 // Abandon the incomplete frame explicitly (dropping would finish the stream).
                 let _ = send.reset(CloseCode::Done.varint());

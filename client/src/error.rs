@@ -7,9 +7,11 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use runnel_core::{BatchError, IdError, Offset, RecordId};
+use runnel_core::{BatchError, IdError, Offset, RecordId, ShardId};
 use runnel_net::protocol::{CloseCode, ErrorCode, ErrorResponse, ProtocolError, ShardOwner};
 use thiserror::Error;
+
+use crate::consumer::{AckSummary, RefusedAck};
 
 /// Why a client call failed. Cheap to clone (one failed batch fails many records).
 #[derive(Debug, Clone, Error)]
@@ -160,7 +162,35 @@ pub enum ClientError {
         /// The first failure.
         source: Box<ClientError>,
     },
-    /// The producer or client was closed.
+    /// Acks were refused: those records were not acked, and will be delivered again (to this
+    /// consumer, or to the shard's new member). Returned by `Consumer::flush_acks` for every
+    /// refusal since the previous flush (the ones of acks sent automatically included), and by
+    /// `Consumer::ack` at once for a shard the consumer does not hold. Not fatal: the
+    /// consumer goes on.
+    #[error(
+        "{refused_ranges} acked range(s) refused ({refused_records} records){}",
+        first_refusal(refused)
+    )]
+    AckRefused {
+        /// The refused ranges with why, in the order refused; at most 64 are listed.
+        refused: Vec<RefusedAck>,
+        /// Ranges refused in all, the unlisted ones included.
+        refused_ranges: u64,
+        /// Records refused in all.
+        refused_records: u64,
+        /// What was acked meanwhile.
+        summary: AckSummary,
+    },
+    /// Too many separate ranges of acks are queued for one shard (acks of scattered records,
+    /// or a shard whose stream has been down long): flush the acks, then ack again.
+    #[error("shard {shard}: {ranges_max} separate ranges of acks are queued already")]
+    AckQueueFull {
+        /// The shard.
+        shard: ShardId,
+        /// The bound.
+        ranges_max: usize,
+    },
+    /// The producer, consumer or client was closed.
     #[error("closed")]
     Closed,
     /// A local I/O operation failed (reading the CA file, resolving the host, binding).
@@ -266,6 +296,25 @@ impl ClientError {
             reason: error.to_string(),
         }
     }
+
+    /// An invalid subscription name (subscription names follow the stream naming rule).
+    pub(crate) fn subscription_name(error: IdError) -> ClientError {
+        let reason = match error {
+            IdError::InvalidStreamName { name, reason } => format!("{name:?} {reason}"),
+            other => other.to_string(),
+        };
+        ClientError::InvalidArgument {
+            what: "subscription name",
+            reason,
+        }
+    }
+}
+
+/// `"; first: <refusal>"`, or nothing when none is listed.
+fn first_refusal(refused: &[RefusedAck]) -> String {
+    refused
+        .first()
+        .map_or_else(String::new, |first| format!("; first: {first}"))
 }
 
 /// Whether a QUIC transport error code carries a TLS alert (RFC 9001 §4.8: 0x100 + alert).

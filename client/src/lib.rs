@@ -1,20 +1,23 @@
-//! `runnel-client`: the Rust SDK of Runnel — admin calls, producers and readers over QUIC,
-//! on tokio and quinn, speaking the wire protocol of `docs/format/protocol.md`.
+//! `runnel-client`: the Rust SDK of Runnel — admin calls, producers, readers and consumers
+//! over QUIC, on tokio and quinn, speaking the wire protocol of `docs/format/protocol.md`.
 //!
 //! Responsibility: connect to a node (`runnel://host:port`, TLS 1.3, versioned handshake),
 //! reach each shard on the core that owns it (one QUIC connection per core, opened lazily,
 //! one bidirectional stream per request), route records by `hash128(key)` to the open shard
-//! whose key range holds it, batch them ([`BufferedProducer`]) and read shards ([`Reader`]).
+//! whose key range holds it, batch them ([`BufferedProducer`]), read shards ([`Reader`]), and
+//! consume subscriptions as a member of their consumer group ([`Consumer`]: joins, heartbeats,
+//! rejoins, one long-lived stream per assigned shard, batched acks).
 //!
-//! Invariants: a record is encoded once, by `runnel_core::BatchBuilder`; every batch read is
-//! checked (both CRCs) before a record is handed out. Every buffer, queue, retry loop and
-//! in-flight window is bounded by a named option.
+//! Invariants: a record is encoded once, by `runnel_core::BatchBuilder`; every batch read or
+//! delivered is checked (both CRCs) before a record is handed out. Every buffer, queue, retry
+//! loop and in-flight window is bounded by a named option or constant.
 //! Must never: silently duplicate an append. A request is retried after a failure only when
-//! that is safe: idempotent requests always; appends (and stream creation or deletion) only
-//! when the request provably never reached the server, or the server refused it (`Busy`).
-//! Otherwise the caller gets [`ClientError::OutcomeUnknown`] and decides.
+//! that is safe: idempotent requests always; appends (and stream or subscription creation or
+//! deletion) only when the request provably never reached the server, or the server refused
+//! it (`Busy`). Otherwise the caller gets [`ClientError::OutcomeUnknown`] and decides.
 //! Fault model: the server may vanish, restart, move shards, or answer anything; the answer
-//! is a typed [`ClientError`], never a panic.
+//! is a typed [`ClientError`], never a panic. A consumer survives a server restart by
+//! rejoining; what it had not acked is delivered again (at least once, never lost).
 //!
 //! ```no_run
 //! use runnel_client::{Client, ClientOptions, Durability, Record, StreamSpec};
@@ -37,11 +40,12 @@
 //! # }
 //! ```
 //!
-//! Map: [`Client`] (`client.rs`, admin calls in `admin.rs`), [`ClientOptions`] and
-//! [`ServerAddress`] (`options.rs`, `address.rs`), [`ClientError`] (`error.rs`), the
-//! connections per core and the retry rules (`connection.rs`, `retry.rs`), TLS (`tls.rs`), key
-//! routing (`routing.rs`), appends shared by both producers (`append.rs`), [`Producer`],
-//! [`BufferedProducer`] (`buffered/`), [`Reader`] (`reader.rs`).
+//! Map: [`Client`] (`client.rs`, admin calls in `admin.rs` and `subscription_admin.rs`),
+//! [`ClientOptions`] and [`ServerAddress`] (`options.rs`, `address.rs`), [`ClientError`]
+//! (`error.rs`), the connections per core and the retry rules (`connection.rs`, `retry.rs`),
+//! TLS (`tls.rs`), key routing (`routing.rs`), appends shared by both producers
+//! (`append.rs`), [`Producer`], [`BufferedProducer`] (`buffered/`), [`Reader`] (`reader.rs`),
+//! [`Consumer`] (`consumer/`).
 
 #![deny(clippy::unwrap_used)]
 
@@ -51,12 +55,14 @@ mod append;
 mod buffered;
 mod client;
 mod connection;
+mod consumer;
 mod error;
 mod options;
 mod producer;
 mod reader;
 mod retry;
 mod routing;
+mod subscription_admin;
 mod tls;
 mod transport;
 
@@ -67,10 +73,14 @@ pub use address::{ServerAddress, DEFAULT_PORT};
 pub use admin::StreamSpec;
 pub use buffered::{AppendFuture, BufferedProducer, BufferedProducerConfig};
 pub use client::Client;
+pub use consumer::{
+    AckSummary, Acker, Consumer, ConsumerOptions, ConsumerStats, Delivery, RefusedAck,
+};
 pub use error::ClientError;
 pub use options::ClientOptions;
 pub use producer::Producer;
 pub use reader::{Reader, RecordBatch, RecordStream};
+pub use subscription_admin::SubscriptionSpec;
 
 // The vocabulary of the SDK's signatures, so users need not depend on the inner crates.
 pub use runnel_core::{
@@ -78,8 +88,9 @@ pub use runnel_core::{
     StreamName,
 };
 pub use runnel_net::protocol::{
-    CoreStatus, Durability, ErrorCode, HelloOk, NodeStatus, ProtocolError, ReadEnd, ReadEndReason,
-    ReadFrom, ShardInfo, ShardOwner, ShardStatus, StreamInfo,
+    AckRefusal, CoreStatus, Durability, ErrorCode, HelloOk, NodeStatus, ProtocolError, ReadEnd,
+    ReadEndReason, ReadFrom, ShardInfo, ShardOwner, ShardStatus, StreamInfo, SubscriptionConsumer,
+    SubscriptionInfo, SubscriptionShard, SubscriptionStart, CONSUMER_NAME_BYTES_MAX,
 };
 
 /// The handles move between tasks and threads; errors box into `Box<dyn Error + Send + Sync>`.
@@ -93,6 +104,9 @@ fn public_types_are_send_and_sync() {
     send_sync::<Producer>();
     send_sync::<BufferedProducer>();
     send_sync::<RecordBatch>();
+    send_sync::<Consumer>();
+    send_sync::<Acker>();
+    send_sync::<Delivery>();
     send::<Reader>();
     send::<RecordStream>();
     send::<AppendFuture>();

@@ -327,15 +327,67 @@ async fn read_event(
     }
 }
 
-/// One chunk of a read: whole batches, back to back, exactly as the server stores them.
+/// The offsets a [`RecordBatch`] yields: ascending, disjoint ranges (end exclusive). A read
+/// wants one range; a subscription's delivery names a few.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct OffsetRanges(Vec<Range<u64>>);
+
+impl OffsetRanges {
+    /// One range (possibly empty: a read positioned at its bound yields nothing).
+    pub(crate) fn one(range: Range<u64>) -> OffsetRanges {
+        OffsetRanges(vec![range])
+    }
+
+    /// `ranges`, after checking that they are non-empty, ascending and disjoint.
+    pub(crate) fn many(ranges: Vec<Range<u64>>) -> Result<OffsetRanges, &'static str> {
+        let mut after = 0;
+        for (index, range) in ranges.iter().enumerate() {
+            if range.start >= range.end {
+                return Err("an empty or inverted range");
+            }
+            if index > 0 && range.start < after {
+                return Err("ranges out of order or overlapping");
+            }
+            after = range.end;
+        }
+        Ok(OffsetRanges(ranges))
+    }
+
+    /// The ranges, ascending.
+    pub(crate) fn as_slice(&self) -> &[Range<u64>] {
+        &self.0
+    }
+
+    /// How many offsets the ranges hold.
+    pub(crate) fn offset_count(&self) -> u64 {
+        self.0
+            .iter()
+            .map(|range| range.end.saturating_sub(range.start))
+            .sum()
+    }
+
+    /// Whether `offset` lies in one of the ranges (binary search: records are filtered one
+    /// by one, and a redelivery may name many small ranges).
+    fn contains(&self, offset: u64) -> bool {
+        let index = self.0.partition_point(|range| range.end <= offset);
+        self.0
+            .get(index)
+            .is_some_and(|range| range.start <= offset && offset < range.end)
+    }
+}
+
+/// Whole batches, back to back, exactly as the server stores them: one chunk of a read, or
+/// the payload of a subscription's delivery. Only the records whose offsets were asked for
+/// (a read's bounds, a delivery's ranges) are counted and yielded.
 pub struct RecordBatch {
     shard: ShardId,
     bytes: AlignedBytes,
     /// Where each batch lies in `bytes`.
     batches: Vec<Range<usize>>,
-    /// The offsets asked for: the server sends whole batches, so the first and last may
-    /// hold records outside (before a start offset, at or after `until`); those are skipped.
-    wanted: Range<u64>,
+    /// The offsets asked for: the server sends whole batches, so some may hold records
+    /// outside (before a read's start offset, at or after its `until`, between a delivery's
+    /// ranges); those are skipped.
+    wanted: OffsetRanges,
     record_count: u64,
     next_offset: Offset,
 }
@@ -353,17 +405,66 @@ impl std::fmt::Debug for RecordBatch {
 
 impl RecordBatch {
     /// Checks the chunk's batch headers (CRC, lengths) and that it holds `chunk.batch_count`
-    /// whole batches; payloads are checked when read. Only records with offsets in `wanted`
-    /// are counted and yielded.
+    /// whole batches in offset order; payloads are checked when read. Only records with
+    /// offsets in `wanted` are counted and yielded.
     pub(crate) fn new(
         shard: ShardId,
         bytes: AlignedBytes,
         chunk: ReadChunk,
         wanted: Range<u64>,
     ) -> Result<RecordBatch, ClientError> {
+        RecordBatch::parse(
+            "Read",
+            shard,
+            bytes,
+            chunk.batch_count,
+            OffsetRanges::one(wanted),
+            chunk.next_offset,
+        )
+    }
+
+    /// The payload of a subscription's `Delivery`: `batch_count` whole batches holding every
+    /// offset of `ranges` (checked, so that every record delivered can be read and acked).
+    pub(crate) fn delivered(
+        shard: ShardId,
+        bytes: AlignedBytes,
+        batch_count: u32,
+        ranges: Vec<Range<u64>>,
+    ) -> Result<RecordBatch, ClientError> {
+        let unexpected = |response: String| ClientError::UnexpectedResponse {
+            request: "Consume",
+            response,
+        };
+        let wanted = OffsetRanges::many(ranges)
+            .map_err(|reason| unexpected(format!("a Delivery with {reason}")))?;
+        let next_offset = Offset(wanted.as_slice().last().map_or(0, |range| range.end));
+        let named = wanted.offset_count();
+        let batch = RecordBatch::parse("Consume", shard, bytes, batch_count, wanted, next_offset)?;
+        if batch.record_count != named {
+            return Err(unexpected(format!(
+                "a Delivery naming {named} records carries {} of them",
+                batch.record_count
+            )));
+        }
+        Ok(batch)
+    }
+
+    fn parse(
+        request: &'static str,
+        shard: ShardId,
+        bytes: AlignedBytes,
+        batch_count: u32,
+        wanted: OffsetRanges,
+        next_offset: Offset,
+    ) -> Result<RecordBatch, ClientError> {
         let mut batches = Vec::new();
         let mut record_count = 0_u64;
         let mut start = 0_usize;
+        // The offset after the previous batch, and the first range that may still overlap
+        // a batch (batches ascend, so the ranges are swept once).
+        let mut previous_after = 0_u64;
+        let mut range_index = 0_usize;
+        let ranges = wanted.as_slice();
         while start < bytes.len() {
             let rest = bytes.get(start..).unwrap_or_default();
             let header = BatchHeader::decode(rest)?;
@@ -377,18 +478,40 @@ impl RecordBatch {
             }
             let first = header.base_offset.0;
             let after = first.saturating_add(u64::from(header.record_count));
-            record_count += after
-                .min(wanted.end)
-                .saturating_sub(first.max(wanted.start));
+            if !batches.is_empty() && first < previous_after {
+                return Err(ClientError::UnexpectedResponse {
+                    request,
+                    response: format!(
+                        "a batch at offset {first} follows one ending at {previous_after}"
+                    ),
+                });
+            }
+            while ranges
+                .get(range_index)
+                .is_some_and(|range| range.end <= first)
+            {
+                range_index += 1;
+            }
+            for range in ranges.get(range_index..).unwrap_or_default() {
+                if range.start >= after {
+                    break;
+                }
+                record_count += after.min(range.end).saturating_sub(first.max(range.start));
+            }
             batches.push(start..end);
+            previous_after = after;
             start = end;
         }
-        if batches.len() != chunk.batch_count as usize {
+        if batches.len() != batch_count as usize {
+            let frame = if request == "Read" {
+                "ReadChunk"
+            } else {
+                "Delivery"
+            };
             return Err(ClientError::UnexpectedResponse {
-                request: "Read",
+                request,
                 response: format!(
-                    "a ReadChunk announcing {} batches holds {}",
-                    chunk.batch_count,
+                    "a {frame} announcing {batch_count} batches holds {}",
                     batches.len()
                 ),
             });
@@ -399,7 +522,7 @@ impl RecordBatch {
             batches,
             wanted,
             record_count,
-            next_offset: chunk.next_offset,
+            next_offset,
         })
     }
 
@@ -430,6 +553,11 @@ impl RecordBatch {
         &self.bytes
     }
 
+    /// The offsets asked for, ascending.
+    pub(crate) fn wanted(&self) -> &[Range<u64>] {
+        self.wanted.as_slice()
+    }
+
     /// The records within the offsets asked for, read in place (no copy), with their ids.
     /// Each batch's payload CRC and archive are checked before its first record; a failed
     /// check is yielded as an error and that batch's records are skipped.
@@ -437,7 +565,7 @@ impl RecordBatch {
         &self,
     ) -> impl Iterator<Item = Result<(RecordId, RecordRef<'_>), ClientError>> + '_ {
         let shard = self.shard;
-        let wanted = self.wanted.clone();
+        let wanted = &self.wanted;
         self.batches.iter().flat_map(move |range| {
             let bytes = self.bytes.get(range.clone()).unwrap_or_default();
             let checked =
@@ -446,10 +574,9 @@ impl RecordBatch {
                 dyn Iterator<Item = Result<(RecordId, RecordRef<'_>), ClientError>> + '_,
             > = match checked {
                 Ok((base, records)) => {
-                    let wanted = wanted.clone();
                     Box::new(records.enumerate().filter_map(move |(index, record)| {
                         let offset = base.0 + index as u64;
-                        wanted.contains(&offset).then_some(Ok((
+                        wanted.contains(offset).then_some(Ok((
                             RecordId {
                                 shard,
                                 offset: Offset(offset),
@@ -648,6 +775,27 @@ mod tests {
             })
         ));
         assert!(batch.to_records().is_err());
+    }
+
+    /// Several ranges: membership by binary search, and the checks deliveries rely on
+    /// (non-empty, ascending, disjoint).
+    #[test]
+    fn offset_ranges_hold_exactly_their_offsets() {
+        let ranges = OffsetRanges::many(vec![2..4, 7..8, 10..20]).expect("valid");
+        let held: Vec<u64> = (0..25).filter(|offset| ranges.contains(*offset)).collect();
+        assert_eq!(held, vec![2, 3, 7, 10, 11, 12, 13, 14, 15, 16, 17, 18, 19]);
+        assert_eq!(ranges.offset_count(), 13);
+        assert!(
+            OffsetRanges::many(vec![2..4, 4..5]).is_ok(),
+            "adjacent is fine"
+        );
+        assert!(OffsetRanges::many(vec![2..4, 3..5]).is_err());
+        assert!(OffsetRanges::many(vec![5..9, 0..1]).is_err());
+        assert!(OffsetRanges::many(std::iter::once(3..3).collect()).is_err());
+        assert!(OffsetRanges::many(Vec::new()).is_ok());
+        // A reader's one range may be empty (positioned at its bound): it holds nothing.
+        let empty = OffsetRanges::one(5..5);
+        assert!(!(0..10).any(|offset| empty.contains(offset)));
     }
 
     /// An empty chunk (zero batches) is valid and empty.
