@@ -25,6 +25,8 @@ pub enum Bench {
     Log(LogArgs),
     /// A node over QUIC on loopback: producer throughput (fsync, memory), latency.
     Node(NodeArgs),
+    /// Subscriptions: backlog consume throughput, append-to-delivery latency at a fixed rate.
+    Subscribe(SubscribeArgs),
 }
 
 /// Parses `512M`, `1G`, `4096`, `64K`.
@@ -121,6 +123,38 @@ pub struct NodeArgs {
     pub latency_seconds: u64,
 }
 
+/// Options of `runnel-bench subscribe`.
+#[derive(Debug, Clone, Args)]
+pub struct SubscribeArgs {
+    /// Where the node keeps its data (default: a temporary directory under ./target).
+    #[arg(long)]
+    pub dir: Option<PathBuf>,
+    /// Bytes of records in the backlog consumed in the throughput phase.
+    #[arg(long, default_value = "256M", value_parser = positive_size)]
+    pub bytes: u64,
+    /// Value size of a record.
+    #[arg(long, default_value = "1024", value_parser = positive_count)]
+    pub record_bytes: usize,
+    /// Buffered producers appending the backlog.
+    #[arg(long, default_value = "4", value_parser = positive_count)]
+    pub producers: usize,
+    /// Requests in flight per producer and shard.
+    #[arg(long, default_value = "4", value_parser = positive_count)]
+    pub in_flight: usize,
+    /// Executors of the node (the client needs the other core).
+    #[arg(long, default_value = "1", value_parser = positive_count)]
+    pub server_cores: usize,
+    /// Offered rate of the latency phase, in records per second.
+    #[arg(long = "rate", default_value = "20000", value_parser = positive_size)]
+    pub rate_records_per_second: u64,
+    /// Records per append request in the latency phase.
+    #[arg(long, default_value = "20", value_parser = positive_count)]
+    pub latency_batch_records: usize,
+    /// Length of the latency phase, in seconds.
+    #[arg(long, default_value = "5", value_parser = positive_size)]
+    pub latency_seconds: u64,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -145,7 +179,7 @@ mod tests {
                     (64, 4, 50 << 20)
                 );
             }
-            Bench::Node(_) => panic!("parsed the wrong benchmark"),
+            _ => panic!("parsed the wrong benchmark"),
         }
         assert!(Cli::try_parse_from(["runnel-bench", "node", "--producers", "0"]).is_err());
         assert!(Cli::try_parse_from(["runnel-bench", "log", "--bytes", "12X"]).is_err());

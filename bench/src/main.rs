@@ -5,12 +5,14 @@
 //! shared and noisy. Latencies are recorded in hdrhistogram; open-loop (fixed-rate) latencies
 //! are measured from each request's *scheduled* time, which corrects coordinated omission.
 //!
-//! Usage: `cargo run --release -p runnel-bench -- log|node [OPTIONS]` (`--help` lists them).
+//! Usage: `cargo run --release -p runnel-bench -- log|node|subscribe [OPTIONS]` (`--help` lists
+//! them).
 
 mod alloc_counter;
 mod args;
 mod log_bench;
 mod node_bench;
+mod subscribe_bench;
 
 use clap::Parser;
 
@@ -22,6 +24,7 @@ fn main() {
     let result = match cli.command {
         args::Bench::Log(args) => log_bench::run(args),
         args::Bench::Node(args) => node_bench::run(args),
+        args::Bench::Subscribe(args) => subscribe_bench::run(args),
     };
     if let Err(message) = result {
         eprintln!("runnel-bench: {message}");

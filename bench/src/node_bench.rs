@@ -27,24 +27,36 @@ fn record(value: &[u8], n: u64) -> Record {
     Record::new(value.to_vec(), now_ms()).with_key(format!("key-{}", n % 1000).into_bytes())
 }
 
-async fn throughput(
+/// How a throughput phase produces: its load.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Load {
+    /// Records in all.
+    pub records: u64,
+    /// Buffered producers, each sending `records / producers`.
+    pub producers: usize,
+    /// Requests in flight per producer and shard.
+    pub in_flight: usize,
+}
+
+/// Produces `load` with buffered producers as fast as the node takes it; returns MB/s and
+/// records/s.
+pub(crate) async fn throughput(
     client: &Client,
     stream: &str,
-    args: &NodeArgs,
+    load: Load,
     value: &[u8],
 ) -> Result<(f64, f64), String> {
-    let records = args.bytes / value.len() as u64;
-    let per_producer = records / args.producers as u64;
+    let per_producer = load.records / load.producers as u64;
     let started = Instant::now();
     let mut tasks = Vec::new();
-    for p in 0..args.producers {
+    for p in 0..load.producers {
         let producer = client
             .buffered_producer(
                 stream,
                 BufferedProducerConfig {
                     linger_ms: 2,
                     batch_bytes_max: 512 << 10,
-                    in_flight_max: args.in_flight,
+                    in_flight_max: load.in_flight,
                     ..BufferedProducerConfig::default()
                 },
             )
@@ -125,25 +137,86 @@ async fn latency(
     Ok((histogram, achieved))
 }
 
+/// A node running in this process for a benchmark, on a temporary data directory, with the
+/// tokio runtime its clients run on.
+pub(crate) struct BenchNode {
+    _temp: tempfile::TempDir,
+    node: runnel_server::node::RunningNode,
+    url: String,
+    options: ClientOptions,
+    /// The clients' runtime (two worker threads: the other core, beside the node's).
+    pub runtime: tokio::runtime::Runtime,
+}
+
+impl BenchNode {
+    /// Starts a node of `server_cores` executors with `data` under `dir` (default ./target).
+    pub fn start(
+        dir: Option<std::path::PathBuf>,
+        server_cores: usize,
+        configure: impl FnOnce(&mut NodeConfig),
+    ) -> Result<BenchNode, String> {
+        let parent = dir.unwrap_or_else(|| "target".into());
+        std::fs::create_dir_all(&parent)
+            .map_err(|e| format!("create {}: {e}", parent.display()))?;
+        let temp = tempfile::Builder::new()
+            .prefix("runnel-bench-node-")
+            .tempdir_in(parent)
+            .map_err(|e| format!("temporary directory: {e}"))?;
+        let probe = std::net::UdpSocket::bind("127.0.0.1:0").map_err(|e| e.to_string())?;
+        let base_port = probe.local_addr().map_err(|e| e.to_string())?.port();
+        drop(probe);
+        let mut config = NodeConfig {
+            data_dir: temp.path().join("data"),
+            base_port,
+            cores: server_cores,
+            pin_cores: false,
+            ..NodeConfig::default()
+        };
+        configure(&mut config);
+        config.validate().map_err(|e| e.to_string())?;
+        let (identity, certificate) =
+            runnel_server::identity::load_or_create(&config).map_err(|e| e.to_string())?;
+        let node = runnel_server::node::start(config, identity).map_err(|e| e.to_string())?;
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .map_err(|e| e.to_string())?;
+        Ok(BenchNode {
+            _temp: temp,
+            node,
+            url: format!("runnel://127.0.0.1:{base_port}"),
+            options: ClientOptions {
+                ca_cert_path: Some(certificate),
+                ..ClientOptions::default()
+            },
+            runtime,
+        })
+    }
+
+    /// A client of the node, once it listens (within 30 s).
+    pub async fn connect(&self) -> Result<Client, String> {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            match Client::connect(&self.url, self.options.clone()).await {
+                Ok(client) => return Ok(client),
+                Err(_) if Instant::now() < deadline => {
+                    tokio::time::sleep(Duration::from_millis(100)).await
+                }
+                Err(e) => return Err(format!("connect: {e}")),
+            }
+        }
+    }
+
+    /// Stops the node and waits for it.
+    pub fn stop(self) -> Result<(), String> {
+        drop(self.runtime);
+        self.node.stop_and_join().map_err(|e| e.to_string())
+    }
+}
+
 pub fn run(args: NodeArgs) -> Result<(), String> {
-    let temp = tempfile::Builder::new()
-        .prefix("runnel-bench-node-")
-        .tempdir_in(args.dir.clone().unwrap_or_else(|| "target".into()))
-        .map_err(|e| format!("temporary directory: {e}"))?;
-    let probe = std::net::UdpSocket::bind("127.0.0.1:0").map_err(|e| e.to_string())?;
-    let base_port = probe.local_addr().map_err(|e| e.to_string())?.port();
-    drop(probe);
-    let config = NodeConfig {
-        data_dir: temp.path().join("data"),
-        base_port,
-        cores: args.server_cores,
-        pin_cores: false,
-        ..NodeConfig::default()
-    };
-    config.validate().map_err(|e| e.to_string())?;
-    let (identity, certificate) =
-        runnel_server::identity::load_or_create(&config).map_err(|e| e.to_string())?;
-    let node = runnel_server::node::start(config, identity).map_err(|e| e.to_string())?;
+    let node = BenchNode::start(args.dir.clone(), args.server_cores, |_| {})?;
     println!(
         "runnel-bench node: {} MiB per throughput phase, {}-byte records, {} producers ({} in flight each), {} server core(s), QUIC on loopback",
         args.bytes >> 20,
@@ -152,27 +225,8 @@ pub fn run(args: NodeArgs) -> Result<(), String> {
         args.in_flight,
         args.server_cores
     );
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .map_err(|e| e.to_string())?;
-    let result = runtime.block_on(async {
-        let options = ClientOptions {
-            ca_cert_path: Some(certificate),
-            ..ClientOptions::default()
-        };
-        let url = format!("runnel://127.0.0.1:{base_port}");
-        let client = {
-            let deadline = Instant::now() + Duration::from_secs(30);
-            loop {
-                match Client::connect(&url, options.clone()).await {
-                    Ok(client) => break client,
-                    Err(_) if Instant::now() < deadline => tokio::time::sleep(Duration::from_millis(100)).await,
-                    Err(e) => return Err(format!("connect: {e}")),
-                }
-            }
-        };
+    let result = node.runtime.block_on(async {
+        let client = node.connect().await?;
         let value = vec![0x5au8; args.record_bytes];
         let shards = args.server_cores as u32 * 2;
         for (name, durability) in [("bench-fsync", Durability::Fsync), ("bench-memory", Durability::Memory)] {
@@ -181,9 +235,14 @@ pub fn run(args: NodeArgs) -> Result<(), String> {
                 .await
                 .map_err(|e| format!("create {name}: {e}"))?;
         }
-        let (fsync_mb, fsync_records) = throughput(&client, "bench-fsync", &args, &value).await?;
+        let load = Load {
+            records: args.bytes / value.len() as u64,
+            producers: args.producers,
+            in_flight: args.in_flight,
+        };
+        let (fsync_mb, fsync_records) = throughput(&client, "bench-fsync", load, &value).await?;
         println!("producer throughput, fsync durability:  {fsync_mb:>8.1} MB/s {fsync_records:>10.0} records/s   (target >= 150 MB/s)");
-        let (memory_mb, memory_records) = throughput(&client, "bench-memory", &args, &value).await?;
+        let (memory_mb, memory_records) = throughput(&client, "bench-memory", load, &value).await?;
         println!("producer throughput, memory durability: {memory_mb:>8.1} MB/s {memory_records:>10.0} records/s");
         println!("ratio fsync / memory: {:.2}", fsync_mb / memory_mb);
         let (histogram, achieved) = latency(&client, "bench-fsync", &args, &value).await?;
@@ -198,9 +257,9 @@ pub fn run(args: NodeArgs) -> Result<(), String> {
             histogram.len()
         );
         client.close().await;
-        Ok(())
+        Ok::<(), String>(())
     });
-    let stopped = node.stop_and_join().map_err(|e| e.to_string());
+    let stopped = node.stop();
     result?;
     stopped
 }

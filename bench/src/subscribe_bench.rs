@@ -1,0 +1,243 @@
+//! `runnel-bench subscribe`: shared subscriptions on a node over QUIC on loopback, in one run.
+//!
+//! 1. **Backlog consume throughput**: a backlog of 1 KiB records is appended (buffered
+//!    producers, `fsync`), then one consumer of a subscription starting at the earliest record
+//!    receives and acks all of it; records/s and MB/s from the join to the last record.
+//! 2. **End-to-end latency** at a fixed rate (default 20k records/s of 1 KiB, `fsync`): each
+//!    request of records is scheduled on a fixed timetable and carries its scheduled time in
+//!    its values; the consumer records, for every record, the time from its scheduled append
+//!    to its delivery (so coordinated omission is corrected: a late append counts its delay).
+
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use hdrhistogram::Histogram;
+use runnel_client::{
+    Client, ConsumerOptions, Durability, Record, StreamSpec, SubscriptionSpec, SubscriptionStart,
+};
+
+use crate::args::SubscribeArgs;
+use crate::node_bench::{throughput, BenchNode, Load};
+
+const MB: f64 = 1_000_000.0;
+
+fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}
+
+/// Phase 1: appends the backlog, then consumes and acks it with one consumer.
+async fn backlog(
+    client: &Client,
+    args: &SubscribeArgs,
+    shards: u32,
+) -> Result<(f64, f64, u64), String> {
+    let stream = "bench-backlog";
+    client
+        .create_stream(StreamSpec::new(stream, Durability::Fsync).shard_count(shards))
+        .await
+        .map_err(|e| format!("create {stream}: {e}"))?;
+    let value = vec![0x5au8; args.record_bytes];
+    let load = Load {
+        records: args.bytes / args.record_bytes as u64,
+        producers: args.producers,
+        in_flight: args.in_flight,
+    };
+    let (produce_mb, _) = throughput(client, stream, load, &value).await?;
+    let records = load.records / load.producers as u64 * load.producers as u64;
+    println!(
+        "backlog appended: {records} records ({} MiB) at {produce_mb:.1} MB/s",
+        (records * args.record_bytes as u64) >> 20
+    );
+    client
+        .create_subscription(
+            SubscriptionSpec::new("bench-backlog-sub", stream).start(SubscriptionStart::Earliest),
+        )
+        .await
+        .map_err(|e| format!("create subscription: {e}"))?;
+    let started = Instant::now();
+    let mut consumer = client
+        .consumer("bench-backlog-sub", ConsumerOptions::new("bench"))
+        .await
+        .map_err(|e| format!("join: {e}"))?;
+    let mut received = 0u64;
+    let mut bytes = 0u64;
+    while received < records {
+        let delivery = consumer
+            .next()
+            .await
+            .ok_or("the consumer ended")?
+            .map_err(|e| format!("consume: {e}"))?;
+        for item in delivery.records() {
+            let (_, record) = item.map_err(|e| e.to_string())?;
+            bytes += record.value().len() as u64;
+            received += 1;
+        }
+        consumer
+            .ack_delivery(&delivery)
+            .map_err(|e| format!("ack: {e}"))?;
+    }
+    let seconds = started.elapsed().as_secs_f64();
+    let redelivered = consumer.stats().redelivered_records;
+    consumer
+        .flush_acks()
+        .await
+        .map_err(|e| format!("acks: {e}"))?;
+    consumer.leave().await.map_err(|e| format!("leave: {e}"))?;
+    Ok((
+        received as f64 / seconds,
+        bytes as f64 / MB / seconds,
+        redelivered,
+    ))
+}
+
+/// Phase 2: append-to-delivery latency at a fixed rate.
+async fn latency(
+    client: &Client,
+    args: &SubscribeArgs,
+    shards: u32,
+) -> Result<(Histogram<u64>, Histogram<u64>, f64), String> {
+    let stream = "bench-latency";
+    client
+        .create_stream(StreamSpec::new(stream, Durability::Fsync).shard_count(shards))
+        .await
+        .map_err(|e| format!("create {stream}: {e}"))?;
+    client
+        .create_subscription(SubscriptionSpec::new("bench-latency-sub", stream))
+        .await
+        .map_err(|e| format!("create subscription: {e}"))?;
+    let mut consumer = client
+        .consumer("bench-latency-sub", ConsumerOptions::new("bench"))
+        .await
+        .map_err(|e| format!("join: {e}"))?;
+    // Wait until the consumer holds every shard, so no record waits for an assignment.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while consumer.assignment().len() < shards as usize {
+        if Instant::now() > deadline {
+            return Err("the consumer was never assigned every shard".into());
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let batch = args.latency_batch_records;
+    let interval = Duration::from_secs_f64(batch as f64 / args.rate_records_per_second as f64);
+    let requests = (args.latency_seconds as f64 / interval.as_secs_f64()) as u64;
+    let total = requests * batch as u64;
+    let base = Instant::now() + Duration::from_millis(50);
+    let histogram = Arc::new(Mutex::new(
+        Histogram::<u64>::new(3).map_err(|e| e.to_string())?,
+    ));
+    let receiving = {
+        let histogram = Arc::clone(&histogram);
+        tokio::spawn(async move {
+            let mut received = 0u64;
+            while received < total {
+                let delivery = match consumer.next().await {
+                    Some(Ok(delivery)) => delivery,
+                    Some(Err(error)) => return Err(format!("consume: {error}")),
+                    None => return Err("the consumer ended".into()),
+                };
+                let arrived = base.elapsed().as_micros() as u64;
+                let mut histogram = histogram.lock().map_err(|e| e.to_string())?;
+                for item in delivery.records() {
+                    let (_, record) = item.map_err(|e| e.to_string())?;
+                    let scheduled = record
+                        .value()
+                        .get(..8)
+                        .and_then(|b| b.try_into().ok())
+                        .map(u64::from_le_bytes)
+                        .ok_or("a record without its scheduled time")?;
+                    let _ = histogram.record(arrived.saturating_sub(scheduled));
+                    received += 1;
+                }
+                drop(histogram);
+                consumer
+                    .ack_delivery(&delivery)
+                    .map_err(|e| e.to_string())?;
+            }
+            consumer.leave().await.map_err(|e| e.to_string())?;
+            Ok::<(), String>(())
+        })
+    };
+    let producer = client.producer(stream).map_err(|e| e.to_string())?;
+    let appends = Arc::new(Mutex::new(
+        Histogram::<u64>::new(3).map_err(|e| e.to_string())?,
+    ));
+    let mut tasks = Vec::with_capacity(requests as usize);
+    for i in 0..requests {
+        let scheduled = base + interval * i as u32;
+        tokio::time::sleep_until(scheduled.into()).await;
+        let micros = (scheduled - base).as_micros() as u64;
+        let records: Vec<Record> = (0..batch)
+            .map(|_| {
+                let mut value = vec![0x5au8; args.record_bytes.max(8)];
+                value[..8].copy_from_slice(&micros.to_le_bytes());
+                // One key per request: a request goes to one shard, as a keyed producer's.
+                Record::new(value, now_ms()).with_key(format!("key-{}", i % 1000).into_bytes())
+            })
+            .collect();
+        let producer = producer.clone();
+        let appends = Arc::clone(&appends);
+        tasks.push(tokio::spawn(async move {
+            producer
+                .send_batch(records)
+                .await
+                .map_err(|e| e.to_string())?;
+            if let Ok(mut appends) = appends.lock() {
+                let _ = appends.record(scheduled.elapsed().as_micros() as u64);
+            }
+            Ok::<(), String>(())
+        }));
+    }
+    for task in tasks {
+        task.await.map_err(|e| e.to_string())??;
+    }
+    let offered_seconds = base.elapsed().as_secs_f64();
+    receiving.await.map_err(|e| e.to_string())??;
+    let achieved = total as f64 / offered_seconds;
+    let histogram = histogram.lock().map_err(|e| e.to_string())?.clone();
+    let appends = appends.lock().map_err(|e| e.to_string())?.clone();
+    Ok((histogram, appends, achieved))
+}
+
+pub fn run(args: SubscribeArgs) -> Result<(), String> {
+    let node = BenchNode::start(args.dir.clone(), args.server_cores, |_| {})?;
+    let shards = args.server_cores as u32 * 2;
+    println!(
+        "runnel-bench subscribe: {} MiB backlog of {}-byte records, {shards} shards, {} server core(s), one consumer, QUIC on loopback",
+        args.bytes >> 20,
+        args.record_bytes,
+        args.server_cores
+    );
+    let result = node.runtime.block_on(async {
+        let client = node.connect().await?;
+        let (records_per_second, mb_per_second, redelivered) =
+            backlog(&client, &args, shards).await?;
+        println!(
+            "consume throughput of the backlog (receive + ack): {mb_per_second:>8.1} MB/s {records_per_second:>10.0} records/s ({redelivered} redelivered)"
+        );
+        let (histogram, appends, achieved) = latency(&client, &args, shards).await?;
+        println!(
+            "append-to-delivery latency (fsync) at {} records/s offered ({achieved:.0} achieved, {}-record requests): p50 {} µs, p99 {} µs, p999 {} µs, max {} µs ({} records)   (target p99 <= 5 ms)",
+            args.rate_records_per_second,
+            args.latency_batch_records,
+            histogram.value_at_quantile(0.5),
+            histogram.value_at_quantile(0.99),
+            histogram.value_at_quantile(0.999),
+            histogram.max(),
+            histogram.len()
+        );
+        println!(
+            "  of which the append (scheduled time to acknowledgement): p50 {} µs, p99 {} µs, p999 {} µs, max {} µs",
+            appends.value_at_quantile(0.5),
+            appends.value_at_quantile(0.99),
+            appends.value_at_quantile(0.999),
+            appends.max()
+        );
+        client.close().await;
+        Ok::<(), String>(())
+    });
+    let stopped = node.stop();
+    result?;
+    stopped
+}
