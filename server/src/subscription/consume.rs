@@ -175,8 +175,10 @@ async fn serve_loop(
                 {
                     return Err(None);
                 }
+                continue;
             }
-            continue;
+            // The plan went stale while the log was read (acks arrived, the shard moved): wait
+            // for the next event rather than plan again at once.
         }
         match wait(slot, member, end, reader, recv).await {
             Wake::Look => {}
