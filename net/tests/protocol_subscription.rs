@@ -231,19 +231,22 @@ fn response() -> impl Strategy<Value = Response> {
             any::<u64>(),
             any::<u64>(),
             prop::collection::vec((any::<u64>(), any::<u64>(), ack_refusal()), 0..4),
-            any::<u64>()
+            (any::<u64>(), any::<u64>())
         )
-            .prop_map(|(sequence, acked, refused, committed)| {
-                Response::AckResult(AckResult {
-                    sequence,
-                    acked,
-                    refused: refused
-                        .into_iter()
-                        .map(|(start, end, reason)| (start..end, reason))
-                        .collect(),
-                    committed_offset: Offset(committed),
-                })
-            }),
+            .prop_map(
+                |(sequence, acked, refused, (committed, refused_unlisted))| {
+                    Response::AckResult(AckResult {
+                        sequence,
+                        acked,
+                        refused: refused
+                            .into_iter()
+                            .map(|(start, end, reason)| (start..end, reason))
+                            .collect(),
+                        committed_offset: Offset(committed),
+                        refused_unlisted,
+                    })
+                }
+            ),
         prop::sample::select(vec![
             ConsumeEndReason::Revoked,
             ConsumeEndReason::SubscriptionDeleted,

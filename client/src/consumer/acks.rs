@@ -178,9 +178,12 @@ impl AckReport {
         shard: ShardId,
         acked: u64,
         refused: &[(Range<u64>, AckRefusal)],
+        refused_unlisted: u64,
         committed: Offset,
     ) -> u64 {
         self.records_acked += acked;
+        // Ranges the server refused without listing them (it lists a bounded number).
+        self.refused_ranges += refused_unlisted;
         let entry = self.committed.entry(shard).or_insert(committed);
         *entry = (*entry).max(committed);
         let mut refused_records = 0;
@@ -291,10 +294,12 @@ mod tests {
                 (7..9, AckRefusal::AlreadyAcked),
                 (9..10, AckRefusal::NotDelivered),
             ],
+            0,
             Offset(7),
         );
         assert_eq!(refused, 1);
-        report.answered(ShardId(3), 2, &[], Offset(6));
+        // Three more refused ranges the server did not list are counted.
+        report.answered(ShardId(3), 2, &[], 3, Offset(6));
         match report.take() {
             Err(crate::ClientError::AckRefused {
                 refused,
@@ -310,7 +315,7 @@ mod tests {
                         reason: AckRefusal::NotDelivered
                     }]
                 );
-                assert_eq!((refused_ranges, refused_records), (1, 1));
+                assert_eq!((refused_ranges, refused_records), (4, 1));
                 assert_eq!(summary.records_acked, 7);
                 assert_eq!(summary.records_already_acked, 2);
                 assert_eq!(summary.committed_offsets, vec![(ShardId(3), Offset(7))]);

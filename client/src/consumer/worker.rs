@@ -549,6 +549,7 @@ impl Worker {
                     shard,
                     result.acked,
                     &result.refused,
+                    result.refused_unlisted,
                     result.committed_offset,
                 );
                 let counters = &self.shared.counters;

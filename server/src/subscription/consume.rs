@@ -269,6 +269,7 @@ fn apply_ack(slot: &DispatchSlot, member: MemberId, ack: &Ack) -> AckResult {
             .map(|(range, reason)| (range, wire_refusal(reason)))
             .collect(),
         committed_offset: dispatch.committed(),
+        refused_unlisted: outcome.refused_unlisted,
     }
 }
 

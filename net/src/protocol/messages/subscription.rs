@@ -251,6 +251,8 @@ pub struct AckResult {
     pub refused: Vec<(Range<u64>, AckRefusal)>,
     /// The shard's committed offset after the ack.
     pub committed_offset: Offset,
+    /// Refused ranges beyond those listed in `refused` (the server lists a bounded number).
+    pub refused_unlisted: u64,
 }
 
 /// Why a consume stream ended.

@@ -183,6 +183,7 @@ pub(crate) fn response(root: &wire::Response<'_>) -> Option<Result<Response, Pro
                 acked: result.acked(),
                 refused,
                 committed_offset: Offset(result.committed_offset()),
+                refused_unlisted: result.refused_unlisted(),
             }))
         })(),
         wire::ResponseBody::ConsumeEnd => (|| {

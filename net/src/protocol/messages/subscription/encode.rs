@@ -223,6 +223,7 @@ pub(crate) fn ack_result<'a>(
         acked: result.acked,
         refused,
         committed_offset: result.committed_offset.0,
+        refused_unlisted: result.refused_unlisted,
     };
     let table = wire::AckResult::create(fbb, &args);
     table.as_union_value()
