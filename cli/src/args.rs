@@ -1,7 +1,8 @@
-//! The command line: global connection flags, the `stream`, `shard` and `node` verbs and
-//! their flags, as clap derives. Values with a grammar of their own (retention, read
-//! positions) are parsed here by the parsers of `duration.rs` and `position.rs`, so a bad value
-//! is a usage error (exit 2) before anything is sent.
+//! The command line: global connection flags, the `stream`, `shard`, `sub`, `consume` and
+//! `node` verbs and their flags, as clap derives. Values with a grammar of their own
+//! (retention, read positions, subscription offsets) are parsed here by the parsers of
+//! `duration.rs` and `position.rs`, so a bad value is a usage error (exit 2) before anything is
+//! sent.
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -9,7 +10,9 @@ use std::time::Duration;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
 use crate::duration::parse_duration;
-use crate::position::{parse_end, parse_start, ReadEndAt, ReadStart};
+use crate::position::{
+    parse_end, parse_start, parse_subscription_offset, ReadEndAt, ReadStart, SubscriptionOffset,
+};
 
 /// The default node: the server's default base port on loopback.
 pub const DEFAULT_URL: &str = "runnel://127.0.0.1:6570";
@@ -22,7 +25,7 @@ Exit codes:
   1  the server refused the request (its error code is printed)
   2  usage error: bad arguments or flags
   3  connection or TLS error (unreachable node, timeout, untrusted certificate)
-  4  not found: unknown stream or shard
+  4  not found: unknown stream, shard or subscription
   5  any other error
 
 Errors are printed to stderr as `runnel: <code>: <message>`.";
@@ -33,7 +36,7 @@ Errors are printed to stderr as `runnel: <code>: <message>`.";
     name = "runnel",
     version,
     about = "Runnel's command line: create, list, describe, delete, append to and read streams; \
-             list shards; show the node's status",
+             list shards; manage subscriptions and consume them; show the node's status",
     after_help = EXIT_CODES_HELP
 )]
 pub struct Cli {
@@ -94,6 +97,11 @@ pub enum Command {
     /// Inspect the shards of a stream.
     #[command(subcommand)]
     Shard(ShardCommand),
+    /// Create, list, describe and delete subscriptions (durable consumer groups).
+    #[command(subcommand, visible_alias = "subscription")]
+    Sub(SubscriptionCommand),
+    /// Join a subscription as a consumer: print its records and ack each once printed.
+    Consume(ConsumeArgs),
     /// Inspect the node.
     #[command(subcommand)]
     Node(NodeCommand),
@@ -206,11 +214,114 @@ pub enum ShardCommand {
     },
 }
 
+/// `runnel sub …`
+#[derive(Debug, Subcommand)]
+pub enum SubscriptionCommand {
+    /// Create a subscription of a stream.
+    Create(SubscriptionCreateArgs),
+    /// List every subscription, or those of one stream.
+    List {
+        /// Only the subscriptions of this stream.
+        #[arg(long)]
+        stream: Option<String>,
+    },
+    /// Show a subscription's settings, its progress on each shard and its consumers.
+    Describe {
+        /// The subscription.
+        #[arg(value_name = "SUB")]
+        name: String,
+    },
+    /// Delete a subscription and its committed progress.
+    Delete {
+        /// The subscription.
+        #[arg(value_name = "SUB")]
+        name: String,
+        /// Delete even while consumers are joined (their consumption ends).
+        #[arg(long)]
+        force: bool,
+    },
+}
+
+/// Most seconds `--ack-timeout` takes (the server's bound: one hour).
+const ACK_TIMEOUT_SECONDS_MAX: i64 = 3_600;
+/// Most records `--max-unacked-records` takes (the server's bound).
+const MAX_UNACKED_RECORDS_LIMIT: i64 = 1_000_000;
+
+/// `runnel sub create`
+#[derive(Debug, Args)]
+pub struct SubscriptionCreateArgs {
+    /// The subscription's name, unique in the cluster: the stream naming rule (1 to 255
+    /// characters of [A-Za-z0-9_.-], not starting with '-' or '.').
+    #[arg(value_name = "SUB")]
+    pub name: String,
+    /// The stream it consumes.
+    #[arg(long)]
+    pub stream: String,
+    /// Records not acked within this many seconds are delivered again (1 to 3600).
+    #[arg(
+        long,
+        value_name = "SECONDS",
+        default_value_t = 60,
+        value_parser = clap::value_parser!(u32).range(1..=ACK_TIMEOUT_SECONDS_MAX)
+    )]
+    pub ack_timeout: u32,
+    /// Most records delivered and not acked at once, over all consumers; delivery pauses
+    /// there (1 to 1000000).
+    #[arg(
+        long,
+        value_name = "N",
+        default_value_t = 10_000,
+        value_parser = clap::value_parser!(u32).range(1..=MAX_UNACKED_RECORDS_LIMIT)
+    )]
+    pub max_unacked_records: u32,
+    /// Where delivery starts on each shard: earliest, latest (records appended from now on),
+    /// or a time (milliseconds since the Unix epoch, or RFC 3339 like 2026-12-01T10:00:00Z).
+    #[arg(
+        long,
+        value_name = "POSITION",
+        default_value = "latest",
+        value_parser = parse_subscription_offset
+    )]
+    pub offset: SubscriptionOffset,
+}
+
+/// `runnel consume`
+#[derive(Debug, Args)]
+pub struct ConsumeArgs {
+    /// The subscription.
+    #[arg(value_name = "SUB")]
+    pub subscription: String,
+    /// The consumer's name, unique in the subscription's group
+    /// [default: runnel-cli-<hostname>, or runnel-cli-<pid> without a hostname]
+    #[arg(long)]
+    pub name: Option<String>,
+    /// Stop after printing and acking N records in all (then leave the group).
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
+    pub total: Option<u64>,
+    /// How to print records, as `stream read` does: `<record id>\t<key>\t<value>` lines
+    /// (table) or JSON lines (json) [default: the --output format]
+    #[arg(long, value_enum)]
+    pub format: Option<OutputFormat>,
+}
+
 /// `runnel node …`
 #[derive(Debug, Subcommand)]
 pub enum NodeCommand {
     /// Show the node's id, version, uptime and cores.
     Status,
+}
+
+impl Cli {
+    /// The format results are printed in: `--output`, or `consume --format` when given.
+    pub fn output_format(&self) -> OutputFormat {
+        match &self.command {
+            Command::Consume(ConsumeArgs {
+                format: Some(format),
+                ..
+            }) => *format,
+            _ => self.global.output,
+        }
+    }
 }
 
 fn non_empty(text: &str) -> Result<String, String> {
@@ -342,6 +453,89 @@ mod tests {
         assert!(append.count);
     }
 
+    /// `sub create` takes HStreamDB's flags with the documented defaults: 60 s, 10 000
+    /// records, latest.
+    #[test]
+    fn sub_create_has_documented_defaults() {
+        let cli = parsed(&["sub", "create", "billing", "--stream", "orders"]);
+        let Command::Sub(SubscriptionCommand::Create(create)) = cli.command else {
+            panic!("not sub create: {cli:?}");
+        };
+        assert_eq!(create.name, "billing");
+        assert_eq!(create.stream, "orders");
+        assert_eq!(create.ack_timeout, 60);
+        assert_eq!(create.max_unacked_records, 10_000);
+        assert_eq!(create.offset, SubscriptionOffset::Latest);
+
+        let cli = parsed(&[
+            "subscription",
+            "create",
+            "billing",
+            "--stream",
+            "orders",
+            "--ack-timeout",
+            "30",
+            "--max-unacked-records",
+            "500",
+            "--offset",
+            "2026-12-01T10:00:00Z",
+        ]);
+        let Command::Sub(SubscriptionCommand::Create(create)) = cli.command else {
+            panic!("not sub create");
+        };
+        assert_eq!(create.ack_timeout, 30);
+        assert_eq!(create.max_unacked_records, 500);
+        assert_eq!(
+            create.offset,
+            SubscriptionOffset::Timestamp(1_796_119_200_000)
+        );
+        let cli = parsed(&[
+            "sub", "create", "b", "--stream", "s", "--offset", "earliest",
+        ]);
+        let Command::Sub(SubscriptionCommand::Create(create)) = cli.command else {
+            panic!("not sub create");
+        };
+        assert_eq!(create.offset, SubscriptionOffset::Earliest);
+    }
+
+    /// The other `sub` verbs and `consume`; `consume --format` overrides `--output`.
+    #[test]
+    fn sub_verbs_and_consume_parse() {
+        let cli = parsed(&["sub", "list", "--stream", "orders"]);
+        let Command::Sub(SubscriptionCommand::List { stream }) = cli.command else {
+            panic!("not sub list");
+        };
+        assert_eq!(stream.as_deref(), Some("orders"));
+        let cli = parsed(&["sub", "delete", "billing", "--force"]);
+        let Command::Sub(SubscriptionCommand::Delete { name, force }) = cli.command else {
+            panic!("not sub delete");
+        };
+        assert_eq!((name.as_str(), force), ("billing", true));
+        let cli = parsed(&["sub", "describe", "billing", "--output", "json"]);
+        assert_eq!(cli.output_format(), OutputFormat::Json);
+
+        let cli = parsed(&["consume", "billing"]);
+        assert_eq!(cli.output_format(), OutputFormat::Table);
+        let Command::Consume(consume) = &cli.command else {
+            panic!("not consume");
+        };
+        assert_eq!(consume.subscription, "billing");
+        assert_eq!((consume.name.as_deref(), consume.total), (None, None));
+        let cli = parsed(&[
+            "consume", "billing", "--name", "worker-1", "--total", "5", "--format", "json",
+        ]);
+        assert_eq!(cli.output_format(), OutputFormat::Json);
+        let Command::Consume(consume) = &cli.command else {
+            panic!("not consume");
+        };
+        assert_eq!(consume.name.as_deref(), Some("worker-1"));
+        assert_eq!(consume.total, Some(5));
+        let cli = parsed(&[
+            "--output", "json", "consume", "billing", "--format", "table",
+        ]);
+        assert_eq!(cli.output_format(), OutputFormat::Table);
+    }
+
     /// Bad values are refused by the parser, before anything is sent.
     #[test]
     fn bad_values_are_usage_errors() {
@@ -363,6 +557,50 @@ mod tests {
             &["stream", "list", "--timeout-ms", "0"],
             &["stream"],
             &["streams", "list"],
+            &["sub", "create", "b"],
+            &["sub", "create", "b", "--stream", "s", "--ack-timeout", "0"],
+            &[
+                "sub",
+                "create",
+                "b",
+                "--stream",
+                "s",
+                "--ack-timeout",
+                "3601",
+            ],
+            &["sub", "create", "b", "--stream", "s", "--ack-timeout", "1m"],
+            &[
+                "sub",
+                "create",
+                "b",
+                "--stream",
+                "s",
+                "--max-unacked-records",
+                "0",
+            ],
+            &[
+                "sub",
+                "create",
+                "b",
+                "--stream",
+                "s",
+                "--max-unacked-records",
+                "1000001",
+            ],
+            &[
+                "sub",
+                "create",
+                "b",
+                "--stream",
+                "s",
+                "--offset",
+                "yesterday",
+            ],
+            &["sub", "create", "b", "--stream", "s", "--offset", "42x"],
+            &["sub", "describe"],
+            &["consume"],
+            &["consume", "b", "--total", "0"],
+            &["consume", "b", "--format", "yaml"],
         ] {
             let error = parse(args).map(|_| ()).expect_err("refused");
             assert_ne!(error.kind(), ErrorKind::DisplayHelp, "{args:?}");

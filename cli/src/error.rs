@@ -1,7 +1,7 @@
 //! What a command can fail with, as the shell sees it: an exit code by kind of failure and a
 //! line `runnel: <code>: <message>` on stderr. `<code>` is the server's protocol error code
-//! when the server refused (`UnknownStream`, `StreamExists`, …), otherwise a name of the local
-//! failure (`Usage`, `Connection`, `Tls`, `Timeout`, …).
+//! when the server refused (`UnknownStream`, `StreamExists`, `UnknownSubscription`, …),
+//! otherwise a name of the local failure (`Usage`, `Connection`, `Tls`, `Timeout`, …).
 
 use std::fmt;
 
@@ -18,7 +18,7 @@ pub enum ExitCode {
     Usage = 2,
     /// 3: the node could not be reached or trusted, or stopped answering.
     Connection = 3,
-    /// 4: an unknown stream or shard.
+    /// 4: an unknown stream, shard or subscription.
     NotFound = 4,
     /// 5: anything else.
     Other = 5,
@@ -52,7 +52,7 @@ impl CliError {
         }
     }
 
-    /// An unknown stream or shard found by the command itself (exit 4).
+    /// An unknown stream, shard or subscription found by the command itself (exit 4).
     pub fn not_found(code: ErrorCode, message: impl Into<String>) -> CliError {
         CliError {
             exit: ExitCode::NotFound,
@@ -67,6 +67,15 @@ impl CliError {
             exit: ExitCode::Other,
             code: "Io".into(),
             message: format!("{context}: {error}"),
+        }
+    }
+
+    /// A refusal found by the command itself, under the server's error code (exit 1).
+    pub fn refused(code: &str, message: impl Into<String>) -> CliError {
+        CliError {
+            exit: ExitCode::Refused,
+            code: code.into(),
+            message: message.into(),
         }
     }
 
@@ -112,7 +121,9 @@ fn classify(error: &ClientError) -> (ExitCode, String) {
     match error {
         ClientError::Server { code, .. } => {
             let exit = match code {
-                ErrorCode::UnknownStream | ErrorCode::UnknownShard => ExitCode::NotFound,
+                ErrorCode::UnknownStream
+                | ErrorCode::UnknownShard
+                | ErrorCode::UnknownSubscription => ExitCode::NotFound,
                 _ => ExitCode::Refused,
             };
             (exit, code.to_string())
@@ -132,6 +143,9 @@ fn classify(error: &ClientError) -> (ExitCode, String) {
         ClientError::OutcomeUnknown { .. } => local(ExitCode::Connection, "OutcomeUnknown"),
         // Some records were stored: the first failure decides the kind.
         ClientError::PartialAppend { source, .. } => classify(source),
+        // The server refused acks: those records were not acked and will be delivered again.
+        ClientError::AckRefused { .. } => local(ExitCode::Refused, "AckRefused"),
+        ClientError::AckQueueFull { .. } => local(ExitCode::Other, "AckQueueFull"),
         ClientError::Batch { .. } => local(ExitCode::Other, "Batch"),
         ClientError::Protocol { .. } => local(ExitCode::Other, "Protocol"),
         ClientError::UnexpectedResponse { .. } => local(ExitCode::Other, "UnexpectedResponse"),
@@ -158,7 +172,8 @@ mod tests {
         }
     }
 
-    /// Unknown streams and shards are "not found"; other refusals keep the server's code.
+    /// Unknown streams, shards and subscriptions are "not found"; other refusals keep the
+    /// server's code.
     #[test]
     fn server_refusals_map_to_1_or_4() {
         let error = CliError::from(server(ErrorCode::UnknownStream));
@@ -171,6 +186,20 @@ mod tests {
             CliError::from(server(ErrorCode::UnknownShard)).exit,
             ExitCode::NotFound
         );
+        let missing = CliError::from(server(ErrorCode::UnknownSubscription));
+        assert_eq!(missing.exit, ExitCode::NotFound);
+        assert_eq!(missing.code, "UnknownSubscription");
+        for code in [
+            ErrorCode::SubscriptionExists,
+            ErrorCode::SubscriptionInUse,
+            ErrorCode::ConsumerNameInUse,
+        ] {
+            assert_eq!(
+                CliError::from(server(code)).exit,
+                ExitCode::Refused,
+                "{code}"
+            );
+        }
         let exists = CliError::from(server(ErrorCode::StreamExists));
         assert_eq!(exists.exit, ExitCode::Refused);
         assert_eq!(exists.code, "StreamExists");

@@ -1,12 +1,14 @@
-//! `runnel`: the command line of Runnel — streams, shards and the node, in HStreamDB's verbs
-//! (`runnel stream create|list|describe|delete|append|read`, `runnel shard list`,
+//! `runnel`: the command line of Runnel — streams, shards, subscriptions and the node, in
+//! HStreamDB's verbs (`runnel stream create|list|describe|delete|append|read`,
+//! `runnel shard list`, `runnel sub create|list|describe|delete`, `runnel consume`,
 //! `runnel node status`), built on the `runnel-client` SDK.
 //!
 //! Responsibility: turn flags into SDK calls and answers into tables or JSON; nothing else.
 //! Invariants: every failure leaves through one place (`main`), as a line
 //! `runnel: <code>: <message>` on stderr and a documented exit code (0 ok, 1 refused by the
 //! server, 2 usage, 3 connection/TLS, 4 not found, 5 other; see `docs/cli.md`). Stdout holds
-//! results only, so it can be piped.
+//! results only, so it can be piped. `consume` acks a record only once it was written to
+//! stdout.
 //! Must never: retry an append that may have been stored (the SDK's rule, kept here), trust a
 //! node's certificate without an explicit choice (`--ca-cert`, the default file, or
 //! `--insecure`), or read unbounded input into memory (lines are bounded by the server's
@@ -22,6 +24,7 @@ mod error;
 mod output;
 mod position;
 mod table;
+mod time;
 
 use clap::error::ErrorKind;
 use clap::Parser;
@@ -42,9 +45,10 @@ fn main() {
         Ok(runtime) => runtime,
         Err(error) => exit_with(&CliError::io("cannot start the async runtime", &error)),
     };
-    let mut output = Output::stdout(cli.global.output);
+    let mut output = Output::stdout(cli.output_format());
     let outcome = runtime.block_on(commands::run(cli, &mut output));
-    // Background tasks (a tail's readers, the producer's worker) end with the runtime.
+    // Background tasks (a tail's readers, the producer's or consumer's worker) end with the
+    // runtime.
     drop(runtime);
     match outcome {
         Ok(()) => std::process::exit(ExitCode::Success.number()),

@@ -1,4 +1,5 @@
-//! What commands print: streams, shards, the node and records, as tables or JSON.
+//! What commands print: streams, shards, the node and records, as tables or JSON;
+//! subscriptions in `output/subscription.rs`.
 //!
 //! Tables follow HStreamDB's column names (`Stream Name | Replica | Retention Time | Shard
 //! Count`); JSON output is one document per command (records: one JSON object per line), with
@@ -9,8 +10,17 @@
 
 use std::io::{BufWriter, Stdout, Write};
 
-use runnel_client::{Durability, NodeStatus, Record, RecordId, ShardInfo, ShardStatus, StreamInfo};
+use runnel_client::{
+    Durability, NodeStatus, Record, RecordId, RecordRef, ShardInfo, ShardStatus, StreamInfo,
+};
 use serde::Serialize;
+
+mod subscription;
+
+pub use self::subscription::{
+    consumer_table, subscription_settings_table, subscription_shard_table, subscription_table,
+    SubscriptionDocument,
+};
 
 use crate::args::OutputFormat;
 use crate::duration::format_duration_ms;
@@ -341,29 +351,58 @@ pub struct HeaderDocument {
 impl RecordDocument {
     /// The record with its id.
     pub fn new(id: RecordId, record: &Record) -> RecordDocument {
-        let (key, key_hex) = match &record.key {
+        RecordDocument::of_parts(
+            id,
+            record.key.as_deref(),
+            &record.value,
+            record.timestamp_ms,
+            record
+                .headers
+                .iter()
+                .map(|header| (header.name.as_str(), header.value.as_slice())),
+        )
+    }
+
+    /// The record read in place (a delivery's), with its id: the same document as
+    /// [`RecordDocument::new`] of its owned copy.
+    pub fn of_ref(id: RecordId, record: &RecordRef<'_>) -> RecordDocument {
+        RecordDocument::of_parts(
+            id,
+            record.key(),
+            record.value(),
+            record.timestamp_ms(),
+            record.headers(),
+        )
+    }
+
+    fn of_parts<'a>(
+        id: RecordId,
+        key: Option<&[u8]>,
+        value: &[u8],
+        timestamp_ms: i64,
+        headers: impl Iterator<Item = (&'a str, &'a [u8])>,
+    ) -> RecordDocument {
+        let (key, key_hex) = match key {
             Some(key) => {
                 let (text, hex) = text_and_hex(key);
                 (Some(text), hex)
             }
             None => (None, None),
         };
-        let (value, value_hex) = text_and_hex(&record.value);
+        let (value, value_hex) = text_and_hex(value);
         RecordDocument {
             id: id.to_string(),
             shard: id.shard.0,
             offset: id.offset.0,
-            timestamp_ms: record.timestamp_ms,
+            timestamp_ms,
             key,
             key_hex,
             value,
             value_hex,
-            headers: record
-                .headers
-                .iter()
-                .map(|header| HeaderDocument {
-                    name: header.name.clone(),
-                    value: String::from_utf8_lossy(&header.value).into_owned(),
+            headers: headers
+                .map(|(name, value)| HeaderDocument {
+                    name: name.to_owned(),
+                    value: String::from_utf8_lossy(value).into_owned(),
                 })
                 .collect(),
         }
@@ -384,6 +423,26 @@ fn text_and_hex(bytes: &[u8]) -> (String, Option<String>) {
 /// carriage return are escaped (`\\`, `\t`, `\n`, `\r`) and bytes that are not UTF-8 are
 /// written `\xNN`, so each record is exactly one line of three fields. No key: empty field.
 pub fn record_line(id: RecordId, key: Option<&[u8]>, value: &[u8]) -> String {
+    let mut line = record_fields(id, key, value);
+    line.push('\n');
+    line
+}
+
+/// The fourth field that marks a record delivered again by a subscription (`consume`).
+pub const REDELIVERED_FIELD: &str = "(redelivered)";
+
+/// A record [`consume`](crate::commands) got again (it was delivered before and not acked in
+/// time, or its consumer left): the line of [`record_line`] with a fourth field,
+/// `\t(redelivered)`. Tabs inside fields are escaped, so the first three fields read the same.
+pub fn redelivered_record_line(id: RecordId, key: Option<&[u8]>, value: &[u8]) -> String {
+    let mut line = record_fields(id, key, value);
+    line.push('\t');
+    line.push_str(REDELIVERED_FIELD);
+    line.push('\n');
+    line
+}
+
+fn record_fields(id: RecordId, key: Option<&[u8]>, value: &[u8]) -> String {
     let mut line = id.to_string();
     line.push('\t');
     if let Some(key) = key {
@@ -391,7 +450,6 @@ pub fn record_line(id: RecordId, key: Option<&[u8]>, value: &[u8]) -> String {
     }
     line.push('\t');
     escape_field(&mut line, value);
-    line.push('\n');
     line
 }
 
@@ -498,6 +556,10 @@ mod tests {
         );
         assert_eq!(record_line(id, None, b"v"), "2-7\t\tv\n");
         assert_eq!(
+            redelivered_record_line(id, Some(b"k"), b"a\tb"),
+            "2-7\tk\ta\\tb\t(redelivered)\n"
+        );
+        assert_eq!(
             record_line(id, Some(b"k\tx"), b"a\nb\\c\r\xff\xfe\xc3\xa9"),
             "2-7\tk\\tx\ta\\nb\\\\c\\r\\xff\\xfeé\n"
         );
@@ -519,6 +581,33 @@ mod tests {
         assert_eq!(json["value_hex"], "ff31");
         assert_eq!(json["timestamp_ms"], 5);
         assert!(json.get("headers").is_none());
+    }
+
+    /// A record read in place gives the same document as its owned copy, headers included.
+    #[test]
+    fn record_documents_of_borrowed_records_match() {
+        let id = RecordId {
+            shard: ShardId(4),
+            offset: Offset(9),
+        };
+        let mut record = Record::new(b"v\xff".to_vec(), 17).with_key(b"k".to_vec());
+        record.headers.push(runnel_client::RecordHeader {
+            name: "trace".into(),
+            value: b"abc".to_vec(),
+        });
+        let mut builder = runnel_core::BatchBuilder::new();
+        builder.push(record.clone());
+        let bytes = builder
+            .finish(&runnel_client::Limits::DEFAULT)
+            .expect("encodes");
+        let view = runnel_core::batch::BatchView::check(&bytes).expect("a valid batch");
+        let borrowed = view.records().expect("records").next().expect("one record");
+        let owned = serde_json::to_value(RecordDocument::new(id, &record)).expect("json");
+        let read_in_place =
+            serde_json::to_value(RecordDocument::of_ref(id, &borrowed)).expect("json");
+        assert_eq!(owned, read_in_place);
+        assert_eq!(owned["headers"][0]["name"], "trace");
+        assert_eq!(owned["value_hex"], "76ff");
     }
 
     /// The node's address joins the URL's host and the base port.

@@ -8,115 +8,14 @@
 //! `cargo test --workspace`, builds it): `cargo test -p runnel-cli` builds only this package's
 //! binaries.
 
+mod common;
+
 use std::collections::BTreeSet;
-use std::io::Write;
-use std::path::Path;
-use std::process::{Command, Stdio};
 
 use runnel_tests::server::{free_ports, server_binary, TestServer};
 use serde_json::Value;
 
-/// What one run of `runnel` left behind.
-struct Run {
-    code: i32,
-    stdout: String,
-    stderr: String,
-}
-
-impl Run {
-    fn ok(self, what: &str) -> Run {
-        assert_eq!(
-            self.code, 0,
-            "{what}: exit {}\nstdout:\n{}\nstderr:\n{}",
-            self.code, self.stdout, self.stderr
-        );
-        self
-    }
-
-    fn failed(self, what: &str, code: i32, stderr_prefix: &str) -> Run {
-        assert_eq!(
-            self.code, code,
-            "{what}: expected exit {code}, got {}\nstdout:\n{}\nstderr:\n{}",
-            self.code, self.stdout, self.stderr
-        );
-        assert!(
-            self.stderr.starts_with(stderr_prefix),
-            "{what}: stderr should start with {stderr_prefix:?}:\n{}",
-            self.stderr
-        );
-        self
-    }
-
-    fn json(&self) -> Value {
-        serde_json::from_str(&self.stdout)
-            .unwrap_or_else(|error| panic!("not one JSON document ({error}):\n{}", self.stdout))
-    }
-
-    /// The data rows of a table: cells trimmed, borders and the header skipped.
-    fn table_rows(&self) -> Vec<Vec<String>> {
-        let lines: Vec<&str> = self.stdout.lines().collect();
-        assert!(lines.len() >= 3, "not a table:\n{}", self.stdout);
-        lines
-            .iter()
-            .skip(3)
-            .take_while(|line| line.starts_with('|'))
-            .map(|line| {
-                line.trim_matches('|')
-                    .split('|')
-                    .map(|cell| cell.trim().to_owned())
-                    .collect()
-            })
-            .collect()
-    }
-}
-
-/// Runs `runnel` in `cwd` (so no `./runnel-data` certificate is picked up by accident) with a
-/// clean environment for its own variables, `args`, and `stdin` if given.
-fn runnel(cwd: &Path, args: &[&str], stdin: Option<&str>) -> Run {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_runnel"))
-        .args(args)
-        .current_dir(cwd)
-        .env_remove("RUNNEL_URL")
-        .env_remove("RUNNEL_CA_CERT")
-        .env_remove("RUNNEL_INSECURE")
-        .stdin(if stdin.is_some() {
-            Stdio::piped()
-        } else {
-            Stdio::null()
-        })
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("start runnel");
-    if let (Some(text), Some(mut pipe)) = (stdin, child.stdin.take()) {
-        pipe.write_all(text.as_bytes()).expect("write stdin");
-    }
-    let output = child.wait_with_output().expect("wait for runnel");
-    Run {
-        code: output.status.code().expect("runnel exited, not killed"),
-        stdout: String::from_utf8(output.stdout).expect("utf-8 stdout"),
-        stderr: String::from_utf8(output.stderr).expect("utf-8 stderr"),
-    }
-}
-
-/// A shell pointed at one server: every call passes `--url` and `--ca-cert`.
-struct Shell<'a> {
-    cwd: &'a Path,
-    url: String,
-    cert: String,
-}
-
-impl Shell<'_> {
-    fn run(&self, args: &[&str]) -> Run {
-        self.run_with_stdin(args, None)
-    }
-
-    fn run_with_stdin(&self, args: &[&str], stdin: Option<&str>) -> Run {
-        let mut full = vec!["--url", &self.url, "--ca-cert", &self.cert];
-        full.extend_from_slice(args);
-        runnel(self.cwd, &full, stdin)
-    }
-}
+use common::{runnel, Shell};
 
 /// Every verb against a real node, then the failures and their exit codes.
 #[test]
@@ -130,11 +29,7 @@ fn every_command_against_a_real_server() {
     let server = TestServer::start(temp.path(), 2);
     let cwd = temp.path().join("cwd");
     std::fs::create_dir_all(&cwd).expect("cwd");
-    let shell = Shell {
-        cwd: &cwd,
-        url: server.url(),
-        cert: server.certificate().display().to_string(),
-    };
+    let shell = Shell::new(&cwd, &server);
 
     // Create: the table of `describe`, then a refusal for the same name (exit 1).
     let created = shell

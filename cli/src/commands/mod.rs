@@ -1,14 +1,16 @@
 //! One module per noun: `stream` (admin verbs), `append` and `read` (the data verbs of
-//! `stream`), `shard`, `node`. Each command connects, does its one job, prints through
+//! `stream`), `shard`, `subscription` (the `sub` verbs), `consume`, `node`. Each command connects, does its one job, prints through
 //! [`Output`], and returns a [`CliError`] on failure.
 
 mod append;
+mod consume;
 mod node;
 mod read;
 mod shard;
 mod stream;
+mod subscription;
 
-use crate::args::{Cli, Command, NodeCommand, ShardCommand, StreamCommand};
+use crate::args::{Cli, Command, NodeCommand, ShardCommand, StreamCommand, SubscriptionCommand};
 use crate::connect::connect;
 use crate::error::CliError;
 use crate::output::Output;
@@ -30,6 +32,19 @@ pub async fn run(cli: Cli, output: &mut Output) -> Result<(), CliError> {
         Command::Shard(ShardCommand::List { stream }) => {
             shard::list(&client, &stream, output).await
         }
+        Command::Sub(SubscriptionCommand::Create(args)) => {
+            subscription::create(&client, args, output).await
+        }
+        Command::Sub(SubscriptionCommand::List { stream }) => {
+            subscription::list(&client, stream.as_deref(), output).await
+        }
+        Command::Sub(SubscriptionCommand::Describe { name }) => {
+            subscription::describe(&client, &name, output).await
+        }
+        Command::Sub(SubscriptionCommand::Delete { name, force }) => {
+            subscription::delete(&client, &name, force, output).await
+        }
+        Command::Consume(args) => consume::run(&client, args, output).await,
         Command::Node(NodeCommand::Status) => node::status(&client, &cli.global.url, output).await,
     };
     let flushed = output.flush();
