@@ -2,7 +2,9 @@
 //!
 //! 1. **Backlog consume throughput**: a backlog of 1 KiB records is appended (buffered
 //!    producers, `fsync`), then one consumer of a subscription starting at the earliest record
-//!    receives and acks all of it; records/s and MB/s from the join to the last record.
+//!    receives and acks all of it; records/s and MB/s from the join to the last record. The
+//!    same backlog is then read by stateless readers, one per shard in turn, and the ratio
+//!    consume / read says what delivery, acks and progress cost over a plain read.
 //! 2. **End-to-end latency** at a fixed rate (default 20k records/s of 1 KiB, `fsync`): each
 //!    request of records is scheduled on a fixed timetable and carries its scheduled time in
 //!    its values; the consumer records, for every record, the time from its scheduled append
@@ -13,7 +15,8 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use hdrhistogram::Histogram;
 use runnel_client::{
-    Client, ConsumerOptions, Durability, Record, StreamSpec, SubscriptionSpec, SubscriptionStart,
+    Client, ConsumerOptions, Durability, ReadFrom, Record, StreamSpec, SubscriptionSpec,
+    SubscriptionStart,
 };
 
 use crate::args::SubscribeArgs;
@@ -28,11 +31,7 @@ fn now_ms() -> i64 {
 }
 
 /// Phase 1: appends the backlog, then consumes and acks it with one consumer.
-async fn backlog(
-    client: &Client,
-    args: &SubscribeArgs,
-    shards: u32,
-) -> Result<(f64, f64, u64), String> {
+async fn backlog(client: &Client, args: &SubscribeArgs, shards: u32) -> Result<Backlog, String> {
     let stream = "bench-backlog";
     client
         .create_stream(StreamSpec::new(stream, Durability::Fsync).shard_count(shards))
@@ -85,11 +84,39 @@ async fn backlog(
         .await
         .map_err(|e| format!("acks: {e}"))?;
     consumer.leave().await.map_err(|e| format!("leave: {e}"))?;
-    Ok((
-        received as f64 / seconds,
-        bytes as f64 / MB / seconds,
+    let read_started = Instant::now();
+    let mut read = 0u64;
+    for shard in client
+        .list_shards(stream)
+        .await
+        .map_err(|e| e.to_string())?
+    {
+        let mut reader = client
+            .reader(stream, shard.id, ReadFrom::Earliest, None)
+            .map_err(|e| e.to_string())?;
+        while let Some(batch) = reader.next_batch().await.map_err(|e| e.to_string())? {
+            for item in batch.records() {
+                item.map_err(|e| e.to_string())?;
+                read += 1;
+            }
+        }
+    }
+    let read_rate = read as f64 / read_started.elapsed().as_secs_f64();
+    Ok(Backlog {
+        records_per_second: received as f64 / seconds,
+        mb_per_second: bytes as f64 / MB / seconds,
         redelivered,
-    ))
+        read_records_per_second: read_rate,
+    })
+}
+
+/// What the backlog phase measured.
+struct Backlog {
+    records_per_second: f64,
+    mb_per_second: f64,
+    redelivered: u64,
+    /// The same backlog read by readers, one shard after the other.
+    read_records_per_second: f64,
 }
 
 /// Phase 2: append-to-delivery latency at a fixed rate.
@@ -211,10 +238,16 @@ pub fn run(args: SubscribeArgs) -> Result<(), String> {
     );
     let result = node.runtime.block_on(async {
         let client = node.connect().await?;
-        let (records_per_second, mb_per_second, redelivered) =
-            backlog(&client, &args, shards).await?;
+        let backlog = backlog(&client, &args, shards).await?;
         println!(
-            "consume throughput of the backlog (receive + ack): {mb_per_second:>8.1} MB/s {records_per_second:>10.0} records/s ({redelivered} redelivered)"
+            "consume throughput of the backlog (receive + ack): {:>8.1} MB/s {:>10.0} records/s ({} redelivered)",
+            backlog.mb_per_second, backlog.records_per_second, backlog.redelivered
+        );
+        println!(
+            "read throughput of the same backlog (readers):     {:>8.1} MB/s {:>10.0} records/s; ratio consume / read {:.2}",
+            backlog.read_records_per_second * args.record_bytes as f64 / MB,
+            backlog.read_records_per_second,
+            backlog.records_per_second / backlog.read_records_per_second
         );
         let (histogram, appends, achieved) = latency(&client, &args, shards).await?;
         println!(
