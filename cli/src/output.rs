@@ -63,6 +63,21 @@ impl Output {
         self.text("\n")
     }
 
+    /// Says that the `kind` named `name` was deleted: `deleted stream orders`, or
+    /// `{"deleted":"orders"}`.
+    pub fn deleted(&mut self, kind: &str, name: &str) -> Result<(), CliError> {
+        match self.format {
+            OutputFormat::Table => self.text(&format!("deleted {kind} {name}\n")),
+            OutputFormat::Json => {
+                #[derive(Serialize)]
+                struct Deleted<'a> {
+                    deleted: &'a str,
+                }
+                self.json(&Deleted { deleted: name })
+            }
+        }
+    }
+
     /// Sends what is buffered to stdout.
     pub fn flush(&mut self) -> Result<(), CliError> {
         self.out.flush().map_err(write_error)

@@ -669,12 +669,12 @@ impl futures_core::Stream for RecordStream {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use runnel_core::{BatchBuilder, Epoch, Limits};
 
     /// A stamped batch of `count` records starting at `base`.
-    fn stored_batch(base: u64, count: usize) -> Vec<u8> {
+    pub(crate) fn stored_batch(base: u64, count: usize) -> Vec<u8> {
         let mut builder = BatchBuilder::new();
         for index in 0..count {
             builder.push(Record::new(
@@ -687,7 +687,8 @@ mod tests {
         bytes.to_vec()
     }
 
-    fn chunk_of(batches: &[Vec<u8>]) -> AlignedBytes {
+    /// `batches` back to back, as a read or a delivery carries them.
+    pub(crate) fn chunk_of(batches: &[Vec<u8>]) -> AlignedBytes {
         let mut bytes = AlignedBytes::new();
         for batch in batches {
             bytes.extend_from_slice(batch);

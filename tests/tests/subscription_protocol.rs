@@ -15,7 +15,7 @@ use runnel_core::batch::iter_batches;
 use runnel_core::StreamName;
 use runnel_net::protocol::{
     Ack, AckRefusal, Consume, CreateSubscription, DeleteSubscription, DescribeSubscription,
-    ErrorCode, JoinSubscription, Request, Response, SubscriptionStart,
+    ErrorCode, JoinSubscription, Request, Response, SubscriptionInfo, SubscriptionStart,
 };
 use runnel_tests::raw::{connect, error_code, request, RawStream};
 use runnel_tests::server::TestServer;
@@ -33,6 +33,17 @@ fn join(consumer: &str) -> Request {
         previous_member: None,
         session_timeout_ms: 0,
     })
+}
+
+/// `DescribeSubscription` of the test's subscription.
+async fn describe(connection: &quinn::Connection) -> SubscriptionInfo {
+    let request_describe = Request::DescribeSubscription(DescribeSubscription {
+        name: "audit".into(),
+    });
+    match request(connection, &request_describe, &[]).await {
+        Response::SubscriptionInfo(info) => info,
+        other => panic!("describe failed: {other:?}"),
+    }
 }
 
 fn ack(sequence: u64, ranges: Vec<Range<u64>>) -> Request {
@@ -129,17 +140,7 @@ async fn bad_subscription_input_gets_typed_errors_and_loses_nothing() {
 
     // The member's consume stream delivers the shard's records from the earliest.
     let member = {
-        let Response::SubscriptionInfo(described) = request(
-            &admin,
-            &Request::DescribeSubscription(DescribeSubscription {
-                name: "audit".into(),
-            }),
-            &[],
-        )
-        .await
-        else {
-            panic!("describe failed");
-        };
+        let described = describe(&admin).await;
         assert_eq!(described.consumers.len(), 1);
         assert_eq!(described.consumers[0].name, "worker");
         described.consumers[0].member
@@ -202,17 +203,7 @@ async fn bad_subscription_input_gets_typed_errors_and_loses_nothing() {
         error_code(&request(&admin, &delete(false), &[]).await),
         Some(ErrorCode::SubscriptionInUse)
     );
-    let Response::SubscriptionInfo(described) = request(
-        &admin,
-        &Request::DescribeSubscription(DescribeSubscription {
-            name: "audit".into(),
-        }),
-        &[],
-    )
-    .await
-    else {
-        panic!("describe failed");
-    };
+    let described = describe(&admin).await;
     let progress = described
         .shards
         .iter()

@@ -71,14 +71,5 @@ pub async fn delete(
     output: &mut Output,
 ) -> Result<(), CliError> {
     client.delete_stream(name, force).await?;
-    match output.format() {
-        OutputFormat::Table => output.text(&format!("deleted stream {name}\n")),
-        OutputFormat::Json => {
-            #[derive(Serialize)]
-            struct Deleted<'a> {
-                deleted: &'a str,
-            }
-            output.json(&Deleted { deleted: name })
-        }
-    }
+    output.deleted("stream", name)
 }

@@ -87,14 +87,5 @@ pub async fn delete(
     output: &mut Output,
 ) -> Result<(), CliError> {
     client.delete_subscription(name, force).await?;
-    match output.format() {
-        OutputFormat::Table => output.text(&format!("deleted subscription {name}\n")),
-        OutputFormat::Json => {
-            #[derive(Serialize)]
-            struct Deleted<'a> {
-                deleted: &'a str,
-            }
-            output.json(&Deleted { deleted: name })
-        }
-    }
+    output.deleted("subscription", name)
 }

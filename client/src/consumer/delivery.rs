@@ -109,29 +109,7 @@ impl Delivery {
 #[allow(clippy::single_range_in_vec_init)]
 mod tests {
     use super::*;
-    use runnel_core::{BatchBuilder, Epoch, Limits};
-
-    /// A stamped batch of `count` records starting at `base`.
-    fn stored_batch(base: u64, count: usize) -> Vec<u8> {
-        let mut builder = BatchBuilder::new();
-        for index in 0..count {
-            builder.push(Record::new(
-                format!("r{}", base + index as u64).into_bytes(),
-                5,
-            ));
-        }
-        let mut bytes = builder.finish(&Limits::DEFAULT).expect("encodes");
-        runnel_core::batch::stamp(&mut bytes, Offset(base), Epoch(1)).expect("stamps");
-        bytes.to_vec()
-    }
-
-    fn payload(batches: &[Vec<u8>]) -> AlignedBytes {
-        let mut bytes = AlignedBytes::new();
-        for batch in batches {
-            bytes.extend_from_slice(batch);
-        }
-        bytes
-    }
+    use crate::reader::tests::{chunk_of, stored_batch};
 
     fn ids(delivery: &Delivery) -> Vec<String> {
         delivery
@@ -146,7 +124,7 @@ mod tests {
     /// ranges, in order, and its ids match its records.
     #[test]
     fn deliveries_yield_the_records_of_their_ranges() {
-        let bytes = payload(&[
+        let bytes = chunk_of(&[
             stored_batch(10, 4),
             stored_batch(14, 4),
             stored_batch(18, 2),
@@ -165,7 +143,7 @@ mod tests {
             .collect();
         assert_eq!(values[1], b"r13".to_vec());
         // A range spanning two batches, and one batch holding two ranges.
-        let bytes = payload(&[stored_batch(0, 3), stored_batch(3, 3)]);
+        let bytes = chunk_of(&[stored_batch(0, 3), stored_batch(3, 3)]);
         let delivery = Delivery::new(ShardId(1), bytes, 2, vec![0..1, 2..5], false).expect("valid");
         assert_eq!(ids(&delivery), vec!["1-0", "1-2", "1-3", "1-4"]);
         assert!(!delivery.is_redelivery());
@@ -177,7 +155,7 @@ mod tests {
     fn deliveries_that_do_not_hold_their_ranges_are_refused() {
         let refused = |batches: &[Vec<u8>], count: u32, ranges: Vec<Range<u64>>| match Delivery::new(
             ShardId(1),
-            payload(batches),
+            chunk_of(batches),
             count,
             ranges,
             false,

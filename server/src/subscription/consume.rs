@@ -18,11 +18,11 @@ use runnel_net::protocol::{
     Response,
 };
 use runnel_replicate::consumer::{AckRefusal, MemberId};
-use runnel_replicate::metadata::SubscriptionName;
 use runnel_segment::log::ReadBound;
 use runnel_segment::LogError;
 
 use super::slot::{get_or_create, DispatchSlot};
+use super::subscription_id;
 use crate::core::{now_ms, Core};
 use crate::select::{first_of, First};
 
@@ -75,19 +75,7 @@ pub async fn serve(
 
 /// The slot of the stream's (subscription, shard), after checking the member holds the shard.
 async fn open(core: &Rc<Core>, consume: &Consume) -> Result<Rc<DispatchSlot>, ErrorResponse> {
-    let unknown = || {
-        ErrorResponse::new(
-            ErrorCode::UnknownSubscription,
-            format!("subscription {} does not exist", consume.subscription),
-        )
-    };
-    let name = SubscriptionName::new(consume.subscription.as_str()).map_err(|_| unknown())?;
-    let id = core
-        .metadata
-        .borrow()
-        .subscription(&name)
-        .map(|subscription| subscription.id)
-        .ok_or_else(unknown)?;
+    let id = subscription_id(core, &consume.subscription)?;
     let slot = get_or_create(core, id, consume.shard).await?;
     let assignee = slot.dispatch.borrow().assignee();
     if assignee != Some(MemberId(consume.member)) {

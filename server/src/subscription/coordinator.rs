@@ -17,10 +17,10 @@ use runnel_net::protocol::{
     JoinOk, JoinSubscription, Request, Response, ShardOwner,
 };
 use runnel_replicate::consumer::{Change, Group, JoinError, MemberId, MemberInfo};
-use runnel_replicate::metadata::{SubscriptionId, SubscriptionName};
+use runnel_replicate::metadata::SubscriptionId;
 use runnel_segment::event::Event;
 
-use super::coordinator_core;
+use super::{coordinator_core, subscription_id};
 use crate::ask::{Answer, Question};
 use crate::core::{now_ms, Core};
 use crate::select::{first_of, First};
@@ -278,19 +278,7 @@ async fn admit(
     core: &Rc<Core>,
     join: &JoinSubscription,
 ) -> Result<(Rc<GroupSlot>, MemberId, u32), ErrorResponse> {
-    let unknown = || {
-        ErrorResponse::new(
-            ErrorCode::UnknownSubscription,
-            format!("subscription {} does not exist", join.subscription),
-        )
-    };
-    let name = SubscriptionName::new(join.subscription.as_str()).map_err(|_| unknown())?;
-    let id = core
-        .metadata
-        .borrow()
-        .subscription(&name)
-        .map(|subscription| subscription.id)
-        .ok_or_else(unknown)?;
+    let id = subscription_id(core, &join.subscription)?;
     let coordinator = coordinator_core(id, core.config.cores);
     if coordinator != core.index {
         let mut error = ErrorResponse::new(

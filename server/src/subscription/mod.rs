@@ -26,7 +26,8 @@ use std::collections::HashMap;
 use std::rc::Rc;
 
 use runnel_core::ShardId;
-use runnel_replicate::metadata::SubscriptionId;
+use runnel_net::protocol::{ErrorCode, ErrorResponse};
+use runnel_replicate::metadata::{SubscriptionId, SubscriptionName};
 
 use crate::ask::{Answer, Question};
 use crate::core::Core;
@@ -92,6 +93,23 @@ impl Subscriptions {
     fn groups(&self) -> Vec<Rc<GroupSlot>> {
         self.groups.borrow().values().cloned().collect()
     }
+}
+
+/// The id of the live subscription named `name`, or the `UnknownSubscription` error a client
+/// gets (also for a name that breaks the naming rule: no subscription can have it).
+fn subscription_id(core: &Core, name: &str) -> Result<SubscriptionId, ErrorResponse> {
+    let found = SubscriptionName::new(name).ok().and_then(|name| {
+        core.metadata
+            .borrow()
+            .subscription(&name)
+            .map(|subscription| subscription.id)
+    });
+    found.ok_or_else(|| {
+        ErrorResponse::new(
+            ErrorCode::UnknownSubscription,
+            format!("subscription {name} does not exist"),
+        )
+    })
 }
 
 /// The coordinator core of `subscription` on a node of `cores` cores.
