@@ -290,6 +290,28 @@ proptest! {
         let wrong_way = Request::decode(&envelope);
         prop_assert!(matches!(wrong_way, Err(ProtocolError::UnexpectedMessage { .. })), "{:?}", wrong_way);
     }
+
+    /// Subscription envelopes with bytes overwritten at random are refused or accepted,
+    /// never a panic; whatever decodes re-encodes to the same message.
+    #[test]
+    fn mutated_subscription_envelopes_never_panic(
+        request in request(),
+        response in response(),
+        edits in prop::collection::vec((any::<prop::sample::Index>(), any::<u8>()), 1..8),
+    ) {
+        for mut envelope in [request.encode(), response.encode()] {
+            for (at, value) in &edits {
+                let at = at.index(envelope.len());
+                envelope[at] = *value;
+            }
+            if let Ok(decoded) = Request::decode(&envelope) {
+                prop_assert_eq!(Request::decode(&decoded.encode()), Ok(decoded));
+            }
+            if let Ok(decoded) = Response::decode(&envelope) {
+                prop_assert_eq!(Response::decode(&decoded.encode()), Ok(decoded));
+            }
+        }
+    }
 }
 
 /// The field a refusal names, or a panic with what decoded instead.

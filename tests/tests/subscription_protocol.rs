@@ -245,3 +245,96 @@ async fn bad_subscription_input_gets_typed_errors_and_loses_nothing() {
     }
     assert_eq!(count, 40);
 }
+
+/// A member that stops sending heartbeats is expelled after its session timeout, and one whose
+/// connection closes is removed at once; either way its shards go to the member that stays.
+#[tokio::test]
+async fn silent_and_vanished_members_lose_their_shards() {
+    let temp = tempfile::tempdir().expect("temp dir");
+    let server = TestServer::start(temp.path(), 1);
+    let options = ClientOptions {
+        ca_cert_path: Some(server.certificate()),
+        ..ClientOptions::default()
+    };
+    let client = Client::connect(&server.url(), options)
+        .await
+        .expect("connect");
+    client
+        .create_stream(StreamSpec::new("feed", Durability::Memory).shard_count(4))
+        .await
+        .expect("create stream");
+    client
+        .create_subscription(runnel_client::SubscriptionSpec::new("audit", "feed"))
+        .await
+        .expect("create subscription");
+    let staying = client
+        .consumer("audit", runnel_client::ConsumerOptions::new("staying"))
+        .await
+        .expect("join");
+    let shards_of = |consumer: &runnel_client::Consumer| consumer.assignment().len();
+
+    // A raw member that never sends a heartbeat, with the shortest session timeout (1 s).
+    let (_endpoint, connection) = connect(&server, 0, false).await;
+    let silent_join = Request::JoinSubscription(JoinSubscription {
+        subscription: "audit".into(),
+        consumer: "silent".into(),
+        previous_member: None,
+        session_timeout_ms: 1_000,
+    });
+    let mut silent = RawStream::open(&connection, &silent_join).await;
+    let (ok, _) = silent.next().await.expect("JoinOk");
+    assert!(
+        matches!(ok, Response::JoinOk(ref ok) if ok.session_timeout_ms == 1_000),
+        "{ok:?}"
+    );
+    let (assignment, _) = silent.next().await.expect("its assignment");
+    assert!(
+        matches!(assignment, Response::Assignment(ref a) if a.shards.len() == 2),
+        "{assignment:?}"
+    );
+    wait_until(|| shards_of(&staying) == 2, "the group splits 2 + 2").await;
+    // No heartbeat: expelled, told so, and its shards move.
+    let expelled = loop {
+        match silent.next().await.expect("a frame") {
+            (Response::Error(error), _) => break error,
+            (Response::Assignment(_), _) => {}
+            (other, _) => panic!("expected the expulsion, got {other:?}"),
+        }
+    };
+    assert_eq!(expelled.code, ErrorCode::NotAssigned, "{expelled}");
+    wait_until(
+        || shards_of(&staying) == 4,
+        "the silent member's shards move",
+    )
+    .await;
+
+    // A member whose connection closes loses its shards without waiting for the timeout.
+    let (endpoint, vanishing) = connect(&server, 0, false).await;
+    let vanish_join = Request::JoinSubscription(JoinSubscription {
+        subscription: "audit".into(),
+        consumer: "vanishing".into(),
+        previous_member: None,
+        session_timeout_ms: 300_000,
+    });
+    let mut stream = RawStream::open(&vanishing, &vanish_join).await;
+    let _ok = stream.next().await.expect("JoinOk");
+    wait_until(|| shards_of(&staying) == 2, "the group splits again").await;
+    vanishing.close(0u32.into(), b"gone");
+    drop(stream);
+    drop(endpoint);
+    wait_until(
+        || shards_of(&staying) == 4,
+        "the vanished member's shards move",
+    )
+    .await;
+    staying.leave().await.expect("leave");
+}
+
+/// Waits (up to 20 s) until `check` holds.
+async fn wait_until(check: impl Fn() -> bool, what: &str) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while !check() {
+        assert!(std::time::Instant::now() < deadline, "never: {what}");
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+}
