@@ -144,6 +144,9 @@ pub struct SubscribeArgs {
     /// Executors of the node (the client needs the other core).
     #[arg(long, default_value = "1", value_parser = positive_count)]
     pub server_cores: usize,
+    /// The subscriptions' limit of unacked records (split over the shards).
+    #[arg(long, default_value = "10000", value_parser = positive_size)]
+    pub max_unacked_records: u64,
     /// Offered rate of the latency phase, in records per second.
     #[arg(long = "rate", default_value = "20000", value_parser = positive_size)]
     pub rate_records_per_second: u64,

@@ -30,6 +30,10 @@ fn now_ms() -> i64 {
         .map_or(0, |d| d.as_millis() as i64)
 }
 
+fn max_unacked(args: &SubscribeArgs) -> Result<u32, String> {
+    u32::try_from(args.max_unacked_records).map_err(|_| "--max-unacked-records is too large".into())
+}
+
 /// Phase 1: appends the backlog, then consumes and acks it with one consumer.
 async fn backlog(client: &Client, args: &SubscribeArgs, shards: u32) -> Result<Backlog, String> {
     let stream = "bench-backlog";
@@ -51,7 +55,9 @@ async fn backlog(client: &Client, args: &SubscribeArgs, shards: u32) -> Result<B
     );
     client
         .create_subscription(
-            SubscriptionSpec::new("bench-backlog-sub", stream).start(SubscriptionStart::Earliest),
+            SubscriptionSpec::new("bench-backlog-sub", stream)
+                .start(SubscriptionStart::Earliest)
+                .max_unacked_records(max_unacked(args)?),
         )
         .await
         .map_err(|e| format!("create subscription: {e}"))?;
@@ -131,7 +137,10 @@ async fn latency(
         .await
         .map_err(|e| format!("create {stream}: {e}"))?;
     client
-        .create_subscription(SubscriptionSpec::new("bench-latency-sub", stream))
+        .create_subscription(
+            SubscriptionSpec::new("bench-latency-sub", stream)
+                .max_unacked_records(max_unacked(args)?),
+        )
         .await
         .map_err(|e| format!("create subscription: {e}"))?;
     let mut consumer = client
