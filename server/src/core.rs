@@ -18,10 +18,12 @@ use std::time::{Instant, SystemTime, UNIX_EPOCH};
 use glommio::channels::channel_mesh::Senders;
 use runnel_core::ShardId;
 use runnel_net::protocol::{ErrorCode, ErrorResponse};
+use runnel_replicate::metadata::Durability;
 use runnel_replicate::metadata::{
     decode_command, encode_command, Applied, Command, MetadataError, MetadataState, NodeId, Shard,
 };
 use runnel_segment::event::Event;
+use runnel_segment::log::ReadBound;
 use runnel_segment::{DmaStorage, LogConfig, ShardLog};
 
 use crate::ask::{Answer, Pending, Question};
@@ -101,6 +103,26 @@ pub type ProposalOutcome = Result<(), (u16, String)>;
 pub struct LocalShard {
     /// The log.
     pub log: ShardLog<DmaStorage>,
+}
+
+/// What readers and consumers of a stream with `durability` may see: durable batches for
+/// `fsync`, written ones for `memory` (acknowledged either way).
+pub fn visible(durability: Durability) -> ReadBound {
+    match durability {
+        Durability::Fsync => ReadBound::Durable,
+        Durability::Memory => ReadBound::Written,
+    }
+}
+
+impl LocalShard {
+    /// The first offset readers bounded by `bound` may not see yet.
+    pub fn visible_end(&self, bound: ReadBound) -> runnel_core::Offset {
+        match bound {
+            ReadBound::Durable => self.log.durable_offset(),
+            ReadBound::Written => self.log.written_offset(),
+            ReadBound::Below(offset) => offset.min(self.log.written_offset()),
+        }
+    }
 }
 
 /// The state of one core.

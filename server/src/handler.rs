@@ -458,14 +458,8 @@ async fn read_loop(
 ) -> Result<ReadEnd, Option<ErrorResponse>> {
     let (local, _, durability) = owned_shard(core, &read.stream, read.shard).map_err(Some)?;
     let log = &local.log;
-    let bound = match durability {
-        Durability::Fsync => ReadBound::Durable,
-        Durability::Memory => ReadBound::Written,
-    };
-    let bound_offset = || match durability {
-        Durability::Fsync => log.durable_offset(),
-        Durability::Memory => log.written_offset(),
-    };
+    let bound = crate::core::visible(durability);
+    let bound_offset = || local.visible_end(bound);
     let mut next = match read.from {
         ReadFrom::Earliest => log.start_offset(),
         ReadFrom::Latest => bound_offset(),

@@ -8,11 +8,11 @@
 use std::rc::Rc;
 use std::time::Duration;
 
-use runnel_replicate::metadata::{Command, SubscriptionId};
+use runnel_replicate::metadata::{Command, Durability, SubscriptionId};
 
 use super::slot::{get_or_create, DispatchSlot};
 use crate::ask::{Answer, ShardProgress};
-use crate::core::Core;
+use crate::core::{visible, Core};
 
 /// Persists moved progress every commit interval until the node stops.
 pub async fn commit_progress(core: Rc<Core>) {
@@ -109,22 +109,14 @@ pub fn local_progress(core: &Rc<Core>, subscription: SubscriptionId) -> Answer {
             }
             None => {
                 let state = core.metadata.borrow();
-                let durable = state
-                    .subscription_by_id(subscription)
+                let subscription = state.subscription_by_id(subscription);
+                let durability = subscription
                     .and_then(|sub| state.stream_by_id(sub.stream))
-                    .is_none_or(|stream| {
-                        stream.config.durability == runnel_replicate::metadata::Durability::Fsync
-                    });
+                    .map_or(Durability::Fsync, |stream| stream.config.durability);
                 ShardProgress {
                     shard,
-                    committed: state
-                        .subscription_by_id(subscription)
-                        .and_then(|sub| sub.committed.get(&shard).copied()),
-                    end: if durable {
-                        local.log.durable_offset()
-                    } else {
-                        local.log.written_offset()
-                    },
+                    committed: subscription.and_then(|sub| sub.committed.get(&shard).copied()),
+                    end: local.visible_end(visible(durability)),
                     unacked: 0,
                 }
             }

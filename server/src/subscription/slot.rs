@@ -12,11 +12,11 @@ use std::rc::Rc;
 use runnel_core::{Offset, ShardId};
 use runnel_net::protocol::{ConsumeEndReason, ErrorCode, ErrorResponse};
 use runnel_replicate::consumer::{DispatchConfig, MemberId, ShardDispatch};
-use runnel_replicate::metadata::{Durability, SubscriptionId, SubscriptionStart};
+use runnel_replicate::metadata::{SubscriptionId, SubscriptionStart};
 use runnel_segment::event::Event;
 use runnel_segment::log::ReadBound;
 
-use crate::core::{Core, LocalShard};
+use crate::core::{visible, Core, LocalShard};
 
 /// One subscription's delivery of one shard owned by this core.
 pub struct DispatchSlot {
@@ -45,10 +45,7 @@ pub struct DispatchSlot {
 impl DispatchSlot {
     /// The first offset not yet readable (the durable or written end).
     pub fn end(&self) -> Offset {
-        match self.bound {
-            ReadBound::Durable => self.local.log.durable_offset(),
-            _ => self.local.log.written_offset(),
-        }
+        self.local.visible_end(self.bound)
     }
 
     /// Applies the coordinator's assignment of generation `generation`, unless a newer one
@@ -149,10 +146,7 @@ pub async fn get_or_create(
             unacked_records_max: unacked_share(sub.config.max_unacked_records, shard_count),
             delivery_records_max: core.config.subscriptions.delivery_records_max,
         };
-        let bound = match stream.config.durability {
-            Durability::Fsync => ReadBound::Durable,
-            Durability::Memory => ReadBound::Written,
-        };
+        let bound = visible(stream.config.durability);
         (
             config,
             sub.config.start,
@@ -170,10 +164,7 @@ pub async fn get_or_create(
     let first = match (committed, start) {
         (Some(offset), _) => offset,
         (None, SubscriptionStart::Earliest) => log.start_offset(),
-        (None, SubscriptionStart::Latest) => match bound {
-            ReadBound::Durable => log.durable_offset(),
-            _ => log.written_offset(),
-        },
+        (None, SubscriptionStart::Latest) => local.visible_end(bound),
         (None, SubscriptionStart::Timestamp(ms)) => {
             log.offset_for_timestamp(ms).await.map_err(|error| {
                 ErrorResponse::new(
