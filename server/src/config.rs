@@ -326,6 +326,13 @@ impl NodeConfig {
         self.subscriptions
             .validate()
             .map_err(ConfigError::Invalid)?;
+        // A delivery is one frame, and a frame's payload is at most one batch's size.
+        if self.subscriptions.delivery_bytes_max > self.limits.batch_bytes_max {
+            return invalid(format!(
+                "subscriptions.delivery_bytes_max ({}) must be at most limits.batch_bytes_max ({}): a delivery is one frame, whose payload is at most that",
+                self.subscriptions.delivery_bytes_max, self.limits.batch_bytes_max
+            ));
+        }
         if self.log_config().batch_bytes_max() < self.limits.batch_bytes_max {
             return invalid(format!(
                 "limits.batch_bytes_max ({}) must fit the log's write buffer and segments ({} bytes)",
@@ -434,6 +441,11 @@ mod tests {
         config.subscriptions.commit_interval_ms = 0;
         assert!(config.validate().is_err(), "no commit interval");
         config.subscriptions.commit_interval_ms = 1_000;
+        // Regression: a delivery larger than a frame's payload limit was written as a frame
+        // the client refused, and the consumer reconnected forever.
+        config.subscriptions.delivery_bytes_max = 4 << 20;
+        assert!(config.validate().is_err(), "deliveries larger than a frame");
+        config.subscriptions.delivery_bytes_max = 1 << 20;
         assert!(config.validate().is_ok());
         config.limits.batch_bytes_max = 64 << 20;
         assert!(

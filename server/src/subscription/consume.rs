@@ -112,7 +112,12 @@ async fn serve_loop(
     limits: &FrameLimits,
 ) -> Result<ConsumeEndReason, Option<ErrorResponse>> {
     let log = &slot.local.log;
-    let bytes_max = core.config.subscriptions.delivery_bytes_max as usize;
+    // The configuration keeps deliveries within a frame; the clamp keeps it so even if not.
+    let bytes_max = core
+        .config
+        .subscriptions
+        .delivery_bytes_max
+        .min(u64::from(limits.payload_bytes_max)) as usize;
     loop {
         if let Some(reason) = slot.ended() {
             return Ok(reason);
