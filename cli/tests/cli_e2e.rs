@@ -12,24 +12,17 @@ mod common;
 
 use std::collections::BTreeSet;
 
-use runnel_tests::server::{free_ports, server_binary, TestServer};
+use runnel_tests::server::free_ports;
 use serde_json::Value;
 
-use common::{runnel, Shell};
+use common::{runnel, Node};
 
 /// Every verb against a real node, then the failures and their exit codes.
 #[test]
 fn every_command_against_a_real_server() {
-    assert!(
-        server_binary().is_file(),
-        "{} is missing: run `cargo build -p runnel-server` first",
-        server_binary().display()
-    );
-    let temp = tempfile::tempdir().expect("temp dir");
-    let server = TestServer::start(temp.path(), 2);
-    let cwd = temp.path().join("cwd");
-    std::fs::create_dir_all(&cwd).expect("cwd");
-    let shell = Shell::new(&cwd, &server);
+    let node = Node::start();
+    let (server, cwd) = (&node.server, &node.cwd);
+    let shell = node.shell();
 
     // Create: the table of `describe`, then a refusal for the same name (exit 1).
     let created = shell
@@ -271,13 +264,13 @@ fn every_command_against_a_real_server() {
     shell
         .run(&["stream", "create", "-bad-name"])
         .failed("bad name", 2, "runnel: ");
-    runnel(&cwd, &["--url", &server.url(), "node", "status"], None).failed(
+    runnel(cwd, &["--url", &server.url(), "node", "status"], None).failed(
         "no certificate to trust",
         2,
         "runnel: Usage: no certificate to trust",
     );
     runnel(
-        &cwd,
+        cwd,
         &[
             "--url",
             "http://127.0.0.1:1",
@@ -290,7 +283,7 @@ fn every_command_against_a_real_server() {
     .failed("bad url", 2, "runnel: InvalidUrl: ");
     // Skipping verification is an explicit, working choice.
     runnel(
-        &cwd,
+        cwd,
         &["--url", &server.url(), "--insecure", "node", "status"],
         None,
     )
@@ -300,7 +293,7 @@ fn every_command_against_a_real_server() {
     let started = std::time::Instant::now();
     let nobody = format!("runnel://127.0.0.1:{}", free_ports(1));
     runnel(
-        &cwd,
+        cwd,
         &[
             "--url",
             &nobody,

@@ -16,10 +16,9 @@ mod common;
 use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
-use runnel_tests::server::{server_binary, TestServer};
 use serde_json::Value;
 
-use common::{table_rows, Run, Shell};
+use common::{table_rows, Node, Run, Shell};
 
 /// Longest a background consumer may take to show up in `sub describe`.
 const JOIN_TIMEOUT: Duration = Duration::from_secs(30);
@@ -89,16 +88,8 @@ fn wait_for_member(shell: &Shell<'_>, subscription: &str, consumer: &str) {
 /// Every `sub` verb and `consume` against a real node, then what is missing or refused.
 #[test]
 fn subscriptions_from_create_to_delete() {
-    assert!(
-        server_binary().is_file(),
-        "{} is missing: run `cargo build -p runnel-server` first",
-        server_binary().display()
-    );
-    let temp = tempfile::tempdir().expect("temp dir");
-    let server = TestServer::start(temp.path(), 2);
-    let cwd = temp.path().join("cwd");
-    std::fs::create_dir_all(&cwd).expect("cwd");
-    let shell = Shell::new(&cwd, &server);
+    let node = Node::start();
+    let shell = node.shell();
 
     shell
         .run(&["stream", "create", "orders", "--shards", "2"])

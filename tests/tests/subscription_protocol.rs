@@ -26,6 +26,17 @@ fn now_ms() -> i64 {
         .map_or(0, |d| d.as_millis() as i64)
 }
 
+/// An SDK client of `server`, trusting its certificate.
+async fn client(server: &TestServer) -> Client {
+    let options = ClientOptions {
+        ca_cert_path: Some(server.certificate()),
+        ..ClientOptions::default()
+    };
+    Client::connect(&server.url(), options)
+        .await
+        .expect("connect")
+}
+
 fn join(consumer: &str) -> Request {
     Request::JoinSubscription(JoinSubscription {
         subscription: "audit".into(),
@@ -54,13 +65,7 @@ fn ack(sequence: u64, ranges: Vec<Range<u64>>) -> Request {
 async fn bad_subscription_input_gets_typed_errors_and_loses_nothing() {
     let temp = tempfile::tempdir().expect("temp dir");
     let server = TestServer::start(temp.path(), 2);
-    let options = ClientOptions {
-        ca_cert_path: Some(server.certificate()),
-        ..ClientOptions::default()
-    };
-    let client = Client::connect(&server.url(), options)
-        .await
-        .expect("connect");
+    let client = client(&server).await;
     let info = client
         .create_stream(StreamSpec::new("ledger", Durability::Fsync).shard_count(2))
         .await
@@ -252,13 +257,7 @@ async fn bad_subscription_input_gets_typed_errors_and_loses_nothing() {
 async fn silent_and_vanished_members_lose_their_shards() {
     let temp = tempfile::tempdir().expect("temp dir");
     let server = TestServer::start(temp.path(), 1);
-    let options = ClientOptions {
-        ca_cert_path: Some(server.certificate()),
-        ..ClientOptions::default()
-    };
-    let client = Client::connect(&server.url(), options)
-        .await
-        .expect("connect");
+    let client = client(&server).await;
     client
         .create_stream(StreamSpec::new("feed", Durability::Memory).shard_count(4))
         .await

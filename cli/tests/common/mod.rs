@@ -7,12 +7,12 @@
 #![allow(dead_code)]
 
 use std::io::{Read, Write};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use runnel_tests::server::TestServer;
+use runnel_tests::server::{server_binary, TestServer};
 use serde_json::Value;
 
 /// Longest one run of `runnel` may take.
@@ -221,5 +221,38 @@ impl Shell<'_> {
         let mut full = vec!["--url", self.url.as_str(), "--ca-cert", self.cert.as_str()];
         full.extend_from_slice(args);
         full
+    }
+}
+
+/// One test's node: a two-core server on its own data directory, and a working directory for
+/// `runnel` beside it. Fields drop in order: the server stops before the directory goes.
+pub struct Node {
+    pub server: TestServer,
+    pub cwd: PathBuf,
+    _temp: tempfile::TempDir,
+}
+
+impl Node {
+    /// Starts the server (its binary must be built: `cargo build -p runnel-server`).
+    pub fn start() -> Node {
+        assert!(
+            server_binary().is_file(),
+            "{} is missing: run `cargo build -p runnel-server` first",
+            server_binary().display()
+        );
+        let temp = tempfile::tempdir().expect("temp dir");
+        let server = TestServer::start(temp.path(), 2);
+        let cwd = temp.path().join("cwd");
+        std::fs::create_dir_all(&cwd).expect("cwd");
+        Node {
+            server,
+            cwd,
+            _temp: temp,
+        }
+    }
+
+    /// A shell pointed at the server.
+    pub fn shell(&self) -> Shell<'_> {
+        Shell::new(&self.cwd, &self.server)
     }
 }
