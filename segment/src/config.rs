@@ -5,6 +5,9 @@ use runnel_core::Limits;
 /// Size of a block of the segment files: O_DIRECT alignment and the unit of the tail buffer.
 pub const BLOCK_BYTES: usize = 4096;
 
+/// The first (smallest) step of a segment's disk reservation.
+pub const RESERVE_STEP_BYTES_MIN: u64 = 64 << 10;
+
 /// How a shard log sizes its files and buffers and what it keeps.
 #[derive(Debug, Clone)]
 pub struct LogConfig {
@@ -28,8 +31,18 @@ pub struct LogConfig {
     /// the index files written when they were sealed (their batches are checked on every read
     /// either way). Default false.
     pub verify_sealed_segments_on_open: bool,
-    /// Preallocate each segment file to `segment_bytes_max` when it is created. Default true.
+    /// Reserve disk space for the active segment ahead of its writes (fallocate), in steps that
+    /// double from 64 KiB up to `reserve_step_bytes_max` as the segment grows, so an empty
+    /// shard costs one 4 KiB block and a full disk is met before a write, not during one.
+    /// Default true.
     pub preallocate: bool,
+    /// Largest step of a reservation. Default 32 MiB.
+    pub reserve_step_bytes_max: u64,
+    /// After this long without a write, the log records its acknowledged end in the active
+    /// segment's checkpoint (one 4 KiB write and fdatasync), so the last acknowledged batches
+    /// are known to recovery even when nothing follows them. Writes record it anyway, for what
+    /// was durable before them. Default 100 ms.
+    pub acked_checkpoint_idle_ms: u64,
 }
 
 impl Default for LogConfig {
@@ -44,6 +57,8 @@ impl Default for LogConfig {
             retention_bytes: None,
             verify_sealed_segments_on_open: false,
             preallocate: true,
+            reserve_step_bytes_max: 32 << 20,
+            acked_checkpoint_idle_ms: 100,
         }
     }
 }
@@ -79,6 +94,11 @@ impl LogConfig {
         }
         if self.segment_bytes_max > u64::from(u32::MAX) * 4 {
             return Err("segment_bytes_max must be below 16 GiB".into());
+        }
+        if self.reserve_step_bytes_max < RESERVE_STEP_BYTES_MIN {
+            return Err(format!(
+                "reserve_step_bytes_max must be at least {RESERVE_STEP_BYTES_MIN}"
+            ));
         }
         if self.index_interval_bytes == 0 {
             return Err("index_interval_bytes must be positive".into());

@@ -69,9 +69,27 @@ pub enum LogError {
     /// The configuration does not hold together.
     #[error("invalid log configuration: {0}")]
     InvalidConfig(String),
+    /// The file system has no room for the log's next reservation of disk space. Nothing was
+    /// written and the log is not poisoned: appends are refused until space is freed, while
+    /// what is already buffered waits and is written once the reservation succeeds.
+    #[error("no space left on the device for {path}: appends are refused until space is freed ({cause})")]
+    NoSpace {
+        /// The segment file that could not grow.
+        path: PathBuf,
+        /// The operating system's error.
+        cause: String,
+    },
     /// The log was closed.
     #[error("the log is closed")]
     Closed,
+}
+
+/// Whether an I/O error means the file system (or the user's quota) is full.
+pub(crate) fn is_no_space(error: &std::io::Error) -> bool {
+    matches!(
+        error.raw_os_error(),
+        Some(libc::ENOSPC) | Some(libc::EDQUOT)
+    ) || error.kind() == std::io::ErrorKind::StorageFull
 }
 
 impl LogError {

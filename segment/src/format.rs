@@ -2,7 +2,10 @@
 //!
 //! * `<base offset, 20 digits>.seg`: a segment. Block 0 (4 KiB) holds the segment header;
 //!   batches follow back to back from byte 4096, each in the batch format of `runnel-core`.
-//!   The preallocated rest of the file is zeros.
+//!   Space reserved beyond the last batch (fallocate, in steps) is zeros.
+//!   From version 2, block 0 also holds two *acknowledged-end checkpoint* slots (sectors 1 and
+//!   2), rewritten alternately with each group-commit write: how far the log was durable and
+//!   acknowledged, so that recovery can tell damage to acknowledged data from a torn tail.
 //! * `start`: the log's logical start offset (moved by trim), replaced atomically by rename.
 
 use runnel_core::Offset;
@@ -13,8 +16,20 @@ use crate::config::BLOCK_BYTES;
 pub(crate) const SEGMENT_MAGIC: u32 = u32::from_le_bytes(*b"RNLS");
 /// `"RNLT"` as a little-endian u32: the start file magic.
 pub(crate) const START_MAGIC: u32 = u32::from_le_bytes(*b"RNLT");
-/// Version of the segment and start file layouts.
-pub(crate) const SEGMENT_FORMAT_VERSION: u16 = 1;
+/// `"RNLA"` as a little-endian u32: the magic of an acknowledged-end checkpoint slot.
+pub(crate) const CHECKPOINT_MAGIC: u32 = u32::from_le_bytes(*b"RNLA");
+/// Version of the segment layout this build writes: 2 adds the acknowledged-end checkpoint
+/// slots to block 0.
+pub(crate) const SEGMENT_FORMAT_VERSION: u16 = 2;
+/// The oldest segment layout this build still reads (version 1: no checkpoint slots).
+pub(crate) const SEGMENT_FORMAT_VERSION_MIN: u16 = 1;
+/// Version of the start file layout.
+pub(crate) const START_FORMAT_VERSION: u16 = 1;
+/// Where the two checkpoint slots of block 0 start: each in its own 512-byte sector, so that
+/// a torn write of block 0 can damage at most the slot being written.
+pub(crate) const CHECKPOINT_SLOT_AT: [usize; 2] = [512, 1024];
+/// Bytes of a checkpoint slot that carry data.
+pub(crate) const CHECKPOINT_SLOT_LEN: usize = 40;
 /// Bytes of the segment header that carry data (the rest of block 0 is zero).
 pub(crate) const SEGMENT_HEADER_LEN: usize = 64;
 /// Bytes of the start file that carry data.
@@ -31,10 +46,15 @@ pub(crate) const START_FILE_NAME: &str = "start";
 pub(crate) const SEGMENT_EXTENSION: &str = "seg";
 
 const _: () = assert!(SEGMENT_HEADER_LEN <= BLOCK_BYTES);
+const _: () = assert!(SEGMENT_HEADER_LEN <= CHECKPOINT_SLOT_AT[0]);
+const _: () = assert!(CHECKPOINT_SLOT_AT[0] + CHECKPOINT_SLOT_LEN <= CHECKPOINT_SLOT_AT[1]);
+const _: () = assert!(CHECKPOINT_SLOT_AT[1] + CHECKPOINT_SLOT_LEN <= BLOCK_BYTES);
 
 /// The header of a segment file.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct SegmentHeader {
+    /// Layout version of the file (1 or 2); new segments are always written as version 2.
+    pub version: u16,
     /// Offset of the first batch in the segment.
     pub base_offset: Offset,
     /// Wall-clock creation time, milliseconds since the Unix epoch.
@@ -72,7 +92,7 @@ impl SegmentHeader {
     /// Writes the header into the first bytes of `block` (at least [`SEGMENT_HEADER_LEN`]).
     pub(crate) fn encode_into(&self, block: &mut [u8]) {
         put(block, 0, &SEGMENT_MAGIC.to_le_bytes());
-        put(block, 4, &SEGMENT_FORMAT_VERSION.to_le_bytes());
+        put(block, 4, &self.version.to_le_bytes());
         put(block, 6, &0u16.to_le_bytes());
         put(block, 8, &self.base_offset.0.to_le_bytes());
         put(block, 16, &self.created_ms.to_le_bytes());
@@ -98,9 +118,10 @@ impl SegmentHeader {
             ));
         }
         let version = le_u16(raw, 4);
-        if version != SEGMENT_FORMAT_VERSION {
+        if !(SEGMENT_FORMAT_VERSION_MIN..=SEGMENT_FORMAT_VERSION).contains(&version) {
             return Err(format!(
-                "segment format version {version}, this build reads {SEGMENT_FORMAT_VERSION}"
+                "segment format version {version}, this build reads versions \
+                 {SEGMENT_FORMAT_VERSION_MIN} to {SEGMENT_FORMAT_VERSION}"
             ));
         }
         let block = le_u32(raw, 28);
@@ -118,6 +139,7 @@ impl SegmentHeader {
             ));
         }
         Ok(SegmentHeader {
+            version,
             base_offset: Offset(le_u64(raw, 8)),
             created_ms: le_u64(raw, 16) as i64,
             write_bytes_max: le_u32(raw, 24),
@@ -125,10 +147,70 @@ impl SegmentHeader {
     }
 }
 
+/// An acknowledged-end checkpoint: every batch of the segment below `position` (and so every
+/// offset below `offset`) was durable, and may have been acknowledged, when it was written.
+/// Recovery treats damage below it as corruption, never as a torn tail.
+///
+/// Slot layout (little-endian): magic `RNLA` u32, reserved u32 = 0, sequence u64, offset u64,
+/// position u64, CRC-32 of bytes 0..32 u32, reserved u32 = 0.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct AckedCheckpoint {
+    /// Counts up with each checkpoint written in this segment; the slot is `sequence % 2`.
+    pub sequence: u64,
+    /// The offset after the last acknowledged batch.
+    pub offset: Offset,
+    /// The byte position just after that batch in the segment file.
+    pub position: u64,
+}
+
+impl AckedCheckpoint {
+    /// Which slot this checkpoint goes into: `sequence % 2`.
+    pub(crate) fn slot(&self) -> usize {
+        (self.sequence % 2) as usize
+    }
+
+    /// Writes this checkpoint into its slot of `block` (block 0 of a segment).
+    pub(crate) fn encode_into(&self, block: &mut [u8]) {
+        let [even, odd] = CHECKPOINT_SLOT_AT;
+        let at = if self.slot() == 0 { even } else { odd };
+        let mut slot = [0u8; CHECKPOINT_SLOT_LEN];
+        put(&mut slot, 0, &CHECKPOINT_MAGIC.to_le_bytes());
+        put(&mut slot, 8, &self.sequence.to_le_bytes());
+        put(&mut slot, 16, &self.offset.0.to_le_bytes());
+        put(&mut slot, 24, &self.position.to_le_bytes());
+        let crc = crc32fast::hash(slot.get(..32).unwrap_or_default());
+        put(&mut slot, 32, &crc.to_le_bytes());
+        put(block, at, &slot);
+    }
+
+    /// The slot at `at` of `block`, if it holds a valid checkpoint.
+    fn decode_slot(block: &[u8], at: usize) -> Option<AckedCheckpoint> {
+        let raw = block.get(at..at + CHECKPOINT_SLOT_LEN)?;
+        if le_u32(raw, 0) != CHECKPOINT_MAGIC || le_u32(raw, 32) != crc32fast::hash(raw.get(..32)?)
+        {
+            return None;
+        }
+        Some(AckedCheckpoint {
+            sequence: le_u64(raw, 8),
+            offset: Offset(le_u64(raw, 16)),
+            position: le_u64(raw, 24),
+        })
+    }
+
+    /// The newest valid checkpoint of block 0, if any. A slot that does not check (torn while
+    /// it was written, or damaged) is passed over: the other holds the previous checkpoint.
+    pub(crate) fn decode_newest(block: &[u8]) -> Option<AckedCheckpoint> {
+        CHECKPOINT_SLOT_AT
+            .iter()
+            .filter_map(|&at| Self::decode_slot(block, at))
+            .max_by_key(|c| c.sequence)
+    }
+}
+
 /// Encodes the start file: magic, version, reserved, start offset, CRC.
 pub(crate) fn encode_start(start: Offset, block: &mut [u8]) {
     put(block, 0, &START_MAGIC.to_le_bytes());
-    put(block, 4, &SEGMENT_FORMAT_VERSION.to_le_bytes());
+    put(block, 4, &START_FORMAT_VERSION.to_le_bytes());
     put(block, 6, &0u16.to_le_bytes());
     put(block, 8, &start.0.to_le_bytes());
     let crc = crc32fast::hash(block.get(..16).unwrap_or_default());
@@ -146,7 +228,7 @@ pub(crate) fn decode_start(bytes: &[u8]) -> Result<Offset, String> {
     if le_u32(raw, 0) != START_MAGIC {
         return Err("start file magic is wrong".into());
     }
-    if le_u16(raw, 4) != SEGMENT_FORMAT_VERSION {
+    if le_u16(raw, 4) != START_FORMAT_VERSION {
         return Err("start file version is not supported".into());
     }
     let stored = le_u32(raw, 16);
@@ -182,6 +264,7 @@ mod tests {
     #[test]
     fn header_round_trips_and_detects_damage() {
         let header = SegmentHeader {
+            version: SEGMENT_FORMAT_VERSION,
             base_offset: Offset(1234),
             created_ms: 1_700_000_000_000,
             write_bytes_max: 4 << 20,
@@ -194,6 +277,63 @@ mod tests {
             damaged[at] ^= 0x40;
             assert!(SegmentHeader::decode(&damaged).is_err(), "byte {at}");
         }
+    }
+
+    #[test]
+    fn the_newest_valid_checkpoint_wins_and_a_damaged_slot_is_passed_over() {
+        let mut block = vec![0u8; BLOCK_BYTES];
+        assert_eq!(AckedCheckpoint::decode_newest(&block), None);
+        let older = AckedCheckpoint {
+            sequence: 6,
+            offset: Offset(100),
+            position: 8192,
+        };
+        let newer = AckedCheckpoint {
+            sequence: 7,
+            offset: Offset(150),
+            position: 12288,
+        };
+        older.encode_into(&mut block);
+        newer.encode_into(&mut block);
+        assert_eq!(AckedCheckpoint::decode_newest(&block), Some(newer));
+        // Every byte of the newer slot matters: damaged, the older one is used.
+        let at = CHECKPOINT_SLOT_AT[1];
+        for byte in 0..CHECKPOINT_SLOT_LEN - 4 {
+            let mut damaged = block.clone();
+            damaged[at + byte] ^= 0x01;
+            assert_eq!(
+                AckedCheckpoint::decode_newest(&damaged),
+                Some(older),
+                "byte {byte}"
+            );
+        }
+        // The header sector is separate: writing checkpoints never changes the header.
+        let header = SegmentHeader {
+            version: SEGMENT_FORMAT_VERSION,
+            base_offset: Offset(100),
+            created_ms: 1,
+            write_bytes_max: 1 << 20,
+        };
+        header.encode_into(&mut block);
+        assert_eq!(SegmentHeader::decode(&block), Ok(header));
+        assert_eq!(AckedCheckpoint::decode_newest(&block), Some(newer));
+    }
+
+    #[test]
+    fn version_1_segments_are_still_read_and_unknown_versions_are_refused() {
+        let mut block = vec![0u8; BLOCK_BYTES];
+        let v1 = SegmentHeader {
+            version: 1,
+            base_offset: Offset(7),
+            created_ms: 2,
+            write_bytes_max: 4 << 20,
+        };
+        v1.encode_into(&mut block);
+        assert_eq!(SegmentHeader::decode(&block), Ok(v1));
+        let v3 = SegmentHeader { version: 3, ..v1 };
+        v3.encode_into(&mut block);
+        let error = SegmentHeader::decode(&block).expect_err("version 3 is unknown");
+        assert!(error.contains("version 3"), "{error}");
     }
 
     #[test]
@@ -216,6 +356,7 @@ mod tests {
         fn decoders_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..128)) {
             let _ = SegmentHeader::decode(&bytes);
             let _ = decode_start(&bytes);
+            let _ = AckedCheckpoint::decode_newest(&bytes);
         }
 
         #[test]

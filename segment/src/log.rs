@@ -5,27 +5,34 @@
 //! flusher swaps the buffer out, writes it from the last block boundary, syncs, and only then
 //! advances the durable offset. Whatever arrives while a write + sync is in flight goes into the
 //! next one: that is the group commit. A failed write or sync poisons the log for good.
+//!
+//! Each write also rewrites block 0 of the active segment with an *acknowledged-end
+//! checkpoint*: the durable end before this write (covered by the same fdatasync), and after a
+//! short idle time the flusher records the final durable end the same way. Recovery refuses to
+//! treat damage below the checkpoint as a torn tail. Disk space is reserved in steps just ahead
+//! of the writes; a full disk refuses appends (an operating error) instead of poisoning the log.
 
 use std::cell::RefCell;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::rc::Rc;
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use runnel_core::batch::stamp;
 use runnel_core::{BatchHeader, BatchView, Epoch, Offset, BATCH_HEADER_LEN};
 
-use crate::config::{LogConfig, BLOCK_BYTES};
-use crate::error::LogError;
+use crate::config::{LogConfig, BLOCK_BYTES, RESERVE_STEP_BYTES_MIN};
+use crate::error::{is_no_space, LogError};
 use crate::event::Event;
 use crate::format::{
-    encode_start, segment_file_name, SegmentHeader, SEGMENT_DATA_START, START_FILE_NAME,
+    encode_start, segment_file_name, AckedCheckpoint, SegmentHeader, SEGMENT_DATA_START,
+    SEGMENT_FORMAT_VERSION, START_FILE_NAME,
 };
 use crate::index::SparseIndex;
 use crate::index_file::{self, index_file_name, SealedSegmentIndex};
 use crate::read::{ChunkReader, ReadChunk};
 use crate::recovery::recover;
-use crate::runtime::{spawn, TaskHandle};
+use crate::runtime::{both, sleep, spawn, TaskHandle};
 use crate::segment::Segment;
 use crate::storage::{Storage, StorageFile, WriteBuffer};
 
@@ -47,7 +54,14 @@ pub struct LogStats {
     pub bytes_written: u64,
     /// fdatasync calls that completed.
     pub syncs: u64,
+    /// Acknowledged-end checkpoints written to block 0 (with a write or on their own).
+    pub checkpoints: u64,
+    /// Disk reservations (fallocate calls) made for the active segment.
+    pub reservations: u64,
 }
+
+/// How long a log whose disk is full waits before it tries to reserve space again.
+const NO_SPACE_RETRY_MS: u64 = 1000;
 
 /// How far a read may see.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -96,6 +110,17 @@ struct State<S: Storage> {
     written_pos: u64,
     /// Batches below this offset are durable.
     durable_offset: Offset,
+    /// File position in the active segment up to which batches are durable.
+    durable_pos: u64,
+    /// The checkpoint slots of the active segment's block 0 as last written (index = slot).
+    checkpoints: [Option<AckedCheckpoint>; 2],
+    /// The acknowledged end the newest written checkpoint records (the segment's base when
+    /// none was written yet).
+    checkpointed_offset: Offset,
+    /// When the flusher last wrote batches.
+    last_write_at: Instant,
+    /// Set while the disk is full: appends are refused with this cause.
+    no_space: Option<String>,
     /// The logical start: offsets below it are trimmed.
     start: Offset,
     poisoned: Option<String>,
@@ -140,6 +165,8 @@ struct FlushJob<S: Storage> {
     pos: u64,
     upto_offset: Offset,
     upto_pos: u64,
+    /// Block 0 with a new checkpoint, written beside the batches when the durable end moved.
+    checkpoint_block: Option<S::Buffer>,
 }
 
 impl<S: Storage> ShardLog<S> {
@@ -153,6 +180,7 @@ impl<S: Storage> ShardLog<S> {
         let dir = dir.into();
         let recovered = recover(&storage, &dir, &config).await?;
         let start = recovered.start;
+        let acked = recovered.acked;
         let mut segments: BTreeMap<Offset, Segment<S::File>> = recovered
             .segments
             .into_iter()
@@ -167,11 +195,24 @@ impl<S: Storage> ShardLog<S> {
             .next_back()
             .ok_or_else(|| LogError::InvalidConfig("no active segment".into()))?;
         if recovered.dirty_tail {
-            clean_torn_tail(active, &config).await?;
+            clean_torn_tail(active).await?;
+        } else if !active.is_empty() {
+            // What recovery found is made durable before a checkpoint can claim it: a process
+            // crash can leave written batches that no fdatasync covered yet.
+            active
+                .file
+                .sync()
+                .await
+                .map_err(|e| LogError::io("fdatasync segment", &active.path, e))?;
         }
-        if active.write_bytes_max as usize != config.write_buffer_bytes {
-            // The torn-write window is a property of the segment: a writer with another buffer
-            // size continues in a fresh segment (or rewrites the header of an empty one).
+        let mut acked = acked;
+        if active.write_bytes_max as usize != config.write_buffer_bytes
+            || active.version != SEGMENT_FORMAT_VERSION
+        {
+            // The torn-write window and the layout are properties of the segment: a writer with
+            // another buffer size, or a segment of an older layout, continues in a fresh
+            // segment (or rewrites the header of an empty one).
+            acked = None;
             if active.is_empty() {
                 rewrite_header(active, &config).await?;
             } else {
@@ -189,6 +230,13 @@ impl<S: Storage> ShardLog<S> {
         let tail = open_tail(active, &config).await?;
         let next_offset = active.next_offset;
         let written_pos = active.data_end;
+        let active_base = active.base;
+        let mut checkpoints = [None, None];
+        if let Some(acked) = acked {
+            if let Some(slot) = checkpoints.get_mut(acked.slot()) {
+                *slot = Some(acked);
+            }
+        }
         let state = State {
             segments,
             tail,
@@ -196,6 +244,11 @@ impl<S: Storage> ShardLog<S> {
             written_offset: next_offset,
             written_pos,
             durable_offset: next_offset,
+            durable_pos: written_pos,
+            checkpoints,
+            checkpointed_offset: acked.map_or(active_base, |a| a.offset),
+            last_write_at: Instant::now(),
+            no_space: None,
             start,
             poisoned: None,
             closed: false,
@@ -253,6 +306,18 @@ impl<S: Storage> ShardLog<S> {
         }
         if state.closed {
             return Err(LogError::Closed);
+        }
+        if let Some(cause) = &state.no_space {
+            let path = state
+                .segments
+                .values()
+                .next_back()
+                .map(|s| s.path.clone())
+                .unwrap_or_default();
+            return Err(LogError::NoSpace {
+                path,
+                cause: cause.clone(),
+            });
         }
         let view = BatchView::check(batch)?;
         let len = view.as_bytes().len();
@@ -789,14 +854,17 @@ fn poison<S: Storage>(inner: &Inner<S>, cause: String) {
 enum Work<S: Storage> {
     Flush(FlushJob<S>),
     Roll,
+    /// Record the durable end in block 0 on its own (the log went idle).
+    Checkpoint(Rc<S::File>, S::Buffer),
     Stop,
 }
 
-/// The background task: every write, sync and roll of the log.
+/// The background task: every write, sync, reservation, checkpoint and roll of the log.
 ///
 /// Writes are pipelined with syncs: write k+1 is issued while the fdatasync of write k is in
 /// flight, and at most one sync is in flight. So at most two writes are ever unsynced, which is
-/// the torn-write window recovery allows for ([`crate::format::UNSYNCED_WRITES_MAX`]).
+/// the torn-write window recovery allows for ([`crate::format::UNSYNCED_WRITES_MAX`]). A
+/// checkpoint written with write k+1 records only what write k's completed sync made durable.
 async fn flusher<S: Storage>(inner: Rc<Inner<S>>) {
     let mut syncing: Option<TaskHandle<Result<(), LogError>>> = None;
     loop {
@@ -805,41 +873,69 @@ async fn flusher<S: Storage>(inner: Rc<Inner<S>>) {
             if let Some(work) = next_work(&inner) {
                 break work;
             }
+            // When a checkpoint is due later, a timer wakes the flusher then; dropping the
+            // handle (new work came first) cancels it.
+            let _timer = checkpoint_due_in(&inner).map(|due| {
+                let inner = Rc::clone(&inner);
+                spawn(async move {
+                    sleep(due).await;
+                    inner.appended.notify();
+                })
+            });
             appended.await;
         };
         let result = match work {
             Work::Stop => {
-                if let Some(previous) = syncing.take() {
-                    let _ = previous.join().await;
+                let previous = match syncing.take() {
+                    Some(previous) => previous.join().await,
+                    None => Ok(()),
+                };
+                // A clean close records the final acknowledged end.
+                if previous.is_ok() && inner.state.borrow().poisoned.is_none() {
+                    if let Some((file, block)) = take_checkpoint_block(&inner) {
+                        if let Err(error) = write_checkpoint(&inner, &file, block).await {
+                            poison(&inner, error.to_string());
+                        }
+                    }
                 }
                 return;
             }
-            Work::Flush(job) => match write(
-                &inner,
-                job.file.as_ref(),
-                job.buffer,
-                job.pos,
-                job.upto_offset,
-                job.upto_pos,
-            )
-            .await
-            {
-                Ok(()) => {
-                    let previous = match syncing.take() {
-                        Some(previous) => previous.join().await,
-                        None => Ok(()),
-                    };
-                    if previous.is_ok() {
-                        syncing = Some(spawn(sync_up_to(
-                            Rc::clone(&inner),
-                            job.file,
-                            job.upto_offset,
-                        )));
-                    }
-                    previous
+            Work::Flush(job) => {
+                let end = job.pos + job.buffer.as_slice().len() as u64;
+                let (file, upto_offset, upto_pos) =
+                    (Rc::clone(&job.file), job.upto_offset, job.upto_pos);
+                match reserve(&inner, file.as_ref(), end).await {
+                    Ok(()) => match write(&inner, job).await {
+                        Ok(()) => {
+                            let previous = match syncing.take() {
+                                Some(previous) => previous.join().await,
+                                None => Ok(()),
+                            };
+                            if previous.is_ok() {
+                                syncing = Some(spawn(sync_up_to(
+                                    Rc::clone(&inner),
+                                    file,
+                                    upto_offset,
+                                    upto_pos,
+                                )));
+                            }
+                            previous
+                        }
+                        Err(error) => Err(error),
+                    },
+                    Err(error) => Err(error),
                 }
-                Err(error) => Err(error),
-            },
+            }
+            Work::Checkpoint(file, block) => {
+                let previous = match syncing.take() {
+                    Some(previous) => previous.join().await,
+                    None => Ok(()),
+                };
+                match previous {
+                    Ok(()) => write_checkpoint(&inner, &file, block).await,
+                    Err(error) => Err(error),
+                }
+            }
             Work::Roll => {
                 let previous = match syncing.take() {
                     Some(previous) => previous.join().await,
@@ -858,34 +954,72 @@ async fn flusher<S: Storage>(inner: Rc<Inner<S>>) {
     }
 }
 
-async fn write<S: Storage>(
-    inner: &Inner<S>,
-    file: &S::File,
-    buffer: S::Buffer,
-    pos: u64,
-    upto_offset: Offset,
-    upto_pos: u64,
-) -> Result<(), LogError> {
+/// Writes the batches of a flush job, and block 0 with its checkpoint beside them.
+async fn write<S: Storage>(inner: &Inner<S>, job: FlushJob<S>) -> Result<(), LogError> {
+    let FlushJob {
+        file,
+        buffer,
+        pos,
+        upto_offset,
+        upto_pos,
+        checkpoint_block,
+    } = job;
     let bytes = buffer.as_slice().len() as u64;
-    file.write_at(buffer, pos)
-        .await
-        .map_err(|e| LogError::io("write segment", file.path(), e))?;
+    let checkpointed = checkpoint_block.is_some();
+    let batches = file.write_at(buffer, pos);
+    let written = match checkpoint_block {
+        Some(block) => {
+            let (batches, header) = both(batches, file.write_at(block, 0)).await;
+            header.map_err(|e| LogError::io("write segment checkpoint", file.path(), e))?;
+            batches
+        }
+        None => batches.await,
+    };
+    written.map_err(|e| LogError::io("write segment", file.path(), e))?;
     {
         let mut state = inner.state.borrow_mut();
+        assert!(
+            state.durable_offset <= upto_offset && upto_offset <= state.next_offset,
+            "durable <= written <= next"
+        );
         state.written_offset = upto_offset;
         state.written_pos = upto_pos;
+        state.last_write_at = Instant::now();
         state.stats.writes += 1;
         state.stats.bytes_written += bytes;
+        if checkpointed {
+            state.stats.checkpoints += 1;
+        }
     }
     inner.written.notify();
     Ok(())
 }
 
-/// fdatasync of everything written to `file` so far; then batches below `upto` are durable.
+/// Writes block 0 with a new checkpoint on its own and syncs it.
+async fn write_checkpoint<S: Storage>(
+    inner: &Inner<S>,
+    file: &S::File,
+    block: S::Buffer,
+) -> Result<(), LogError> {
+    file.write_at(block, 0)
+        .await
+        .map_err(|e| LogError::io("write segment checkpoint", file.path(), e))?;
+    file.sync()
+        .await
+        .map_err(|e| LogError::io("fdatasync segment", file.path(), e))?;
+    let mut state = inner.state.borrow_mut();
+    state.stats.checkpoints += 1;
+    state.stats.syncs += 1;
+    Ok(())
+}
+
+/// fdatasync of everything written to `file` so far; then batches below `upto` (ending at
+/// `upto_pos` in the active segment) are durable.
 async fn sync_up_to<S: Storage>(
     inner: Rc<Inner<S>>,
     file: Rc<S::File>,
     upto: Offset,
+    upto_pos: u64,
 ) -> Result<(), LogError> {
     if let Err(e) = file.sync().await {
         let error = LogError::io("fdatasync segment", file.path(), e);
@@ -894,25 +1028,157 @@ async fn sync_up_to<S: Storage>(
     }
     {
         let mut state = inner.state.borrow_mut();
-        state.durable_offset = state.durable_offset.max(upto);
+        if upto > state.durable_offset {
+            state.durable_offset = upto;
+            state.durable_pos = upto_pos;
+        }
+        assert!(
+            state.durable_offset <= state.written_offset,
+            "durable <= written"
+        );
         state.stats.syncs += 1;
     }
     inner.durable.notify();
+    // The flusher may now owe a checkpoint.
+    inner.appended.notify();
     Ok(())
 }
 
-fn next_work<S: Storage>(inner: &Inner<S>) -> Option<Work<S>> {
+/// Reserves disk space for the active segment up to at least `end`, in doubling steps. A full
+/// disk is not a fault of the log: appends are refused meanwhile (`NoSpace`), and the flusher
+/// tries again every second, keeping what is buffered, until space is freed or the log closes.
+async fn reserve<S: Storage>(inner: &Inner<S>, file: &S::File, end: u64) -> Result<(), LogError> {
+    if !inner.config.preallocate {
+        return Ok(());
+    }
+    let target = {
+        let state = inner.state.borrow();
+        let Some(active) = state.segments.values().next_back() else {
+            return Ok(());
+        };
+        if active.reserved_bytes >= end {
+            return Ok(());
+        }
+        next_reservation(active.reserved_bytes, end, &inner.config)
+    };
+    loop {
+        match file.preallocate(target).await {
+            Ok(()) => {
+                let mut state = inner.state.borrow_mut();
+                if let Some(active) = state.segments.values_mut().next_back() {
+                    active.reserved_bytes = target;
+                }
+                state.stats.reservations += 1;
+                state.no_space = None;
+                return Ok(());
+            }
+            Err(error) if is_no_space(&error) => {
+                let first = {
+                    let mut state = inner.state.borrow_mut();
+                    if state.closed {
+                        return Err(LogError::io("reserve segment space", file.path(), error));
+                    }
+                    let first = state.no_space.is_none();
+                    state.no_space = Some(error.to_string());
+                    first
+                };
+                if first {
+                    eprintln!(
+                        "runnel-segment: no space to grow {} to {target} bytes: appends are \
+                         refused until space is freed ({error})",
+                        file.path().display()
+                    );
+                }
+                sleep(Duration::from_millis(NO_SPACE_RETRY_MS)).await;
+            }
+            Err(error) => return Err(LogError::io("reserve segment space", file.path(), error)),
+        }
+    }
+}
+
+/// The next reservation of a segment of `reserved` bytes that must reach `end`: the segment
+/// doubles, by at least the smallest step and at most `reserve_step_bytes_max`, never past
+/// `segment_bytes_max` unless `end` needs it.
+fn next_reservation(reserved: u64, end: u64, config: &LogConfig) -> u64 {
+    let step = reserved.clamp(RESERVE_STEP_BYTES_MIN, config.reserve_step_bytes_max);
+    let wanted = align_up(reserved + step).min(config.segment_bytes_max);
+    let target = wanted.max(align_up(end));
+    assert!(target >= end, "a reservation covers the write");
+    target
+}
+
+/// How long until an idle checkpoint is due, when one is owed.
+fn checkpoint_due_in<S: Storage>(inner: &Inner<S>) -> Option<Duration> {
+    let state = inner.state.borrow();
+    if state.poisoned.is_some() || state.durable_offset <= state.checkpointed_offset {
+        return None;
+    }
+    let idle = Duration::from_millis(inner.config.acked_checkpoint_idle_ms);
+    Some(idle.saturating_sub(state.last_write_at.elapsed()))
+}
+
+/// Block 0 of the active segment with a new checkpoint recording the durable end, when that
+/// moved past the newest checkpoint; the state then counts it as written.
+fn take_checkpoint_block<S: Storage>(inner: &Inner<S>) -> Option<(Rc<S::File>, S::Buffer)> {
     let mut guard = inner.state.borrow_mut();
     let state = &mut *guard;
-    if state.poisoned.is_some() {
+    if state.durable_offset <= state.checkpointed_offset {
+        return None;
+    }
+    let active = state.segments.values().next_back()?;
+    assert!(
+        active.base <= state.durable_offset && state.durable_pos <= state.written_pos,
+        "a checkpoint records durable batches of the active segment"
+    );
+    let sequence = state
+        .checkpoints
+        .iter()
+        .flatten()
+        .map(|c| c.sequence + 1)
+        .max()
+        .unwrap_or(0);
+    let checkpoint = AckedCheckpoint {
+        sequence,
+        offset: state.durable_offset,
+        position: state.durable_pos,
+    };
+    if let Some(slot) = state.checkpoints.get_mut(checkpoint.slot()) {
+        *slot = Some(checkpoint);
+    }
+    state.checkpointed_offset = checkpoint.offset;
+    let mut block = header_block(
+        &*active.file,
+        active.base,
+        active.created_ms,
+        active.write_bytes_max,
+    );
+    for slot in state.checkpoints.iter().flatten() {
+        slot.encode_into(block.as_mut_slice());
+    }
+    Some((Rc::clone(&active.file), block))
+}
+
+fn next_work<S: Storage>(inner: &Inner<S>) -> Option<Work<S>> {
+    if inner.state.borrow().poisoned.is_some() {
         return Some(Work::Stop);
     }
-    if state.tail.fill > state.tail.written {
+    let pending = {
+        let state = inner.state.borrow();
+        state.tail.fill > state.tail.written
+    };
+    if pending {
+        let checkpoint_block = take_checkpoint_block(inner).map(|(_, block)| block);
+        let mut guard = inner.state.borrow_mut();
+        let state = &mut *guard;
         let active = state.segments.values().next_back()?;
         let file = Rc::clone(&active.file);
         let fill = state.tail.fill;
         let keep_from = align_down(fill as u64) as usize;
         let aligned_end = align_up(fill as u64) as usize;
+        assert!(
+            state.tail.written <= fill && fill <= inner.config.write_buffer_bytes,
+            "written <= fill <= capacity"
+        );
         let mut fresh = file.alloc(inner.config.write_buffer_bytes);
         let kept = state
             .tail
@@ -934,6 +1200,7 @@ fn next_work<S: Storage>(inner: &Inner<S>) -> Option<Work<S>> {
             pos: state.tail.file_pos,
             upto_offset: state.next_offset,
             upto_pos: state.tail.file_pos + fill as u64,
+            checkpoint_block,
         };
         state.tail.file_pos += keep_from as u64;
         state.tail.fill -= keep_from;
@@ -941,11 +1208,19 @@ fn next_work<S: Storage>(inner: &Inner<S>) -> Option<Work<S>> {
         inner.room.notify();
         return Some(Work::Flush(job));
     }
-    if state.roll_requested {
+    let (roll_requested, closed) = {
+        let state = inner.state.borrow();
+        (state.roll_requested, state.closed)
+    };
+    if roll_requested {
         return Some(Work::Roll);
     }
-    if state.closed {
+    if closed {
         return Some(Work::Stop);
+    }
+    if checkpoint_due_in(inner).is_some_and(|due| due.is_zero()) {
+        let (file, block) = take_checkpoint_block(inner)?;
+        return Some(Work::Checkpoint(file, block));
     }
     None
 }
@@ -976,7 +1251,14 @@ async fn roll<S: Storage>(inner: &Inner<S>) -> Result<(), LogError> {
     let tail = open_tail(&segment, &inner.config).await?;
     {
         let mut state = inner.state.borrow_mut();
+        assert_eq!(
+            state.durable_offset, next,
+            "a roll starts after everything was made durable"
+        );
         state.written_pos = segment.data_end;
+        state.durable_pos = segment.data_end;
+        state.checkpoints = [None, None];
+        state.checkpointed_offset = segment.base;
         state.tail = tail;
         state.segments.insert(segment.base, segment);
         state.roll_requested = false;
@@ -1038,24 +1320,27 @@ async fn seal_segment<F: StorageFile>(segment: &Segment<F>) -> Result<(), LogErr
     seal_file(&*segment.file, segment.data_end).await
 }
 
+/// Block 0 of a segment in the current layout, with empty checkpoint slots.
 fn header_block<F: StorageFile>(
     file: &F,
     base: Offset,
     created_ms: i64,
-    config: &LogConfig,
+    write_bytes_max: u32,
 ) -> F::Buffer {
     let mut block = file.alloc(BLOCK_BYTES);
     block.as_mut_slice().fill(0);
     SegmentHeader {
+        version: SEGMENT_FORMAT_VERSION,
         base_offset: base,
         created_ms,
-        write_bytes_max: config.write_buffer_bytes as u32,
+        write_bytes_max,
     }
     .encode_into(block.as_mut_slice());
     block
 }
 
-/// Creates, preallocates and syncs a new segment file (and its directory entry).
+/// Creates and syncs a new segment file (and its directory entry). It holds block 0 only:
+/// disk for batches is reserved in steps as they arrive ([`reserve`]).
 async fn create_segment<S: Storage>(
     storage: &S,
     dir: &Path,
@@ -1068,15 +1353,10 @@ async fn create_segment<S: Storage>(
         .await
         .map_err(|e| LogError::io("create segment", &path, e))?;
     let created_ms = now_ms();
-    let block = header_block(&file, base, created_ms, config);
+    let block = header_block(&file, base, created_ms, config.write_buffer_bytes as u32);
     file.write_at(block, 0)
         .await
         .map_err(|e| LogError::io("write segment header", &path, e))?;
-    if config.preallocate {
-        file.preallocate(config.segment_bytes_max)
-            .await
-            .map_err(|e| LogError::io("preallocate segment", &path, e))?;
-    }
     file.sync()
         .await
         .map_err(|e| LogError::io("fdatasync segment", &path, e))?;
@@ -1093,6 +1373,8 @@ async fn create_segment<S: Storage>(
         max_timestamp_ms: i64::MIN,
         created_ms,
         write_bytes_max: config.write_buffer_bytes as u32,
+        version: SEGMENT_FORMAT_VERSION,
+        reserved_bytes: SEGMENT_DATA_START,
         index: SparseIndex::default(),
     })
 }
@@ -1101,7 +1383,12 @@ async fn rewrite_header<F: StorageFile>(
     segment: &mut Segment<F>,
     config: &LogConfig,
 ) -> Result<(), LogError> {
-    let block = header_block(&*segment.file, segment.base, segment.created_ms, config);
+    let block = header_block(
+        &*segment.file,
+        segment.base,
+        segment.created_ms,
+        config.write_buffer_bytes as u32,
+    );
     let path = segment.path.clone();
     segment
         .file
@@ -1114,16 +1401,14 @@ async fn rewrite_header<F: StorageFile>(
         .await
         .map_err(|e| LogError::io("fdatasync segment", &path, e))?;
     segment.write_bytes_max = config.write_buffer_bytes as u32;
+    segment.version = SEGMENT_FORMAT_VERSION;
     Ok(())
 }
 
 /// Zeroes what a torn write left after the last batch of the last segment, so that no stale
 /// bytes can ever be mistaken for data by a later recovery: cuts the file after the block
 /// holding the last batch's end, rewrites that block with zeros after it, and syncs.
-async fn clean_torn_tail<F: StorageFile>(
-    segment: &Segment<F>,
-    config: &LogConfig,
-) -> Result<(), LogError> {
+async fn clean_torn_tail<F: StorageFile>(segment: &mut Segment<F>) -> Result<(), LogError> {
     let path = &segment.path;
     let keep_from = align_down(segment.data_end);
     let partial = (segment.data_end - keep_from) as usize;
@@ -1132,13 +1417,7 @@ async fn clean_torn_tail<F: StorageFile>(
         .truncate(align_up(segment.data_end))
         .await
         .map_err(|e| LogError::io("truncate torn tail", path, e))?;
-    if config.preallocate {
-        segment
-            .file
-            .preallocate(config.segment_bytes_max)
-            .await
-            .map_err(|e| LogError::io("preallocate segment", path, e))?;
-    }
+    segment.reserved_bytes = align_up(segment.data_end);
     if partial > 0 {
         let kept = segment
             .file

@@ -4,9 +4,12 @@
 //! file; its batches are checked when read. Every other segment — always the last one — is
 //! scanned from its first batch and every batch's CRCs are checked. In the
 //! last segment, the first batch that does not check (or the first all-zero header) ends the
-//! log — a torn tail — provided nothing but zeros lies beyond the torn-write window (the most
+//! log — a torn tail — provided it lies at or beyond the segment's acknowledged-end checkpoint
+//! (format version 2: everything below it was durable, and maybe acknowledged, so damage there
+//! is never a torn write) and nothing but zeros lies beyond the torn-write window (the most
 //! bytes one write could carry, recorded in the segment header). Anything else that fails a
-//! check is corruption: a typed error, never data.
+//! check is corruption: a typed error, never data, and never a truncation of acknowledged
+//! records whose offsets would then be handed out again.
 
 use std::path::{Path, PathBuf};
 use std::rc::Rc;
@@ -14,11 +17,12 @@ use std::rc::Rc;
 use runnel_core::{BatchHeader, BatchView, Offset, BATCH_HEADER_LEN};
 
 use crate::config::LogConfig;
+use crate::config::BLOCK_BYTES;
 use crate::error::LogError;
 use crate::format::UNSYNCED_WRITES_MAX;
 use crate::format::{
-    decode_start, parse_segment_file_name, SegmentHeader, SEGMENT_DATA_START, SEGMENT_HEADER_LEN,
-    START_FILE_NAME,
+    decode_start, parse_segment_file_name, AckedCheckpoint, SegmentHeader, SEGMENT_DATA_START,
+    SEGMENT_HEADER_LEN, START_FILE_NAME,
 };
 use crate::index::SparseIndex;
 use crate::index_file::{self, index_file_name, SealedSegmentIndex, INDEX_EXTENSION};
@@ -44,6 +48,8 @@ pub(crate) struct Recovered<F> {
     /// The last segment holds non-zero bytes after its last batch (a torn write) that must be
     /// zeroed before appending.
     pub dirty_tail: bool,
+    /// The newest acknowledged-end checkpoint of the last segment (format version 2).
+    pub acked: Option<AckedCheckpoint>,
 }
 
 fn corruption(path: &Path, position: u64, offset: Offset, reason: impl Into<String>) -> LogError {
@@ -83,6 +89,7 @@ pub(crate) async fn recover<S: Storage>(
 
     let mut segments: Vec<Segment<S::File>> = Vec::with_capacity(bases.len());
     let mut dirty_tail = false;
+    let mut acked = None;
     let last_index = bases.len().checked_sub(1);
     for (index, base) in bases.iter().enumerate() {
         let is_last = Some(index) == last_index;
@@ -96,11 +103,16 @@ pub(crate) async fn recover<S: Storage>(
             .await
             .map_err(|e| LogError::io("stat segment", &path, e))?;
         let head = file
-            .read_at(0, SEGMENT_HEADER_LEN)
+            .read_at(0, BLOCK_BYTES)
             .await
             .map_err(|e| LogError::io("read segment header", &path, e))?;
         let header =
             SegmentHeader::decode(&head).map_err(|reason| corruption(&path, 0, *base, reason))?;
+        let checkpoint = if header.version >= 2 {
+            AckedCheckpoint::decode_newest(&head)
+        } else {
+            None
+        };
         if header.base_offset != *base {
             return Err(corruption(
                 &path,
@@ -137,6 +149,8 @@ pub(crate) async fn recover<S: Storage>(
                     max_timestamp_ms: sealed.max_timestamp_ms,
                     created_ms: sealed.created_ms,
                     write_bytes_max: sealed.write_bytes_max,
+                    version: header.version,
+                    reserved_bytes: size,
                     index: sealed.index,
                 });
                 continue;
@@ -151,9 +165,15 @@ pub(crate) async fn recover<S: Storage>(
             max_timestamp_ms: i64::MIN,
             created_ms: header.created_ms,
             write_bytes_max: header.write_bytes_max,
+            version: header.version,
+            reserved_bytes: size,
             index: SparseIndex::default(),
         };
-        dirty_tail = scan_segment(&mut segment, size, is_last, config).await?;
+        let checkpoint = checkpoint.filter(|_| is_last);
+        dirty_tail = scan_segment(&mut segment, size, is_last, checkpoint, config).await?;
+        if is_last {
+            acked = checkpoint;
+        }
         segments.push(segment);
     }
     let first_base = segments.first().map(|s| s.base);
@@ -178,6 +198,7 @@ pub(crate) async fn recover<S: Storage>(
         segments,
         start,
         dirty_tail,
+        acked,
     })
 }
 
@@ -312,11 +333,13 @@ async fn read_start_file<S: Storage>(
 }
 
 /// Scans a segment's batches, filling its index. Returns whether non-zero bytes follow the
-/// last batch of the last segment (a torn tail to be zeroed).
+/// last batch of the last segment (a torn tail to be zeroed). `acked` is the last segment's
+/// acknowledged-end checkpoint: the scan must reach it, on a batch boundary holding its offset.
 async fn scan_segment<F: StorageFile>(
     segment: &mut Segment<F>,
     size: u64,
     is_last: bool,
+    acked: Option<AckedCheckpoint>,
     config: &LogConfig,
 ) -> Result<bool, LogError> {
     let file = Rc::clone(&segment.file);
@@ -324,7 +347,12 @@ async fn scan_segment<F: StorageFile>(
     let path = segment.path.clone();
     let io_error = |e| LogError::io("read segment", &path, e);
     let mut pos = SEGMENT_DATA_START;
+    // The offset the scan found at the checkpoint's position, once it got there.
+    let mut offset_at_acked: Option<Offset> = None;
     let failure: Option<String> = loop {
+        if acked.is_some_and(|a| a.position == pos) {
+            offset_at_acked = Some(segment.next_offset);
+        }
         if pos + BATCH_HEADER_LEN as u64 > size {
             break None;
         }
@@ -365,6 +393,31 @@ async fn scan_segment<F: StorageFile>(
             return Err(corruption(&segment.path, pos, segment.next_offset, reason));
         }
         return Ok(false);
+    }
+    if let Some(acked) = acked {
+        // Everything below the checkpoint was durable before the checkpoint was written: a
+        // failure there is damage to acknowledged records, never a torn write.
+        let reason = match offset_at_acked {
+            _ if pos < acked.position => Some(format!(
+                "{}; the segment's acknowledged end is offset {} at byte {}, so \
+                 acknowledged records are damaged",
+                failure.as_deref().unwrap_or("the log ends early"),
+                acked.offset,
+                acked.position
+            )),
+            None => Some(format!(
+                "the acknowledged-end checkpoint (offset {}, byte {}) is not on a batch boundary",
+                acked.offset, acked.position
+            )),
+            Some(found) if found != acked.offset => Some(format!(
+                "the acknowledged-end checkpoint says offset {} at byte {}, the batches say {}",
+                acked.offset, acked.position, found
+            )),
+            Some(_) => None,
+        };
+        if let Some(reason) = reason {
+            return Err(corruption(&segment.path, pos, segment.next_offset, reason));
+        }
     }
     // The last segment: a power loss can only have torn the last writes, which
     // started at or before `pos`, and at most UNSYNCED_WRITES_MAX writes of at most

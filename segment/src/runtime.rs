@@ -77,3 +77,32 @@ pub fn spawn<T: 'static>(future: impl Future<Output = T> + 'static) -> TaskHandl
 pub async fn sleep(duration: std::time::Duration) {
     glommio::timer::sleep(duration).await;
 }
+
+/// Runs two futures concurrently on the current task and returns both outputs.
+pub async fn both<A: Future, B: Future>(a: A, b: B) -> (A::Output, B::Output) {
+    let mut a = std::pin::pin!(a);
+    let mut b = std::pin::pin!(b);
+    let mut a_out = None;
+    let mut b_out = None;
+    std::future::poll_fn(|cx| {
+        if a_out.is_none() {
+            if let std::task::Poll::Ready(v) = a.as_mut().poll(cx) {
+                a_out = Some(v);
+            }
+        }
+        if b_out.is_none() {
+            if let std::task::Poll::Ready(v) = b.as_mut().poll(cx) {
+                b_out = Some(v);
+            }
+        }
+        match (a_out.take(), b_out.take()) {
+            (Some(a), Some(b)) => std::task::Poll::Ready((a, b)),
+            (a_done, b_done) => {
+                a_out = a_done;
+                b_out = b_done;
+                std::task::Poll::Pending
+            }
+        }
+    })
+    .await
+}

@@ -26,6 +26,10 @@ pub(crate) struct Segment<F> {
     pub created_ms: i64,
     /// The torn-write window its writer used.
     pub write_bytes_max: u32,
+    /// Its layout version (`SegmentHeader::version`): 1 has no acknowledged-end checkpoints.
+    pub version: u16,
+    /// Bytes of the file reserved on disk (its size): appends reserve more in steps.
+    pub reserved_bytes: u64,
     /// Sparse offset and time index.
     pub index: SparseIndex,
 }

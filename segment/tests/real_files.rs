@@ -69,6 +69,24 @@ fn batch_positions(path: &Path) -> Vec<(u64, u64)> {
     out
 }
 
+/// Rewrites the acknowledged-end checkpoint of a segment (block 0, docs/format/segment.md) to
+/// say that only the batches below `position` (offset `offset`) were acknowledged, as a crash
+/// soon after those writes would have left it: slot 0 gets the claim, slot 1 is cleared.
+fn set_checkpoint(path: &Path, offset: u64, position: u64) {
+    let mut slot = [0u8; 40];
+    slot[0..4].copy_from_slice(b"RNLA");
+    slot[8..16].copy_from_slice(&1000u64.to_le_bytes());
+    slot[16..24].copy_from_slice(&offset.to_le_bytes());
+    slot[24..32].copy_from_slice(&position.to_le_bytes());
+    let crc = crc32fast::hash(&slot[..32]);
+    slot[32..36].copy_from_slice(&crc.to_le_bytes());
+    let mut file = OpenOptions::new().write(true).open(path).expect("open");
+    file.seek(SeekFrom::Start(512)).expect("seek");
+    file.write_all(&slot).expect("slot 0");
+    file.seek(SeekFrom::Start(1024)).expect("seek");
+    file.write_all(&[0u8; 40]).expect("slot 1");
+}
+
 /// (base offset, record count, payload) of each batch.
 type Batches = Vec<(u64, u32, Vec<u8>)>;
 
@@ -115,6 +133,8 @@ fn a_truncated_tail_recovers_the_prefix_before_it() {
         let last = segments(&dir).pop().expect("a segment");
         let positions = batch_positions(&last);
         let (victim_pos, victim_offset) = positions[positions.len() - 1 - case as usize];
+        // A crash: the cut batches were written after the last checkpoint.
+        set_checkpoint(&last, victim_offset, victim_pos);
         let file = OpenOptions::new()
             .write(true)
             .open(&last)
@@ -142,6 +162,7 @@ fn garbage_over_the_tail_recovers_the_prefix_before_it() {
     let last = segments(&dir).pop().expect("a segment");
     let positions = batch_positions(&last);
     let (victim_pos, victim_offset) = positions[positions.len() - 2];
+    set_checkpoint(&last, victim_offset, victim_pos);
     let mut file = OpenOptions::new()
         .write(true)
         .open(&last)
@@ -159,6 +180,46 @@ fn garbage_over_the_tail_recovers_the_prefix_before_it() {
     // The torn bytes were zeroed: a second recovery sees the same log plus the appended batch.
     let (again, _) = reopen_and_read(dir).expect("second recovery");
     assert_eq!(again.len(), want.len() + 1);
+}
+
+/// Regression (issue 8): one flipped byte in acknowledged, fsynced data of the active segment
+/// made recovery take it for a torn tail (it lay within the torn-write window): the shard came
+/// back empty and handed offset 0 out again. The segment's checkpoint now says that the data
+/// was acknowledged, so the damage is reported, and a refused open changes nothing on disk.
+#[test]
+fn bit_rot_in_acknowledged_data_of_the_active_segment_is_corruption_not_a_torn_tail() {
+    for (case, at) in [(0u64, 2000u64), (1, 100), (2, 40_000)] {
+        let temp = tempfile::tempdir().expect("temp dir");
+        let dir = temp.path().join("log");
+        let written = write_log(dir.clone(), 60, 20 + case);
+        let last = segments(&dir).pop().expect("a segment");
+        let size_before = std::fs::metadata(&last).expect("stat").len();
+        let positions = batch_positions(&last);
+        let data_end = positions.last().map(|p| p.0).expect("batches") + 80;
+        let at = 4096 + at.min(data_end - 4096 - 1);
+        let mut bytes = std::fs::read(&last).expect("read");
+        bytes[at as usize] ^= 0x10;
+        std::fs::write(&last, &bytes).expect("flip a bit");
+        for _ in 0..2 {
+            match reopen_and_read(dir.clone()) {
+                Err(LogError::Corruption { reason, path, .. }) => {
+                    assert_eq!(path, last);
+                    assert!(reason.contains("acknowledged"), "case {case}: {reason}");
+                }
+                Err(other) => panic!("case {case}: expected corruption, got {other}"),
+                Ok((recovered, next)) => panic!(
+                    "case {case}: damage at byte {at} was accepted: {} of {} batches, next offset {next}",
+                    recovered.len(),
+                    written.len()
+                ),
+            }
+        }
+        assert_eq!(
+            std::fs::read(&last).expect("read").len() as u64,
+            size_before,
+            "a refused open truncates nothing"
+        );
+    }
 }
 
 #[test]

@@ -140,9 +140,10 @@ fn error(code: ErrorCode, message: impl Into<String>) -> ErrorResponse {
 /// The protocol error for a log error.
 pub(crate) fn log_error(error: &LogError) -> ErrorResponse {
     let code = match error {
-        LogError::Poisoned { .. } | LogError::Io { .. } | LogError::Corruption { .. } => {
-            ErrorCode::StorageFault
-        }
+        LogError::Poisoned { .. }
+        | LogError::Io { .. }
+        | LogError::Corruption { .. }
+        | LogError::NoSpace { .. } => ErrorCode::StorageFault,
         LogError::InvalidBatch(_) => ErrorCode::InvalidBatch,
         LogError::BatchTooLarge { .. } => ErrorCode::BatchTooLarge,
         LogError::Trimmed { .. } => ErrorCode::Trimmed,

@@ -105,6 +105,9 @@ fn apply_name(names: &mut BTreeMap<PathBuf, Inode>, change: &NameChange) {
 struct Faults {
     syncs_left: Option<u64>,
     writes_left: Option<u64>,
+    /// The file system is full: growing a file (reserving or writing past its end) fails
+    /// with ENOSPC.
+    disk_full: bool,
 }
 
 #[derive(Debug, Default)]
@@ -164,6 +167,10 @@ fn injected(what: &str) -> io::Error {
     io::Error::other(format!("injected {what} failure (EIO)"))
 }
 
+fn no_space() -> io::Error {
+    io::Error::from_raw_os_error(libc::ENOSPC)
+}
+
 fn not_found(path: &Path) -> io::Error {
     io::Error::new(
         io::ErrorKind::NotFound,
@@ -185,6 +192,11 @@ impl FaultStorage {
     /// Makes every write after the next `count` successful ones fail.
     pub fn fail_writes_after(&self, count: u64) {
         self.fs.borrow_mut().faults.writes_left = Some(count);
+    }
+
+    /// Makes the file system full (or frees it): growing any file fails with ENOSPC.
+    pub fn set_disk_full(&self, full: bool) {
+        self.fs.borrow_mut().faults.disk_full = full;
     }
 
     /// Successful syncs and writes so far.
@@ -409,6 +421,10 @@ impl StorageFile for FaultFile {
         yield_now().await;
         {
             let mut fs = self.fs.borrow_mut();
+            let end = pos + buffer.0.len() as u64;
+            if fs.faults.disk_full && end > self.image.borrow().live.len() as u64 {
+                return Err(no_space());
+            }
             if let Some(left) = fs.faults.writes_left.as_mut() {
                 if *left == 0 {
                     return Err(injected("write"));
@@ -464,6 +480,9 @@ impl StorageFile for FaultFile {
 
     async fn preallocate(&self, len: u64) -> io::Result<()> {
         yield_now().await;
+        if self.fs.borrow().faults.disk_full && len > self.image.borrow().live.len() as u64 {
+            return Err(no_space());
+        }
         let mut image = self.image.borrow_mut();
         if (image.live.len() as u64) < len {
             let change = DataChange::SetLen(len);
