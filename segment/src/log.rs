@@ -60,7 +60,8 @@ pub struct LogStats {
     pub reservations: u64,
 }
 
-/// How long a log whose disk is full waits before it tries to reserve space again.
+/// How long after a reservation failed for lack of space appends are refused without trying
+/// again.
 const NO_SPACE_RETRY_MS: u64 = 1000;
 
 /// How far a read may see.
@@ -119,8 +120,11 @@ struct State<S: Storage> {
     checkpointed_offset: Offset,
     /// When the flusher last wrote batches.
     last_write_at: Instant,
-    /// Set while the disk is full: appends are refused with this cause.
-    no_space: Option<String>,
+    /// The last reservation failed for lack of space (cause, when): appends that need more
+    /// space are refused until `NO_SPACE_RETRY_MS` later, when one of them tries again.
+    no_space: Option<(String, Instant)>,
+    /// Appends wait for the active segment to be reserved up to this position (0: none).
+    reserve_wanted: u64,
     /// The logical start: offsets below it are trimmed.
     start: Offset,
     poisoned: Option<String>,
@@ -249,6 +253,7 @@ impl<S: Storage> ShardLog<S> {
             checkpointed_offset: acked.map_or(active_base, |a| a.offset),
             last_write_at: Instant::now(),
             no_space: None,
+            reserve_wanted: 0,
             start,
             poisoned: None,
             closed: false,
@@ -307,18 +312,6 @@ impl<S: Storage> ShardLog<S> {
         if state.closed {
             return Err(LogError::Closed);
         }
-        if let Some(cause) = &state.no_space {
-            let path = state
-                .segments
-                .values()
-                .next_back()
-                .map(|s| s.path.clone())
-                .unwrap_or_default();
-            return Err(LogError::NoSpace {
-                path,
-                cause: cause.clone(),
-            });
-        }
         let view = BatchView::check(batch)?;
         let len = view.as_bytes().len();
         let max = inner.config.batch_bytes_max();
@@ -344,6 +337,22 @@ impl<S: Storage> ShardLog<S> {
         }
         let tail = &mut state.tail;
         if tail.fill + len > inner.config.write_buffer_bytes {
+            return Ok(Step::Wait);
+        }
+        // Space on disk is reserved before a batch is taken, so a full disk refuses this
+        // append cleanly (no offset given, nothing buffered) instead of failing a write later.
+        let end = align_up(tail.file_pos + (tail.fill + len) as u64);
+        if inner.config.preallocate && end > active.reserved_bytes {
+            if let Some((cause, at)) = &state.no_space {
+                if at.elapsed() < Duration::from_millis(NO_SPACE_RETRY_MS) {
+                    return Err(LogError::NoSpace {
+                        path: active.path.clone(),
+                        cause: cause.clone(),
+                    });
+                }
+            }
+            state.reserve_wanted = state.reserve_wanted.max(end);
+            inner.appended.notify();
             return Ok(Step::Wait);
         }
         let target = tail
@@ -856,6 +865,8 @@ enum Work<S: Storage> {
     Roll,
     /// Record the durable end in block 0 on its own (the log went idle).
     Checkpoint(Rc<S::File>, S::Buffer),
+    /// Reserve the active segment's disk to at least this size, for waiting appends.
+    Reserve(Rc<S::File>, u64),
     Stop,
 }
 
@@ -901,31 +912,28 @@ async fn flusher<S: Storage>(inner: Rc<Inner<S>>) {
                 return;
             }
             Work::Flush(job) => {
-                let end = job.pos + job.buffer.as_slice().len() as u64;
                 let (file, upto_offset, upto_pos) =
                     (Rc::clone(&job.file), job.upto_offset, job.upto_pos);
-                match reserve(&inner, file.as_ref(), end).await {
-                    Ok(()) => match write(&inner, job).await {
-                        Ok(()) => {
-                            let previous = match syncing.take() {
-                                Some(previous) => previous.join().await,
-                                None => Ok(()),
-                            };
-                            if previous.is_ok() {
-                                syncing = Some(spawn(sync_up_to(
-                                    Rc::clone(&inner),
-                                    file,
-                                    upto_offset,
-                                    upto_pos,
-                                )));
-                            }
-                            previous
+                match write(&inner, job).await {
+                    Ok(()) => {
+                        let previous = match syncing.take() {
+                            Some(previous) => previous.join().await,
+                            None => Ok(()),
+                        };
+                        if previous.is_ok() {
+                            syncing = Some(spawn(sync_up_to(
+                                Rc::clone(&inner),
+                                file,
+                                upto_offset,
+                                upto_pos,
+                            )));
                         }
-                        Err(error) => Err(error),
-                    },
+                        previous
+                    }
                     Err(error) => Err(error),
                 }
             }
+            Work::Reserve(file, wanted) => reserve(&inner, file.as_ref(), wanted).await,
             Work::Checkpoint(file, block) => {
                 let previous = match syncing.take() {
                     Some(previous) => previous.join().await,
@@ -1044,56 +1052,51 @@ async fn sync_up_to<S: Storage>(
     Ok(())
 }
 
-/// Reserves disk space for the active segment up to at least `end`, in doubling steps. A full
-/// disk is not a fault of the log: appends are refused meanwhile (`NoSpace`), and the flusher
-/// tries again every second, keeping what is buffered, until space is freed or the log closes.
-async fn reserve<S: Storage>(inner: &Inner<S>, file: &S::File, end: u64) -> Result<(), LogError> {
-    if !inner.config.preallocate {
-        return Ok(());
-    }
+/// Reserves disk space for the active segment up to at least `wanted` (one doubling step at
+/// least), for the appends waiting on it. A full disk is not a fault of the log: it is noted,
+/// and the waiting appends are refused with `NoSpace` (nothing of theirs was buffered); any
+/// other failure poisons the log.
+async fn reserve<S: Storage>(
+    inner: &Inner<S>,
+    file: &S::File,
+    wanted: u64,
+) -> Result<(), LogError> {
     let target = {
         let state = inner.state.borrow();
         let Some(active) = state.segments.values().next_back() else {
             return Ok(());
         };
-        if active.reserved_bytes >= end {
-            return Ok(());
-        }
-        next_reservation(active.reserved_bytes, end, &inner.config)
+        next_reservation(active.reserved_bytes, wanted, &inner.config)
     };
-    loop {
-        match file.preallocate(target).await {
+    let result = file.preallocate(target).await;
+    let outcome = {
+        let mut state = inner.state.borrow_mut();
+        state.reserve_wanted = 0;
+        match result {
             Ok(()) => {
-                let mut state = inner.state.borrow_mut();
                 if let Some(active) = state.segments.values_mut().next_back() {
-                    active.reserved_bytes = target;
+                    active.reserved_bytes = active.reserved_bytes.max(target);
                 }
                 state.stats.reservations += 1;
                 state.no_space = None;
-                return Ok(());
+                Ok(())
             }
             Err(error) if is_no_space(&error) => {
-                let first = {
-                    let mut state = inner.state.borrow_mut();
-                    if state.closed {
-                        return Err(LogError::io("reserve segment space", file.path(), error));
-                    }
-                    let first = state.no_space.is_none();
-                    state.no_space = Some(error.to_string());
-                    first
-                };
-                if first {
+                if state.no_space.is_none() {
                     eprintln!(
-                        "runnel-segment: no space to grow {} to {target} bytes: appends are \
-                         refused until space is freed ({error})",
+                        "runnel-segment: no space to grow {} to {target} bytes: appends to it \
+                         are refused until space is freed ({error})",
                         file.path().display()
                     );
                 }
-                sleep(Duration::from_millis(NO_SPACE_RETRY_MS)).await;
+                state.no_space = Some((error.to_string(), Instant::now()));
+                Ok(())
             }
-            Err(error) => return Err(LogError::io("reserve segment space", file.path(), error)),
+            Err(error) => Err(LogError::io("reserve segment space", file.path(), error)),
         }
-    }
+    };
+    inner.room.notify();
+    outcome
 }
 
 /// The next reservation of a segment of `reserved` bytes that must reach `end`: the segment
@@ -1179,6 +1182,11 @@ fn next_work<S: Storage>(inner: &Inner<S>) -> Option<Work<S>> {
             state.tail.written <= fill && fill <= inner.config.write_buffer_bytes,
             "written <= fill <= capacity"
         );
+        assert!(
+            !inner.config.preallocate
+                || state.tail.file_pos + aligned_end as u64 <= active.reserved_bytes,
+            "writes stay within the reserved space"
+        );
         let mut fresh = file.alloc(inner.config.write_buffer_bytes);
         let kept = state
             .tail
@@ -1208,10 +1216,15 @@ fn next_work<S: Storage>(inner: &Inner<S>) -> Option<Work<S>> {
         inner.room.notify();
         return Some(Work::Flush(job));
     }
-    let (roll_requested, closed) = {
+    let (roll_requested, closed, reserve_wanted) = {
         let state = inner.state.borrow();
-        (state.roll_requested, state.closed)
+        (state.roll_requested, state.closed, state.reserve_wanted)
     };
+    if reserve_wanted > 0 && !roll_requested {
+        let state = inner.state.borrow();
+        let active = state.segments.values().next_back()?;
+        return Some(Work::Reserve(Rc::clone(&active.file), reserve_wanted));
+    }
     if roll_requested {
         return Some(Work::Roll);
     }

@@ -75,54 +75,65 @@ fn an_empty_log_costs_one_block_and_reservations_grow_in_steps() {
     });
 }
 
-/// A full disk refuses new appends with `NoSpace` and poisons nothing: what was buffered is
-/// written once space is freed, and appends are accepted again.
+/// A full disk refuses appends that need more space with `NoSpace`, cleanly: no offset is
+/// given out, nothing is buffered, nothing is poisoned; appends that fit the space already
+/// reserved go on, and once space is freed appends are accepted again.
 #[test]
-fn a_full_disk_refuses_appends_until_space_is_freed() {
+fn a_full_disk_refuses_appends_cleanly_until_space_is_freed() {
     run(|| async {
         let storage = FaultStorage::new();
         let log = ShardLog::open(storage.clone(), Path::new(DIR), LogConfig::default())
             .await
             .expect("open");
         let mut random = SplitMix64::new(2);
-        storage.set_disk_full(true);
-        let waiting = log
-            .append(&random_batch(&mut random, 3, 100, 0), Epoch(1))
+        log.append_durable(&random_batch(&mut random, 3, 100, 0), Epoch(1))
             .await
-            .expect("the first append is buffered");
-        // The flusher meets the full disk when it reserves space for that batch.
-        let mut refused = None;
-        for _ in 0..200 {
-            match log
-                .append(&random_batch(&mut random, 1, 10, 0), Epoch(1))
-                .await
-            {
-                Err(error @ LogError::NoSpace { .. }) => {
-                    refused = Some(error);
-                    break;
-                }
-                Ok(_) => runnel_segment::runtime::sleep(Duration::from_millis(5)).await,
-                Err(other) => panic!("expected NoSpace, got {other}"),
-            }
-        }
-        let refused = refused.expect("appends are refused while the disk is full");
+            .expect("an append while there is space");
+        storage.set_disk_full(true);
+        // The first reservation (64 KiB) has room for small batches: they go on.
+        let fits = log
+            .append_durable(&random_batch(&mut random, 1, 10, 0), Epoch(1))
+            .await
+            .expect("an append within the reserved space");
+        // A batch beyond the reservation is refused.
+        let big = random_batch(&mut random, 60, 4000, 0);
+        let refused = log
+            .append(&big, Epoch(1))
+            .await
+            .expect_err("no space for it");
+        assert!(
+            matches!(refused, LogError::NoSpace { .. }),
+            "expected NoSpace, got {refused}"
+        );
         assert!(refused.to_string().contains("no space"), "{refused}");
         assert!(
             log.poisoned().is_none(),
             "a full disk does not poison the log"
         );
-        assert_eq!(log.durable_offset(), Offset(0));
-        storage.set_disk_full(false);
-        log.wait_durable(waiting.last_offset)
-            .await
-            .expect("buffered batches are written once space is back");
-        let next = log.next_offset();
-        let appended = log
-            .append_durable(&random_batch(&mut random, 2, 10, 0), Epoch(1))
-            .await
-            .expect("appends are accepted again");
         assert_eq!(
-            appended.base_offset, next,
+            log.next_offset(),
+            Offset(fits.last_offset.0 + 1),
+            "no offset given"
+        );
+        storage.set_disk_full(false);
+        // Refusals continue for a moment, then the next attempt reserves again.
+        let mut accepted = None;
+        for _ in 0..40 {
+            match log.append_durable(&big, Epoch(1)).await {
+                Ok(appended) => {
+                    accepted = Some(appended);
+                    break;
+                }
+                Err(LogError::NoSpace { .. }) => {
+                    runnel_segment::runtime::sleep(Duration::from_millis(100)).await
+                }
+                Err(other) => panic!("expected NoSpace or success, got {other}"),
+            }
+        }
+        let accepted = accepted.expect("appends are accepted again once space is freed");
+        assert_eq!(
+            accepted.base_offset,
+            Offset(fits.last_offset.0 + 1),
             "no offset was skipped or reused"
         );
         let all = read_all(&log, Offset(0)).await;

@@ -29,8 +29,18 @@ use runnel_segment::{DmaStorage, LogConfig, ShardLog};
 use crate::ask::{Answer, Pending, Question};
 use crate::config::NodeConfig;
 use crate::error::FatalError;
-use crate::metadata_log::MetadataLog;
+use crate::metadata_log::{AppendError, MetadataLog};
 use crate::subscription::Subscriptions;
+
+/// The shards whose logs a command creates.
+fn new_shards(applied: &Applied) -> Vec<&Shard> {
+    match applied {
+        Applied::StreamCreated { shards, .. } => shards.iter().collect(),
+        Applied::ShardSplit { children, .. } => children.iter().collect(),
+        Applied::ShardsMerged { child, .. } => vec![child],
+        _ => Vec::new(),
+    }
+}
 
 /// Messages between cores.
 #[derive(Debug)]
@@ -509,12 +519,19 @@ impl Core {
         let index = metadata_log.next_index();
         // Refused commands are answered without being written.
         let mut probe = self.metadata.borrow().clone();
-        probe
+        let probed = probe
             .apply(index, &command)
             .map_err(|e| metadata_error(&e))?;
+        // The logs of new shards exist before the command is recorded: a full disk refuses the
+        // command here, atomically, instead of failing its apply after it was committed.
+        let prepared = self.prepare_logs(new_shards(&probed)).await?;
         let written = match metadata_log.append(&command, now_ms()).await {
             Ok(written) => written,
-            Err(error) => {
+            Err(AppendError::NoSpace(message)) => {
+                self.remove_logs(&prepared);
+                return Err(ErrorResponse::new(ErrorCode::StorageFault, message));
+            }
+            Err(AppendError::Fatal(error)) => {
                 self.request_shutdown(&error.to_string());
                 return Err(ErrorResponse::new(
                     ErrorCode::StorageFault,
@@ -537,15 +554,62 @@ impl Core {
         self.distribute(index, &command).await;
         if index.is_multiple_of(self.config.metadata_snapshot_interval) {
             let state = self.metadata.borrow().clone();
-            if let Err(error) = metadata_log.snapshot(&state, now_ms()).await {
-                self.request_shutdown(&error.to_string());
-                return Err(ErrorResponse::new(
-                    ErrorCode::StorageFault,
-                    error.to_string(),
-                ));
+            match metadata_log.snapshot(&state, now_ms()).await {
+                Ok(()) => {}
+                // The command is recorded and applied; the next snapshot tries again.
+                Err(AppendError::NoSpace(message)) => {
+                    tracing::warn!(%message, "metadata snapshot skipped");
+                }
+                Err(AppendError::Fatal(error)) => {
+                    self.request_shutdown(&error.to_string());
+                    return Err(ErrorResponse::new(
+                        ErrorCode::StorageFault,
+                        error.to_string(),
+                    ));
+                }
             }
         }
         Ok(())
+    }
+
+    /// Core 0, before a command that creates shards is recorded: creates each new shard's log
+    /// (directory and first segment, one 4 KiB block), whichever core will own it, which then
+    /// opens it without allocating anything. On failure (a full disk) removes what it created
+    /// and refuses the command. Returns the directories created.
+    async fn prepare_logs(&self, shards: Vec<&Shard>) -> Result<Vec<PathBuf>, ErrorResponse> {
+        let mut prepared = Vec::with_capacity(shards.len());
+        for shard in shards {
+            let dir = self.shard_dir(shard.id);
+            // A directory of a shard the metadata does not know is left by a create that
+            // crashed before it was recorded: it holds nothing anyone was promised.
+            if dir.exists() {
+                let _ = std::fs::remove_dir_all(&dir);
+            }
+            prepared.push(dir.clone());
+            let created = match ShardLog::open(DmaStorage, &dir, self.config.log_config()).await {
+                Ok(log) => log.close().await,
+                Err(error) => Err(error),
+            };
+            if let Err(error) = created {
+                self.remove_logs(&prepared);
+                return Err(ErrorResponse::new(
+                    ErrorCode::StorageFault,
+                    format!("cannot create the log of shard {}: {error}", shard.id),
+                ));
+            }
+        }
+        Ok(prepared)
+    }
+
+    /// Removes logs prepared for a command that was then refused.
+    fn remove_logs(&self, dirs: &[PathBuf]) {
+        for dir in dirs {
+            if let Err(error) = std::fs::remove_dir_all(dir) {
+                if error.kind() != std::io::ErrorKind::NotFound {
+                    tracing::warn!(dir = %dir.display(), %error, "removing a prepared shard log");
+                }
+            }
+        }
     }
 
     /// Core 0: hands a command to every other core and waits until all applied it.

@@ -12,7 +12,7 @@ use runnel_replicate::metadata::{
     decode_command, decode_snapshot, encode_command, encode_snapshot, Command, MetadataState,
 };
 use runnel_segment::log::ReadBound;
-use runnel_segment::{DmaStorage, LogConfig, ShardLog};
+use runnel_segment::{DmaStorage, LogConfig, LogError, ShardLog};
 
 use crate::error::FatalError;
 
@@ -94,20 +94,45 @@ async fn values(
     }
 }
 
+/// Why a metadata append failed.
+#[derive(Debug)]
+pub enum AppendError {
+    /// The disk is full: nothing was recorded (the log gave no index), the node goes on.
+    NoSpace(String),
+    /// Anything else is fatal to the node.
+    Fatal(FatalError),
+}
+
+impl std::fmt::Display for AppendError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            AppendError::NoSpace(message) => f.write_str(message),
+            AppendError::Fatal(error) => error.fmt(f),
+        }
+    }
+}
+
 async fn append_value(
     log: &ShardLog<DmaStorage>,
     config: &LogConfig,
     value: Vec<u8>,
     now_ms: i64,
-) -> Result<Offset, String> {
+) -> Result<Offset, LogError> {
     let mut builder = BatchBuilder::new();
     builder.push(Record::new(value, now_ms));
-    let batch = builder.finish(&config.limits).map_err(|e| e.to_string())?;
-    let appended = log
-        .append_durable(&batch, Epoch(0))
-        .await
-        .map_err(|e| e.to_string())?;
+    let batch = builder.finish(&config.limits)?;
+    let appended = log.append_durable(&batch, Epoch(0)).await?;
     Ok(appended.base_offset)
+}
+
+fn append_error(what: &str, dir: &Path, error: LogError) -> AppendError {
+    match error {
+        LogError::NoSpace { .. } => AppendError::NoSpace(format!(
+            "the metadata log in {} has no room: {error}",
+            dir.display()
+        )),
+        other => AppendError::Fatal(metadata_error(what, dir, other)),
+    }
 }
 
 impl MetadataLog {
@@ -167,8 +192,9 @@ impl MetadataLog {
         ))
     }
 
-    /// Appends `command` durably; returns its index.
-    pub async fn append(&self, command: &Command, now_ms: i64) -> Result<u64, FatalError> {
+    /// Appends `command` durably; returns its index. A full disk refuses it cleanly
+    /// ([`AppendError::NoSpace`]: no index was used).
+    pub async fn append(&self, command: &Command, now_ms: i64) -> Result<u64, AppendError> {
         let offset = append_value(
             &self.commands,
             &command_log_config(),
@@ -176,13 +202,15 @@ impl MetadataLog {
             now_ms,
         )
         .await
-        .map_err(|e| metadata_error("append a command to", &self.dir, e))?;
+        .map_err(|e| append_error("append a command to", &self.dir, e))?;
         Ok(offset.0 + 1)
     }
 
     /// Writes a snapshot of `state` durably, then trims the commands and the older snapshots it
     /// makes unnecessary.
-    pub async fn snapshot(&self, state: &MetadataState, now_ms: i64) -> Result<(), FatalError> {
+    /// A full disk refuses the snapshot cleanly ([`AppendError::NoSpace`]); the command log
+    /// still holds everything, and a later snapshot can try again.
+    pub async fn snapshot(&self, state: &MetadataState, now_ms: i64) -> Result<(), AppendError> {
         let offset = append_value(
             &self.snapshots,
             &snapshot_log_config(),
@@ -190,15 +218,14 @@ impl MetadataLog {
             now_ms,
         )
         .await
-        .map_err(|e| metadata_error("append a snapshot to", &self.dir, e))?;
-        self.snapshots
-            .trim(offset)
-            .await
-            .map_err(|e| metadata_error("trim the snapshots of", &self.dir, e))?;
+        .map_err(|e| append_error("append a snapshot to", &self.dir, e))?;
+        self.snapshots.trim(offset).await.map_err(|e| {
+            AppendError::Fatal(metadata_error("trim the snapshots of", &self.dir, e))
+        })?;
         self.commands
             .trim(Offset(state.applied_index()))
             .await
-            .map_err(|e| metadata_error("trim the commands of", &self.dir, e))
+            .map_err(|e| AppendError::Fatal(metadata_error("trim the commands of", &self.dir, e)))
     }
 
     /// The index the next command gets.

@@ -26,14 +26,21 @@ thread_local! {
 /// file, or one left empty by a crash) the read succeeds without reaching the device, glommio
 /// concludes "pollable", and every later read on the device fails with EOPNOTSUPP. So before
 /// the first DMA open on a device, this thread opens a probe file holding one synced block of
-/// real data in the same directory, and removes it.
-async fn probe_device(path: &Path) -> io::Result<()> {
+/// real data in the same directory, and removes it — unless the file about to be opened
+/// already holds a block of data (`opening_existing`): opening it is then the probe, and no
+/// probe file is written (a full disk has no room for one, and must still open its logs).
+async fn probe_device(path: &Path, opening_existing: bool) -> io::Result<()> {
     let dir = path
         .parent()
         .filter(|d| !d.as_os_str().is_empty())
         .unwrap_or(Path::new("."));
     let device = std::fs::metadata(dir)?.dev();
     if PROBED_DEVICES.with(|probed| probed.borrow().contains(&device)) {
+        return Ok(());
+    }
+    if opening_existing && std::fs::metadata(path).is_ok_and(|m| m.len() >= PROBE_FILE_BYTES as u64)
+    {
+        PROBED_DEVICES.with(|probed| probed.borrow_mut().insert(device));
         return Ok(());
     }
     let thread = format!("{:?}", std::thread::current().id());
@@ -120,7 +127,7 @@ impl Storage for DmaStorage {
     }
 
     async fn create(&self, path: &Path) -> io::Result<DmaStorageFile> {
-        probe_device(path).await?;
+        probe_device(path, false).await?;
         let file = OpenOptions::new()
             .read(true)
             .write(true)
@@ -135,7 +142,7 @@ impl Storage for DmaStorage {
     }
 
     async fn open(&self, path: &Path) -> io::Result<DmaStorageFile> {
-        probe_device(path).await?;
+        probe_device(path, true).await?;
         let file = OpenOptions::new()
             .read(true)
             .write(true)
