@@ -60,6 +60,10 @@ pub struct LogStats {
     pub reservations: u64,
 }
 
+/// The tail buffer's first capacity beyond the kept partial block: it doubles from there as
+/// appends need, up to `write_buffer_bytes`.
+const TAIL_BYTES_MIN: u64 = 16 << 10;
+
 /// How long after a reservation failed for lack of space appends are refused without trying
 /// again.
 const NO_SPACE_RETRY_MS: u64 = 1000;
@@ -338,6 +342,22 @@ impl<S: Storage> ShardLog<S> {
         let tail = &mut state.tail;
         if tail.fill + len > inner.config.write_buffer_bytes {
             return Ok(Step::Wait);
+        }
+        let capacity = tail.buffer.as_slice().len();
+        if tail.fill + len > capacity {
+            // The buffer starts small (an idle shard holds kilobytes, not `write_buffer_bytes`)
+            // and doubles, up to `write_buffer_bytes`, as the traffic needs.
+            let grown = (2 * capacity)
+                .max(align_up((tail.fill + len) as u64) as usize)
+                .min(inner.config.write_buffer_bytes);
+            let mut buffer = active.file.alloc(grown);
+            if let (Some(target), Some(filled)) = (
+                buffer.as_mut_slice().get_mut(..tail.fill),
+                tail.buffer.as_slice().get(..tail.fill),
+            ) {
+                target.copy_from_slice(filled);
+            }
+            tail.buffer = buffer;
         }
         // Space on disk is reserved before a batch is taken, so a full disk refuses this
         // append cleanly (no offset given, nothing buffered) instead of failing a write later.
@@ -805,6 +825,12 @@ impl<S: Storage> ShardLog<S> {
         self.inner.state.borrow().stats
     }
 
+    /// Bytes of the tail buffer now: it starts at about 16 KiB and grows with the traffic up
+    /// to `write_buffer_bytes`, so an idle log holds little memory.
+    pub fn buffer_bytes(&self) -> usize {
+        self.inner.state.borrow().tail.buffer.as_slice().len()
+    }
+
     /// The failure that poisoned the log, if one did.
     pub fn poisoned(&self) -> Option<String> {
         self.inner.state.borrow().poisoned.clone()
@@ -1187,7 +1213,8 @@ fn next_work<S: Storage>(inner: &Inner<S>) -> Option<Work<S>> {
                 || state.tail.file_pos + aligned_end as u64 <= active.reserved_bytes,
             "writes stay within the reserved space"
         );
-        let mut fresh = file.alloc(inner.config.write_buffer_bytes);
+        // The next buffer keeps the capacity the traffic grew this one to.
+        let mut fresh = file.alloc(state.tail.buffer.as_slice().len());
         let kept = state
             .tail
             .buffer
@@ -1462,7 +1489,8 @@ async fn open_tail<F: StorageFile>(
 ) -> Result<Tail<F::Buffer>, LogError> {
     let keep_from = align_down(segment.data_end);
     let partial = (segment.data_end - keep_from) as usize;
-    let mut buffer = segment.file.alloc(config.write_buffer_bytes);
+    let capacity = align_up(partial as u64 + TAIL_BYTES_MIN) as usize;
+    let mut buffer = segment.file.alloc(capacity.min(config.write_buffer_bytes));
     if partial > 0 {
         let bytes = segment
             .file

@@ -1,6 +1,7 @@
-//! Disk space (issue 8): a segment reserves disk in steps as data arrives, so an empty shard
-//! costs one block instead of a preallocated `segment_bytes_max` (1 GiB by default), and a
-//! full disk refuses appends as an operating error instead of poisoning the log.
+//! Disk space and memory of a log (issue 8): a segment reserves disk in steps as data arrives,
+//! so an empty shard costs one block instead of a preallocated `segment_bytes_max` (1 GiB by
+//! default); a full disk refuses appends as an operating error instead of poisoning the log;
+//! an idle log's write buffer is kilobytes, not `write_buffer_bytes` (4 MiB).
 
 mod common;
 
@@ -164,4 +165,40 @@ fn a_new_segment_on_real_files_allocates_one_block() {
         "{} bytes allocated",
         metadata.blocks() * 512
     );
+}
+
+/// Regression: every open log allocated a full `write_buffer_bytes` (4 MiB) tail buffer, and a
+/// second one for each group commit, so 100,000 idle shards asked for 400 GB.
+#[test]
+fn an_idle_log_holds_a_small_buffer_that_grows_with_traffic() {
+    run(|| async {
+        let storage = FaultStorage::new();
+        let config = LogConfig::default();
+        let log = ShardLog::open(storage.clone(), Path::new(DIR), config.clone())
+            .await
+            .expect("open");
+        assert!(
+            log.buffer_bytes() <= 20 << 10,
+            "{} bytes",
+            log.buffer_bytes()
+        );
+        let mut random = SplitMix64::new(5);
+        let mut appended = Vec::new();
+        for _ in 0..64 {
+            appended.push(
+                log.append(&random_batch(&mut random, 16, 4000, 0), Epoch(1))
+                    .await
+                    .expect("append"),
+            );
+        }
+        log.sync_all().await.expect("durable");
+        let grown = log.buffer_bytes();
+        assert!(
+            grown > 20 << 10 && grown <= config.write_buffer_bytes,
+            "{grown} bytes"
+        );
+        let all = read_all(&log, Offset(0)).await;
+        assert_eq!(all.len(), appended.len(), "every batch reads back");
+        log.close().await.expect("close");
+    });
 }
