@@ -34,7 +34,7 @@ async fn connect(node: &MockNode) -> Client {
 }
 
 fn keyed(index: usize) -> Record {
-    Record::new(format!("value-{index}").into_bytes(), index as i64)
+    Record::at(format!("value-{index}").into_bytes(), index as i64)
         .with_key(format!("user-{}", index % 13).into_bytes())
 }
 

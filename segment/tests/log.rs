@@ -538,7 +538,7 @@ fn bad_batches_are_refused_and_change_nothing() {
         let mut random = SplitMix64::new(9);
         let big = random_batch(&mut random, 4, 0, 0);
         let mut big_values = runnel_core::BatchBuilder::new();
-        big_values.push(runnel_core::Record::new(vec![7u8; 4000], 1));
+        big_values.push(runnel_core::Record::at(vec![7u8; 4000], 1));
         let big = if big.len() > 2048 {
             big
         } else {

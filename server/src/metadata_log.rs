@@ -101,7 +101,7 @@ async fn append_value(
     now_ms: i64,
 ) -> Result<Offset, String> {
     let mut builder = BatchBuilder::new();
-    builder.push(Record::new(value, now_ms));
+    builder.push(Record::at(value, now_ms));
     let batch = builder.finish(&config.limits).map_err(|e| e.to_string())?;
     let appended = log
         .append_durable(&batch, Epoch(0))
