@@ -493,10 +493,17 @@ async fn read_loop(
             Some(until) => ReadBound::Below(until.min(visible)),
             None => ReadBound::Below(visible),
         };
-        let chunk = log
-            .read(next, want as usize, chunk_bound)
-            .await
-            .map_err(|e| Some(log_error(&e)))?;
+        let chunk = match log.read(next, want as usize, chunk_bound).await {
+            Ok(chunk) => chunk,
+            // The chunk reaches a corrupt batch past `next`: the batches before it are sound,
+            // so they are sent first and the error comes with the next read, at the bad batch
+            // itself. Otherwise a reader would lose good records read in the same chunk.
+            Err(LogError::Corruption { offset, .. }) if offset > next => log
+                .read(next, want as usize, ReadBound::Below(offset))
+                .await
+                .map_err(|e| Some(log_error(&e)))?,
+            Err(e) => return Err(Some(log_error(&e))),
+        };
         if chunk.is_empty() {
             if !read.tail {
                 return Ok(ReadEnd {
