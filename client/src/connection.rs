@@ -87,9 +87,9 @@ impl Node {
                 Ok(dialled) => break dialled,
                 // The dial itself ran out of time: the deadline has passed.
                 Err(ClientError::Timeout { .. }) => return Err(unreachable(None)),
-                Err(error) if error.is_retriable() => {
+                Err(error) if error.is_retriable() && attempt < policy.attempts_max => {
                     let delay = policy.delay(attempt, None);
-                    if attempt >= policy.attempts_max || Instant::now() + delay >= deadline {
+                    if Instant::now() + delay >= deadline {
                         return Err(unreachable(Some(error)));
                     }
                     tracing::debug!(%address, attempt, %error, ?delay, "connect failed, retrying");
