@@ -45,7 +45,7 @@ fn batches(
                 .collect();
             let key = format!("key-{}", (b * records_per_batch + r) % 1000);
             builder.push(
-                Record::new(
+                Record::at(
                     value,
                     1_700_000_000_000 + (b * records_per_batch + r) as i64,
                 )

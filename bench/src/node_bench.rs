@@ -24,7 +24,7 @@ fn now_ms() -> i64 {
 }
 
 fn record(value: &[u8], n: u64) -> Record {
-    Record::new(value.to_vec(), now_ms()).with_key(format!("key-{}", n % 1000).into_bytes())
+    Record::at(value.to_vec(), now_ms()).with_key(format!("key-{}", n % 1000).into_bytes())
 }
 
 /// How a throughput phase produces: its load.

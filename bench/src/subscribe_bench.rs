@@ -209,7 +209,7 @@ async fn latency(
                 let mut value = vec![0x5au8; args.record_bytes.max(8)];
                 value[..8].copy_from_slice(&micros.to_le_bytes());
                 // One key per request: a request goes to one shard, as a keyed producer's.
-                Record::new(value, now_ms()).with_key(format!("key-{}", i % 1000).into_bytes())
+                Record::at(value, now_ms()).with_key(format!("key-{}", i % 1000).into_bytes())
             })
             .collect();
         let producer = producer.clone();

@@ -16,6 +16,10 @@ use crate::position::{
 
 /// The default node: the server's default base port on loopback.
 pub const DEFAULT_URL: &str = "runnel://127.0.0.1:6570";
+/// How long the command tries to reach the node before giving up, in milliseconds: a few
+/// seconds, so that a dead node is reported promptly (loopback answers in microseconds, a
+/// distant node in well under a second).
+pub const DEFAULT_CONNECT_TIMEOUT_MS: u32 = 3_000;
 /// Where a node started without configuration writes its self-signed certificate.
 pub const DEFAULT_CA_CERT: &str = "runnel-data/tls/cert.pem";
 
@@ -69,7 +73,7 @@ pub struct GlobalArgs {
     /// How to print results: aligned tables, or one JSON document (JSON lines for records).
     #[arg(long, global = true, value_enum, default_value_t = OutputFormat::Table)]
     pub output: OutputFormat,
-    /// Time allowed to connect, and for each attempt of a request, in milliseconds.
+    /// Time allowed for each attempt of a request, in milliseconds.
     #[arg(
         long,
         global = true,
@@ -77,6 +81,15 @@ pub struct GlobalArgs {
         value_parser = clap::value_parser!(u32).range(1..=3_600_000)
     )]
     pub timeout_ms: u32,
+    /// Deadline for reaching the node, every retry included, in milliseconds.
+    #[arg(
+        long,
+        global = true,
+        env = "RUNNEL_CONNECT_TIMEOUT_MS",
+        default_value_t = DEFAULT_CONNECT_TIMEOUT_MS,
+        value_parser = clap::value_parser!(u32).range(1..=3_600_000)
+    )]
+    pub connect_timeout_ms: u32,
 }
 
 /// How results are printed.
@@ -366,6 +379,7 @@ mod tests {
         assert_eq!(create.durability, DurabilityArg::Fsync);
         assert_eq!(cli.global.output, OutputFormat::Table);
         assert_eq!(cli.global.timeout_ms, 5_000);
+        assert_eq!(cli.global.connect_timeout_ms, DEFAULT_CONNECT_TIMEOUT_MS);
 
         let cli = parsed(&[
             "stream",
@@ -555,6 +569,7 @@ mod tests {
             &["stream", "append", "s", "--batch-records", "0"],
             &["stream", "list", "--output", "yaml"],
             &["stream", "list", "--timeout-ms", "0"],
+            &["stream", "list", "--connect-timeout-ms", "0"],
             &["stream"],
             &["streams", "list"],
             &["sub", "create", "b"],

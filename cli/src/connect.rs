@@ -5,7 +5,7 @@
 
 use std::path::{Path, PathBuf};
 
-use runnel_client::{Client, ClientOptions};
+use runnel_client::{Client, ClientError, ClientOptions};
 
 use crate::args::{GlobalArgs, DEFAULT_CA_CERT};
 use crate::error::CliError;
@@ -41,13 +41,13 @@ pub fn client_options(
                 )))
             }
         };
-    let timeout_ms = u64::from(global.timeout_ms);
     Ok(ClientOptions {
         ca_cert_path,
         insecure_skip_verify: global.insecure,
         client_name: format!("runnel-cli {}", env!("CARGO_PKG_VERSION")),
-        connect_timeout_ms: timeout_ms,
-        request_timeout_ms: timeout_ms,
+        // One deadline for reaching the node, retries included (the SDK's rule).
+        connect_timeout_ms: u64::from(global.connect_timeout_ms),
+        request_timeout_ms: u64::from(global.timeout_ms),
         // The keep-alive must stay below the idle timeout (the client's defaults: 10 s, 30 s);
         // a tailing read may idle for long, so the idle timeout stays the SDK's.
         ..ClientOptions::default()
@@ -57,7 +57,19 @@ pub fn client_options(
 /// Connects to the node the flags name.
 pub async fn connect(global: &GlobalArgs) -> Result<Client, CliError> {
     let options = client_options(global, &PathBuf::from(DEFAULT_CA_CERT))?;
-    Ok(Client::connect(&global.url, options).await?)
+    Client::connect(&global.url, options)
+        .await
+        .map_err(|error| match error {
+            // Say which knob gives the node more time.
+            ClientError::Unreachable { .. } => {
+                let mut error = CliError::from(error);
+                error.message.push_str(
+                    "; allow longer with --connect-timeout-ms or RUNNEL_CONNECT_TIMEOUT_MS",
+                );
+                error
+            }
+            other => CliError::from(other),
+        })
 }
 
 #[cfg(test)]
@@ -72,6 +84,7 @@ mod tests {
             insecure,
             output: OutputFormat::Table,
             timeout_ms: 1_234,
+            connect_timeout_ms: 567,
         }
     }
 
@@ -86,7 +99,7 @@ mod tests {
 
         let options = client_options(&global(Some(cert.clone()), false), &missing).expect("ok");
         assert_eq!(options.ca_cert_path.as_deref(), Some(cert.as_path()));
-        assert_eq!(options.connect_timeout_ms, 1_234);
+        assert_eq!(options.connect_timeout_ms, 567);
         assert_eq!(options.request_timeout_ms, 1_234);
 
         let options = client_options(&global(None, false), &cert).expect("default file");

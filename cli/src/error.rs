@@ -137,6 +137,7 @@ fn classify(error: &ClientError) -> (ExitCode, String) {
         ClientError::Tls { .. } => local(ExitCode::Connection, "Tls"),
         ClientError::Handshake { .. } => local(ExitCode::Connection, "Handshake"),
         ClientError::Timeout { .. } => local(ExitCode::Connection, "Timeout"),
+        ClientError::Unreachable { .. } => local(ExitCode::Connection, "Unreachable"),
         ClientError::Io { .. } => local(ExitCode::Connection, "Io"),
         // The connection failed after the request was sent: a connection problem, whose
         // message says the outcome is unknown.

@@ -587,7 +587,7 @@ mod tests {
             shard: ShardId(1),
             offset: Offset(0),
         };
-        let record = Record::new(b"\xff1".to_vec(), 5).with_key(b"k".to_vec());
+        let record = Record::at(b"\xff1".to_vec(), 5).with_key(b"k".to_vec());
         let json = serde_json::to_value(RecordDocument::new(id, &record)).expect("json");
         assert_eq!(json["id"], "1-0");
         assert_eq!(json["key"], "k");
@@ -605,7 +605,7 @@ mod tests {
             shard: ShardId(4),
             offset: Offset(9),
         };
-        let mut record = Record::new(b"v\xff".to_vec(), 17).with_key(b"k".to_vec());
+        let mut record = Record::at(b"v\xff".to_vec(), 17).with_key(b"k".to_vec());
         record.headers.push(runnel_client::RecordHeader {
             name: "trace".into(),
             value: b"abc".to_vec(),

@@ -1,14 +1,20 @@
 //! Admin calls: create a stream, list and describe streams, node status, delete.
 //!
-//! Needs a running node: `cargo run -p runnel-client --example admin`
-//! (see `common.rs` for `RUNNEL_URL`, `RUNNEL_CA_CERT`, `RUNNEL_INSECURE`).
+//! Needs a running node: `cargo run -p runnel-client --example admin [-- --delete]`
+//! (see `common/mod.rs` for `RUNNEL_URL`, `RUNNEL_CA_CERT`, `RUNNEL_INSECURE`).
 
 mod common;
+
+use std::process::ExitCode;
 
 use runnel_client::{ClientError, Durability, ErrorCode, StreamSpec};
 
 #[tokio::main]
-async fn main() -> Result<(), ClientError> {
+async fn main() -> ExitCode {
+    common::report(admin()).await
+}
+
+async fn admin() -> Result<(), ClientError> {
     let client = common::connect("example-admin").await?;
     let server = client.server_info();
     println!(
@@ -16,11 +22,11 @@ async fn main() -> Result<(), ClientError> {
         server.node_id, server.core_count, server.server_version
     );
 
-    let spec = StreamSpec::new("example-orders", Durability::Fsync).shard_count(4);
+    let spec = StreamSpec::new(common::STREAM, Durability::Fsync).shard_count(4);
     match client.create_stream(spec).await {
         Ok(info) => println!("created {} with {} shards", info.name, info.shards.len()),
         Err(error) if error.code() == Some(ErrorCode::StreamExists) => {
-            println!("example-orders exists already")
+            println!("{} exists already", common::STREAM)
         }
         Err(error) => return Err(error),
     }
@@ -35,7 +41,7 @@ async fn main() -> Result<(), ClientError> {
             stream.durability
         );
     }
-    for shard in client.describe_stream("example-orders").await?.shards {
+    for shard in client.describe_stream(common::STREAM).await?.shards {
         println!(
             "  shard {} {:?} {} on node {} core {}",
             shard.id, shard.status, shard.key_range, shard.node, shard.core
@@ -46,8 +52,8 @@ async fn main() -> Result<(), ClientError> {
     println!("node {} up for {} ms", status.node_id, status.uptime_ms);
 
     if std::env::args().any(|arg| arg == "--delete") {
-        client.delete_stream("example-orders", false).await?;
-        println!("deleted example-orders");
+        client.delete_stream(common::STREAM, false).await?;
+        println!("deleted {}", common::STREAM);
     }
     client.close().await;
     Ok(())

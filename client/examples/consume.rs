@@ -1,19 +1,25 @@
-//! Consuming: create a subscription on the `admin` example's stream (if needed), join its
-//! consumer group, print and ack records, and leave on Ctrl-C or after a number of records.
+//! Consuming: create the stream and a subscription of it (if needed), join its consumer
+//! group, print and ack records, and leave on Ctrl-C or after a number of records.
 //!
-//! Needs a running node and the stream of the `admin` example:
+//! Needs a running node:
 //! `cargo run -p runnel-client --example consume -- [consumer-name] [records-max]`
 //! (default name `example-worker`, default 1 000 records). Start several with different names
 //! to see the shards spread over them; run `produce` meanwhile to have records to consume.
 
 mod common;
 
+use std::process::ExitCode;
+
 use runnel_client::{ClientError, ConsumerOptions, ErrorCode, SubscriptionSpec, SubscriptionStart};
 
 const SUBSCRIPTION: &str = "example-billing";
 
 #[tokio::main]
-async fn main() -> Result<(), ClientError> {
+async fn main() -> ExitCode {
+    common::report(consume()).await
+}
+
+async fn consume() -> Result<(), ClientError> {
     let mut arguments = std::env::args().skip(1);
     let name = arguments.next().unwrap_or_else(|| "example-worker".into());
     let records_max: u64 = arguments
@@ -21,9 +27,10 @@ async fn main() -> Result<(), ClientError> {
         .and_then(|text| text.parse().ok())
         .unwrap_or(1_000);
     let client = common::connect("example-consume").await?;
+    common::ensure_stream(&client).await?;
 
     let spec =
-        SubscriptionSpec::new(SUBSCRIPTION, "example-orders").start(SubscriptionStart::Earliest);
+        SubscriptionSpec::new(SUBSCRIPTION, common::STREAM).start(SubscriptionStart::Earliest);
     match client.create_subscription(spec).await {
         Ok(info) => println!("created subscription {} (id {})", info.name, info.id),
         Err(error) if error.code() == Some(ErrorCode::SubscriptionExists) => {

@@ -1,34 +1,34 @@
 //! Producing: one record at a time with `Producer`, then many with `BufferedProducer`.
 //!
-//! Needs a running node and the stream of the `admin` example:
+//! Needs a running node; creates the stream `example-orders` if it is missing:
 //! `cargo run -p runnel-client --example produce`.
 
 mod common;
 
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::process::ExitCode;
 
 use runnel_client::{BufferedProducerConfig, ClientError, Record};
 
-fn now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |elapsed| elapsed.as_millis() as i64)
+#[tokio::main]
+async fn main() -> ExitCode {
+    common::report(produce()).await
 }
 
-#[tokio::main]
-async fn main() -> Result<(), ClientError> {
+async fn produce() -> Result<(), ClientError> {
     let client = common::connect("example-produce").await?;
+    common::ensure_stream(&client).await?;
 
-    // One request per record: simple, one round trip each.
-    let producer = client.producer("example-orders")?;
+    // One request per record: simple, one round trip each. A record built without a
+    // timestamp gets the producer's clock when sent.
+    let producer = client.producer(common::STREAM)?;
     let id = producer
-        .send(Record::new(br#"{"total": 12}"#.to_vec(), now_ms()).with_key(b"user-42".to_vec()))
+        .send(Record::new(br#"{"total": 12}"#.to_vec()).with_key(b"user-42".to_vec()))
         .await?;
     println!("stored as {id}");
 
     // Batched per shard in the background; `send` waits only when the buffer is full.
     let buffered = client.buffered_producer(
-        "example-orders",
+        common::STREAM,
         BufferedProducerConfig {
             linger_ms: 10,
             ..BufferedProducerConfig::default()
@@ -38,7 +38,7 @@ async fn main() -> Result<(), ClientError> {
     for index in 0..1_000 {
         let key = format!("user-{}", index % 50);
         let value = format!(r#"{{"order": {index}}}"#);
-        let record = Record::new(value.into_bytes(), now_ms()).with_key(key.into_bytes());
+        let record = Record::new(value.into_bytes()).with_key(key.into_bytes());
         pending.push(buffered.send(record).await?);
     }
     buffered.close().await?;

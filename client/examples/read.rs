@@ -1,22 +1,28 @@
 //! Reading: every shard of a stream from the earliest record, then tailing one shard.
 //!
-//! Needs a running node and the stream of the `admin` example:
-//! `cargo run -p runnel-client --example read`.
+//! Needs a running node; creates the stream `example-orders` if it is missing (then it reads
+//! nothing until `produce` runs): `cargo run -p runnel-client --example read`.
 
 mod common;
 
+use std::process::ExitCode;
 use std::time::Duration;
 
 use futures_core::Stream;
 use runnel_client::{ClientError, ReadFrom};
 
 #[tokio::main]
-async fn main() -> Result<(), ClientError> {
+async fn main() -> ExitCode {
+    common::report(read()).await
+}
+
+async fn read() -> Result<(), ClientError> {
     let client = common::connect("example-read").await?;
-    let shards = client.list_shards("example-orders").await?;
+    common::ensure_stream(&client).await?;
+    let shards = client.list_shards(common::STREAM).await?;
 
     for shard in &shards {
-        let mut reader = client.reader("example-orders", shard.id, ReadFrom::Earliest, None)?;
+        let mut reader = client.reader(common::STREAM, shard.id, ReadFrom::Earliest, None)?;
         let mut count = 0;
         while let Some(batch) = reader.next_batch().await? {
             for item in batch.records() {
@@ -37,7 +43,7 @@ async fn main() -> Result<(), ClientError> {
     // Tail the first shard for a few seconds, as a stream of owned records.
     if let Some(shard) = shards.first() {
         let reader = client
-            .reader("example-orders", shard.id, ReadFrom::Latest, None)?
+            .reader(common::STREAM, shard.id, ReadFrom::Latest, None)?
             .tail(true);
         let mut records = reader.into_stream();
         let deadline = tokio::time::sleep(Duration::from_secs(5));

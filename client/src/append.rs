@@ -33,6 +33,17 @@ const RECORD_OVERHEAD_BYTES: u64 = 64;
 /// alignment padding. An upper bound.
 const HEADER_OVERHEAD_BYTES: u64 = 32;
 
+/// The producer's clock: milliseconds since the Unix epoch, for records sent without a
+/// timestamp. A clock set before 1970 gives 1 ms, not 0 (which means "unset").
+pub(crate) fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(1, |elapsed| {
+            i64::try_from(elapsed.as_millis()).unwrap_or(i64::MAX)
+        })
+        .max(1)
+}
+
 /// An upper bound of the bytes `record` adds to an encoded batch, so that batches cut by the
 /// estimate stay within `batch_bytes_max` without encoding twice.
 pub(crate) fn record_estimate_bytes(record: &Record) -> u64 {
@@ -283,7 +294,7 @@ mod tests {
     }
 
     fn keyed(key: &str, value_len: usize) -> Record {
-        Record::new(vec![7_u8; value_len], 1).with_key(key.as_bytes().to_vec())
+        Record::at(vec![7_u8; value_len], 1).with_key(key.as_bytes().to_vec())
     }
 
     /// The estimate is an upper bound of the real encoded size, headers included.
@@ -373,7 +384,7 @@ mod tests {
             ..Limits::DEFAULT
         };
         let mut outcomes = Outcomes::new(5);
-        let records = (0..5).map(|i| (i, Record::new(vec![1], 1)));
+        let records = (0..5).map(|i| (i, Record::at(vec![1], 1)));
         let single = ShardMap::new(stream(), even_shards(1)).expect("consistent");
         let batches = encode_routed(&single, records, &by_count, &mut outcomes);
         let sizes: Vec<usize> = batches.iter().map(|b| b.positions.len()).collect();

@@ -47,15 +47,25 @@ pub(crate) struct Node {
 
 impl Node {
     /// Resolves `address`, connects to its port and completes the handshake, retrying
-    /// transient failures (a server still starting) within the options' bounds.
+    /// transient failures (a server still starting) within the options' bounds, all within
+    /// one deadline: `connect_timeout_ms` from now.
     pub async fn connect(
         address: ServerAddress,
         options: &ClientOptions,
     ) -> Result<Node, ClientError> {
         let client_config = crate::tls::client_config(options)?;
         let connect_timeout = Duration::from_millis(options.connect_timeout_ms);
+        let deadline = Instant::now() + connect_timeout;
         let policy = RetryPolicy::from_options(options);
-        let target = resolve(&address, connect_timeout).await?;
+        let unreachable = |last: Option<ClientError>| ClientError::Unreachable {
+            address: address.to_string(),
+            timeout_ms: options.connect_timeout_ms,
+            last: last.map(Box::new),
+        };
+        let target = match resolve(&address, connect_timeout).await {
+            Err(ClientError::Timeout { .. }) => return Err(unreachable(None)),
+            other => other?,
+        };
         let bind = match target {
             SocketAddr::V4(_) => SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), 0),
             SocketAddr::V6(_) => SocketAddr::new(IpAddr::V6(Ipv6Addr::UNSPECIFIED), 0),
@@ -72,18 +82,16 @@ impl Node {
         let mut attempt = 0;
         let (connection, hello) = loop {
             attempt += 1;
-            match dial(
-                &endpoint,
-                target,
-                &server_name,
-                &hello_request,
-                connect_timeout,
-            )
-            .await
-            {
+            let remaining = deadline.saturating_duration_since(Instant::now());
+            match dial(&endpoint, target, &server_name, &hello_request, remaining).await {
                 Ok(dialled) => break dialled,
+                // The dial itself ran out of time: the deadline has passed.
+                Err(ClientError::Timeout { .. }) => return Err(unreachable(None)),
                 Err(error) if error.is_retriable() && attempt < policy.attempts_max => {
                     let delay = policy.delay(attempt, None);
+                    if Instant::now() + delay >= deadline {
+                        return Err(unreachable(Some(error)));
+                    }
                     tracing::debug!(%address, attempt, %error, ?delay, "connect failed, retrying");
                     tokio::time::sleep(delay).await;
                 }

@@ -89,6 +89,20 @@ pub enum ClientError {
         /// What failed.
         reason: String,
     },
+    /// `Client::connect` found no node to talk to within its deadline
+    /// (`ClientOptions::connect_timeout_ms`), over every attempt.
+    #[error(
+        "cannot reach the node at {address} within {timeout_ms} ms (the connect deadline){}",
+        last.as_ref().map_or_else(String::new, |last| format!("; last failure: {last}"))
+    )]
+    Unreachable {
+        /// The node's URL, as parsed.
+        address: String,
+        /// The deadline, in milliseconds.
+        timeout_ms: u64,
+        /// The last attempt's failure, unless the deadline itself ended it.
+        last: Option<Box<ClientError>>,
+    },
     /// No answer within the time allowed.
     #[error("{request}: no answer within {timeout_ms} ms")]
     Timeout {
@@ -293,20 +307,25 @@ impl ClientError {
     pub(crate) fn stream_name(error: IdError) -> ClientError {
         ClientError::InvalidArgument {
             what: "stream name",
-            reason: error.to_string(),
+            reason: name_reason(error),
         }
     }
 
     /// An invalid subscription name (subscription names follow the stream naming rule).
     pub(crate) fn subscription_name(error: IdError) -> ClientError {
-        let reason = match error {
-            IdError::InvalidStreamName { name, reason } => format!("{name:?} {reason}"),
-            other => other.to_string(),
-        };
         ClientError::InvalidArgument {
             what: "subscription name",
-            reason,
+            reason: name_reason(error),
         }
+    }
+}
+
+/// Why a name was refused, without the "invalid stream name" that `InvalidArgument`'s message
+/// says already: `"<name>" <rule broken>`.
+fn name_reason(error: IdError) -> String {
+    match error {
+        IdError::InvalidStreamName { name, reason } => format!("{name:?} {reason}"),
+        other => other.to_string(),
     }
 }
 
@@ -441,6 +460,60 @@ mod tests {
         assert!(!is_tls_alert(u64::from(
             quinn::TransportErrorCode::PROTOCOL_VIOLATION
         )));
+    }
+
+    /// Regression (issue 8, item 12): a bad stream name printed "invalid stream name: invalid
+    /// stream name …"; each message says what is invalid once, then the name and the rule.
+    #[test]
+    fn a_bad_name_is_named_once() {
+        let Err(refused) = runnel_core::StreamName::new("a b") else {
+            panic!("a space is not allowed in a name");
+        };
+        for error in [
+            ClientError::stream_name(refused.clone()),
+            ClientError::subscription_name(refused),
+        ] {
+            let message = error.to_string();
+            assert_eq!(message.matches("invalid").count(), 1, "{message}");
+            assert!(message.contains("\"a b\" may hold only"), "{message}");
+        }
+        assert_eq!(
+            ClientError::stream_name(IdError::InvalidStreamName {
+                name: String::new(),
+                reason: "must not be empty",
+            })
+            .to_string(),
+            "invalid stream name: \"\" must not be empty"
+        );
+    }
+
+    /// Regression (issue 8, item 11): an unreachable node is one sentence naming the address
+    /// and the deadline, with the last failure when there was one; it is not retried.
+    #[test]
+    fn unreachable_names_the_address_and_the_deadline() {
+        let timed_out = ClientError::Unreachable {
+            address: "runnel://127.0.0.1:9".into(),
+            timeout_ms: 3_000,
+            last: None,
+        };
+        assert_eq!(
+            timed_out.to_string(),
+            "cannot reach the node at runnel://127.0.0.1:9 within 3000 ms (the connect deadline)"
+        );
+        assert!(!timed_out.is_retriable());
+        let refused = ClientError::Unreachable {
+            address: "runnel://127.0.0.1:9".into(),
+            timeout_ms: 3_000,
+            last: Some(Box::new(ClientError::connection(
+                quinn::ConnectionError::Reset,
+            ))),
+        };
+        assert!(
+            refused.to_string().ends_with(
+                "(the connect deadline); last failure: connection failed: reset by peer"
+            ),
+            "{refused}"
+        );
     }
 
     /// A server shutting down is worth reconnecting to; a protocol violation is not.

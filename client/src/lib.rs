@@ -33,7 +33,7 @@
 //!     .await?;
 //! let producer = client.producer("orders")?;
 //! let id = producer
-//!     .send(Record::new(b"{\"total\": 12}".to_vec(), 1_700_000_000_000).with_key(b"user-42".to_vec()))
+//!     .send(Record::new(b"{\"total\": 12}".to_vec()).with_key(b"user-42".to_vec()))
 //!     .await?;
 //! println!("stored as {id}");
 //! # Ok(())

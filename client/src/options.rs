@@ -46,8 +46,10 @@ pub struct ClientOptions {
     pub server_name: Option<String>,
     /// Free text sent in `Hello`, for the server's logs. Default `runnel-client <version>`.
     pub client_name: String,
-    /// Time allowed to resolve the host, establish QUIC + TLS and complete the handshake, in
-    /// milliseconds. Default 10 000.
+    /// Deadline of [`Client::connect`](crate::Client::connect), in milliseconds: resolving the
+    /// host, establishing QUIC + TLS and completing the handshake, every retry included; past
+    /// it the connect fails with [`ClientError::Unreachable`]. Also the time allowed to open a
+    /// later connection to another core of the node. Default 10 000.
     pub connect_timeout_ms: u64,
     /// Time allowed for one attempt of a request — from opening its stream to its answer (for
     /// a non-tailing read: to each of its frames) — in milliseconds. Default 30 000.

@@ -43,7 +43,8 @@ impl Producer {
         &self.stream
     }
 
-    /// Appends one record; its id once stored.
+    /// Appends one record; its id once stored. A record without a timestamp
+    /// ([`Record::new`]) gets this producer's clock.
     pub async fn send(&self, record: Record) -> Result<RecordId, ClientError> {
         let mut ids = self.send_batch(vec![record]).await?;
         ids.pop().ok_or_else(|| ClientError::UnexpectedResponse {
@@ -55,10 +56,14 @@ impl Producer {
     /// Appends `records`, one batch per shard (several if they exceed the server's batch
     /// size), shards in parallel; their ids in the order given. If only some were stored, the
     /// error is [`ClientError::PartialAppend`] with the ids of those that were; if none were,
-    /// the first record's error.
-    pub async fn send_batch(&self, records: Vec<Record>) -> Result<Vec<RecordId>, ClientError> {
+    /// the first record's error. Records without a timestamp get this producer's clock.
+    pub async fn send_batch(&self, mut records: Vec<Record>) -> Result<Vec<RecordId>, ClientError> {
         if records.is_empty() {
             return Ok(Vec::new());
+        }
+        let now_ms = crate::append::now_ms();
+        for record in &mut records {
+            record.stamp_if_unset(now_ms);
         }
         let count = records.len();
         let map = self.transport.shard_map(&self.stream, None).await?;
@@ -193,7 +198,7 @@ mod tests {
         let producer = producer(&transport);
         let records: Vec<Record> = (0..40)
             .map(|i| {
-                let record = Record::new(format!("v{i}").into_bytes(), i);
+                let record = Record::at(format!("v{i}").into_bytes(), i);
                 if i % 4 == 3 {
                     record
                 } else {
@@ -246,7 +251,7 @@ mod tests {
         let transport = Arc::new(FakeTransport::new(even_shards(2)));
         let producer = producer(&transport);
         let id = producer
-            .send(Record::new(b"x".to_vec(), 1).with_key(b"runnel".to_vec()))
+            .send(Record::at(b"x".to_vec(), 1).with_key(b"runnel".to_vec()))
             .await
             .expect("stored");
         assert_eq!(id.to_string(), "1-0");
@@ -264,8 +269,8 @@ mod tests {
         let transport = Arc::new(FakeTransport::new(even_shards(2)));
         let producer = producer(&transport);
         let records = vec![
-            Record::new(b"a".to_vec(), 1).with_key(b"runnel".to_vec()), // shard 1
-            Record::new(b"b".to_vec(), 1).with_key(b"a".to_vec()),      // shard 2
+            Record::at(b"a".to_vec(), 1).with_key(b"runnel".to_vec()), // shard 1
+            Record::at(b"b".to_vec(), 1).with_key(b"a".to_vec()),      // shard 2
         ];
         // The next append (whichever shard's task runs first) is refused.
         transport.refuse_next(ErrorCode::StorageFault);
@@ -278,10 +283,41 @@ mod tests {
         }
         transport.refuse_next(ErrorCode::StorageFault);
         let error = producer
-            .send(Record::new(b"c".to_vec(), 1))
+            .send(Record::at(b"c".to_vec(), 1))
             .await
             .expect_err("refused");
         assert_eq!(error.code(), Some(ErrorCode::StorageFault));
+    }
+
+    /// Regression (issue 8, item 9): the README's `Record::new(value, 0)` stored records dated
+    /// 1970, which retention deleted within seconds. A record built without a timestamp is
+    /// stored with the producer's clock; an explicit event time is kept.
+    #[tokio::test]
+    async fn records_without_a_timestamp_get_the_producers_clock() {
+        let transport = Arc::new(FakeTransport::new(even_shards(1)));
+        let producer = producer(&transport);
+        let before_ms = crate::append::now_ms();
+        producer
+            .send_batch(vec![
+                Record::new(b"now".to_vec()),
+                Record::new(b"then".to_vec()).with_timestamp(42),
+            ])
+            .await
+            .expect("stored");
+        let after_ms = crate::append::now_ms();
+        let stored: Vec<Record> = transport
+            .stored()
+            .into_iter()
+            .flat_map(|(_, records)| records)
+            .collect();
+        assert_eq!(stored.len(), 2);
+        let now = &stored[0];
+        assert!(
+            (before_ms..=after_ms).contains(&now.timestamp_ms),
+            "stamped {} outside {before_ms}..={after_ms}",
+            now.timestamp_ms
+        );
+        assert_eq!(stored[1].timestamp_ms, 42);
     }
 
     /// An unknown outcome is passed through, never retried: the record is stored at most once.
@@ -297,7 +333,7 @@ mod tests {
             }),
         });
         let error = producer
-            .send(Record::new(b"x".to_vec(), 1))
+            .send(Record::at(b"x".to_vec(), 1))
             .await
             .expect_err("unknown");
         assert!(

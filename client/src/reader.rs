@@ -677,7 +677,7 @@ pub(crate) mod tests {
     pub(crate) fn stored_batch(base: u64, count: usize) -> Vec<u8> {
         let mut builder = BatchBuilder::new();
         for index in 0..count {
-            builder.push(Record::new(
+            builder.push(Record::at(
                 format!("r{}", base + index as u64).into_bytes(),
                 5,
             ));

@@ -12,7 +12,9 @@ pub struct Record {
     pub key: Option<Vec<u8>>,
     /// The payload, opaque to the log.
     pub value: Vec<u8>,
-    /// Event time in milliseconds since the Unix epoch.
+    /// Event time in milliseconds since the Unix epoch; [`Record::TIMESTAMP_UNSET`] (0) in a
+    /// record built without one, which the SDK's producers replace with their clock when they
+    /// send it.
     pub timestamp_ms: i64,
     /// Small named attributes, in the order the producer gave them.
     pub headers: Vec<RecordHeader>,
@@ -28,13 +30,46 @@ pub struct RecordHeader {
 }
 
 impl Record {
-    /// A record with a value and a timestamp, no key and no headers.
-    pub fn new(value: impl Into<Vec<u8>>, timestamp_ms: i64) -> Self {
+    /// The timestamp of a record built without one. A producer sending such a record stamps
+    /// it with its own clock, so a stored record is never dated 1970 by omission (retention
+    /// would take it for expired). An event that really happened at the epoch cannot be told
+    /// apart, and gets the producer's clock too.
+    pub const TIMESTAMP_UNSET: i64 = 0;
+
+    /// A record with a value, no key, no headers, and no timestamp yet: the producer that
+    /// sends it stamps it with its clock ([`Record::at`] or [`Record::with_timestamp`] give it
+    /// an event time of its own).
+    pub fn new(value: impl Into<Vec<u8>>) -> Self {
+        Record::at(value, Record::TIMESTAMP_UNSET)
+    }
+
+    /// A record with a value and an event time (milliseconds since the Unix epoch), no key
+    /// and no headers.
+    pub fn at(value: impl Into<Vec<u8>>, timestamp_ms: i64) -> Self {
         Record {
             key: None,
             value: value.into(),
             timestamp_ms,
             headers: Vec::new(),
+        }
+    }
+
+    /// The same record with an event time (milliseconds since the Unix epoch).
+    pub fn with_timestamp(mut self, timestamp_ms: i64) -> Self {
+        self.timestamp_ms = timestamp_ms;
+        self
+    }
+
+    /// Whether the record carries a timestamp (anything but [`Record::TIMESTAMP_UNSET`]).
+    pub fn has_timestamp(&self) -> bool {
+        self.timestamp_ms != Record::TIMESTAMP_UNSET
+    }
+
+    /// Gives a record without a timestamp the time `now_ms` (the producer's clock); a record
+    /// with one keeps it.
+    pub fn stamp_if_unset(&mut self, now_ms: i64) {
+        if !self.has_timestamp() {
+            self.timestamp_ms = now_ms;
         }
     }
 
@@ -119,5 +154,27 @@ impl std::fmt::Debug for RecordRef<'_> {
             .field("value_len", &self.value().len())
             .field("timestamp_ms", &self.timestamp_ms())
             .finish()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A record built without a timestamp is marked unset and takes the producer's clock once;
+    /// an explicit event time is never overwritten.
+    #[test]
+    fn only_records_without_a_timestamp_are_stamped() {
+        let mut unset = Record::new(b"v".to_vec());
+        assert!(!unset.has_timestamp());
+        unset.stamp_if_unset(1_700_000_000_000);
+        assert_eq!(unset.timestamp_ms, 1_700_000_000_000);
+        unset.stamp_if_unset(1_800_000_000_000);
+        assert_eq!(unset.timestamp_ms, 1_700_000_000_000, "stamped once");
+
+        let mut explicit = Record::new(b"v".to_vec()).with_timestamp(42);
+        explicit.stamp_if_unset(1_700_000_000_000);
+        assert_eq!(explicit.timestamp_ms, 42);
+        assert_eq!(Record::at(b"v".to_vec(), 42), explicit);
     }
 }

@@ -115,7 +115,7 @@ fn template_batch(index: usize) -> AlignedBytes {
             .collect();
         // Timestamps go back and forth, so the time index has work to do.
         let timestamp_ms = 1_700_000_000_000 + ((index * 7919) % 13) as i64 * 1000 + r as i64;
-        let mut record = Record::new(value, timestamp_ms);
+        let mut record = Record::at(value, timestamp_ms);
         if index % 2 == 0 {
             record = record.with_key(format!("key-{index}-{r}"));
         }

@@ -136,7 +136,7 @@ fn name(text: &str) -> StreamName {
 fn batch(records: usize, seed: u8) -> Vec<u8> {
     let mut builder = BatchBuilder::new();
     for index in 0..records {
-        let mut record = Record::new(vec![seed; 10 + index], 1_700_000_000_000 + index as i64);
+        let mut record = Record::at(vec![seed; 10 + index], 1_700_000_000_000 + index as i64);
         record.key = Some(vec![seed, index as u8]);
         builder.push(record);
     }

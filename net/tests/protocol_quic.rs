@@ -22,7 +22,7 @@ const BATCHES_PER_CHUNK: usize = 4;
 fn batch(seed: u8, records: usize) -> Vec<u8> {
     let mut builder = BatchBuilder::new();
     for index in 0..records {
-        builder.push(Record::new(vec![seed; 100 + index], i64::from(seed)));
+        builder.push(Record::at(vec![seed; 100 + index], i64::from(seed)));
     }
     builder.finish(&Limits::DEFAULT).expect("batch").to_vec()
 }

@@ -702,13 +702,18 @@ impl<S: Storage> ShardLog<S> {
             let state = self.inner.state.borrow();
             let config = &self.inner.config;
             let mut total: u64 = state.segments.values().map(|s| s.data_end).sum();
-            let sealed: Vec<&Segment<S::File>> =
-                state.segments.values().rev().skip(1).rev().collect();
+            // Each sealed segment with its successor, created when it was sealed: every record
+            // of the segment was appended before the successor's `created_ms`.
+            let sealed = state.segments.values().zip(state.segments.values().skip(1));
             let mut doomed = Vec::new();
-            for segment in sealed {
-                let too_old = config.retention_age_ms.is_some_and(|age| {
-                    segment.max_timestamp_ms < now_ms.saturating_sub(age as i64)
-                });
+            for (segment, successor) in sealed {
+                // Age by the later of the newest record timestamp and the sealing time, so
+                // records stamped 0 or far in the past (producers set timestamps) are still
+                // kept `retention_age_ms` after they were appended, not deleted at once.
+                let newest_ms = segment.max_timestamp_ms.max(successor.created_ms);
+                let too_old = config
+                    .retention_age_ms
+                    .is_some_and(|age| newest_ms < now_ms.saturating_sub(age as i64));
                 let too_big = config.retention_bytes.is_some_and(|max| total > max);
                 if !(too_old || too_big) {
                     break;

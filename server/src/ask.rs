@@ -51,6 +51,12 @@ pub enum Question {
         /// The subscription.
         subscription: SubscriptionId,
     },
+    /// The start and next offsets of the asked core's `shards` (shard lists and stream
+    /// descriptions are answered by whichever core the request reached).
+    Offsets {
+        /// The shards, owned by the asked core.
+        shards: Vec<ShardId>,
+    },
 }
 
 /// The progress of one (subscription, shard) on the core owning the shard.
@@ -77,6 +83,9 @@ pub enum Answer {
     Progress(Vec<ShardProgress>),
     /// Answer to [`Question::Members`].
     Members(Vec<MemberInfo>),
+    /// Answer to [`Question::Offsets`]: `(shard, start offset, next offset)` of each shard
+    /// asked about that the core owns; shards it does not own are left out.
+    Offsets(Vec<(ShardId, Offset, Offset)>),
 }
 
 /// Answers awaited by one core, by id.

@@ -15,7 +15,9 @@ use runnel_replicate::metadata::{Command, Durability, StreamConfig};
 use runnel_segment::log::ReadBound;
 use runnel_segment::LogError;
 
-use crate::convert::{durability_from_wire, shard_info, stream_info, SHARDS_PER_ENVELOPE_MAX};
+use crate::convert::{
+    durability_from_wire, fill_offsets, shard_info, stream_info, SHARDS_PER_ENVELOPE_MAX,
+};
 use crate::core::{now_ms, Core, LocalShard};
 use crate::select::{first_of, First};
 use crate::subscription;
@@ -269,9 +271,9 @@ async fn handle(
                 now_ms: now_ms().max(0) as u64,
             })
             .await?;
-            describe(core, &create.name)
+            describe(core, &create.name).await
         }
-        Request::DescribeStream(describe_stream) => describe(core, &describe_stream.name),
+        Request::DescribeStream(describe_stream) => describe(core, &describe_stream.name).await,
         Request::ListStreams(list) => {
             let state = core.metadata.borrow();
             let limit = (list.limit as usize).clamp(1, STREAMS_PER_PAGE_MAX);
@@ -301,27 +303,31 @@ async fn handle(
             }))
         }
         Request::ListShards(list) => {
-            let state = core.metadata.borrow();
-            let stream = state.stream(&list.stream).ok_or_else(|| {
-                error(
-                    ErrorCode::UnknownStream,
-                    format!("stream {} does not exist", list.stream),
-                )
-            })?;
-            let limit = (list.limit as usize).clamp(1, SHARDS_PER_ENVELOPE_MAX);
-            let mut shards = state
-                .shards()
-                .filter(|s| s.stream == stream.id)
-                .filter(|s| list.start_after.is_none_or(|after| s.id > after));
-            let page: Vec<_> = shards
-                .by_ref()
-                .take(limit)
-                .map(|s| shard_info(core, s))
-                .collect();
+            let (mut page, more) = {
+                let state = core.metadata.borrow();
+                let stream = state.stream(&list.stream).ok_or_else(|| {
+                    error(
+                        ErrorCode::UnknownStream,
+                        format!("stream {} does not exist", list.stream),
+                    )
+                })?;
+                let limit = (list.limit as usize).clamp(1, SHARDS_PER_ENVELOPE_MAX);
+                let mut shards = state
+                    .shards()
+                    .filter(|s| s.stream == stream.id)
+                    .filter(|s| list.start_after.is_none_or(|after| s.id > after));
+                let page: Vec<_> = shards
+                    .by_ref()
+                    .take(limit)
+                    .map(|s| shard_info(core, s))
+                    .collect();
+                (page, shards.next().is_some())
+            };
+            fill_offsets(core, &mut page).await;
             Ok(Response::ShardList(ShardList {
                 stream: list.stream,
                 shards: page,
-                more: shards.next().is_some(),
+                more,
             }))
         }
         Request::Append(append) => {
@@ -418,20 +424,19 @@ async fn handle(
     }
 }
 
-fn describe(core: &Core, name: &runnel_core::StreamName) -> Answer {
-    let state = core.metadata.borrow();
-    let stream = state.stream(name).ok_or_else(|| {
-        error(
-            ErrorCode::UnknownStream,
-            format!("stream {name} does not exist"),
-        )
-    })?;
-    Ok(Response::StreamInfo(stream_info(
-        core,
-        &state,
-        stream,
-        SHARDS_PER_ENVELOPE_MAX,
-    )))
+async fn describe(core: &Rc<Core>, name: &runnel_core::StreamName) -> Answer {
+    let mut info = {
+        let state = core.metadata.borrow();
+        let stream = state.stream(name).ok_or_else(|| {
+            error(
+                ErrorCode::UnknownStream,
+                format!("stream {name} does not exist"),
+            )
+        })?;
+        stream_info(core, &state, stream, SHARDS_PER_ENVELOPE_MAX)
+    };
+    fill_offsets(core, &mut info.shards).await;
+    Ok(Response::StreamInfo(info))
 }
 
 /// Serves a `Read`: `ReadChunk` frames with whole batches, then a `ReadEnd` (or an `Error`).
@@ -489,10 +494,17 @@ async fn read_loop(
             Some(until) => ReadBound::Below(until.min(visible)),
             None => ReadBound::Below(visible),
         };
-        let chunk = log
-            .read(next, want as usize, chunk_bound)
-            .await
-            .map_err(|e| Some(log_error(&e)))?;
+        let chunk = match log.read(next, want as usize, chunk_bound).await {
+            Ok(chunk) => chunk,
+            // The chunk reaches a corrupt batch past `next`: the batches before it are sound,
+            // so they are sent first and the error comes with the next read, at the bad batch
+            // itself. Otherwise a reader would lose good records read in the same chunk.
+            Err(LogError::Corruption { offset, .. }) if offset > next => log
+                .read(next, want as usize, ReadBound::Below(offset))
+                .await
+                .map_err(|e| Some(log_error(&e)))?,
+            Err(e) => return Err(Some(log_error(&e))),
+        };
         if chunk.is_empty() {
             if !read.tail {
                 return Ok(ReadEnd {

@@ -1,6 +1,7 @@
 //! `runnel-server`: runs a Runnel node. With no configuration at all it starts one node on
 //! loopback with data under `./runnel-data` and a self-signed certificate.
 
+use std::io::IsTerminal;
 use std::time::Duration;
 
 use clap::Parser;
@@ -12,9 +13,12 @@ use tracing_subscriber::EnvFilter;
 
 fn main() {
     let filter = EnvFilter::try_from_env("RUNNEL_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
+    // Colours only for a person at a terminal: a log file, a pipe or journald gets plain text.
+    let colours = std::io::stdout().is_terminal() && std::env::var_os("NO_COLOR").is_none();
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_target(false)
+        .with_ansi(colours)
         .init();
     if let Err(error) = run() {
         tracing::error!(%error, "runnel-server stopped");

@@ -119,7 +119,7 @@ async fn append_value(
     now_ms: i64,
 ) -> Result<Offset, LogError> {
     let mut builder = BatchBuilder::new();
-    builder.push(Record::new(value, now_ms));
+    builder.push(Record::at(value, now_ms));
     let batch = builder.finish(&config.limits)?;
     let appended = log.append_durable(&batch, Epoch(0)).await?;
     Ok(appended.base_offset)

@@ -247,10 +247,25 @@ async fn retention(core: Rc<Core>) {
     let interval = Duration::from_millis(core.config.log.retention_check_interval_ms);
     while !core.shutting_down() {
         glommio::timer::sleep(interval.min(Duration::from_millis(1000))).await;
-        let shards: Vec<_> = core.shards.borrow().values().cloned().collect();
-        for shard in shards {
-            if let Err(error) = shard.log.enforce_retention(now_ms()).await {
-                tracing::warn!(core = core.index, %error, "retention failed");
+        let shards: Vec<_> = core
+            .shards
+            .borrow()
+            .iter()
+            .map(|(id, shard)| (*id, Rc::clone(shard)))
+            .collect();
+        for (id, shard) in shards {
+            match shard.log.enforce_retention(now_ms()).await {
+                // Deleting records is never silent: the shard, how many segments, and the
+                // first offset still readable.
+                Ok(0) => {}
+                Ok(segments) => tracing::info!(
+                    core = core.index,
+                    shard = %id,
+                    segments,
+                    start_offset = %shard.log.start_offset(),
+                    "retention deleted expired segments"
+                ),
+                Err(error) => tracing::warn!(core = core.index, %error, "retention failed"),
             }
         }
     }

@@ -40,7 +40,7 @@ async fn bad_input_gets_clear_errors_and_loses_nothing() {
     for i in 0..20u8 {
         acknowledged.push(
             producer
-                .send(Record::new(vec![i; 100], now_ms()).with_key(vec![i]))
+                .send(Record::at(vec![i; 100], now_ms()).with_key(vec![i]))
                 .await
                 .expect("send"),
         );
@@ -71,7 +71,7 @@ async fn bad_input_gets_clear_errors_and_loses_nothing() {
         .find(|k| shard_a.key_range.contains(hash128(k)))
         .expect("a key");
     let mut builder = BatchBuilder::new();
-    builder.push(Record::new(b"fine".to_vec(), now_ms()).with_key(key_for_a.clone()));
+    builder.push(Record::at(b"fine".to_vec(), now_ms()).with_key(key_for_a.clone()));
     let good = builder.finish(&Limits::DEFAULT).expect("batch");
     let mut damaged = good.clone();
     let at = damaged.len() - 20;
@@ -87,7 +87,7 @@ async fn bad_input_gets_clear_errors_and_loses_nothing() {
 
     // A record over the 1 MiB limit.
     let mut big = BatchBuilder::new();
-    big.push(Record::new(vec![7u8; (1 << 20) + 1], now_ms()).with_key(key_for_a.clone()));
+    big.push(Record::at(vec![7u8; (1 << 20) + 1], now_ms()).with_key(key_for_a.clone()));
     let big = big
         .finish(&Limits {
             record_bytes_max: 2 << 20,

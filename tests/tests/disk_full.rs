@@ -118,7 +118,7 @@ async fn a_full_disk_refuses_creates_and_the_node_keeps_serving_and_restarts() {
     for i in 0..200u32 {
         producer
             .send(
-                Record::new(format!("v{i}").into_bytes(), 1_700_000_000_000)
+                Record::at(format!("v{i}").into_bytes(), 1_700_000_000_000)
                     .with_key(i.to_le_bytes().to_vec()),
             )
             .await

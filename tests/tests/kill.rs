@@ -68,7 +68,7 @@ async fn acknowledged_records_survive_sigkill() {
                     let value = format!("c{cycle}-p{producer_index}-{}", first + n).into_bytes();
                     let key = (first + n).to_le_bytes().to_vec();
                     match producer
-                        .send(Record::new(value.clone(), now_ms()).with_key(key))
+                        .send(Record::at(value.clone(), now_ms()).with_key(key))
                         .await
                     {
                         Ok(id) => {

@@ -101,7 +101,7 @@ async fn every_operation_of_a_node() {
         let key = format!("user-{}", i % 7).into_bytes();
         let value = format!("order-{i}").into_bytes();
         let id = producer
-            .send(Record::new(value.clone(), start_ms + i64::from(i)).with_key(key.clone()))
+            .send(Record::at(value.clone(), start_ms + i64::from(i)).with_key(key.clone()))
             .await
             .expect("send");
         let shard = shards
@@ -129,7 +129,7 @@ async fn every_operation_of_a_node() {
         let value = format!("order-{i}").into_bytes();
         pending.push((
             buffered
-                .send(Record::new(value.clone(), start_ms + i64::from(i)).with_key(key.clone()))
+                .send(Record::at(value.clone(), start_ms + i64::from(i)).with_key(key.clone()))
                 .await
                 .expect("queue"),
             key,
@@ -218,7 +218,7 @@ async fn every_operation_of_a_node() {
         let clicks = clicks.clone();
         async move {
             tokio::time::sleep(Duration::from_millis(200)).await;
-            clicks.send(Record::new(b"click".to_vec(), now_ms())).await
+            clicks.send(Record::at(b"click".to_vec(), now_ms())).await
         }
     });
     let batch = tokio::time::timeout(Duration::from_secs(20), tail.next_batch())
@@ -279,7 +279,7 @@ async fn a_restarted_node_keeps_streams_and_records() {
             ids.push(
                 producer
                     .send(
-                        Record::new(format!("e{i}").into_bytes(), now_ms()).with_key(vec![i as u8]),
+                        Record::at(format!("e{i}").into_bytes(), now_ms()).with_key(vec![i as u8]),
                     )
                     .await
                     .expect("send"),
@@ -305,7 +305,7 @@ async fn a_restarted_node_keeps_streams_and_records() {
     let id = client
         .producer("events")
         .expect("producer")
-        .send(Record::new(b"after".to_vec(), now_ms()).with_key(vec![0]))
+        .send(Record::at(b"after".to_vec(), now_ms()).with_key(vec![0]))
         .await
         .expect("send");
     let before = ids
@@ -341,7 +341,7 @@ async fn metadata_snapshots_and_commands_survive_sigkill() {
         client
             .producer("s6")
             .expect("producer")
-            .send(Record::new(b"kept".to_vec(), now_ms()).with_key(b"k".to_vec()))
+            .send(Record::at(b"kept".to_vec(), now_ms()).with_key(b"k".to_vec()))
             .await
             .expect("send");
     }

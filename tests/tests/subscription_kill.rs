@@ -128,7 +128,7 @@ async fn acknowledged_records_are_delivered_across_sigkill() {
                 for n in first.. {
                     let value = format!("c{cycle}-p{index}-{n}").into_bytes();
                     let record =
-                        Record::new(value.clone(), now_ms()).with_key(n.to_le_bytes().to_vec());
+                        Record::at(value.clone(), now_ms()).with_key(n.to_le_bytes().to_vec());
                     match producer.send(record).await {
                         Ok(id) => {
                             acknowledged.lock().expect("lock").insert(id, value);

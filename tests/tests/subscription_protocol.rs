@@ -73,7 +73,7 @@ async fn bad_subscription_input_gets_typed_errors_and_loses_nothing() {
     let producer = client.producer("ledger").expect("producer");
     for i in 0..40u32 {
         producer
-            .send(Record::new(vec![7; 64], now_ms()).with_key(i.to_le_bytes().to_vec()))
+            .send(Record::at(vec![7; 64], now_ms()).with_key(i.to_le_bytes().to_vec()))
             .await
             .expect("append");
     }

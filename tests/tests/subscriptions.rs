@@ -37,7 +37,7 @@ async fn produce(client: &Client, stream: &str, first_key: u32, count: u32) -> V
     let producer = client.producer(stream).expect("producer");
     let mut ids = Vec::new();
     for key in first_key..first_key + count {
-        let record = Record::new(format!("value-{key}").into_bytes(), now_ms())
+        let record = Record::at(format!("value-{key}").into_bytes(), now_ms())
             .with_key(key.to_le_bytes().to_vec());
         ids.push(producer.send(record).await.expect("append"));
     }
@@ -306,7 +306,7 @@ async fn a_subscription_created_at_a_timestamp_starts_there() {
     let t0 = 1_700_000_000_000_i64;
     let mut ids = Vec::new();
     for i in 0..10 {
-        let record = Record::new(vec![i as u8], t0 + i * 1000);
+        let record = Record::at(vec![i as u8], t0 + i * 1000);
         ids.push(producer.send(record).await.expect("append"));
     }
     subscribe(

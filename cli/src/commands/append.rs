@@ -153,7 +153,7 @@ fn at_line(line: u64, error: ClientError) -> CliError {
 /// A record of `line`, keyed by the part before the first `separator` when there is one.
 fn to_record(line: Vec<u8>, separator: Option<&[u8]>) -> Record {
     let (key, value) = split_key(line, separator);
-    let record = Record::new(value, now_ms());
+    let record = Record::at(value, now_ms());
     match key {
         Some(key) => record.with_key(key),
         None => record,

@@ -103,12 +103,24 @@ impl Running {
     /// with a clean environment for its own variables, `args`, and `stdin` if given (then
     /// closed).
     pub fn start(cwd: &Path, args: &[&str], stdin: Option<&str>) -> Running {
+        Running::start_with_env(cwd, args, &[], stdin)
+    }
+
+    /// [`Running::start`] with the variables of `env` set.
+    pub fn start_with_env(
+        cwd: &Path,
+        args: &[&str],
+        env: &[(&str, &str)],
+        stdin: Option<&str>,
+    ) -> Running {
         let mut child = Command::new(env!("CARGO_BIN_EXE_runnel"))
             .args(args)
             .current_dir(cwd)
             .env_remove("RUNNEL_URL")
             .env_remove("RUNNEL_CA_CERT")
             .env_remove("RUNNEL_INSECURE")
+            .env_remove("RUNNEL_CONNECT_TIMEOUT_MS")
+            .envs(env.iter().copied())
             .stdin(if stdin.is_some() {
                 Stdio::piped()
             } else {

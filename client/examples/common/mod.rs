@@ -1,11 +1,33 @@
-//! Shared by the examples: where the node is and how to trust it, from the environment.
+//! Shared by the examples: where the node is and how to trust it, from the environment; the
+//! stream they all use, created when missing; errors printed as sentences.
 //!
 //! - `RUNNEL_URL`: the node, default `runnel://127.0.0.1:6570`;
 //! - `RUNNEL_CA_CERT`: the node's certificate (PEM), default `runnel-data/tls/cert.pem`
 //!   (where a node started without configuration writes its self-signed one);
 //! - `RUNNEL_INSECURE=1`: skip certificate verification instead (local development only).
 
-use runnel_client::{Client, ClientError, ClientOptions};
+// Each example uses only some of these.
+#![allow(dead_code)]
+
+use std::future::Future;
+use std::process::ExitCode;
+
+use runnel_client::{Client, ClientError, ClientOptions, Durability, ErrorCode, StreamSpec};
+
+/// The stream every example uses.
+pub const STREAM: &str = "example-orders";
+
+/// Runs an example's body and prints its error, if any, as a sentence on stderr (not as the
+/// Debug dump a `main` returning `Result` prints), exiting 1.
+pub async fn report(body: impl Future<Output = Result<(), ClientError>>) -> ExitCode {
+    match body.await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("error: {error}");
+            ExitCode::FAILURE
+        }
+    }
+}
 
 /// Connects as the environment says.
 pub async fn connect(client_name: &str) -> Result<Client, ClientError> {
@@ -23,4 +45,18 @@ pub async fn connect(client_name: &str) -> Result<Client, ClientError> {
         ..ClientOptions::default()
     };
     Client::connect(&url, options).await
+}
+
+/// Creates [`STREAM`] (4 shards) unless it exists already, so each example runs on a fresh
+/// node.
+pub async fn ensure_stream(client: &Client) -> Result<(), ClientError> {
+    let spec = StreamSpec::new(STREAM, Durability::Fsync).shard_count(4);
+    match client.create_stream(spec).await {
+        Ok(info) => {
+            println!("created {} with {} shards", info.name, info.shards.len());
+            Ok(())
+        }
+        Err(error) if error.code() == Some(ErrorCode::StreamExists) => Ok(()),
+        Err(error) => Err(error),
+    }
 }

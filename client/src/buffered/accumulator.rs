@@ -234,7 +234,7 @@ mod tests {
     }
 
     fn record(value_len: usize) -> Record {
-        Record::new(vec![0; value_len], 0)
+        Record::at(vec![0; value_len], 0)
     }
 
     fn sizes<R>(batches: &[SealedBatch<R>]) -> Vec<usize> {

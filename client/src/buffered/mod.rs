@@ -188,8 +188,10 @@ impl BufferedProducer {
 
     /// Queues `record`, waiting while the buffer is full; the returned future resolves to its
     /// id once stored (or its error). A record larger than the server's `record_bytes_max` is
-    /// refused at once. Dropping the future does not withdraw the record.
-    pub async fn send(&self, record: Record) -> Result<AppendFuture, ClientError> {
+    /// refused at once. Dropping the future does not withdraw the record. A record without a
+    /// timestamp ([`Record::new`]) gets this producer's clock now, when it is queued.
+    pub async fn send(&self, mut record: Record) -> Result<AppendFuture, ClientError> {
+        record.stamp_if_unset(crate::append::now_ms());
         let shared = &self.shared;
         if shared.closed.load(Ordering::Acquire) {
             return Err(ClientError::Closed);

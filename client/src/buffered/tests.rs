@@ -26,8 +26,9 @@ fn start(transport: &Arc<FakeTransport>, config: BufferedProducerConfig) -> Buff
     .expect("valid config")
 }
 
+/// Record `index`, dated `index + 1` ms (0 would mean "no timestamp": the producer's clock).
 fn value(index: usize) -> Record {
-    Record::new(format!("value-{index}").into_bytes(), index as i64)
+    Record::at(format!("value-{index}").into_bytes(), index as i64 + 1)
 }
 
 fn batch_sizes(transport: &FakeTransport) -> Vec<usize> {
@@ -99,7 +100,7 @@ async fn batches_wait_for_their_linger_time() {
 #[tokio::test(start_paused = true)]
 async fn batches_are_cut_by_bytes() {
     let transport = Arc::new(FakeTransport::new(even_shards(1)));
-    let record_bytes = crate::append::record_estimate_bytes(&Record::new(vec![0; 1_000], 0));
+    let record_bytes = crate::append::record_estimate_bytes(&Record::at(vec![0; 1_000], 0));
     let batch_bytes_max = BATCH_OVERHEAD_BYTES + 4 * record_bytes;
     let producer = start(
         &transport,
@@ -112,7 +113,7 @@ async fn batches_are_cut_by_bytes() {
     for _ in 0..10 {
         futures.push(
             producer
-                .send(Record::new(vec![0; 1_000], 0))
+                .send(Record::at(vec![0; 1_000], 0))
                 .await
                 .expect("queued"),
         );
@@ -196,7 +197,7 @@ async fn in_flight_batches_are_bounded_per_shard() {
 async fn a_full_buffer_makes_send_wait() {
     let (transport, gate) = FakeTransport::gated(even_shards(1));
     let transport = Arc::new(transport);
-    let record_bytes = crate::append::record_estimate_bytes(&Record::new(vec![0; 1_000], 0));
+    let record_bytes = crate::append::record_estimate_bytes(&Record::at(vec![0; 1_000], 0));
     let producer = start(
         &transport,
         BufferedProducerConfig {
@@ -211,20 +212,20 @@ async fn a_full_buffer_makes_send_wait() {
     for _ in 0..4 {
         futures.push(
             producer
-                .send(Record::new(vec![0; 1_000], 0))
+                .send(Record::at(vec![0; 1_000], 0))
                 .await
                 .expect("room"),
         );
     }
     let blocked = tokio::time::timeout(
         Duration::from_secs(5),
-        producer.send(Record::new(vec![0; 1_000], 0)),
+        producer.send(Record::at(vec![0; 1_000], 0)),
     )
     .await;
     assert!(blocked.is_err(), "the fifth record waits for room");
     gate.add_permits(1);
     let fifth = producer
-        .send(Record::new(vec![0; 1_000], 0))
+        .send(Record::at(vec![0; 1_000], 0))
         .await
         .expect("room after the first batch");
     gate.add_permits(10);
@@ -308,7 +309,7 @@ async fn oversized_records_and_closed_producers_are_refused() {
     ));
     let producer = start(&transport, BufferedProducerConfig::default());
     let error = producer
-        .send(Record::new(vec![0; 101], 0))
+        .send(Record::at(vec![0; 101], 0))
         .await
         .expect_err("too large");
     assert!(matches!(error, ClientError::Batch { .. }), "{error:?}");
@@ -413,4 +414,37 @@ fn configs_are_validated() {
     .bounds(&limits)
     .expect("valid");
     assert_eq!(lowered.bytes_max, limits.batch_bytes_max);
+}
+
+/// Regression (issue 8, item 9): a record built without a timestamp is stored with the
+/// producer's clock (taken when it is queued), never 0; an explicit event time is kept.
+#[tokio::test]
+async fn records_without_a_timestamp_get_the_producers_clock() {
+    let transport = Arc::new(FakeTransport::new(even_shards(1)));
+    let producer = start(&transport, BufferedProducerConfig::default());
+    let before_ms = crate::append::now_ms();
+    let unset = producer
+        .send(Record::new(b"now".to_vec()))
+        .await
+        .expect("queued");
+    let explicit = producer
+        .send(Record::new(b"then".to_vec()).with_timestamp(42))
+        .await
+        .expect("queued");
+    let after_ms = crate::append::now_ms();
+    producer.close().await.expect("closed");
+    unset.await.expect("stored");
+    explicit.await.expect("stored");
+    let stored: Vec<Record> = transport
+        .stored()
+        .into_iter()
+        .flat_map(|(_, records)| records)
+        .collect();
+    assert_eq!(stored.len(), 2);
+    assert!(
+        (before_ms..=after_ms).contains(&stored[0].timestamp_ms),
+        "stamped {} outside {before_ms}..={after_ms}",
+        stored[0].timestamp_ms
+    );
+    assert_eq!(stored[1].timestamp_ms, 42);
 }

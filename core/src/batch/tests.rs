@@ -49,8 +49,8 @@ fn oversized_record_is_refused_when_built_and_when_validated() {
         ..Limits::DEFAULT
     };
     let mut builder = BatchBuilder::new();
-    builder.push(Record::new(vec![1u8; 50], 1));
-    builder.push(Record::new(vec![1u8; 101], 2));
+    builder.push(Record::at(vec![1u8; 50], 1));
+    builder.push(Record::at(vec![1u8; 101], 2));
     assert!(matches!(
         builder.finish(&small),
         Err(BatchError::RecordTooLarge {
@@ -78,7 +78,7 @@ fn oversized_record_is_refused_when_built_and_when_validated() {
 
 #[test]
 fn header_that_lies_about_its_records_is_refused() {
-    let bytes = build(&[Record::new("a", 5), Record::new("b", 9)]);
+    let bytes = build(&[Record::at("a", 5), Record::at("b", 9)]);
     let mut header = BatchHeader::decode(&bytes).expect("valid");
     header.record_count = 3;
     let mut forged = bytes.clone();
@@ -102,7 +102,7 @@ fn header_that_lies_about_its_records_is_refused() {
 fn iter_batches_walks_back_to_back_batches_and_stops_at_damage() {
     let mut packed = Vec::new();
     for i in 0..3 {
-        packed.extend_from_slice(&build(&[Record::new(vec![i; 10], i64::from(i))]));
+        packed.extend_from_slice(&build(&[Record::at(vec![i; 10], i64::from(i))]));
     }
     let offsets: Vec<_> = iter_batches(&packed)
         .map(|b| b.map(|v| v.record_count()))

@@ -30,7 +30,7 @@ pub fn random_batch(
     for i in 0..count {
         let len = random.below(value_bytes_max as u64 + 1) as usize;
         let value: Vec<u8> = (0..len).map(|_| random.next_u64() as u8).collect();
-        let mut record = Record::new(value, timestamp_ms + i as i64);
+        let mut record = Record::at(value, timestamp_ms + i as i64);
         if random.below(2) == 0 {
             record = record.with_key(random.next_u64().to_le_bytes().to_vec());
         }

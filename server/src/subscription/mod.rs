@@ -117,7 +117,8 @@ pub fn coordinator_core(subscription: SubscriptionId, cores: usize) -> u32 {
     (subscription.0 % cores.max(1) as u64) as u32
 }
 
-/// Answers a question another core (or this one) asked about subscriptions.
+/// Answers a question another core (or this one) asked: about subscriptions, or the offsets
+/// of this core's shards.
 pub async fn answer(core: &Rc<Core>, question: Question) -> Answer {
     match question {
         Question::Assign {
@@ -143,5 +144,6 @@ pub async fn answer(core: &Rc<Core>, question: Question) -> Answer {
                 .cloned();
             Answer::Members(group.map(|group| group.members()).unwrap_or_default())
         }
+        Question::Offsets { shards } => crate::convert::local_offsets(core, &shards),
     }
 }
