@@ -548,6 +548,8 @@ impl<S: Storage> ShardLog<S> {
             pos += u64::from(header.batch_len);
         }
         // Take whole batches from `pos` while they fit in `max_bytes` and lie below the bound.
+        // A damaged batch ends the chunk after the sound batches before it (what is readable
+        // stays readable); a read that starts at the damaged batch gets the error.
         let first_pos = pos;
         let mut next_offset = from;
         let mut batch_count = 0;
@@ -556,33 +558,43 @@ impl<S: Storage> ShardLog<S> {
                 .bytes(pos, BATCH_HEADER_LEN, limit)
                 .await
                 .map_err(io_error)?;
-            let header =
-                BatchHeader::decode(head).map_err(|e| corrupt(pos, next_offset, e.to_string()))?;
+            let header = match BatchHeader::decode(head) {
+                Ok(header) => header,
+                Err(_) if batch_count > 0 => break,
+                Err(e) => return Err(corrupt(pos, next_offset, e.to_string())),
+            };
             let len = u64::from(header.batch_len);
             if header.base_offset >= bound
                 || (batch_count > 0 && pos + len - first_pos > max_bytes as u64)
             {
                 break;
             }
-            if batch_count > 0 && header.base_offset != next_offset {
-                return Err(corrupt(
+            let damage = if batch_count > 0 && header.base_offset != next_offset {
+                Some(corrupt(
                     pos,
                     next_offset,
                     format!("batch has base offset {}", header.base_offset),
-                ));
-            }
-            if pos + len > limit {
-                return Err(corrupt(
+                ))
+            } else if pos + len > limit {
+                Some(corrupt(
                     pos,
                     header.base_offset,
                     "batch runs past the end of the segment's data".into(),
-                ));
+                ))
+            } else {
+                let bytes = reader
+                    .bytes(pos, len as usize, limit)
+                    .await
+                    .map_err(io_error)?;
+                BatchView::check(bytes)
+                    .err()
+                    .map(|e| corrupt(pos, header.base_offset, e.to_string()))
+            };
+            match damage {
+                Some(_) if batch_count > 0 => break,
+                Some(error) => return Err(error),
+                None => {}
             }
-            let bytes = reader
-                .bytes(pos, len as usize, limit)
-                .await
-                .map_err(io_error)?;
-            BatchView::check(bytes).map_err(|e| corrupt(pos, header.base_offset, e.to_string()))?;
             next_offset = header.next_offset();
             batch_count += 1;
             pos += len;

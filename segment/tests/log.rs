@@ -242,6 +242,19 @@ fn corruption_in_a_sealed_segment_is_a_typed_error_with_the_offset() {
             .await
             .expect("batch 0 is intact");
         assert_eq!(chunk.batch_count(), 1);
+        // Regression (issue 8): a read whose chunk reached the damaged batch failed whole, so
+        // a reader lost the sound batches before it too. It now gets those, and the next read,
+        // starting at the damaged batch, gets the error.
+        let chunk = log
+            .read(Offset(0), 1 << 20, ReadBound::Durable)
+            .await
+            .expect("the sound batches before the damage");
+        assert_eq!(chunk.batch_count(), 5);
+        assert_eq!(chunk.next_offset(), Offset(victim));
+        assert!(matches!(
+            log.read(chunk.next_offset(), 1 << 20, ReadBound::Durable).await,
+            Err(LogError::Corruption { offset, .. }) if offset == Offset(victim)
+        ));
         log.close().await.expect("close");
         // Opening trusts the sealed segment's index file, so the damage shows on read...
         let log = ShardLog::open(storage.clone(), dir(), small_config())
