@@ -179,12 +179,12 @@ pub fn metadata_error(error: &MetadataError) -> ErrorResponse {
         | MetadataError::SubscriptionIdNotFound { .. } => ErrorCode::UnknownSubscription,
         MetadataError::ShardNotFound { .. } => ErrorCode::UnknownShard,
         MetadataError::ShardSealed { .. } => ErrorCode::ShardSealed,
+        MetadataError::StreamHasSubscriptions { .. } => ErrorCode::StreamHasSubscriptions,
         MetadataError::InvalidConfig { .. }
         | MetadataError::NotEnoughNodes { .. }
         | MetadataError::LimitExceeded { .. }
         | MetadataError::NotAdjacent { .. }
         | MetadataError::ShardTooSmall { .. }
-        | MetadataError::StreamHasSubscriptions { .. }
         | MetadataError::InvalidSubscriptionConfig { .. }
         | MetadataError::ShardNotInSubscription { .. } => ErrorCode::InvalidRequest,
         _ => ErrorCode::Internal,
