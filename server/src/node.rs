@@ -24,9 +24,10 @@ const MESH_CHANNEL_CAPACITY: usize = 1024;
 const SHUTDOWN_POLL_MS: u64 = 100;
 /// How long a stopping core may spend persisting its subscriptions' progress, in milliseconds.
 const LAST_COMMITS_MS: u64 = 3_000;
-/// How long a clean stop may take before the process exits anyway: the last progress commits
-/// and the wait for every core's last proposals (3 s each at most), then flushing the logs.
-pub const CLEAN_STOP_DEADLINE_MS: u64 = 10_000;
+/// How long a clean stop may take before the process exits anyway (code 6): the last progress
+/// commits and the wait for every core's last proposals (3 s each at most), then flushing and
+/// closing every shard log, which takes longer with many shards. Only a stuck core reaches it.
+pub const CLEAN_STOP_DEADLINE_MS: u64 = 60_000;
 /// How long the cores may take to stop after a fatal error before the process exits anyway
 /// with that error's code: no progress is committed then, the cores only close their logs.
 pub const FATAL_STOP_DEADLINE_MS: u64 = 5_000;
