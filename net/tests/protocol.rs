@@ -615,7 +615,7 @@ proptest! {
 #[test]
 fn error_codes_have_stable_numbers() {
     let numbers: Vec<u16> = ErrorCode::all().map(ErrorCode::number).collect();
-    assert_eq!(numbers, (1..=23).collect::<Vec<u16>>());
+    assert_eq!(numbers, (1..=24).collect::<Vec<u16>>());
     for code in ErrorCode::all() {
         assert_eq!(ErrorCode::from_number(code.number()), code);
     }
@@ -624,6 +624,7 @@ fn error_codes_have_stable_numbers() {
     assert_eq!(ErrorCode::Unavailable.number(), 18);
     assert_eq!(ErrorCode::UnknownSubscription.number(), 19);
     assert_eq!(ErrorCode::NotAssigned.number(), 23);
+    assert_eq!(ErrorCode::StreamHasSubscriptions.number(), 24);
 
     // Code 0 means "unspecified" and is refused.
     let mut error = ErrorResponse::new(ErrorCode::Other(0), "zero");

@@ -204,34 +204,39 @@ impl Default for NodeConfig {
 #[derive(Debug, Clone, Default, Parser)]
 #[command(name = "runnel-server", version, about = "Runs a Runnel node")]
 pub struct Flags {
-    /// TOML configuration file (see docs/configuration.md).
+    /// TOML configuration file (see docs/configuration.md). Default: none, the embedded
+    /// defaults. Flags override the file; each default below is the one used when neither
+    /// the flag, its variable nor the file sets it.
     #[arg(long, env = "RUNNEL_CONFIG")]
     pub config: Option<PathBuf>,
-    /// This node's id.
+    /// This node's id; the data directory remembers it and refuses another. Default: 1.
     #[arg(long, env = "RUNNEL_NODE_ID")]
     pub node_id: Option<u64>,
-    /// Data directory.
+    /// Data directory (locked by one process at a time). Default: ./runnel-data.
     #[arg(long, env = "RUNNEL_DATA_DIR")]
     pub data_dir: Option<PathBuf>,
-    /// Listen address of the QUIC endpoints.
+    /// Listen address of the QUIC endpoints. Default: 127.0.0.1 (loopback only).
     #[arg(long, env = "RUNNEL_LISTEN_ADDRESS")]
     pub listen_address: Option<IpAddr>,
-    /// UDP port of core 0; core i listens on base_port + i.
+    /// UDP port of core 0; core i listens on base_port + i (1 to 65535). Default: 6570.
     #[arg(long, env = "RUNNEL_BASE_PORT")]
     pub base_port: Option<u16>,
-    /// Number of executors (0: all cores).
+    /// Number of executors, one per core; 0 means every core the process may run on.
+    /// Default: 0.
     #[arg(long, env = "RUNNEL_CORES")]
     pub cores: Option<usize>,
-    /// Pin executors to CPUs (true/false).
+    /// Pin each executor to its own CPU (true/false). Default: true.
     #[arg(long, env = "RUNNEL_PIN_CORES")]
     pub pin_cores: Option<bool>,
-    /// TLS certificate chain (PEM).
+    /// TLS certificate chain (PEM). Default: a self-signed certificate created under
+    /// <data-dir>/tls/.
     #[arg(long, env = "RUNNEL_TLS_CERT_PATH")]
     pub tls_cert_path: Option<PathBuf>,
-    /// TLS private key (PEM).
+    /// TLS private key (PEM), set together with --tls-cert-path. Default: the self-signed
+    /// certificate's key under <data-dir>/tls/.
     #[arg(long, env = "RUNNEL_TLS_KEY_PATH")]
     pub tls_key_path: Option<PathBuf>,
-    /// Metadata commands between two snapshots.
+    /// Metadata commands between two snapshots. Default: 256.
     #[arg(long, env = "RUNNEL_METADATA_SNAPSHOT_INTERVAL")]
     pub metadata_snapshot_interval: Option<u64>,
 }
@@ -298,6 +303,13 @@ impl NodeConfig {
                 "cores must be between 1 and 1024, got {}",
                 self.cores
             ));
+        }
+        if self.base_port == 0 {
+            // Not "any free port": core i listens on base_port + i, so core 1 would take port 1,
+            // and clients could not find core 0.
+            return invalid(
+                "base_port must be 1 to 65535 (core i listens on base_port + i), got 0".into(),
+            );
         }
         if usize::from(self.base_port) + self.cores > usize::from(u16::MAX) + 1 {
             return invalid(format!(
@@ -413,6 +425,28 @@ mod tests {
         assert_eq!((config.cores, config.pin_cores), (1, false));
     }
 
+    /// Regression: `runnel-server --help` named no default, so a newcomer could not tell what
+    /// the node would do without flags.
+    #[test]
+    fn help_names_the_default_of_every_flag() {
+        use clap::CommandFactory;
+        let command = Flags::command();
+        for argument in command.get_arguments() {
+            let id = argument.get_id().as_str();
+            if matches!(id, "help" | "version") {
+                continue;
+            }
+            let help = argument
+                .get_help()
+                .map(ToString::to_string)
+                .unwrap_or_default();
+            assert!(
+                help.contains("Default:"),
+                "--{id} names no default: {help:?}"
+            );
+        }
+    }
+
     #[test]
     fn bad_files_and_values_get_clear_errors() {
         let dir = tempfile::tempdir().expect("temp dir");
@@ -428,6 +462,13 @@ mod tests {
             ..NodeConfig::default()
         };
         assert!(config.validate().is_err(), "ports past 65535");
+        // Regression: base_port 0 was accepted, and core 1 bound UDP port 1.
+        config.base_port = 0;
+        let error = config.validate().expect_err("base_port 0");
+        assert!(
+            error.to_string().contains("base_port must be 1 to 65535"),
+            "{error}"
+        );
         config.base_port = 6570;
         config.tls_cert_path = Some("cert.pem".into());
         assert!(config.validate().is_err(), "cert without key");

@@ -11,11 +11,11 @@ use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::rc::Rc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use glommio::channels::channel_mesh::Senders;
+use glommio::{GlommioError, ResourceType};
 use runnel_core::ShardId;
 use runnel_net::protocol::{ErrorCode, ErrorResponse};
 use runnel_replicate::metadata::Durability;
@@ -24,12 +24,14 @@ use runnel_replicate::metadata::{
 };
 use runnel_segment::event::Event;
 use runnel_segment::log::ReadBound;
-use runnel_segment::{DmaStorage, LogConfig, ShardLog};
+use runnel_segment::{DmaStorage, LogConfig, LogError, ShardLog};
 
 use crate::ask::{Answer, Pending, Question};
 use crate::config::NodeConfig;
 use crate::error::FatalError;
 use crate::metadata_log::{AppendError, MetadataLog};
+use crate::select::{first_of, First};
+use crate::stop::NodeStop;
 use crate::subscription::Subscriptions;
 
 /// The shards whose logs a command creates.
@@ -106,6 +108,9 @@ pub enum CoreMessage {
     },
 }
 
+/// How often a core waiting on other cores checks whether the node is stopping, in milliseconds.
+pub const STOP_POLL_MS: u64 = 100;
+
 /// The answer to a forwarded proposal: Ok, or an error code number and message.
 pub type ProposalOutcome = Result<(), (u16, String)>;
 
@@ -164,7 +169,7 @@ pub struct Core {
     closing: Cell<bool>,
     ready: Cell<bool>,
     ready_changed: Event,
-    shutdown: Arc<AtomicBool>,
+    stop: Arc<NodeStop>,
 }
 
 /// Milliseconds since the Unix epoch.
@@ -184,12 +189,12 @@ pub fn metadata_error(error: &MetadataError) -> ErrorResponse {
         | MetadataError::SubscriptionIdNotFound { .. } => ErrorCode::UnknownSubscription,
         MetadataError::ShardNotFound { .. } => ErrorCode::UnknownShard,
         MetadataError::ShardSealed { .. } => ErrorCode::ShardSealed,
+        MetadataError::StreamHasSubscriptions { .. } => ErrorCode::StreamHasSubscriptions,
         MetadataError::InvalidConfig { .. }
         | MetadataError::NotEnoughNodes { .. }
         | MetadataError::LimitExceeded { .. }
         | MetadataError::NotAdjacent { .. }
         | MetadataError::ShardTooSmall { .. }
-        | MetadataError::StreamHasSubscriptions { .. }
         | MetadataError::InvalidSubscriptionConfig { .. }
         | MetadataError::ShardNotInSubscription { .. } => ErrorCode::InvalidRequest,
         _ => ErrorCode::Internal,
@@ -205,7 +210,7 @@ impl Core {
         started: Instant,
         senders: Senders<CoreMessage>,
         metadata_log: Option<MetadataLog>,
-        shutdown: Arc<AtomicBool>,
+        stop: Arc<NodeStop>,
     ) -> Core {
         let cores = config.cores;
         // Member ids of the groups this core coordinates count up from the start time, so that
@@ -231,7 +236,7 @@ impl Core {
             closing: Cell::new(false),
             ready: Cell::new(false),
             ready_changed: Event::default(),
-            shutdown,
+            stop,
         }
     }
 
@@ -242,13 +247,25 @@ impl Core {
 
     /// Whether the node is stopping.
     pub fn shutting_down(&self) -> bool {
-        self.shutdown.load(Ordering::Relaxed)
+        self.stop.is_stopping()
     }
 
-    /// Asks every executor of the node to stop (a fatal fault on this core).
-    pub fn request_shutdown(&self, reason: &str) {
-        tracing::error!(core = self.index, reason, "stopping the node");
-        self.shutdown.store(true, Ordering::Relaxed);
+    /// Stops the whole node because of a fatal fault on this core; the process exits with
+    /// this error's code unless another core failed first.
+    pub fn fail(&self, error: FatalError) {
+        self.stop.fail(self.index, error);
+    }
+
+    /// Whether some core recorded a fatal error (the node is stopping because of it).
+    pub fn failed(&self) -> bool {
+        self.stop.has_failed()
+    }
+
+    /// Returns once the node is stopping (polled: the flag is set from any thread).
+    pub async fn until_stopping(&self) {
+        while !self.shutting_down() {
+            glommio::timer::sleep(std::time::Duration::from_millis(STOP_POLL_MS)).await;
+        }
     }
 
     /// Waits until core 0 finished replaying the metadata; false if the node stops first.
@@ -261,7 +278,7 @@ impl Core {
                 return false;
             }
             let changed = self.ready_changed.listen();
-            let tick = glommio::timer::sleep(std::time::Duration::from_millis(100));
+            let tick = glommio::timer::sleep(std::time::Duration::from_millis(STOP_POLL_MS));
             let _ = crate::select::first_of(changed, tick, std::future::pending::<()>()).await;
         }
     }
@@ -299,7 +316,11 @@ impl Core {
             let log = ShardLog::open(DmaStorage, &dir, self.log_config(retention_ms))
                 .await
                 .map_err(|e| {
-                    FatalError::Io(format!("open shard {} at {}: {e}", shard.id, dir.display()))
+                    let message = format!("open shard {} at {}: {e}", shard.id, dir.display());
+                    match e {
+                        LogError::Corruption { .. } => FatalError::Corruption(message),
+                        _ => FatalError::Io(message),
+                    }
                 })?;
             self.shards
                 .borrow_mut()
@@ -359,6 +380,15 @@ impl Core {
                 let retention = parents.first().map_or(u64::MAX, |p| self.retention_of(p));
                 self.open_local(std::slice::from_ref(child), retention)
                     .await?
+            }
+            Ok(Applied::NodeRegistered { replaced, .. }) => {
+                // Shards of cores this node no longer has, now on this core: open their logs
+                // where they are.
+                for shard in replaced {
+                    let retention = self.retention_of(shard);
+                    self.open_local(std::slice::from_ref(shard), retention)
+                        .await?;
+                }
             }
             Ok(Applied::SubscriptionDeleted { subscription }) => {
                 self.subscriptions.forget(subscription.id)
@@ -420,7 +450,10 @@ impl Core {
             if all || self.shutting_down() {
                 return;
             }
-            changed.await;
+            // Another core that failed never acknowledges: the stop flag (set from its thread,
+            // which cannot notify this core's event) is polled.
+            let tick = glommio::timer::sleep(std::time::Duration::from_millis(STOP_POLL_MS));
+            let _ = first_of(changed, tick, std::future::pending::<()>()).await;
         }
     }
 
@@ -431,10 +464,30 @@ impl Core {
             .map_or(u64::MAX, |s| s.config.retention_ms)
     }
 
-    /// Sends a message to another core.
+    /// Sends a message to another core. A core that stopped draining its channel (it failed)
+    /// must not block the sender forever: once the channel is full, the send waits only until
+    /// the node stops, and is then dropped.
     pub async fn send(&self, core: u32, message: CoreMessage) {
-        if self.senders.send_to(core as usize, message).await.is_err() {
-            self.request_shutdown("the channel to another core is closed");
+        let result = match self.senders.try_send_to(core as usize, message) {
+            Err(GlommioError::WouldBlock(ResourceType::Channel(message))) => {
+                match first_of(
+                    self.senders.send_to(core as usize, message),
+                    self.until_stopping(),
+                    std::future::pending::<()>(),
+                )
+                .await
+                {
+                    First::A(result) => result,
+                    First::B(()) | First::C(()) => return,
+                }
+            }
+            other => other,
+        };
+        if result.is_err() && !self.shutting_down() {
+            self.fail(FatalError::Executor(format!(
+                "core {}: the channel to core {core} is closed",
+                self.index
+            )));
         }
     }
 
@@ -532,11 +585,9 @@ impl Core {
                 return Err(ErrorResponse::new(ErrorCode::StorageFault, message));
             }
             Err(AppendError::Fatal(error)) => {
-                self.request_shutdown(&error.to_string());
-                return Err(ErrorResponse::new(
-                    ErrorCode::StorageFault,
-                    error.to_string(),
-                ));
+                let message = error.to_string();
+                self.fail(error);
+                return Err(ErrorResponse::new(ErrorCode::StorageFault, message));
             }
         };
         assert_eq!(written, index, "metadata log index moved under a proposal");
@@ -544,11 +595,9 @@ impl Core {
             Ok(Ok(_)) => {}
             Ok(Err(error)) => return Err(metadata_error(&error)),
             Err(fatal) => {
-                self.request_shutdown(&fatal.to_string());
-                return Err(ErrorResponse::new(
-                    ErrorCode::StorageFault,
-                    fatal.to_string(),
-                ));
+                let message = fatal.to_string();
+                self.fail(fatal);
+                return Err(ErrorResponse::new(ErrorCode::StorageFault, message));
             }
         }
         self.distribute(index, &command).await;
@@ -561,11 +610,9 @@ impl Core {
                     tracing::warn!(%message, "metadata snapshot skipped");
                 }
                 Err(AppendError::Fatal(error)) => {
-                    self.request_shutdown(&error.to_string());
-                    return Err(ErrorResponse::new(
-                        ErrorCode::StorageFault,
-                        error.to_string(),
-                    ));
+                    let message = error.to_string();
+                    self.fail(error);
+                    return Err(ErrorResponse::new(ErrorCode::StorageFault, message));
                 }
             }
         }

@@ -7,7 +7,7 @@ use std::time::Duration;
 use clap::Parser;
 use runnel_server::config::{Flags, NodeConfig};
 use runnel_server::error::FatalError;
-use runnel_server::{identity, node};
+use runnel_server::{data_dir, identity, node};
 use signal_hook::consts::{SIGINT, SIGTERM};
 use tracing_subscriber::EnvFilter;
 
@@ -31,6 +31,11 @@ fn run() -> Result<(), FatalError> {
     let flags = Flags::parse();
     let available = std::thread::available_parallelism().map_or(1, usize::from);
     let config = NodeConfig::load(&flags, available)?;
+    // Before anything else touches the data directory: one process at a time, one node. The
+    // lock is held until the process exits (the kernel releases it then, however it exits),
+    // also while cores that did not stop in time are still running.
+    std::mem::forget(data_dir::lock(&config.data_dir)?);
+    data_dir::check_node_id(&config.data_dir, config.node_id)?;
     let (identity, certificate) = identity::load_or_create(&config)?;
     tracing::info!(
         node = config.node_id,
@@ -42,27 +47,19 @@ fn run() -> Result<(), FatalError> {
         "starting runnel-server {}",
         env!("CARGO_PKG_VERSION")
     );
-    let running = node::start(config, identity)?;
-    let mut signals = signal_hook::iterator::Signals::new([SIGINT, SIGTERM])
-        .map_err(|e| FatalError::Io(format!("cannot install signal handlers: {e}")))?;
+    let mut running = node::start(config, identity)?;
+    let signals = signal_hook::iterator::Signals::new([SIGINT, SIGTERM]);
+    let mut signals =
+        signals.map_err(|e| FatalError::Io(format!("cannot install signal handlers: {e}")))?;
     loop {
         if let Some(signal) = signals.pending().next() {
             tracing::info!(signal, "stopping");
             break;
         }
-        if let Some((core, result)) = running.wait_exit(Duration::from_millis(100)) {
-            // A core never stops on its own unless something is wrong.
-            if let Err(error) = &result {
-                tracing::error!(core, %error, "a core failed; stopping the node");
-            }
-            running.stop();
-            let outcome = running.stop_and_join();
-            return match (result, outcome) {
-                (Err(error), _) | (Ok(()), Err(error)) => Err(error),
-                (Ok(()), Ok(())) => Err(FatalError::Executor(format!(
-                    "core {core} stopped unexpectedly"
-                ))),
-            };
+        // A core never stops on its own unless something is wrong; the first fatal error of
+        // any core is the reason the process exits with.
+        if running.wait_stopping(Duration::from_millis(100)) {
+            break;
         }
     }
     running.stop_and_join()

@@ -3,7 +3,6 @@
 
 use std::net::SocketAddr;
 use std::rc::Rc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{mpsc, Arc};
 use std::time::{Duration, Instant};
 
@@ -17,6 +16,7 @@ use crate::core::{now_ms, Core, CoreMessage};
 use crate::error::FatalError;
 use crate::handler::serve;
 use crate::metadata_log::MetadataLog;
+use crate::stop::NodeStop;
 
 /// Messages a core may have queued to another before senders wait.
 const MESH_CHANNEL_CAPACITY: usize = 1024;
@@ -24,52 +24,134 @@ const MESH_CHANNEL_CAPACITY: usize = 1024;
 const SHUTDOWN_POLL_MS: u64 = 100;
 /// How long a stopping core may spend persisting its subscriptions' progress, in milliseconds.
 const LAST_COMMITS_MS: u64 = 3_000;
+/// How long a clean stop may take before the process exits anyway (code 6): the last progress
+/// commits and the wait for every core's last proposals (3 s each at most), then flushing and
+/// closing every shard log, which takes longer with many shards. Only a stuck core reaches it.
+pub const CLEAN_STOP_DEADLINE_MS: u64 = 60_000;
+/// How long the cores may take to stop after a fatal error before the process exits anyway
+/// with that error's code: no progress is committed then, the cores only close their logs.
+pub const FATAL_STOP_DEADLINE_MS: u64 = 5_000;
 
 /// A running node: its executor threads.
 pub struct RunningNode {
-    shutdown: Arc<AtomicBool>,
-    exits: mpsc::Receiver<(u32, Result<(), FatalError>)>,
+    stop: Arc<NodeStop>,
+    /// Each core sends its index here when its executor ends, however it ends.
+    exits: mpsc::Receiver<u32>,
+    exited: Vec<bool>,
     threads: Vec<glommio::ExecutorJoinHandle<()>>,
 }
 
 impl RunningNode {
-    /// Asks every core to stop.
+    /// Asks every core to stop cleanly.
     pub fn stop(&self) {
-        self.shutdown.store(true, Ordering::Relaxed);
+        self.stop.request();
     }
 
-    /// Waits for one core to exit, up to `timeout`; `None` if none did.
-    pub fn wait_exit(&self, timeout: Duration) -> Option<(u32, Result<(), FatalError>)> {
-        self.exits.recv_timeout(timeout).ok()
+    /// Waits up to `timeout` for the node to start stopping by itself: a core recorded a
+    /// fatal error, or a core's executor ended although nobody asked (recorded as fatal).
+    /// True once the node is stopping for any reason.
+    pub fn wait_stopping(&mut self, timeout: Duration) -> bool {
+        if let Ok(core) = self.exits.recv_timeout(timeout) {
+            self.mark_exited(core);
+            if !self.stop.is_stopping() {
+                self.stop.fail(
+                    core,
+                    FatalError::Executor(format!("core {core} stopped unexpectedly")),
+                );
+            }
+        }
+        self.stop.is_stopping()
     }
 
-    /// Stops every core and waits for all of them; the first error, if any.
-    pub fn stop_and_join(self) -> Result<(), FatalError> {
-        self.stop();
-        let mut first_error = None;
-        for thread in self.threads {
-            if thread.join().is_err() && first_error.is_none() {
-                first_error = Some(FatalError::Executor("an executor thread panicked".into()));
+    fn mark_exited(&mut self, core: u32) {
+        if let Some(exited) = self.exited.get_mut(core as usize) {
+            *exited = true;
+        }
+    }
+
+    /// Stops every core and waits for them, but no longer than the deadline (shorter after a
+    /// fatal error); then the first fatal error, if any. Cores that did not stop in time are
+    /// left running: the caller exits the process, which ends them.
+    pub fn stop_and_join(mut self) -> Result<(), FatalError> {
+        let deadline_ms = if self.stop.has_failed() {
+            FATAL_STOP_DEADLINE_MS
+        } else {
+            CLEAN_STOP_DEADLINE_MS
+        };
+        self.stop.request();
+        let deadline = Instant::now() + Duration::from_millis(deadline_ms);
+        while self.exited.iter().any(|exited| !exited) {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.exits.recv_timeout(left) {
+                Ok(core) => self.mark_exited(core),
+                Err(_) => break,
             }
         }
-        while let Ok((core, result)) = self.exits.try_recv() {
-            if let Err(error) = result {
-                tracing::error!(core, %error, "core stopped with an error");
-                first_error.get_or_insert(error);
+        let stuck: Vec<usize> = self
+            .exited
+            .iter()
+            .enumerate()
+            .filter(|&(_, &exited)| !exited)
+            .map(|(core, _)| core)
+            .collect();
+        if stuck.is_empty() {
+            for (core, thread) in self.threads.into_iter().enumerate() {
+                if thread.join().is_err() {
+                    self.stop.fail(
+                        core as u32,
+                        FatalError::Executor(format!("core {core} panicked")),
+                    );
+                }
+            }
+        } else {
+            tracing::error!(
+                cores = ?stuck,
+                deadline_ms,
+                "cores did not stop in time; exiting without them"
+            );
+            if !self.stop.has_failed() {
+                self.stop.fail(
+                    stuck.first().map_or(0, |&core| core as u32),
+                    FatalError::Executor(format!(
+                        "cores {stuck:?} did not stop within {deadline_ms} ms"
+                    )),
+                );
             }
         }
-        first_error.map_or(Ok(()), Err)
+        match self.stop.take_fatal() {
+            Some((_, error)) => Err(error),
+            None => Ok(()),
+        }
     }
 }
 
-/// Starts the node's executors.
+/// Tells `main` that a core's executor ended, however it ended (a panic included: then the
+/// node fails with that reason).
+struct ExitNotice {
+    core: u32,
+    stop: Arc<NodeStop>,
+    exits: mpsc::Sender<u32>,
+}
+
+impl Drop for ExitNotice {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            let core = self.core;
+            self.stop
+                .fail(core, FatalError::Executor(format!("core {core} panicked")));
+        }
+        let _ = self.exits.send(self.core);
+    }
+}
+
+/// Starts the node's executors. The data directory must be locked by this process already.
 pub fn start(config: NodeConfig, identity: Identity) -> Result<RunningNode, FatalError> {
     std::fs::create_dir_all(&config.data_dir)
         .map_err(|e| FatalError::Io(format!("create {}: {e}", config.data_dir.display())))?;
     let server = server_config(identity, &TransportLimits::DEFAULT)
         .map_err(|e| FatalError::Tls(e.to_string()))?;
     let config = Arc::new(config);
-    let shutdown = Arc::new(AtomicBool::new(false));
+    let stop = Arc::new(NodeStop::default());
     let (exit_sender, exits) = mpsc::channel();
     let mesh = MeshBuilder::full(config.cores, MESH_CHANNEL_CAPACITY);
     let started = Instant::now();
@@ -81,37 +163,57 @@ pub fn start(config: NodeConfig, identity: Identity) -> Result<RunningNode, Fata
         } else {
             Placement::Unbound
         };
-        let (config, shutdown, mesh, server, exit_sender) = (
+        let (config, stop_for_core, mesh, server, exit_sender) = (
             Arc::clone(&config),
-            Arc::clone(&shutdown),
+            Arc::clone(&stop),
             mesh.clone(),
             server.clone(),
             exit_sender.clone(),
         );
-        let thread = LocalExecutorBuilder::new(placement)
+        let spawned = LocalExecutorBuilder::new(placement)
             .name(&format!("runnel-core-{index}"))
             .io_memory(io_memory)
             .spawn(move || async move {
+                let core = index as u32;
+                let _notice = ExitNotice {
+                    core,
+                    stop: Arc::clone(&stop_for_core),
+                    exits: exit_sender,
+                };
                 let result = run_core(
-                    index as u32,
+                    core,
                     config,
                     mesh,
                     server,
-                    Arc::clone(&shutdown),
+                    Arc::clone(&stop_for_core),
                     started,
                 )
                 .await;
-                if result.is_err() {
-                    shutdown.store(true, Ordering::Relaxed);
+                if let Err(error) = result {
+                    stop_for_core.fail(core, error);
                 }
-                let _ = exit_sender.send((index as u32, result));
-            })
-            .map_err(|e| FatalError::Executor(format!("start core {index}: {e}")))?;
-        threads.push(thread);
+            });
+        match spawned {
+            Ok(thread) => threads.push(thread),
+            Err(e) => {
+                // The cores already started wait in the mesh for this one: stop them.
+                stop.fail(
+                    index as u32,
+                    FatalError::Executor(format!("start core {index}: {e}")),
+                );
+                break;
+            }
+        }
+    }
+    let mut exited = vec![false; config.cores];
+    // Cores that never started have nothing to wait for.
+    for slot in exited.iter_mut().skip(threads.len()) {
+        *slot = true;
     }
     Ok(RunningNode {
-        shutdown,
+        stop,
         exits,
+        exited,
         threads,
     })
 }
@@ -121,7 +223,7 @@ async fn run_core(
     config: Arc<NodeConfig>,
     mesh: MeshBuilder<CoreMessage, glommio::channels::channel_mesh::Full>,
     server: quinn::ServerConfig,
-    shutdown: Arc<AtomicBool>,
+    stop: Arc<NodeStop>,
     started: Instant,
 ) -> Result<(), FatalError> {
     let (senders, mut receivers) = mesh
@@ -140,7 +242,7 @@ async fn run_core(
         started,
         senders,
         metadata_log,
-        shutdown,
+        stop,
     ));
     // Every core listens to every other core.
     for (_, receiver) in receivers.streams() {
@@ -148,7 +250,7 @@ async fn run_core(
         glommio::spawn_local(async move {
             while let Some(message) = receiver.recv().await {
                 if let Err(error) = core.on_message(message).await {
-                    core.request_shutdown(&error.to_string());
+                    core.fail(error);
                     return;
                 }
             }
@@ -165,6 +267,11 @@ async fn run_core(
                 let snapshot_index = state.applied_index();
                 core.install_snapshot(state).await?;
                 core.distribute_snapshot(bytes, snapshot_index).await;
+                if core.shutting_down() {
+                    // Another core failed to install it: its error is the node's reason.
+                    core.close().await;
+                    return Ok(());
+                }
                 Some(snapshot_index)
             }
             None => None,
@@ -173,12 +280,17 @@ async fn run_core(
             // Refusals in the log were refusals when written; they only consume their index.
             let _refusal = core.apply(*command_index, command).await?;
             core.distribute(*command_index, command).await;
+            if core.shutting_down() {
+                core.close().await;
+                return Ok(());
+            }
         }
         if *core.metadata.borrow() != replayed.state {
             return Err(FatalError::Metadata(
                 "replaying the metadata gave another state than loading it".into(),
             ));
         }
+        claim_data_dir(&core)?;
         register_node(&core).await?;
         for other in 1..config.cores as u32 {
             core.send(other, CoreMessage::Ready).await;
@@ -211,22 +323,48 @@ async fn run_core(
         b"the node is stopping",
     );
     // Acked progress is persisted before the metadata log closes, so that a clean restart
-    // redelivers nothing that was acked.
-    let last_commits = crate::subscription::progress_commit_pass(&core);
-    let deadline = Duration::from_millis(LAST_COMMITS_MS);
-    let _ = crate::select::first_of(
-        last_commits,
-        glommio::timer::sleep(deadline),
-        std::future::pending::<()>(),
-    )
-    .await;
-    core.finish_proposals(deadline).await;
+    // redelivers nothing that was acked. Not after a fatal error: the node stops as promptly
+    // as it can then, and redelivers as after a crash.
+    if !core.failed() {
+        let last_commits = crate::subscription::progress_commit_pass(&core);
+        let deadline = Duration::from_millis(LAST_COMMITS_MS);
+        let _ = crate::select::first_of(
+            last_commits,
+            glommio::timer::sleep(deadline),
+            std::future::pending::<()>(),
+        )
+        .await;
+        core.finish_proposals(deadline).await;
+    }
     core.close().await;
     tracing::info!(core = index, "stopped");
     Ok(())
 }
 
-/// Core 0: makes sure this node is registered with its current cores and address.
+/// Core 0, after the replay: refuses data whose metadata names other nodes but not this one
+/// (data written before the identity file existed), then records this node's identity in the
+/// data directory if it is not there yet. A few blocking file operations, once, before any
+/// core serves.
+fn claim_data_dir(core: &Core) -> Result<(), FatalError> {
+    let config = &core.config;
+    let nodes: Vec<u64> = core.metadata.borrow().nodes().map(|n| n.id.0).collect();
+    if !nodes.is_empty() && !nodes.contains(&config.node_id) {
+        return Err(match nodes.as_slice() {
+            [owner] => crate::data_dir::mismatch(&config.data_dir, *owner, config.node_id),
+            _ => FatalError::Identity(format!(
+                "the metadata in {} lists nodes {nodes:?} but not node {}",
+                config.data_dir.display(),
+                config.node_id
+            )),
+        });
+    }
+    crate::data_dir::write_node_id(&config.data_dir, config.node_id)
+}
+
+/// Core 0: makes sure this node is registered with its current cores and address. Registering
+/// re-places the shards of cores this node no longer has (`core % cores`), so a restart with
+/// fewer cores serves every shard; it is also proposed when the node is unchanged but a shard
+/// still sits on a missing core (data from a build that did not re-place).
 async fn register_node(core: &Core) -> Result<(), FatalError> {
     let config = &core.config;
     let node = Node {
@@ -234,8 +372,23 @@ async fn register_node(core: &Core) -> Result<(), FatalError> {
         cores: config.cores as u32,
         address: format!("{}:{}", config.listen_address, config.base_port),
     };
-    if core.metadata.borrow().node(node.id) == Some(&node) {
+    let (unchanged, stranded) = {
+        let metadata = core.metadata.borrow();
+        let stranded = metadata
+            .shards()
+            .filter(|s| s.placement.node == node.id && s.placement.core >= node.cores)
+            .count();
+        (metadata.node(node.id) == Some(&node), stranded)
+    };
+    if unchanged && stranded == 0 {
         return Ok(());
+    }
+    if stranded > 0 {
+        tracing::info!(
+            shards = stranded,
+            cores = node.cores,
+            "re-placing the shards of cores this node no longer has"
+        );
     }
     core.propose(Command::RegisterNode { node })
         .await

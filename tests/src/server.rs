@@ -1,7 +1,7 @@
 //! A `runnel-server` process for a test: started on free loopback ports with its own data
 //! directory, waited for until every core listens, stopped (SIGTERM) or killed (SIGKILL).
 
-use std::io::{BufRead, BufReader};
+use std::io::{BufRead, BufReader, Read};
 use std::net::UdpSocket;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -10,6 +10,8 @@ use std::time::{Duration, Instant};
 
 /// How long a server may take to start listening.
 const START_TIMEOUT: Duration = Duration::from_secs(60);
+/// How long a server expected to exit by itself may run before the test calls it a hang.
+const EXIT_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// The `runnel-server` binary next to the test executable (`target/<profile>/`).
 pub fn server_binary() -> PathBuf {
@@ -170,6 +172,11 @@ impl TestServer {
         }
     }
 
+    /// The server process's id, while it runs.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
     /// `runnel://127.0.0.1:<base_port>`.
     pub fn url(&self) -> String {
         format!("runnel://127.0.0.1:{}", self.base_port)
@@ -210,6 +217,81 @@ impl TestServer {
             self.extra_args.clone(),
         );
         *self = next;
+    }
+}
+
+/// A `runnel-server` run that ended by itself.
+#[derive(Debug)]
+pub struct Exited {
+    /// Its exit code (`None` if a signal ended it).
+    pub code: Option<i32>,
+    /// Everything it printed, standard output then standard error.
+    pub output: String,
+    /// How long it ran.
+    pub elapsed: Duration,
+}
+
+/// Runs `runnel-server` on `data_dir` with these flags (after the test defaults: ports,
+/// cores, no pinning) and waits for it to exit by itself. A server still running after
+/// `EXIT_TIMEOUT` is killed and the test fails: these runs are expected to refuse to start or
+/// to stop, and a hang is the bug.
+pub fn run_to_exit(data_dir: &Path, base_port: u16, cores: u16, extra_args: &[&str]) -> Exited {
+    let started = Instant::now();
+    let mut child = Command::new(server_binary())
+        .arg("--data-dir")
+        .arg(data_dir)
+        .args(["--base-port", &base_port.to_string()])
+        .args(["--cores", &cores.to_string()])
+        .args(["--pin-cores", "false"])
+        .args(extra_args)
+        .env("RUNNEL_LOG", "info")
+        .env("NO_COLOR", "1")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot start {}: {e}", server_binary().display()));
+    loop {
+        if let Some(status) = child.try_wait().expect("wait for runnel-server") {
+            let elapsed = started.elapsed();
+            let mut output = String::new();
+            for pipe in [
+                child
+                    .stdout
+                    .take()
+                    .map(|p| Box::new(p) as Box<dyn std::io::Read>),
+                child
+                    .stderr
+                    .take()
+                    .map(|p| Box::new(p) as Box<dyn std::io::Read>),
+            ]
+            .into_iter()
+            .flatten()
+            {
+                let mut text = String::new();
+                let _ = BufReader::new(pipe).read_to_string(&mut text);
+                output.push_str(&text);
+            }
+            return Exited {
+                code: status.code(),
+                output,
+                elapsed,
+            };
+        }
+        if started.elapsed() > EXIT_TIMEOUT {
+            let _ = child.kill();
+            let output = child.wait_with_output().map_or_else(
+                |e| e.to_string(),
+                |o| {
+                    format!(
+                        "{}{}",
+                        String::from_utf8_lossy(&o.stdout),
+                        String::from_utf8_lossy(&o.stderr)
+                    )
+                },
+            );
+            panic!("runnel-server was still running after {EXIT_TIMEOUT:?} (killed):\n{output}");
+        }
+        std::thread::sleep(Duration::from_millis(20));
     }
 }
 

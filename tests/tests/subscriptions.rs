@@ -428,10 +428,15 @@ async fn deletes_and_joins_get_clear_errors() {
         .await
         .expect_err("consumers are joined");
     assert_eq!(server_code(&refused), Some(ErrorCode::SubscriptionInUse));
+    // Regression (issue 8, item 12): this answered the generic InvalidRequest.
     let refused = client
         .delete_stream("mail", false)
         .await
         .expect_err("the stream has a subscription");
+    assert_eq!(
+        server_code(&refused),
+        Some(ErrorCode::StreamHasSubscriptions)
+    );
     assert!(refused.to_string().contains("subscription"), "{refused}");
     client
         .delete_subscription("outbox", true)

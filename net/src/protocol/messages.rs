@@ -345,13 +345,15 @@ pub enum ErrorCode {
     SubscriptionInUse,
     /// The shard is not assigned to that member: wait for the next assignment.
     NotAssigned,
+    /// The stream has subscriptions and the delete was not forced: delete them first, or force.
+    StreamHasSubscriptions,
     /// A code this build does not know (sent by a newer peer), kept as received. Never
     /// one of the numbers above.
     Other(u16),
 }
 
 /// `(code, number)` for every named code: the one table both directions use.
-const ERROR_CODES: [(ErrorCode, u16); 23] = [
+const ERROR_CODES: [(ErrorCode, u16); 24] = [
     (ErrorCode::Internal, 1),
     (ErrorCode::InvalidRequest, 2),
     (ErrorCode::UnsupportedVersion, 3),
@@ -375,6 +377,7 @@ const ERROR_CODES: [(ErrorCode, u16); 23] = [
     (ErrorCode::ConsumerNameInUse, 21),
     (ErrorCode::SubscriptionInUse, 22),
     (ErrorCode::NotAssigned, 23),
+    (ErrorCode::StreamHasSubscriptions, 24),
 ];
 
 impl ErrorCode {

@@ -108,6 +108,9 @@ pub enum Applied {
         node: Node,
         /// The node before, when it was registered already.
         previous: Option<Node>,
+        /// Shards that were on cores the node no longer has, now on `core % cores`, in id
+        /// order.
+        replaced: Vec<Shard>,
     },
     /// A stream was created.
     StreamCreated {

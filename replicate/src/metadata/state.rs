@@ -209,9 +209,19 @@ impl MetadataState {
             });
         }
         self.nodes.insert(node.id, node.clone());
+        // A node that now has fewer cores serves the shards of its missing cores on the cores
+        // it has: `core % cores`, no data moves (shard files are per shard, not per core).
+        let mut replaced = Vec::new();
+        for shard in self.shards.values_mut() {
+            if shard.placement.node == node.id && shard.placement.core >= node.cores {
+                shard.placement.core %= node.cores;
+                replaced.push(shard.clone());
+            }
+        }
         Ok(Applied::NodeRegistered {
             node: node.clone(),
             previous,
+            replaced,
         })
     }
 

@@ -112,7 +112,8 @@ fn register_node_adds_then_updates() {
         harness.ok(Command::RegisterNode { node: node(5, 2) }),
         Applied::NodeRegistered {
             node: node(5, 2),
-            previous: None
+            previous: None,
+            replaced: Vec::new(),
         }
     );
     let moved = Node {
@@ -125,7 +126,8 @@ fn register_node_adds_then_updates() {
         }),
         Applied::NodeRegistered {
             node: moved.clone(),
-            previous: Some(node(5, 2))
+            previous: Some(node(5, 2)),
+            replaced: Vec::new(),
         }
     );
     harness.ok(Command::RegisterNode { node: node(2, 1) });
@@ -133,6 +135,42 @@ fn register_node_adds_then_updates() {
     assert_eq!(nodes, vec![&node(2, 1), &moved]);
     assert_eq!(harness.state.node(NodeId(5)), Some(&moved));
     assert_eq!(harness.state.node(NodeId(6)), None);
+}
+
+/// Regression: a node restarted with fewer cores kept its shards on the cores it no longer
+/// had, and every request for them failed `UnknownCore`. Registering it again with fewer
+/// cores re-places those shards on `core % cores`; more cores move nothing.
+#[test]
+fn register_node_with_fewer_cores_re_places_the_shards_of_missing_cores() {
+    let mut harness = Harness::new();
+    harness.ok(Command::RegisterNode { node: node(1, 3) });
+    harness.ok(create("orders", 6));
+    let cores = |harness: &Harness| -> Vec<u32> {
+        harness.state.shards().map(|s| s.placement.core).collect()
+    };
+    assert_eq!(cores(&harness), vec![0, 1, 2, 0, 1, 2]);
+    let Applied::NodeRegistered { replaced, .. } =
+        harness.ok(Command::RegisterNode { node: node(1, 2) })
+    else {
+        panic!("a node registration");
+    };
+    let replaced: Vec<(u64, Placement)> = replaced.iter().map(|s| (s.id.0, s.placement)).collect();
+    assert_eq!(replaced, vec![(3, placement(1, 0)), (6, placement(1, 0))]);
+    assert_eq!(cores(&harness), vec![0, 1, 0, 0, 1, 0]);
+    let Applied::NodeRegistered { replaced, .. } =
+        harness.ok(Command::RegisterNode { node: node(1, 1) })
+    else {
+        panic!("a node registration");
+    };
+    assert_eq!(replaced.len(), 2, "the shards of core 1");
+    assert_eq!(cores(&harness), vec![0; 6]);
+    let Applied::NodeRegistered { replaced, .. } =
+        harness.ok(Command::RegisterNode { node: node(1, 4) })
+    else {
+        panic!("a node registration");
+    };
+    assert!(replaced.is_empty(), "more cores move nothing");
+    assert_eq!(cores(&harness), vec![0; 6]);
 }
 
 #[test]
