@@ -38,6 +38,7 @@ fn run() -> Result<(), FatalError> {
         "starting runnel-server {}",
         env!("CARGO_PKG_VERSION")
     );
+    runnel_server::open_files::raise_limit();
     let running = node::start(config, identity)?;
     let mut signals = signal_hook::iterator::Signals::new([SIGINT, SIGTERM])
         .map_err(|e| FatalError::Io(format!("cannot install signal handlers: {e}")))?;
