@@ -100,6 +100,9 @@ pub enum CoreMessage {
 /// The answer to a forwarded proposal: Ok, or an error code number and message.
 pub type ProposalOutcome = Result<(), (u16, String)>;
 
+/// Shard logs a core opens at once when it opens many (at start).
+pub const OPENS_IN_FLIGHT_MAX: usize = 64;
+
 /// A shard log owned by this core, with what the handlers need to know about it.
 pub struct LocalShard {
     /// The log.
@@ -365,22 +368,47 @@ impl Core {
         Ok(result)
     }
 
-    /// Replaces this core's replica with a snapshot and opens the logs of its shards.
-    pub async fn install_snapshot(&self, state: MetadataState) -> Result<(), FatalError> {
-        let local: Vec<(Shard, u64)> = state
+    /// Replaces this core's replica with a snapshot and opens the logs of its shards,
+    /// [`OPENS_IN_FLIGHT_MAX`] at a time: opening a log waits on a few reads (its recovery),
+    /// and one at a time a node with many shards would take that wait once per shard.
+    pub async fn install_snapshot(self: &Rc<Self>, state: MetadataState) -> Result<(), FatalError> {
+        let local: Vec<(ShardId, u64)> = state
             .shards()
             .filter(|s| self.is_local(s))
             .map(|s| {
                 let retention = state
                     .stream_by_id(s.stream)
                     .map_or(u64::MAX, |stream| stream.config.retention_ms);
-                (s.clone(), retention)
+                (s.id, retention)
             })
             .collect();
         *self.metadata.borrow_mut() = state;
-        for (shard, retention) in local {
-            self.open_local(std::slice::from_ref(&shard), retention)
-                .await?;
+        for window in local.chunks(OPENS_IN_FLIGHT_MAX) {
+            let opening: Vec<_> = window
+                .iter()
+                .filter(|(id, _)| !self.shards.borrow().contains_key(id))
+                .map(|&(id, retention)| {
+                    let core = Rc::clone(self);
+                    glommio::spawn_local(async move {
+                        let dir = core.shard_dir(id);
+                        match ShardLog::open(DmaStorage, &dir, core.log_config(retention)).await {
+                            Ok(log) => Ok((id, log)),
+                            Err(e) => Err(FatalError::Io(format!(
+                                "open shard {id} at {}: {e}",
+                                dir.display()
+                            ))),
+                        }
+                    })
+                })
+                .collect();
+            for task in opening {
+                let (id, log) = task.await?;
+                let previous = self
+                    .shards
+                    .borrow_mut()
+                    .insert(id, Rc::new(LocalShard { log }));
+                assert!(previous.is_none(), "shard {id} opened twice");
+            }
         }
         Ok(())
     }
