@@ -149,11 +149,35 @@ fn stream_name(n: usize) -> String {
     format!("s-{n:07}")
 }
 
-/// Connects (retrying until the server listens) and describes `stream`, until it succeeds.
-async fn until_serving(url: &str, options: &ClientOptions, stream: &str) -> Result<Client, String> {
+/// Whether a UDP socket is bound to `port` on this machine (`/proc/net/udp`). A QUIC handshake
+/// sent before the server listens is lost and retried only after the client's first
+/// retransmission timeout (about a second), which would hide the restart time: connect only
+/// once the port is bound.
+fn udp_port_bound(port: u16) -> bool {
+    let suffix = format!(":{port:04X}");
+    std::fs::read_to_string("/proc/net/udp").is_ok_and(|table| {
+        table.lines().skip(1).any(|line| {
+            line.split_whitespace()
+                .nth(1)
+                .is_some_and(|local| local.ends_with(&suffix))
+        })
+    })
+}
+
+/// Connects (once the server listens) and describes `stream`, until it succeeds.
+async fn until_serving(
+    url: &str,
+    port: u16,
+    options: &ClientOptions,
+    stream: &str,
+) -> Result<Client, String> {
     let deadline = Instant::now() + SERVE_TIMEOUT;
     let mut last_error = String::new();
     while Instant::now() < deadline {
+        if !udp_port_bound(port) {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+            continue;
+        }
         if options
             .ca_cert_path
             .as_ref()
@@ -173,13 +197,14 @@ async fn until_serving(url: &str, options: &ClientOptions, stream: &str) -> Resu
 }
 
 /// Creates streams `0..count` with `concurrency` in flight; returns the elapsed time at every
-/// `interval`-th completed create.
+/// `interval`-th completed create, the creates that completed, and the first failure (the
+/// creates stop at it; what was measured until then is still reported).
 async fn create_streams(
     client: &Client,
     count: usize,
     concurrency: usize,
     interval: usize,
-) -> Result<Vec<Duration>, String> {
+) -> Result<(Vec<Duration>, usize, Option<String>), String> {
     let next = Arc::new(AtomicUsize::new(0));
     let done = Arc::new(AtomicUsize::new(0));
     let marks = Arc::new(Mutex::new(Vec::with_capacity(count / interval + 1)));
@@ -217,12 +242,17 @@ async fn create_streams(
             }
         }));
     }
+    let mut failure = None;
     for task in tasks {
-        task.await.map_err(|e| e.to_string())??;
+        if let Err(error) = task.await.map_err(|e| e.to_string())? {
+            // Stop the other workers at their next create.
+            next.store(count, Ordering::Relaxed);
+            failure.get_or_insert(error);
+        }
     }
     let mut marks = marks.lock().map_err(|e| e.to_string())?.clone();
     marks.sort();
-    Ok(marks)
+    Ok((marks, done.load(Ordering::Relaxed), failure))
 }
 
 fn print_intervals(marks: &[Duration], interval: usize, count: usize) {
@@ -279,24 +309,26 @@ pub fn run(args: StreamsArgs) -> Result<(), String> {
         .enable_all()
         .build()
         .map_err(|e| e.to_string())?;
-    let last = stream_name(args.count - 1);
+
     let data = temp.path().join("data");
 
     let process = ServerProcess::start(&server, temp.path(), base_port, &args)?;
     let pid = process.pid();
-    let marks = runtime.block_on(async {
+    let (marks, created, failure) = runtime.block_on(async {
         let client = until_serving_any(&url, &options).await?;
-        let marks = create_streams(&client, args.count, args.concurrency, args.interval).await?;
+        let created = create_streams(&client, args.count, args.concurrency, args.interval).await?;
         client.close().await;
-        Ok::<_, String>(marks)
+        Ok::<_, String>(created)
     })?;
     let total = marks.last().copied().unwrap_or_default().as_secs_f64();
     println!(
-        "created {} streams in {total:.2} s: {:.0} creates/s",
-        args.count,
-        args.count as f64 / total
+        "created {created} streams in {total:.2} s: {:.0} creates/s",
+        created as f64 / total
     );
-    print_intervals(&marks, args.interval, args.count);
+    print_intervals(&marks, args.interval, created);
+    if let Some(failure) = &failure {
+        println!("creates stopped at the first failure: {failure}");
+    }
     println!(
         "server after the creates: RSS {} (peak {}), {} open files, data dir {} on disk",
         mib(proc_status_bytes(pid, "VmRSS:")),
@@ -305,13 +337,20 @@ pub fn run(args: StreamsArgs) -> Result<(), String> {
         mib(Some(disk_bytes(&data)))
     );
     let stopped = process.stop()?;
+    // The last stream created (after a failure, some stream created last: any of the last
+    // `concurrency` names may be the one missing, so probe the first, always created).
+    let last = if failure.is_none() {
+        stream_name(args.count - 1)
+    } else {
+        stream_name(0)
+    };
     println!("stop (SIGTERM to exit): {:.2} s", stopped.as_secs_f64());
 
     let started = Instant::now();
     let process = ServerProcess::start(&server, temp.path(), base_port, &args)?;
     let pid = process.pid();
     runtime.block_on(async {
-        let client = until_serving(&url, &options, &last).await?;
+        let client = until_serving(&url, base_port, &options, &last).await?;
         client.close().await;
         Ok::<_, String>(())
     })?;
@@ -323,6 +362,9 @@ pub fn run(args: StreamsArgs) -> Result<(), String> {
         open_files(pid).map_or("?".into(), |n| n.to_string()),
     );
     process.stop()?;
+    if let Some(failure) = failure {
+        return Err(failure);
+    }
     if args.keep {
         let kept = temp.keep();
         println!("kept {}", kept.display());
