@@ -2,9 +2,9 @@
 //! and its side of the channel mesh.
 //!
 //! Core 0 is the metadata leader of the node: it checks a command against its state (without
-//! changing or copying it), appends it durably to the metadata log, applies it, hands it to every other core
-//! (which apply it to their own replica, open or delete the logs of their shards, and
-//! acknowledge), and only then answers. Other cores forward metadata writes to core 0 over
+//! changing or copying it), appends it durably to the metadata log, applies it, hands it to
+//! every other core (which apply it to their own replica, open or delete the logs of their
+//! shards, and acknowledge), and only then answers. Other cores forward metadata writes to core 0 over
 //! the mesh and answer metadata reads from their own replica.
 
 use std::cell::{Cell, RefCell};
