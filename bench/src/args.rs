@@ -27,6 +27,8 @@ pub enum Bench {
     Node(NodeArgs),
     /// Subscriptions: backlog consume throughput, append-to-delivery latency at a fixed rate.
     Subscribe(SubscribeArgs),
+    /// What a stream costs: create time vs stream count, server RSS, disk, restart time.
+    Streams(StreamsArgs),
 }
 
 /// Parses `512M`, `1G`, `4096`, `64K`.
@@ -156,6 +158,38 @@ pub struct SubscribeArgs {
     /// Length of the latency phase, in seconds.
     #[arg(long, default_value = "5", value_parser = positive_size)]
     pub latency_seconds: u64,
+}
+
+/// Options of `runnel-bench streams`.
+#[derive(Debug, Clone, Args)]
+pub struct StreamsArgs {
+    /// Where the server keeps its data (default: a temporary directory under ./target).
+    #[arg(long)]
+    pub dir: Option<PathBuf>,
+    /// The `runnel-server` binary (default: the one beside this benchmark's binary).
+    #[arg(long)]
+    pub server: Option<PathBuf>,
+    /// Single-shard streams to create.
+    #[arg(long, default_value = "1000", value_parser = positive_count)]
+    pub count: usize,
+    /// Creates in flight.
+    #[arg(long, default_value = "16", value_parser = positive_count)]
+    pub concurrency: usize,
+    /// Report the time of every this many creates.
+    #[arg(long, default_value = "1000", value_parser = positive_count)]
+    pub interval: usize,
+    /// Executors of the server.
+    #[arg(long, default_value = "1", value_parser = positive_count)]
+    pub server_cores: usize,
+    /// The server's `metadata_snapshot_interval` (default: the server's default).
+    #[arg(long, value_parser = positive_size)]
+    pub metadata_snapshot_interval: Option<u64>,
+    /// The server's `log.write_buffer_bytes` (default: the server's default).
+    #[arg(long = "write-buffer", value_parser = positive_count)]
+    pub write_buffer_bytes: Option<usize>,
+    /// Keep the data directory (and the server log) after the run.
+    #[arg(long)]
+    pub keep: bool,
 }
 
 #[cfg(test)]

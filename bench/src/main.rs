@@ -5,13 +5,14 @@
 //! shared and noisy. Latencies are recorded in hdrhistogram; open-loop (fixed-rate) latencies
 //! are measured from each request's *scheduled* time, which corrects coordinated omission.
 //!
-//! Usage: `cargo run --release -p runnel-bench -- log|node|subscribe [OPTIONS]` (`--help` lists
+//! Usage: `cargo run --release -p runnel-bench -- log|node|subscribe|streams [OPTIONS]` (`--help` lists
 //! them).
 
 mod alloc_counter;
 mod args;
 mod log_bench;
 mod node_bench;
+mod streams_bench;
 mod subscribe_bench;
 
 use clap::Parser;
@@ -25,6 +26,7 @@ fn main() {
         args::Bench::Log(args) => log_bench::run(args),
         args::Bench::Node(args) => node_bench::run(args),
         args::Bench::Subscribe(args) => subscribe_bench::run(args),
+        args::Bench::Streams(args) => streams_bench::run(args),
     };
     if let Err(message) = result {
         eprintln!("runnel-bench: {message}");

@@ -1,10 +1,10 @@
 //! One core of the node: its replica of the metadata state machine, the shard logs it owns,
 //! and its side of the channel mesh.
 //!
-//! Core 0 is the metadata leader of the node: it validates a command against a copy of the
-//! state, appends it durably to the metadata log, applies it, hands it to every other core
-//! (which apply it to their own replica, open or delete the logs of their shards, and
-//! acknowledge), and only then answers. Other cores forward metadata writes to core 0 over
+//! Core 0 is the metadata leader of the node: it checks a command against its state (without
+//! changing or copying it), appends it durably to the metadata log, applies it, hands it to
+//! every other core (which apply it to their own replica, open or delete the logs of their
+//! shards, and acknowledge), and only then answers. Other cores forward metadata writes to core 0 over
 //! the mesh and answer metadata reads from their own replica.
 
 use std::cell::{Cell, RefCell};
@@ -20,7 +20,8 @@ use runnel_core::ShardId;
 use runnel_net::protocol::{ErrorCode, ErrorResponse};
 use runnel_replicate::metadata::Durability;
 use runnel_replicate::metadata::{
-    decode_command, encode_command, Applied, Command, MetadataError, MetadataState, NodeId, Shard,
+    decode_command, encode_command, encode_snapshot, Applied, Command, MetadataError,
+    MetadataState, NodeId, Shard,
 };
 use runnel_segment::event::Event;
 use runnel_segment::log::ReadBound;
@@ -33,16 +34,6 @@ use crate::metadata_log::{AppendError, MetadataLog};
 use crate::select::{first_of, First};
 use crate::stop::NodeStop;
 use crate::subscription::Subscriptions;
-
-/// The shards whose logs a command creates.
-fn new_shards(applied: &Applied) -> Vec<&Shard> {
-    match applied {
-        Applied::StreamCreated { shards, .. } => shards.iter().collect(),
-        Applied::ShardSplit { children, .. } => children.iter().collect(),
-        Applied::ShardsMerged { child, .. } => vec![child],
-        _ => Vec::new(),
-    }
-}
 
 /// Messages between cores.
 #[derive(Debug)]
@@ -113,6 +104,9 @@ pub const STOP_POLL_MS: u64 = 100;
 
 /// The answer to a forwarded proposal: Ok, or an error code number and message.
 pub type ProposalOutcome = Result<(), (u16, String)>;
+
+/// Shard logs a core opens at once when it opens many (at start).
+pub const OPENS_IN_FLIGHT_MAX: usize = 64;
 
 /// A shard log owned by this core, with what the handlers need to know about it.
 pub struct LocalShard {
@@ -404,22 +398,47 @@ impl Core {
         Ok(result)
     }
 
-    /// Replaces this core's replica with a snapshot and opens the logs of its shards.
-    pub async fn install_snapshot(&self, state: MetadataState) -> Result<(), FatalError> {
-        let local: Vec<(Shard, u64)> = state
+    /// Replaces this core's replica with a snapshot and opens the logs of its shards,
+    /// [`OPENS_IN_FLIGHT_MAX`] at a time: opening a log waits on a few reads (its recovery),
+    /// and one at a time a node with many shards would take that wait once per shard.
+    pub async fn install_snapshot(self: &Rc<Self>, state: MetadataState) -> Result<(), FatalError> {
+        let local: Vec<(ShardId, u64)> = state
             .shards()
             .filter(|s| self.is_local(s))
             .map(|s| {
                 let retention = state
                     .stream_by_id(s.stream)
                     .map_or(u64::MAX, |stream| stream.config.retention_ms);
-                (s.clone(), retention)
+                (s.id, retention)
             })
             .collect();
         *self.metadata.borrow_mut() = state;
-        for (shard, retention) in local {
-            self.open_local(std::slice::from_ref(&shard), retention)
-                .await?;
+        for window in local.chunks(OPENS_IN_FLIGHT_MAX) {
+            let opening: Vec<_> = window
+                .iter()
+                .filter(|(id, _)| !self.shards.borrow().contains_key(id))
+                .map(|&(id, retention)| {
+                    let core = Rc::clone(self);
+                    glommio::spawn_local(async move {
+                        let dir = core.shard_dir(id);
+                        match ShardLog::open(DmaStorage, &dir, core.log_config(retention)).await {
+                            Ok(log) => Ok((id, log)),
+                            Err(e) => Err(FatalError::Io(format!(
+                                "open shard {id} at {}: {e}",
+                                dir.display()
+                            ))),
+                        }
+                    })
+                })
+                .collect();
+            for task in opening {
+                let (id, log) = task.await?;
+                let previous = self
+                    .shards
+                    .borrow_mut()
+                    .insert(id, Rc::new(LocalShard { log }));
+                assert!(previous.is_none(), "shard {id} opened twice");
+            }
         }
         Ok(())
     }
@@ -570,14 +589,16 @@ impl Core {
         command: Command,
     ) -> Result<(), ErrorResponse> {
         let index = metadata_log.next_index();
-        // Refused commands are answered without being written.
-        let mut probe = self.metadata.borrow().clone();
-        let probed = probe
-            .apply(index, &command)
+        // Refused commands are answered without being written. `check` runs apply's own checks
+        // on the state in place: its cost does not grow with the number of streams.
+        let new_shards = self
+            .metadata
+            .borrow()
+            .check(index, &command)
             .map_err(|e| metadata_error(&e))?;
         // The logs of new shards exist before the command is recorded: a full disk refuses the
         // command here, atomically, instead of failing its apply after it was committed.
-        let prepared = self.prepare_logs(new_shards(&probed)).await?;
+        let prepared = self.prepare_logs(&new_shards).await?;
         let written = match metadata_log.append(&command, now_ms()).await {
             Ok(written) => written,
             Err(AppendError::NoSpace(message)) => {
@@ -602,8 +623,18 @@ impl Core {
         }
         self.distribute(index, &command).await;
         if index.is_multiple_of(self.config.metadata_snapshot_interval) {
-            let state = self.metadata.borrow().clone();
-            match metadata_log.snapshot(&state, now_ms()).await {
+            // Encoded in place (no copy of the state), before the write awaits. Proposals run
+            // one at a time, so the state is still the one this command left.
+            let snapshot = {
+                let state = self.metadata.borrow();
+                assert_eq!(
+                    state.applied_index(),
+                    index,
+                    "the state moved under a proposal"
+                );
+                encode_snapshot(&state)
+            };
+            match metadata_log.snapshot(snapshot, index, now_ms()).await {
                 Ok(()) => {}
                 // The command is recorded and applied; the next snapshot tries again.
                 Err(AppendError::NoSpace(message)) => {
@@ -623,7 +654,7 @@ impl Core {
     /// (directory and first segment, one 4 KiB block), whichever core will own it, which then
     /// opens it without allocating anything. On failure (a full disk) removes what it created
     /// and refuses the command. Returns the directories created.
-    async fn prepare_logs(&self, shards: Vec<&Shard>) -> Result<Vec<PathBuf>, ErrorResponse> {
+    async fn prepare_logs(&self, shards: &[Shard]) -> Result<Vec<PathBuf>, ErrorResponse> {
         let mut prepared = Vec::with_capacity(shards.len());
         for shard in shards {
             let dir = self.shard_dir(shard.id);

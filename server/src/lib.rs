@@ -22,6 +22,7 @@ pub mod handler;
 pub mod identity;
 pub mod metadata_log;
 pub mod node;
+pub mod open_files;
 mod select;
 pub mod stop;
 pub mod subscription;

@@ -47,6 +47,7 @@ fn run() -> Result<(), FatalError> {
         "starting runnel-server {}",
         env!("CARGO_PKG_VERSION")
     );
+    runnel_server::open_files::raise_limit();
     let mut running = node::start(config, identity)?;
     let signals = signal_hook::iterator::Signals::new([SIGINT, SIGTERM]);
     let mut signals =

@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 
 use runnel_core::{BatchBuilder, Epoch, Limits, Offset, Record};
 use runnel_replicate::metadata::{
-    decode_command, decode_snapshot, encode_command, encode_snapshot, Command, MetadataState,
+    decode_command, decode_snapshot, encode_command, Command, MetadataState,
 };
 use runnel_segment::log::ReadBound;
 use runnel_segment::{DmaStorage, LogConfig, LogError, ShardLog};
@@ -206,24 +206,25 @@ impl MetadataLog {
         Ok(offset.0 + 1)
     }
 
-    /// Writes a snapshot of `state` durably, then trims the commands and the older snapshots it
-    /// makes unnecessary.
+    /// Writes a snapshot (the bytes of
+    /// [`runnel_replicate::metadata::encode_snapshot`] of the state at `applied_index`)
+    /// durably, then trims the commands and the older snapshots it makes unnecessary.
     /// A full disk refuses the snapshot cleanly ([`AppendError::NoSpace`]); the command log
     /// still holds everything, and a later snapshot can try again.
-    pub async fn snapshot(&self, state: &MetadataState, now_ms: i64) -> Result<(), AppendError> {
-        let offset = append_value(
-            &self.snapshots,
-            &snapshot_log_config(),
-            encode_snapshot(state),
-            now_ms,
-        )
-        .await
-        .map_err(|e| append_error("append a snapshot to", &self.dir, e))?;
+    pub async fn snapshot(
+        &self,
+        snapshot: Vec<u8>,
+        applied_index: u64,
+        now_ms: i64,
+    ) -> Result<(), AppendError> {
+        let offset = append_value(&self.snapshots, &snapshot_log_config(), snapshot, now_ms)
+            .await
+            .map_err(|e| append_error("append a snapshot to", &self.dir, e))?;
         self.snapshots.trim(offset).await.map_err(|e| {
             AppendError::Fatal(metadata_error("trim the snapshots of", &self.dir, e))
         })?;
         self.commands
-            .trim(Offset(state.applied_index()))
+            .trim(Offset(applied_index))
             .await
             .map_err(|e| AppendError::Fatal(metadata_error("trim the commands of", &self.dir, e)))
     }

@@ -6,21 +6,20 @@
 //! their children, and children record their parents, so a per-key reader can walk from the
 //! oldest shard to the newest. Children start at epoch 0 and are placed like new shards.
 
-use runnel_core::{Epoch, KeyRange, ShardId};
+use runnel_core::{Epoch, ShardId};
 
 use super::command::Applied;
 use super::error::MetadataError;
-use super::placement::CoreRing;
 use super::shard::{Shard, ShardStatus};
 use super::state::MetadataState;
-use super::stream::StreamId;
 
 impl MetadataState {
-    pub(crate) fn split_shard(
-        &mut self,
+    /// The checks of a `SplitShard`; returns the two children as it would create them.
+    pub(crate) fn plan_split(
+        &self,
         shard: ShardId,
         now_ms: u64,
-    ) -> Result<Applied, MetadataError> {
+    ) -> Result<Vec<Shard>, MetadataError> {
         let parent = self.open_shard(shard)?;
         let (low, high) = parent
             .key_range
@@ -30,12 +29,24 @@ impl MetadataState {
         self.check_room_for_shards(2)?;
         self.check_shard_ids(2)?;
         let ring = self.core_ring()?;
+        Ok([low, high]
+            .into_iter()
+            .zip(0u64..)
+            .map(|(key_range, nth)| {
+                self.planned_shard(nth, &ring, stream, key_range, vec![shard], now_ms)
+            })
+            .collect())
+    }
+
+    pub(crate) fn split_shard(
+        &mut self,
+        shard: ShardId,
+        now_ms: u64,
+    ) -> Result<Applied, MetadataError> {
+        let children = self.plan_split(shard, now_ms)?;
 
         // Accepted: from here on nothing fails.
-        let children: Vec<Shard> = [low, high]
-            .into_iter()
-            .map(|key_range| self.new_child(stream, key_range, vec![shard], &ring, now_ms))
-            .collect();
+        self.take_planned(&children);
         let parent = self.seal(shard, children.iter().map(|child| child.id).collect());
         for child in &children {
             self.routing.open_shard(child);
@@ -44,12 +55,14 @@ impl MetadataState {
         Ok(Applied::ShardSplit { parent, children })
     }
 
-    pub(crate) fn merge_shards(
-        &mut self,
+    /// The checks of a `MergeShards`; returns the parents in key order and the child as it
+    /// would create it.
+    pub(crate) fn plan_merge(
+        &self,
         left: ShardId,
         right: ShardId,
         now_ms: u64,
-    ) -> Result<Applied, MetadataError> {
+    ) -> Result<(Vec<ShardId>, Shard), MetadataError> {
         let not_adjacent = MetadataError::NotAdjacent { left, right };
         let left_shard = self.existing_shard(left)?;
         let right_shard = self.existing_shard(right)?;
@@ -77,9 +90,20 @@ impl MetadataState {
         self.check_room_for_shards(1)?;
         self.check_shard_ids(1)?;
         let ring = self.core_ring()?;
+        let child = self.planned_shard(0, &ring, stream, key_range, parents.clone(), now_ms);
+        Ok((parents, child))
+    }
+
+    pub(crate) fn merge_shards(
+        &mut self,
+        left: ShardId,
+        right: ShardId,
+        now_ms: u64,
+    ) -> Result<Applied, MetadataError> {
+        let (parents, child) = self.plan_merge(left, right, now_ms)?;
 
         // Accepted: from here on nothing fails.
-        let child = self.new_child(stream, key_range, parents.clone(), &ring, now_ms);
+        self.take_planned(std::slice::from_ref(&child));
         let parents = parents
             .into_iter()
             .map(|parent| self.seal(parent, vec![child.id]))
@@ -89,19 +113,25 @@ impl MetadataState {
         Ok(Applied::ShardsMerged { parents, child })
     }
 
-    pub(crate) fn bump_epoch(&mut self, shard: ShardId) -> Result<Applied, MetadataError> {
+    /// The checks of a `BumpEpoch`; returns the shard's next epoch.
+    pub(crate) fn check_bump_epoch(&self, shard: ShardId) -> Result<Epoch, MetadataError> {
         let epoch = self.existing_shard(shard)?.epoch;
-        let next = epoch
+        epoch
             .0
             .checked_add(1)
-            .ok_or(MetadataError::CounterExhausted { counter: "epoch" })?;
+            .map(Epoch)
+            .ok_or(MetadataError::CounterExhausted { counter: "epoch" })
+    }
+
+    pub(crate) fn bump_epoch(&mut self, shard: ShardId) -> Result<Applied, MetadataError> {
+        let next = self.check_bump_epoch(shard)?;
 
         // Accepted: from here on nothing fails.
         let shard = self
             .shards
             .get_mut(&shard)
             .expect("the shard was found above");
-        shard.epoch = Epoch(next);
+        shard.epoch = next;
         Ok(Applied::EpochBumped {
             shard: shard.clone(),
         })
@@ -119,28 +149,6 @@ impl MetadataState {
             return Err(MetadataError::ShardSealed { shard });
         }
         Ok(found)
-    }
-
-    /// A new open shard of `stream`, with a fresh id and the next placement. Not inserted.
-    fn new_child(
-        &mut self,
-        stream: StreamId,
-        key_range: KeyRange,
-        parents: Vec<ShardId>,
-        ring: &CoreRing,
-        now_ms: u64,
-    ) -> Shard {
-        Shard {
-            id: self.take_shard_id(),
-            stream,
-            key_range,
-            status: ShardStatus::Open,
-            parents,
-            children: Vec::new(),
-            epoch: Epoch(0),
-            placement: self.place_next(ring),
-            created_ms: now_ms,
-        }
     }
 
     /// Seals the open shard `id` with its `children`, and returns it as it is now.

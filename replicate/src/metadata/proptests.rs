@@ -7,7 +7,9 @@
 //! the applied index, no stream, shard or subscription id is ever handed out twice, and a live
 //! subscription's committed progress never moves back or disappears; (d) the decoders never
 //! panic, refuse any single changed byte and any truncation, and whatever they accept after a
-//! re-signed mutation is canonical (re-encodes to the same bytes) and safe to apply to.
+//! re-signed mutation is canonical (re-encodes to the same bytes) and safe to apply to; (e)
+//! `check` agrees with `apply` on every command of every sequence: same acceptance, same error,
+//! same new shards, and it changes nothing.
 //!
 //! proptest prints the failing sequence, shrinks it, and records its seed under
 //! `replicate/proptest-regressions/` so the next run replays it first.
@@ -23,8 +25,9 @@ use runnel_core::{Offset, ShardId, StreamName};
 use super::testing::{name, resign, subscription_name};
 use super::{
     decode_command, decode_snapshot, encode_command, encode_snapshot, Applied, Command, Durability,
-    MetadataState, Node, NodeId, StreamConfig, SubscriptionConfig, SubscriptionId,
-    SubscriptionStart, ACK_TIMEOUT_MS_MAX, MAX_UNACKED_RECORDS_LIMIT, SHARD_COUNT_MAX,
+    MetadataError, MetadataState, Node, NodeId, Shard, StreamConfig, SubscriptionConfig,
+    SubscriptionId, SubscriptionStart, ACK_TIMEOUT_MS_MAX, MAX_UNACKED_RECORDS_LIMIT,
+    SHARD_COUNT_MAX,
 };
 
 /// Names the sequences draw from: few, so that creates collide and deletes hit.
@@ -400,8 +403,12 @@ fn run(ops: &[Op]) -> Result<Run, TestCaseError> {
         let command = to_command(op, &state);
         let index = position as u64 + 1;
         let before = state.clone();
+        let checked = state.check(index, &command);
+        prop_assert_eq!(&state, &before, "check of {:?} changed the state", command);
+        let applied = state.apply(index, &command);
+        check_agrees(&checked, &applied)?;
         let mut new_shards = Vec::new();
-        match state.apply(index, &command) {
+        match applied {
             Ok(Applied::StreamCreated { stream, shards }) => {
                 prop_assert!(
                     streams_made.insert(stream.id),
@@ -473,6 +480,23 @@ fn run(ops: &[Op]) -> Result<Run, TestCaseError> {
         states.push(state.clone());
     }
     Ok(Run { commands, states })
+}
+
+/// Property (e): `check` accepts exactly what `apply` accepts, refuses with the same error,
+/// and names the shards `apply` creates, as it creates them.
+fn check_agrees(
+    checked: &Result<Vec<Shard>, MetadataError>,
+    applied: &Result<Applied, MetadataError>,
+) -> Result<(), TestCaseError> {
+    let created: Result<Vec<Shard>, MetadataError> = match applied {
+        Ok(Applied::StreamCreated { shards, .. }) => Ok(shards.clone()),
+        Ok(Applied::ShardSplit { children, .. }) => Ok(children.clone()),
+        Ok(Applied::ShardsMerged { child, .. }) => Ok(vec![child.clone()]),
+        Ok(_) => Ok(Vec::new()),
+        Err(error) => Err(error.clone()),
+    };
+    prop_assert_eq!(checked, &created, "check and apply disagree");
+    Ok(())
 }
 
 /// Applies `commands` to `state` at the indexes after its applied index, ignoring refusals.

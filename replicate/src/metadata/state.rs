@@ -15,7 +15,7 @@ use super::error::MetadataError;
 use super::node::{Node, NodeId, NODES_MAX};
 use super::placement::CoreRing;
 use super::routing::Routing;
-use super::shard::{Placement, Shard, ShardStatus};
+use super::shard::{Shard, ShardStatus};
 use super::stream::{Stream, StreamConfig, StreamId};
 use super::subscription::{Subscription, SubscriptionId, SubscriptionName};
 
@@ -91,13 +91,7 @@ impl MetadataState {
     ///   the same way, so the log can move on; the error goes back to whoever proposed it.
     /// - Accepted: the state changes and [`Applied`] says how.
     pub fn apply(&mut self, index: u64, command: &Command) -> Result<Applied, MetadataError> {
-        let expected = self.applied_index.saturating_add(1);
-        if index != expected || index <= self.applied_index {
-            return Err(MetadataError::OutOfOrder {
-                expected,
-                got: index,
-            });
-        }
+        self.check_index(index)?;
         let outcome = match command {
             Command::RegisterNode { node } => self.register_node(node),
             Command::CreateStream { config, now_ms } => self.create_stream(config, *now_ms),
@@ -121,6 +115,61 @@ impl MetadataState {
         };
         self.applied_index = index;
         outcome
+    }
+
+    /// Whether [`Self::apply`] would accept `command` at `index`, without changing anything
+    /// and without copying the state: the refusal `apply` would give, or the shards the command
+    /// would create (a created stream's shards, a split's or a merge's children), exactly as
+    /// `apply` would create them, so a proposer can prepare their logs before recording the
+    /// command. Costs what the command's own checks cost (lookups, and the shards it makes),
+    /// never a pass over the whole state.
+    ///
+    /// `apply` runs the same checks through the same functions before it changes anything, so
+    /// the two agree by construction; the property tests check it on random sequences.
+    pub fn check(&self, index: u64, command: &Command) -> Result<Vec<Shard>, MetadataError> {
+        self.check_index(index)?;
+        match command {
+            Command::RegisterNode { node } => self.check_register_node(node).map(|_| Vec::new()),
+            Command::CreateStream { config, now_ms } => self
+                .plan_create_stream(config, *now_ms)
+                .map(|(_, shards)| shards),
+            Command::DeleteStream { name, force } => {
+                self.check_delete_stream(name, *force).map(|_| Vec::new())
+            }
+            Command::SplitShard { shard, now_ms } => self.plan_split(*shard, *now_ms),
+            Command::MergeShards {
+                left,
+                right,
+                now_ms,
+            } => self
+                .plan_merge(*left, *right, *now_ms)
+                .map(|(_, child)| vec![child]),
+            Command::BumpEpoch { shard } => self.check_bump_epoch(*shard).map(|_| Vec::new()),
+            Command::CreateSubscription { config, .. } => {
+                self.check_create_subscription(config).map(|_| Vec::new())
+            }
+            Command::DeleteSubscription { name } => {
+                self.check_delete_subscription(name).map(|_| Vec::new())
+            }
+            Command::CommitProgress {
+                subscription,
+                shard,
+                ..
+            } => self
+                .check_commit_progress(*subscription, *shard)
+                .map(|_| Vec::new()),
+        }
+    }
+
+    fn check_index(&self, index: u64) -> Result<(), MetadataError> {
+        let expected = self.applied_index.saturating_add(1);
+        if index != expected || index <= self.applied_index {
+            return Err(MetadataError::OutOfOrder {
+                expected,
+                got: index,
+            });
+        }
+        Ok(())
     }
 
     /// The node with id `id`.
@@ -199,15 +248,23 @@ impl MetadataState {
             .ok_or_else(|| MetadataError::StreamNotFound { name: name.clone() })
     }
 
-    fn register_node(&mut self, node: &Node) -> Result<Applied, MetadataError> {
+    /// The checks of a `RegisterNode`; returns the node as registered before, if it was.
+    fn check_register_node(&self, node: &Node) -> Result<Option<&Node>, MetadataError> {
         node.validate()?;
-        let previous = self.nodes.get(&node.id).cloned();
+        let previous = self.nodes.get(&node.id);
         if previous.is_none() && self.nodes.len() >= NODES_MAX {
             return Err(MetadataError::LimitExceeded {
                 what: "nodes",
                 max: NODES_MAX as u64,
             });
         }
+        Ok(previous)
+    }
+
+    fn register_node(&mut self, node: &Node) -> Result<Applied, MetadataError> {
+        let previous = self.check_register_node(node)?.cloned();
+
+        // Accepted: from here on nothing fails.
         self.nodes.insert(node.id, node.clone());
         // A node that now has fewer cores serves the shards of its missing cores on the cores
         // it has: `core % cores`, no data moves (shard files are per shard, not per core).
@@ -225,11 +282,13 @@ impl MetadataState {
         })
     }
 
-    fn create_stream(
-        &mut self,
+    /// The checks of a `CreateStream`; returns the stream's id and its shards as it would
+    /// create them.
+    fn plan_create_stream(
+        &self,
         config: &StreamConfig,
         now_ms: u64,
-    ) -> Result<Applied, MetadataError> {
+    ) -> Result<(StreamId, Vec<Shard>), MetadataError> {
         config.validate()?;
         if self.streams.contains_key(&config.name) {
             return Err(MetadataError::StreamExists {
@@ -247,34 +306,36 @@ impl MetadataState {
         let shard_count = u64::from(config.shard_count);
         self.check_room_for_shards(shard_count)?;
         let stream_id = StreamId(self.next_stream_id);
-        let next_stream_id =
-            self.next_stream_id
-                .checked_add(1)
-                .ok_or(MetadataError::CounterExhausted {
-                    counter: "stream id",
-                })?;
+        if self.next_stream_id.checked_add(1).is_none() {
+            return Err(MetadataError::CounterExhausted {
+                counter: "stream id",
+            });
+        }
         self.check_shard_ids(shard_count)?;
         let ranges =
             KeyRange::split_space(shard_count).map_err(|error| MetadataError::InvalidConfig {
                 reason: error.to_string(),
             })?;
-
-        // Accepted: from here on nothing fails.
-        self.next_stream_id = next_stream_id;
-        let shards: Vec<Shard> = ranges
+        let shards = ranges
             .into_iter()
-            .map(|key_range| Shard {
-                id: self.take_shard_id(),
-                stream: stream_id,
-                key_range,
-                status: ShardStatus::Open,
-                parents: Vec::new(),
-                children: Vec::new(),
-                epoch: Epoch(0),
-                placement: self.place_next(&ring),
-                created_ms: now_ms,
+            .zip(0u64..)
+            .map(|(key_range, nth)| {
+                self.planned_shard(nth, &ring, stream_id, key_range, Vec::new(), now_ms)
             })
             .collect();
+        Ok((stream_id, shards))
+    }
+
+    fn create_stream(
+        &mut self,
+        config: &StreamConfig,
+        now_ms: u64,
+    ) -> Result<Applied, MetadataError> {
+        let (stream_id, shards) = self.plan_create_stream(config, now_ms)?;
+
+        // Accepted: from here on nothing fails.
+        self.next_stream_id = stream_id.0 + 1;
+        self.take_planned(&shards);
         let stream = Stream {
             id: stream_id,
             config: config.clone(),
@@ -290,7 +351,13 @@ impl MetadataState {
         Ok(Applied::StreamCreated { stream, shards })
     }
 
-    fn delete_stream(&mut self, name: &StreamName, force: bool) -> Result<Applied, MetadataError> {
+    /// The checks of a `DeleteStream`; returns the stream and the subscriptions a forced
+    /// delete deletes with it.
+    fn check_delete_stream(
+        &self,
+        name: &StreamName,
+        force: bool,
+    ) -> Result<(&Stream, Vec<SubscriptionName>), MetadataError> {
         let stream = self.existing_stream(name)?;
         let subscriptions: Vec<SubscriptionName> = self
             .subscriptions_of_stream(stream.id)
@@ -302,6 +369,11 @@ impl MetadataState {
                 subscriptions,
             });
         }
+        Ok((stream, subscriptions))
+    }
+
+    fn delete_stream(&mut self, name: &StreamName, force: bool) -> Result<Applied, MetadataError> {
+        let (stream, subscriptions) = self.check_delete_stream(name, force)?;
         // Every shard of a stream descends from the shards it was created with.
         let mut lineage = BTreeSet::new();
         let mut pending = stream.shards.clone();
@@ -356,25 +428,51 @@ impl MetadataState {
         }
     }
 
-    /// Moves the shard id counter past one id and returns it. Only for ids that
-    /// [`Self::check_shard_ids`] accepted.
-    pub(crate) fn take_shard_id(&mut self) -> ShardId {
-        let id = ShardId(self.next_shard_id);
-        self.next_shard_id += 1;
-        id
+    /// The `nth` shard a command that passed its checks (and [`Self::check_shard_ids`]) would
+    /// create: the next ids and placements, in order. Changes nothing; [`Self::take_planned`]
+    /// consumes them when the command is applied.
+    pub(crate) fn planned_shard(
+        &self,
+        nth: u64,
+        ring: &CoreRing,
+        stream: StreamId,
+        key_range: KeyRange,
+        parents: Vec<ShardId>,
+        now_ms: u64,
+    ) -> Shard {
+        Shard {
+            id: ShardId(self.next_shard_id + nth),
+            stream,
+            key_range,
+            status: ShardStatus::Open,
+            parents,
+            children: Vec::new(),
+            epoch: Epoch(0),
+            // The cursor only picks a slot, so wrapping (after 2^64 placements) is harmless.
+            placement: ring.slot(self.placement_cursor.wrapping_add(nth)),
+            created_ms: now_ms,
+        }
+    }
+
+    /// Moves the shard id counter and the placement cursor past `shards`, planned by
+    /// [`Self::planned_shard`] on this state.
+    pub(crate) fn take_planned(&mut self, shards: &[Shard]) {
+        for (shard, nth) in shards.iter().zip(0u64..) {
+            assert_eq!(
+                shard.id.0,
+                self.next_shard_id + nth,
+                "shard {} was not planned on this state",
+                shard.id
+            );
+        }
+        let count = shards.len() as u64;
+        self.next_shard_id += count;
+        self.placement_cursor = self.placement_cursor.wrapping_add(count);
     }
 
     /// The ring of registered cores.
     pub(crate) fn core_ring(&self) -> Result<CoreRing, MetadataError> {
         CoreRing::new(&self.nodes).ok_or(MetadataError::NoNodes)
-    }
-
-    /// The placement of the next shard, moving the cursor on.
-    pub(crate) fn place_next(&mut self, ring: &CoreRing) -> Placement {
-        let placement = ring.slot(self.placement_cursor);
-        // The cursor only picks a slot, so wrapping (after 2^64 placements) is harmless.
-        self.placement_cursor = self.placement_cursor.wrapping_add(1);
-        placement
     }
 }
 

@@ -67,11 +67,11 @@ impl MetadataState {
             .sum()
     }
 
-    pub(crate) fn create_subscription(
-        &mut self,
+    /// The checks of a `CreateSubscription`; returns the subscription's stream and id.
+    pub(crate) fn check_create_subscription(
+        &self,
         config: &SubscriptionConfig,
-        now_ms: u64,
-    ) -> Result<Applied, MetadataError> {
+    ) -> Result<(StreamId, SubscriptionId), MetadataError> {
         config.validate()?;
         let stream = self.existing_stream(&config.stream)?.id;
         if self.subscriptions.contains_key(&config.name) {
@@ -86,15 +86,23 @@ impl MetadataState {
             });
         }
         let id = SubscriptionId(self.next_subscription_id);
-        let next_subscription_id =
-            self.next_subscription_id
-                .checked_add(1)
-                .ok_or(MetadataError::CounterExhausted {
-                    counter: "subscription id",
-                })?;
+        if self.next_subscription_id.checked_add(1).is_none() {
+            return Err(MetadataError::CounterExhausted {
+                counter: "subscription id",
+            });
+        }
+        Ok((stream, id))
+    }
+
+    pub(crate) fn create_subscription(
+        &mut self,
+        config: &SubscriptionConfig,
+        now_ms: u64,
+    ) -> Result<Applied, MetadataError> {
+        let (stream, id) = self.check_create_subscription(config)?;
 
         // Accepted: from here on nothing fails.
-        self.next_subscription_id = next_subscription_id;
+        self.next_subscription_id = id.0 + 1;
         let subscription = Subscription {
             id,
             config: config.clone(),
@@ -108,25 +116,34 @@ impl MetadataState {
         Ok(Applied::SubscriptionCreated { subscription })
     }
 
+    /// The checks of a `DeleteSubscription`.
+    pub(crate) fn check_delete_subscription(
+        &self,
+        name: &SubscriptionName,
+    ) -> Result<(), MetadataError> {
+        if !self.subscriptions.contains_key(name) {
+            return Err(MetadataError::SubscriptionNotFound { name: name.clone() });
+        }
+        Ok(())
+    }
+
     pub(crate) fn delete_subscription(
         &mut self,
         name: &SubscriptionName,
     ) -> Result<Applied, MetadataError> {
-        if !self.subscriptions.contains_key(name) {
-            return Err(MetadataError::SubscriptionNotFound { name: name.clone() });
-        }
+        self.check_delete_subscription(name)?;
 
         // Accepted: from here on nothing fails.
         let subscription = self.remove_subscription(name);
         Ok(Applied::SubscriptionDeleted { subscription })
     }
 
-    pub(crate) fn commit_progress(
-        &mut self,
+    /// The checks of a `CommitProgress`; returns the progress committed on `shard` before.
+    pub(crate) fn check_commit_progress(
+        &self,
         id: SubscriptionId,
         shard: ShardId,
-        offset: Offset,
-    ) -> Result<Applied, MetadataError> {
+    ) -> Result<Option<Offset>, MetadataError> {
         let subscription = self
             .subscription_by_id(id)
             .ok_or(MetadataError::SubscriptionIdNotFound { subscription: id })?;
@@ -147,6 +164,16 @@ impl MetadataState {
                 max: COMMITTED_OFFSETS_MAX as u64,
             });
         }
+        Ok(previous)
+    }
+
+    pub(crate) fn commit_progress(
+        &mut self,
+        id: SubscriptionId,
+        shard: ShardId,
+        offset: Offset,
+    ) -> Result<Applied, MetadataError> {
+        let previous = self.check_commit_progress(id, shard)?;
 
         // Accepted: from here on nothing fails. A commit at or below the committed offset came
         // late (another consumer, a retry) and changes nothing.

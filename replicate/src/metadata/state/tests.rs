@@ -6,7 +6,9 @@ use runnel_core::{hash128, Epoch, KeyRange, ShardId};
 
 use super::*;
 use crate::metadata::testing::{config, name, node, Harness};
-use crate::metadata::{Durability, NODE_CORES_MAX, REPLICATION_FACTOR_MAX, SHARD_COUNT_MAX};
+use crate::metadata::{
+    Durability, Placement, NODE_CORES_MAX, REPLICATION_FACTOR_MAX, SHARD_COUNT_MAX,
+};
 
 fn create(stream: &str, shard_count: u32) -> Command {
     Command::CreateStream {
@@ -45,6 +47,47 @@ fn open_ids(harness: &Harness, stream: &str) -> Vec<u64> {
         .iter()
         .map(|shard| shard.id.0)
         .collect()
+}
+
+/// `check` is what a proposer asks before recording a command, instead of applying it to a copy
+/// of the whole state: it must refuse what `apply` refuses and name the shards `apply` creates.
+#[test]
+fn check_names_the_shards_apply_creates_and_changes_nothing() {
+    let mut state = MetadataState::new();
+    let register = Command::RegisterNode { node: node(1, 2) };
+    assert_eq!(state.check(1, &register), Ok(Vec::new()));
+    assert_eq!(
+        state.check(2, &register),
+        Err(MetadataError::OutOfOrder {
+            expected: 1,
+            got: 2
+        })
+    );
+    assert_eq!(state, MetadataState::new(), "check changed the state");
+    state.apply(1, &register).expect("register");
+    let checked = state.check(2, &create("orders", 3)).expect("accepted");
+    assert_eq!(
+        checked.iter().map(|shard| shard.id.0).collect::<Vec<_>>(),
+        vec![1, 2, 3]
+    );
+    match state.apply(2, &create("orders", 3)) {
+        Ok(Applied::StreamCreated { shards, .. }) => assert_eq!(shards, checked),
+        other => panic!("create: {other:?}"),
+    }
+    assert_eq!(
+        state.check(3, &create("orders", 1)),
+        Err(MetadataError::StreamExists {
+            name: name("orders")
+        })
+    );
+    let children = state.check(3, &split(2)).expect("split accepted");
+    assert_eq!(
+        children
+            .iter()
+            .map(|shard| (shard.id.0, shard.placement))
+            .collect::<Vec<_>>(),
+        vec![(4, placement(1, 1)), (5, placement(1, 0))]
+    );
 }
 
 #[test]
