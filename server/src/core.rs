@@ -676,6 +676,19 @@ impl Core {
                 ));
             }
         }
+        // The new shard directories' entries in `shards/` are durable before the command that
+        // names them is: a log syncs its own directory, not its parent's.
+        if !prepared.is_empty() {
+            let root = self.config.data_dir.join("shards");
+            if let Err(error) = runnel_segment::storage::Storage::sync_dir(&DmaStorage, &root).await
+            {
+                self.remove_logs(&prepared);
+                return Err(ErrorResponse::new(
+                    ErrorCode::StorageFault,
+                    format!("cannot sync {}: {error}", root.display()),
+                ));
+            }
+        }
         Ok(prepared)
     }
 
