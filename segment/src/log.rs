@@ -60,9 +60,9 @@ pub struct LogStats {
     pub reservations: u64,
 }
 
-/// The tail buffer's first capacity beyond the kept partial block: it doubles from there as
-/// appends need, up to `write_buffer_bytes`.
-const TAIL_BYTES_MIN: u64 = 16 << 10;
+/// The tail buffer's first capacity beyond the kept partial block (one block): it doubles from
+/// there as appends need, up to `write_buffer_bytes`.
+const TAIL_BYTES_MIN: u64 = BLOCK_BYTES as u64;
 
 /// How long after a reservation failed for lack of space appends are refused without trying
 /// again.
@@ -178,6 +178,20 @@ struct FlushJob<S: Storage> {
 }
 
 impl<S: Storage> ShardLog<S> {
+    /// Creates a new, empty log in `dir` (which must not hold one) and makes it durable — the
+    /// directory, its first segment (one 4 KiB block) and the segment's directory entry — without
+    /// opening it: no buffer, no flusher. [`Self::open`] opens it later without allocating
+    /// anything. For callers that create a log where it will be opened, maybe by another core.
+    pub async fn create(storage: &S, dir: &Path, config: &LogConfig) -> Result<(), LogError> {
+        config.validate().map_err(LogError::InvalidConfig)?;
+        storage
+            .create_dir_all(dir)
+            .await
+            .map_err(|e| LogError::io("create directory", dir, e))?;
+        create_segment(storage, dir, Offset(0), config).await?;
+        Ok(())
+    }
+
     /// Opens (recovering) or creates the log in `dir`.
     pub async fn open(
         storage: S,
@@ -842,8 +856,8 @@ impl<S: Storage> ShardLog<S> {
         self.inner.state.borrow().stats
     }
 
-    /// Bytes of the tail buffer now: it starts at about 16 KiB and grows with the traffic up
-    /// to `write_buffer_bytes`, so an idle log holds little memory.
+    /// Bytes of the tail buffer now: it starts at one block beyond the kept partial block and
+    /// grows with the traffic up to `write_buffer_bytes`, so an idle log holds little memory.
     pub fn buffer_bytes(&self) -> usize {
         self.inner.state.borrow().tail.buffer.as_slice().len()
     }

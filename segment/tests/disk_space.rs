@@ -194,7 +194,7 @@ fn an_idle_log_holds_a_small_buffer_that_grows_with_traffic() {
         log.sync_all().await.expect("durable");
         let grown = log.buffer_bytes();
         assert!(
-            grown > 20 << 10 && grown <= config.write_buffer_bytes,
+            grown > 8 << 10 && grown <= config.write_buffer_bytes,
             "{grown} bytes"
         );
         let all = read_all(&log, Offset(0)).await;

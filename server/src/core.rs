@@ -664,10 +664,7 @@ impl Core {
                 let _ = std::fs::remove_dir_all(&dir);
             }
             prepared.push(dir.clone());
-            let created = match ShardLog::open(DmaStorage, &dir, self.config.log_config()).await {
-                Ok(log) => log.close().await,
-                Err(error) => Err(error),
-            };
+            let created = ShardLog::create(&DmaStorage, &dir, &self.config.log_config()).await;
             if let Err(error) = created {
                 self.remove_logs(&prepared);
                 return Err(ErrorResponse::new(
