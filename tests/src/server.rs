@@ -182,6 +182,18 @@ impl TestServer {
         format!("runnel://127.0.0.1:{}", self.base_port)
     }
 
+    /// An SDK client trusting this server's certificate, with default options.
+    pub async fn connect(&self) -> runnel_client::Client {
+        let options = runnel_client::ClientOptions {
+            ca_cert_path: Some(self.certificate()),
+            client_name: "runnel-tests".into(),
+            ..runnel_client::ClientOptions::default()
+        };
+        runnel_client::Client::connect(&self.url(), options)
+            .await
+            .expect("connect to the test server")
+    }
+
     /// The node's self-signed certificate.
     pub fn certificate(&self) -> PathBuf {
         self.data_dir.join("tls").join("cert.pem")

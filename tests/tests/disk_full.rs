@@ -8,7 +8,7 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use runnel_client::{Client, ClientOptions, Durability, ErrorCode, ReadFrom, Record, StreamSpec};
+use runnel_client::{Client, Durability, ErrorCode, ReadFrom, Record, StreamSpec};
 use runnel_tests::server::{free_ports, TestServer};
 
 /// A loop-mounted ext4 image, unmounted on drop.
@@ -75,17 +75,6 @@ impl Drop for SmallFileSystem {
     }
 }
 
-async fn connect(server: &TestServer) -> Client {
-    let options = ClientOptions {
-        ca_cert_path: Some(server.certificate()),
-        client_name: "disk-full-test".into(),
-        ..ClientOptions::default()
-    };
-    Client::connect(&server.url(), options)
-        .await
-        .expect("connect to the test server")
-}
-
 async fn read_all_values(client: &Client, stream: &str) -> Vec<Vec<u8>> {
     let info = client.describe_stream(stream).await.expect("describe");
     let mut values = Vec::new();
@@ -109,7 +98,7 @@ async fn a_full_disk_refuses_creates_and_the_node_keeps_serving_and_restarts() {
     let fs = SmallFileSystem::new(temp.path(), 48);
     let data_dir = fs.mount.join("data");
     let mut server = TestServer::start_at(data_dir, free_ports(2), 2, Vec::new());
-    let client = connect(&server).await;
+    let client = server.connect().await;
     client
         .create_stream(StreamSpec::new("kept", Durability::Fsync).shard_count(2))
         .await
@@ -149,7 +138,7 @@ async fn a_full_disk_refuses_creates_and_the_node_keeps_serving_and_restarts() {
     drop(client);
     assert_eq!(server.stop(), Some(0), "a clean stop");
     server = TestServer::start_at(server.data_dir.clone(), server.base_port, 2, Vec::new());
-    let client = connect(&server).await;
+    let client = server.connect().await;
     assert_eq!(read_all_values(&client, "kept").await.len(), 200);
 
     // Space freed: creates work again.

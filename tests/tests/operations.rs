@@ -4,8 +4,8 @@
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use runnel_client::{
-    BufferedProducerConfig, Client, ClientError, ClientOptions, Durability, ErrorCode, Offset,
-    ReadFrom, Record, RecordId, StreamSpec,
+    BufferedProducerConfig, Client, ClientError, Durability, ErrorCode, Offset, ReadFrom, Record,
+    RecordId, StreamSpec,
 };
 use runnel_tests::server::TestServer;
 
@@ -13,17 +13,6 @@ fn now_ms() -> i64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as i64)
-}
-
-async fn connect(server: &TestServer) -> Client {
-    let options = ClientOptions {
-        ca_cert_path: Some(server.certificate()),
-        client_name: "runnel-tests".into(),
-        ..ClientOptions::default()
-    };
-    Client::connect(&server.url(), options)
-        .await
-        .expect("connect to the test server")
 }
 
 /// Reads a whole shard from `from` to its current end; returns (record id, key, value, ts).
@@ -54,7 +43,7 @@ async fn read_shard(
 async fn every_operation_of_a_node() {
     let temp = tempfile::tempdir().expect("temp dir");
     let server = TestServer::start(temp.path(), 2);
-    let client = connect(&server).await;
+    let client = server.connect().await;
 
     // Create, list, describe.
     let info = client
@@ -268,7 +257,7 @@ async fn a_restarted_node_keeps_streams_and_records() {
     let temp = tempfile::tempdir().expect("temp dir");
     let mut server = TestServer::start(temp.path(), 2);
     let ids = {
-        let client = connect(&server).await;
+        let client = server.connect().await;
         client
             .create_stream(StreamSpec::new("events", Durability::Fsync).shard_count(2))
             .await
@@ -289,7 +278,7 @@ async fn a_restarted_node_keeps_streams_and_records() {
     };
     assert_eq!(server.stop(), Some(0), "a clean stop exits 0");
     server.restart();
-    let client = connect(&server).await;
+    let client = server.connect().await;
     let info = client
         .describe_stream("events")
         .await
@@ -329,7 +318,7 @@ async fn metadata_snapshots_and_commands_survive_sigkill() {
     let temp = tempfile::tempdir().expect("temp dir");
     let mut server = TestServer::start_with(temp.path(), 2, &["--metadata-snapshot-interval", "3"]);
     {
-        let client = connect(&server).await;
+        let client = server.connect().await;
         for i in 0..7 {
             client
                 .create_stream(StreamSpec::new(format!("s{i}"), Durability::Fsync).shard_count(2))
@@ -350,7 +339,7 @@ async fn metadata_snapshots_and_commands_survive_sigkill() {
         "a snapshot was written"
     );
     server.restart();
-    let client = connect(&server).await;
+    let client = server.connect().await;
     let names: Vec<String> = client
         .list_streams()
         .await
@@ -375,6 +364,6 @@ async fn metadata_snapshots_and_commands_survive_sigkill() {
         .await
         .expect("commands continue after a restart");
     server.restart();
-    let client = connect(&server).await;
+    let client = server.connect().await;
     assert_eq!(client.list_streams().await.expect("list").len(), 6);
 }

@@ -4,19 +4,8 @@
 
 use std::path::{Path, PathBuf};
 
-use runnel_client::{Client, ClientOptions, Durability, ReadFrom, Record, StreamSpec};
+use runnel_client::{Client, Durability, ReadFrom, Record, StreamSpec};
 use runnel_tests::server::{free_ports, run_to_exit, TestServer};
-
-async fn connect(server: &TestServer) -> Client {
-    let options = ClientOptions {
-        ca_cert_path: Some(server.certificate()),
-        client_name: "runnel-tests".into(),
-        ..ClientOptions::default()
-    };
-    Client::connect(&server.url(), options)
-        .await
-        .expect("connect to the test server")
-}
 
 /// Appends `count` keyed records to `stream` (keys spread over its shards); returns their values.
 async fn append(client: &Client, stream: &str, prefix: &str, count: u32) -> Vec<Vec<u8>> {
@@ -61,7 +50,7 @@ async fn read_all(client: &Client, stream: &str) -> Vec<Vec<u8>> {
 async fn a_second_process_on_the_same_data_directory_is_refused() {
     let temp = tempfile::tempdir().expect("temp dir");
     let mut first = TestServer::start(temp.path(), 1);
-    let client = connect(&first).await;
+    let client = first.connect().await;
     client
         .create_stream(StreamSpec::new("orders", Durability::Fsync).shard_count(1))
         .await
@@ -92,7 +81,7 @@ async fn a_second_process_on_the_same_data_directory_is_refused() {
     // The lock dies with its holder, even a killed one: no stale lock blocks the next start.
     first.kill();
     first.restart();
-    let client = connect(&first).await;
+    let client = first.connect().await;
     assert_eq!(read_all(&client, "orders").await.len(), sent.len());
 }
 
@@ -104,7 +93,7 @@ async fn a_second_process_on_the_same_data_directory_is_refused() {
 async fn another_node_id_on_existing_data_is_refused() {
     let temp = tempfile::tempdir().expect("temp dir");
     let mut server = TestServer::start(temp.path(), 1);
-    let client = connect(&server).await;
+    let client = server.connect().await;
     client
         .create_stream(StreamSpec::new("orders", Durability::Fsync).shard_count(1))
         .await
@@ -148,7 +137,7 @@ async fn another_node_id_on_existing_data_is_refused() {
         std::fs::read_to_string(&node_file).expect("written again"),
         recorded
     );
-    let client = connect(&server).await;
+    let client = server.connect().await;
     let mut expected = sent;
     expected.sort();
     assert_eq!(read_all(&client, "orders").await, expected);
@@ -162,7 +151,7 @@ async fn another_node_id_on_existing_data_is_refused() {
 async fn a_restart_with_fewer_cores_serves_every_shard() {
     let temp = tempfile::tempdir().expect("temp dir");
     let mut server = TestServer::start(temp.path(), 3);
-    let client = connect(&server).await;
+    let client = server.connect().await;
     client
         .create_stream(StreamSpec::new("orders", Durability::Fsync).shard_count(6))
         .await
@@ -184,7 +173,7 @@ async fn a_restart_with_fewer_cores_serves_every_shard() {
     assert_eq!(server.stop(), Some(0));
 
     let mut server = TestServer::start_at(server.data_dir.clone(), server.base_port, 1, Vec::new());
-    let client = connect(&server).await;
+    let client = server.connect().await;
     let shards = client.list_shards("orders").await.expect("shards");
     assert!(
         shards.iter().all(|s| s.core == 0),
@@ -199,7 +188,7 @@ async fn a_restart_with_fewer_cores_serves_every_shard() {
 
     // Two cores: nothing moves back, everything is still served.
     let server = TestServer::start_at(server.data_dir.clone(), server.base_port, 2, Vec::new());
-    let client = connect(&server).await;
+    let client = server.connect().await;
     sent.extend(append(&client, "orders", "two", 30).await);
     sent.sort();
     assert_eq!(read_all(&client, "orders").await, sent);
@@ -209,7 +198,7 @@ async fn a_restart_with_fewer_cores_serves_every_shard() {
 /// returns its data directory, base port and the shard owned by core 1.
 async fn node_with_a_core_1_shard(root: &Path) -> (PathBuf, u16, u64) {
     let mut server = TestServer::start(root, 2);
-    let client = connect(&server).await;
+    let client = server.connect().await;
     client
         .create_stream(StreamSpec::new("orders", Durability::Fsync).shard_count(2))
         .await
