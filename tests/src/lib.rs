@@ -2,4 +2,5 @@
 //! loopback with a temporary data directory, and kill it with SIGKILL when a test says so.
 
 pub mod raw;
+pub mod sdk;
 pub mod server;

@@ -8,7 +8,8 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use runnel_client::{Client, Durability, ErrorCode, ReadFrom, Record, StreamSpec};
+use runnel_client::{Durability, ErrorCode, Record, StreamSpec};
+use runnel_tests::sdk::read_all_values;
 use runnel_tests::server::{free_ports, TestServer};
 
 /// A loop-mounted ext4 image, unmounted on drop.
@@ -73,23 +74,6 @@ impl Drop for SmallFileSystem {
     fn drop(&mut self) {
         let _ = Command::new("umount").arg("-l").arg(&self.mount).status();
     }
-}
-
-async fn read_all_values(client: &Client, stream: &str) -> Vec<Vec<u8>> {
-    let info = client.describe_stream(stream).await.expect("describe");
-    let mut values = Vec::new();
-    for shard in &info.shards {
-        let mut reader = client
-            .reader(stream, shard.id, ReadFrom::Earliest, None)
-            .expect("reader");
-        while let Some(batch) = reader.next_batch().await.expect("read") {
-            for record in batch.records() {
-                let (_, record) = record.expect("record");
-                values.push(record.value().to_vec());
-            }
-        }
-    }
-    values
 }
 
 #[tokio::test]

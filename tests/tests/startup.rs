@@ -4,7 +4,8 @@
 
 use std::path::{Path, PathBuf};
 
-use runnel_client::{Client, Durability, ReadFrom, Record, StreamSpec};
+use runnel_client::{Client, Durability, Record, StreamSpec};
+use runnel_tests::sdk::read_all_values;
 use runnel_tests::server::{free_ports, run_to_exit, TestServer};
 
 /// Appends `count` keyed records to `stream` (keys spread over its shards); returns their values.
@@ -22,24 +23,6 @@ async fn append(client: &Client, stream: &str, prefix: &str, count: u32) -> Vec<
             .expect("append");
         values.push(value);
     }
-    values
-}
-
-/// Every value in every shard of `stream`, sorted.
-async fn read_all(client: &Client, stream: &str) -> Vec<Vec<u8>> {
-    let mut values = Vec::new();
-    for shard in client.list_shards(stream).await.expect("shards") {
-        let mut reader = client
-            .reader(stream, shard.id, ReadFrom::Earliest, None)
-            .expect("reader");
-        while let Some(batch) = reader.next_batch().await.expect("read") {
-            for record in batch.records() {
-                let (_, record) = record.expect("record");
-                values.push(record.value().to_vec());
-            }
-        }
-    }
-    values.sort();
     values
 }
 
@@ -75,14 +58,14 @@ async fn a_second_process_on_the_same_data_directory_is_refused() {
 
     // The first node is untouched and serves on.
     let sent = append(&client, "orders", "a", 20).await;
-    assert_eq!(read_all(&client, "orders").await.len(), sent.len());
+    assert_eq!(read_all_values(&client, "orders").await.len(), sent.len());
     drop(client);
 
     // The lock dies with its holder, even a killed one: no stale lock blocks the next start.
     first.kill();
     first.restart();
     let client = first.connect().await;
-    assert_eq!(read_all(&client, "orders").await.len(), sent.len());
+    assert_eq!(read_all_values(&client, "orders").await.len(), sent.len());
 }
 
 /// Regression (issue 8, item 3): a restart on existing data with another `--node-id` started,
@@ -140,7 +123,7 @@ async fn another_node_id_on_existing_data_is_refused() {
     let client = server.connect().await;
     let mut expected = sent;
     expected.sort();
-    assert_eq!(read_all(&client, "orders").await, expected);
+    assert_eq!(read_all_values(&client, "orders").await, expected);
 }
 
 /// Regression (issue 8, item 3): a restart with fewer `--cores` than shards were placed on
@@ -182,7 +165,7 @@ async fn a_restart_with_fewer_cores_serves_every_shard() {
     );
     sent.extend(append(&client, "orders", "one", 60).await);
     sent.sort();
-    assert_eq!(read_all(&client, "orders").await, sent);
+    assert_eq!(read_all_values(&client, "orders").await, sent);
     drop(client);
     assert_eq!(server.stop(), Some(0));
 
@@ -191,7 +174,7 @@ async fn a_restart_with_fewer_cores_serves_every_shard() {
     let client = server.connect().await;
     sent.extend(append(&client, "orders", "two", 30).await);
     sent.sort();
-    assert_eq!(read_all(&client, "orders").await, sent);
+    assert_eq!(read_all_values(&client, "orders").await, sent);
 }
 
 /// Creates a 2-core node with a stream whose shards cover both cores, stops it cleanly, and
