@@ -720,6 +720,32 @@ impl<S: Storage> ShardLog<S> {
         self.delete_segments(&doomed).await
     }
 
+    /// When [`Self::enforce_retention`] would next delete a segment if nothing more were
+    /// appended: it deletes one once `now_ms` is past the returned time (`i64::MIN`: at once,
+    /// the log is over its size). `None` when it never would: no sealed segment, or no rule
+    /// that a sealed segment can break. A caller that closes an idle log keeps this, and opens
+    /// the log again for retention only when the time has come.
+    pub fn retention_due_ms(&self) -> Option<i64> {
+        let state = self.inner.state.borrow();
+        let config = &self.inner.config;
+        // Retention deletes oldest first and stops at the first segment it keeps: the oldest
+        // sealed segment decides.
+        let mut segments = state.segments.values();
+        let oldest = segments.next()?;
+        let successor = segments.next()?;
+        let total: u64 = state.segments.values().map(|s| s.data_end).sum();
+        if config.retention_bytes.is_some_and(|max| total > max) {
+            return Some(i64::MIN);
+        }
+        let age = i64::try_from(config.retention_age_ms?).unwrap_or(i64::MAX);
+        Some(
+            oldest
+                .max_timestamp_ms
+                .max(successor.created_ms)
+                .saturating_add(age),
+        )
+    }
+
     /// Deletes sealed segments past the retention age (by their newest record) or beyond the
     /// retention size (oldest first). Returns how many were deleted.
     pub async fn enforce_retention(&self, now_ms: i64) -> Result<usize, LogError> {

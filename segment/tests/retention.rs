@@ -99,3 +99,69 @@ fn segments_expire_by_the_later_of_record_time_and_sealing_time() {
         log.close().await.expect("close");
     });
 }
+
+/// A node closes idle logs and keeps only `retention_due_ms`, opening a log again for
+/// retention once that time has passed: before it, retention deletes nothing; after it, it
+/// deletes the oldest segment. A log with only its active segment is never due.
+#[test]
+fn retention_due_is_when_retention_first_deletes() {
+    run(|| async {
+        let storage = FaultStorage::new();
+        let config = LogConfig {
+            retention_age_ms: Some(10_000),
+            ..small_config()
+        };
+        let log = ShardLog::open(storage.clone(), Path::new("/t/due"), config.clone())
+            .await
+            .expect("open");
+        assert_eq!(log.retention_due_ms(), None, "an empty log is never due");
+        let mut random = SplitMix64::new(11);
+        let stamp = wall_clock_ms() + 5_000;
+        log.append(&random_batch(&mut random, 3, 900, stamp), Epoch(1))
+            .await
+            .expect("append");
+        assert_eq!(
+            log.retention_due_ms(),
+            None,
+            "the active segment is never deleted"
+        );
+        for _ in 0..300 {
+            let batch = random_batch(&mut random, 3, 900, stamp);
+            log.append(&batch, Epoch(1)).await.expect("append");
+        }
+        let last = Offset(log.next_offset().0 - 1);
+        log.wait_durable(last).await.expect("durable");
+        assert!(log.segment_count() > 2, "the test needs sealed segments");
+        let due = log
+            .retention_due_ms()
+            .expect("sealed segments are due some day");
+        // Records are stamped 5 s ahead of their sealing (record i of a batch at stamp + i):
+        // the newest record time of the oldest segment decides.
+        assert!(
+            (stamp + 10_000..stamp + 10_003).contains(&due),
+            "due {due}, stamp {stamp}"
+        );
+        assert_eq!(log.enforce_retention(due).await.expect("retention"), 0);
+        assert!(log.enforce_retention(due + 1).await.expect("retention") >= 1);
+        log.close().await.expect("close");
+
+        // Over its size: due at once.
+        let sized = LogConfig {
+            retention_bytes: Some(64 << 10),
+            retention_age_ms: None,
+            ..small_config()
+        };
+        let log = ShardLog::open(storage.clone(), Path::new("/t/due-size"), sized)
+            .await
+            .expect("open");
+        for _ in 0..300 {
+            let batch = random_batch(&mut random, 3, 900, stamp);
+            log.append(&batch, Epoch(1)).await.expect("append");
+        }
+        let last = Offset(log.next_offset().0 - 1);
+        log.wait_durable(last).await.expect("durable");
+        assert_eq!(log.retention_due_ms(), Some(i64::MIN));
+        assert!(log.enforce_retention(0).await.expect("retention") >= 1);
+        log.close().await.expect("close");
+    });
+}

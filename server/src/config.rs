@@ -48,6 +48,13 @@ pub struct LogSection {
     pub index_interval_bytes: u64,
     /// How often retention runs on each core. Default 60 s.
     pub retention_check_interval_ms: u64,
+    /// A shard log nobody used for this long is closed (its descriptors, buffer and flusher
+    /// freed); the next request opens it again. Default 30 s.
+    pub idle_close_ms: u64,
+    /// The most shard logs each core keeps open; more are opened after closing the least
+    /// recently used idle ones. 0 (the default): half the open-files limit, after 1,024, split
+    /// over the cores.
+    pub open_logs_max: usize,
 }
 
 impl Default for LogSection {
@@ -58,6 +65,8 @@ impl Default for LogSection {
             write_buffer_bytes: log.write_buffer_bytes,
             index_interval_bytes: log.index_interval_bytes,
             retention_check_interval_ms: 60_000,
+            idle_close_ms: 30_000,
+            open_logs_max: 0,
         }
     }
 }
@@ -333,6 +342,9 @@ impl NodeConfig {
         }
         if self.log.retention_check_interval_ms == 0 {
             return invalid("log.retention_check_interval_ms must be positive".into());
+        }
+        if self.log.idle_close_ms == 0 {
+            return invalid("log.idle_close_ms must be positive".into());
         }
         self.log_config().validate().map_err(ConfigError::Invalid)?;
         self.subscriptions

@@ -31,10 +31,10 @@ pub fn durability_from_wire(durability: WireDurability) -> Durability {
     }
 }
 
-/// A shard as the protocol describes it; offsets only when this core owns it (see
-/// [`fill_offsets`] for the shards of the node's other cores).
+/// A shard as the protocol describes it; offsets only when this core owns it and knows them
+/// without opening its log (see [`fill_offsets`] for the others).
 pub fn shard_info(core: &Core, shard: &Shard) -> ShardInfo {
-    let local = core.local_shard(shard.id);
+    let offsets = core.local_shard(shard.id).and_then(|local| local.offsets());
     ShardInfo {
         id: shard.id,
         key_range: shard.key_range,
@@ -45,8 +45,8 @@ pub fn shard_info(core: &Core, shard: &Shard) -> ShardInfo {
         node: shard.placement.node.0,
         core: shard.placement.core,
         epoch: shard.epoch,
-        start_offset: local.as_ref().map(|l| l.log.start_offset()),
-        next_offset: local.as_ref().map(|l| l.log.next_offset()),
+        start_offset: offsets.map(|(start, _)| start),
+        next_offset: offsets.map(|(_, next)| next),
         parents: shard.parents.clone(),
         children: shard.children.clone(),
     }
@@ -78,32 +78,38 @@ pub fn stream_info(
 }
 
 /// Answer to [`Question::Offsets`]: the start and next offsets of those of `shards` this core
-/// owns.
-pub fn local_offsets(core: &Core, shards: &[ShardId]) -> Answer {
-    Answer::Offsets(
-        shards
-            .iter()
-            .filter_map(|id| {
-                let local = core.local_shard(*id)?;
-                Some((*id, local.log.start_offset(), local.log.next_offset()))
-            })
-            .collect(),
-    )
+/// owns, opening the logs whose offsets it does not know yet.
+pub async fn local_offsets(core: &Core, shards: &[ShardId]) -> Answer {
+    let mut offsets = Vec::with_capacity(shards.len());
+    for id in shards {
+        let Some(local) = core.local_shard(*id) else {
+            continue;
+        };
+        let known = match local.offsets() {
+            Some(known) => Some(known),
+            None => core
+                .shard_log(&local)
+                .await
+                .ok()
+                .map(|log| (log.start_offset(), log.next_offset())),
+        };
+        if let Some((start, next)) = known {
+            offsets.push((*id, start, next));
+        }
+    }
+    Answer::Offsets(offsets)
 }
 
-/// Fills in the offsets of `shards` owned by the node's other cores by asking each of them
-/// once (a shard list or stream description is answered by whichever core the request
-/// reached, which knows only its own shards' logs). A shard whose core does not answer keeps
-/// unknown offsets.
+/// Fills in the offsets [`shard_info`] left unknown, asking each core of this node that owns
+/// such shards once (a shard list or stream description is answered by whichever core the
+/// request reached, which knows only its own shards' logs; this core answers in place, opening
+/// logs not opened since the start). A shard whose core does not answer keeps unknown offsets.
 pub async fn fill_offsets(core: &Rc<Core>, shards: &mut [ShardInfo]) {
     let mut by_core: BTreeMap<u32, Vec<ShardId>> = BTreeMap::new();
     for shard in shards.iter() {
-        let elsewhere_here = shard.node == core.node_id().0 && shard.core != core.index;
+        let here = shard.node == core.node_id().0;
         // A shard placed on a core this node does not run has no one to ask.
-        if elsewhere_here
-            && shard.start_offset.is_none()
-            && (shard.core as usize) < core.config.cores
-        {
+        if here && shard.start_offset.is_none() && (shard.core as usize) < core.config.cores {
             by_core.entry(shard.core).or_default().push(shard.id);
         }
     }

@@ -8,7 +8,7 @@
 //! the mesh and answer metadata reads from their own replica.
 
 use std::cell::{Cell, RefCell};
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
 use std::rc::Rc;
 use std::sync::Arc;
@@ -25,11 +25,12 @@ use runnel_replicate::metadata::{
 };
 use runnel_segment::event::Event;
 use runnel_segment::log::ReadBound;
-use runnel_segment::{DmaStorage, LogConfig, LogError, ShardLog};
+use runnel_segment::{DmaStorage, LogConfig, ShardLog};
 
 use crate::ask::{Answer, Pending, Question};
 use crate::config::NodeConfig;
 use crate::error::FatalError;
+use crate::local::LocalShard;
 use crate::metadata_log::{AppendError, MetadataLog};
 use crate::select::{first_of, First};
 use crate::stop::NodeStop;
@@ -105,32 +106,12 @@ pub const STOP_POLL_MS: u64 = 100;
 /// The answer to a forwarded proposal: Ok, or an error code number and message.
 pub type ProposalOutcome = Result<(), (u16, String)>;
 
-/// Shard logs a core opens at once when it opens many (at start).
-pub const OPENS_IN_FLIGHT_MAX: usize = 64;
-
-/// A shard log owned by this core, with what the handlers need to know about it.
-pub struct LocalShard {
-    /// The log.
-    pub log: ShardLog<DmaStorage>,
-}
-
 /// What readers and consumers of a stream with `durability` may see: durable batches for
 /// `fsync`, written ones for `memory` (acknowledged either way).
 pub fn visible(durability: Durability) -> ReadBound {
     match durability {
         Durability::Fsync => ReadBound::Durable,
         Durability::Memory => ReadBound::Written,
-    }
-}
-
-impl LocalShard {
-    /// The first offset readers bounded by `bound` may not see yet.
-    pub fn visible_end(&self, bound: ReadBound) -> runnel_core::Offset {
-        match bound {
-            ReadBound::Durable => self.log.durable_offset(),
-            ReadBound::Written => self.log.written_offset(),
-            ReadBound::Below(offset) => offset.min(self.log.written_offset()),
-        }
     }
 }
 
@@ -146,6 +127,8 @@ pub struct Core {
     pub metadata: RefCell<MetadataState>,
     /// Shard logs this core owns.
     pub shards: RefCell<HashMap<ShardId, Rc<LocalShard>>>,
+    /// The shards whose logs are open now (see [`crate::local`]).
+    pub open_logs: RefCell<HashSet<ShardId>>,
     /// This core's side of every subscription: dispatch of its shards, groups it coordinates.
     pub subscriptions: Subscriptions,
     senders: Senders<CoreMessage>,
@@ -216,6 +199,7 @@ impl Core {
             started,
             metadata: RefCell::new(MetadataState::new()),
             shards: RefCell::new(HashMap::new()),
+            open_logs: RefCell::new(HashSet::new()),
             subscriptions: Subscriptions::new(started_ms),
             senders,
             metadata_log: metadata_log.map(Rc::new),
@@ -283,14 +267,14 @@ impl Core {
         self.ready_changed.notify();
     }
 
-    fn shard_dir(&self, shard: ShardId) -> PathBuf {
+    pub(crate) fn shard_dir(&self, shard: ShardId) -> PathBuf {
         self.config
             .data_dir
             .join("shards")
             .join(shard.0.to_string())
     }
 
-    fn log_config(&self, retention_ms: u64) -> LogConfig {
+    pub(crate) fn log_config(&self, retention_ms: u64) -> LogConfig {
         LogConfig {
             retention_age_ms: Some(retention_ms),
             ..self.config.log_config()
@@ -301,35 +285,28 @@ impl Core {
         shard.placement.node == self.node_id() && shard.placement.core == self.index
     }
 
-    async fn open_local(&self, shards: &[Shard], retention_ms: u64) -> Result<(), FatalError> {
+    /// Registers this core's shards among `shards`; their logs open when first used. Once the
+    /// node serves, a command names only shards whose logs core 0 just created, empty; before
+    /// (the replay at start) their logs may hold anything.
+    fn open_local(&self, shards: &[Shard], retention_ms: u64) {
+        let live = self.ready.get();
+        let mut local = self.shards.borrow_mut();
         for shard in shards.iter().filter(|s| self.is_local(s)) {
-            if self.shards.borrow().contains_key(&shard.id) {
-                continue;
-            }
-            let dir = self.shard_dir(shard.id);
-            let log = ShardLog::open(DmaStorage, &dir, self.log_config(retention_ms))
-                .await
-                .map_err(|e| {
-                    let message = format!("open shard {} at {}: {e}", shard.id, dir.display());
-                    match e {
-                        LogError::Corruption { .. } => FatalError::Corruption(message),
-                        _ => FatalError::Io(message),
-                    }
-                })?;
-            self.shards
-                .borrow_mut()
-                .insert(shard.id, Rc::new(LocalShard { log }));
+            local.entry(shard.id).or_insert_with(|| {
+                Rc::new(if live {
+                    LocalShard::new_empty(shard.id, retention_ms)
+                } else {
+                    LocalShard::new(shard.id, retention_ms)
+                })
+            });
         }
-        Ok(())
     }
 
     async fn delete_local(&self, shards: &[Shard]) -> Result<(), FatalError> {
         for shard in shards.iter().filter(|s| self.is_local(s)) {
             let removed = self.shards.borrow_mut().remove(&shard.id);
             if let Some(local) = removed {
-                if let Ok(local) = Rc::try_unwrap(local) {
-                    let _ = local.log.close().await;
-                }
+                self.forget_shard(&local).await;
             }
             let dir = self.shard_dir(shard.id);
             if dir.exists() {
@@ -354,7 +331,7 @@ impl Core {
         let result = self.metadata.borrow_mut().apply(index, command);
         match &result {
             Ok(Applied::StreamCreated { stream, shards }) => {
-                self.open_local(shards, stream.config.retention_ms).await?
+                self.open_local(shards, stream.config.retention_ms)
             }
             Ok(Applied::StreamDeleted {
                 shards,
@@ -368,20 +345,18 @@ impl Core {
             }
             Ok(Applied::ShardSplit { parent, children }) => {
                 let retention = self.retention_of(parent);
-                self.open_local(children, retention).await?
+                self.open_local(children, retention)
             }
             Ok(Applied::ShardsMerged { parents, child }) => {
                 let retention = parents.first().map_or(u64::MAX, |p| self.retention_of(p));
-                self.open_local(std::slice::from_ref(child), retention)
-                    .await?
+                self.open_local(std::slice::from_ref(child), retention);
             }
             Ok(Applied::NodeRegistered { replaced, .. }) => {
                 // Shards of cores this node no longer has, now on this core: open their logs
                 // where they are.
                 for shard in replaced {
                     let retention = self.retention_of(shard);
-                    self.open_local(std::slice::from_ref(shard), retention)
-                        .await?;
+                    self.open_local(std::slice::from_ref(shard), retention);
                 }
             }
             Ok(Applied::SubscriptionDeleted { subscription }) => {
@@ -398,49 +373,21 @@ impl Core {
         Ok(result)
     }
 
-    /// Replaces this core's replica with a snapshot and opens the logs of its shards,
-    /// [`OPENS_IN_FLIGHT_MAX`] at a time: opening a log waits on a few reads (its recovery),
-    /// and one at a time a node with many shards would take that wait once per shard.
-    pub async fn install_snapshot(self: &Rc<Self>, state: MetadataState) -> Result<(), FatalError> {
-        let local: Vec<(ShardId, u64)> = state
-            .shards()
-            .filter(|s| self.is_local(s))
-            .map(|s| {
+    /// Replaces this core's replica with a snapshot and registers its shards; their logs open
+    /// when first used (and [`Core::verify_logs`] checks them all once in the background).
+    pub fn install_snapshot(&self, state: MetadataState) {
+        {
+            let mut local = self.shards.borrow_mut();
+            for shard in state.shards().filter(|s| self.is_local(s)) {
                 let retention = state
-                    .stream_by_id(s.stream)
+                    .stream_by_id(shard.stream)
                     .map_or(u64::MAX, |stream| stream.config.retention_ms);
-                (s.id, retention)
-            })
-            .collect();
-        *self.metadata.borrow_mut() = state;
-        for window in local.chunks(OPENS_IN_FLIGHT_MAX) {
-            let opening: Vec<_> = window
-                .iter()
-                .filter(|(id, _)| !self.shards.borrow().contains_key(id))
-                .map(|&(id, retention)| {
-                    let core = Rc::clone(self);
-                    glommio::spawn_local(async move {
-                        let dir = core.shard_dir(id);
-                        match ShardLog::open(DmaStorage, &dir, core.log_config(retention)).await {
-                            Ok(log) => Ok((id, log)),
-                            Err(e) => Err(FatalError::Io(format!(
-                                "open shard {id} at {}: {e}",
-                                dir.display()
-                            ))),
-                        }
-                    })
-                })
-                .collect();
-            for task in opening {
-                let (id, log) = task.await?;
-                let previous = self
-                    .shards
-                    .borrow_mut()
-                    .insert(id, Rc::new(LocalShard { log }));
-                assert!(previous.is_none(), "shard {id} opened twice");
+                local
+                    .entry(shard.id)
+                    .or_insert_with(|| Rc::new(LocalShard::new(shard.id, retention)));
             }
         }
-        Ok(())
+        *self.metadata.borrow_mut() = state;
     }
 
     /// Core 0: hands a snapshot to every other core and waits until all installed it.
@@ -738,7 +685,7 @@ impl Core {
                 let state = runnel_replicate::metadata::decode_snapshot(&snapshot)
                     .map_err(|e| FatalError::Metadata(format!("snapshot from core 0: {e}")))?;
                 let index = state.applied_index();
-                self.install_snapshot(state).await?;
+                self.install_snapshot(state);
                 self.send(
                     0,
                     CoreMessage::Applied {
@@ -833,14 +780,12 @@ impl Core {
         for shard in shards {
             // Handlers may still hold the log: make everything durable, then close it if this
             // was the last holder.
-            if let Err(error) = shard.log.sync_all().await {
-                tracing::warn!(core = self.index, %error, "flushing a shard log");
-            }
-            if let Ok(shard) = Rc::try_unwrap(shard) {
-                if let Err(error) = shard.log.close().await {
-                    tracing::warn!(core = self.index, %error, "closing a shard log");
+            if let Some(log) = shard.open_log() {
+                if let Err(error) = log.sync_all().await {
+                    tracing::warn!(core = self.index, %error, "flushing a shard log");
                 }
             }
+            self.close_log(&shard).await;
         }
         self.acked_changed.notify();
         self.proposals.wake_all();

@@ -18,7 +18,8 @@ use runnel_segment::LogError;
 use crate::convert::{
     durability_from_wire, fill_offsets, shard_info, stream_info, SHARDS_PER_ENVELOPE_MAX,
 };
-use crate::core::{now_ms, Core, LocalShard};
+use crate::core::{now_ms, Core};
+use crate::local::{visible_end, LocalShard, OpenLog};
 use crate::select::{first_of, First};
 use crate::subscription;
 
@@ -248,6 +249,18 @@ fn owned_shard(
     Ok((local, shard_record, stream_record.config.durability))
 }
 
+/// The shard's log, opened if it is not open, if this core owns it; or the error that says
+/// where it lives.
+async fn owned_log(
+    core: &Core,
+    stream: &runnel_core::StreamName,
+    shard: runnel_core::ShardId,
+) -> Result<(OpenLog, runnel_replicate::metadata::Shard, Durability), ErrorResponse> {
+    let (local, shard, durability) = owned_shard(core, stream, shard)?;
+    let log = core.shard_log(&local).await?;
+    Ok((log, shard, durability))
+}
+
 async fn handle(
     core: &Rc<Core>,
     request: Request,
@@ -331,7 +344,7 @@ async fn handle(
             }))
         }
         Request::Append(append) => {
-            let (local, shard, durability) = owned_shard(core, &append.stream, append.shard)?;
+            let (log, shard, durability) = owned_log(core, &append.stream, append.shard).await?;
             // One pass over the archive validates it and checks every key against the shard.
             BatchView::validate_with(payload, &core.config.limits(), |index, record| match record
                 .key()
@@ -352,15 +365,12 @@ async fn handle(
                     format!("shard {} is sealed", shard.id),
                 ));
             }
-            let appended = local
-                .log
+            let appended = log
                 .append(payload, shard.epoch)
                 .await
                 .map_err(|e| log_error(&e))?;
             if durability == Durability::Fsync {
-                local
-                    .log
-                    .wait_durable(appended.last_offset)
+                log.wait_durable(appended.last_offset)
                     .await
                     .map_err(|e| log_error(&e))?;
             }
@@ -371,15 +381,11 @@ async fn handle(
             }))
         }
         Request::Trim(trim) => {
-            let (local, shard, _) = owned_shard(core, &trim.stream, trim.shard)?;
-            local
-                .log
-                .trim(trim.offset)
-                .await
-                .map_err(|e| log_error(&e))?;
+            let (log, shard, _) = owned_log(core, &trim.stream, trim.shard).await?;
+            log.trim(trim.offset).await.map_err(|e| log_error(&e))?;
             Ok(Response::TrimOk(TrimOk {
                 shard: shard.id,
-                start_offset: local.log.start_offset(),
+                start_offset: log.start_offset(),
             }))
         }
         Request::GetNodeStatus => {
@@ -462,10 +468,11 @@ async fn read_loop(
     send: &mut quinn::SendStream,
     limits: &FrameLimits,
 ) -> Result<ReadEnd, Option<ErrorResponse>> {
-    let (local, _, durability) = owned_shard(core, &read.stream, read.shard).map_err(Some)?;
-    let log = &local.log;
+    let (log, _, durability) = owned_log(core, &read.stream, read.shard)
+        .await
+        .map_err(Some)?;
     let bound = crate::core::visible(durability);
-    let bound_offset = || local.visible_end(bound);
+    let bound_offset = || visible_end(&log, bound);
     let mut next = match read.from {
         ReadFrom::Earliest => log.start_offset(),
         ReadFrom::Latest => bound_offset(),

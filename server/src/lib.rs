@@ -20,6 +20,7 @@ pub mod data_dir;
 pub mod error;
 pub mod handler;
 pub mod identity;
+pub mod local;
 pub mod metadata_log;
 pub mod node;
 pub mod open_files;

@@ -265,7 +265,7 @@ async fn run_core(
                 let state = runnel_replicate::metadata::decode_snapshot(bytes)
                     .map_err(|e| FatalError::Metadata(format!("snapshot: {e}")))?;
                 let snapshot_index = state.applied_index();
-                core.install_snapshot(state).await?;
+                core.install_snapshot(state);
                 core.distribute_snapshot(bytes, snapshot_index).await;
                 if core.shutting_down() {
                     // Another core failed to install it: its error is the node's reason.
@@ -313,6 +313,11 @@ async fn run_core(
     tracing::info!(core = index, %address, "listening");
     glommio::spawn_local(serve(Rc::clone(&core), endpoint.clone())).detach();
     glommio::spawn_local(retention(Rc::clone(&core))).detach();
+    glommio::spawn_local(Rc::clone(&core).close_idle_logs_loop()).detach();
+    {
+        let core = Rc::clone(&core);
+        glommio::spawn_local(async move { core.verify_logs().await }).detach();
+    }
     glommio::spawn_local(crate::subscription::commit_progress(Rc::clone(&core))).detach();
     glommio::spawn_local(crate::subscription::expire_members(Rc::clone(&core))).detach();
     while !core.shutting_down() {
@@ -395,19 +400,35 @@ async fn register_node(core: &Core) -> Result<(), FatalError> {
         .map_err(|e| FatalError::Metadata(format!("register this node: {e}")))
 }
 
-/// Deletes expired segments of this core's shards now and then.
+/// Deletes expired segments of this core's shards now and then: of the open logs, and of the
+/// closed ones whose close recorded that retention would now delete something (those are
+/// opened for it).
 async fn retention(core: Rc<Core>) {
     let interval = Duration::from_millis(core.config.log.retention_check_interval_ms);
     while !core.shutting_down() {
         glommio::timer::sleep(interval.min(Duration::from_millis(1000))).await;
+        let now = now_ms();
         let shards: Vec<_> = core
             .shards
             .borrow()
             .iter()
+            .filter(|(_, shard)| shard.retention_due(now))
             .map(|(id, shard)| (*id, Rc::clone(shard)))
             .collect();
         for (id, shard) in shards {
-            match shard.log.enforce_retention(now_ms()).await {
+            // An open log is not "used" by retention: it still closes when idle.
+            let opened = match shard.open_log() {
+                Some(log) => Ok(log),
+                None => core.shard_log(&shard).await,
+            };
+            let log = match opened {
+                Ok(log) => log,
+                Err(error) => {
+                    tracing::warn!(core = core.index, shard = %id, %error.message, "retention cannot open a shard log");
+                    continue;
+                }
+            };
+            match log.enforce_retention(now_ms()).await {
                 // Deleting records is never silent: the shard, how many segments, and the
                 // first offset still readable.
                 Ok(0) => {}
@@ -415,7 +436,7 @@ async fn retention(core: Rc<Core>) {
                     core = core.index,
                     shard = %id,
                     segments,
-                    start_offset = %shard.log.start_offset(),
+                    start_offset = %log.start_offset(),
                     "retention deleted expired segments"
                 ),
                 Err(error) => tracing::warn!(core = core.index, %error, "retention failed"),

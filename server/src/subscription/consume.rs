@@ -111,7 +111,7 @@ async fn serve_loop(
     reader: &mut FrameReader,
     limits: &FrameLimits,
 ) -> Result<ConsumeEndReason, Option<ErrorResponse>> {
-    let log = &slot.local.log;
+    let log = &slot.log;
     // The configuration keeps deliveries within a frame; the clamp keeps it so even if not.
     let bytes_max = core
         .config
@@ -230,7 +230,7 @@ async fn wait(
     let records = async {
         // New records past `end` (the one the loop just saw), or nothing to wait for.
         if has_room && next >= end {
-            let _ = slot.local.log.wait_for(end, slot.bound).await;
+            let _ = slot.log.wait_for(end, slot.bound).await;
         } else {
             std::future::pending::<()>().await;
         }

@@ -134,7 +134,7 @@ pub async fn answer(core: &Rc<Core>, question: Question) -> Answer {
             Err(error) => Answer::Failed(error.message),
         },
         Question::Prepare { subscription } => progress::prepare(core, subscription).await,
-        Question::Progress { subscription } => progress::local_progress(core, subscription),
+        Question::Progress { subscription } => progress::local_progress(core, subscription).await,
         Question::Members { subscription } => {
             let group = core
                 .subscriptions
@@ -144,6 +144,6 @@ pub async fn answer(core: &Rc<Core>, question: Question) -> Answer {
                 .cloned();
             Answer::Members(group.map(|group| group.members()).unwrap_or_default())
         }
-        Question::Offsets { shards } => crate::convert::local_offsets(core, &shards),
+        Question::Offsets { shards } => crate::convert::local_offsets(core, &shards).await,
     }
 }

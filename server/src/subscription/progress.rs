@@ -85,7 +85,7 @@ pub async fn prepare(core: &Rc<Core>, subscription: SubscriptionId) -> Answer {
 
 /// The progress of this core's shards of `subscription`: from the live dispatch when there is
 /// one, else from the metadata.
-pub fn local_progress(core: &Rc<Core>, subscription: SubscriptionId) -> Answer {
+pub async fn local_progress(core: &Rc<Core>, subscription: SubscriptionId) -> Answer {
     let mut progress = Vec::new();
     for shard in local_shards(core, subscription) {
         let Some(local) = core.local_shard(shard) else {
@@ -108,15 +108,29 @@ pub fn local_progress(core: &Rc<Core>, subscription: SubscriptionId) -> Answer {
                 }
             }
             None => {
-                let state = core.metadata.borrow();
-                let subscription = state.subscription_by_id(subscription);
-                let durability = subscription
-                    .and_then(|sub| state.stream_by_id(sub.stream))
-                    .map_or(Durability::Fsync, |stream| stream.config.durability);
+                let (committed, bound) = {
+                    let state = core.metadata.borrow();
+                    let subscription = state.subscription_by_id(subscription);
+                    let durability = subscription
+                        .and_then(|sub| state.stream_by_id(sub.stream))
+                        .map_or(Durability::Fsync, |stream| stream.config.durability);
+                    (
+                        subscription.and_then(|sub| sub.committed.get(&shard).copied()),
+                        visible(durability),
+                    )
+                };
+                let end = match local.visible_end(bound) {
+                    Some(end) => end,
+                    // Not known without opening the log (not opened since the start).
+                    None => match core.shard_log(&local).await {
+                        Ok(log) => crate::local::visible_end(&log, bound),
+                        Err(error) => return Answer::Failed(error.message),
+                    },
+                };
                 ShardProgress {
                     shard,
-                    committed: subscription.and_then(|sub| sub.committed.get(&shard).copied()),
-                    end: local.visible_end(visible(durability)),
+                    committed,
+                    end,
                     unacked: 0,
                 }
             }

@@ -16,7 +16,8 @@ use runnel_replicate::metadata::{SubscriptionId, SubscriptionStart};
 use runnel_segment::event::Event;
 use runnel_segment::log::ReadBound;
 
-use crate::core::{visible, Core, LocalShard};
+use crate::core::{visible, Core};
+use crate::local::{visible_end, OpenLog};
 
 /// One subscription's delivery of one shard owned by this core.
 pub struct DispatchSlot {
@@ -24,8 +25,8 @@ pub struct DispatchSlot {
     pub subscription: SubscriptionId,
     /// The shard.
     pub shard: ShardId,
-    /// The shard's log.
-    pub local: Rc<LocalShard>,
+    /// The shard's log, held open while the slot lives.
+    pub log: OpenLog,
     /// Which records are visible: durable ones for `fsync` streams, written ones for `memory`.
     pub bound: ReadBound,
     /// What was delivered, to whom, and what is acked.
@@ -45,7 +46,7 @@ pub struct DispatchSlot {
 impl DispatchSlot {
     /// The first offset not yet readable (the durable or written end).
     pub fn end(&self) -> Offset {
-        self.local.visible_end(self.bound)
+        visible_end(&self.log, self.bound)
     }
 
     /// Applies the coordinator's assignment of generation `generation`, unless a newer one
@@ -160,11 +161,11 @@ pub async fn get_or_create(
             format!("shard {shard} is not open on this core yet"),
         )
     })?;
-    let log = &local.log;
+    let log = core.shard_log(&local).await?;
     let first = match (committed, start) {
         (Some(offset), _) => offset,
         (None, SubscriptionStart::Earliest) => log.start_offset(),
-        (None, SubscriptionStart::Latest) => local.visible_end(bound),
+        (None, SubscriptionStart::Latest) => visible_end(&log, bound),
         (None, SubscriptionStart::Timestamp(ms)) => {
             log.offset_for_timestamp(ms).await.map_err(|error| {
                 ErrorResponse::new(
@@ -188,7 +189,7 @@ pub async fn get_or_create(
         Rc::new(DispatchSlot {
             subscription,
             shard,
-            local: Rc::clone(&local),
+            log: Rc::clone(&log),
             bound,
             dispatch: RefCell::new(dispatch),
             changed: Event::default(),
