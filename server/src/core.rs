@@ -129,6 +129,8 @@ pub struct Core {
     pub shards: RefCell<HashMap<ShardId, Rc<LocalShard>>>,
     /// The shards whose logs are open now (see [`crate::local`]).
     pub open_logs: RefCell<HashSet<ShardId>>,
+    /// [`Core::open_logs_max`], once computed.
+    pub(crate) open_logs_max: Cell<Option<usize>>,
     /// This core's side of every subscription: dispatch of its shards, groups it coordinates.
     pub subscriptions: Subscriptions,
     senders: Senders<CoreMessage>,
@@ -143,7 +145,7 @@ pub struct Core {
     stopped: RefCell<Vec<bool>>,
     stopped_changed: Event,
     /// Set when this core closes: waits for answers end then.
-    closing: Cell<bool>,
+    pub(crate) closing: Cell<bool>,
     ready: Cell<bool>,
     ready_changed: Event,
     stop: Arc<NodeStop>,
@@ -200,6 +202,7 @@ impl Core {
             metadata: RefCell::new(MetadataState::new()),
             shards: RefCell::new(HashMap::new()),
             open_logs: RefCell::new(HashSet::new()),
+            open_logs_max: Cell::new(None),
             subscriptions: Subscriptions::new(started_ms),
             senders,
             metadata_log: metadata_log.map(Rc::new),

@@ -158,12 +158,19 @@ impl Core {
     /// the open-files limit (half of it, split over the cores, after 1,024 for sockets and
     /// the rest; a log with many segments holds more than one descriptor).
     pub fn open_logs_max(&self) -> usize {
-        if self.config.log.open_logs_max > 0 {
-            return self.config.log.open_logs_max;
+        if let Some(max) = self.open_logs_max.get() {
+            return max;
         }
-        let files = crate::open_files::limits().map_or(1024, |(soft, _)| soft);
-        let share = files.saturating_sub(1024) / 2 / self.config.cores.max(1) as u64;
-        usize::try_from(share).unwrap_or(usize::MAX).max(16)
+        let max = if self.config.log.open_logs_max > 0 {
+            self.config.log.open_logs_max
+        } else {
+            // The node raised its soft limit to the hard one before the cores started.
+            let files = crate::open_files::limits().map_or(1024, |(soft, _)| soft);
+            let share = files.saturating_sub(1024) / 2 / self.config.cores.max(1) as u64;
+            usize::try_from(share).unwrap_or(usize::MAX).max(16)
+        };
+        self.open_logs_max.set(Some(max));
+        max
     }
 
     /// The shard's log, opened (and recovered) if it is not open. Damage to acknowledged
@@ -242,12 +249,18 @@ impl Core {
         ErrorResponse::new(ErrorCode::StorageFault, message)
     }
 
-    /// Closes the shard's log if it is open and nobody holds it; true if it closed it.
+    /// Closes the shard's log if it is open and nobody holds it; true if it closed it. A
+    /// poisoned log stays open (refusing appends) until the node stops: opening it again would
+    /// let recovery decide what is durable, which is the operator's call after a write or
+    /// fdatasync failure, not an idle timer's.
     pub async fn close_log(&self, local: &LocalShard) -> bool {
+        let closing_node = self.closing.get();
         let log = {
             let mut slot = local.slot.borrow_mut();
             match &*slot {
-                Slot::Open(log) if Rc::strong_count(log) == 1 => {}
+                Slot::Open(log)
+                    if Rc::strong_count(log) == 1
+                        && (closing_node || log.poisoned().is_none()) => {}
                 _ => return false,
             }
             match std::mem::replace(&mut *slot, Slot::Closing) {
