@@ -268,7 +268,18 @@ pub fn stamp(
     base_offset: Offset,
     epoch: Epoch,
 ) -> Result<BatchHeader, BatchError> {
-    let mut header = BatchHeader::decode(batch)?;
+    let header = BatchHeader::decode(batch)?;
+    stamp_header(batch, header, base_offset, epoch)
+}
+
+/// [`stamp`] for a copy of a batch whose header is already decoded (from a [`BatchView`]):
+/// `header` must be the header of `batch`.
+pub fn stamp_header(
+    batch: &mut [u8],
+    mut header: BatchHeader,
+    base_offset: Offset,
+    epoch: Epoch,
+) -> Result<BatchHeader, BatchError> {
     header.base_offset = base_offset;
     header.epoch = epoch;
     if base_offset
@@ -305,7 +316,11 @@ impl<'a> BatchView<'a> {
     /// Checks the batch at the start of `bytes`: header, lengths, zero padding and payload CRC.
     /// Bytes after the batch are ignored. Does not validate the archive; [`Self::records`] does.
     pub fn check(bytes: &'a [u8]) -> Result<BatchView<'a>, BatchError> {
-        let header = BatchHeader::decode(bytes)?;
+        Self::check_decoded(BatchHeader::decode(bytes)?, bytes)
+    }
+
+    /// [`Self::check`] with the header already decoded (and its CRC checked) from `bytes`.
+    fn check_decoded(header: BatchHeader, bytes: &'a [u8]) -> Result<BatchView<'a>, BatchError> {
         let batch_len = header.batch_len as usize;
         let bytes = bytes.get(..batch_len).ok_or(BatchError::Truncated {
             needed: batch_len as u64,
@@ -356,7 +371,7 @@ impl<'a> BatchView<'a> {
                 max: limits.batch_records_max,
             }));
         }
-        let view = Self::check(bytes)?;
+        let view = Self::check_decoded(header, bytes)?;
         let records = view.archived()?;
         if records.len() != header.record_count as usize {
             return Err(E::from(BatchError::HeaderMismatch {

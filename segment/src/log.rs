@@ -18,7 +18,7 @@ use std::path::{Path, PathBuf};
 use std::rc::Rc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use runnel_core::batch::stamp;
+use runnel_core::batch::stamp_header;
 use runnel_core::{BatchHeader, BatchView, Epoch, Offset, BATCH_HEADER_LEN};
 
 use crate::config::{LogConfig, BLOCK_BYTES, RESERVE_STEP_BYTES_MIN};
@@ -302,6 +302,18 @@ impl<S: Storage> ShardLog<S> {
     /// buffer — await [`Self::wait_durable`] before acknowledging an `fsync` write. Waits while
     /// the tail buffer is full (back-pressure) or a segment is rolling.
     pub async fn append(&self, batch: &[u8], epoch: Epoch) -> Result<Appended, LogError> {
+        self.append_checked(BatchView::check(batch)?, epoch).await
+    }
+
+    /// [`Self::append`] of a batch already checked (a [`BatchView`] exists only for bytes whose
+    /// header and payload CRCs were checked, by [`BatchView::check`] or the full ingress
+    /// validation [`BatchView::validate_with`]): the bytes are not checked again, however
+    /// long the append waits for room.
+    pub async fn append_checked(
+        &self,
+        batch: BatchView<'_>,
+        epoch: Epoch,
+    ) -> Result<Appended, LogError> {
         loop {
             let room = self.inner.room.listen();
             match self.try_append(batch, epoch)? {
@@ -318,7 +330,7 @@ impl<S: Storage> ShardLog<S> {
         Ok(appended)
     }
 
-    fn try_append(&self, batch: &[u8], epoch: Epoch) -> Result<Step, LogError> {
+    fn try_append(&self, view: BatchView<'_>, epoch: Epoch) -> Result<Step, LogError> {
         let inner = &*self.inner;
         let mut guard = inner.state.borrow_mut();
         let state = &mut *guard;
@@ -330,7 +342,6 @@ impl<S: Storage> ShardLog<S> {
         if state.closed {
             return Err(LogError::Closed);
         }
-        let view = BatchView::check(batch)?;
         let len = view.as_bytes().len();
         let max = inner.config.batch_bytes_max();
         if len as u64 > max {
@@ -398,7 +409,7 @@ impl<S: Storage> ShardLog<S> {
                 max,
             })?;
         target.copy_from_slice(view.as_bytes());
-        let header: BatchHeader = stamp(target, state.next_offset, epoch)?;
+        let header: BatchHeader = stamp_header(target, *view.header(), state.next_offset, epoch)?;
         let position = tail.file_pos + tail.fill as u64;
         active.note_batch(&header, position, inner.config.index_interval_bytes);
         tail.fill += len;

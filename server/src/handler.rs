@@ -345,20 +345,22 @@ async fn handle(
         }
         Request::Append(append) => {
             let (log, shard, durability) = owned_log(core, &append.stream, append.shard).await?;
-            // One pass over the archive validates it and checks every key against the shard.
-            BatchView::validate_with(payload, &core.config.limits(), |index, record| match record
-                .key()
-            {
-                Some(key) if !shard.key_range.contains_key(key) => Err(Refusal(error(
-                    ErrorCode::WrongShard,
-                    format!(
-                        "record {index}'s key does not belong to shard {} of stream {}",
-                        shard.id, append.stream
-                    ),
-                ))),
-                _ => Ok(()),
-            })
-            .map_err(|refusal| refusal.0)?;
+            // One pass over the archive validates it and checks every key against the shard;
+            // the log takes the checked batch without checking its bytes again.
+            let batch =
+                BatchView::validate_with(payload, &core.config.limits(), |index, record| {
+                    match record.key() {
+                        Some(key) if !shard.key_range.contains_key(key) => Err(Refusal(error(
+                            ErrorCode::WrongShard,
+                            format!(
+                                "record {index}'s key does not belong to shard {} of stream {}",
+                                shard.id, append.stream
+                            ),
+                        ))),
+                        _ => Ok(()),
+                    }
+                })
+                .map_err(|refusal| refusal.0)?;
             if !shard.is_open() {
                 return Err(error(
                     ErrorCode::ShardSealed,
@@ -366,7 +368,7 @@ async fn handle(
                 ));
             }
             let appended = log
-                .append(payload, shard.epoch)
+                .append_checked(batch, shard.epoch)
                 .await
                 .map_err(|e| log_error(&e))?;
             if durability == Durability::Fsync {

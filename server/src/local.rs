@@ -259,8 +259,8 @@ impl Core {
             let mut slot = local.slot.borrow_mut();
             match &*slot {
                 Slot::Open(log)
-                    if Rc::strong_count(log) == 1
-                        && (closing_node || log.poisoned().is_none()) => {}
+                    if Rc::strong_count(log) == 1 && (closing_node || log.poisoned().is_none()) => {
+                }
                 _ => return false,
             }
             match std::mem::replace(&mut *slot, Slot::Closing) {
