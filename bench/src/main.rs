@@ -21,6 +21,8 @@ use clap::Parser;
 static ALLOCATOR: alloc_counter::CountingAllocator = alloc_counter::CountingAllocator;
 
 fn main() {
+    // As `runnel-server` does, for the benchmarks that run a node in this process.
+    runnel_server::malloc::tune();
     let cli = args::Cli::parse();
     let result = match cli.command {
         args::Bench::Log(args) => log_bench::run(args),

@@ -12,6 +12,8 @@ use signal_hook::consts::{SIGINT, SIGTERM};
 use tracing_subscriber::EnvFilter;
 
 fn main() {
+    // Before any thread allocates: see the module's documentation.
+    let malloc_tuned = runnel_server::malloc::tune();
     let filter = EnvFilter::try_from_env("RUNNEL_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
     // Colours only for a person at a terminal: a log file, a pipe or journald gets plain text.
     let colours = std::io::stdout().is_terminal() && std::env::var_os("NO_COLOR").is_none();
@@ -20,6 +22,9 @@ fn main() {
         .with_target(false)
         .with_ansi(colours)
         .init();
+    if !malloc_tuned {
+        tracing::debug!("malloc thresholds not set (not glibc)");
+    }
     if let Err(error) = run() {
         tracing::error!(%error, "runnel-server stopped");
         eprintln!("runnel-server: {error}");
