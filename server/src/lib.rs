@@ -23,6 +23,7 @@ pub mod identity;
 pub mod metadata_log;
 pub mod node;
 pub mod open_files;
+pub mod proposer;
 mod select;
 pub mod stop;
 pub mod subscription;
