@@ -32,6 +32,7 @@ use std::collections::VecDeque;
 use std::future::Future;
 use std::path::PathBuf;
 use std::rc::Rc;
+use std::time::Instant;
 
 use runnel_net::protocol::{ErrorCode, ErrorResponse};
 use runnel_replicate::metadata::{
@@ -377,6 +378,8 @@ impl Proposer {
         // The logs of new shards exist, durably, before the commands naming them are
         // recorded: a full disk refuses here, atomically, instead of failing an apply after
         // the command was committed.
+        // Where a batch's time goes, for the debug log (`RUNNEL_LOG=runnel_server::proposer=debug`).
+        let started = Instant::now();
         let prepared = if new_shards.is_empty() {
             Vec::new()
         } else {
@@ -390,6 +393,7 @@ impl Proposer {
             .iter()
             .map(|(_, proposal)| proposal.encoded.clone())
             .collect();
+        let prepared_at = Instant::now();
         match self.log.append_batch(&encoded, now_ms()).await {
             Ok(first) => assert_eq!(
                 first, accepted[0].0,
@@ -413,6 +417,7 @@ impl Proposer {
             }
         }
 
+        let recorded_at = Instant::now();
         // Recorded: the commands are committed. Learn them in order.
         for &(index, proposal) in &accepted {
             let fatal = match host.learn(index, &proposal.command).await {
@@ -440,7 +445,9 @@ impl Proposer {
             .iter()
             .map(|&(index, proposal)| (index, proposal.encoded.as_slice()))
             .collect();
+        let learned_at = Instant::now();
         host.distribute(&entries).await;
+        let distributed_at = Instant::now();
         drop(entries);
 
         // The staged state catches up with the committed one: the last accepted command may
@@ -468,6 +475,10 @@ impl Proposer {
             recorded = accepted.len(),
             new_shards = new_shards.len(),
             first_index = accepted[0].0,
+            prepare_us = micros(started, prepared_at),
+            record_us = micros(prepared_at, recorded_at),
+            learn_us = micros(recorded_at, learned_at),
+            distribute_us = micros(learned_at, distributed_at),
             "metadata batch committed"
         );
         drop(accepted);
@@ -547,6 +558,10 @@ impl Proposer {
             Err(AppendError::Fatal(error)) => host.fail(error),
         }
     }
+}
+
+fn micros(from: Instant, to: Instant) -> u64 {
+    to.saturating_duration_since(from).as_micros() as u64
 }
 
 /// Applies to the staged state a command its `check` accepted.
