@@ -372,6 +372,61 @@ fn an_empty_file_opened_first_does_not_break_reads() {
     assert_eq!(count, written.len());
 }
 
+/// Regression (found when metadata snapshots made a restart open, concurrently, existing shard
+/// logs and the logs of streams deleted after the snapshot, which are created anew): the first
+/// open of an existing file on a thread stood in for the device probe and marked the device
+/// probed at once, so a new empty file created while that open was still in flight skipped the
+/// probe file, and glommio's own probe of the empty file could conclude "pollable"; reads of
+/// the existing log then failed with EOPNOTSUPP. Now the first open on a device is the only
+/// one until its probe is done. Each round is a fresh executor thread (fresh probe state).
+#[test]
+fn logs_opened_and_created_at_once_on_a_fresh_thread_read_back() {
+    let temp = tempfile::tempdir().expect("temp dir");
+    let existing: Vec<PathBuf> = (0..3)
+        .map(|i| temp.path().join(format!("existing-{i}")))
+        .collect();
+    let written: Vec<usize> = existing
+        .iter()
+        .zip(11..)
+        .map(|(dir, seed)| write_log(dir.clone(), 10, seed).len())
+        .collect();
+    for round in 0..40 {
+        let existing = existing.clone();
+        let root = temp.path().join(format!("round-{round}"));
+        let counts = run(move || async move {
+            // Existing logs and new ones interleaved, all in flight at once, an existing one
+            // first.
+            let mut tasks = Vec::new();
+            for (i, dir) in existing.into_iter().enumerate() {
+                tasks.push(glommio::spawn_local(async move {
+                    ShardLog::open(DmaStorage, &dir, config()).await.map(Some)
+                }));
+                for new in 0..4 {
+                    let dir = root.join(format!("new-{i}-{new}"));
+                    tasks.push(glommio::spawn_local(async move {
+                        let log = ShardLog::open(DmaStorage, &dir, config()).await?;
+                        log.close().await?;
+                        Ok(None)
+                    }));
+                }
+            }
+            let mut opened = Vec::new();
+            for task in tasks {
+                if let Some(log) = task.await.expect("open or create a log") {
+                    opened.push(log);
+                }
+            }
+            let mut counts = Vec::new();
+            for log in opened {
+                counts.push(read_all(&log, Offset(0)).await.len());
+                log.close().await.expect("close");
+            }
+            counts
+        });
+        assert_eq!(counts, written, "round {round}");
+    }
+}
+
 /// Regression: glommio's `Directory::open` fails with EBADF on a relative path, which made
 /// every directory sync (and so opening a log) fail for a relative data directory.
 #[test]

@@ -179,8 +179,9 @@ pub struct NodeConfig {
     pub tls_cert_path: Option<PathBuf>,
     /// TLS private key (PEM). Set together with `tls_cert_path`.
     pub tls_key_path: Option<PathBuf>,
-    /// Core 0 writes a metadata snapshot (and trims the command log) every this many commands.
-    /// Default 256.
+    /// Core 0 writes a metadata snapshot (and trims the command log) once at least this many
+    /// commands were recorded since the last one, and at least half that snapshot's size in
+    /// command bytes (`crate::metadata_log::SinceSnapshot::due`). Default 256.
     pub metadata_snapshot_interval: u64,
     /// How each shard's log is sized.
     pub log: LogSection,
@@ -245,7 +246,8 @@ pub struct Flags {
     /// certificate's key under <data-dir>/tls/.
     #[arg(long, env = "RUNNEL_TLS_KEY_PATH")]
     pub tls_key_path: Option<PathBuf>,
-    /// Metadata commands between two snapshots. Default: 256.
+    /// Fewest metadata commands between two snapshots (a snapshot also waits until the
+    /// commands since the last one are half its size). Default: 256.
     #[arg(long, env = "RUNNEL_METADATA_SNAPSHOT_INTERVAL")]
     pub metadata_snapshot_interval: Option<u64>,
 }

@@ -1,13 +1,15 @@
 //! One core of the node: its replica of the metadata state machine, the shard logs it owns,
 //! and its side of the channel mesh.
 //!
-//! Core 0 is the metadata leader of the node: it checks a command against its state (without
-//! changing or copying it), appends it durably to the metadata log, applies it, hands it to
-//! every other core (which apply it to their own replica, open or delete the logs of their
-//! shards, and acknowledge), and only then answers. Other cores forward metadata writes to core 0 over
+//! Core 0 is the metadata leader of the node: its proposer (`crate::proposer`) group-commits
+//! metadata commands, checking them against a staged copy of the state, recording them
+//! durably in the metadata log, applying them here, handing them to every other core (which
+//! apply them to their own replica, open or delete the logs of their shards, and acknowledge),
+//! and only then answering. This module is that proposer's [`Host`]: the committed state, the
+//! logs of new shards, and the other cores. Other cores forward metadata writes to core 0 over
 //! the mesh and answer metadata reads from their own replica.
 
-use std::cell::{Cell, RefCell};
+use std::cell::{Cell, Ref, RefCell};
 use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
 use std::rc::Rc;
@@ -20,8 +22,7 @@ use runnel_core::ShardId;
 use runnel_net::protocol::{ErrorCode, ErrorResponse};
 use runnel_replicate::metadata::Durability;
 use runnel_replicate::metadata::{
-    decode_command, encode_command, encode_snapshot, Applied, Command, MetadataError,
-    MetadataState, NodeId, Shard,
+    decode_command, encode_command, Applied, Command, MetadataError, MetadataState, NodeId, Shard,
 };
 use runnel_segment::event::Event;
 use runnel_segment::log::ReadBound;
@@ -31,7 +32,8 @@ use crate::ask::{Answer, Pending, Question};
 use crate::config::NodeConfig;
 use crate::error::FatalError;
 use crate::local::LocalShard;
-use crate::metadata_log::{AppendError, MetadataLog};
+use crate::metadata_log::MetadataLog;
+use crate::proposer::{Host, Proposer};
 use crate::select::{first_of, First};
 use crate::stop::NodeStop;
 use crate::subscription::Subscriptions;
@@ -106,6 +108,9 @@ pub const STOP_POLL_MS: u64 = 100;
 /// The answer to a forwarded proposal: Ok, or an error code number and message.
 pub type ProposalOutcome = Result<(), (u16, String)>;
 
+/// New shard logs core 0 creates at once (each holds a descriptor while it is created).
+pub const CREATES_IN_FLIGHT_MAX: usize = 256;
+
 /// What readers and consumers of a stream with `durability` may see: durable batches for
 /// `fsync`, written ones for `memory` (acknowledged either way).
 pub fn visible(durability: Durability) -> ReadBound {
@@ -134,9 +139,8 @@ pub struct Core {
     /// This core's side of every subscription: dispatch of its shards, groups it coordinates.
     pub subscriptions: Subscriptions,
     senders: Senders<CoreMessage>,
-    metadata_log: Option<Rc<MetadataLog>>,
-    proposing: Cell<bool>,
-    proposal_done: Event,
+    /// Core 0: the metadata proposer, which owns the metadata log.
+    proposer: Option<Proposer>,
     acked: RefCell<Vec<u64>>,
     acked_changed: Event,
     proposals: Pending<ProposalOutcome>,
@@ -192,6 +196,8 @@ impl Core {
         stop: Arc<NodeStop>,
     ) -> Core {
         let cores = config.cores;
+        let proposer =
+            metadata_log.map(|log| Proposer::new(log, config.metadata_snapshot_interval));
         // Member ids of the groups this core coordinates count up from the start time, so that
         // ids from before a restart are not handed out again.
         let started_ms = now_ms().max(0) as u64;
@@ -205,9 +211,7 @@ impl Core {
             open_logs_max: Cell::new(None),
             subscriptions: Subscriptions::new(started_ms),
             senders,
-            metadata_log: metadata_log.map(Rc::new),
-            proposing: Cell::new(false),
-            proposal_done: Event::default(),
+            proposer,
             acked: RefCell::new(vec![0; cores]),
             acked_changed: Event::default(),
             proposals: Pending::default(),
@@ -463,7 +467,13 @@ impl Core {
     /// Proposes a metadata command: on core 0 directly, elsewhere through core 0.
     pub async fn propose(&self, command: Command) -> Result<(), ErrorResponse> {
         if self.index == 0 {
-            return self.propose_here(command).await;
+            return match &self.proposer {
+                Some(proposer) => proposer.propose(command).await,
+                None => Err(ErrorResponse::new(
+                    ErrorCode::Internal,
+                    "core 0 has no metadata proposer",
+                )),
+            };
         }
         let id = self.proposals.register();
         self.send(
@@ -510,126 +520,60 @@ impl Core {
             .unwrap_or_else(|| Answer::Failed("the node is stopping".into()))
     }
 
-    /// Core 0: validate, persist, apply, distribute, wait for every core.
-    async fn propose_here(&self, command: Command) -> Result<(), ErrorResponse> {
-        let Some(metadata_log) = self.metadata_log.clone() else {
-            return Err(ErrorResponse::new(
-                ErrorCode::Internal,
-                "core 0 has no metadata log",
-            ));
-        };
-        // One proposal at a time: the index of each is the log's next offset.
-        loop {
-            let done = self.proposal_done.listen();
-            if !self.proposing.get() {
+    /// Core 0, before commands that create shards are recorded: creates each new shard's log
+    /// (directory and first segment, one 4 KiB block), whichever core will own it, which then
+    /// opens it without allocating anything. The logs are created concurrently, up to
+    /// [`CREATES_IN_FLIGHT_MAX`] at once, then `shards/` is synced once. On failure (a full
+    /// disk) removes what it created and refuses. Returns the directories created.
+    async fn create_logs(&self, shards: &[Shard]) -> Result<Vec<PathBuf>, ErrorResponse> {
+        let dirs: Vec<(ShardId, PathBuf)> = shards
+            .iter()
+            .map(|shard| (shard.id, self.shard_dir(shard.id)))
+            .collect();
+        let prepared: Vec<PathBuf> = dirs.iter().map(|(_, dir)| dir.clone()).collect();
+        let config = self.config.log_config();
+        let mut failure = None;
+        for window in dirs.chunks(CREATES_IN_FLIGHT_MAX) {
+            let creating: Vec<_> = window
+                .iter()
+                .map(|(id, dir)| {
+                    let (id, dir, config) = (*id, dir.clone(), config.clone());
+                    glommio::spawn_local(async move {
+                        // A directory of a shard the metadata does not know is left by a
+                        // create that crashed before it was recorded: it holds nothing anyone
+                        // was promised.
+                        if dir.exists() {
+                            let _ = std::fs::remove_dir_all(&dir);
+                        }
+                        ShardLog::create(&DmaStorage, &dir, &config)
+                            .await
+                            .map_err(|error| {
+                                format!("cannot create the log of shard {id}: {error}")
+                            })
+                    })
+                })
+                .collect();
+            // Every task of the window is awaited, failed or not, before anything is removed.
+            for task in creating {
+                if let Err(message) = task.await {
+                    failure.get_or_insert(message);
+                }
+            }
+            if failure.is_some() {
                 break;
             }
-            done.await;
         }
-        self.proposing.set(true);
-        let result = self.propose_locked(&metadata_log, command).await;
-        self.proposing.set(false);
-        self.proposal_done.notify();
-        result
-    }
-
-    async fn propose_locked(
-        &self,
-        metadata_log: &MetadataLog,
-        command: Command,
-    ) -> Result<(), ErrorResponse> {
-        let index = metadata_log.next_index();
-        // Refused commands are answered without being written. `check` runs apply's own checks
-        // on the state in place: its cost does not grow with the number of streams.
-        let new_shards = self
-            .metadata
-            .borrow()
-            .check(index, &command)
-            .map_err(|e| metadata_error(&e))?;
-        // The logs of new shards exist before the command is recorded: a full disk refuses the
-        // command here, atomically, instead of failing its apply after it was committed.
-        let prepared = self.prepare_logs(&new_shards).await?;
-        let written = match metadata_log.append(&command, now_ms()).await {
-            Ok(written) => written,
-            Err(AppendError::NoSpace(message)) => {
-                self.remove_logs(&prepared);
-                return Err(ErrorResponse::new(ErrorCode::StorageFault, message));
-            }
-            Err(AppendError::Fatal(error)) => {
-                let message = error.to_string();
-                self.fail(error);
-                return Err(ErrorResponse::new(ErrorCode::StorageFault, message));
-            }
-        };
-        assert_eq!(written, index, "metadata log index moved under a proposal");
-        match self.apply(index, &command).await {
-            Ok(Ok(_)) => {}
-            Ok(Err(error)) => return Err(metadata_error(&error)),
-            Err(fatal) => {
-                let message = fatal.to_string();
-                self.fail(fatal);
-                return Err(ErrorResponse::new(ErrorCode::StorageFault, message));
-            }
+        if let Some(message) = failure {
+            self.remove_created_logs(&prepared);
+            return Err(ErrorResponse::new(ErrorCode::StorageFault, message));
         }
-        self.distribute(index, &command).await;
-        if index.is_multiple_of(self.config.metadata_snapshot_interval) {
-            // Encoded in place (no copy of the state), before the write awaits. Proposals run
-            // one at a time, so the state is still the one this command left.
-            let snapshot = {
-                let state = self.metadata.borrow();
-                assert_eq!(
-                    state.applied_index(),
-                    index,
-                    "the state moved under a proposal"
-                );
-                encode_snapshot(&state)
-            };
-            match metadata_log.snapshot(snapshot, index, now_ms()).await {
-                Ok(()) => {}
-                // The command is recorded and applied; the next snapshot tries again.
-                Err(AppendError::NoSpace(message)) => {
-                    tracing::warn!(%message, "metadata snapshot skipped");
-                }
-                Err(AppendError::Fatal(error)) => {
-                    let message = error.to_string();
-                    self.fail(error);
-                    return Err(ErrorResponse::new(ErrorCode::StorageFault, message));
-                }
-            }
-        }
-        Ok(())
-    }
-
-    /// Core 0, before a command that creates shards is recorded: creates each new shard's log
-    /// (directory and first segment, one 4 KiB block), whichever core will own it, which then
-    /// opens it without allocating anything. On failure (a full disk) removes what it created
-    /// and refuses the command. Returns the directories created.
-    async fn prepare_logs(&self, shards: &[Shard]) -> Result<Vec<PathBuf>, ErrorResponse> {
-        let mut prepared = Vec::with_capacity(shards.len());
-        for shard in shards {
-            let dir = self.shard_dir(shard.id);
-            // A directory of a shard the metadata does not know is left by a create that
-            // crashed before it was recorded: it holds nothing anyone was promised.
-            if dir.exists() {
-                let _ = std::fs::remove_dir_all(&dir);
-            }
-            prepared.push(dir.clone());
-            let created = ShardLog::create(&DmaStorage, &dir, &self.config.log_config()).await;
-            if let Err(error) = created {
-                self.remove_logs(&prepared);
-                return Err(ErrorResponse::new(
-                    ErrorCode::StorageFault,
-                    format!("cannot create the log of shard {}: {error}", shard.id),
-                ));
-            }
-        }
-        // The new shard directories' entries in `shards/` are durable before the command that
-        // names them is: a log syncs its own directory, not its parent's.
+        // The new shard directories' entries in `shards/` are durable before the commands that
+        // name them are: a log syncs its own directory, not its parent's.
         if !prepared.is_empty() {
             let root = self.config.data_dir.join("shards");
             if let Err(error) = runnel_segment::storage::Storage::sync_dir(&DmaStorage, &root).await
             {
-                self.remove_logs(&prepared);
+                self.remove_created_logs(&prepared);
                 return Err(ErrorResponse::new(
                     ErrorCode::StorageFault,
                     format!("cannot sync {}: {error}", root.display()),
@@ -639,8 +583,8 @@ impl Core {
         Ok(prepared)
     }
 
-    /// Removes logs prepared for a command that was then refused.
-    fn remove_logs(&self, dirs: &[PathBuf]) {
+    /// Removes logs created for commands that were then not recorded.
+    fn remove_created_logs(&self, dirs: &[PathBuf]) {
         for dir in dirs {
             if let Err(error) = std::fs::remove_dir_all(dir) {
                 if error.kind() != std::io::ErrorKind::NotFound {
@@ -650,20 +594,33 @@ impl Core {
         }
     }
 
-    /// Core 0: hands a command to every other core and waits until all applied it.
-    pub async fn distribute(&self, index: u64, command: &Command) {
-        let bytes = encode_command(command);
-        for core in 1..self.config.cores as u32 {
-            self.send(
-                core,
-                CoreMessage::Apply {
-                    index,
-                    command: bytes.clone(),
-                },
-            )
-            .await;
+    /// Core 0: hands commands `(index, encoded command)` to every other core, in order, and
+    /// waits once, until all applied the last one (or the node stops).
+    pub async fn distribute_all(&self, commands: &[(u64, &[u8])]) {
+        let Some(&(last, _)) = commands.last() else {
+            return;
+        };
+        for &(index, bytes) in commands {
+            for core in 1..self.config.cores as u32 {
+                self.send(
+                    core,
+                    CoreMessage::Apply {
+                        index,
+                        command: bytes.to_vec(),
+                    },
+                )
+                .await;
+            }
         }
-        self.wait_acked(index).await;
+        self.wait_acked(last).await;
+    }
+
+    /// Core 0: runs the metadata proposer until the core closes (one task, started with the
+    /// core).
+    pub async fn run_proposer(self: Rc<Self>) {
+        if let Some(proposer) = &self.proposer {
+            proposer.run(&*self).await;
+        }
     }
 
     /// Handles one message from another core.
@@ -775,9 +732,14 @@ impl Core {
         }
     }
 
-    /// Closes every shard log (flushing what is buffered) and the metadata log.
+    /// Closes every shard log (flushing what is buffered). On core 0, first stops the
+    /// proposer: the batch in flight completes, proposals still queued are answered
+    /// `Unavailable`.
     pub async fn close(&self) {
         self.closing.set(true);
+        if let Some(proposer) = &self.proposer {
+            proposer.stop().await;
+        }
         let shards: Vec<Rc<LocalShard>> =
             self.shards.borrow_mut().drain().map(|(_, s)| s).collect();
         for shard in shards {
@@ -794,9 +756,38 @@ impl Core {
         self.proposals.wake_all();
         self.answers.wake_all();
     }
+}
 
-    /// Core 0 only: the metadata log (to close it at the end).
-    pub fn take_metadata_log(&mut self) -> Option<Rc<MetadataLog>> {
-        self.metadata_log.take()
+impl Host for Core {
+    fn committed(&self) -> Ref<'_, MetadataState> {
+        self.metadata.borrow()
+    }
+
+    async fn prepare_logs(&self, shards: &[Shard]) -> Result<Vec<PathBuf>, ErrorResponse> {
+        self.create_logs(shards).await
+    }
+
+    fn remove_logs(&self, prepared: &[PathBuf]) {
+        self.remove_created_logs(prepared);
+    }
+
+    async fn learn(
+        &self,
+        index: u64,
+        command: &Command,
+    ) -> Result<Result<Applied, MetadataError>, FatalError> {
+        self.apply(index, command).await
+    }
+
+    async fn distribute(&self, commands: &[(u64, &[u8])]) {
+        self.distribute_all(commands).await;
+    }
+
+    fn fail(&self, error: FatalError) {
+        Core::fail(self, error);
+    }
+
+    fn failed(&self) -> bool {
+        Core::failed(self)
     }
 }

@@ -25,6 +25,7 @@ pub mod malloc;
 pub mod metadata_log;
 pub mod node;
 pub mod open_files;
+pub mod proposer;
 mod select;
 pub mod stop;
 pub mod subscription;

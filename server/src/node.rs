@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use glommio::channels::channel_mesh::MeshBuilder;
 use glommio::{LocalExecutorBuilder, Placement};
 use runnel_net::{endpoint, server_config, EndpointOptions, Identity, TransportLimits};
-use runnel_replicate::metadata::{Command, Node, NodeId};
+use runnel_replicate::metadata::{encode_command, Command, Node, NodeId};
 
 use crate::config::NodeConfig;
 use crate::core::{now_ms, Core, CoreMessage};
@@ -244,6 +244,8 @@ async fn run_core(
         metadata_log,
         stop,
     ));
+    // Core 0's metadata proposer: one task, until the core closes.
+    glommio::spawn_local(Rc::clone(&core).run_proposer()).detach();
     // Every core listens to every other core.
     for (_, receiver) in receivers.streams() {
         let core = Rc::clone(&core);
@@ -276,10 +278,26 @@ async fn run_core(
             }
             None => None,
         };
-        for (command_index, command) in &replayed.commands {
-            // Refusals in the log were refusals when written; they only consume their index.
-            let _refusal = core.apply(*command_index, command).await?;
-            core.distribute(*command_index, command).await;
+        // The other cores get the commands as core 0 got them, a proposer batch at a time,
+        // with one wait for their acknowledgements per batch.
+        for chunk in replayed
+            .commands
+            .chunks(crate::proposer::BATCH_COMMANDS_MAX)
+        {
+            for (command_index, command) in chunk {
+                // Refusals in the log were refusals when written; they only consume their
+                // index.
+                let _refusal = core.apply(*command_index, command).await?;
+            }
+            let encoded: Vec<(u64, Vec<u8>)> = chunk
+                .iter()
+                .map(|(index, command)| (*index, encode_command(command)))
+                .collect();
+            let entries: Vec<(u64, &[u8])> = encoded
+                .iter()
+                .map(|(index, bytes)| (*index, bytes.as_slice()))
+                .collect();
+            core.distribute_all(&entries).await;
             if core.shutting_down() {
                 core.close().await;
                 return Ok(());

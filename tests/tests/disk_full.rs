@@ -134,3 +134,127 @@ async fn a_full_disk_refuses_creates_and_the_node_keeps_serving_and_restarts() {
     drop(client);
     drop(server);
 }
+
+/// Regression guard for group commit: creates in flight at once on a full disk reach core 0
+/// together and are staged as one batch, whose new shard logs cannot be created. The batch is
+/// then run again one command at a time, so each create is refused cleanly on its own, and
+/// deletes (which need no new log) in the same batch are not refused with it. No stream is
+/// half created, the node keeps serving and restarts, and creates work again once there is
+/// space.
+#[tokio::test]
+async fn creates_in_flight_on_a_full_disk_are_refused_one_by_one() {
+    let temp = tempfile::tempdir().expect("temp dir");
+    let fs = SmallFileSystem::new(temp.path(), 48);
+    let data_dir = fs.mount.join("data");
+    let mut server = TestServer::start_at(data_dir, free_ports(2), 2, Vec::new());
+    let client = server.connect().await;
+    let doomed: Vec<String> = (0..4).map(|i| format!("doomed{i}")).collect();
+    for name in std::iter::once("kept").chain(doomed.iter().map(String::as_str)) {
+        client
+            .create_stream(StreamSpec::new(name, Durability::Fsync).shard_count(2))
+            .await
+            .expect("create while there is space");
+    }
+    let producer = client.producer("kept").expect("producer");
+    for i in 0..50u32 {
+        producer
+            .send(Record::at(format!("v{i}").into_bytes(), 1_700_000_000_000))
+            .await
+            .expect("append while there is space");
+    }
+
+    let filler = fs.fill();
+    // 16 creates and 4 deletes at once, interleaved.
+    let creates: Vec<_> = (0..16)
+        .map(|i| {
+            let client = client.clone();
+            tokio::spawn(async move {
+                client
+                    .create_stream(
+                        StreamSpec::new(format!("new{i}"), Durability::Fsync).shard_count(2),
+                    )
+                    .await
+            })
+        })
+        .collect();
+    let deletes: Vec<_> = doomed
+        .iter()
+        .map(|name| {
+            let (client, name) = (client.clone(), name.clone());
+            tokio::spawn(async move { client.delete_stream(&name, false).await })
+        })
+        .collect();
+    for delete in deletes {
+        delete
+            .await
+            .expect("a delete task")
+            .expect("a delete needs no new log: never refused with the creates beside it");
+    }
+    // Deleting frees a little space: a create run after a delete may fit. Each one either
+    // succeeded or was refused for lack of space, on its own.
+    let mut created = Vec::new();
+    for (i, create) in creates.into_iter().enumerate() {
+        match create.await.expect("a create task") {
+            Ok(_) => created.push(format!("new{i}")),
+            Err(error) => {
+                assert_eq!(error.code(), Some(ErrorCode::StorageFault), "{error}");
+                assert!(error.to_string().contains("space"), "{error}");
+            }
+        }
+    }
+    let mut expected: Vec<String> = std::iter::once("kept".to_string())
+        .chain(created.iter().cloned())
+        .collect();
+    expected.sort();
+    let names: Vec<String> = client
+        .list_streams()
+        .await
+        .expect("list")
+        .into_iter()
+        .map(|s| s.name.to_string())
+        .collect();
+    assert_eq!(names, expected, "no half-created stream");
+    for name in &created {
+        let info = client.describe_stream(name).await.expect("describe");
+        assert_eq!(info.shards.len(), 2, "{name}");
+    }
+    assert_eq!(read_all_values(&client, "kept").await.len(), 50);
+
+    // A restart with the disk still full serves the same streams.
+    drop(client);
+    assert_eq!(server.stop(), Some(0), "a clean stop");
+    server = TestServer::start_at(server.data_dir.clone(), server.base_port, 2, Vec::new());
+    let client = server.connect().await;
+    let after: Vec<String> = client
+        .list_streams()
+        .await
+        .expect("list")
+        .into_iter()
+        .map(|s| s.name.to_string())
+        .collect();
+    assert_eq!(after, expected);
+    assert_eq!(read_all_values(&client, "kept").await.len(), 50);
+
+    // Space freed: creates in flight at once all succeed.
+    std::fs::remove_file(filler).expect("free the space");
+    let creates: Vec<_> = (0..8)
+        .map(|i| {
+            let client = client.clone();
+            tokio::spawn(async move {
+                client
+                    .create_stream(
+                        StreamSpec::new(format!("later{i}"), Durability::Fsync).shard_count(2),
+                    )
+                    .await
+            })
+        })
+        .collect();
+    for create in creates {
+        create
+            .await
+            .expect("a create task")
+            .expect("create once space is back");
+    }
+    drop(client);
+    drop(server);
+}

@@ -1,7 +1,7 @@
 //! The production storage: glommio DMA files (O_DIRECT, io_uring).
 
 use std::cell::RefCell;
-use std::collections::HashSet;
+use std::collections::HashMap;
 use std::io::{self, Write};
 use std::ops::Deref;
 use std::os::unix::fs::MetadataExt;
@@ -9,14 +9,57 @@ use std::path::{Path, PathBuf};
 
 use glommio::io::{DmaBuffer, DmaFile, OpenOptions, ReadResult};
 
+use crate::event::Event;
+
 use super::{ReadBuffer, Storage, StorageFile, WriteBuffer};
 
 /// Bytes the device probe file holds.
 const PROBE_FILE_BYTES: usize = 4096;
 
+/// Where this thread stands with glommio's probe of one device.
+enum Probe {
+    /// One open is probing the device; every other DMA open or create on it waits for this
+    /// event (glommio probes with every open until one answer is cached, and the last answer
+    /// wins: a concurrent open of an empty file could overwrite the true one).
+    InProgress(std::rc::Rc<Event>),
+    /// glommio cached the true answer for this thread.
+    Done,
+}
+
 thread_local! {
-    /// Devices (`st_dev`) whose polled-I/O support glommio has probed on this thread.
-    static PROBED_DEVICES: RefCell<HashSet<u64>> = RefCell::new(HashSet::new());
+    /// Devices (`st_dev`) whose polled-I/O support glommio has probed, or is probing, on this
+    /// thread.
+    static PROBED_DEVICES: RefCell<HashMap<u64, Probe>> = RefCell::new(HashMap::new());
+}
+
+/// Held by the one open that probes a device on this thread. Dropped without
+/// [`ProbeGuard::succeeded`] (the open failed), the device counts as unprobed again, and the
+/// next open probes it.
+struct ProbeGuard {
+    device: u64,
+    event: std::rc::Rc<Event>,
+    succeeded: bool,
+}
+
+impl ProbeGuard {
+    /// The open holding this guard returned: glommio cached the answer it got from real data.
+    fn succeeded(mut self) {
+        self.succeeded = true;
+    }
+}
+
+impl Drop for ProbeGuard {
+    fn drop(&mut self) {
+        PROBED_DEVICES.with(|probed| {
+            let mut probed = probed.borrow_mut();
+            if self.succeeded {
+                probed.insert(self.device, Probe::Done);
+            } else {
+                probed.remove(&self.device);
+            }
+        });
+        self.event.notify();
+    }
 }
 
 /// Makes glommio's once-per-thread, once-per-device probe for polled I/O see real data.
@@ -28,20 +71,45 @@ thread_local! {
 /// the first DMA open on a device, this thread opens a probe file holding one synced block of
 /// real data in the same directory, and removes it — unless the file about to be opened
 /// already holds a block of data (`opening_existing`): opening it is then the probe, and no
-/// probe file is written (a full disk has no room for one, and must still open its logs).
-async fn probe_device(path: &Path, opening_existing: bool) -> io::Result<()> {
+/// probe file is written (a full disk has no room for one, and must still open its logs);
+/// the caller then holds the returned guard until that open returned.
+///
+/// Until the probe is done, every other DMA open or create on the device from this thread
+/// waits: glommio probes with each open until an answer is cached, so a new empty file opened
+/// meanwhile would probe too, and could leave "pollable" as the answer.
+async fn probe_device(path: &Path, opening_existing: bool) -> io::Result<Option<ProbeGuard>> {
     let dir = path
         .parent()
         .filter(|d| !d.as_os_str().is_empty())
         .unwrap_or(Path::new("."));
     let device = std::fs::metadata(dir)?.dev();
-    if PROBED_DEVICES.with(|probed| probed.borrow().contains(&device)) {
-        return Ok(());
+    loop {
+        let probing = PROBED_DEVICES.with(|probed| match probed.borrow().get(&device) {
+            None => Ok(()),
+            Some(Probe::Done) => Err(None),
+            Some(Probe::InProgress(event)) => Err(Some(std::rc::Rc::clone(event))),
+        });
+        match probing {
+            Ok(()) => break,
+            Err(None) => return Ok(None),
+            // Nothing ran between the look and the listen: the notify cannot be missed.
+            Err(Some(event)) => event.listen().await,
+        }
     }
+    let event = std::rc::Rc::new(Event::default());
+    PROBED_DEVICES.with(|probed| {
+        probed
+            .borrow_mut()
+            .insert(device, Probe::InProgress(std::rc::Rc::clone(&event)))
+    });
+    let guard = ProbeGuard {
+        device,
+        event,
+        succeeded: false,
+    };
     if opening_existing && std::fs::metadata(path).is_ok_and(|m| m.len() >= PROBE_FILE_BYTES as u64)
     {
-        PROBED_DEVICES.with(|probed| probed.borrow_mut().insert(device));
-        return Ok(());
+        return Ok(Some(guard));
     }
     let thread = format!("{:?}", std::thread::current().id());
     let thread: String = thread.chars().filter(char::is_ascii_digit).collect();
@@ -58,8 +126,8 @@ async fn probe_device(path: &Path, opening_existing: bool) -> io::Result<()> {
     let removed = std::fs::remove_file(&probe);
     result?;
     removed?;
-    PROBED_DEVICES.with(|probed| probed.borrow_mut().insert(device));
-    Ok(())
+    guard.succeeded();
+    Ok(None)
 }
 
 /// Files on a real file system through glommio's DMA API. Must be used on a glommio executor.
@@ -127,7 +195,11 @@ impl Storage for DmaStorage {
     }
 
     async fn create(&self, path: &Path) -> io::Result<DmaStorageFile> {
-        probe_device(path, false).await?;
+        let probing = probe_device(path, false).await?;
+        assert!(
+            probing.is_none(),
+            "a new file cannot stand in for the probe"
+        );
         let file = OpenOptions::new()
             .read(true)
             .write(true)
@@ -142,13 +214,16 @@ impl Storage for DmaStorage {
     }
 
     async fn open(&self, path: &Path) -> io::Result<DmaStorageFile> {
-        probe_device(path, true).await?;
+        let probing = probe_device(path, true).await?;
         let file = OpenOptions::new()
             .read(true)
             .write(true)
             .dma_open(path)
             .await
             .map_err(to_io)?;
+        if let Some(guard) = probing {
+            guard.succeeded();
+        }
         Ok(DmaStorageFile {
             file,
             path: path.to_owned(),
