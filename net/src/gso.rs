@@ -263,8 +263,8 @@ mod tests {
         );
     }
 
-    /// A socket that lost GSO (quinn-udp halts it after an `EIO`) may still be handed batches
-    /// built before: they go out one segment per call.
+    /// A socket that lost GSO (quinn-udp halts it after an `EIO` or `EINVAL`) may still be
+    /// handed batches built before: they go out one segment per call.
     #[test]
     fn segments_max_caps_a_batch() {
         let contents = segments(&[1_200, 1_200, 1_200]);
