@@ -19,6 +19,7 @@ use runnel_net::protocol::{
 use tokio::time::Instant;
 
 use crate::address::ServerAddress;
+use crate::endpoint::client_endpoint;
 use crate::error::ClientError;
 use crate::options::ClientOptions;
 use crate::retry::{Failure, RetryPolicy, Safety};
@@ -70,7 +71,7 @@ impl Node {
             SocketAddr::V4(_) => SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), 0),
             SocketAddr::V6(_) => SocketAddr::new(IpAddr::V6(Ipv6Addr::UNSPECIFIED), 0),
         };
-        let mut endpoint = quinn::Endpoint::client(bind).map_err(|error| {
+        let mut endpoint = client_endpoint(bind, &options.transport_limits()).map_err(|error| {
             ClientError::io(format!("cannot bind a UDP socket on {bind}"), error)
         })?;
         endpoint.set_default_client_config(client_config);

@@ -43,9 +43,9 @@
 //! Map: [`Client`] (`client.rs`, admin calls in `admin.rs` and `subscription_admin.rs`),
 //! [`ClientOptions`] and [`ServerAddress`] (`options.rs`, `address.rs`), [`ClientError`]
 //! (`error.rs`), the connections per core and the retry rules (`connection.rs`, `retry.rs`),
-//! TLS (`tls.rs`), key routing (`routing.rs`), appends shared by both producers
-//! (`append.rs`), [`Producer`], [`BufferedProducer`] (`buffered/`), [`Reader`] (`reader.rs`),
-//! [`Consumer`] (`consumer/`).
+//! the QUIC endpoint (`endpoint.rs`), TLS (`tls.rs`), key routing (`routing.rs`), appends
+//! shared by both producers (`append.rs`), [`Producer`], [`BufferedProducer`] (`buffered/`),
+//! [`Reader`] (`reader.rs`), [`Consumer`] (`consumer/`).
 
 #![deny(clippy::unwrap_used)]
 
@@ -56,6 +56,7 @@ mod buffered;
 mod client;
 mod connection;
 mod consumer;
+mod endpoint;
 mod error;
 mod options;
 mod producer;

@@ -19,7 +19,9 @@ pub struct EndpointOptions {
     /// `net.core.rmem_max` / `net.core.wmem_max` (raise those sysctls on servers) and then
     /// doubles it for bookkeeping; a smaller effective size is not an error.
     pub socket_buffer_bytes: usize,
-    /// quinn's endpoint-wide settings (connection id length, reset key, versions).
+    /// quinn's endpoint-wide settings (connection id length, reset key, versions, the largest
+    /// datagram accepted). The default is [`crate::TransportLimits::endpoint_config`] of the
+    /// default limits, which accepts datagrams up to 65,527 bytes.
     pub endpoint_config: quinn::EndpointConfig,
 }
 
@@ -32,7 +34,7 @@ impl Default for EndpointOptions {
     fn default() -> EndpointOptions {
         EndpointOptions {
             socket_buffer_bytes: EndpointOptions::SOCKET_BUFFER_BYTES_DEFAULT,
-            endpoint_config: quinn::EndpointConfig::default(),
+            endpoint_config: crate::TransportLimits::DEFAULT.endpoint_config(),
         }
     }
 }

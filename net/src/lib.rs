@@ -8,18 +8,21 @@
 //! any instant. Bad input is an error for that connection, never a panic of the node.
 //!
 //! Map: [`runtime`] runs quinn on glommio, [`mod@endpoint`] binds an endpoint on the current
-//! executor, [`transport`] holds the flow-control and stream limits, [`tls`] the certificates,
+//! executor, [`gso`] keeps every GSO send within what the kernel accepts (on any runtime),
+//! [`transport`] holds the flow-control, stream and datagram-size limits, [`tls`] the certificates,
 //! [`protocol`] the frames and messages (`docs/format/protocol.md`; runtime-agnostic, so the
 //! tokio client SDK uses it too). The only `unsafe` in the crate is inside flatc's generated
 //! code (`protocol::generated`), reached only through verified envelopes.
 //!
 //! Feature `glommio` (on by default) gates [`runtime`] and [`mod@endpoint`], the only glommio
-//! code; the client SDK turns it off and gets [`protocol`], [`tls`] and [`transport`] only.
+//! code; the client SDK turns it off and gets [`gso`], [`protocol`], [`tls`] and [`transport`]
+//! only.
 
 #![deny(clippy::unwrap_used, clippy::indexing_slicing)]
 
 #[cfg(feature = "glommio")]
 pub mod endpoint;
+pub mod gso;
 pub mod protocol;
 #[cfg(feature = "glommio")]
 pub mod runtime;

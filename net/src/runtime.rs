@@ -122,6 +122,7 @@ pub(crate) struct RuntimeStats {
     recv_calls: AtomicU64,
     recv_datagrams: AtomicU64,
     send_would_block: AtomicU64,
+    send_splits: AtomicU64,
 }
 
 impl RuntimeStats {
@@ -138,6 +139,10 @@ impl RuntimeStats {
         self.send_would_block.fetch_add(1, Ordering::Relaxed);
     }
 
+    pub(crate) fn count_send_split(&self) {
+        self.send_splits.fetch_add(1, Ordering::Relaxed);
+    }
+
     fn snapshot(&self) -> RuntimeCounters {
         RuntimeCounters {
             timers_created: self.timers_created.load(Ordering::Relaxed),
@@ -146,6 +151,7 @@ impl RuntimeStats {
             recv_calls: self.recv_calls.load(Ordering::Relaxed),
             recv_datagrams: self.recv_datagrams.load(Ordering::Relaxed),
             send_would_block: self.send_would_block.load(Ordering::Relaxed),
+            send_splits: self.send_splits.load(Ordering::Relaxed),
         }
     }
 }
@@ -167,4 +173,6 @@ pub struct RuntimeCounters {
     pub recv_datagrams: u64,
     /// Sends refused because the socket's send buffer was full (each costs a timed retry).
     pub send_would_block: u64,
+    /// GSO transmits too large for one `sendmsg` (segments of a large MTU), sent in several.
+    pub send_splits: u64,
 }

@@ -1,5 +1,6 @@
 //! quinn's UDP socket on a glommio executor: quinn-udp syscalls (GSO, GRO, ECN, packet info)
-//! on a non-blocking socket, with readiness taken from glommio's io_uring.
+//! on a non-blocking socket, with readiness taken from glommio's io_uring. A GSO transmit too
+//! large for one `sendmsg` (large MTUs) goes out in several (`crate::gso`).
 //!
 //! glommio 0.9 has no public "wait until this fd is readable/writable" (its `poll_read_ready`
 //! is crate-private). So:
@@ -31,6 +32,7 @@ use quinn::udp::{RecvMeta, Transmit, UdpSocketState};
 
 use super::confined::{Confined, Owner};
 use super::RuntimeStats;
+use crate::gso::send_in_batches;
 
 /// First wait before retrying a send that found the socket's send buffer full.
 pub const WRITABLE_RETRY_US_MIN: u64 = 50;
@@ -113,8 +115,18 @@ impl quinn::AsyncUdpSocket for GlommioUdpSocket {
     fn try_send(&self, transmit: &Transmit<'_>) -> io::Result<()> {
         self.owner.check("AsyncUdpSocket::try_send");
         // `send` reports only `WouldBlock`; other send errors are logged by quinn-udp and
-        // dropped, as a lost datagram is something QUIC recovers from anyway.
-        let result = self.state.send((&self.io).into(), transmit);
+        // dropped, as a lost datagram is something QUIC recovers from anyway. `EMSGSIZE` is
+        // dropped without even a log line, so a GSO batch the kernel refuses as too large
+        // (above 64 KiB: quinn builds those once the MTU passes ~6.5 KB) would vanish whole;
+        // `send_in_batches` cuts it into batches that fit.
+        let mut batches = 0_u64;
+        let result = send_in_batches(transmit, self.state.max_gso_segments(), |batch| {
+            batches += 1;
+            self.state.send((&self.io).into(), batch)
+        });
+        if batches > 1 {
+            self.stats.count_send_split();
+        }
         if let Err(error) = &result {
             if error.kind() == io::ErrorKind::WouldBlock {
                 self.write_blocked.store(true, Ordering::Relaxed);
@@ -326,6 +338,107 @@ mod tests {
         })
         .expect("loopback I/O");
         assert_eq!(received, vec![b"first".to_vec(), b"second".to_vec()]);
+    }
+
+    /// A guard against hangs, not a performance bound: loopback delivers in microseconds.
+    const RECEIVE_DEADLINE: Duration = Duration::from_secs(10);
+
+    /// Receives until `count` datagrams have arrived, cutting GRO batches at their stride
+    /// as quinn does; fails with `TimedOut` if they have not after [`RECEIVE_DEADLINE`].
+    async fn receive_datagrams(
+        socket: &GlommioUdpSocket,
+        count: usize,
+    ) -> io::Result<Vec<Vec<u8>>> {
+        let receive = async {
+            receive_datagrams_unbounded(socket, count)
+                .await
+                .map_err(Into::into)
+        };
+        Ok(glommio::timer::timeout(RECEIVE_DEADLINE, receive).await?)
+    }
+
+    async fn receive_datagrams_unbounded(
+        socket: &GlommioUdpSocket,
+        count: usize,
+    ) -> io::Result<Vec<Vec<u8>>> {
+        // quinn's receive buffers: the largest payload times the GRO segments, per message.
+        let mut storage = vec![0_u8; 4 * 65_536 * socket.max_receive_segments()];
+        let mut datagrams = Vec::new();
+        while datagrams.len() < count {
+            let mut metas = [RecvMeta::default(); 4];
+            let received = {
+                let mut bufs: Vec<IoSliceMut<'_>> = storage
+                    .chunks_mut(65_536 * socket.max_receive_segments())
+                    .map(IoSliceMut::new)
+                    .collect();
+                poll_fn(|cx| socket.poll_recv(cx, &mut bufs, &mut metas)).await?
+            };
+            let messages = storage
+                .chunks(65_536 * socket.max_receive_segments())
+                .zip(&metas)
+                .take(received);
+            for (buf, meta) in messages {
+                let bytes = buf.get(..meta.len).unwrap_or_default();
+                datagrams.extend(bytes.chunks(meta.stride.max(1)).map(<[u8]>::to_vec));
+            }
+        }
+        Ok(datagrams)
+    }
+
+    /// Regression test for issue 9 (the MTU fell back to 1,200 bytes on loopback): a GSO
+    /// transmit of 10 segments of 9,000 bytes is 90,000 bytes, more than one `sendmsg` may
+    /// carry; the kernel refused it with `EMSGSIZE`, quinn-udp dropped that silently, and not
+    /// one datagram arrived. Now it goes out in two batches and all ten arrive whole and in
+    /// order, through GRO and the stride handling of the receive path.
+    #[test]
+    fn jumbo_gso_transmit_arrives_whole() {
+        let (datagrams, expected, counters) = on_executor(|| async {
+            let sender = loopback_socket()?;
+            let receiver = loopback_socket()?;
+            let segment_bytes = 9_000;
+            let expected: Vec<Vec<u8>> =
+                (0..10_u8).map(|index| vec![index; segment_bytes]).collect();
+            let contents = expected.concat();
+            let transmit = Transmit {
+                destination: receiver.local_addr()?,
+                ecn: None,
+                contents: &contents,
+                segment_size: Some(segment_bytes),
+                src_ip: None,
+            };
+            sender.try_send(&transmit)?;
+            let datagrams = receive_datagrams(&receiver, expected.len()).await?;
+            Ok::<_, io::Error>((datagrams, expected, sender.stats.snapshot()))
+        })
+        .expect("loopback I/O");
+        assert_eq!(datagrams.len(), expected.len());
+        assert!(datagrams == expected, "datagrams cut, merged or reordered");
+        assert_eq!(counters.send_splits, 1);
+    }
+
+    /// A single datagram of nearly 64 KiB (the largest MTU discovery can settle on over IPv4
+    /// loopback) goes out and comes back through the runtime socket intact.
+    #[test]
+    fn largest_datagram_arrives_whole() {
+        let (datagrams, expected) = on_executor(|| async {
+            let sender = loopback_socket()?;
+            let receiver = loopback_socket()?;
+            let expected: Vec<u8> = (0..crate::gso::GSO_BATCH_BYTES_MAX)
+                .map(|index| (index % 251) as u8)
+                .collect();
+            let transmit = Transmit {
+                destination: receiver.local_addr()?,
+                ecn: None,
+                contents: &expected,
+                segment_size: None,
+                src_ip: None,
+            };
+            sender.try_send(&transmit)?;
+            let datagrams = receive_datagrams(&receiver, 1).await?;
+            Ok::<_, io::Error>((datagrams, expected))
+        })
+        .expect("loopback I/O");
+        assert!(datagrams == [expected], "the datagram was cut or changed");
     }
 
     /// After a send found the buffer full, pollers wait on a timer whose delay doubles while
