@@ -204,6 +204,11 @@ pub struct NodeArgs {
     /// under the same load).
     #[arg(long, value_parser = positive_size)]
     pub disk_writer: Option<u64>,
+    /// Also run the latency phase paced by tokio's timer (`sleep_until`, 1 ms resolution), as
+    /// the benchmark did before issue 9, right after the precisely paced one: what the old
+    /// pacing added, in one run.
+    #[arg(long)]
+    pub compare_tokio_timer: bool,
 }
 
 /// The systems `runnel-bench peers` can measure.

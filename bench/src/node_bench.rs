@@ -23,6 +23,7 @@ use runnel_client::Durability;
 
 use crate::args::{DurabilityArg, NodeArgs, Phase};
 use crate::disk::DiskWriter;
+use crate::pacing::Pacer;
 use crate::report::{
     disk_ratios, load_average, merge, print_disk, print_latency, probe_disk, write_plots,
 };
@@ -103,6 +104,7 @@ struct LatencyRound {
 struct RoundResult {
     throughput: BTreeMap<&'static str, Throughput>,
     latency: Option<LatencyRound>,
+    latency_tokio_timer: Option<LatencyRound>,
     latency_loaded: Option<LatencyRound>,
 }
 
@@ -122,7 +124,9 @@ pub(crate) fn latency_load(load: &crate::args::LoadArgs) -> LatencyLoad {
         batch_records: load.latency_batch_records,
         rate_bytes_per_second: load.rate_bytes_per_second,
         seconds: load.latency_seconds as f64,
-        spin: std::time::Duration::from_micros(load.spin_us),
+        pacer: Pacer::Thread {
+            spin: std::time::Duration::from_micros(load.spin_us),
+        },
     }
 }
 
@@ -208,7 +212,27 @@ async fn measure_round(
         }
     }
     if args.phases.contains(&Phase::Latency) {
-        result.latency = Some(latency_round(system, args, "append latency (fsync)").await?);
+        let precise = latency_round(system, args, "append latency (fsync)").await?;
+        if args.compare_tokio_timer {
+            let mut load = latency_load(&args.load);
+            load.pacer = Pacer::TokioTimer;
+            let (open_loop, counters) =
+                measure(Some(system.pid()), system.latency("bench-latency", load)).await?;
+            let latency = Latency::new(open_loop, &load, counters);
+            print_latency(
+                "  ",
+                "append latency (fsync) paced by tokio's timer",
+                &latency,
+                load.batch_records,
+                Some((&precise.disk_reserved, &precise.disk_written)),
+            );
+            result.latency_tokio_timer = Some(LatencyRound {
+                latency,
+                disk_reserved: precise.disk_reserved.clone(),
+                disk_written: precise.disk_written.clone(),
+            });
+        }
+        result.latency = Some(precise);
         if let Some(rate) = args.disk_writer {
             let writer = DiskWriter::start(system.dir(), rate)?;
             let loaded = latency_round(
@@ -371,6 +395,27 @@ pub fn run(args: NodeArgs) -> Result<(), String> {
                 format!("{} append (fsync)", variant.label),
                 Percentiles::of(&merged.latency),
             ));
+        }
+        let tokio_timer =
+            merge_latency(rounds.iter().filter_map(|r| r.latency_tokio_timer.as_ref()));
+        print_merged(
+            &variant.label,
+            "append latency (fsync) paced by tokio's timer",
+            &tokio_timer,
+        );
+        if tokio_timer.rounds > 0 {
+            let (old, new) = (
+                Percentiles::of(&tokio_timer.latency),
+                Percentiles::of(&merged.latency),
+            );
+            println!(
+                "{}:   paced by tokio's timer ÷ paced by the thread: p50 {}, p99 {} ({} µs more at p50)",
+                variant.label,
+                format_ratio(ratio(old.p50_us as f64, new.p50_us as f64)),
+                format_ratio(ratio(old.p99_us as f64, new.p99_us as f64)),
+                old.p50_us as i64 - new.p50_us as i64
+            );
+            plot_latency.push((format!("{} append, tokio-timer pacing", variant.label), old));
         }
         let loaded = merge_latency(rounds.iter().filter_map(|r| r.latency_loaded.as_ref()));
         print_merged(

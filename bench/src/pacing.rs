@@ -11,6 +11,9 @@
 //! (scheduled time to the request's first poll on tokio) are recorded too, so the benchmark's
 //! share of a latency is visible rather than assumed.
 //!
+//! [`Pacer::TokioTimer`] keeps the old pacing (tokio's `sleep_until`) to show, in one run,
+//! what it adds.
+//!
 //! **Closed loop** ([`closed_loop`]): producers that each keep `in_flight` requests
 //! outstanding, for throughput.
 
@@ -39,6 +42,19 @@ pub fn wait_until(deadline: Instant, spin: Duration) {
     }
 }
 
+/// How an open-loop phase paces its requests.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Pacer {
+    /// A dedicated thread that sleeps, then yields within `spin` of each send time.
+    Thread {
+        /// The window before a send time in which the thread yields instead of sleeping.
+        spin: Duration,
+    },
+    /// tokio's `sleep_until` on the runtime (1 ms timer wheel): what the benchmark did
+    /// before issue 9, kept to show what that pacing adds.
+    TokioTimer,
+}
+
 /// What an open-loop phase measured, in microseconds.
 #[derive(Debug, Clone)]
 pub struct OpenLoopResult {
@@ -64,7 +80,7 @@ fn micros(duration: Duration) -> u64 {
 pub async fn open_loop<F, Fut>(
     interval: Duration,
     count: u64,
-    spin: Duration,
+    pacer: Pacer,
     make_request: F,
 ) -> Result<OpenLoopResult, String>
 where
@@ -75,31 +91,49 @@ where
     let handle = tokio::runtime::Handle::current();
     let histograms = Arc::new(Mutex::new((new_histogram(), new_histogram())));
     let shared = Arc::clone(&histograms);
-    let pacer = tokio::task::spawn_blocking(move || {
-        // A short lead so the first send does not start late while this thread starts.
-        let start = Instant::now() + Duration::from_millis(20);
-        let mut lateness = new_histogram();
-        let mut tasks = Vec::with_capacity(usize::try_from(count).unwrap_or(0));
-        for i in 0..count {
-            let scheduled = start + interval.mul_f64(i as f64);
-            wait_until(scheduled, spin);
-            let _ = lateness.record(micros(scheduled.elapsed()));
-            let request = make_request(i);
-            let histograms = Arc::clone(&shared);
-            tasks.push(handle.spawn(async move {
-                let dispatched = scheduled.elapsed();
-                let result = request.await;
-                let latency = scheduled.elapsed();
-                if let Ok(mut histograms) = histograms.lock() {
-                    let _ = histograms.0.record(micros(latency));
-                    let _ = histograms.1.record(micros(dispatched));
-                }
-                result
-            }));
+    let spawn = move |i: u64, scheduled: Instant| {
+        let request = make_request(i);
+        let histograms = Arc::clone(&shared);
+        handle.spawn(async move {
+            let dispatched = scheduled.elapsed();
+            let result = request.await;
+            let latency = scheduled.elapsed();
+            if let Ok(mut histograms) = histograms.lock() {
+                let _ = histograms.0.record(micros(latency));
+                let _ = histograms.1.record(micros(dispatched));
+            }
+            result
+        })
+    };
+    // A short lead so the first send does not start late while the pacer starts.
+    let start = Instant::now() + Duration::from_millis(20);
+    let capacity = usize::try_from(count).unwrap_or(0);
+    let (tasks, pacer_lateness) = match pacer {
+        Pacer::Thread { spin } => tokio::task::spawn_blocking(move || {
+            let mut lateness = new_histogram();
+            let mut tasks = Vec::with_capacity(capacity);
+            for i in 0..count {
+                let scheduled = start + interval.mul_f64(i as f64);
+                wait_until(scheduled, spin);
+                let _ = lateness.record(micros(scheduled.elapsed()));
+                tasks.push(spawn(i, scheduled));
+            }
+            (tasks, lateness)
+        })
+        .await
+        .map_err(|e| e.to_string())?,
+        Pacer::TokioTimer => {
+            let mut lateness = new_histogram();
+            let mut tasks = Vec::with_capacity(capacity);
+            for i in 0..count {
+                let scheduled = start + interval.mul_f64(i as f64);
+                tokio::time::sleep_until(scheduled.into()).await;
+                let _ = lateness.record(micros(scheduled.elapsed()));
+                tasks.push(spawn(i, scheduled));
+            }
+            (tasks, lateness)
         }
-        (tasks, lateness, start)
-    });
-    let (tasks, pacer_lateness, start) = pacer.await.map_err(|e| e.to_string())?;
+    };
     let mut first_error = None;
     for task in tasks {
         if let Err(error) = task.await.map_err(|e| e.to_string()).and_then(|r| r) {
@@ -177,7 +211,9 @@ mod tests {
         let result = open_loop(
             Duration::from_micros(200),
             50,
-            Duration::from_micros(100),
+            Pacer::Thread {
+                spin: Duration::from_micros(100),
+            },
             move |_| {
                 let counter = Arc::clone(&counter);
                 async move {
@@ -200,7 +236,7 @@ mod tests {
         let result = open_loop(
             Duration::from_micros(100),
             5,
-            Duration::ZERO,
+            Pacer::TokioTimer,
             |i| async move {
                 if i == 3 {
                     Err("request 3 failed".to_string())

@@ -15,7 +15,7 @@ pub mod runnel;
 use std::future::Future;
 use std::time::Duration;
 
-use crate::pacing::OpenLoopResult;
+use crate::pacing::{OpenLoopResult, Pacer};
 use crate::proc_stat::{CpuMark, CpuUse};
 use crate::stats::{cpu_seconds_per_gb, per_record, ratio, Percentiles, MB};
 
@@ -59,8 +59,8 @@ pub struct LatencyLoad {
     pub rate_bytes_per_second: u64,
     /// Length of the phase.
     pub seconds: f64,
-    /// The pacer yields instead of sleeping within this much of each send time.
-    pub spin: Duration,
+    /// How requests are paced.
+    pub pacer: Pacer,
 }
 
 impl LatencyLoad {

@@ -140,7 +140,7 @@ impl NatsSystem {
         let context = self.context(1 << 16).await?;
         let value = Bytes::from(vec![0x5au8; load.record_bytes]);
         let (interval, count) = load.schedule();
-        open_loop(interval, count, load.spin, move |i| {
+        open_loop(interval, count, load.pacer, move |i| {
             let context = context.clone();
             let value = value.clone();
             let records = load.batch_records;

@@ -132,7 +132,7 @@ impl RedisSystem {
         let connection = self.connection().await?;
         let value: Arc<[u8]> = vec![0x5au8; load.record_bytes].into();
         let (interval, count) = load.schedule();
-        open_loop(interval, count, load.spin, move |i| {
+        open_loop(interval, count, load.pacer, move |i| {
             let mut connection = connection.clone();
             let value = Arc::clone(&value);
             let records = load.batch_records as u64;

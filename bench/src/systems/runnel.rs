@@ -138,7 +138,7 @@ impl RunnelSystem {
         let producer = self.client.producer(stream).map_err(|e| e.to_string())?;
         let value = vec![0x5au8; load.record_bytes];
         let (interval, count) = load.schedule();
-        open_loop(interval, count, load.spin, move |i| {
+        open_loop(interval, count, load.pacer, move |i| {
             let producer = producer.clone();
             let value = value.clone();
             let batch_records = load.batch_records;
