@@ -11,7 +11,7 @@
 //!    p50/p99; again under a concurrent disk writer with `--disk-writer`.
 //!
 //! Variants are the servers (`--server`, `--server-b`) times the shard counts (`--shards`);
-//! they alternate within every round (A, B, A, B, …) so the shared machine's swings fall on
+//! they alternate within every round (A B, then B A, …) so the shared machine's swings fall on
 //! all of them, and the summary prints medians over rounds and ratios to the first variant.
 //! The server's heap allocations cannot be counted from outside its process: not printed.
 
@@ -261,6 +261,9 @@ struct MergedLatency {
     reserved: Histogram<u64>,
     written: Histogram<u64>,
     rounds: usize,
+    /// Per round, append p50 and p99 ÷ the written-block probe taken just before them.
+    per_round_p50: Vec<f64>,
+    per_round_p99: Vec<f64>,
 }
 
 fn merge_latency<'a>(rounds: impl Iterator<Item = &'a LatencyRound>) -> MergedLatency {
@@ -269,8 +272,16 @@ fn merge_latency<'a>(rounds: impl Iterator<Item = &'a LatencyRound>) -> MergedLa
         reserved: new_histogram(),
         written: new_histogram(),
         rounds: 0,
+        per_round_p50: Vec::new(),
+        per_round_p99: Vec::new(),
     };
     for round in rounds {
+        let (p50, p99) = disk_ratios(
+            &Percentiles::of(&round.latency.open_loop.latency),
+            &Percentiles::of(&round.disk_written),
+        );
+        merged.per_round_p50.push(p50);
+        merged.per_round_p99.push(p99);
         merge(&mut merged.latency, &round.latency.open_loop.latency);
         merge(&mut merged.reserved, &round.disk_reserved);
         merge(&mut merged.written, &round.disk_written);
@@ -300,6 +311,24 @@ fn print_merged(label: &str, what: &str, merged: &MergedLatency) {
         format_ratio(r50),
         format_ratio(r99)
     );
+    println!(
+        "{label}:   append ÷ the written-block probe just before it, per round: p50 {} (median {}×), p99 {} (median {}×)",
+        merged.per_round_p50.iter().map(|r| format_ratio(*r)).collect::<Vec<_>>().join(", "),
+        format_ratio(median(&merged.per_round_p50).unwrap_or(f64::NAN)),
+        merged.per_round_p99.iter().map(|r| format_ratio(*r)).collect::<Vec<_>>().join(", "),
+        format_ratio(median(&merged.per_round_p99).unwrap_or(f64::NAN)),
+    );
+}
+
+/// The order of the variants in round `round`: forwards in even rounds, backwards in odd ones
+/// (A B, B A, A B, …), so that running second (after the other variant's data was written and
+/// deleted, while the disk may still be writing it back) falls on every variant alike.
+pub(crate) fn round_order(round: usize, variants: usize) -> Vec<usize> {
+    let mut order: Vec<usize> = (0..variants).collect();
+    if round % 2 == 1 {
+        order.reverse();
+    }
+    order
 }
 
 fn medians(values: impl Iterator<Item = f64>) -> (f64, Vec<f64>) {
@@ -346,7 +375,8 @@ pub fn run(args: NodeArgs) -> Result<(), String> {
         .map_err(|e| e.to_string())?;
     let mut results: Vec<Vec<RoundResult>> = variants.iter().map(|_| Vec::new()).collect();
     for round in 0..args.load.rounds {
-        for (index, variant) in variants.iter().enumerate() {
+        for index in round_order(round, variants.len()) {
+            let variant = &variants[index];
             println!(
                 "round {}/{}, {} (load average {}):",
                 round + 1,
@@ -573,6 +603,14 @@ mod tests {
         assert_eq!(both.len(), 4);
         assert_eq!(both[3].label, "B 4 shards");
         assert!(variants(&node_args(&["--server", "/nonexistent/runnel-server"])).is_err());
+    }
+
+    #[test]
+    fn rounds_alternate_the_order_of_the_variants() {
+        assert_eq!(round_order(0, 2), vec![0, 1]);
+        assert_eq!(round_order(1, 2), vec![1, 0]);
+        assert_eq!(round_order(2, 3), vec![0, 1, 2]);
+        assert_eq!(round_order(3, 1), vec![0]);
     }
 
     #[test]

@@ -3,8 +3,9 @@
 //! size, producers, records per request and requests in flight for throughput, and the same
 //! offered rate and request size for latency (from each request's scheduled time). Per
 //! system: throughput, the server's CPU-seconds per GB (`/proc/<pid>/stat`), the client's
-//! allocations per record, and latency percentiles. The systems take turns in every round;
-//! the disk's fdatasync latency is probed at the start of each round.
+//! allocations per record, and latency percentiles. The systems take turns in every round
+//! (forwards in even rounds, backwards in odd ones); the disk's fdatasync latency is probed at
+//! the start of each round.
 //!
 //! Durability differs by row and is printed with each: Runnel `fsync` and Redis `appendfsync
 //! always` acknowledge after an fsync; Runnel `memory`, Redis `appendfsync no` and NATS
@@ -17,7 +18,7 @@ use hdrhistogram::Histogram;
 use runnel_client::Durability;
 
 use crate::args::{PeersArgs, SystemArg};
-use crate::node_bench::latency_load;
+use crate::node_bench::{latency_load, round_order};
 use crate::report::{load_average, merge, print_disk, print_latency, probe_disk, write_plots};
 use crate::server_process::runnel_server_path;
 use crate::stats::{format_ratio, median, new_histogram, ratio, Percentiles};
@@ -190,7 +191,8 @@ pub fn run(args: PeersArgs) -> Result<(), String> {
         print_disk("  ", &reserved, &written);
         merge(&mut disk_reserved, &reserved);
         merge(&mut disk_written, &written);
-        for (index, &system) in args.systems.iter().enumerate() {
+        for index in round_order(round, args.systems.len()) {
+            let system = args.systems[index];
             let (name, _) = describe(system);
             let result = runtime.block_on(run_system(system, &args, &parent))?;
             println!("  {name}:");
