@@ -2,13 +2,15 @@
 //! process (so `/proc/<pid>/stat` gives its CPU time alone), the client on tokio in this
 //! process. Per round and variant, on a fresh data directory:
 //!
-//! 1. producer throughput with buffered producers, once per `--durability` (fsync, memory),
-//!    with the server's CPU-seconds per GB appended, the client's, and the client's heap
-//!    allocations per record;
-//! 2. the disk's own latency (4 KiB O_DIRECT write + fdatasync, on the data directory's file
+//! 1. the disk's own latency (4 KiB O_DIRECT write + fdatasync, on the data directory's file
 //!    system), then append latency at a fixed offered rate, paced by a dedicated thread and
 //!    measured from each request's scheduled time, printed as multiples of the disk's
-//!    p50/p99; again under a concurrent disk writer with `--disk-writer`.
+//!    p50/p99; again under a concurrent disk writer with `--disk-writer`. First, because after
+//!    the bulk phases the device keeps flushing for a while (fdatasync then took about 4 ms
+//!    here instead of 0.15), which is the previous phase's noise, not this one's baseline;
+//! 2. producer throughput with buffered producers, once per `--durability` (fsync, memory),
+//!    with the server's CPU-seconds per GB appended, the client's, and the client's heap
+//!    allocations per record.
 //!
 //! Variants are the servers (`--server`, `--server-b`) times the shard counts (`--shards`);
 //! they alternate within every round (A B, then B A, …) so the shared machine's swings fall on
@@ -191,26 +193,6 @@ async fn measure_round(
             .create_streams(&["bench-latency".into()], Durability::Fsync, variant.shards)
             .await?;
     }
-    if args.phases.contains(&Phase::Throughput) {
-        let workload = workload(args);
-        for &d in &args.durability {
-            let name = durability_name(d);
-            let (elapsed, counters) = measure(
-                Some(system.pid()),
-                system.throughput(&streams[name], workload),
-            )
-            .await?;
-            let records = workload.records_per_producer() * workload.producers as u64;
-            let throughput = Throughput {
-                records,
-                bytes: records * workload.record_bytes as u64,
-                elapsed,
-                counters,
-            };
-            println!("  throughput, {name:<6} {}", throughput.line());
-            result.throughput.insert(name, throughput);
-        }
-    }
     if args.phases.contains(&Phase::Latency) {
         let precise = latency_round(system, args, "append latency (fsync)").await?;
         if args.compare_tokio_timer {
@@ -250,6 +232,26 @@ async fn measure_round(
                 written as f64 / 1e6
             );
             result.latency_loaded = Some(loaded?);
+        }
+    }
+    if args.phases.contains(&Phase::Throughput) {
+        let workload = workload(args);
+        for &d in &args.durability {
+            let name = durability_name(d);
+            let (elapsed, counters) = measure(
+                Some(system.pid()),
+                system.throughput(&streams[name], workload),
+            )
+            .await?;
+            let records = workload.records_per_producer() * workload.producers as u64;
+            let throughput = Throughput {
+                records,
+                bytes: records * workload.record_bytes as u64,
+                elapsed,
+                counters,
+            };
+            println!("  throughput, {name:<6} {}", throughput.line());
+            result.throughput.insert(name, throughput);
         }
     }
     Ok(result)

@@ -4,8 +4,9 @@
 //! offered rate and request size for latency (from each request's scheduled time). Per
 //! system: throughput, the server's CPU-seconds per GB (`/proc/<pid>/stat`), the client's
 //! allocations per record, and latency percentiles. The systems take turns in every round
-//! (forwards in even rounds, backwards in odd ones); the disk's fdatasync latency is probed at
-//! the start of each round.
+//! (forwards in even rounds, backwards in odd ones). Each system's turn: a fresh server, the
+//! disk's fdatasync latency probed, the latency phase, then the throughput phase (the bulk
+//! phase last, so the device's flushing after it does not fall on a baseline).
 //!
 //! Durability differs by row and is printed with each: Runnel `fsync` and Redis `appendfsync
 //! always` acknowledge after an fsync; Runnel `memory`, Redis `appendfsync no` and NATS
@@ -49,6 +50,9 @@ pub fn describe(system: SystemArg) -> (&'static str, &'static str) {
 
 /// One system's figures in one round.
 struct RoundResult {
+    /// The disk probe taken just before the latency phase: (fallocated, written).
+    disk_reserved: Histogram<u64>,
+    disk_written: Histogram<u64>,
     throughput: Throughput,
     latency: Latency,
 }
@@ -68,7 +72,7 @@ async fn run_system(
     };
     let latency_load = latency_load(load);
     let records = workload.records_per_producer() * workload.producers as u64;
-    let (throughput, latency) = match system {
+    let ((disk_reserved, disk_written), throughput, latency) = match system {
         SystemArg::Runnel | SystemArg::RunnelMemory => {
             let server = runnel_server_path(load.server.as_deref())?;
             let runnel = RunnelSystem::start(&server, parent, load.server_cores).await?;
@@ -87,13 +91,14 @@ async fn run_system(
                         shards,
                     )
                     .await?;
-                let t = measure(Some(runnel.pid()), runnel.throughput(&streams, workload)).await?;
+                let disk = probe_disk(runnel.dir(), load.disk_seconds).await?;
                 let l = measure(
                     Some(runnel.pid()),
                     runnel.latency("bench-latency", latency_load),
                 )
                 .await?;
-                Ok::<_, String>((t, l))
+                let t = measure(Some(runnel.pid()), runnel.throughput(&streams, workload)).await?;
+                Ok::<_, String>((disk, t, l))
             }
             .await;
             let stopped = runnel.stop().await;
@@ -104,9 +109,10 @@ async fn run_system(
         SystemArg::RedisAlways | SystemArg::RedisNo => {
             let redis = RedisSystem::start(parent, system == SystemArg::RedisAlways)?;
             let measured = async {
-                let t = measure(Some(redis.pid()), redis.throughput(workload)).await?;
+                let disk = probe_disk(parent, load.disk_seconds).await?;
                 let l = measure(Some(redis.pid()), redis.latency(latency_load)).await?;
-                Ok::<_, String>((t, l))
+                let t = measure(Some(redis.pid()), redis.throughput(workload)).await?;
+                Ok::<_, String>((disk, t, l))
             }
             .await;
             let stopped = redis.stop();
@@ -118,9 +124,10 @@ async fn run_system(
             let nats = NatsSystem::start(parent)?;
             let measured = async {
                 nats.create_stream().await?;
-                let t = measure(Some(nats.pid()), nats.throughput(workload)).await?;
+                let disk = probe_disk(parent, load.disk_seconds).await?;
                 let l = measure(Some(nats.pid()), nats.latency(latency_load)).await?;
-                Ok::<_, String>((t, l))
+                let t = measure(Some(nats.pid()), nats.throughput(workload)).await?;
+                Ok::<_, String>((disk, t, l))
             }
             .await;
             let stopped = nats.stop();
@@ -131,6 +138,8 @@ async fn run_system(
     };
     let ((elapsed, t_counters), (open_loop, l_counters)) = (throughput, latency);
     Ok(RoundResult {
+        disk_reserved,
+        disk_written,
         throughput: throughput_of(records, workload.record_bytes, elapsed, t_counters),
         latency: Latency::new(open_loop, &latency_load, l_counters),
     })
@@ -187,23 +196,22 @@ pub fn run(args: PeersArgs) -> Result<(), String> {
             load.rounds,
             load_average()
         );
-        let (reserved, written) = runtime.block_on(probe_disk(&parent, load.disk_seconds))?;
-        print_disk("  ", &reserved, &written);
-        merge(&mut disk_reserved, &reserved);
-        merge(&mut disk_written, &written);
         for index in round_order(round, args.systems.len()) {
             let system = args.systems[index];
             let (name, _) = describe(system);
             let result = runtime.block_on(run_system(system, &args, &parent))?;
             println!("  {name}:");
-            println!("    throughput {}", result.throughput.line());
+            print_disk("    ", &result.disk_reserved, &result.disk_written);
             print_latency(
                 "    ",
                 "latency",
                 &result.latency,
                 load.latency_batch_records,
-                Some((&reserved, &written)),
+                Some((&result.disk_reserved, &result.disk_written)),
             );
+            println!("    throughput {}", result.throughput.line());
+            merge(&mut disk_reserved, &result.disk_reserved);
+            merge(&mut disk_written, &result.disk_written);
             results[index].push(result);
         }
     }
