@@ -158,9 +158,13 @@ pub struct LoadArgs {
     /// Length of the latency phase, in seconds.
     #[arg(long, default_value = "5", value_parser = positive_size)]
     pub latency_seconds: u64,
-    /// Length of the disk probe before each latency phase, in seconds.
+    /// Length of the disk probe of each latency phase, in seconds (split over its slices).
     #[arg(long, default_value = "2", value_parser = positive_size)]
     pub disk_seconds: u64,
+    /// A latency phase runs in this many slices, each after its share of the disk probe, so
+    /// that the baseline and the latency see the same disk.
+    #[arg(long, default_value = "5", value_parser = positive_count)]
+    pub slices: usize,
     /// The latency pacer yields (instead of sleeping) within this many microseconds of each
     /// send time.
     #[arg(long, default_value = "200")]

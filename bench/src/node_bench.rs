@@ -2,10 +2,11 @@
 //! process (so `/proc/<pid>/stat` gives its CPU time alone), the client on tokio in this
 //! process. Per round and variant, on a fresh data directory:
 //!
-//! 1. the disk's own latency (4 KiB O_DIRECT write + fdatasync, on the data directory's file
-//!    system), then append latency at a fixed offered rate, paced by a dedicated thread and
-//!    measured from each request's scheduled time, printed as multiples of the disk's
-//!    p50/p99; again under a concurrent disk writer with `--disk-writer`. First, because after
+//! 1. append latency at a fixed offered rate, paced by a dedicated thread and measured from
+//!    each request's scheduled time, in `--slices` slices each preceded by a slice of the
+//!    disk's own latency (4 KiB O_DIRECT write + fdatasync, on the data directory's file
+//!    system), printed as multiples of the disk's p50/p99; again under a concurrent disk
+//!    writer with `--disk-writer`. First, because after
 //!    the bulk phases the device keeps flushing for a while (fdatasync then took about 4 ms
 //!    here instead of 0.15), which is the previous phase's noise, not this one's baseline;
 //! 2. producer throughput with buffered producers, once per `--durability` (fsync, memory),
@@ -26,13 +27,11 @@ use runnel_client::Durability;
 use crate::args::{DurabilityArg, NodeArgs, Phase};
 use crate::disk::DiskWriter;
 use crate::pacing::Pacer;
-use crate::report::{
-    disk_ratios, load_average, merge, print_disk, print_latency, probe_disk, write_plots,
-};
+use crate::report::{disk_ratios, load_average, merge, print_disk, print_latency, write_plots};
 use crate::server_process::runnel_server_path;
 use crate::stats::{format_ratio, median, new_histogram, ratio, Percentiles};
 use crate::systems::runnel::{record_build_allocations, RunnelSystem};
-use crate::systems::{measure, Latency, LatencyLoad, Throughput, Workload};
+use crate::systems::{measure, sliced_latency, LatencyLoad, LatencyWithDisk, Throughput, Workload};
 
 /// One server binary with one shard count.
 #[derive(Debug, Clone)]
@@ -94,12 +93,8 @@ fn durability(durability: DurabilityArg) -> Durability {
     }
 }
 
-/// A latency phase with the disk probe taken just before it.
-struct LatencyRound {
-    latency: Latency,
-    disk_reserved: Histogram<u64>,
-    disk_written: Histogram<u64>,
-}
+/// A latency phase with the disk probe taken alongside it.
+type LatencyRound = LatencyWithDisk;
 
 /// Everything one variant measured in one round.
 #[derive(Default)]
@@ -136,25 +131,30 @@ async fn latency_round(
     system: &RunnelSystem,
     args: &NodeArgs,
     what: &str,
+    pacer: Pacer,
 ) -> Result<LatencyRound, String> {
-    let (disk_reserved, disk_written) = probe_disk(system.dir(), args.load.disk_seconds).await?;
-    print_disk("  ", &disk_reserved, &disk_written);
-    let load = latency_load(&args.load);
-    let (open_loop, counters) =
-        measure(Some(system.pid()), system.latency("bench-latency", load)).await?;
-    let latency = Latency::new(open_loop, &load, counters);
+    let load = LatencyLoad {
+        pacer,
+        ..latency_load(&args.load)
+    };
+    let round = sliced_latency(
+        system.pid(),
+        system.dir(),
+        load,
+        args.load.disk_seconds as f64,
+        args.load.slices,
+        |slice| system.latency("bench-latency", slice),
+    )
+    .await?;
+    print_disk("  ", &round.disk_reserved, &round.disk_written);
     print_latency(
         "  ",
         what,
-        &latency,
+        &round.latency,
         load.batch_records,
-        Some((&disk_reserved, &disk_written)),
+        Some((&round.disk_reserved, &round.disk_written)),
     );
-    Ok(LatencyRound {
-        latency,
-        disk_reserved,
-        disk_written,
-    })
+    Ok(round)
 }
 
 async fn run_round(variant: &Variant, args: &NodeArgs) -> Result<RoundResult, String> {
@@ -194,25 +194,18 @@ async fn measure_round(
             .await?;
     }
     if args.phases.contains(&Phase::Latency) {
-        let precise = latency_round(system, args, "append latency (fsync)").await?;
+        let default_pacer = latency_load(&args.load).pacer;
+        let precise = latency_round(system, args, "append latency (fsync)", default_pacer).await?;
         if args.compare_tokio_timer {
-            let mut load = latency_load(&args.load);
-            load.pacer = Pacer::TokioTimer;
-            let (open_loop, counters) =
-                measure(Some(system.pid()), system.latency("bench-latency", load)).await?;
-            let latency = Latency::new(open_loop, &load, counters);
-            print_latency(
-                "  ",
-                "append latency (fsync) paced by tokio's timer",
-                &latency,
-                load.batch_records,
-                Some((&precise.disk_reserved, &precise.disk_written)),
+            result.latency_tokio_timer = Some(
+                latency_round(
+                    system,
+                    args,
+                    "append latency (fsync) paced by tokio's timer",
+                    Pacer::TokioTimer,
+                )
+                .await?,
             );
-            result.latency_tokio_timer = Some(LatencyRound {
-                latency,
-                disk_reserved: precise.disk_reserved.clone(),
-                disk_written: precise.disk_written.clone(),
-            });
         }
         result.latency = Some(precise);
         if let Some(rate) = args.disk_writer {
@@ -224,6 +217,7 @@ async fn measure_round(
                     "append latency (fsync) with a disk writer at {:.0} MB/s",
                     rate as f64 / 1e6
                 ),
+                default_pacer,
             )
             .await;
             let written = writer.stop()?;

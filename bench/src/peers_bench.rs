@@ -5,8 +5,9 @@
 //! system: throughput, the server's CPU-seconds per GB (`/proc/<pid>/stat`), the client's
 //! allocations per record, and latency percentiles. The systems take turns in every round
 //! (forwards in even rounds, backwards in odd ones). Each system's turn: a fresh server, the
-//! disk's fdatasync latency probed, the latency phase, then the throughput phase (the bulk
-//! phase last, so the device's flushing after it does not fall on a baseline).
+//! latency phase in slices interleaved with the disk's fdatasync probe, then the throughput
+//! phase (the bulk phase last, so the device's flushing after it does not fall on a
+//! baseline).
 //!
 //! Durability differs by row and is printed with each: Runnel `fsync` and Redis `appendfsync
 //! always` acknowledge after an fsync; Runnel `memory`, Redis `appendfsync no` and NATS
@@ -20,13 +21,13 @@ use runnel_client::Durability;
 
 use crate::args::{PeersArgs, SystemArg};
 use crate::node_bench::{latency_load, round_order};
-use crate::report::{load_average, merge, print_disk, print_latency, probe_disk, write_plots};
+use crate::report::{load_average, merge, print_disk, print_latency, write_plots};
 use crate::server_process::runnel_server_path;
 use crate::stats::{format_ratio, median, new_histogram, ratio, Percentiles};
 use crate::systems::nats::{NatsSystem, SYNC_NOTE};
 use crate::systems::redis::RedisSystem;
 use crate::systems::runnel::RunnelSystem;
-use crate::systems::{measure, Counters, Latency, Throughput, Workload};
+use crate::systems::{measure, sliced_latency, Counters, Latency, Throughput, Workload};
 
 /// The row name of a system and what its acknowledgement means.
 pub fn describe(system: SystemArg) -> (&'static str, &'static str) {
@@ -72,7 +73,7 @@ async fn run_system(
     };
     let latency_load = latency_load(load);
     let records = workload.records_per_producer() * workload.producers as u64;
-    let ((disk_reserved, disk_written), throughput, latency) = match system {
+    let (throughput, latency) = match system {
         SystemArg::Runnel | SystemArg::RunnelMemory => {
             let server = runnel_server_path(load.server.as_deref())?;
             let runnel = RunnelSystem::start(&server, parent, load.server_cores).await?;
@@ -91,14 +92,17 @@ async fn run_system(
                         shards,
                     )
                     .await?;
-                let disk = probe_disk(runnel.dir(), load.disk_seconds).await?;
-                let l = measure(
-                    Some(runnel.pid()),
-                    runnel.latency("bench-latency", latency_load),
+                let l = sliced_latency(
+                    runnel.pid(),
+                    runnel.dir(),
+                    latency_load,
+                    load.disk_seconds as f64,
+                    load.slices,
+                    |slice| runnel.latency("bench-latency", slice),
                 )
                 .await?;
                 let t = measure(Some(runnel.pid()), runnel.throughput(&streams, workload)).await?;
-                Ok::<_, String>((disk, t, l))
+                Ok::<_, String>((t, l))
             }
             .await;
             let stopped = runnel.stop().await;
@@ -109,10 +113,17 @@ async fn run_system(
         SystemArg::RedisAlways | SystemArg::RedisNo => {
             let redis = RedisSystem::start(parent, system == SystemArg::RedisAlways)?;
             let measured = async {
-                let disk = probe_disk(parent, load.disk_seconds).await?;
-                let l = measure(Some(redis.pid()), redis.latency(latency_load)).await?;
+                let l = sliced_latency(
+                    redis.pid(),
+                    parent,
+                    latency_load,
+                    load.disk_seconds as f64,
+                    load.slices,
+                    |slice| redis.latency(slice),
+                )
+                .await?;
                 let t = measure(Some(redis.pid()), redis.throughput(workload)).await?;
-                Ok::<_, String>((disk, t, l))
+                Ok::<_, String>((t, l))
             }
             .await;
             let stopped = redis.stop();
@@ -124,10 +135,17 @@ async fn run_system(
             let nats = NatsSystem::start(parent)?;
             let measured = async {
                 nats.create_stream().await?;
-                let disk = probe_disk(parent, load.disk_seconds).await?;
-                let l = measure(Some(nats.pid()), nats.latency(latency_load)).await?;
+                let l = sliced_latency(
+                    nats.pid(),
+                    parent,
+                    latency_load,
+                    load.disk_seconds as f64,
+                    load.slices,
+                    |slice| nats.latency(slice),
+                )
+                .await?;
                 let t = measure(Some(nats.pid()), nats.throughput(workload)).await?;
-                Ok::<_, String>((disk, t, l))
+                Ok::<_, String>((t, l))
             }
             .await;
             let stopped = nats.stop();
@@ -136,12 +154,12 @@ async fn run_system(
             measured
         }
     };
-    let ((elapsed, t_counters), (open_loop, l_counters)) = (throughput, latency);
+    let (elapsed, counters) = throughput;
     Ok(RoundResult {
-        disk_reserved,
-        disk_written,
-        throughput: throughput_of(records, workload.record_bytes, elapsed, t_counters),
-        latency: Latency::new(open_loop, &latency_load, l_counters),
+        disk_reserved: latency.disk_reserved,
+        disk_written: latency.disk_written,
+        throughput: throughput_of(records, workload.record_bytes, elapsed, counters),
+        latency: latency.latency,
     })
 }
 

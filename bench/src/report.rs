@@ -26,10 +26,9 @@ pub fn load_average() -> String {
 /// Both disk probes under `dir`, on a blocking thread: (reserved, written).
 pub async fn probe_disk(
     dir: &Path,
-    seconds: u64,
+    duration: Duration,
 ) -> Result<(Histogram<u64>, Histogram<u64>), String> {
     let dir = dir.to_path_buf();
-    let duration = Duration::from_secs(seconds);
     tokio::task::spawn_blocking(move || {
         // Half the time each; at most 100,000 samples (an unusually fast device).
         let half = duration / 2;

@@ -13,11 +13,15 @@ pub mod redis;
 pub mod runnel;
 
 use std::future::Future;
+use std::path::Path;
 use std::time::Duration;
+
+use hdrhistogram::Histogram;
 
 use crate::pacing::{OpenLoopResult, Pacer};
 use crate::proc_stat::{CpuMark, CpuUse};
-use crate::stats::{cpu_seconds_per_gb, per_record, ratio, Percentiles, MB};
+use crate::report::{merge, probe_disk};
+use crate::stats::{cpu_seconds_per_gb, new_histogram, per_record, ratio, Percentiles, MB};
 
 /// The load of a throughput phase.
 #[derive(Debug, Clone, Copy)]
@@ -100,6 +104,78 @@ pub async fn measure<T>(
             client_allocations,
         },
     ))
+}
+
+impl Counters {
+    /// Adds the counters of another phase (slices of one phase).
+    pub fn add(&mut self, other: &Counters) {
+        self.cpu.server_seconds += other.cpu.server_seconds;
+        self.cpu.client_seconds += other.cpu.client_seconds;
+        self.cpu.machine_seconds += other.cpu.machine_seconds;
+        self.client_allocations += other.client_allocations;
+    }
+}
+
+/// A latency phase and the disk probe taken alongside it.
+#[derive(Debug, Clone)]
+pub struct LatencyWithDisk {
+    /// The append (or publish) latency.
+    pub latency: Latency,
+    /// 4 KiB O_DIRECT write + fdatasync into fallocated space.
+    pub disk_reserved: Histogram<u64>,
+    /// 4 KiB O_DIRECT write + fdatasync over written blocks.
+    pub disk_written: Histogram<u64>,
+}
+
+/// The latency phase in `slices` slices, each preceded by its share of the disk probe in `dir`:
+/// the disk's flush time on this shared machine swings between about 0.1 and 4 ms from one
+/// minute to the next, so the baseline is taken interleaved with the phase it is compared to,
+/// not once before it. `run` runs one slice of the open loop; `server` is its pid.
+pub async fn sliced_latency<F, Fut>(
+    server: u32,
+    dir: &Path,
+    load: LatencyLoad,
+    disk_seconds: f64,
+    slices: usize,
+    mut run: F,
+) -> Result<LatencyWithDisk, String>
+where
+    F: FnMut(LatencyLoad) -> Fut,
+    Fut: Future<Output = Result<OpenLoopResult, String>>,
+{
+    assert!(slices > 0, "a latency phase has at least one slice");
+    let slice = LatencyLoad {
+        seconds: load.seconds / slices as f64,
+        ..load
+    };
+    let mut disk_reserved = new_histogram();
+    let mut disk_written = new_histogram();
+    let mut merged = OpenLoopResult {
+        latency: new_histogram(),
+        dispatch: new_histogram(),
+        pacer_lateness: new_histogram(),
+        requests: 0,
+        elapsed: Duration::ZERO,
+    };
+    let mut counters = Counters::default();
+    for _ in 0..slices {
+        let (reserved, written) =
+            probe_disk(dir, Duration::from_secs_f64(disk_seconds / slices as f64)).await?;
+        merge(&mut disk_reserved, &reserved);
+        merge(&mut disk_written, &written);
+        let (open_loop, slice_counters) = measure(Some(server), run(slice)).await?;
+        merge(&mut merged.latency, &open_loop.latency);
+        merge(&mut merged.dispatch, &open_loop.dispatch);
+        merge(&mut merged.pacer_lateness, &open_loop.pacer_lateness);
+        merged.requests += open_loop.requests;
+        merged.elapsed += open_loop.elapsed;
+        counters.add(&slice_counters);
+    }
+    Ok(LatencyWithDisk {
+        latency: Latency::new(merged, &load, counters),
+        disk_reserved,
+        disk_written,
+    })
 }
 
 /// What a throughput phase measured.
