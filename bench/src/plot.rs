@@ -36,7 +36,7 @@ pub fn load_font(path: &Path) -> Result<(), String> {
 }
 
 fn color(index: usize) -> RGBColor {
-    const PALETTE: [RGBColor; 8] = [
+    const PALETTE: [RGBColor; 12] = [
         RGBColor(31, 119, 180),
         RGBColor(255, 127, 14),
         RGBColor(44, 160, 44),
@@ -45,6 +45,10 @@ fn color(index: usize) -> RGBColor {
         RGBColor(140, 86, 75),
         RGBColor(227, 119, 194),
         RGBColor(127, 127, 127),
+        RGBColor(23, 190, 207),
+        RGBColor(188, 189, 34),
+        RGBColor(0, 0, 0),
+        RGBColor(255, 187, 120),
     ];
     PALETTE[index % PALETTE.len()]
 }
