@@ -3,7 +3,7 @@
 
 use std::path::PathBuf;
 
-use clap::{Args, Parser, Subcommand};
+use clap::{Args, Parser, Subcommand, ValueEnum};
 
 /// `runnel-bench`: Runnel's benchmarks.
 #[derive(Debug, Parser)]
@@ -23,8 +23,13 @@ pub struct Cli {
 pub enum Bench {
     /// Storage engine: durable append vs raw DMA writes, latency, cold scan.
     Log(LogArgs),
-    /// A node over QUIC on loopback: producer throughput (fsync, memory), latency.
+    /// A node over QUIC on loopback, the server as its own process: producer throughput
+    /// (fsync, memory) with server CPU-seconds per GB, latency against the disk's fdatasync;
+    /// A/B of two server binaries and shard-count variants in alternating rounds.
     Node(NodeArgs),
+    /// Runnel against Redis Streams and NATS JetStream in one run: same records, producers
+    /// and offered rates.
+    Peers(PeersArgs),
     /// Subscriptions: backlog consume throughput, append-to-delivery latency at a fixed rate.
     Subscribe(SubscribeArgs),
     /// What a stream costs: create time vs stream count, server RSS, disk, restart time.
@@ -93,28 +98,58 @@ pub struct LogArgs {
     pub rounds: u64,
 }
 
-/// Options of `runnel-bench node`.
+/// Durability of the streams a phase appends to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum DurabilityArg {
+    /// Acknowledged after fdatasync.
+    Fsync,
+    /// Acknowledged when held in memory.
+    Memory,
+}
+
+/// The phases of `runnel-bench node`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Phase {
+    /// Producer throughput, once per `--durability`.
+    Throughput,
+    /// The disk's fdatasync latency, then append latency at `--rate`.
+    Latency,
+}
+
+/// Options shared by `node` and `peers`: the load and the measurement.
 #[derive(Debug, Clone, Args)]
-pub struct NodeArgs {
-    /// Where the node keeps its data (default: a temporary directory under ./target).
+pub struct LoadArgs {
+    /// Where each run's temporary data directory goes (default ./target); the disk probe
+    /// writes there too, so put it on the disk to measure.
     #[arg(long)]
     pub dir: Option<PathBuf>,
-    /// Bytes of records per throughput phase.
+    /// The `runnel-server` binary (default: the one beside this benchmark's binary).
+    #[arg(long)]
+    pub server: Option<PathBuf>,
+    /// Executors of the Runnel server (the client needs the other core).
+    #[arg(long, default_value = "1", value_parser = positive_count)]
+    pub server_cores: usize,
+    /// Rounds: every variant or system runs once per round, in turn, each on a fresh data
+    /// directory, so that the machine's swings fall on all of them alike.
+    #[arg(long, default_value = "2", value_parser = positive_count)]
+    pub rounds: usize,
+    /// Bytes of record values per throughput phase.
     #[arg(long, default_value = "512M", value_parser = positive_size)]
     pub bytes: u64,
     /// Value size of a record.
     #[arg(long, default_value = "1024", value_parser = positive_count)]
     pub record_bytes: usize,
-    /// Buffered producers.
+    /// Records per request in the throughput phases (Runnel: the buffered producer's
+    /// batch_records_max; Redis: XADDs per pipeline; NATS: publishes per ack wait).
+    #[arg(long, default_value = "500", value_parser = positive_count)]
+    pub batch_records: usize,
+    /// Producers (Runnel: buffered producers; peers: connections).
     #[arg(long, default_value = "4", value_parser = positive_count)]
     pub producers: usize,
-    /// Requests in flight per producer and shard.
+    /// Requests in flight per producer (Runnel: per producer and shard).
     #[arg(long, default_value = "4", value_parser = positive_count)]
     pub in_flight: usize,
-    /// Executors of the node (the client needs the other core).
-    #[arg(long, default_value = "1", value_parser = positive_count)]
-    pub server_cores: usize,
-    /// Offered rate of the latency phase in bytes/s.
+    /// Offered rate of the latency phase in bytes of values per second.
     #[arg(long = "rate", default_value = "20M", value_parser = positive_size)]
     pub rate_bytes_per_second: u64,
     /// Records per request in the latency phase.
@@ -123,6 +158,98 @@ pub struct NodeArgs {
     /// Length of the latency phase, in seconds.
     #[arg(long, default_value = "5", value_parser = positive_size)]
     pub latency_seconds: u64,
+    /// Length of the disk probe of each latency phase, in seconds (split over its slices).
+    #[arg(long, default_value = "2", value_parser = positive_size)]
+    pub disk_seconds: u64,
+    /// A latency phase runs in this many slices, each after its share of the disk probe, so
+    /// that the baseline and the latency see the same disk.
+    #[arg(long, default_value = "5", value_parser = positive_count)]
+    pub slices: usize,
+    /// The latency pacer yields (instead of sleeping) within this many microseconds of each
+    /// send time.
+    #[arg(long, default_value = "200")]
+    pub spin_us: u64,
+    /// Write PNG plots (throughput, latency percentiles) into this directory.
+    #[arg(long)]
+    pub plot: Option<PathBuf>,
+    /// TrueType font for the plots' text (Debian's fonts-dejavu-core).
+    #[arg(
+        long,
+        default_value = "/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf"
+    )]
+    pub font: PathBuf,
+}
+
+/// Options of `runnel-bench node`.
+#[derive(Debug, Clone, Args)]
+pub struct NodeArgs {
+    /// The load and the measurement.
+    #[command(flatten)]
+    pub load: LoadArgs,
+    /// A second `runnel-server` binary: A/B in one run, the two alternating in every round,
+    /// with the ratios B/A printed.
+    #[arg(long)]
+    pub server_b: Option<PathBuf>,
+    /// Shards per stream; several (e.g. `1,16`) are variants that alternate in every round,
+    /// with ratios to the first. Default: 2 per server core.
+    #[arg(long, value_delimiter = ',', value_parser = positive_u32)]
+    pub shards: Vec<u32>,
+    /// Streams per durability; producer p writes to stream p % streams.
+    #[arg(long, default_value = "1", value_parser = positive_count)]
+    pub streams: usize,
+    /// Durabilities of the throughput phases, in order.
+    #[arg(long, value_delimiter = ',', default_value = "fsync,memory")]
+    pub durability: Vec<DurabilityArg>,
+    /// Phases to run.
+    #[arg(long, value_delimiter = ',', default_value = "throughput,latency")]
+    pub phases: Vec<Phase>,
+    /// Also measure latency with a concurrent writer slowing the disk: this many bytes per
+    /// second written through the page cache, synced every 16 MiB (the disk probe is repeated
+    /// under the same load).
+    #[arg(long, value_parser = positive_size)]
+    pub disk_writer: Option<u64>,
+    /// Also run the latency phase paced by tokio's timer (`sleep_until`, 1 ms resolution), as
+    /// the benchmark did before issue 9, right after the precisely paced one: what the old
+    /// pacing added, in one run.
+    #[arg(long)]
+    pub compare_tokio_timer: bool,
+}
+
+/// The systems `runnel-bench peers` can measure.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum SystemArg {
+    /// Runnel, fsync durability.
+    Runnel,
+    /// Runnel, memory durability.
+    RunnelMemory,
+    /// Redis Streams, appendonly yes, appendfsync always.
+    RedisAlways,
+    /// Redis Streams, appendonly yes, appendfsync no.
+    RedisNo,
+    /// NATS JetStream, file storage.
+    Nats,
+}
+
+/// Options of `runnel-bench peers`.
+#[derive(Debug, Clone, Args)]
+pub struct PeersArgs {
+    /// The load and the measurement.
+    #[command(flatten)]
+    pub load: LoadArgs,
+    /// Systems to measure, in the order of each round.
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "runnel,redis-always,runnel-memory,redis-no,nats"
+    )]
+    pub systems: Vec<SystemArg>,
+    /// Shards of Runnel's stream. Default: 2 per server core.
+    #[arg(long, value_parser = positive_u32)]
+    pub shards: Option<u32>,
+}
+
+fn positive_u32(text: &str) -> Result<u32, String> {
+    positive_size(text).and_then(|n| u32::try_from(n).map_err(|e| e.to_string()))
 }
 
 /// Options of `runnel-bench subscribe`.
@@ -221,5 +348,68 @@ mod tests {
         assert!(Cli::try_parse_from(["runnel-bench", "node", "--producers", "0"]).is_err());
         assert!(Cli::try_parse_from(["runnel-bench", "log", "--bytes", "12X"]).is_err());
         assert_eq!(parse_size("64k"), Ok(64 << 10));
+    }
+
+    #[test]
+    fn node_options_parse_lists_and_variants() {
+        let cli = Cli::try_parse_from([
+            "runnel-bench",
+            "node",
+            "--shards",
+            "1,16",
+            "--durability",
+            "fsync",
+            "--server-b",
+            "/tmp/b",
+            "--phases",
+            "throughput",
+            "--disk-writer",
+            "100M",
+        ])
+        .expect("parse");
+        let Bench::Node(args) = cli.command else {
+            panic!("parsed the wrong benchmark")
+        };
+        assert_eq!(args.shards, vec![1, 16]);
+        assert_eq!(args.durability, vec![DurabilityArg::Fsync]);
+        assert_eq!(args.phases, vec![Phase::Throughput]);
+        assert_eq!(args.server_b, Some(PathBuf::from("/tmp/b")));
+        assert_eq!(args.disk_writer, Some(100 << 20));
+        assert_eq!(args.load.batch_records, 500);
+        assert_eq!(args.load.rounds, 2);
+        assert!(Cli::try_parse_from(["runnel-bench", "node", "--shards", "0"]).is_err());
+
+        let Bench::Node(defaults) = Cli::try_parse_from(["runnel-bench", "node"])
+            .expect("parse")
+            .command
+        else {
+            panic!("parsed the wrong benchmark")
+        };
+        assert!(defaults.shards.is_empty());
+        assert_eq!(
+            defaults.durability,
+            vec![DurabilityArg::Fsync, DurabilityArg::Memory]
+        );
+        assert_eq!(defaults.phases, vec![Phase::Throughput, Phase::Latency]);
+    }
+
+    #[test]
+    fn peers_options_parse() {
+        let Bench::Peers(args) = Cli::try_parse_from([
+            "runnel-bench",
+            "peers",
+            "--systems",
+            "runnel,nats",
+            "--rate",
+            "8M",
+        ])
+        .expect("parse")
+        .command
+        else {
+            panic!("parsed the wrong benchmark")
+        };
+        assert_eq!(args.systems, vec![SystemArg::Runnel, SystemArg::Nats]);
+        assert_eq!(args.load.rate_bytes_per_second, 8 << 20);
+        assert!(Cli::try_parse_from(["runnel-bench", "peers", "--systems", "kafka"]).is_err());
     }
 }

@@ -5,15 +5,25 @@
 //! shared and noisy. Latencies are recorded in hdrhistogram; open-loop (fixed-rate) latencies
 //! are measured from each request's *scheduled* time, which corrects coordinated omission.
 //!
-//! Usage: `cargo run --release -p runnel-bench -- log|node|subscribe|streams [OPTIONS]` (`--help` lists
-//! them).
+//! Usage: `cargo run --release -p runnel-bench -- log|node|peers|subscribe|streams [OPTIONS]`
+//! (`--help` lists them).
 
 mod alloc_counter;
 mod args;
+mod disk;
+mod in_process_node;
 mod log_bench;
 mod node_bench;
+mod pacing;
+mod peers_bench;
+mod plot;
+mod proc_stat;
+mod report;
+mod server_process;
+mod stats;
 mod streams_bench;
 mod subscribe_bench;
+mod systems;
 
 use clap::Parser;
 
@@ -27,6 +37,7 @@ fn main() {
     let result = match cli.command {
         args::Bench::Log(args) => log_bench::run(args),
         args::Bench::Node(args) => node_bench::run(args),
+        args::Bench::Peers(args) => peers_bench::run(args),
         args::Bench::Subscribe(args) => subscribe_bench::run(args),
         args::Bench::Streams(args) => streams_bench::run(args),
     };

@@ -8,7 +8,6 @@
 //! its RSS then. Figures only: no thresholds (the targets live in `docs/benchmarks.md`).
 
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -16,91 +15,31 @@ use std::time::{Duration, Instant};
 use runnel_client::{Client, ClientOptions, Durability, StreamSpec};
 
 use crate::args::StreamsArgs;
+use crate::server_process::{runnel_command, runnel_server_path, udp_port_bound, ServerProcess};
 
 /// How long the server may take to answer after a start before the benchmark gives up.
 const SERVE_TIMEOUT: Duration = Duration::from_secs(600);
 
-/// A `runnel-server` process of this benchmark.
-struct ServerProcess {
-    child: Child,
-}
-
-impl ServerProcess {
-    fn start(
-        server: &Path,
-        dir: &Path,
-        base_port: u16,
-        args: &StreamsArgs,
-    ) -> Result<Self, String> {
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(dir.join("server.log"))
-            .map_err(|e| format!("server log: {e}"))?;
-        let log_err = log.try_clone().map_err(|e| e.to_string())?;
-        let mut command = Command::new(server);
+/// Starts the server of this benchmark on `dir/data`, its log in `dir/server.log`.
+fn start_server(
+    server: &Path,
+    dir: &Path,
+    base_port: u16,
+    args: &StreamsArgs,
+) -> Result<ServerProcess, String> {
+    let mut command = runnel_command(server, &dir.join("data"), base_port, args.server_cores);
+    if let Some(interval) = args.metadata_snapshot_interval {
         command
-            .arg("--data-dir")
-            .arg(dir.join("data"))
-            .arg("--base-port")
-            .arg(base_port.to_string())
-            .arg("--cores")
-            .arg(args.server_cores.to_string())
-            .arg("--pin-cores")
-            .arg("false")
-            .env("RUNNEL_LOG", "warn")
-            .stdin(Stdio::null())
-            .stdout(log)
-            .stderr(log_err);
-        if let Some(interval) = args.metadata_snapshot_interval {
-            command
-                .arg("--metadata-snapshot-interval")
-                .arg(interval.to_string());
-        }
-        if let Some(bytes) = args.write_buffer_bytes {
-            let config = dir.join("server.toml");
-            std::fs::write(&config, format!("[log]\nwrite_buffer_bytes = {bytes}\n"))
-                .map_err(|e| format!("write {}: {e}", config.display()))?;
-            command.arg("--config").arg(config);
-        }
-        let child = command
-            .spawn()
-            .map_err(|e| format!("start {}: {e}", server.display()))?;
-        Ok(ServerProcess { child })
+            .arg("--metadata-snapshot-interval")
+            .arg(interval.to_string());
     }
-
-    fn pid(&self) -> u32 {
-        self.child.id()
+    if let Some(bytes) = args.write_buffer_bytes {
+        let config = dir.join("server.toml");
+        std::fs::write(&config, format!("[log]\nwrite_buffer_bytes = {bytes}\n"))
+            .map_err(|e| format!("write {}: {e}", config.display()))?;
+        command.arg("--config").arg(config);
     }
-
-    /// SIGTERM, then waits for the exit; returns how long the stop took.
-    fn stop(mut self) -> Result<Duration, String> {
-        let started = Instant::now();
-        // The workspace forbids unsafe code, so kill(2) goes through kill(1).
-        let sent = Command::new("kill")
-            .arg("-TERM")
-            .arg(self.child.id().to_string())
-            .status()
-            .map_err(|e| format!("SIGTERM: {e}"))?;
-        if !sent.success() {
-            return Err(format!("SIGTERM: kill exited with {sent}"));
-        }
-        let status = self.child.wait().map_err(|e| e.to_string())?;
-        if !status.success() {
-            return Err(format!("the server exited with {status}"));
-        }
-        Ok(started.elapsed())
-    }
-}
-
-impl Drop for ServerProcess {
-    fn drop(&mut self) {
-        // Only a server left behind by an error is still running here.
-        if let Ok(None) = self.child.try_wait() {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-        }
-    }
+    ServerProcess::spawn(command, "runnel-server", &dir.join("server.log"))
 }
 
 /// A line of `/proc/<pid>/status` (`VmRSS`, `VmHWM`) in bytes.
@@ -147,21 +86,6 @@ fn mib(bytes: Option<u64>) -> String {
 
 fn stream_name(n: usize) -> String {
     format!("s-{n:07}")
-}
-
-/// Whether a UDP socket is bound to `port` on this machine (`/proc/net/udp`). A QUIC handshake
-/// sent before the server listens is lost and retried only after the client's first
-/// retransmission timeout (about a second), which would hide the restart time: connect only
-/// once the port is bound.
-fn udp_port_bound(port: u16) -> bool {
-    let suffix = format!(":{port:04X}");
-    std::fs::read_to_string("/proc/net/udp").is_ok_and(|table| {
-        table.lines().skip(1).any(|line| {
-            line.split_whitespace()
-                .nth(1)
-                .is_some_and(|local| local.ends_with(&suffix))
-        })
-    })
 }
 
 /// Connects (once the server listens) and describes `stream`, until it succeeds.
@@ -277,12 +201,7 @@ fn print_intervals(marks: &[Duration], interval: usize, count: usize) {
 }
 
 pub fn run(args: StreamsArgs) -> Result<(), String> {
-    let server = match &args.server {
-        Some(path) => path.clone(),
-        None => std::env::current_exe()
-            .map_err(|e| e.to_string())?
-            .with_file_name("runnel-server"),
-    };
+    let server = runnel_server_path(args.server.as_deref())?;
     let parent = args.dir.clone().unwrap_or_else(|| PathBuf::from("target"));
     std::fs::create_dir_all(&parent).map_err(|e| format!("create {}: {e}", parent.display()))?;
     let temp = tempfile::Builder::new()
@@ -312,7 +231,7 @@ pub fn run(args: StreamsArgs) -> Result<(), String> {
 
     let data = temp.path().join("data");
 
-    let process = ServerProcess::start(&server, temp.path(), base_port, &args)?;
+    let process = start_server(&server, temp.path(), base_port, &args)?;
     let pid = process.pid();
     let (marks, created, failure) = runtime.block_on(async {
         let client = until_serving_any(&url, &options).await?;
@@ -336,7 +255,7 @@ pub fn run(args: StreamsArgs) -> Result<(), String> {
         open_files(pid).map_or("?".into(), |n| n.to_string()),
         mib(Some(disk_bytes(&data)))
     );
-    let stopped = process.stop()?;
+    let stopped = process.stop_cleanly()?;
     // The last stream created (after a failure, some stream created last: any of the last
     // `concurrency` names may be the one missing, so probe the first, always created).
     let last = if failure.is_none() {
@@ -347,7 +266,7 @@ pub fn run(args: StreamsArgs) -> Result<(), String> {
     println!("stop (SIGTERM to exit): {:.2} s", stopped.as_secs_f64());
 
     let started = Instant::now();
-    let process = ServerProcess::start(&server, temp.path(), base_port, &args)?;
+    let process = start_server(&server, temp.path(), base_port, &args)?;
     let pid = process.pid();
     runtime.block_on(async {
         let client = until_serving(&url, base_port, &options, &last).await?;
@@ -361,7 +280,7 @@ pub fn run(args: StreamsArgs) -> Result<(), String> {
         mib(proc_status_bytes(pid, "VmHWM:")),
         open_files(pid).map_or("?".into(), |n| n.to_string()),
     );
-    process.stop()?;
+    process.stop_cleanly()?;
     if let Some(failure) = failure {
         return Err(failure);
     }

@@ -20,7 +20,9 @@ use runnel_client::{
 };
 
 use crate::args::SubscribeArgs;
-use crate::node_bench::{throughput, BenchNode, Load};
+use crate::in_process_node::BenchNode;
+use crate::systems::runnel::throughput;
+use crate::systems::Workload;
 
 const MB: f64 = 1_000_000.0;
 
@@ -41,14 +43,16 @@ async fn backlog(client: &Client, args: &SubscribeArgs, shards: u32) -> Result<B
         .create_stream(StreamSpec::new(stream, Durability::Fsync).shard_count(shards))
         .await
         .map_err(|e| format!("create {stream}: {e}"))?;
-    let value = vec![0x5au8; args.record_bytes];
-    let load = Load {
+    let workload = Workload {
+        record_bytes: args.record_bytes,
         records: args.bytes / args.record_bytes as u64,
         producers: args.producers,
         in_flight: args.in_flight,
+        batch_records: 500,
     };
-    let (produce_mb, _) = throughput(client, stream, load, &value).await?;
-    let records = load.records / load.producers as u64 * load.producers as u64;
+    let elapsed = throughput(client, &[stream.to_string()], workload).await?;
+    let records = workload.records_per_producer() * workload.producers as u64;
+    let produce_mb = (records * args.record_bytes as u64) as f64 / MB / elapsed.as_secs_f64();
     println!(
         "backlog appended: {records} records ({} MiB) at {produce_mb:.1} MB/s",
         (records * args.record_bytes as u64) >> 20

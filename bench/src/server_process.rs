@@ -1,0 +1,179 @@
+//! A server the benchmark runs as a separate process (`runnel-server`, `redis-server`,
+//! `nats-server`), so that its CPU time is its own in `/proc/<pid>/stat`, with its output in a
+//! log file beside its data. Stopped with SIGTERM; killed if the benchmark fails before that.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::time::{Duration, Instant};
+
+/// A server process of a benchmark.
+pub struct ServerProcess {
+    child: Child,
+    name: String,
+    log: PathBuf,
+}
+
+impl ServerProcess {
+    /// Starts `command` with stdin closed and stdout and stderr appended to `log`.
+    pub fn spawn(mut command: Command, name: &str, log: &Path) -> Result<ServerProcess, String> {
+        let out = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(log)
+            .map_err(|e| format!("{name} log {}: {e}", log.display()))?;
+        let err = out.try_clone().map_err(|e| e.to_string())?;
+        command.stdin(Stdio::null()).stdout(out).stderr(err);
+        let child = command
+            .spawn()
+            .map_err(|e| format!("start {name} ({:?}): {e}", command.get_program()))?;
+        Ok(ServerProcess {
+            child,
+            name: name.to_string(),
+            log: log.to_path_buf(),
+        })
+    }
+
+    /// The process id (for `/proc/<pid>/…`).
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// An error if the process already exited (with the end of its log).
+    pub fn check_running(&mut self) -> Result<(), String> {
+        match self.child.try_wait() {
+            Ok(None) => Ok(()),
+            Ok(Some(status)) => Err(format!(
+                "{} exited with {status}; its log ends with:\n{}",
+                self.name,
+                self.log_tail()
+            )),
+            Err(e) => Err(format!("{}: {e}", self.name)),
+        }
+    }
+
+    /// The last lines of the log, for error messages.
+    pub fn log_tail(&self) -> String {
+        let text = std::fs::read_to_string(&self.log).unwrap_or_default();
+        let lines: Vec<&str> = text.lines().collect();
+        lines[lines.len().saturating_sub(10)..].join("\n")
+    }
+
+    /// SIGTERM, then waits for the exit; returns how long the stop took and the exit status.
+    pub fn stop(mut self) -> Result<(Duration, ExitStatus), String> {
+        let started = Instant::now();
+        // The workspace forbids unsafe code, so kill(2) goes through kill(1).
+        let sent = Command::new("kill")
+            .arg("-TERM")
+            .arg(self.child.id().to_string())
+            .status()
+            .map_err(|e| format!("SIGTERM: {e}"))?;
+        if !sent.success() {
+            return Err(format!("SIGTERM to {}: kill exited with {sent}", self.name));
+        }
+        let status = self.child.wait().map_err(|e| e.to_string())?;
+        Ok((started.elapsed(), status))
+    }
+
+    /// SIGTERM and wait; an error if the server exits unsuccessfully.
+    pub fn stop_cleanly(self) -> Result<Duration, String> {
+        let name = self.name.clone();
+        let log = self.log.clone();
+        let (took, status) = self.stop()?;
+        if status.success() {
+            Ok(took)
+        } else {
+            Err(format!(
+                "{name} exited with {status} after SIGTERM (log {})",
+                log.display()
+            ))
+        }
+    }
+}
+
+impl Drop for ServerProcess {
+    fn drop(&mut self) {
+        // Only a server left behind by an error is still running here.
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+/// The `runnel-server` beside this benchmark's binary (where `cargo build --release
+/// -p runnel-server -p runnel-bench` puts both), unless a path is given.
+pub fn runnel_server_path(given: Option<&Path>) -> Result<PathBuf, String> {
+    match given {
+        Some(path) => Ok(path.to_path_buf()),
+        None => Ok(std::env::current_exe()
+            .map_err(|e| e.to_string())?
+            .with_file_name("runnel-server")),
+    }
+}
+
+/// The command line of a `runnel-server` on `data_dir`, loopback, `cores` executors (not
+/// pinned: the benchmark's client shares the machine), warnings only in its log.
+pub fn runnel_command(server: &Path, data_dir: &Path, base_port: u16, cores: usize) -> Command {
+    let mut command = Command::new(server);
+    command
+        .arg("--data-dir")
+        .arg(data_dir)
+        .arg("--base-port")
+        .arg(base_port.to_string())
+        .arg("--cores")
+        .arg(cores.to_string())
+        .arg("--pin-cores")
+        .arg("false")
+        .env("RUNNEL_LOG", "warn");
+    command
+}
+
+/// A UDP port free now on loopback, with the `count - 1` ports after it free too (a node with
+/// several cores listens on base, base + 1, …). Racy by nature, as every such probe is.
+pub fn free_udp_ports(count: usize) -> Result<u16, String> {
+    for _ in 0..100 {
+        let probe = std::net::UdpSocket::bind("127.0.0.1:0").map_err(|e| e.to_string())?;
+        let base = probe.local_addr().map_err(|e| e.to_string())?.port();
+        drop(probe);
+        let all_free = (0..count).all(|i| {
+            base.checked_add(i as u16)
+                .is_some_and(|port| std::net::UdpSocket::bind(("127.0.0.1", port)).is_ok())
+        });
+        if all_free {
+            return Ok(base);
+        }
+    }
+    Err(format!("no {count} consecutive free UDP ports on loopback"))
+}
+
+/// A TCP port free now on loopback.
+pub fn free_tcp_port() -> Result<u16, String> {
+    let probe = std::net::TcpListener::bind("127.0.0.1:0").map_err(|e| e.to_string())?;
+    Ok(probe.local_addr().map_err(|e| e.to_string())?.port())
+}
+
+/// Whether a UDP socket is bound to `port` on this machine (`/proc/net/udp`).
+pub fn udp_port_bound(port: u16) -> bool {
+    let suffix = format!(":{port:04X}");
+    std::fs::read_to_string("/proc/net/udp").is_ok_and(|table| {
+        table.lines().skip(1).any(|line| {
+            line.split_whitespace()
+                .nth(1)
+                .is_some_and(|local| local.ends_with(&suffix))
+        })
+    })
+}
+
+/// Waits until something accepts TCP connections on `127.0.0.1:port` (at most `timeout`).
+pub fn wait_for_tcp(port: u16, timeout: Duration) -> Result<(), String> {
+    let deadline = Instant::now() + timeout;
+    while Instant::now() < deadline {
+        if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+            return Ok(());
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    Err(format!(
+        "nothing listens on 127.0.0.1:{port} after {timeout:?}"
+    ))
+}
