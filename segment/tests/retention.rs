@@ -100,6 +100,17 @@ fn segments_expire_by_the_later_of_record_time_and_sealing_time() {
     });
 }
 
+/// Appends 300 batches of records stamped `stamp` (several segments with a small config) and
+/// waits until they are durable.
+async fn fill(log: &ShardLog<FaultStorage>, random: &mut SplitMix64, stamp: i64) {
+    for _ in 0..300 {
+        let batch = random_batch(random, 3, 900, stamp);
+        log.append(&batch, Epoch(1)).await.expect("append");
+    }
+    let last = Offset(log.next_offset().0 - 1);
+    log.wait_durable(last).await.expect("durable");
+}
+
 /// A node closes idle logs and keeps only `retention_due_ms`, opening a log again for
 /// retention once that time has passed: before it, retention deletes nothing; after it, it
 /// deletes the oldest segment. A log with only its active segment is never due.
@@ -125,12 +136,7 @@ fn retention_due_is_when_retention_first_deletes() {
             None,
             "the active segment is never deleted"
         );
-        for _ in 0..300 {
-            let batch = random_batch(&mut random, 3, 900, stamp);
-            log.append(&batch, Epoch(1)).await.expect("append");
-        }
-        let last = Offset(log.next_offset().0 - 1);
-        log.wait_durable(last).await.expect("durable");
+        fill(&log, &mut random, stamp).await;
         assert!(log.segment_count() > 2, "the test needs sealed segments");
         let due = log
             .retention_due_ms()
@@ -154,12 +160,7 @@ fn retention_due_is_when_retention_first_deletes() {
         let log = ShardLog::open(storage.clone(), Path::new("/t/due-size"), sized)
             .await
             .expect("open");
-        for _ in 0..300 {
-            let batch = random_batch(&mut random, 3, 900, stamp);
-            log.append(&batch, Epoch(1)).await.expect("append");
-        }
-        let last = Offset(log.next_offset().0 - 1);
-        log.wait_durable(last).await.expect("durable");
+        fill(&log, &mut random, stamp).await;
         assert_eq!(log.retention_due_ms(), Some(i64::MIN));
         assert!(log.enforce_retention(0).await.expect("retention") >= 1);
         log.close().await.expect("close");

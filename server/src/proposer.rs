@@ -333,6 +333,21 @@ impl Proposer {
         }
     }
 
+    /// A fatal error during a batch: stops the node with it and answers every proposal of the
+    /// batch with it; the staged state is dropped.
+    fn fail_batch<H: Host>(&self, host: &H, batch: Vec<Proposal>, fatal: FatalError) -> Outcome {
+        let message = fatal.to_string();
+        host.fail(fatal);
+        *self.staged.borrow_mut() = None;
+        answer(
+            batch,
+            std::iter::repeat_with(|| {
+                Err(ErrorResponse::new(ErrorCode::StorageFault, message.clone()))
+            }),
+        );
+        Outcome::Answered
+    }
+
     /// Stages, records and applies one batch, and answers its proposals; or gives them back
     /// to run one at a time.
     async fn commit<H: Host>(&self, host: &H, batch: Vec<Proposal>) -> Outcome {
@@ -403,18 +418,7 @@ impl Proposer {
                 host.remove_logs(&prepared);
                 return retry(batch, ErrorResponse::new(ErrorCode::StorageFault, message));
             }
-            Err(AppendError::Fatal(error)) => {
-                let message = error.to_string();
-                host.fail(error);
-                *self.staged.borrow_mut() = None;
-                answer(
-                    batch,
-                    std::iter::repeat_with(|| {
-                        Err(ErrorResponse::new(ErrorCode::StorageFault, message.clone()))
-                    }),
-                );
-                return Outcome::Answered;
-            }
+            Err(AppendError::Fatal(error)) => return self.fail_batch(host, batch, error),
         }
 
         let recorded_at = Instant::now();
@@ -429,16 +433,7 @@ impl Proposer {
                 Err(fatal) => Some(fatal),
             };
             if let Some(fatal) = fatal {
-                let message = fatal.to_string();
-                host.fail(fatal);
-                *self.staged.borrow_mut() = None;
-                answer(
-                    batch,
-                    std::iter::repeat_with(|| {
-                        Err(ErrorResponse::new(ErrorCode::StorageFault, message.clone()))
-                    }),
-                );
-                return Outcome::Answered;
+                return self.fail_batch(host, batch, fatal);
             }
         }
         let entries: Vec<(u64, &[u8])> = accepted
