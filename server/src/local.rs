@@ -379,7 +379,10 @@ impl Core {
             "checking shard logs"
         );
         let mut checked = 0usize;
-        for window in pending.chunks(OPENS_IN_FLIGHT_MAX) {
+        // Opens in flight all pass `make_room` before any of them counts as open: keep them
+        // well within the limit of open logs.
+        let in_flight = OPENS_IN_FLIGHT_MAX.min(self.open_logs_max() / 2).max(1);
+        for window in pending.chunks(in_flight) {
             if self.shutting_down() {
                 return;
             }
