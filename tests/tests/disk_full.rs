@@ -135,6 +135,25 @@ async fn a_full_disk_refuses_creates_and_the_node_keeps_serving_and_restarts() {
     drop(server);
 }
 
+/// `count` creates of 2-shard streams `<prefix>0`, `<prefix>1`, … in flight at once.
+fn spawn_creates(
+    client: &runnel_client::Client,
+    prefix: &str,
+    count: usize,
+) -> Vec<tokio::task::JoinHandle<Result<runnel_client::StreamInfo, runnel_client::ClientError>>> {
+    (0..count)
+        .map(|i| {
+            let client = client.clone();
+            let name = format!("{prefix}{i}");
+            tokio::spawn(async move {
+                client
+                    .create_stream(StreamSpec::new(name, Durability::Fsync).shard_count(2))
+                    .await
+            })
+        })
+        .collect()
+}
+
 /// Regression guard for group commit: creates in flight at once on a full disk reach core 0
 /// together and are staged as one batch, whose new shard logs cannot be created. The batch is
 /// then run again one command at a time, so each create is refused cleanly on its own, and
@@ -165,18 +184,7 @@ async fn creates_in_flight_on_a_full_disk_are_refused_one_by_one() {
 
     let filler = fs.fill();
     // 16 creates and 4 deletes at once, interleaved.
-    let creates: Vec<_> = (0..16)
-        .map(|i| {
-            let client = client.clone();
-            tokio::spawn(async move {
-                client
-                    .create_stream(
-                        StreamSpec::new(format!("new{i}"), Durability::Fsync).shard_count(2),
-                    )
-                    .await
-            })
-        })
-        .collect();
+    let creates = spawn_creates(&client, "new", 16);
     let deletes: Vec<_> = doomed
         .iter()
         .map(|name| {
@@ -237,18 +245,7 @@ async fn creates_in_flight_on_a_full_disk_are_refused_one_by_one() {
 
     // Space freed: creates in flight at once all succeed.
     std::fs::remove_file(filler).expect("free the space");
-    let creates: Vec<_> = (0..8)
-        .map(|i| {
-            let client = client.clone();
-            tokio::spawn(async move {
-                client
-                    .create_stream(
-                        StreamSpec::new(format!("later{i}"), Durability::Fsync).shard_count(2),
-                    )
-                    .await
-            })
-        })
-        .collect();
+    let creates = spawn_creates(&client, "later", 8);
     for create in creates {
         create
             .await
