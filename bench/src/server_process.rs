@@ -177,3 +177,22 @@ pub fn wait_for_tcp(port: u16, timeout: Duration) -> Result<(), String> {
         "nothing listens on 127.0.0.1:{port} after {timeout:?}"
     ))
 }
+
+/// Starts a peer server (`name`, installed by `scripts/install-peers`) logging to `log`, and
+/// waits until it accepts TCP connections on `port` (at most `timeout`); on failure the error
+/// carries the tail of its log.
+pub fn spawn_tcp_peer(
+    command: Command,
+    name: &str,
+    log: &Path,
+    port: u16,
+    timeout: Duration,
+) -> Result<ServerProcess, String> {
+    let mut process = ServerProcess::spawn(command, name, log)
+        .map_err(|e| format!("{e} (install it with scripts/install-peers)"))?;
+    wait_for_tcp(port, timeout).map_err(|e| {
+        let _ = process.check_running();
+        format!("{name}: {e}\n{}", process.log_tail())
+    })?;
+    Ok(process)
+}

@@ -19,7 +19,7 @@ use async_nats::jetstream::{self, stream::StorageType, Context};
 use bytes::Bytes;
 
 use crate::pacing::{closed_loop, open_loop, OpenLoopResult};
-use crate::server_process::{free_tcp_port, wait_for_tcp, ServerProcess};
+use crate::server_process::{free_tcp_port, spawn_tcp_peer, ServerProcess};
 use crate::systems::{LatencyLoad, Workload};
 
 /// How long a fresh server may take to listen.
@@ -58,13 +58,13 @@ impl NatsSystem {
             .map_err(|e| format!("write {}: {e}", config.display()))?;
         let mut command = Command::new("nats-server");
         command.arg("-c").arg(&config);
-        let mut process =
-            ServerProcess::spawn(command, "nats-server", &dir.path().join("server.log"))
-                .map_err(|e| format!("{e} (install it with scripts/install-peers)"))?;
-        wait_for_tcp(port, START_TIMEOUT).map_err(|e| {
-            let _ = process.check_running();
-            format!("nats-server: {e}\n{}", process.log_tail())
-        })?;
+        let process = spawn_tcp_peer(
+            command,
+            "nats-server",
+            &dir.path().join("server.log"),
+            port,
+            START_TIMEOUT,
+        )?;
         Ok(NatsSystem {
             process,
             port,

@@ -16,7 +16,7 @@ use std::time::Duration;
 use redis::aio::MultiplexedConnection;
 
 use crate::pacing::{closed_loop, open_loop, OpenLoopResult};
-use crate::server_process::{free_tcp_port, wait_for_tcp, ServerProcess};
+use crate::server_process::{free_tcp_port, spawn_tcp_peer, ServerProcess};
 use crate::systems::{LatencyLoad, Workload};
 
 /// How long a fresh server may take to listen.
@@ -71,13 +71,13 @@ impl RedisSystem {
         let port = free_tcp_port()?;
         let mut command = Command::new("redis-server");
         command.args(server_arguments(port, dir.path(), fsync_always));
-        let mut process =
-            ServerProcess::spawn(command, "redis-server", &dir.path().join("server.log"))
-                .map_err(|e| format!("{e} (install it with scripts/install-peers)"))?;
-        wait_for_tcp(port, START_TIMEOUT).map_err(|e| {
-            let _ = process.check_running();
-            format!("redis-server: {e}\n{}", process.log_tail())
-        })?;
+        let process = spawn_tcp_peer(
+            command,
+            "redis-server",
+            &dir.path().join("server.log"),
+            port,
+            START_TIMEOUT,
+        )?;
         let client =
             redis::Client::open(format!("redis://127.0.0.1:{port}/")).map_err(|e| e.to_string())?;
         Ok(RedisSystem {
@@ -156,21 +156,7 @@ async fn xadd(
     records: u64,
     value: &[u8],
 ) -> Result<(), String> {
-    let mut pipe = redis::pipe();
-    for n in 0..records {
-        pipe.cmd("XADD")
-            .arg(STREAM_KEY)
-            .arg("*")
-            .arg("k")
-            .arg(format!("key-{}", (first_key + n) % 1000))
-            .arg("v")
-            .arg(value);
-    }
-    let replies: Vec<redis::Value> = pipe
-        .query_async(connection)
-        .await
-        .map_err(|e| format!("XADD: {e}"))?;
-    check_ids(&replies, records)
+    xadd_keyed(connection, records, value, |n| first_key + n).await
 }
 
 /// `records` XADDs in one pipeline, all with the key `key-<key % 1000>`.
@@ -180,14 +166,23 @@ async fn xadd_one_key(
     records: u64,
     value: &[u8],
 ) -> Result<(), String> {
-    let key = format!("key-{}", key % 1000);
+    xadd_keyed(connection, records, value, |_| key).await
+}
+
+/// `records` XADDs in one pipeline, record `n` with the key `key-<key_of(n) % 1000>`.
+async fn xadd_keyed(
+    connection: &mut MultiplexedConnection,
+    records: u64,
+    value: &[u8],
+    key_of: impl Fn(u64) -> u64,
+) -> Result<(), String> {
     let mut pipe = redis::pipe();
-    for _ in 0..records {
+    for n in 0..records {
         pipe.cmd("XADD")
             .arg(STREAM_KEY)
             .arg("*")
             .arg("k")
-            .arg(&key)
+            .arg(format!("key-{}", key_of(n) % 1000))
             .arg("v")
             .arg(value);
     }
