@@ -22,4 +22,5 @@
 #![cfg_attr(test, allow(clippy::unwrap_used, clippy::indexing_slicing))]
 
 pub mod consumer;
+pub mod group;
 pub mod metadata;

@@ -117,6 +117,15 @@ impl MetadataState {
         outcome
     }
 
+    /// Consumes log index `index` (which must be `applied_index() + 1`) that holds no metadata
+    /// command: a Raft leader's empty entry of a new term, or a change of the group's members.
+    /// Nothing else changes.
+    pub fn skip(&mut self, index: u64) -> Result<(), MetadataError> {
+        self.check_index(index)?;
+        self.applied_index = index;
+        Ok(())
+    }
+
     /// Whether [`Self::apply`] would accept `command` at `index`, without changing anything
     /// and without copying the state: the refusal `apply` would give, or the shards the command
     /// would create (a created stream's shards, a split's or a merge's children), exactly as

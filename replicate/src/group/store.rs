@@ -1,0 +1,253 @@
+//! A member's Raft log as raft-rs reads it: hard state, membership, the newest snapshot of the
+//! metadata state and the entries after it.
+//!
+//! The store is memory only. Its owner writes what a [`super::Persist`] carries to disk (and
+//! syncs) before acknowledging it; on restart it rebuilds the store from what the disk holds.
+//! The simulator keeps two stores per member: the live one and the image of what was synced.
+
+use raft::prelude::{ConfState, Entry, HardState, Snapshot, SnapshotMetadata};
+use raft::{GetEntriesContext, RaftState, StorageError};
+
+/// The snapshot a store holds: where it stands in the log and the encoded metadata state.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct StoredSnapshot {
+    /// Log index of the last entry the snapshot covers (0: none).
+    pub index: u64,
+    /// Term of that entry.
+    pub term: u64,
+    /// The group's members at that index.
+    pub conf_state: ConfState,
+    /// `encode_snapshot` of the metadata state at that index (empty when `index` is 0).
+    pub data: Vec<u8>,
+}
+
+impl StoredSnapshot {
+    /// The raft-rs form.
+    pub fn to_raft(&self) -> Snapshot {
+        let mut metadata = SnapshotMetadata {
+            index: self.index,
+            term: self.term,
+            ..SnapshotMetadata::default()
+        };
+        metadata.set_conf_state(self.conf_state.clone());
+        let mut snapshot = Snapshot::default();
+        snapshot.set_metadata(metadata);
+        snapshot.data = self.data.clone().into();
+        snapshot
+    }
+
+    /// From the raft-rs form.
+    pub fn from_raft(snapshot: &Snapshot) -> StoredSnapshot {
+        let metadata = snapshot.get_metadata();
+        StoredSnapshot {
+            index: metadata.index,
+            term: metadata.term,
+            conf_state: metadata.get_conf_state().clone(),
+            data: snapshot.data.to_vec(),
+        }
+    }
+}
+
+/// A member's Raft log in memory.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct GroupStore {
+    hard_state: HardState,
+    snapshot: StoredSnapshot,
+    /// Entries `snapshot.index + 1 ..`, consecutive.
+    entries: Vec<Entry>,
+}
+
+impl GroupStore {
+    /// The store of a member of a new group whose voters are `voters`: empty log, term 0.
+    pub fn new(voters: &[u64]) -> GroupStore {
+        let conf_state = ConfState {
+            voters: voters.to_vec(),
+            ..ConfState::default()
+        };
+        GroupStore {
+            hard_state: HardState::default(),
+            snapshot: StoredSnapshot {
+                conf_state,
+                ..StoredSnapshot::default()
+            },
+            entries: Vec::new(),
+        }
+    }
+
+    /// The vote, term and commit index last written.
+    pub fn hard_state(&self) -> &HardState {
+        &self.hard_state
+    }
+
+    /// The newest snapshot.
+    pub fn snapshot(&self) -> &StoredSnapshot {
+        &self.snapshot
+    }
+
+    /// The entries after the snapshot.
+    pub fn entries(&self) -> &[Entry] {
+        &self.entries
+    }
+
+    /// Index of the last entry (the snapshot's when there is none after it).
+    pub fn last_index(&self) -> u64 {
+        self.entries.last().map_or(self.snapshot.index, |e| e.index)
+    }
+
+    fn first_index(&self) -> u64 {
+        self.snapshot.index + 1
+    }
+
+    /// Records a new hard state.
+    pub fn set_hard_state(&mut self, hard_state: HardState) {
+        self.hard_state = hard_state;
+    }
+
+    /// Records a higher commit index learnt after the last hard state was written (raft-rs
+    /// reports it with the entries it makes applicable).
+    pub fn set_commit(&mut self, commit: u64) {
+        self.hard_state.commit = self.hard_state.commit.max(commit);
+    }
+
+    /// Appends `entries`, replacing any entries at and after the first one's index (a new
+    /// leader's log wins over an unacknowledged suffix).
+    pub fn append(&mut self, entries: &[Entry]) {
+        let Some(first) = entries.first() else {
+            return;
+        };
+        assert!(
+            first.index > self.snapshot.index,
+            "appending entry {} at or below the snapshot at {}",
+            first.index,
+            self.snapshot.index
+        );
+        assert!(
+            first.index <= self.last_index() + 1,
+            "appending entry {} leaves a gap after {}",
+            first.index,
+            self.last_index()
+        );
+        let keep = (first.index - self.first_index()) as usize;
+        self.entries.truncate(keep);
+        self.entries.extend_from_slice(entries);
+    }
+
+    /// Replaces the log with a snapshot received from the leader: the entries it covers go,
+    /// and so does everything after it (it came from a leader whose log wins).
+    pub fn install_snapshot(&mut self, snapshot: StoredSnapshot) {
+        assert!(
+            snapshot.index >= self.snapshot.index,
+            "a snapshot at {} older than the one held at {}",
+            snapshot.index,
+            self.snapshot.index
+        );
+        self.entries.clear();
+        self.hard_state.commit = self.hard_state.commit.max(snapshot.index);
+        self.hard_state.term = self.hard_state.term.max(snapshot.term);
+        self.snapshot = snapshot;
+    }
+
+    /// Takes a snapshot at `index` (applied, so committed) whose encoded state is `data`, and
+    /// drops the entries it covers.
+    pub fn compact(&mut self, index: u64, data: Vec<u8>, conf_state: ConfState) {
+        if index <= self.snapshot.index {
+            return;
+        }
+        assert!(
+            index <= self.hard_state.commit,
+            "compacting to {index} beyond the commit index {}",
+            self.hard_state.commit
+        );
+        let term = self.term_at(index).unwrap_or(self.snapshot.term);
+        self.keep_snapshot(StoredSnapshot {
+            index,
+            term,
+            conf_state,
+            data,
+        });
+    }
+
+    /// Keeps `snapshot`, taken by this member from its own applied state, and drops the
+    /// entries it covers (what the owner's disk does with [`super::Advanced::compacted`]).
+    pub fn keep_snapshot(&mut self, snapshot: StoredSnapshot) {
+        if snapshot.index <= self.snapshot.index {
+            return;
+        }
+        assert!(
+            snapshot.index <= self.last_index(),
+            "a snapshot at {} past the log's end {}",
+            snapshot.index,
+            self.last_index()
+        );
+        let drop = (snapshot.index + 1 - self.first_index()) as usize;
+        self.entries.drain(..drop);
+        self.hard_state.commit = self.hard_state.commit.max(snapshot.index);
+        self.snapshot = snapshot;
+    }
+
+    fn term_at(&self, index: u64) -> Option<u64> {
+        if index == self.snapshot.index {
+            return Some(self.snapshot.term);
+        }
+        let position = index.checked_sub(self.first_index())?;
+        self.entries.get(position as usize).map(|e| e.term)
+    }
+}
+
+impl raft::Storage for GroupStore {
+    fn initial_state(&self) -> raft::Result<RaftState> {
+        Ok(RaftState {
+            hard_state: self.hard_state.clone(),
+            conf_state: self.snapshot.conf_state.clone(),
+        })
+    }
+
+    fn entries(
+        &self,
+        low: u64,
+        high: u64,
+        max_size: impl Into<Option<u64>>,
+        _context: GetEntriesContext,
+    ) -> raft::Result<Vec<Entry>> {
+        if low < self.first_index() {
+            return Err(raft::Error::Store(StorageError::Compacted));
+        }
+        if high > self.last_index() + 1 {
+            return Err(raft::Error::Store(StorageError::Unavailable));
+        }
+        let from = (low - self.first_index()) as usize;
+        let to = (high - self.first_index()) as usize;
+        let mut taken = Vec::new();
+        let mut size = 0u64;
+        let max_size = max_size.into().unwrap_or(u64::MAX);
+        for entry in self.entries.get(from..to).unwrap_or_default() {
+            size += protobuf::Message::compute_size(entry) as u64;
+            // Always at least one entry, as raft-rs expects.
+            if !taken.is_empty() && size > max_size {
+                break;
+            }
+            taken.push(entry.clone());
+        }
+        Ok(taken)
+    }
+
+    fn term(&self, index: u64) -> raft::Result<u64> {
+        if index < self.snapshot.index {
+            return Err(raft::Error::Store(StorageError::Compacted));
+        }
+        self.term_at(index)
+            .ok_or(raft::Error::Store(StorageError::Unavailable))
+    }
+
+    fn first_index(&self) -> raft::Result<u64> {
+        Ok(self.first_index())
+    }
+
+    fn last_index(&self) -> raft::Result<u64> {
+        Ok(self.last_index())
+    }
+
+    fn snapshot(&self, _request_index: u64, _to: u64) -> raft::Result<Snapshot> {
+        Ok(self.snapshot.to_raft())
+    }
+}
