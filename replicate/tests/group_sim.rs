@@ -33,6 +33,7 @@ fn run_seeds(config: &SimConfig, default_seeds: u64) -> SimReport {
                 total.leader_terms += report.leader_terms;
                 total.crashes += report.crashes;
                 total.delivered += report.delivered;
+                assert_eq!(report.voters_at_end, config.target_voters, "seed {seed}");
             }
             Err(failure) => panic!("{failure}"),
         }
@@ -64,10 +65,26 @@ fn three_members_keep_every_check_under_faults() {
 fn five_members_keep_every_check_under_faults() {
     let config = SimConfig {
         members: 5,
+        initial_voters: 5,
+        target_voters: 5,
         ..SimConfig::default()
     };
     let total = run_seeds(&config, 500);
     assert!(total.acknowledged > 0 && total.crashes > 0 && total.leader_terms > 1);
+}
+
+/// A cluster initialised on one node grows its group: the four others join as learners and
+/// two are promoted, under the same faults, to three voters and two learners.
+#[test]
+fn a_group_of_one_grows_to_three_voters_under_faults() {
+    let config = SimConfig {
+        members: 5,
+        initial_voters: 1,
+        target_voters: 3,
+        ..SimConfig::default()
+    };
+    let total = run_seeds(&config, 300);
+    assert!(total.acknowledged > 0 && total.crashes > 0);
 }
 
 /// Crashes and restarts every few tens of milliseconds (the setting that exposes a lost vote

@@ -14,7 +14,10 @@
 //! timeouts are drawn from the member's own seeded generator, never from raft-rs's thread RNG,
 //! so a simulation replays exactly from its seed.
 
-use raft::prelude::{Entry, EntryType, HardState, Message};
+use raft::prelude::{
+    ConfChange, ConfChangeSingle, ConfChangeType, ConfChangeV2, ConfState, Entry, EntryType,
+    HardState, Message,
+};
 use raft::{Config, RawNode, StateRole};
 
 use super::rng::SplitMix64;
@@ -24,6 +27,9 @@ use crate::metadata::{
     decode_command, decode_snapshot, encode_command, encode_snapshot, Applied, Command,
     MetadataError, MetadataState,
 };
+
+/// A learner whose log is this close to the leader's commit index counts as caught up.
+pub const CAUGHT_UP_ENTRIES: u64 = 64;
 
 /// How a member runs: its id and its timing in ticks.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -91,6 +97,17 @@ pub struct AppliedEntry {
     pub outcome: Result<Applied, MetadataError>,
 }
 
+/// A change of the group's members, one member at a time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MembershipChange {
+    /// Makes the node a voter (a learner is promoted).
+    AddVoter(u64),
+    /// Adds the node as a learner: it receives the log but does not vote.
+    AddLearner(u64),
+    /// Removes the node from the group.
+    Remove(u64),
+}
+
 /// What [`GroupMember::persisted`] produced.
 #[derive(Debug, Default)]
 pub struct Advanced {
@@ -104,6 +121,14 @@ pub struct Advanced {
     /// A snapshot taken after applying: the owner writes it (and may then drop the entries it
     /// covers from disk).
     pub compacted: Option<StoredSnapshot>,
+    /// A higher commit index learnt here: the owner records it durably with the applied
+    /// state (a member that restarts with an older one would run on an older membership
+    /// until it re-applies the changes it had already acted on).
+    pub commit: Option<u64>,
+    /// The members after the membership changes applied here, if any was.
+    pub members: Option<ConfState>,
+    /// Proposal ids of the membership changes applied here (accepted or refused alike).
+    pub membership_proposals: Vec<u64>,
 }
 
 /// A member of the metadata group.
@@ -250,6 +275,77 @@ impl GroupMember {
         result
     }
 
+    /// Proposes a membership change under the proposer's id `proposal`. Only the leader takes
+    /// it, and only one change may be pending at a time (raft-rs turns a second one into an
+    /// empty entry).
+    pub fn propose_membership(
+        &mut self,
+        proposal: u64,
+        change: MembershipChange,
+    ) -> Result<(), GroupError> {
+        self.assert_idle();
+        if !self.is_leader() {
+            return Err(GroupError::NotLeader {
+                leader: self.leader(),
+            });
+        }
+        let (node_id, change_type) = match change {
+            MembershipChange::AddVoter(id) => (id, ConfChangeType::AddNode),
+            MembershipChange::AddLearner(id) => (id, ConfChangeType::AddLearnerNode),
+            MembershipChange::Remove(id) => (id, ConfChangeType::RemoveNode),
+        };
+        let mut single = ConfChangeSingle {
+            node_id,
+            ..ConfChangeSingle::default()
+        };
+        single.set_change_type(change_type);
+        let mut conf_change = ConfChangeV2::default();
+        conf_change.set_changes(vec![single].into());
+        let result = self
+            .raw
+            .propose_conf_change(proposal.to_le_bytes().to_vec(), conf_change)
+            .map_err(GroupError::Raft);
+        self.after_input();
+        result
+    }
+
+    /// The group's members as this member last applied them.
+    pub fn members(&self) -> ConfState {
+        self.raw.raft.prs().conf().to_conf_state()
+    }
+
+    /// The next membership change the leader should make so the group reaches
+    /// `target_voters` voters among `nodes` (every node known to the cluster), the others
+    /// being learners: first every node joins as a learner, then learners whose log is within
+    /// [`CAUGHT_UP_ENTRIES`] of the leader's commit index are promoted, one change at a time
+    /// (a voter that cannot keep up would slow every commit). `None` when there
+    /// is nothing to do, when this member does not lead, or while a change is pending.
+    pub fn membership_step(&self, nodes: &[u64], target_voters: usize) -> Option<MembershipChange> {
+        if !self.is_leader() || self.raw.raft.pending_conf_index > self.applied_index() {
+            return None;
+        }
+        let members = self.members();
+        let known = |id: &u64| members.voters.contains(id) || members.learners.contains(id);
+        if let Some(&new) = nodes.iter().find(|id| !known(id)) {
+            return Some(MembershipChange::AddLearner(new));
+        }
+        if members.voters.len() >= target_voters {
+            return None;
+        }
+        let commit = self.raw.raft.raft_log.committed;
+        members
+            .learners
+            .iter()
+            .copied()
+            .find(|&id| {
+                self.raw.raft.prs().get(id).is_some_and(|progress| {
+                    progress.state == raft::ProgressState::Replicate
+                        && progress.matched + CAUGHT_UP_ENTRIES >= commit
+                })
+            })
+            .map(MembershipChange::AddVoter)
+    }
+
     /// What became of a snapshot message this member sent to `to`: `delivered` when the peer
     /// received it, not when it was lost (the transport timed out or the peer is gone). Until
     /// told, the leader sends that peer nothing more.
@@ -318,6 +414,7 @@ impl GroupMember {
         let mut light = self.raw.advance(ready);
         if let Some(commit) = light.commit_index() {
             self.raw.mut_store().set_commit(commit);
+            advanced.commit = Some(commit);
         }
         advanced.send.extend(light.take_messages());
         self.apply(light.take_committed_entries(), &mut advanced)?;
@@ -360,10 +457,40 @@ impl GroupMember {
                     });
                 }
                 EntryType::EntryConfChange | EntryType::EntryConfChangeV2 => {
-                    return Err(GroupError::MembershipChange { index });
+                    self.apply_membership(&entry, advanced)?;
+                    let skipped = self.state.skip(index);
+                    assert!(skipped.is_ok(), "index {index} was checked to be next");
                 }
             }
             advanced.committed.push(entry);
+        }
+        Ok(())
+    }
+
+    /// Applies a committed membership change. raft-rs refuses a change that would break the
+    /// group (every member refuses it alike); it is then skipped.
+    fn apply_membership(
+        &mut self,
+        entry: &Entry,
+        advanced: &mut Advanced,
+    ) -> Result<(), GroupError> {
+        let corrupt = |_| GroupError::CorruptMembership { index: entry.index };
+        let applied = if entry.get_entry_type() == EntryType::EntryConfChange {
+            let change: ConfChange =
+                protobuf::Message::parse_from_bytes(&entry.data).map_err(corrupt)?;
+            self.raw.apply_conf_change(&change)
+        } else {
+            let change: ConfChangeV2 =
+                protobuf::Message::parse_from_bytes(&entry.data).map_err(corrupt)?;
+            self.raw.apply_conf_change(&change)
+        };
+        if let Ok(members) = applied {
+            advanced.members = Some(members);
+        }
+        if let Ok(bytes) = <[u8; 8]>::try_from(entry.context.as_ref()) {
+            advanced
+                .membership_proposals
+                .push(u64::from_le_bytes(bytes));
         }
         Ok(())
     }
@@ -373,7 +500,9 @@ impl GroupMember {
     fn maybe_compact(&mut self) -> Option<StoredSnapshot> {
         let applied = self.state.applied_index();
         let store = self.raw.store();
-        if applied < store.snapshot().index + self.config.compact_after_entries {
+        let wanted = store.take_fresh_snapshot_wanted();
+        let due = applied >= store.snapshot().index + self.config.compact_after_entries;
+        if !(due || wanted) || applied <= store.snapshot().index {
             return None;
         }
         let conf_state = self.raw.raft.prs().conf().to_conf_state();

@@ -19,7 +19,7 @@ mod rng;
 pub mod sim;
 mod store;
 
-pub use member::{Advanced, AppliedEntry, GroupMember, MemberConfig, Persist};
+pub use member::{Advanced, AppliedEntry, GroupMember, MemberConfig, MembershipChange, Persist};
 pub use raft::prelude::Message;
 pub use rng::SplitMix64;
 pub use store::{GroupStore, StoredSnapshot};
@@ -58,9 +58,9 @@ pub enum GroupError {
         /// The index that came.
         got: u64,
     },
-    /// A membership change reached the log; this build does not change members yet.
-    #[error("a membership change at log index {index}: not supported by this build")]
-    MembershipChange {
+    /// A committed membership change did not decode.
+    #[error("the membership change at log index {index} is damaged")]
+    CorruptMembership {
         /// Its index.
         index: u64,
     },

@@ -13,11 +13,17 @@ use std::collections::{BTreeMap, BinaryHeap, VecDeque};
 
 use runnel_core::{Offset, ShardId, StreamName};
 
-use super::{GroupMember, GroupStore, MemberConfig, Message, Persist, SplitMix64};
+use super::store::FOUNDING_INDEX;
+use super::{
+    GroupMember, GroupStore, MemberConfig, MembershipChange, Message, Persist, SplitMix64,
+};
 use crate::metadata::{
     decode_command, encode_command, encode_snapshot, Command, Durability, MetadataState, Node,
     NodeId, StreamConfig, SubscriptionConfig, SubscriptionId, SubscriptionName,
 };
+
+/// How often the leader looks at the group's members.
+const MEMBERSHIP_EVERY_MS: u64 = 100;
 
 /// A deliberate bug, to show that the checks catch what they are meant to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -39,8 +45,13 @@ pub enum Mutation {
 /// The shape of a run. Rates are per million per event; times in virtual milliseconds.
 #[derive(Debug, Clone)]
 pub struct SimConfig {
-    /// Voters in the group (3 or 5).
+    /// Nodes in the cluster, each a member of the group (ids 1 to `members`).
     pub members: u64,
+    /// Members that are voters from the start (ids 1 to this); the others start knowing no
+    /// group and join when the leader adds them.
+    pub initial_voters: u64,
+    /// Voters the leader grows the group to (the others stay learners).
+    pub target_voters: u64,
     /// Virtual time with faults.
     pub faulty_ms: u64,
     /// Virtual time after the faults stop, in which the group must commit again.
@@ -74,6 +85,8 @@ impl Default for SimConfig {
     fn default() -> Self {
         SimConfig {
             members: 3,
+            initial_voters: 3,
+            target_voters: 3,
             faulty_ms: 6_000,
             healing_ms: 4_000,
             tick_ms: 10,
@@ -104,6 +117,8 @@ pub struct SimReport {
     pub crashes: u64,
     /// Messages delivered.
     pub delivered: u64,
+    /// Voters of the group at the end, as its leader saw them.
+    pub voters_at_end: u64,
 }
 
 /// A broken check: the seed replays it.
@@ -152,6 +167,8 @@ enum Event {
     },
     Chaos,
     Propose,
+    /// The leader's look at the group's members.
+    Membership,
 }
 
 enum Input {
@@ -163,6 +180,7 @@ enum Input {
     },
     Tick,
     Propose(u64, Command),
+    Membership(u64, MembershipChange),
 }
 
 struct Slot {
@@ -188,10 +206,16 @@ struct Checker {
 }
 
 impl Checker {
+    /// The committed log as a founded group starts: index 1 is the founding snapshot's.
     fn new() -> Checker {
-        let reference = MetadataState::new();
+        let mut reference = MetadataState::new();
+        let mut state_bytes = vec![encode_snapshot(&reference)];
+        let skipped = reference.skip(FOUNDING_INDEX);
+        assert!(skipped.is_ok(), "index 1 follows an empty state");
+        state_bytes.push(encode_snapshot(&reference));
         Checker {
-            state_bytes: vec![encode_snapshot(&reference)],
+            log: vec![(FOUNDING_INDEX, Vec::new())],
+            state_bytes,
             reference,
             ..Checker::default()
         }
@@ -206,7 +230,10 @@ impl Checker {
         }
     }
 
-    fn committed(&mut self, index: u64, term: u64, data: &[u8], by: u64) -> Result<(), String> {
+    fn committed(&mut self, entry: &raft::prelude::Entry, by: u64) -> Result<(), String> {
+        let (index, term, data) = (entry.index, entry.term, entry.data.as_ref());
+        let holds_command =
+            entry.get_entry_type() == raft::prelude::EntryType::EntryNormal && !data.is_empty();
         let position = (index - 1) as usize;
         if let Some((known_term, known_data)) = self.log.get(position) {
             if *known_term != term || known_data != data {
@@ -226,7 +253,7 @@ impl Checker {
             ));
         }
         self.log.push((term, data.to_vec()));
-        let outcome = if data.is_empty() {
+        let outcome = if !holds_command {
             self.reference.skip(index).map_err(|e| e.to_string())
         } else {
             let command = decode_command(data).map_err(|e| e.to_string())?;
@@ -321,7 +348,8 @@ pub fn run(seed: u64, config: &SimConfig) -> Result<SimReport, SimFailure> {
 
 impl World {
     fn new(seed: u64, config: SimConfig) -> World {
-        let voters: Vec<u64> = (1..=config.members).collect();
+        let voters: Vec<u64> = (1..=config.initial_voters).collect();
+        let members = config.members;
         let mut world = World {
             rng: SplitMix64::new(seed),
             now_ms: 0,
@@ -336,8 +364,12 @@ impl World {
             proposals: BTreeMap::new(),
             config,
         };
-        for &id in &voters {
-            let disk = GroupStore::new(&voters);
+        for id in 1..=members {
+            let disk = if voters.contains(&id) {
+                GroupStore::founding(&voters)
+            } else {
+                GroupStore::joining()
+            };
             world.slots.insert(
                 id,
                 Slot {
@@ -359,6 +391,7 @@ impl World {
         }
         self.schedule(self.config.chaos_every_ms, Event::Chaos);
         self.schedule(self.config.propose_every_ms, Event::Propose);
+        self.schedule(MEMBERSHIP_EVERY_MS, Event::Membership);
         let end = self.config.faulty_ms + self.config.healing_ms;
         let mut committed_at_heal = None;
         while let Some(Reverse((at, _, EventBox(event)))) = self.events.pop() {
@@ -382,6 +415,21 @@ impl World {
                 self.describe()
             ));
         }
+        let voters = self
+            .slots
+            .values()
+            .filter_map(|slot| slot.member.as_ref())
+            .find(|member| member.is_leader())
+            .map(|leader| leader.members().voters.len() as u64);
+        self.report.voters_at_end = voters.unwrap_or(0);
+        if self.report.voters_at_end != self.config.target_voters {
+            return Err(format!(
+                "the group ended with {} voters (leader's view), not {}; members: {}",
+                self.report.voters_at_end,
+                self.config.target_voters,
+                self.describe()
+            ));
+        }
         self.report.committed = self.checker.log.len() as u64;
         self.report.leader_terms = self.checker.leaders.len() as u64;
         Ok(())
@@ -394,7 +442,10 @@ impl World {
             let view = match &slot.member {
                 None => "down".to_string(),
                 Some(member) => format!(
-                    "term {} leader {:?}{} applied {} last {} commit {} writing {} queued {}",
+                    "voters {:?} learners {:?} term {} leader {:?}{} applied {} last {} commit {} \
+                     writing {} queued {}",
+                    member.members().voters,
+                    member.members().learners,
                     member.term(),
                     member.leader(),
                     if member.is_leader() { " (leads)" } else { "" },
@@ -511,6 +562,27 @@ impl World {
                 self.schedule(self.config.propose_every_ms, Event::Propose);
                 Ok(())
             }
+            Event::Membership => {
+                self.schedule(MEMBERSHIP_EVERY_MS, Event::Membership);
+                let ids: Vec<u64> = self.slots.keys().copied().collect();
+                let target = self.config.target_voters as usize;
+                let changes: Vec<(u64, MembershipChange)> = self
+                    .slots
+                    .iter()
+                    .filter_map(|(&id, slot)| {
+                        let member = slot.member.as_ref()?;
+                        member
+                            .membership_step(&ids, target)
+                            .map(|change| (id, change))
+                    })
+                    .collect();
+                for (id, change) in changes {
+                    let proposal = self.next_proposal;
+                    self.next_proposal += 1;
+                    self.input(id, Input::Membership(proposal, change))?;
+                }
+                Ok(())
+            }
         }
     }
 
@@ -535,6 +607,10 @@ impl World {
                 if member.propose(proposal, &command).is_ok() {
                     self.proposals.insert(proposal, id);
                 }
+            }
+            Input::Membership(proposal, change) => {
+                // Refused when leadership moved meanwhile; the next look tries again.
+                let _ = member.propose_membership(proposal, change);
             }
         }
         self.drive(id)
@@ -597,14 +673,16 @@ impl World {
         let advanced = member
             .persisted()
             .map_err(|e| format!("member {id} cannot apply: {e}"))?;
+        if let (Some(commit), true) = (advanced.commit, mutation != Mutation::SyncLost) {
+            slot.disk.set_commit(commit);
+        }
         if let Some(snapshot) = &advanced.compacted {
             if mutation != Mutation::SyncLost {
                 slot.disk.keep_snapshot(snapshot.clone());
             }
         }
         for entry in &advanced.committed {
-            self.checker
-                .committed(entry.index, entry.term, &entry.data, id)?;
+            self.checker.committed(entry, id)?;
         }
         for applied in &advanced.applied {
             if let Some(proposal) = applied.proposal {
@@ -829,13 +907,19 @@ impl World {
     }
 
     fn check_leaders(&mut self) -> Result<(), String> {
+        let mut broken = None;
         for slot in self.slots.values() {
             if let Some(member) = &slot.member {
                 if member.is_leader() {
-                    self.checker.leader(member.term(), member.id())?;
+                    if let Err(error) = self.checker.leader(member.term(), member.id()) {
+                        broken = Some(error);
+                    }
                 }
             }
         }
-        Ok(())
+        match broken {
+            Some(error) => Err(format!("{error}; members: {}", self.describe())),
+            None => Ok(()),
+        }
     }
 }

@@ -8,6 +8,11 @@
 use raft::prelude::{ConfState, Entry, HardState, Snapshot, SnapshotMetadata};
 use raft::{GetEntriesContext, RaftState, StorageError};
 
+use crate::metadata::{encode_snapshot, MetadataState};
+
+/// The index (and term) of a founding member's first snapshot: the group's log starts after it.
+pub const FOUNDING_INDEX: u64 = 1;
+
 /// The snapshot a store holds: where it stands in the log and the encoded metadata state.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct StoredSnapshot {
@@ -55,23 +60,53 @@ pub struct GroupStore {
     snapshot: StoredSnapshot,
     /// Entries `snapshot.index + 1 ..`, consecutive.
     entries: Vec<Entry>,
+    /// raft-rs asked for a snapshot for a peer that the one held does not name as a member
+    /// (it predates the peer's joining): the member takes a fresh one.
+    fresh_snapshot_wanted: std::cell::Cell<bool>,
 }
 
 impl GroupStore {
-    /// The store of a member of a new group whose voters are `voters`: empty log, term 0.
-    pub fn new(voters: &[u64]) -> GroupStore {
+    /// The store of a founding member of a new group whose voters are `voters`: the log
+    /// starts with a snapshot at index 1 (term 1) that holds the founding members and the
+    /// empty metadata state. Members that join later start empty ([`Self::joining`]): the
+    /// log below index 2 is never sent as entries, so the leader sends them a snapshot, and
+    /// with it the members as they are — a joiner can never miss the founding voters, which
+    /// are in no log entry.
+    pub fn founding(voters: &[u64]) -> GroupStore {
         let conf_state = ConfState {
             voters: voters.to_vec(),
             ..ConfState::default()
         };
+        let mut state = MetadataState::new();
+        let skipped = state.skip(FOUNDING_INDEX);
+        assert!(skipped.is_ok(), "index 1 follows an empty state");
         GroupStore {
-            hard_state: HardState::default(),
+            hard_state: HardState {
+                term: FOUNDING_INDEX,
+                commit: FOUNDING_INDEX,
+                ..HardState::default()
+            },
             snapshot: StoredSnapshot {
+                index: FOUNDING_INDEX,
+                term: FOUNDING_INDEX,
                 conf_state,
-                ..StoredSnapshot::default()
+                data: encode_snapshot(&state),
             },
             entries: Vec::new(),
+            fresh_snapshot_wanted: std::cell::Cell::new(false),
         }
+    }
+
+    /// Whether a snapshot newer than the one held is wanted (a peer joined after it); asking
+    /// clears the wish.
+    pub fn take_fresh_snapshot_wanted(&self) -> bool {
+        self.fresh_snapshot_wanted.replace(false)
+    }
+
+    /// The store of a member that joins an existing group: empty, knowing no members; it
+    /// waits for the leader's snapshot.
+    pub fn joining() -> GroupStore {
+        GroupStore::default()
     }
 
     /// The vote, term and commit index last written.
@@ -247,7 +282,16 @@ impl raft::Storage for GroupStore {
         Ok(self.last_index())
     }
 
-    fn snapshot(&self, _request_index: u64, _to: u64) -> raft::Result<Snapshot> {
+    fn snapshot(&self, _request_index: u64, to: u64) -> raft::Result<Snapshot> {
+        // A peer that is not a member in the snapshot would refuse it (raft-rs checks): ask
+        // the member for a fresh one, and raft-rs tries again later.
+        let members = &self.snapshot.conf_state;
+        if !members.voters.contains(&to) && !members.learners.contains(&to) {
+            self.fresh_snapshot_wanted.set(true);
+            return Err(raft::Error::Store(
+                StorageError::SnapshotTemporarilyUnavailable,
+            ));
+        }
         Ok(self.snapshot.to_raft())
     }
 }
