@@ -4,8 +4,10 @@
 //! lineage, subscriptions and their committed progress), which a node persists as a log of
 //! encoded commands plus snapshots; and the run-time **consumer groups** of subscriptions
 //! ([`consumer`]: a group's membership and sticky shard assignment, and per shard the delivery
-//! window with acks, ack timeouts and redelivery). Later: the sequencer/replica protocol of a
-//! shard's data path and the Raft group that replicates metadata.
+//! window with acks, ack timeouts and redelivery); and the **metadata group** ([`group`]: the
+//! metadata state machine replicated by Raft, on raft-rs, with its deterministic simulator),
+//! which the server does not run yet. Later: the sequencer/replica protocol of a shard's data
+//! path.
 //!
 //! Invariants: applying the same commands in the same order gives the same state and
 //! byte-identical snapshots on every replica; ids are never reused; a refused command changes
