@@ -89,7 +89,8 @@ pub use runnel_core::{
     StreamName,
 };
 pub use runnel_net::protocol::{
-    AckRefusal, CoreStatus, Durability, ErrorCode, HelloOk, NodeStatus, ProtocolError, ReadEnd,
+    AckRefusal, AllocationCounts, CoreStatus, Durability, ErrorCode, HelloOk, NodeStatus,
+    ProtocolError, ReadEnd,
     ReadEndReason, ReadFrom, ShardInfo, ShardOwner, ShardStatus, StreamInfo, SubscriptionConsumer,
     SubscriptionInfo, SubscriptionShard, SubscriptionStart, CONSUMER_NAME_BYTES_MAX,
 };

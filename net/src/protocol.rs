@@ -33,7 +33,7 @@ pub use frame::{
 };
 pub use handshake::{negotiate, CloseCode, PROTOCOL_VERSION_MAX, PROTOCOL_VERSION_MIN};
 pub use messages::{
-    check_consumer_name, Ack, AckRefusal, AckResult, Append, AppendOk, AssignedShard, Assignment,
+    check_consumer_name, Ack, AckRefusal, AckResult, AllocationCounts, Append, AppendOk, AssignedShard, Assignment,
     Consume, ConsumeEnd, ConsumeEndReason, CoreStatus, CreateStream, CreateSubscription,
     DeleteStream, DeleteStreamOk, DeleteSubscription, DeleteSubscriptionOk, Delivery,
     DescribeStream, DescribeSubscription, Durability, ErrorCode, ErrorResponse, Hello, HelloOk,
@@ -45,5 +45,5 @@ pub use messages::{
 };
 pub use stream::{
     write_frame, write_request, write_response, Frame, FrameReader, FrameSink, FrameSource,
-    QuinnChunk,
+    QuinnChunk, ResponseWriter,
 };

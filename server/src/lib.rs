@@ -21,6 +21,7 @@ pub mod error;
 pub mod handler;
 pub mod identity;
 pub mod local;
+pub mod allocations;
 pub mod malloc;
 pub mod metadata_log;
 pub mod node;
