@@ -9,7 +9,9 @@ use std::io::{Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 
 use common::{payload, random_batch, read_all, run};
-use runnel_core::{BatchError, BatchHeader, CheckedChunks, Epoch, Limits, Offset, BATCH_HEADER_LEN};
+use runnel_core::{
+    BatchError, BatchHeader, CheckedChunks, Epoch, Limits, Offset, BATCH_HEADER_LEN,
+};
 use runnel_segment::log::ReadBound;
 use runnel_segment::storage::fault::SplitMix64;
 use runnel_segment::{DmaStorage, LogConfig, LogError, ShardLog};
@@ -472,16 +474,10 @@ fn chunked_appends_read_back_and_refused_ones_leave_nothing() {
             for i in 0..40usize {
                 let count = 1 + random.below(8) as usize;
                 let batch = random_batch(&mut random, count, 1500, i as i64 * 100);
-                // Cuts anywhere, one of them inside the header.
-                let mut cuts = vec![random.below(BATCH_HEADER_LEN as u64) as usize];
-                cuts.extend((0..4).map(|_| random.below(batch.len() as u64) as usize));
-                cuts.sort_unstable();
-                let mut chunks = Vec::new();
-                let mut start = 0;
-                for cut in cuts.into_iter().chain([batch.len()]) {
-                    chunks.push(batch[start..cut].to_vec());
-                    start = cut;
-                }
+                // A cut inside the header, then chunks of one random size.
+                let (head, rest) = batch.split_at(random.below(BATCH_HEADER_LEN as u64) as usize);
+                let size = 1 + random.below(2000) as usize;
+                let chunks: Vec<&[u8]> = std::iter::once(head).chain(rest.chunks(size)).collect();
                 let checked = CheckedChunks::check(&chunks, &Limits::DEFAULT).expect("checks");
                 // Every fifth batch is refused, the last one too (nothing accepted after it).
                 let refuse = i % 5 == 2 || i == 39;
@@ -502,7 +498,9 @@ fn chunked_appends_read_back_and_refused_ones_leave_nothing() {
                     }
                     Err(error) => {
                         assert!(refuse, "batch {i} refused: {error}");
-                        let expected = accepted.last().map_or(0, |(base, count, _)| base + u64::from(*count));
+                        let expected = accepted
+                            .last()
+                            .map_or(0, |(base, count, _)| base + u64::from(*count));
                         assert_eq!(next.0, expected, "a refused batch uses no offset");
                         refusals += 1;
                     }
@@ -514,19 +512,21 @@ fn chunked_appends_read_back_and_refused_ones_leave_nothing() {
         }
     });
     assert_eq!(refusals, 9);
-    let on_disk: usize = segments(&dir).iter().map(|path| batch_positions(path).len()).sum();
-    assert_eq!(on_disk, accepted.len(), "only accepted batches are in the files");
-    let read = run(move || async move {
-        let log = ShardLog::open(DmaStorage, &dir, config())
-            .await
-            .expect("reopen");
-        let read = read_all(&log, Offset(0)).await;
-        log.close().await.expect("close");
-        read
-    });
-    let read: Vec<(u64, u32, Vec<u8>)> = read
-        .into_iter()
-        .map(|(base, count, _, payload)| (base, count, payload))
-        .collect();
+    let on_disk: usize = segments(&dir)
+        .iter()
+        .map(|path| batch_positions(path).len())
+        .sum();
+    assert_eq!(
+        on_disk,
+        accepted.len(),
+        "only accepted batches are in the files"
+    );
+    let (read, next) = reopen_and_read(dir).expect("reopen");
     assert_eq!(read, accepted);
+    assert_eq!(
+        next,
+        accepted
+            .last()
+            .map_or(0, |(base, count, _)| base + u64::from(*count))
+    );
 }

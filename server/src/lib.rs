@@ -12,6 +12,7 @@
 //! Must never: block an executor thread, half-start (a fatal error stops the process with a
 //! reason and an exit code), or acknowledge after a storage fault.
 
+pub mod allocations;
 pub mod ask;
 pub mod config;
 pub mod convert;
@@ -21,7 +22,6 @@ pub mod error;
 pub mod handler;
 pub mod identity;
 pub mod local;
-pub mod allocations;
 pub mod malloc;
 pub mod metadata_log;
 pub mod node;

@@ -139,7 +139,9 @@ impl RunnelSystem {
         let status = self.client.node_status().await.map_err(|e| e.to_string())?;
         let mut total = status.other_allocations.map(|counts| counts.allocations);
         for core in &status.cores {
-            total = total.zip(core.allocations).map(|(sum, counts)| sum + counts.allocations);
+            total = total
+                .zip(core.allocations)
+                .map(|(sum, counts)| sum + counts.allocations);
         }
         Ok(total)
     }

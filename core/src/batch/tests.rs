@@ -209,7 +209,11 @@ fn without_addresses(error: BatchError) -> BatchError {
 }
 
 /// What ingress makes of `bytes` joined: the header and the batch's bytes, or the error.
-fn contiguous(bytes: &[u8], limits: &Limits, refused: usize) -> Result<(BatchHeader, Vec<u8>), BatchError> {
+fn contiguous(
+    bytes: &[u8],
+    limits: &Limits,
+    refused: usize,
+) -> Result<(BatchHeader, Vec<u8>), BatchError> {
     let mut aligned = AlignedBytes::new();
     aligned.extend_from_slice(bytes);
     BatchView::validate_with(&aligned, limits, refuse_at(refused))
@@ -219,7 +223,11 @@ fn contiguous(bytes: &[u8], limits: &Limits, refused: usize) -> Result<(BatchHea
 
 /// What ingress makes of `bytes` received in `chunks`: checked over the chunks, copied once
 /// into an aligned buffer (as into the log's tail buffer) and validated there.
-fn chunked(chunks: &[Vec<u8>], limits: &Limits, refused: usize) -> Result<(BatchHeader, Vec<u8>), BatchError> {
+fn chunked(
+    chunks: &[Vec<u8>],
+    limits: &Limits,
+    refused: usize,
+) -> Result<(BatchHeader, Vec<u8>), BatchError> {
     let checked = CheckedChunks::check(chunks, limits)?;
     let mut target = AlignedBytes::new();
     target.resize(checked.len(), 0xEE);
@@ -245,15 +253,25 @@ fn chunked_validation_agrees_at_every_split_point() {
     for first in 0..=bytes.len() {
         for second in first..=bytes.len() {
             let chunks = split(&bytes, &[first, second]);
-            assert_eq!(chunked(&chunks, &Limits::DEFAULT, usize::MAX), expected, "cuts at {first} and {second}");
+            assert_eq!(
+                chunked(&chunks, &Limits::DEFAULT, usize::MAX),
+                expected,
+                "cuts at {first} and {second}"
+            );
         }
     }
     // Refused by the caller's check, and a payload CRC mismatch, at every single cut.
     let mut damaged = bytes.clone();
     damaged[BATCH_HEADER_LEN + 3] ^= 1;
     for cut in 0..=bytes.len() {
-        assert_eq!(chunked(&split(&bytes, &[cut]), &Limits::DEFAULT, 0), contiguous(&bytes, &Limits::DEFAULT, 0));
-        assert_eq!(chunked(&split(&damaged, &[cut]), &Limits::DEFAULT, usize::MAX), contiguous(&damaged, &Limits::DEFAULT, usize::MAX));
+        assert_eq!(
+            chunked(&split(&bytes, &[cut]), &Limits::DEFAULT, 0),
+            contiguous(&bytes, &Limits::DEFAULT, 0)
+        );
+        assert_eq!(
+            chunked(&split(&damaged, &[cut]), &Limits::DEFAULT, usize::MAX),
+            contiguous(&damaged, &Limits::DEFAULT, usize::MAX)
+        );
     }
 }
 
