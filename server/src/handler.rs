@@ -1,10 +1,9 @@
 //! A core's QUIC endpoint: connections, the handshake, and one request per bidirectional
 //! stream (`docs/format/protocol.md`).
 
+use std::cell::RefCell;
 use std::rc::Rc;
 use std::time::Duration;
-
-use std::cell::RefCell;
 
 use bytes::Bytes;
 use runnel_core::{BatchError, CheckedChunks};
