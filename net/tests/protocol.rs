@@ -101,6 +101,24 @@ impl Future for YieldOnce {
     }
 }
 
+/// Everything `poll_read` reads until the stream ends, each read polled once with a fresh
+/// future that is dropped if it is pending (as a caller racing reads against other events
+/// does): what a cancel-safe reader must survive.
+fn read_dropping_pending<T>(
+    mut poll_read: impl FnMut(&mut Context<'_>) -> Poll<Result<Option<T>, ProtocolError>>,
+) -> Result<Vec<T>, ProtocolError> {
+    let mut read = Vec::new();
+    for _ in 0..100_000 {
+        match poll_read(&mut Context::from_waker(Waker::noop())) {
+            Poll::Pending => continue,
+            Poll::Ready(Ok(Some(item))) => read.push(item),
+            Poll::Ready(Ok(None)) => return Ok(read),
+            Poll::Ready(Err(error)) => return Err(error),
+        }
+    }
+    panic!("no progress after 100,000 polls");
+}
+
 /// A frame as bytes: its envelope and its payload.
 type FrameBytes = (Vec<u8>, Vec<u8>);
 
@@ -532,23 +550,11 @@ proptest! {
         }
         let mut source = Hesitant { inner: Chunked::new(&bytes, sizes), calls: 0 };
         let mut reader = FrameReader::new(FrameLimits::DEFAULT);
-        let mut got = Vec::new();
-        let mut polls = 0;
-        loop {
-            polls += 1;
-            prop_assert!(polls < 100_000, "no progress");
-            // A fresh future each time: the previous one was dropped while Pending.
-            let mut future = pin!(reader.read_frame(&mut source));
-            match future.as_mut().poll(&mut Context::from_waker(Waker::noop())) {
-                Poll::Pending => continue,
-                Poll::Ready(Ok(Some(frame))) => {
-                    got.push((frame.envelope.to_vec(), frame.payload.to_vec()));
-                }
-                Poll::Ready(Ok(None)) => break,
-                Poll::Ready(Err(error)) => prop_assert!(false, "error {error}"),
-            }
-        }
-        prop_assert_eq!(got, expected);
+        let got = read_dropping_pending(|cx| {
+            let polled = pin!(reader.read_frame(&mut source)).poll(cx);
+            polled.map_ok(|frame| frame.map(|frame| (frame.envelope.to_vec(), frame.payload.to_vec())))
+        });
+        prop_assert_eq!(got, Ok(expected));
     }
 
     /// Requests read keeping their payload's chunks (as the server reads them) give the same
@@ -579,23 +585,14 @@ proptest! {
         // Half a frame of another stream first: `reset` forgets it.
         prop_assert!(ready(reader.read_frame(&mut &bytes[..20])).is_err());
         reader.reset();
-        let mut got = Vec::new();
-        let mut polls = 0;
-        loop {
-            polls += 1;
-            prop_assert!(polls < 100_000, "no progress");
-            let mut future = pin!(reader.read_request_chunks(&mut source));
-            match future.as_mut().poll(&mut Context::from_waker(Waker::noop())) {
-                Poll::Pending => continue,
-                Poll::Ready(Ok(Some((request, chunks)))) => {
-                    prop_assert!(chunks.iter().all(|chunk| !chunk.is_empty()));
-                    got.push((request, chunks.concat()));
-                }
-                Poll::Ready(Ok(None)) => break,
-                Poll::Ready(Err(error)) => prop_assert!(false, "error {error}"),
-            }
-        }
-        prop_assert_eq!(got, expected);
+        let got = read_dropping_pending(|cx| {
+            let polled = pin!(reader.read_request_chunks(&mut source)).poll(cx);
+            polled.map_ok(|read| read.map(|(request, chunks)| {
+                assert!(chunks.iter().all(|chunk| !chunk.is_empty()));
+                (request, chunks.concat())
+            }))
+        });
+        prop_assert_eq!(got, Ok(expected));
 
         let mut writer = ResponseWriter::new();
         for response in &responses {
