@@ -10,13 +10,14 @@
 //!    the bulk phases the device keeps flushing for a while (fdatasync then took about 4 ms
 //!    here instead of 0.15), which is the previous phase's noise, not this one's baseline;
 //! 2. producer throughput with buffered producers, once per `--durability` (fsync, memory),
-//!    with the server's CPU-seconds per GB appended, the client's, and the client's heap
-//!    allocations per record.
+//!    with the server's CPU-seconds per GB appended, the client's, and the heap allocations
+//!    per record of the client and of the server (the server's counted by the server itself
+//!    and read through `GetNodeStatus` before and after the phase, also for the latency phase).
 //!
 //! Variants are the servers (`--server`, `--server-b`) times the shard counts (`--shards`);
 //! they alternate within every round (A B, then B A, …) so the shared machine's swings fall on
 //! all of them, and the summary prints medians over rounds and ratios to the first variant.
-//! The server's heap allocations cannot be counted from outside its process: not printed.
+//! A server that does not count its allocations (before issue 9's counter) prints `n/a`.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -100,6 +101,8 @@ type LatencyRound = LatencyWithDisk;
 #[derive(Default)]
 struct RoundResult {
     throughput: BTreeMap<&'static str, Throughput>,
+    /// Server heap allocations per record of each throughput phase, if the server counts them.
+    server_allocations: BTreeMap<&'static str, Option<f64>>,
     latency: Option<LatencyRound>,
     latency_tokio_timer: Option<LatencyRound>,
     latency_loaded: Option<LatencyRound>,
@@ -195,7 +198,18 @@ async fn measure_round(
     }
     if args.phases.contains(&Phase::Latency) {
         let default_pacer = latency_load(&args.load).pacer;
+        let before = system.server_allocations().await?;
         let precise = latency_round(system, args, "append latency (fsync)", default_pacer).await?;
+        let per_record = allocations_per_record(
+            before,
+            system.server_allocations().await?,
+            precise.latency.records,
+        );
+        println!(
+            "  server allocations per record in the latency phase ({}-record requests): {}",
+            args.load.latency_batch_records,
+            format_allocations(per_record)
+        );
         if args.compare_tokio_timer {
             result.latency_tokio_timer = Some(
                 latency_round(
@@ -232,6 +246,7 @@ async fn measure_round(
         let workload = workload(args);
         for &d in &args.durability {
             let name = durability_name(d);
+            let before = system.server_allocations().await?;
             let (elapsed, counters) = measure(
                 Some(system.pid()),
                 system.throughput(&streams[name], workload),
@@ -244,11 +259,30 @@ async fn measure_round(
                 elapsed,
                 counters,
             };
-            println!("  throughput, {name:<6} {}", throughput.line());
+            let server_allocations =
+                allocations_per_record(before, system.server_allocations().await?, records);
+            println!(
+                "  throughput, {name:<6} {} | server {} allocations/record",
+                throughput.line(),
+                format_allocations(server_allocations)
+            );
             result.throughput.insert(name, throughput);
+            result.server_allocations.insert(name, server_allocations);
         }
     }
     Ok(result)
+}
+
+/// Server allocations per record between two readings of its counter (`None` from a server
+/// that does not count).
+fn allocations_per_record(before: Option<u64>, after: Option<u64>, records: u64) -> Option<f64> {
+    let (before, after) = before.zip(after)?;
+    Some(ratio(after.saturating_sub(before) as f64, records as f64))
+}
+
+/// Allocations per record, or `n/a` from a server that does not count them.
+fn format_allocations(per_record: Option<f64>) -> String {
+    per_record.map_or_else(|| "n/a".into(), |value| format!("{value:.4}"))
 }
 
 /// Merged histograms of a variant's latency rounds.
@@ -363,7 +397,7 @@ pub fn run(args: NodeArgs) -> Result<(), String> {
             variant.shards
         );
     }
-    println!("(client allocations per record include {build_allocations:.2} for building each owned Record in the benchmark; the server's allocations cannot be counted from outside its process)");
+    println!("(client allocations per record include {build_allocations:.2} for building each owned Record in the benchmark; the server's are counted by the server, n/a from one that does not count them)");
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -406,8 +440,21 @@ pub fn run(args: NodeArgs) -> Result<(), String> {
             let (client_cpu, _) = medians(phases.iter().map(|t| t.client_cpu_per_gb()));
             let (allocations, _) =
                 medians(phases.iter().map(|t| t.client_allocations_per_record()));
+            let server_allocations: Option<Vec<f64>> = rounds
+                .iter()
+                .filter_map(|r| r.server_allocations.get(name).copied())
+                .collect();
+            let server_allocations = server_allocations
+                .filter(|rounds| !rounds.is_empty())
+                .map_or_else(
+                    || "n/a".to_string(),
+                    |rounds| {
+                        let (median, all) = medians(rounds.into_iter());
+                        format!("{median:.4} (rounds: {})", list(&all, 4))
+                    },
+                );
             println!(
-                "{}: throughput {name:<6} {mb:>7.1} MB/s (rounds: {}) | server {server_cpu:.2} CPU-seconds per GB (rounds: {}) | client {client_cpu:.2} CPU-s/GB | client {allocations:.2} allocations/record",
+                "{}: throughput {name:<6} {mb:>7.1} MB/s (rounds: {}) | server {server_cpu:.2} CPU-seconds per GB (rounds: {}) | client {client_cpu:.2} CPU-s/GB | client {allocations:.2} allocations/record | server {server_allocations} allocations/record",
                 variant.label,
                 list(&mbs, 1),
                 list(&server_cpus, 2)

@@ -638,7 +638,9 @@ mod tests {
                 core: 0,
                 port: 6570,
                 shard_count: 3,
+                allocations: None,
             }],
+            other_allocations: None,
         };
         let document = NodeDocument::new(&status, "127.0.0.1");
         let (node, cores) = document.tables();

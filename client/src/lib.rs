@@ -89,9 +89,10 @@ pub use runnel_core::{
     StreamName,
 };
 pub use runnel_net::protocol::{
-    AckRefusal, CoreStatus, Durability, ErrorCode, HelloOk, NodeStatus, ProtocolError, ReadEnd,
-    ReadEndReason, ReadFrom, ShardInfo, ShardOwner, ShardStatus, StreamInfo, SubscriptionConsumer,
-    SubscriptionInfo, SubscriptionShard, SubscriptionStart, CONSUMER_NAME_BYTES_MAX,
+    AckRefusal, AllocationCounts, CoreStatus, Durability, ErrorCode, HelloOk, NodeStatus,
+    ProtocolError, ReadEnd, ReadEndReason, ReadFrom, ShardInfo, ShardOwner, ShardStatus,
+    StreamInfo, SubscriptionConsumer, SubscriptionInfo, SubscriptionShard, SubscriptionStart,
+    CONSUMER_NAME_BYTES_MAX,
 };
 
 /// The handles move between tasks and threads; errors box into `Box<dyn Error + Send + Sync>`.

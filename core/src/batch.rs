@@ -6,9 +6,10 @@
 //! +--------------------+----------------------------------+---------+
 //! ```
 //! Drawn byte by byte in `docs/format/batch.md`. The producer encodes once; the server
-//! validates once ([`BatchView::validate`]) and then only stamps the base offset and epoch into
-//! the header ([`stamp`]), which rewrites the header CRC but leaves the payload and its CRC
-//! untouched. Every later reader checks both CRCs ([`BatchView::check`]) and reads records in
+//! validates once ([`BatchView::validate`], or for a batch received in chunks
+//! [`CheckedChunks::check`] and then [`CheckedChunks::copy_into`] its one copy) and then only
+//! stamps the base offset and epoch into the header ([`stamp`]), which rewrites the header CRC
+//! but leaves the payload and its CRC untouched. Every later reader checks both CRCs ([`BatchView::check`]) and reads records in
 //! place ([`BatchView::records`]).
 
 use rkyv::rancor;
@@ -305,6 +306,23 @@ pub fn stamp_header(
     Ok(header)
 }
 
+/// Refuses a batch whose header announces more bytes or records than `limits` allow.
+fn check_batch_limits(header: &BatchHeader, limits: &Limits) -> Result<(), BatchError> {
+    if u64::from(header.batch_len) > limits.batch_bytes_max {
+        return Err(BatchError::BatchTooLarge {
+            size: u64::from(header.batch_len),
+            max: limits.batch_bytes_max,
+        });
+    }
+    if u64::from(header.record_count) > limits.batch_records_max {
+        return Err(BatchError::TooManyRecords {
+            count: u64::from(header.record_count),
+            max: limits.batch_records_max,
+        });
+    }
+    Ok(())
+}
+
 /// A checked view of one batch's bytes (exactly `batch_len` of them).
 #[derive(Clone, Copy)]
 pub struct BatchView<'a> {
@@ -356,22 +374,23 @@ impl<'a> BatchView<'a> {
     pub fn validate_with<E: From<BatchError>>(
         bytes: &'a [u8],
         limits: &Limits,
-        mut check: impl FnMut(usize, RecordRef<'a>) -> Result<(), E>,
+        check: impl FnMut(usize, RecordRef<'a>) -> Result<(), E>,
     ) -> Result<BatchView<'a>, E> {
         let header = BatchHeader::decode(bytes)?;
-        if u64::from(header.batch_len) > limits.batch_bytes_max {
-            return Err(E::from(BatchError::BatchTooLarge {
-                size: u64::from(header.batch_len),
-                max: limits.batch_bytes_max,
-            }));
-        }
-        if u64::from(header.record_count) > limits.batch_records_max {
-            return Err(E::from(BatchError::TooManyRecords {
-                count: u64::from(header.record_count),
-                max: limits.batch_records_max,
-            }));
-        }
-        let view = Self::check_decoded(header, bytes)?;
+        check_batch_limits(&header, limits)?;
+        Self::check_decoded(header, bytes)?.validate_records(limits, check)
+    }
+
+    /// The ingress checks after the CRCs (shared by [`Self::validate_with`] and
+    /// [`CheckedChunks::copy_into`]): the archive (rkyv bytecheck), the record count, each
+    /// record against the limits and `check`, and the timestamps in the header.
+    fn validate_records<E: From<BatchError>>(
+        self,
+        limits: &Limits,
+        mut check: impl FnMut(usize, RecordRef<'a>) -> Result<(), E>,
+    ) -> Result<BatchView<'a>, E> {
+        let view = self;
+        let header = view.header;
         let records = view.archived()?;
         if records.len() != header.record_count as usize {
             return Err(E::from(BatchError::HeaderMismatch {
@@ -582,6 +601,9 @@ pub fn iter_batches(bytes: &[u8]) -> impl Iterator<Item = Result<BatchView<'_>, 
         }
     })
 }
+
+mod chunks;
+pub use chunks::CheckedChunks;
 
 #[cfg(test)]
 mod tests;

@@ -21,8 +21,8 @@ pub mod name;
 pub mod record;
 
 pub use batch::{
-    BatchBuilder, BatchHeader, BatchView, ProducerStamp, BATCH_ALIGNMENT, BATCH_FORMAT_VERSION,
-    BATCH_HEADER_LEN, BATCH_MAGIC,
+    BatchBuilder, BatchHeader, BatchView, CheckedChunks, ProducerStamp, BATCH_ALIGNMENT,
+    BATCH_FORMAT_VERSION, BATCH_HEADER_LEN, BATCH_MAGIC,
 };
 pub use error::{BatchError, IdError};
 pub use ids::{Epoch, Offset, RecordId, ShardId};

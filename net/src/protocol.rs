@@ -33,17 +33,17 @@ pub use frame::{
 };
 pub use handshake::{negotiate, CloseCode, PROTOCOL_VERSION_MAX, PROTOCOL_VERSION_MIN};
 pub use messages::{
-    check_consumer_name, Ack, AckRefusal, AckResult, Append, AppendOk, AssignedShard, Assignment,
-    Consume, ConsumeEnd, ConsumeEndReason, CoreStatus, CreateStream, CreateSubscription,
-    DeleteStream, DeleteStreamOk, DeleteSubscription, DeleteSubscriptionOk, Delivery,
-    DescribeStream, DescribeSubscription, Durability, ErrorCode, ErrorResponse, Hello, HelloOk,
-    JoinOk, JoinSubscription, ListShards, ListStreams, ListSubscriptions, NodeStatus, Read,
-    ReadChunk, ReadEnd, ReadEndReason, ReadFrom, Request, Response, ShardInfo, ShardList,
+    check_consumer_name, Ack, AckRefusal, AckResult, AllocationCounts, Append, AppendOk,
+    AssignedShard, Assignment, Consume, ConsumeEnd, ConsumeEndReason, CoreStatus, CreateStream,
+    CreateSubscription, DeleteStream, DeleteStreamOk, DeleteSubscription, DeleteSubscriptionOk,
+    Delivery, DescribeStream, DescribeSubscription, Durability, ErrorCode, ErrorResponse, Hello,
+    HelloOk, JoinOk, JoinSubscription, ListShards, ListStreams, ListSubscriptions, NodeStatus,
+    Read, ReadChunk, ReadEnd, ReadEndReason, ReadFrom, Request, Response, ShardInfo, ShardList,
     ShardOwner, ShardStatus, StreamInfo, StreamList, SubscriptionConsumer, SubscriptionInfo,
     SubscriptionList, SubscriptionShard, SubscriptionStart, Trim, TrimOk, CONSUMER_NAME_BYTES_MAX,
     REQUEST_IDENTIFIER, RESPONSE_IDENTIFIER,
 };
 pub use stream::{
     write_frame, write_request, write_response, Frame, FrameReader, FrameSink, FrameSource,
-    QuinnChunk,
+    QuinnChunk, ResponseWriter,
 };

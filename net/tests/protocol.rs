@@ -101,6 +101,24 @@ impl Future for YieldOnce {
     }
 }
 
+/// Everything `poll_read` reads until the stream ends, each read polled once with a fresh
+/// future that is dropped if it is pending (as a caller racing reads against other events
+/// does): what a cancel-safe reader must survive.
+fn read_dropping_pending<T>(
+    mut poll_read: impl FnMut(&mut Context<'_>) -> Poll<Result<Option<T>, ProtocolError>>,
+) -> Result<Vec<T>, ProtocolError> {
+    let mut read = Vec::new();
+    for _ in 0..100_000 {
+        match poll_read(&mut Context::from_waker(Waker::noop())) {
+            Poll::Pending => continue,
+            Poll::Ready(Ok(Some(item))) => read.push(item),
+            Poll::Ready(Ok(None)) => return Ok(read),
+            Poll::Ready(Err(error)) => return Err(error),
+        }
+    }
+    panic!("no progress after 100,000 polls");
+}
+
 /// A frame as bytes: its envelope and its payload.
 type FrameBytes = (Vec<u8>, Vec<u8>);
 
@@ -409,10 +427,20 @@ fn response() -> impl Strategy<Value = Response> {
                 any::<u32>(),
                 any::<u16>()
             ),
-            prop::collection::vec((any::<u32>(), any::<u16>(), any::<u32>()), 0..8)
+            prop::collection::vec(
+                (
+                    any::<u32>(),
+                    any::<u16>(),
+                    any::<u32>(),
+                    any::<Option<(u64, u64)>>()
+                ),
+                0..8
+            ),
+            any::<Option<(u64, u64)>>()
         )
             .prop_map(
-                |((node_id, server_version, uptime_ms, core_count, base_port), cores)| {
+                |((node_id, server_version, uptime_ms, core_count, base_port), cores, other)| {
+                    let counts = |(allocations, bytes)| AllocationCounts { allocations, bytes };
                     Response::NodeStatus(NodeStatus {
                         node_id,
                         server_version,
@@ -421,12 +449,14 @@ fn response() -> impl Strategy<Value = Response> {
                         base_port,
                         cores: cores
                             .into_iter()
-                            .map(|(core, port, shard_count)| CoreStatus {
+                            .map(|(core, port, shard_count, allocations)| CoreStatus {
                                 core,
                                 port,
                                 shard_count,
+                                allocations: allocations.map(counts),
                             })
                             .collect(),
+                        other_allocations: other.map(counts),
                     })
                 }
             ),
@@ -520,23 +550,59 @@ proptest! {
         }
         let mut source = Hesitant { inner: Chunked::new(&bytes, sizes), calls: 0 };
         let mut reader = FrameReader::new(FrameLimits::DEFAULT);
-        let mut got = Vec::new();
-        let mut polls = 0;
-        loop {
-            polls += 1;
-            prop_assert!(polls < 100_000, "no progress");
-            // A fresh future each time: the previous one was dropped while Pending.
-            let mut future = pin!(reader.read_frame(&mut source));
-            match future.as_mut().poll(&mut Context::from_waker(Waker::noop())) {
-                Poll::Pending => continue,
-                Poll::Ready(Ok(Some(frame))) => {
-                    got.push((frame.envelope.to_vec(), frame.payload.to_vec()));
-                }
-                Poll::Ready(Ok(None)) => break,
-                Poll::Ready(Err(error)) => prop_assert!(false, "error {error}"),
-            }
+        let got = read_dropping_pending(|cx| {
+            let polled = pin!(reader.read_frame(&mut source)).poll(cx);
+            polled.map_ok(|frame| frame.map(|frame| (frame.envelope.to_vec(), frame.payload.to_vec())))
+        });
+        prop_assert_eq!(got, Ok(expected));
+    }
+
+    /// Requests read keeping their payload's chunks (as the server reads them) give the same
+    /// requests and payload bytes as requests read into one buffer, in any chunking and with
+    /// reads dropped half-way (cancel safety); a reset reader reads a new stream from its
+    /// start, and one reused writer writes every response as `write_response` does.
+    #[test]
+    fn requests_read_as_chunks_match_requests_read_whole(
+        kinds in prop::collection::vec((any::<bool>(), request()), 1..5),
+        sizes in prop::collection::vec(1_usize..300, 1..6),
+        responses in prop::collection::vec(response(), 1..4),
+    ) {
+        let mut bytes = Vec::new();
+        let mut expected = Vec::new();
+        for (index, (append, other)) in kinds.iter().enumerate() {
+            let (request, payload) = match (append, other.carries_payload()) {
+                (true, _) | (false, true) => (
+                    Request::Append(Append { stream: name("orders"), shard: ShardId(1) }),
+                    batch(1 + index, index as u8),
+                ),
+                (false, false) => (other.clone(), Vec::new()),
+            };
+            ready(write_request(&mut bytes, &request, &payload, &FrameLimits::DEFAULT)).expect("write");
+            expected.push((request, payload));
         }
-        prop_assert_eq!(got, expected);
+        let mut source = Hesitant { inner: Chunked::new(&bytes, sizes), calls: 0 };
+        let mut reader = FrameReader::new(FrameLimits::DEFAULT);
+        // Half a frame of another stream first: `reset` forgets it.
+        prop_assert!(ready(reader.read_frame(&mut &bytes[..20])).is_err());
+        reader.reset();
+        let got = read_dropping_pending(|cx| {
+            let polled = pin!(reader.read_request_chunks(&mut source)).poll(cx);
+            polled.map_ok(|read| read.map(|(request, chunks)| {
+                assert!(chunks.iter().all(|chunk| !chunk.is_empty()));
+                (request, chunks.concat())
+            }))
+        });
+        prop_assert_eq!(got, Ok(expected));
+
+        let mut writer = ResponseWriter::new();
+        for response in &responses {
+            let (mut reused, mut fresh) = (Vec::new(), Vec::new());
+            let parts: &[&[u8]] = &[];
+            let a = ready(writer.write(&mut reused, response, parts, &FrameLimits::DEFAULT));
+            let b = ready(write_response(&mut fresh, response, parts, &FrameLimits::DEFAULT));
+            prop_assert_eq!(a.is_ok(), b.is_ok());
+            prop_assert_eq!(reused, fresh);
+        }
     }
 
     /// Any prefix of a valid frame stream either ends cleanly at a frame boundary or is

@@ -19,7 +19,10 @@ use std::rc::Rc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use runnel_core::batch::stamp_header;
-use runnel_core::{BatchHeader, BatchView, Epoch, Offset, BATCH_HEADER_LEN};
+use runnel_core::{
+    BatchError, BatchHeader, BatchView, CheckedChunks, Epoch, Limits, Offset, RecordRef,
+    BATCH_ALIGNMENT, BATCH_HEADER_LEN,
+};
 
 use crate::config::{LogConfig, BLOCK_BYTES, RESERVE_STEP_BYTES_MIN};
 use crate::error::{is_no_space, LogError};
@@ -323,6 +326,36 @@ impl<S: Storage> ShardLog<S> {
         }
     }
 
+    /// [`Self::append_checked`] of a batch received in chunks: the log copies the chunks
+    /// straight into its tail buffer (the batch's one copy on ingress) and validates them
+    /// there ([`CheckedChunks::copy_into`]: the archive, each record against `limits` and
+    /// `check`, the header's timestamps), before the batch is taken. If that refuses it, the
+    /// place is zeroed, nothing is appended and no offset is used. `check` must not touch this
+    /// log. Waits for room as [`Self::append`] does; the bytes are copied and validated once,
+    /// when there is room.
+    pub async fn append_chunks<C, E>(
+        &self,
+        batch: &CheckedChunks<'_, C>,
+        epoch: Epoch,
+        limits: &Limits,
+        mut check: impl FnMut(usize, RecordRef<'_>) -> Result<(), E>,
+    ) -> Result<Appended, E>
+    where
+        C: AsRef<[u8]>,
+        E: From<LogError> + From<BatchError>,
+    {
+        loop {
+            let room = self.inner.room.listen();
+            let step = self.try_place(batch.len(), *batch.header(), epoch, |target| {
+                batch.copy_into(target, limits, &mut check).map(|_| ())
+            })?;
+            match step {
+                Step::Done(appended) => return Ok(appended),
+                Step::Wait => room.await,
+            }
+        }
+    }
+
     /// Appends and waits until the batch is durable.
     pub async fn append_durable(&self, batch: &[u8], epoch: Epoch) -> Result<Appended, LogError> {
         let appended = self.append(batch, epoch).await?;
@@ -331,30 +364,50 @@ impl<S: Storage> ShardLog<S> {
     }
 
     fn try_append(&self, view: BatchView<'_>, epoch: Epoch) -> Result<Step, LogError> {
+        let bytes = view.as_bytes();
+        self.try_place(bytes.len(), *view.header(), epoch, |target| {
+            target.copy_from_slice(bytes);
+            Ok::<(), LogError>(())
+        })
+    }
+
+    /// Takes a batch of `len` bytes whose checked header is `header` if there is room: `place`
+    /// writes it into the tail buffer (and may refuse it), then its offsets are stamped.
+    /// `place` runs at most once per call, and only when the batch is taken or refused.
+    fn try_place<E: From<LogError>>(
+        &self,
+        len: usize,
+        header: BatchHeader,
+        epoch: Epoch,
+        place: impl FnOnce(&mut [u8]) -> Result<(), E>,
+    ) -> Result<Step, E> {
         let inner = &*self.inner;
         let mut guard = inner.state.borrow_mut();
         let state = &mut *guard;
         if let Some(cause) = &state.poisoned {
-            return Err(LogError::Poisoned {
+            return Err(E::from(LogError::Poisoned {
                 cause: cause.clone(),
-            });
+            }));
         }
         if state.closed {
-            return Err(LogError::Closed);
+            return Err(E::from(LogError::Closed));
         }
-        let len = view.as_bytes().len();
+        assert_eq!(
+            len, header.batch_len as usize,
+            "a batch's length is the one its checked header gives"
+        );
         let max = inner.config.batch_bytes_max();
         if len as u64 > max {
-            return Err(LogError::BatchTooLarge {
+            return Err(E::from(LogError::BatchTooLarge {
                 size: len as u64,
                 max,
-            });
+            }));
         }
         if state.roll_requested {
             return Ok(Step::Wait);
         }
         let Some(active) = state.segments.values_mut().next_back() else {
-            return Err(LogError::Closed);
+            return Err(E::from(LogError::Closed));
         };
         let too_big = active.data_end + len as u64 > inner.config.segment_bytes_max;
         let too_old =
@@ -390,10 +443,10 @@ impl<S: Storage> ShardLog<S> {
         if inner.config.preallocate && end > active.reserved_bytes {
             if let Some((cause, at)) = &state.no_space {
                 if at.elapsed() < Duration::from_millis(NO_SPACE_RETRY_MS) {
-                    return Err(LogError::NoSpace {
+                    return Err(E::from(LogError::NoSpace {
                         path: active.path.clone(),
                         cause: cause.clone(),
-                    });
+                    }));
                 }
             }
             state.reserve_wanted = state.reserve_wanted.max(end);
@@ -408,8 +461,20 @@ impl<S: Storage> ShardLog<S> {
                 size: len as u64,
                 max,
             })?;
-        target.copy_from_slice(view.as_bytes());
-        let header: BatchHeader = stamp_header(target, *view.header(), state.next_offset, epoch)?;
+        // Batches are multiples of 16 bytes from a block-aligned start: in place, the archive
+        // is aligned as rkyv needs it (a validating `place` reads it there).
+        assert!(
+            (target.as_ptr() as usize).is_multiple_of(BATCH_ALIGNMENT),
+            "a batch's place in the tail buffer is {BATCH_ALIGNMENT}-byte aligned"
+        );
+        if let Err(refused) = place(target) {
+            // The flusher zeroes the buffer past `fill` before writing it; zeroing the
+            // refused bytes here as well keeps that from being the only guard.
+            target.fill(0);
+            return Err(refused);
+        }
+        let header: BatchHeader =
+            stamp_header(target, header, state.next_offset, epoch).map_err(LogError::from)?;
         let position = tail.file_pos + tail.fill as u64;
         active.note_batch(&header, position, inner.config.index_interval_bytes);
         tail.fill += len;

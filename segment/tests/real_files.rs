@@ -9,7 +9,9 @@ use std::io::{Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 
 use common::{payload, random_batch, read_all, run};
-use runnel_core::{BatchHeader, Epoch, Offset, BATCH_HEADER_LEN};
+use runnel_core::{
+    BatchError, BatchHeader, CheckedChunks, Epoch, Limits, Offset, BATCH_HEADER_LEN,
+};
 use runnel_segment::log::ReadBound;
 use runnel_segment::storage::fault::SplitMix64;
 use runnel_segment::{DmaStorage, LogConfig, LogError, ShardLog};
@@ -450,4 +452,81 @@ fn a_log_in_a_relative_directory_opens() {
         log.next_offset()
     });
     assert_eq!(next, Offset(2));
+}
+
+/// Batches received in chunks (as QUIC delivers them) are copied once into the log and read
+/// back identical after a reopen; a batch that its validation refuses in place (here the
+/// caller's record check) uses no offset, and the files hold only the accepted batches (also
+/// when the last attempt was refused, its bytes having been copied into the tail buffer).
+#[test]
+fn chunked_appends_read_back_and_refused_ones_leave_nothing() {
+    let temp = tempfile::tempdir().expect("temp dir");
+    let dir = temp.path().to_path_buf();
+    let (accepted, refusals) = run({
+        let dir = dir.clone();
+        move || async move {
+            let log = ShardLog::open(DmaStorage, &dir, config())
+                .await
+                .expect("open");
+            let mut random = SplitMix64::new(99);
+            let mut accepted = Vec::new();
+            let mut refusals = 0;
+            for i in 0..40usize {
+                let count = 1 + random.below(8) as usize;
+                let batch = random_batch(&mut random, count, 1500, i as i64 * 100);
+                // A cut inside the header, then chunks of one random size.
+                let (head, rest) = batch.split_at(random.below(BATCH_HEADER_LEN as u64) as usize);
+                let size = 1 + random.below(2000) as usize;
+                let chunks: Vec<&[u8]> = std::iter::once(head).chain(rest.chunks(size)).collect();
+                let checked = CheckedChunks::check(&chunks, &Limits::DEFAULT).expect("checks");
+                // Every fifth batch is refused, the last one too (nothing accepted after it).
+                let refuse = i % 5 == 2 || i == 39;
+                let result = log
+                    .append_chunks(&checked, Epoch(1), &Limits::DEFAULT, |index, _| {
+                        match refuse && index + 1 == count {
+                            true => Err(LogError::InvalidBatch(BatchError::Empty)),
+                            false => Ok(()),
+                        }
+                    })
+                    .await;
+                let next = log.next_offset();
+                match result {
+                    Ok(appended) => {
+                        assert!(!refuse);
+                        assert_eq!(appended.base_offset.0 + count as u64, next.0);
+                        accepted.push((appended.base_offset.0, count as u32, payload(&batch)));
+                    }
+                    Err(error) => {
+                        assert!(refuse, "batch {i} refused: {error}");
+                        let expected = accepted
+                            .last()
+                            .map_or(0, |(base, count, _)| base + u64::from(*count));
+                        assert_eq!(next.0, expected, "a refused batch uses no offset");
+                        refusals += 1;
+                    }
+                }
+            }
+            log.sync_all().await.expect("sync");
+            log.close().await.expect("close");
+            (accepted, refusals)
+        }
+    });
+    assert_eq!(refusals, 9);
+    let on_disk: usize = segments(&dir)
+        .iter()
+        .map(|path| batch_positions(path).len())
+        .sum();
+    assert_eq!(
+        on_disk,
+        accepted.len(),
+        "only accepted batches are in the files"
+    );
+    let (read, next) = reopen_and_read(dir).expect("reopen");
+    assert_eq!(read, accepted);
+    assert_eq!(
+        next,
+        accepted
+            .last()
+            .map_or(0, |(base, count, _)| base + u64::from(*count))
+    );
 }

@@ -1,16 +1,20 @@
 //! A core's QUIC endpoint: connections, the handshake, and one request per bidirectional
 //! stream (`docs/format/protocol.md`).
 
+use std::cell::RefCell;
 use std::rc::Rc;
 use std::time::Duration;
 
-use runnel_core::{BatchError, BatchView};
+use bytes::Bytes;
+use runnel_core::{BatchError, CheckedChunks};
 use runnel_net::protocol::{
     negotiate, AppendOk, CloseCode, DeleteStreamOk, ErrorCode, ErrorResponse, FrameLimits,
     FrameReader, HelloOk, NodeStatus, ReadEnd, ReadEndReason, ReadFrom, Request, Response,
     ShardList, ShardOwner, StreamList, TrimOk, PROTOCOL_VERSION_MAX, PROTOCOL_VERSION_MIN,
 };
-use runnel_net::protocol::{write_response, CoreStatus, ReadChunk as WireChunk};
+use runnel_net::protocol::{
+    write_response, AllocationCounts, CoreStatus, ReadChunk as WireChunk, ResponseWriter,
+};
 use runnel_replicate::metadata::{Command, Durability, StreamConfig};
 use runnel_segment::log::ReadBound;
 use runnel_segment::LogError;
@@ -27,6 +31,19 @@ use crate::subscription;
 const STREAMS_PER_PAGE_MAX: usize = 100;
 /// Most bytes of batches in one `ReadChunk` frame.
 const READ_CHUNK_BYTES_MAX: u64 = 1 << 20;
+/// Most idle request buffers a connection keeps for its next requests (each holds a frame
+/// reader and a response writer, grown to the largest envelope seen).
+const IDLE_REQUEST_BUFFERS_MAX: usize = 64;
+
+/// The buffers one request stream reads and answers with, handed from request to request of
+/// a connection so that a request allocates none of them.
+struct RequestBuffers {
+    reader: FrameReader,
+    writer: ResponseWriter,
+}
+
+/// A connection's idle [`RequestBuffers`].
+type BufferPool = Rc<RefCell<Vec<RequestBuffers>>>;
 
 type Answer = Result<Response, ErrorResponse>;
 
@@ -96,10 +113,12 @@ async fn connection(core: Rc<Core>, incoming: quinn::Incoming) -> Result<(), Str
         }
     }
     tracing::debug!(client = %hello.client_name, core = core.index, "client connected");
+    let pool = BufferPool::default();
     loop {
         let (send, recv) = connection.accept_bi().await.map_err(|e| e.to_string())?;
         let core = Rc::clone(&core);
-        glommio::spawn_local(async move { request_stream(core, send, recv, limits).await })
+        let pool = Rc::clone(&pool);
+        glommio::spawn_local(async move { request_stream(core, send, recv, limits, pool).await })
             .detach();
     }
 }
@@ -109,9 +128,17 @@ async fn request_stream(
     mut send: quinn::SendStream,
     mut recv: quinn::RecvStream,
     limits: FrameLimits,
+    pool: BufferPool,
 ) {
-    let mut reader = FrameReader::new(limits);
-    let answer = match reader.read_request(&mut recv).await {
+    let taken = pool.borrow_mut().pop();
+    let RequestBuffers {
+        mut reader,
+        mut writer,
+    } = taken.unwrap_or_else(|| RequestBuffers {
+        reader: FrameReader::new(limits),
+        writer: ResponseWriter::new(),
+    });
+    let answer = match reader.read_request_chunks(&mut recv).await {
         Ok(Some((Request::Read(read), _))) => {
             read_shard(&core, &read, &mut send, &limits).await;
             let _ = send.finish();
@@ -130,10 +157,15 @@ async fn request_stream(
         Err(error) => Err(ErrorResponse::invalid_request(&error)),
     };
     let response = answer.unwrap_or_else(Response::Error);
-    if let Err(error) = write_response(&mut send, &response, &[], &limits).await {
+    if let Err(error) = writer.write(&mut send, &response, &[], &limits).await {
         tracing::debug!(%error, "could not answer a request");
     }
     let _ = send.finish();
+    reader.reset();
+    let mut idle = pool.borrow_mut();
+    if idle.len() < IDLE_REQUEST_BUFFERS_MAX {
+        idle.push(RequestBuffers { reader, writer });
+    }
 }
 
 fn error(code: ErrorCode, message: impl Into<String>) -> ErrorResponse {
@@ -175,12 +207,19 @@ fn error_response_with_offsets(
     response
 }
 
-/// An append refused while validating its batch: a batch error, or one of the server's checks.
+/// An append refused while validating its batch (a batch error, or one of the server's
+/// checks) or by the log.
 struct Refusal(ErrorResponse);
 
 impl From<BatchError> for Refusal {
     fn from(error: BatchError) -> Refusal {
         Refusal(batch_error(&error))
+    }
+}
+
+impl From<LogError> for Refusal {
+    fn from(error: LogError) -> Refusal {
+        Refusal(log_error(&error))
     }
 }
 
@@ -261,11 +300,7 @@ async fn owned_log(
     Ok((log, shard, durability))
 }
 
-async fn handle(
-    core: &Rc<Core>,
-    request: Request,
-    payload: &mut runnel_core::batch::AlignedBytes,
-) -> Answer {
+async fn handle(core: &Rc<Core>, request: Request, payload: &[Bytes]) -> Answer {
     match request {
         Request::Hello(_) => Err(error(
             ErrorCode::InvalidRequest,
@@ -345,10 +380,20 @@ async fn handle(
         }
         Request::Append(append) => {
             let (log, shard, durability) = owned_log(core, &append.stream, append.shard).await?;
-            // One pass over the archive validates it and checks every key against the shard;
-            // the log takes the checked batch without checking its bytes again.
-            let batch =
-                BatchView::validate_with(payload, &core.config.limits(), |index, record| {
+            // The batch stays in the chunks QUIC received it in: its header and payload CRC
+            // are checked over them here, then the log copies it once into its tail buffer
+            // and validates the archive there, checking every key against the shard in the
+            // same pass. Refused at any step, nothing is appended.
+            let limits = core.config.limits();
+            let batch = CheckedChunks::check(payload, &limits).map_err(|e| batch_error(&e))?;
+            if !shard.is_open() {
+                return Err(error(
+                    ErrorCode::ShardSealed,
+                    format!("shard {} is sealed", shard.id),
+                ));
+            }
+            let appended = log
+                .append_chunks(&batch, shard.epoch, &limits, |index, record| {
                     match record.key() {
                         Some(key) if !shard.key_range.contains_key(key) => Err(Refusal(error(
                             ErrorCode::WrongShard,
@@ -360,17 +405,8 @@ async fn handle(
                         _ => Ok(()),
                     }
                 })
-                .map_err(|refusal| refusal.0)?;
-            if !shard.is_open() {
-                return Err(error(
-                    ErrorCode::ShardSealed,
-                    format!("shard {} is sealed", shard.id),
-                ));
-            }
-            let appended = log
-                .append_checked(batch, shard.epoch)
                 .await
-                .map_err(|e| log_error(&e))?;
+                .map_err(|refusal| refusal.0)?;
             if durability == Durability::Fsync {
                 log.wait_durable(appended.last_offset)
                     .await
@@ -400,6 +436,7 @@ async fn handle(
                         .shards()
                         .filter(|s| s.placement.node == core.node_id() && s.placement.core == index)
                         .count() as u32,
+                    allocations: crate::allocations::core_counts(index as usize).map(wire_counts),
                 })
                 .collect();
             Ok(Response::NodeStatus(NodeStatus {
@@ -409,6 +446,7 @@ async fn handle(
                 core_count: core.config.cores as u32,
                 base_port: core.config.base_port,
                 cores,
+                other_allocations: crate::allocations::other_counts().map(wire_counts),
             }))
         }
         Request::CreateSubscription(create) => subscription::create(core, create).await,
@@ -429,6 +467,14 @@ async fn handle(
             ErrorCode::Internal,
             "streaming requests are served by their own loops",
         )),
+    }
+}
+
+/// The wire form of the server's allocation counts.
+fn wire_counts(counts: crate::allocations::AllocationCounts) -> AllocationCounts {
+    AllocationCounts {
+        allocations: counts.allocations,
+        bytes: counts.bytes,
     }
 }
 

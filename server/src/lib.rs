@@ -12,6 +12,7 @@
 //! Must never: block an executor thread, half-start (a fatal error stops the process with a
 //! reason and an exit code), or acknowledge after a storage fault.
 
+pub mod allocations;
 pub mod ask;
 pub mod config;
 pub mod convert;

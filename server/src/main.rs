@@ -11,6 +11,11 @@ use runnel_server::{data_dir, identity, node};
 use signal_hook::consts::{SIGINT, SIGTERM};
 use tracing_subscriber::EnvFilter;
 
+/// Counts heap allocations per core for `GetNodeStatus` (see the module's documentation).
+#[global_allocator]
+static ALLOCATOR: runnel_server::allocations::CountingAllocator =
+    runnel_server::allocations::CountingAllocator;
+
 fn main() {
     // Before any thread allocates: see the module's documentation.
     let malloc_tuned = runnel_server::malloc::tune();

@@ -174,6 +174,7 @@ pub fn start(config: NodeConfig, identity: Identity) -> Result<RunningNode, Fata
             .name(&format!("runnel-core-{index}"))
             .io_memory(io_memory)
             .spawn(move || async move {
+                crate::allocations::count_as_core(index);
                 let core = index as u32;
                 let _notice = ExitNotice {
                     core,

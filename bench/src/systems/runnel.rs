@@ -133,6 +133,19 @@ impl RunnelSystem {
         throughput(&self.client, streams, workload).await
     }
 
+    /// Heap allocations the server has counted since it started, all its threads together;
+    /// `None` from a server that does not count them (before issue 9's counter).
+    pub async fn server_allocations(&self) -> Result<Option<u64>, String> {
+        let status = self.client.node_status().await.map_err(|e| e.to_string())?;
+        let mut total = status.other_allocations.map(|counts| counts.allocations);
+        for core in &status.cores {
+            total = total
+                .zip(core.allocations)
+                .map(|(sum, counts)| sum + counts.allocations);
+        }
+        Ok(total)
+    }
+
     /// Latency at a fixed rate to `stream`.
     pub async fn latency(&self, stream: &str, load: LatencyLoad) -> Result<OpenLoopResult, String> {
         let producer = self.client.producer(stream).map_err(|e| e.to_string())?;

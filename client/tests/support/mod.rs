@@ -515,8 +515,10 @@ impl CoreServer {
                         core,
                         port: self.base_port + core as u16,
                         shard_count: 0,
+                        allocations: None,
                     })
                     .collect(),
+                other_allocations: None,
             })),
             Request::Hello(_) => error(ErrorCode::InvalidRequest, "Hello twice"),
             // Subscriptions are tested against the real server (tests/tests/subscriptions.rs).

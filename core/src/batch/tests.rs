@@ -172,3 +172,148 @@ proptest! {
         }
     }
 }
+
+/// The batch's bytes split at `cuts` (positions in any order, repeats and ends allowed: empty
+/// chunks are legal).
+fn split(bytes: &[u8], cuts: &[usize]) -> Vec<Vec<u8>> {
+    let mut cuts: Vec<usize> = cuts.iter().map(|&cut| cut.min(bytes.len())).collect();
+    cuts.sort_unstable();
+    let mut chunks = Vec::new();
+    let mut start = 0;
+    for cut in cuts.into_iter().chain([bytes.len()]) {
+        chunks.push(bytes[start..cut].to_vec());
+        start = cut;
+    }
+    chunks
+}
+
+/// Refuses the record at `refused` (a stand-in for the server's key check).
+fn refuse_at(refused: usize) -> impl FnMut(usize, RecordRef<'_>) -> Result<(), BatchError> {
+    move |index, _| match index == refused {
+        true => Err(BatchError::HeaderMismatch {
+            reason: format!("record {index} refused by the caller"),
+        }),
+        false => Ok(()),
+    }
+}
+
+/// The error without what differs between two copies of the same bytes (rkyv's messages
+/// name addresses).
+fn without_addresses(error: BatchError) -> BatchError {
+    match error {
+        BatchError::MalformedPayload { .. } => BatchError::MalformedPayload {
+            reason: String::new(),
+        },
+        other => other,
+    }
+}
+
+/// What ingress makes of `bytes` joined: the header and the batch's bytes, or the error.
+fn contiguous(
+    bytes: &[u8],
+    limits: &Limits,
+    refused: usize,
+) -> Result<(BatchHeader, Vec<u8>), BatchError> {
+    let mut aligned = AlignedBytes::new();
+    aligned.extend_from_slice(bytes);
+    BatchView::validate_with(&aligned, limits, refuse_at(refused))
+        .map(|view| (*view.header(), view.as_bytes().to_vec()))
+        .map_err(without_addresses)
+}
+
+/// What ingress makes of `bytes` received in `chunks`: checked over the chunks, copied once
+/// into an aligned buffer (as into the log's tail buffer) and validated there.
+fn chunked(
+    chunks: &[Vec<u8>],
+    limits: &Limits,
+    refused: usize,
+) -> Result<(BatchHeader, Vec<u8>), BatchError> {
+    let checked = CheckedChunks::check(chunks, limits)?;
+    let mut target = AlignedBytes::new();
+    target.resize(checked.len(), 0xEE);
+    let view = checked
+        .copy_into(&mut target, limits, refuse_at(refused))
+        .map_err(without_addresses)?;
+    Ok((*view.header(), view.as_bytes().to_vec()))
+}
+
+/// Every way of cutting a small batch into two and three chunks (so every cut inside the
+/// header, at its end, inside the payload and in the padding) gives what the joined bytes give.
+#[test]
+fn chunked_validation_agrees_at_every_split_point() {
+    let record = Record {
+        key: Some(b"k".to_vec()),
+        value: vec![7; 21],
+        timestamp_ms: 5,
+        headers: Vec::new(),
+    };
+    let bytes = build(std::slice::from_ref(&record)).to_vec();
+    let expected = contiguous(&bytes, &Limits::DEFAULT, usize::MAX);
+    assert!(expected.is_ok());
+    for first in 0..=bytes.len() {
+        for second in first..=bytes.len() {
+            let chunks = split(&bytes, &[first, second]);
+            assert_eq!(
+                chunked(&chunks, &Limits::DEFAULT, usize::MAX),
+                expected,
+                "cuts at {first} and {second}"
+            );
+        }
+    }
+    // Refused by the caller's check, and a payload CRC mismatch, at every single cut.
+    let mut damaged = bytes.clone();
+    damaged[BATCH_HEADER_LEN + 3] ^= 1;
+    for cut in 0..=bytes.len() {
+        assert_eq!(
+            chunked(&split(&bytes, &[cut]), &Limits::DEFAULT, 0),
+            contiguous(&bytes, &Limits::DEFAULT, 0)
+        );
+        assert_eq!(
+            chunked(&split(&damaged, &[cut]), &Limits::DEFAULT, usize::MAX),
+            contiguous(&damaged, &Limits::DEFAULT, usize::MAX)
+        );
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(300))]
+
+    /// Chunked validation accepts and refuses exactly what contiguous validation does, with the
+    /// same error, for any split (one cut always inside or at the end of the header), damaged
+    /// bytes (re-signed or not, so the damage also reaches the payload, archive and record
+    /// checks), truncated or trailing bytes, tight limits and a refusing caller check.
+    #[test]
+    fn chunked_validation_agrees_with_contiguous(
+        records in proptest::collection::vec(record_strategy(), 1..8),
+        header_cut in 0usize..=BATCH_HEADER_LEN,
+        cuts in proptest::collection::vec(any::<prop::sample::Index>(), 0..6),
+        damage in proptest::collection::vec((any::<prop::sample::Index>(), any::<u8>()), 0..3),
+        resign: bool,
+        length_change in -40i64..40,
+        tight_limits: bool,
+        refused in 0usize..16,
+    ) {
+        let mut bytes = build(&records).to_vec();
+        for (at, value) in damage {
+            let at = at.index(bytes.len());
+            bytes[at] = value;
+        }
+        if resign {
+            if let Ok(mut header) = BatchHeader::decode(&bytes) {
+                let payload_end = (BATCH_HEADER_LEN + header.payload_len as usize).min(bytes.len());
+                header.payload_crc = crc32fast::hash(&bytes[BATCH_HEADER_LEN..payload_end]);
+                bytes[..BATCH_HEADER_LEN].copy_from_slice(&header.encode());
+            }
+        }
+        let len = (bytes.len() as i64 + length_change).max(0) as usize;
+        bytes.resize(len, 0);
+        let limits = match tight_limits {
+            true => Limits { batch_records_max: 3, record_bytes_max: 200, batch_bytes_max: 1024 },
+            false => Limits::DEFAULT,
+        };
+        let mut positions: Vec<usize> = cuts.iter().map(|cut| cut.index(bytes.len() + 1)).collect();
+        positions.push(header_cut);
+        let chunks = split(&bytes, &positions);
+        prop_assert_eq!(chunked(&chunks, &limits, refused), contiguous(&bytes, &limits, refused));
+    }
+}

@@ -603,6 +603,18 @@ pub struct CoreStatus {
     pub port: u16,
     /// Shard replicas it owns.
     pub shard_count: u32,
+    /// Heap allocations made by the core's thread since the node started, if the server
+    /// counts them.
+    pub allocations: Option<AllocationCounts>,
+}
+
+/// Heap allocations counted by a server, and the bytes they asked for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct AllocationCounts {
+    /// Allocations, reallocations included.
+    pub allocations: u64,
+    /// Bytes those allocations asked for.
+    pub bytes: u64,
 }
 
 /// A node's status.
@@ -620,6 +632,9 @@ pub struct NodeStatus {
     pub base_port: u16,
     /// Each core's status.
     pub cores: Vec<CoreStatus>,
+    /// Heap allocations made by the node's threads that are no core's, if the server counts
+    /// them.
+    pub other_allocations: Option<AllocationCounts>,
 }
 
 /// A response: the envelope of each frame the server sends back on a request stream.

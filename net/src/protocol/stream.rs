@@ -9,13 +9,17 @@
 //! an array, the envelope into a `Vec`, the payload into a 16-byte aligned [`AlignedBytes`]
 //! sized once per frame. Nothing is allocated per frame once the buffers have grown to the
 //! largest frame seen (unless the caller takes the payload, see [`Frame::payload`]).
+//! [`FrameReader::read_request_chunks`] instead keeps a request's payload as the chunks it was
+//! received in (quinn's, shared, not copied), for a server that copies an `Append`'s batch
+//! once, straight into a log (`runnel_core::CheckedChunks`).
 
 use std::future::Future;
 
+use bytes::Bytes;
 use runnel_core::batch::AlignedBytes;
 
 use super::error::ProtocolError;
-use super::frame::{encode_frame, FrameHeader, FrameLimits, FRAME_HEADER_LEN};
+use super::frame::{encode_frame, encode_frame_into, FrameHeader, FrameLimits, FRAME_HEADER_LEN};
 use super::messages::{Request, Response};
 
 /// Where frames are read from: hands out the next bytes of a stream in chunks.
@@ -30,6 +34,13 @@ pub trait FrameSource {
         &mut self,
         bytes_max: usize,
     ) -> impl Future<Output = Result<Option<Self::Chunk>, ProtocolError>>;
+
+    /// `chunk` as shared bytes that outlive the source, for
+    /// [`FrameReader::read_request_chunks`]. This default copies it; a source whose chunks
+    /// already are shared bytes (quinn's) hands them over as they are.
+    fn share(chunk: Self::Chunk) -> Bytes {
+        Bytes::copy_from_slice(chunk.as_ref())
+    }
 }
 
 /// Where frames are written to.
@@ -55,6 +66,10 @@ impl FrameSource for quinn::RecvStream {
         // Ordered reads: frames are a byte stream. quinn's read_chunk is cancel-safe.
         let chunk = self.read_chunk(bytes_max, true).await?;
         Ok(chunk.map(QuinnChunk))
+    }
+
+    fn share(chunk: QuinnChunk) -> Bytes {
+        chunk.0.bytes
     }
 }
 
@@ -128,8 +143,11 @@ enum Phase {
     Header { filled: usize },
     /// Reading the envelope and its padding (`envelope` grows to the padded length).
     Envelope(FrameHeader),
-    /// Reading the payload (`payload` grows to its length).
+    /// Reading the payload (`payload` grows to its length, or `chunks` to it when the frame
+    /// keeps its payload's chunks).
     Payload(FrameHeader),
+    /// The frame is complete and not yet handed out.
+    Finished(FrameHeader),
     /// The last frame was returned; the next call starts a new one.
     Done,
 }
@@ -146,6 +164,12 @@ pub struct FrameReader {
     /// Envelope bytes followed by their zero padding.
     envelope: Vec<u8>,
     payload: AlignedBytes,
+    /// The payload's chunks, when the current frame keeps them ([`Self::read_request_chunks`]).
+    chunks: Vec<Bytes>,
+    /// Bytes in `chunks`.
+    chunks_len: usize,
+    /// Whether the current frame's payload goes to `chunks` rather than `payload`.
+    keep_chunks: bool,
 }
 
 impl FrameReader {
@@ -157,6 +181,9 @@ impl FrameReader {
             header: [0; FRAME_HEADER_LEN],
             envelope: Vec::new(),
             payload: AlignedBytes::new(),
+            chunks: Vec::new(),
+            chunks_len: 0,
+            keep_chunks: false,
         }
     }
 
@@ -175,18 +202,50 @@ impl FrameReader {
         &mut self,
         source: &mut S,
     ) -> Result<Option<Frame<'_>>, ProtocolError> {
+        self.read_next(source, false).await?;
+        Ok(self.finished_frame())
+    }
+
+    /// The frame [`Self::read_next`] just completed, if it did.
+    fn finished_frame(&mut self) -> Option<Frame<'_>> {
+        let Phase::Finished(header) = self.phase else {
+            return None;
+        };
+        self.phase = Phase::Done;
+        let envelope = envelope_of(&self.envelope, header);
+        Some(Frame {
+            envelope,
+            payload: &mut self.payload,
+        })
+    }
+
+    /// Reads up to the end of the next frame (the phase is then `Finished`), or to the clean
+    /// end of the stream between frames (the phase stays `Header`). `keep_chunks`: a frame
+    /// that starts in this call keeps its payload's chunks; one that continues keeps the mode
+    /// it started with, so a call cancelled half-way must be repeated the same way.
+    async fn read_next<S: FrameSource>(
+        &mut self,
+        source: &mut S,
+        keep_chunks: bool,
+    ) -> Result<(), ProtocolError> {
+        if matches!(self.phase, Phase::Envelope(_) | Phase::Payload(_)) {
+            assert_eq!(
+                self.keep_chunks, keep_chunks,
+                "a frame is continued the way it was started"
+            );
+        }
         loop {
             match self.phase {
-                Phase::Done => self.phase = Phase::Header { filled: 0 },
+                Phase::Done | Phase::Finished(_) => self.phase = Phase::Header { filled: 0 },
                 Phase::Header { filled } if filled == FRAME_HEADER_LEN => {
                     let header = FrameHeader::decode(&self.header, &self.limits)?;
-                    self.start_frame(header);
+                    self.start_frame(header, keep_chunks);
                 }
                 Phase::Header { filled } => {
                     let wanted = FRAME_HEADER_LEN - filled;
                     let Some(chunk) = source.next_chunk(wanted).await? else {
                         if filled == 0 {
-                            return Ok(None);
+                            return Ok(());
                         }
                         return Err(truncated("header", FRAME_HEADER_LEN, filled));
                     };
@@ -217,23 +276,25 @@ impl FrameReader {
                 }
                 Phase::Payload(header) => {
                     let payload_len = header.payload_len as usize;
-                    let wanted = payload_len - self.payload.len();
+                    let filled = match self.keep_chunks {
+                        true => self.chunks_len,
+                        false => self.payload.len(),
+                    };
+                    let wanted = payload_len - filled;
                     if wanted == 0 {
-                        self.phase = Phase::Done;
-                        let envelope = self
-                            .envelope
-                            .get(..header.envelope_len as usize)
-                            .unwrap_or_default();
-                        return Ok(Some(Frame {
-                            envelope,
-                            payload: &mut self.payload,
-                        }));
+                        self.phase = Phase::Finished(header);
+                        return Ok(());
                     }
                     let Some(chunk) = source.next_chunk(wanted).await? else {
-                        return Err(truncated("payload", payload_len, self.payload.len()));
+                        return Err(truncated("payload", payload_len, filled));
                     };
-                    self.payload
-                        .extend_from_slice(checked(chunk.as_ref(), wanted));
+                    let len = checked(chunk.as_ref(), wanted).len();
+                    if self.keep_chunks {
+                        self.chunks.push(S::share(chunk));
+                        self.chunks_len += len;
+                    } else {
+                        self.payload.extend_from_slice(chunk.as_ref());
+                    }
                 }
             }
         }
@@ -241,16 +302,29 @@ impl FrameReader {
 
     /// Prepares the buffers for the frame `header` announces (already checked against the
     /// limits, so the sizes are bounded).
-    fn start_frame(&mut self, header: FrameHeader) {
+    fn start_frame(&mut self, header: FrameHeader, keep_chunks: bool) {
         self.envelope.clear();
         self.envelope
             .reserve(header.envelope_len as usize + header.padding_len());
         self.payload.clear();
-        // At most once per frame (when the caller took the last payload or this one is the
-        // largest yet), and within the limit the header was checked against.
-        self.payload.reserve_exact(header.payload_len as usize);
+        // Dropping the last frame's chunks releases quinn's receive buffers.
+        self.chunks.clear();
+        self.chunks_len = 0;
+        self.keep_chunks = keep_chunks;
+        if !keep_chunks {
+            // At most once per frame (when the caller took the last payload or this one is
+            // the largest yet), and within the limit the header was checked against.
+            self.payload.reserve_exact(header.payload_len as usize);
+        }
         self.phase = Phase::Envelope(header);
     }
+}
+
+/// The envelope of a read frame, without its padding.
+fn envelope_of(padded: &[u8], header: FrameHeader) -> &[u8] {
+    padded
+        .get(..header.envelope_len as usize)
+        .unwrap_or_default()
 }
 
 /// A [`ProtocolError::Truncated`] for `part`.
@@ -294,13 +368,62 @@ pub async fn write_response<S: FrameSink>(
     parts: &[&[u8]],
     limits: &FrameLimits,
 ) -> Result<(), ProtocolError> {
-    let payload_len = parts.iter().map(|part| part.len()).sum();
-    check_payload(response.kind(), response.carries_payload(), payload_len)?;
-    let head = encode_frame(&response.encode(), payload_len, limits)?;
-    write_frame(sink, &head, parts).await
+    ResponseWriter::new()
+        .write(sink, response, parts, limits)
+        .await
+}
+
+/// Writes response frames with buffers it reuses: the flatbuffers builder of the envelope
+/// and the frame's head. One per request stream at a time; a server keeps a few and hands
+/// them from one request to the next, so answering allocates nothing once they have grown.
+#[derive(Debug)]
+pub struct ResponseWriter {
+    builder: flatbuffers::FlatBufferBuilder<'static>,
+    head: Vec<u8>,
+}
+
+impl Default for ResponseWriter {
+    fn default() -> ResponseWriter {
+        ResponseWriter::new()
+    }
+}
+
+impl ResponseWriter {
+    /// A writer with small buffers (they grow to the largest response written).
+    pub fn new() -> ResponseWriter {
+        ResponseWriter {
+            builder: flatbuffers::FlatBufferBuilder::with_capacity(256),
+            head: Vec::new(),
+        }
+    }
+
+    /// [`write_response`] with this writer's buffers.
+    pub async fn write<S: FrameSink>(
+        &mut self,
+        sink: &mut S,
+        response: &Response,
+        parts: &[&[u8]],
+        limits: &FrameLimits,
+    ) -> Result<(), ProtocolError> {
+        let payload_len = parts.iter().map(|part| part.len()).sum();
+        check_payload(response.kind(), response.carries_payload(), payload_len)?;
+        let envelope = response.encode_with(&mut self.builder);
+        encode_frame_into(&mut self.head, envelope, payload_len, limits)?;
+        write_frame(sink, &self.head, parts).await
+    }
 }
 
 impl FrameReader {
+    /// Forgets the frame in progress and drops the chunks kept of the last one (releasing
+    /// quinn's receive buffers), keeping the buffers' capacity: the reader can then read
+    /// another stream.
+    pub fn reset(&mut self) {
+        self.phase = Phase::Header { filled: 0 };
+        self.chunks.clear();
+        self.chunks_len = 0;
+        self.keep_chunks = false;
+    }
+
     /// Reads and decodes the next request frame; `Ok(None)` when the stream ended cleanly.
     /// The payload is the batch of an `Append`, empty otherwise (a payload on any other
     /// request, or none on an `Append`, is refused).
@@ -318,6 +441,23 @@ impl FrameReader {
             frame.payload.len(),
         )?;
         Ok(Some((request, frame.payload)))
+    }
+
+    /// [`Self::read_request`], keeping the payload as the chunks it was received in (shared
+    /// with the source, not copied: see [`FrameSource::share`]). They stay in the reader until
+    /// its next frame starts.
+    pub async fn read_request_chunks<S: FrameSource>(
+        &mut self,
+        source: &mut S,
+    ) -> Result<Option<(Request, &[Bytes])>, ProtocolError> {
+        self.read_next(source, true).await?;
+        let Phase::Finished(header) = self.phase else {
+            return Ok(None);
+        };
+        self.phase = Phase::Done;
+        let request = Request::decode(envelope_of(&self.envelope, header))?;
+        check_payload(request.kind(), request.carries_payload(), self.chunks_len)?;
+        Ok(Some((request, &self.chunks)))
     }
 
     /// Reads and decodes the next response frame; `Ok(None)` when the stream ended cleanly.

@@ -234,6 +234,7 @@ impl Response {
                         core: core.core(),
                         port: core.port(),
                         shard_count: core.shard_count(),
+                        allocations: allocation_counts(core.allocations(), core.allocated_bytes()),
                     })
                     .collect();
                 Response::NodeStatus(NodeStatus {
@@ -243,6 +244,10 @@ impl Response {
                     core_count: status.core_count(),
                     base_port: status.base_port(),
                     cores,
+                    other_allocations: allocation_counts(
+                        status.other_allocations(),
+                        status.other_allocated_bytes(),
+                    ),
                 })
             }
             unknown => {
@@ -418,6 +423,12 @@ fn shard_info(shard: &wire::ShardInfo<'_>) -> Result<ShardInfo, ProtocolError> {
 
 fn shard_ids(ids: Option<Vector<'_, u64>>) -> Vec<ShardId> {
     ids.into_iter().flatten().map(ShardId).collect()
+}
+
+/// Allocation counts, present when the server sent both fields (it sends both or neither).
+fn allocation_counts(allocations: Option<u64>, bytes: Option<u64>) -> Option<AllocationCounts> {
+    let (allocations, bytes) = allocations.zip(bytes)?;
+    Some(AllocationCounts { allocations, bytes })
 }
 
 fn hash128(hash: &wire::Hash128) -> u128 {

@@ -38,16 +38,23 @@ impl Response {
     /// does, when the envelope is framed. Lists must be paged to fit it.
     pub fn encode(&self) -> Vec<u8> {
         let mut fbb = FlatBufferBuilder::with_capacity(BUILDER_CAPACITY_BYTES);
-        let (body_type, body) = response_body(&mut fbb, self);
+        self.encode_with(&mut fbb).to_vec()
+    }
+
+    /// [`Self::encode`] with a builder that is reset and reused (it keeps its capacity, so a
+    /// server answering request after request allocates nothing for its envelopes).
+    pub fn encode_with<'b>(&self, fbb: &'b mut FlatBufferBuilder<'static>) -> &'b [u8] {
+        fbb.reset();
+        let (body_type, body) = response_body(fbb, self);
         let root = wire::Response::create(
-            &mut fbb,
+            fbb,
             &wire::ResponseArgs {
                 body_type,
                 body: Some(body),
             },
         );
         fbb.finish(root, Some(RESPONSE_IDENTIFIER));
-        fbb.finished_data().to_vec()
+        fbb.finished_data()
     }
 }
 
@@ -293,6 +300,8 @@ fn response_body<'a>(
                         core: core.core,
                         port: core.port,
                         shard_count: core.shard_count,
+                        allocations: core.allocations.map(|counts| counts.allocations),
+                        allocated_bytes: core.allocations.map(|counts| counts.bytes),
                     };
                     wire::CoreStatus::create(fbb, &args)
                 })
@@ -305,6 +314,8 @@ fn response_body<'a>(
                 core_count: status.core_count,
                 base_port: status.base_port,
                 cores,
+                other_allocations: status.other_allocations.map(|counts| counts.allocations),
+                other_allocated_bytes: status.other_allocations.map(|counts| counts.bytes),
             };
             let table = wire::NodeStatus::create(fbb, &args);
             (wire::ResponseBody::NodeStatus, table.as_union_value())
