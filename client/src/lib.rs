@@ -85,8 +85,8 @@ pub use subscription_admin::SubscriptionSpec;
 
 // The vocabulary of the SDK's signatures, so users need not depend on the inner crates.
 pub use runnel_core::{
-    BatchError, KeyRange, Limits, Offset, Record, RecordHeader, RecordId, RecordRef, ShardId,
-    StreamName,
+    BatchError, BorrowedRecord, KeyRange, Limits, Offset, Record, RecordHeader, RecordId,
+    RecordRef, ShardId, StreamName,
 };
 pub use runnel_net::protocol::{
     AckRefusal, CoreStatus, Durability, ErrorCode, HelloOk, NodeStatus, ProtocolError, ReadEnd,

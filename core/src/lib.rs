@@ -21,12 +21,12 @@ pub mod name;
 pub mod record;
 
 pub use batch::{
-    BatchBuilder, BatchHeader, BatchView, ProducerStamp, BATCH_ALIGNMENT, BATCH_FORMAT_VERSION,
-    BATCH_HEADER_LEN, BATCH_MAGIC,
+    BatchBuilder, BatchEncoder, BatchHeader, BatchView, ProducerStamp, BATCH_ALIGNMENT,
+    BATCH_FORMAT_VERSION, BATCH_HEADER_LEN, BATCH_MAGIC,
 };
 pub use error::{BatchError, IdError};
 pub use ids::{Epoch, Offset, RecordId, ShardId};
 pub use key::{hash128, KeyRange};
 pub use limits::Limits;
 pub use name::StreamName;
-pub use record::{Record, RecordHeader, RecordRef};
+pub use record::{BorrowedRecord, Record, RecordHeader, RecordRef};

@@ -1,7 +1,12 @@
 //! The batching state of a [`BufferedProducer`](super::BufferedProducer), without I/O or a
-//! clock: records go into one open batch per shard; a batch is sealed when it is full (by
+//! clock: records are encoded as they arrive into one open batch per shard (a reused
+//! [`BatchEncoder`] writing into a reused buffer); a batch is sealed when it is full (by
 //! record count or estimated bytes), when its linger time has passed, or on flush; sealed
-//! batches leave in order, at most `in_flight_max` per shard at a time.
+//! batches leave in order, at most `in_flight_max` per shard at a time. A sent batch's
+//! buffer comes back with its completion and is written into again.
+//!
+//! Nothing here allocates per record: a record's bytes are copied into its batch's buffer,
+//! and its acknowledgement is its index in the batch's [`PendingAck`].
 //!
 //! Time is an argument (`now`), so tests drive it exactly. Under load a shard at its in-flight
 //! limit keeps filling its open batch (up to the size bounds), which is what batches
@@ -10,9 +15,11 @@
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::time::Duration;
 
-use runnel_core::{BatchBuilder, Record, ShardId};
+use runnel_core::batch::AlignedBytes;
+use runnel_core::{BatchEncoder, BatchError, BorrowedRecord, Limits, ShardId};
 use tokio::time::Instant;
 
+use super::ack::{AppendFuture, PendingAck};
 use crate::append::{record_estimate_bytes, BATCH_OVERHEAD_BYTES};
 
 /// When a shard's batch is full and how many may be in flight.
@@ -28,112 +35,145 @@ pub(crate) struct BatchBounds {
     pub in_flight_max: usize,
 }
 
-/// A batch sealed for one shard: its records (in a builder, not yet encoded), the replies
-/// waiting for them (`R`), and the buffer bytes it holds.
-pub(crate) struct SealedBatch<R> {
+/// A batch sealed for one shard: its encoded bytes, the acknowledgement its records' futures
+/// wait for, and the buffer bytes it holds.
+pub(crate) struct SealedBatch {
     /// Identifies the batch for flush barriers; increasing in sealing order.
     pub id: u64,
     /// The shard the records were routed to.
     pub shard: ShardId,
-    /// The records.
-    pub builder: BatchBuilder,
-    /// One per record, in order.
-    pub replies: Vec<R>,
+    /// The encoded batch, or why it could not be encoded.
+    pub bytes: Result<AlignedBytes, BatchError>,
+    /// Records in the batch.
+    pub records: usize,
+    /// Completed once the batch is done.
+    pub ack: PendingAck,
     /// Buffer bytes to give back once the batch is done.
     pub buffer_bytes: u64,
 }
 
-/// A shard's batch being filled.
-struct OpenBatch<R> {
-    builder: BatchBuilder,
-    replies: Vec<R>,
+/// A shard's batch being filled (its records are in the shard's encoder).
+struct OpenBatch {
+    ack: PendingAck,
+    records: usize,
     estimate_bytes: u64,
     buffer_bytes: u64,
     deadline: Instant,
 }
 
-#[derive(Default)]
-struct ShardQueue<R> {
-    open: Option<OpenBatch<R>>,
-    sealed: VecDeque<SealedBatch<R>>,
+struct ShardQueue {
+    encoder: BatchEncoder,
+    open: Option<OpenBatch>,
+    sealed: VecDeque<SealedBatch>,
     in_flight: usize,
 }
 
-impl<R> ShardQueue<R> {
-    fn is_empty(&self) -> bool {
+impl ShardQueue {
+    fn is_idle(&self) -> bool {
         self.open.is_none() && self.sealed.is_empty() && self.in_flight == 0
     }
 }
 
+/// What [`Accumulator::push`] did that the sending task must know.
+#[derive(Debug)]
+pub(crate) struct Pushed {
+    /// The record's future.
+    pub future: AppendFuture,
+    /// A batch was sealed or a new one opened (a new linger deadline): the worker has
+    /// something new to look at.
+    pub wake: bool,
+}
+
 /// All shards' batches.
-pub(crate) struct Accumulator<R> {
+pub(crate) struct Accumulator {
     bounds: BatchBounds,
-    shards: BTreeMap<ShardId, ShardQueue<R>>,
+    limits: Limits,
+    /// Kept while the stream has the shard (they hold each shard's encoder, reused).
+    shards: BTreeMap<ShardId, ShardQueue>,
     next_batch_id: u64,
     /// Sealed batches not yet completed.
     unfinished: BTreeSet<u64>,
+    /// Buffers of completed batches, to encode the next ones into.
+    buffers: Vec<AlignedBytes>,
 }
 
-impl<R> Accumulator<R> {
-    /// An empty accumulator.
-    pub fn new(bounds: BatchBounds) -> Accumulator<R> {
+impl Accumulator {
+    /// An empty accumulator for batches within `limits` (the server's).
+    pub fn new(bounds: BatchBounds, limits: Limits) -> Accumulator {
         assert!(
             bounds.records_max >= 1 && bounds.in_flight_max >= 1,
             "{bounds:?}"
         );
         Accumulator {
             bounds,
+            limits,
             shards: BTreeMap::new(),
             next_batch_id: 0,
             unfinished: BTreeSet::new(),
+            buffers: Vec::new(),
         }
     }
 
-    /// Adds `record` for `shard`, holding `buffer_bytes` of the producer's buffer until its
-    /// batch is done.
+    /// Encodes `record` into `shard`'s open batch, which holds `buffer_bytes` of the
+    /// producer's buffer for it until the batch is done. A record the encoder refuses (too
+    /// large) changes nothing.
     pub fn push(
         &mut self,
         shard: ShardId,
-        record: Record,
-        reply: R,
+        record: BorrowedRecord<'_>,
         buffer_bytes: u64,
         now: Instant,
-    ) {
-        let estimate = record_estimate_bytes(&record);
+    ) -> Result<Pushed, BatchError> {
+        let estimate = record_estimate_bytes(record);
         let bounds = self.bounds;
+        let limits = self.limits;
         let queue = self.shards.entry(shard).or_insert_with(|| ShardQueue {
+            encoder: BatchEncoder::new(limits),
             open: None,
             sealed: VecDeque::new(),
             in_flight: 0,
         });
+        let mut wake = false;
         let no_room = queue.open.as_ref().is_some_and(|open| {
-            open.replies.len() >= bounds.records_max
-                || open.estimate_bytes + estimate > bounds.bytes_max
+            open.records >= bounds.records_max || open.estimate_bytes + estimate > bounds.bytes_max
         });
         if no_room {
             Self::seal_open(&mut self.next_batch_id, &mut self.unfinished, shard, queue);
+            wake = true;
         }
-        let open = queue.open.get_or_insert_with(|| OpenBatch {
-            builder: BatchBuilder::new(),
-            replies: Vec::new(),
-            estimate_bytes: BATCH_OVERHEAD_BYTES,
-            buffer_bytes: 0,
-            deadline: now + bounds.linger,
+        if queue.open.is_none() {
+            if let Some(buffer) = self.buffers.pop() {
+                queue.encoder.recycle(buffer);
+            }
+        }
+        queue.encoder.push(record)?;
+        let open = queue.open.get_or_insert_with(|| {
+            wake = true;
+            OpenBatch {
+                ack: PendingAck::default(),
+                records: 0,
+                estimate_bytes: BATCH_OVERHEAD_BYTES,
+                buffer_bytes: 0,
+                deadline: now + bounds.linger,
+            }
         });
-        open.builder.push(record);
-        open.replies.push(reply);
+        let future = open.ack.future(open.records);
+        open.records += 1;
         open.estimate_bytes += estimate;
         open.buffer_bytes += buffer_bytes;
-        if open.replies.len() >= bounds.records_max || open.estimate_bytes >= bounds.bytes_max {
+        assert_eq!(open.records, queue.encoder.len(), "batch {shard}");
+        if open.records >= bounds.records_max || open.estimate_bytes >= bounds.bytes_max {
             Self::seal_open(&mut self.next_batch_id, &mut self.unfinished, shard, queue);
+            wake = true;
         }
+        Ok(Pushed { future, wake })
     }
 
     fn seal_open(
         next_batch_id: &mut u64,
         unfinished: &mut BTreeSet<u64>,
         shard: ShardId,
-        queue: &mut ShardQueue<R>,
+        queue: &mut ShardQueue,
     ) {
         if let Some(open) = queue.open.take() {
             let id = *next_batch_id;
@@ -142,8 +182,9 @@ impl<R> Accumulator<R> {
             queue.sealed.push_back(SealedBatch {
                 id,
                 shard,
-                builder: open.builder,
-                replies: open.replies,
+                bytes: queue.encoder.finish(),
+                records: open.records,
+                ack: open.ack,
                 buffer_bytes: open.buffer_bytes,
             });
         }
@@ -158,11 +199,10 @@ impl<R> Accumulator<R> {
         self.next_batch_id
     }
 
-    /// The batches to send now: per shard, in order, while it has room in flight — sealed
-    /// batches first, then an open batch whose linger time has passed. They count as in
-    /// flight until [`Self::complete`].
-    pub fn take_ready(&mut self, now: Instant) -> Vec<SealedBatch<R>> {
-        let mut ready = Vec::new();
+    /// Adds to `ready` the batches to send now: per shard, in order, while it has room in
+    /// flight — sealed batches first, then an open batch whose linger time has passed. They
+    /// count as in flight until [`Self::complete`].
+    pub fn take_ready(&mut self, now: Instant, ready: &mut Vec<SealedBatch>) {
         for (&shard, queue) in &mut self.shards {
             while queue.in_flight < self.bounds.in_flight_max {
                 if queue.sealed.is_empty()
@@ -177,7 +217,6 @@ impl<R> Accumulator<R> {
                 ready.push(batch);
             }
         }
-        ready
     }
 
     /// When [`Self::take_ready`] may next have something without a new record or completion:
@@ -190,8 +229,9 @@ impl<R> Accumulator<R> {
             .min()
     }
 
-    /// Batch `id` of `shard` is done (stored or failed): frees its place in flight.
-    pub fn complete(&mut self, shard: ShardId, id: u64) {
+    /// Batch `id` of `shard` is done (stored or failed): frees its place in flight, and keeps
+    /// its `buffer` for a later batch (at most one per batch that may be in flight or open).
+    pub fn complete(&mut self, shard: ShardId, id: u64, buffer: Option<AlignedBytes>) {
         let queue = self
             .shards
             .get_mut(&shard)
@@ -202,9 +242,19 @@ impl<R> Accumulator<R> {
         );
         queue.in_flight -= 1;
         assert!(self.unfinished.remove(&id), "batch {id} completed twice");
-        if queue.is_empty() {
-            self.shards.remove(&shard);
+        let buffers_max = self.shards.len() * (self.bounds.in_flight_max + 1);
+        if let Some(buffer) = buffer {
+            if self.buffers.len() < buffers_max {
+                self.buffers.push(buffer);
+            }
         }
+    }
+
+    /// Forgets the shards that are idle and not in `current` (sealed or gone after a split
+    /// or merge), with their encoders.
+    pub fn retain_shards(&mut self, current: impl Fn(ShardId) -> bool) {
+        self.shards
+            .retain(|&shard, queue| current(shard) || !queue.is_idle());
     }
 
     /// Whether every batch sealed before `barrier` is done.
@@ -214,13 +264,14 @@ impl<R> Accumulator<R> {
 
     /// Whether nothing is buffered or in flight.
     pub fn is_idle(&self) -> bool {
-        self.shards.is_empty() && self.unfinished.is_empty()
+        self.unfinished.is_empty() && self.shards.values().all(ShardQueue::is_idle)
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use runnel_core::{BatchView, Record};
 
     const LINGER: Duration = Duration::from_millis(10);
 
@@ -233,37 +284,68 @@ mod tests {
         }
     }
 
+    fn accumulator(bounds: BatchBounds) -> Accumulator {
+        Accumulator::new(bounds, Limits::DEFAULT)
+    }
+
     fn record(value_len: usize) -> Record {
-        Record::at(vec![0; value_len], 0)
+        Record::at(vec![0; value_len], 1)
     }
 
-    fn sizes<R>(batches: &[SealedBatch<R>]) -> Vec<usize> {
-        batches.iter().map(|b| b.replies.len()).collect()
+    fn push(accumulator: &mut Accumulator, shard: u64, value: &[u8], now: Instant) -> bool {
+        let record = BorrowedRecord::new(value).with_timestamp(1);
+        accumulator
+            .push(ShardId(shard), record, 1, now)
+            .expect("fits")
+            .wake
     }
 
-    /// A batch leaves as soon as it is full by count, without waiting for its linger time.
+    fn sizes(batches: &[SealedBatch]) -> Vec<usize> {
+        batches.iter().map(|b| b.records).collect()
+    }
+
+    /// The values of a sealed batch's records, decoded from its bytes.
+    fn values(batch: &SealedBatch) -> Vec<Vec<u8>> {
+        let bytes = batch.bytes.as_ref().expect("encoded");
+        let view = BatchView::validate(bytes, &Limits::DEFAULT).expect("valid");
+        view.records()
+            .expect("archive")
+            .map(|record| record.value().to_vec())
+            .collect()
+    }
+
+    fn take(accumulator: &mut Accumulator, now: Instant) -> Vec<SealedBatch> {
+        let mut ready = Vec::new();
+        accumulator.take_ready(now, &mut ready);
+        ready
+    }
+
+    /// A batch leaves as soon as it is full by count, without waiting for its linger time;
+    /// the records are encoded in order.
     #[test]
     fn full_batches_leave_at_once() {
         let now = Instant::now();
-        let mut accumulator = Accumulator::new(bounds(3, u64::MAX, 10));
-        for index in 0..7 {
-            accumulator.push(ShardId(1), record(1), index, 1, now);
+        let mut accumulator = accumulator(bounds(3, u64::MAX, 10));
+        for index in 0..7_u8 {
+            push(&mut accumulator, 1, &[index], now);
         }
-        let ready = accumulator.take_ready(now);
+        let ready = take(&mut accumulator, now);
         assert_eq!(sizes(&ready), vec![3, 3]);
-        let replies: Vec<i32> = ready.iter().flat_map(|b| b.replies.clone()).collect();
-        assert_eq!(replies, vec![0, 1, 2, 3, 4, 5], "order kept");
+        let encoded: Vec<Vec<u8>> = ready.iter().flat_map(values).collect();
+        assert_eq!(
+            encoded,
+            (0..6).map(|i| vec![i]).collect::<Vec<_>>(),
+            "order kept"
+        );
         assert_eq!(accumulator.next_deadline(), Some(now + LINGER));
-        assert!(accumulator
-            .take_ready(now + LINGER - Duration::from_millis(1))
-            .is_empty());
-        let late = accumulator.take_ready(now + LINGER);
+        assert!(take(&mut accumulator, now + LINGER - Duration::from_millis(1)).is_empty());
+        let late = take(&mut accumulator, now + LINGER);
         assert_eq!(
             sizes(&late),
             vec![1],
             "the last record leaves after its linger time"
         );
-        assert_eq!(late[0].replies, vec![6]);
+        assert_eq!(values(&late[0]), vec![vec![6]]);
     }
 
     /// Batches are cut by estimated bytes, never above the bound, and a record larger than
@@ -271,48 +353,93 @@ mod tests {
     #[test]
     fn batches_are_cut_by_bytes() {
         let now = Instant::now();
-        let per_record = record_estimate_bytes(&record(100));
-        let mut accumulator =
-            Accumulator::new(bounds(1_000, BATCH_OVERHEAD_BYTES + 2 * per_record, 10));
-        for index in 0..5 {
-            accumulator.push(ShardId(1), record(100), index, per_record, now);
+        let small = record(100);
+        let per_record = record_estimate_bytes((&small).into());
+        let mut accumulator = accumulator(bounds(1_000, BATCH_OVERHEAD_BYTES + 2 * per_record, 10));
+        for _ in 0..5 {
+            accumulator
+                .push(ShardId(1), (&small).into(), per_record, now)
+                .expect("fits");
         }
-        accumulator.push(ShardId(1), record(10_000), 5, 1, now);
+        accumulator
+            .push(ShardId(1), (&record(10_000)).into(), 1, now)
+            .expect("fits the server's limits");
         accumulator.seal_all();
-        let ready = accumulator.take_ready(now);
+        let ready = take(&mut accumulator, now);
         assert_eq!(sizes(&ready), vec![2, 2, 1, 1]);
         assert_eq!(ready[0].buffer_bytes, 2 * per_record);
+        for batch in &ready {
+            let encoded = batch.bytes.as_ref().expect("encoded").len() as u64;
+            assert!(encoded <= BATCH_OVERHEAD_BYTES + 10_000 + 64, "{encoded}");
+        }
     }
 
-    /// Each shard has its own batch and its own in-flight window; completions open it again.
+    /// A record the encoder refuses changes nothing: no empty batch, no wake.
+    #[test]
+    fn refused_records_leave_no_trace() {
+        let now = Instant::now();
+        let limits = Limits {
+            record_bytes_max: 10,
+            ..Limits::DEFAULT
+        };
+        let mut accumulator = Accumulator::new(bounds(10, u64::MAX, 1), limits);
+        assert!(accumulator
+            .push(ShardId(1), BorrowedRecord::new(&[0; 11]), 1, now)
+            .is_err());
+        assert!(accumulator.is_idle());
+        assert_eq!(accumulator.next_deadline(), None);
+        assert!(
+            push(&mut accumulator, 1, &[0; 10], now),
+            "a new batch wakes the worker"
+        );
+        assert!(!push(&mut accumulator, 1, &[0; 10], now));
+        assert_eq!(sizes(&take(&mut accumulator, now + LINGER)), vec![2]);
+    }
+
+    /// Each shard has its own batch and its own in-flight window; completions open it again
+    /// and hand their buffers back for the next batches.
     #[test]
     fn in_flight_is_bounded_per_shard() {
         let now = Instant::now();
-        let mut accumulator = Accumulator::new(bounds(1, u64::MAX, 2));
-        for index in 0..5 {
-            accumulator.push(ShardId(1), record(1), index, 1, now);
-            accumulator.push(ShardId(2), record(1), 10 + index, 1, now);
+        let mut accumulator = accumulator(bounds(1, u64::MAX, 2));
+        for index in 0..5_u8 {
+            push(&mut accumulator, 1, &[index], now);
+            push(&mut accumulator, 2, &[10 + index], now);
         }
-        let ready = accumulator.take_ready(now);
+        let mut ready = take(&mut accumulator, now);
         assert_eq!(ready.len(), 4, "two per shard");
-        assert!(accumulator.take_ready(now).is_empty());
-        let first = &ready[0];
-        accumulator.complete(first.shard, first.id);
-        let more = accumulator.take_ready(now);
+        assert!(take(&mut accumulator, now).is_empty());
+        let first = ready.remove(0);
+        let buffer = first.bytes.expect("encoded");
+        let capacity = buffer.capacity();
+        accumulator.complete(first.shard, first.id, Some(buffer));
+        let more = take(&mut accumulator, now);
         assert_eq!(more.len(), 1);
         assert_eq!(more[0].shard, first.shard);
-        assert_eq!(more[0].replies, vec![2], "the shard's next record in order");
+        assert_eq!(
+            values(&more[0]),
+            vec![vec![2]],
+            "the shard's next record in order"
+        );
+        assert_eq!(accumulator.buffers.len(), 1);
+        push(&mut accumulator, 3, &[0], now);
+        assert!(accumulator.buffers.is_empty(), "the new batch took it");
+        let batch = take(&mut accumulator, now + LINGER)
+            .into_iter()
+            .find(|batch| batch.shard == ShardId(3))
+            .expect("shard 3's batch");
+        assert_eq!(batch.bytes.expect("encoded").capacity(), capacity);
     }
 
     /// A shard at its in-flight limit keeps filling its open batch and sets no deadline.
     #[test]
     fn a_busy_shard_keeps_filling_its_batch() {
         let now = Instant::now();
-        let mut accumulator = Accumulator::new(bounds(100, u64::MAX, 1));
-        accumulator.push(ShardId(1), record(1), 0, 1, now);
-        assert_eq!(sizes(&accumulator.take_ready(now + LINGER)), vec![1]);
-        for index in 1..6 {
-            accumulator.push(ShardId(1), record(1), index, 1, now + LINGER);
+        let mut accumulator = accumulator(bounds(100, u64::MAX, 1));
+        push(&mut accumulator, 1, &[0], now);
+        assert_eq!(sizes(&take(&mut accumulator, now + LINGER)), vec![1]);
+        for index in 1..6_u8 {
+            push(&mut accumulator, 1, &[index], now + LINGER);
         }
         assert_eq!(
             accumulator.next_deadline(),
@@ -320,10 +447,10 @@ mod tests {
             "no room in flight: nothing to wake for"
         );
         let later = now + 10 * LINGER;
-        assert!(accumulator.take_ready(later).is_empty());
-        accumulator.complete(ShardId(1), 0);
+        assert!(take(&mut accumulator, later).is_empty());
+        accumulator.complete(ShardId(1), 0, None);
         assert_eq!(
-            sizes(&accumulator.take_ready(later)),
+            sizes(&take(&mut accumulator, later)),
             vec![5],
             "one batch of five"
         );
@@ -334,21 +461,21 @@ mod tests {
     #[test]
     fn flush_barriers_wait_for_earlier_batches_only() {
         let now = Instant::now();
-        let mut accumulator = Accumulator::new(bounds(10, u64::MAX, 10));
-        accumulator.push(ShardId(1), record(1), 0, 1, now);
-        accumulator.push(ShardId(2), record(1), 1, 1, now);
+        let mut accumulator = accumulator(bounds(10, u64::MAX, 10));
+        push(&mut accumulator, 1, &[0], now);
+        push(&mut accumulator, 2, &[1], now);
         let barrier = accumulator.seal_all();
-        accumulator.push(ShardId(1), record(1), 2, 1, now);
-        let ready = accumulator.take_ready(now);
+        push(&mut accumulator, 1, &[2], now);
+        let ready = take(&mut accumulator, now);
         assert_eq!(ready.len(), 2, "the sealed batches; the new record lingers");
         assert!(!accumulator.flushed(barrier));
-        accumulator.complete(ready[1].shard, ready[1].id);
+        accumulator.complete(ready[1].shard, ready[1].id, None);
         assert!(!accumulator.flushed(barrier));
-        accumulator.complete(ready[0].shard, ready[0].id);
+        accumulator.complete(ready[0].shard, ready[0].id, None);
         assert!(accumulator.flushed(barrier));
         assert!(!accumulator.is_idle(), "the later record is still buffered");
-        let last = accumulator.take_ready(now + LINGER);
-        accumulator.complete(last[0].shard, last[0].id);
+        let last = take(&mut accumulator, now + LINGER);
+        accumulator.complete(last[0].shard, last[0].id, None);
         assert!(accumulator.is_idle());
     }
 }
