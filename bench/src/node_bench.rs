@@ -363,7 +363,7 @@ pub fn run(args: NodeArgs) -> Result<(), String> {
             variant.shards
         );
     }
-    println!("(client allocations per record include {build_allocations:.2} for building each owned Record in the benchmark; the server's allocations cannot be counted from outside its process)");
+    println!("(client allocations per record: the throughput phase sends borrowed records and builds none; the latency phase's include {build_allocations:.2} for building each owned Record in the benchmark; the server's allocations cannot be counted from outside its process)");
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
