@@ -200,12 +200,22 @@ impl Accumulator {
     }
 
     /// Adds to `ready` the batches to send now: per shard, in order, while it has room in
-    /// flight — sealed batches first, then an open batch whose linger time has passed. They
+    /// flight — sealed batches first (full, or sealed by a flush), then an open batch whose
+    /// linger time has passed, but only while none of the shard's batches is in flight. They
     /// count as in flight until [`Self::complete`].
+    ///
+    /// So a batch that is not full never overtakes one in flight (as Nagle's algorithm holds
+    /// a small segment while one is unacknowledged): it keeps filling for as long as the
+    /// server takes to answer. With many shards per producer, each shard receives a small
+    /// share of the records, and a linger time alone would send each shard a request of a few
+    /// records every `linger`; waiting for the answer instead sizes the requests by the
+    /// server's pace (fewer, larger requests when it is busy), while up to `in_flight_max`
+    /// full batches still travel at once.
     pub fn take_ready(&mut self, now: Instant, ready: &mut Vec<SealedBatch>) {
         for (&shard, queue) in &mut self.shards {
             while queue.in_flight < self.bounds.in_flight_max {
                 if queue.sealed.is_empty()
+                    && queue.in_flight == 0
                     && queue.open.as_ref().is_some_and(|open| open.deadline <= now)
                 {
                     Self::seal_open(&mut self.next_batch_id, &mut self.unfinished, shard, queue);
@@ -220,11 +230,11 @@ impl Accumulator {
     }
 
     /// When [`Self::take_ready`] may next have something without a new record or completion:
-    /// the earliest linger deadline of a shard with room in flight.
+    /// the earliest linger deadline of a shard with nothing in flight.
     pub fn next_deadline(&self) -> Option<Instant> {
         self.shards
             .values()
-            .filter(|queue| queue.in_flight < self.bounds.in_flight_max)
+            .filter(|queue| queue.in_flight == 0)
             .filter_map(|queue| queue.open.as_ref().map(|open| open.deadline))
             .min()
     }
@@ -337,6 +347,10 @@ mod tests {
             (0..6).map(|i| vec![i]).collect::<Vec<_>>(),
             "order kept"
         );
+        assert_eq!(accumulator.next_deadline(), None, "two batches in flight");
+        for batch in ready {
+            accumulator.complete(batch.shard, batch.id, None);
+        }
         assert_eq!(accumulator.next_deadline(), Some(now + LINGER));
         assert!(take(&mut accumulator, now + LINGER - Duration::from_millis(1)).is_empty());
         let late = take(&mut accumulator, now + LINGER);
@@ -429,6 +443,41 @@ mod tests {
             .find(|batch| batch.shard == ShardId(3))
             .expect("shard 3's batch");
         assert_eq!(batch.bytes.expect("encoded").capacity(), capacity);
+    }
+
+    /// A batch that is not full waits, past its linger time, while one of its shard's batches
+    /// is in flight (full batches do not: they use the whole window), and leaves when that
+    /// one is done. Other shards are not held back.
+    #[test]
+    fn partial_batches_wait_for_the_one_in_flight() {
+        let now = Instant::now();
+        let mut accumulator = accumulator(bounds(3, u64::MAX, 4));
+        push(&mut accumulator, 1, &[0], now);
+        let first = take(&mut accumulator, now + LINGER);
+        assert_eq!(sizes(&first), vec![1]);
+        for index in 1..=5_u8 {
+            push(&mut accumulator, 1, &[index], now + LINGER);
+        }
+        push(&mut accumulator, 2, &[9], now + LINGER);
+        let later = now + 5 * LINGER;
+        let ready = take(&mut accumulator, later);
+        assert_eq!(
+            ready
+                .iter()
+                .map(|b| (b.shard.0, b.records))
+                .collect::<Vec<_>>(),
+            vec![(1, 3), (2, 1)],
+            "shard 1's full batch goes; its partial one waits; shard 2 has nothing in flight"
+        );
+        assert_eq!(accumulator.next_deadline(), None);
+        accumulator.complete(ShardId(1), first[0].id, None);
+        assert!(
+            take(&mut accumulator, later).is_empty(),
+            "one still in flight"
+        );
+        accumulator.complete(ShardId(1), ready[0].id, None);
+        let last = take(&mut accumulator, later);
+        assert_eq!(values(&last[0]), vec![vec![4], vec![5]]);
     }
 
     /// A shard at its in-flight limit keeps filling its open batch and sets no deadline.
