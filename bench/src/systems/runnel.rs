@@ -192,6 +192,7 @@ pub async fn throughput(
         batch_bytes_max,
         buffer_bytes_max: (32u64 << 20).max(batch_bytes_max),
         in_flight_max: workload.in_flight,
+        ..BufferedProducerConfig::default()
     };
     let started = Instant::now();
     let mut tasks = Vec::new();

@@ -33,6 +33,9 @@ pub(crate) struct BatchBounds {
     pub linger: Duration,
     /// Most batches of one shard being appended at once.
     pub in_flight_max: usize,
+    /// Most batches sent before they were full (by their linger time) being appended at
+    /// once, over all shards.
+    pub partial_in_flight_max: usize,
 }
 
 /// A batch sealed for one shard: its encoded bytes, the acknowledgement its records' futures
@@ -46,6 +49,8 @@ pub(crate) struct SealedBatch {
     pub bytes: Result<AlignedBytes, BatchError>,
     /// Records in the batch.
     pub records: usize,
+    /// Sent by its linger time before it was full: counts against `partial_in_flight_max`.
+    pub partial: bool,
     /// Completed once the batch is done.
     pub ack: PendingAck,
     /// Buffer bytes to give back once the batch is done.
@@ -95,13 +100,17 @@ pub(crate) struct Accumulator {
     unfinished: BTreeSet<u64>,
     /// Buffers of completed batches, to encode the next ones into.
     buffers: Vec<AlignedBytes>,
+    /// Partial batches in flight (see `BatchBounds::partial_in_flight_max`).
+    partial_in_flight: usize,
 }
 
 impl Accumulator {
     /// An empty accumulator for batches within `limits` (the server's).
     pub fn new(bounds: BatchBounds, limits: Limits) -> Accumulator {
         assert!(
-            bounds.records_max >= 1 && bounds.in_flight_max >= 1,
+            bounds.records_max >= 1
+                && bounds.in_flight_max >= 1
+                && bounds.partial_in_flight_max >= 1,
             "{bounds:?}"
         );
         Accumulator {
@@ -111,6 +120,7 @@ impl Accumulator {
             next_batch_id: 0,
             unfinished: BTreeSet::new(),
             buffers: Vec::new(),
+            partial_in_flight: 0,
         }
     }
 
@@ -184,6 +194,7 @@ impl Accumulator {
                 shard,
                 bytes: queue.encoder.finish(),
                 records: open.records,
+                partial: false,
                 ack: open.ack,
                 buffer_bytes: open.buffer_bytes,
             });
@@ -199,27 +210,23 @@ impl Accumulator {
         self.next_batch_id
     }
 
-    /// Adds to `ready` the batches to send now: per shard, in order, while it has room in
-    /// flight — sealed batches first (full, or sealed by a flush), then an open batch whose
-    /// linger time has passed, but only while none of the shard's batches is in flight. They
-    /// count as in flight until [`Self::complete`].
+    /// Adds to `ready` the batches to send now: per shard, in order, its sealed batches (full,
+    /// or sealed by a flush) while it has room in flight; then batches whose linger time has
+    /// passed, oldest first, of shards with nothing in flight, while fewer than
+    /// `partial_in_flight_max` such partial batches are in flight. They count as in flight
+    /// until [`Self::complete`].
     ///
-    /// So a batch that is not full never overtakes one in flight (as Nagle's algorithm holds
-    /// a small segment while one is unacknowledged): it keeps filling for as long as the
-    /// server takes to answer. With many shards per producer, each shard receives a small
-    /// share of the records, and a linger time alone would send each shard a request of a few
-    /// records every `linger`; waiting for the answer instead sizes the requests by the
-    /// server's pace (fewer, larger requests when it is busy), while up to `in_flight_max`
-    /// full batches still travel at once.
+    /// So a batch that is not full never overtakes one of its shard's in flight, and only a
+    /// few partial batches of the whole producer travel at once (as Nagle's algorithm holds a
+    /// small segment while one is unacknowledged): they keep filling for as long as the server
+    /// takes to answer. With many shards per producer each shard receives a small share of
+    /// the records, and a linger time alone would send every shard a request of a few records
+    /// every `linger`; waiting for answers instead sizes the requests by the server's pace
+    /// (fewer, larger requests when it is busy), while full batches still use each shard's
+    /// whole window.
     pub fn take_ready(&mut self, now: Instant, ready: &mut Vec<SealedBatch>) {
-        for (&shard, queue) in &mut self.shards {
+        for queue in self.shards.values_mut() {
             while queue.in_flight < self.bounds.in_flight_max {
-                if queue.sealed.is_empty()
-                    && queue.in_flight == 0
-                    && queue.open.as_ref().is_some_and(|open| open.deadline <= now)
-                {
-                    Self::seal_open(&mut self.next_batch_id, &mut self.unfinished, shard, queue);
-                }
                 let Some(batch) = queue.sealed.pop_front() else {
                     break;
                 };
@@ -227,11 +234,42 @@ impl Accumulator {
                 ready.push(batch);
             }
         }
+        while self.partial_in_flight < self.bounds.partial_in_flight_max {
+            let oldest = self
+                .shards
+                .iter()
+                .filter(|(_, queue)| queue.in_flight == 0 && queue.sealed.is_empty())
+                .filter_map(|(&shard, queue)| {
+                    queue.open.as_ref().map(|open| (open.deadline, shard))
+                })
+                .filter(|&(deadline, _)| deadline <= now)
+                .min();
+            let Some((_, shard)) = oldest else {
+                break;
+            };
+            let queue = self
+                .shards
+                .get_mut(&shard)
+                .expect("the shard was just found");
+            Self::seal_open(&mut self.next_batch_id, &mut self.unfinished, shard, queue);
+            let mut batch = queue
+                .sealed
+                .pop_front()
+                .expect("the open batch was just sealed");
+            batch.partial = true;
+            queue.in_flight += 1;
+            self.partial_in_flight += 1;
+            ready.push(batch);
+        }
     }
 
     /// When [`Self::take_ready`] may next have something without a new record or completion:
-    /// the earliest linger deadline of a shard with nothing in flight.
+    /// the earliest linger deadline of a shard with nothing in flight, if a partial batch may
+    /// go.
     pub fn next_deadline(&self) -> Option<Instant> {
+        if self.partial_in_flight >= self.bounds.partial_in_flight_max {
+            return None;
+        }
         self.shards
             .values()
             .filter(|queue| queue.in_flight == 0)
@@ -241,7 +279,13 @@ impl Accumulator {
 
     /// Batch `id` of `shard` is done (stored or failed): frees its place in flight, and keeps
     /// its `buffer` for a later batch (at most one per batch that may be in flight or open).
-    pub fn complete(&mut self, shard: ShardId, id: u64, buffer: Option<AlignedBytes>) {
+    pub fn complete(
+        &mut self,
+        shard: ShardId,
+        id: u64,
+        partial: bool,
+        buffer: Option<AlignedBytes>,
+    ) {
         let queue = self
             .shards
             .get_mut(&shard)
@@ -251,6 +295,13 @@ impl Accumulator {
             "shard {shard} completed more than it sent"
         );
         queue.in_flight -= 1;
+        if partial {
+            assert!(
+                self.partial_in_flight > 0,
+                "more partial batches completed than sent"
+            );
+            self.partial_in_flight -= 1;
+        }
         assert!(self.unfinished.remove(&id), "batch {id} completed twice");
         let buffers_max = self.shards.len() * (self.bounds.in_flight_max + 1);
         if let Some(buffer) = buffer {
@@ -291,7 +342,12 @@ mod tests {
             bytes_max,
             linger: LINGER,
             in_flight_max,
+            partial_in_flight_max: 16,
         }
+    }
+
+    fn complete(accumulator: &mut Accumulator, batch: &SealedBatch) {
+        accumulator.complete(batch.shard, batch.id, batch.partial, None);
     }
 
     fn accumulator(bounds: BatchBounds) -> Accumulator {
@@ -349,7 +405,7 @@ mod tests {
         );
         assert_eq!(accumulator.next_deadline(), None, "two batches in flight");
         for batch in ready {
-            accumulator.complete(batch.shard, batch.id, None);
+            complete(&mut accumulator, &batch);
         }
         assert_eq!(accumulator.next_deadline(), Some(now + LINGER));
         assert!(take(&mut accumulator, now + LINGER - Duration::from_millis(1)).is_empty());
@@ -426,7 +482,7 @@ mod tests {
         let first = ready.remove(0);
         let buffer = first.bytes.expect("encoded");
         let capacity = buffer.capacity();
-        accumulator.complete(first.shard, first.id, Some(buffer));
+        accumulator.complete(first.shard, first.id, first.partial, Some(buffer));
         let more = take(&mut accumulator, now);
         assert_eq!(more.len(), 1);
         assert_eq!(more[0].shard, first.shard);
@@ -470,14 +526,62 @@ mod tests {
             "shard 1's full batch goes; its partial one waits; shard 2 has nothing in flight"
         );
         assert_eq!(accumulator.next_deadline(), None);
-        accumulator.complete(ShardId(1), first[0].id, None);
+        complete(&mut accumulator, &first[0]);
         assert!(
             take(&mut accumulator, later).is_empty(),
             "one still in flight"
         );
-        accumulator.complete(ShardId(1), ready[0].id, None);
+        complete(&mut accumulator, &ready[0]);
         let last = take(&mut accumulator, later);
         assert_eq!(values(&last[0]), vec![vec![4], vec![5]]);
+    }
+
+    /// At most `partial_in_flight_max` partial batches travel at once over all shards, the
+    /// oldest first; the others keep filling until a place frees. Full batches are not held.
+    #[test]
+    fn partial_batches_in_flight_are_bounded_over_all_shards() {
+        let now = Instant::now();
+        let mut accumulator = accumulator(BatchBounds {
+            partial_in_flight_max: 2,
+            ..bounds(3, u64::MAX, 4)
+        });
+        for shard in [3, 1, 2] {
+            push(
+                &mut accumulator,
+                shard,
+                &[shard as u8],
+                now + Duration::from_millis(shard),
+            );
+        }
+        let later = now + 2 * LINGER;
+        let ready = take(&mut accumulator, later);
+        assert_eq!(
+            ready.iter().map(|b| b.shard.0).collect::<Vec<_>>(),
+            vec![1, 2],
+            "the two oldest"
+        );
+        assert_eq!(accumulator.next_deadline(), None, "no place for shard 3");
+        for _ in 0..2 {
+            push(&mut accumulator, 3, &[3], later);
+        }
+        let full = take(&mut accumulator, later);
+        assert_eq!(sizes(&full), vec![3], "a full batch goes at once");
+        complete(&mut accumulator, &full[0]);
+        complete(&mut accumulator, &ready[0]);
+        assert_eq!(
+            accumulator.next_deadline(),
+            None,
+            "shard 3's batch is empty"
+        );
+        push(&mut accumulator, 3, &[4], later);
+        let next = take(&mut accumulator, later + LINGER);
+        assert_eq!(
+            next.iter()
+                .map(|b| (b.shard.0, b.records))
+                .collect::<Vec<_>>(),
+            vec![(3, 1)]
+        );
+        assert!(next[0].partial && !full[0].partial);
     }
 
     /// A shard at its in-flight limit keeps filling its open batch and sets no deadline.
@@ -497,7 +601,7 @@ mod tests {
         );
         let later = now + 10 * LINGER;
         assert!(take(&mut accumulator, later).is_empty());
-        accumulator.complete(ShardId(1), 0, None);
+        accumulator.complete(ShardId(1), 0, true, None);
         assert_eq!(
             sizes(&take(&mut accumulator, later)),
             vec![5],
@@ -518,13 +622,13 @@ mod tests {
         let ready = take(&mut accumulator, now);
         assert_eq!(ready.len(), 2, "the sealed batches; the new record lingers");
         assert!(!accumulator.flushed(barrier));
-        accumulator.complete(ready[1].shard, ready[1].id, None);
+        complete(&mut accumulator, &ready[1]);
         assert!(!accumulator.flushed(barrier));
-        accumulator.complete(ready[0].shard, ready[0].id, None);
+        complete(&mut accumulator, &ready[0]);
         assert!(accumulator.flushed(barrier));
         assert!(!accumulator.is_idle(), "the later record is still buffered");
         let last = take(&mut accumulator, now + LINGER);
-        accumulator.complete(last[0].shard, last[0].id, None);
+        complete(&mut accumulator, &last[0]);
         assert!(accumulator.is_idle());
     }
 }

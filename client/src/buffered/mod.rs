@@ -68,6 +68,12 @@ pub struct BufferedProducerConfig {
     /// Most batches of one shard being appended at once; above 1 the order of records of a
     /// shard is no longer guaranteed. Default 1, at most 64.
     pub in_flight_max: usize,
+    /// Most batches sent by their linger time, before they were full, being appended at once
+    /// over all shards. A batch that is not full also waits while one of its shard's batches
+    /// is in flight: it keeps filling while the server works, so that a producer writing to
+    /// many shards sends fewer, larger requests (full batches are held by neither rule).
+    /// Default 4, at most 64.
+    pub partial_in_flight_max: usize,
 }
 
 impl Default for BufferedProducerConfig {
@@ -78,6 +84,7 @@ impl Default for BufferedProducerConfig {
             linger_ms: 5,
             buffer_bytes_max: 32 << 20,
             in_flight_max: 1,
+            partial_in_flight_max: 4,
         }
     }
 }
@@ -113,11 +120,18 @@ impl BufferedProducerConfig {
         if self.in_flight_max == 0 || self.in_flight_max > IN_FLIGHT_LIMIT {
             return invalid("in_flight_max", format!("must be 1 to {IN_FLIGHT_LIMIT}"));
         }
+        if self.partial_in_flight_max == 0 || self.partial_in_flight_max > IN_FLIGHT_LIMIT {
+            return invalid(
+                "partial_in_flight_max",
+                format!("must be 1 to {IN_FLIGHT_LIMIT}"),
+            );
+        }
         Ok(BatchBounds {
             records_max: self.batch_records_max,
             bytes_max: batch_bytes_max,
             linger: Duration::from_millis(self.linger_ms),
             in_flight_max: self.in_flight_max,
+            partial_in_flight_max: self.partial_in_flight_max,
         })
     }
 }

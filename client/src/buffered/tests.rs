@@ -408,6 +408,15 @@ fn configs_are_validated() {
         }),
         "in_flight_max"
     );
+    for partial_in_flight_max in [0, 65] {
+        assert_eq!(
+            refused(BufferedProducerConfig {
+                partial_in_flight_max,
+                ..base()
+            }),
+            "partial_in_flight_max"
+        );
+    }
     let lowered = BufferedProducerConfig {
         batch_bytes_max: 64 << 20,
         buffer_bytes_max: 64 << 20,

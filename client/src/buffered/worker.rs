@@ -90,6 +90,7 @@ impl Core {
 struct Done {
     shard: ShardId,
     batch_id: u64,
+    partial: bool,
     buffer_bytes: u64,
     /// The batch's buffer, to encode a later batch into.
     buffer: Option<AlignedBytes>,
@@ -199,6 +200,7 @@ impl Worker {
             shard,
             bytes,
             records,
+            partial,
             ack,
             buffer_bytes,
         } = batch;
@@ -225,6 +227,7 @@ impl Worker {
             Done {
                 shard,
                 batch_id: id,
+                partial,
                 buffer_bytes,
                 buffer,
                 refreshed,
@@ -242,7 +245,7 @@ impl Worker {
             let mut state = self.core.lock();
             state
                 .accumulator
-                .complete(done.shard, done.batch_id, done.buffer);
+                .complete(done.shard, done.batch_id, done.partial, done.buffer);
             if done.refreshed {
                 state.map = None;
             }
