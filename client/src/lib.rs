@@ -4,9 +4,11 @@
 //! Responsibility: connect to a node (`runnel://host:port`, TLS 1.3, versioned handshake),
 //! reach each shard on the core that owns it (one QUIC connection per core, opened lazily,
 //! one bidirectional stream per request), route records by `hash128(key)` to the open shard
-//! whose key range holds it, batch them ([`BufferedProducer`]), read shards ([`Reader`]), and
-//! consume subscriptions as a member of their consumer group ([`Consumer`]: joins, heartbeats,
-//! rejoins, one long-lived stream per assigned shard, batched acks).
+//! whose key range holds it, batch them ([`BufferedProducer`]: each record, owned or borrowed,
+//! encoded at once into its shard's reused batch buffer; one acknowledgement per batch), read
+//! shards ([`Reader`]), and consume subscriptions as a member of their consumer group
+//! ([`Consumer`]: joins, heartbeats, rejoins, one long-lived stream per assigned shard, batched
+//! acks).
 //!
 //! Invariants: a record is encoded once, by `runnel_core::BatchBuilder`; every batch read or
 //! delivered is checked (both CRCs) before a record is handed out. Every buffer, queue, retry

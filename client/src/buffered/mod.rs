@@ -8,8 +8,10 @@
 //! background task sends the batches that are ready and completes their acknowledgements.
 //!
 //! Bounds: a shard's batch is sent when it holds `batch_records_max` records or about
-//! `batch_bytes_max` bytes, or `linger_ms` after its first record; at most `in_flight_max`
-//! batches per shard are being appended at once; records waiting or in flight hold at most
+//! `batch_bytes_max` bytes, or `linger_ms` after its first record if none of the shard's
+//! batches is in flight and fewer than `partial_in_flight_max` batches sent before they were
+//! full are (it keeps filling meanwhile); at most `in_flight_max` batches per shard are being
+//! appended at once; records waiting or in flight hold at most
 //! `buffer_bytes_max` bytes, and [`BufferedProducer::send`] waits (back-pressure) while the
 //! buffer is full.
 //!
