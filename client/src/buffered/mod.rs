@@ -270,7 +270,12 @@ impl BufferedProducer {
                 }
                 Ok(pushed.future)
             }
-            Err(error) => Err(error), // `held` goes back to the buffer.
+            Err(error) => {
+                // `held` goes back to the buffer. The push may have sealed the shard's batch
+                // before refusing the record: let the worker look.
+                core.wake.notify_one();
+                Err(error)
+            }
         }
     }
 
