@@ -397,7 +397,7 @@ pub fn run(args: NodeArgs) -> Result<(), String> {
             variant.shards
         );
     }
-    println!("(client allocations per record include {build_allocations:.2} for building each owned Record in the benchmark; the server's are counted by the server, n/a from one that does not count them)");
+    println!("(client allocations per record: the throughput phase sends borrowed records and builds none; the latency phase's include {build_allocations:.2} for building each owned Record in the benchmark; the server's are counted by the server, n/a from one that does not count them)");
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()

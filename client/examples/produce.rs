@@ -5,9 +5,10 @@
 
 mod common;
 
+use std::io::Write;
 use std::process::ExitCode;
 
-use runnel_client::{BufferedProducerConfig, ClientError, Record};
+use runnel_client::{BorrowedRecord, BufferedProducerConfig, ClientError, Record};
 
 #[tokio::main]
 async fn main() -> ExitCode {
@@ -26,7 +27,9 @@ async fn produce() -> Result<(), ClientError> {
         .await?;
     println!("stored as {id}");
 
-    // Batched per shard in the background; `send` waits only when the buffer is full.
+    // Batched per shard in the background; `send` waits only when the buffer is full. Each
+    // record is encoded into its batch at once, so it can be borrowed: the key and value
+    // buffers below are reused, and the producer allocates nothing per record.
     let buffered = client.buffered_producer(
         common::STREAM,
         BufferedProducerConfig {
@@ -35,11 +38,14 @@ async fn produce() -> Result<(), ClientError> {
         },
     )?;
     let mut pending = Vec::new();
+    let (mut key, mut value) = (Vec::new(), Vec::new());
     for index in 0..1_000 {
-        let key = format!("user-{}", index % 50);
-        let value = format!(r#"{{"order": {index}}}"#);
-        let record = Record::new(value.into_bytes()).with_key(key.into_bytes());
-        pending.push(buffered.send(record).await?);
+        key.clear();
+        value.clear();
+        write!(key, "user-{}", index % 50).expect("writing to a vector");
+        write!(value, r#"{{"order": {index}}}"#).expect("writing to a vector");
+        let record = BorrowedRecord::new(&value).with_key(&key);
+        pending.push(buffered.send_borrowed(record).await?);
     }
     buffered.close().await?;
     let mut stored = 0;

@@ -13,8 +13,11 @@ use std::collections::{BTreeMap, VecDeque};
 use std::sync::Arc;
 
 use runnel_core::batch::AlignedBytes;
-use runnel_core::{BatchBuilder, BatchView, Limits, Offset, Record, RecordId, ShardId, StreamName};
+use runnel_core::{
+    BatchEncoder, BatchView, BorrowedRecord, Limits, Offset, Record, RecordId, ShardId, StreamName,
+};
 use runnel_net::protocol::AppendOk;
+use runnel_net::protocol::ShardInfo;
 
 use crate::error::ClientError;
 use crate::routing::ShardMap;
@@ -46,7 +49,7 @@ pub(crate) fn now_ms() -> i64 {
 
 /// An upper bound of the bytes `record` adds to an encoded batch, so that batches cut by the
 /// estimate stay within `batch_bytes_max` without encoding twice.
-pub(crate) fn record_estimate_bytes(record: &Record) -> u64 {
+pub(crate) fn record_estimate_bytes(record: BorrowedRecord<'_>) -> u64 {
     record.size_bytes()
         + RECORD_OVERHEAD_BYTES
         + HEADER_OVERHEAD_BYTES * record.headers.len() as u64
@@ -107,15 +110,15 @@ impl Outcomes {
 
 /// A shard's batch under construction.
 struct OpenBatch {
-    builder: BatchBuilder,
+    encoder: BatchEncoder,
     positions: Vec<usize>,
     estimate_bytes: u64,
 }
 
 impl OpenBatch {
-    fn new() -> OpenBatch {
+    fn new(limits: &Limits) -> OpenBatch {
         OpenBatch {
-            builder: BatchBuilder::new(),
+            encoder: BatchEncoder::new(*limits),
             positions: Vec::new(),
             estimate_bytes: BATCH_OVERHEAD_BYTES,
         }
@@ -136,6 +139,7 @@ pub(crate) fn encode_routed(
     let mut open: BTreeMap<ShardId, OpenBatch> = BTreeMap::new();
     let mut batches = Vec::new();
     for (position, record) in records {
+        // Checked here to name the caller's position; the encoder's own check then passes.
         if let Err(error) = limits.check_record(position, record.size_bytes()) {
             outcomes.set(position, Err(error.into()));
             continue;
@@ -147,32 +151,30 @@ pub(crate) fn encode_routed(
                 continue;
             }
         };
-        let estimate = record_estimate_bytes(&record);
-        let batch = open.entry(shard).or_insert_with(OpenBatch::new);
+        let estimate = record_estimate_bytes((&record).into());
+        let batch = open.entry(shard).or_insert_with(|| OpenBatch::new(limits));
         let full = batch.estimate_bytes + estimate > limits.batch_bytes_max
-            || batch.builder.len() as u64 >= limits.batch_records_max;
-        if full && !batch.builder.is_empty() {
-            let done = std::mem::replace(batch, OpenBatch::new());
-            batches.extend(finish(shard, done, limits, outcomes));
+            || batch.encoder.len() as u64 >= limits.batch_records_max;
+        if full && !batch.encoder.is_empty() {
+            let done = std::mem::replace(batch, OpenBatch::new(limits));
+            batches.extend(finish(shard, done, outcomes));
         }
-        batch.builder.push(record);
+        if let Err(error) = batch.encoder.push((&record).into()) {
+            outcomes.set(position, Err(error.into()));
+            continue;
+        }
         batch.positions.push(position);
         batch.estimate_bytes += estimate;
     }
     for (shard, batch) in open {
-        batches.extend(finish(shard, batch, limits, outcomes));
+        batches.extend(finish(shard, batch, outcomes));
     }
     batches
 }
 
 /// Encodes one shard's batch; on failure its records get the error.
-fn finish(
-    shard: ShardId,
-    batch: OpenBatch,
-    limits: &Limits,
-    outcomes: &mut Outcomes,
-) -> Option<EncodedBatch> {
-    match batch.builder.finish(limits) {
+fn finish(shard: ShardId, mut batch: OpenBatch, outcomes: &mut Outcomes) -> Option<EncodedBatch> {
+    match batch.encoder.finish() {
         Ok(bytes) => Some(EncodedBatch {
             shard,
             bytes,
@@ -191,23 +193,57 @@ fn finish(
 pub(crate) async fn append_batch(
     transport: &dyn Transport,
     stream: &StreamName,
-    mut map: Arc<ShardMap>,
+    map: Arc<ShardMap>,
     batch: EncodedBatch,
     outcomes: &mut Outcomes,
 ) -> Arc<ShardMap> {
+    let first = append_once(transport, stream, &map, batch.shard, &batch.bytes).await;
+    settle(transport, stream, map, batch, first, outcomes).await
+}
+
+/// One append of `bytes` to `shard` as `map` lists it.
+pub(crate) async fn append_once(
+    transport: &dyn Transport,
+    stream: &StreamName,
+    map: &ShardMap,
+    shard: ShardId,
+    bytes: &[u8],
+) -> Result<AppendOk, ClientError> {
+    let info: Option<&ShardInfo> = map.shard(shard);
+    match info {
+        Some(shard) => transport.append(stream, shard, bytes).await,
+        None => Err(ClientError::NoRoute {
+            stream: stream.to_string(),
+            reason: format!("shard {shard} is no longer listed"),
+        }),
+    }
+}
+
+/// Whether an append failed because the client's shards are stale (nothing was stored; the
+/// records may be routed again with fresh shards).
+pub(crate) fn is_stale(error: &ClientError) -> bool {
+    error.is_routing() || matches!(error, ClientError::NoRoute { .. })
+}
+
+/// Sets the outcome of each record of `batch`, whose first append ended in `first`: routes
+/// the records again with fresh shards while the server finds the shards stale (at most
+/// [`REROUTES_MAX`] times), appending what they turn into. Returns the newest shard map seen.
+pub(crate) async fn settle(
+    transport: &dyn Transport,
+    stream: &StreamName,
+    mut map: Arc<ShardMap>,
+    batch: EncodedBatch,
+    first: Result<AppendOk, ClientError>,
+    outcomes: &mut Outcomes,
+) -> Arc<ShardMap> {
     let mut work: VecDeque<(EncodedBatch, u32)> = VecDeque::from([(batch, 0)]);
+    let mut first = Some(first);
     while let Some((batch, reroutes)) = work.pop_front() {
-        let outcome = match map.shard(batch.shard) {
-            Some(shard) => transport.append(stream, shard, &batch.bytes).await,
-            None => Err(ClientError::NoRoute {
-                stream: stream.to_string(),
-                reason: format!("shard {} is no longer listed", batch.shard),
-            }),
+        let outcome = match first.take() {
+            Some(outcome) => outcome,
+            None => append_once(transport, stream, &map, batch.shard, &batch.bytes).await,
         };
-        let stale = match &outcome {
-            Err(error) => error.is_routing() || matches!(error, ClientError::NoRoute { .. }),
-            Ok(_) => false,
-        };
+        let stale = outcome.as_ref().is_err_and(is_stale);
         match outcome {
             Ok(ok) => record_ids(&batch, ok, outcomes),
             Err(error) if stale && reroutes < REROUTES_MAX => {
@@ -243,26 +279,33 @@ pub(crate) async fn append_batch(
     map
 }
 
-/// Gives each record of `batch` its id from the server's acknowledgement, after checking
-/// that it acknowledges exactly the batch's records on the batch's shard.
-fn record_ids(batch: &EncodedBatch, ok: AppendOk, outcomes: &mut Outcomes) {
+/// Checks that `ok` acknowledges exactly `records` records on `shard`.
+pub(crate) fn check_acknowledged(
+    shard: ShardId,
+    records: usize,
+    ok: &AppendOk,
+) -> Result<(), ClientError> {
     let acknowledged = ok
         .last_offset
         .0
         .checked_sub(ok.base_offset.0)
         .and_then(|span| span.checked_add(1));
-    if ok.shard != batch.shard || acknowledged != Some(batch.positions.len() as u64) {
-        let error = ClientError::UnexpectedResponse {
+    if ok.shard != shard || acknowledged != Some(records as u64) {
+        return Err(ClientError::UnexpectedResponse {
             request: "Append",
             response: format!(
-                "AppendOk for shard {} offsets {}..={}, but {} records were sent to shard {}",
-                ok.shard,
-                ok.base_offset,
-                ok.last_offset,
-                batch.positions.len(),
-                batch.shard
+                "AppendOk for shard {} offsets {}..={}, but {records} records were sent to shard {shard}",
+                ok.shard, ok.base_offset, ok.last_offset
             ),
-        };
+        });
+    }
+    Ok(())
+}
+
+/// Gives each record of `batch` its id from the server's acknowledgement, after checking
+/// that it acknowledges exactly the batch's records on the batch's shard.
+fn record_ids(batch: &EncodedBatch, ok: AppendOk, outcomes: &mut Outcomes) {
+    if let Err(error) = check_acknowledged(batch.shard, batch.positions.len(), &ok) {
         outcomes.fail(&batch.positions, &error);
         return;
     }
@@ -286,7 +329,7 @@ mod tests {
     use super::*;
     use crate::routing::tests::even_shards;
     use crate::testing::FakeTransport;
-    use runnel_core::hash128;
+    use runnel_core::{hash128, BatchBuilder};
     use runnel_net::protocol::ErrorCode;
 
     fn stream() -> StreamName {
@@ -310,7 +353,7 @@ mod tests {
                     value: vec![1; index % 7],
                 });
             }
-            estimate += record_estimate_bytes(&record);
+            estimate += record_estimate_bytes((&record).into());
             builder.push(record);
             let encoded = builder.finish(&Limits::DEFAULT).expect("fits");
             assert!(

@@ -4,9 +4,11 @@
 //! Responsibility: connect to a node (`runnel://host:port`, TLS 1.3, versioned handshake),
 //! reach each shard on the core that owns it (one QUIC connection per core, opened lazily,
 //! one bidirectional stream per request), route records by `hash128(key)` to the open shard
-//! whose key range holds it, batch them ([`BufferedProducer`]), read shards ([`Reader`]), and
-//! consume subscriptions as a member of their consumer group ([`Consumer`]: joins, heartbeats,
-//! rejoins, one long-lived stream per assigned shard, batched acks).
+//! whose key range holds it, batch them ([`BufferedProducer`]: each record, owned or borrowed,
+//! encoded at once into its shard's reused batch buffer; one acknowledgement per batch), read
+//! shards ([`Reader`]), and consume subscriptions as a member of their consumer group
+//! ([`Consumer`]: joins, heartbeats, rejoins, one long-lived stream per assigned shard, batched
+//! acks).
 //!
 //! Invariants: a record is encoded once, by `runnel_core::BatchBuilder`; every batch read or
 //! delivered is checked (both CRCs) before a record is handed out. Every buffer, queue, retry
@@ -85,8 +87,8 @@ pub use subscription_admin::SubscriptionSpec;
 
 // The vocabulary of the SDK's signatures, so users need not depend on the inner crates.
 pub use runnel_core::{
-    BatchError, KeyRange, Limits, Offset, Record, RecordHeader, RecordId, RecordRef, ShardId,
-    StreamName,
+    BatchError, BorrowedRecord, KeyRange, Limits, Offset, Record, RecordHeader, RecordId,
+    RecordRef, ShardId, StreamName,
 };
 pub use runnel_net::protocol::{
     AckRefusal, AllocationCounts, CoreStatus, Durability, ErrorCode, HelloOk, NodeStatus,

@@ -270,7 +270,10 @@ impl Reader {
     }
 
     /// The records read, one at a time, as owned values with their ids. The stream ends with
-    /// the read, or after yielding an error.
+    /// the read, or after yielding an error. Convenient, but each record is copied into an
+    /// owned [`Record`] (an allocation or two per record): to read without allocating per
+    /// record, loop over [`Reader::next_batch`] and [`RecordBatch::records`], which reads the
+    /// records in place.
     pub fn into_stream(self) -> RecordStream {
         RecordStream {
             reader: Some(self),
@@ -570,11 +573,9 @@ impl RecordBatch {
             let bytes = self.bytes.get(range.clone()).unwrap_or_default();
             let checked =
                 BatchView::check(bytes).and_then(|view| Ok((view.base_offset(), view.records()?)));
-            let records: Box<
-                dyn Iterator<Item = Result<(RecordId, RecordRef<'_>), ClientError>> + '_,
-            > = match checked {
+            match checked {
                 Ok((base, records)) => {
-                    Box::new(records.enumerate().filter_map(move |(index, record)| {
+                    BatchRecords::Checked(records.enumerate().filter_map(move |(index, record)| {
                         let offset = base.0 + index as u64;
                         wanted.contains(offset).then_some(Ok((
                             RecordId {
@@ -585,9 +586,8 @@ impl RecordBatch {
                         )))
                     }))
                 }
-                Err(error) => Box::new(std::iter::once(Err(error.into()))),
-            };
-            records
+                Err(error) => BatchRecords::Failed(Some(error.into())),
+            }
         })
     }
 
@@ -596,6 +596,27 @@ impl RecordBatch {
         self.records()
             .map(|item| item.map(|(id, record)| (id, record.to_record())))
             .collect()
+    }
+}
+
+/// The records of one batch of a [`RecordBatch`]: its checked records, or the one error that
+/// its check gave (an enum rather than a boxed iterator: no allocation per batch).
+enum BatchRecords<I> {
+    Checked(I),
+    Failed(Option<ClientError>),
+}
+
+impl<'a, I> Iterator for BatchRecords<I>
+where
+    I: Iterator<Item = Result<(RecordId, RecordRef<'a>), ClientError>>,
+{
+    type Item = Result<(RecordId, RecordRef<'a>), ClientError>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        match self {
+            BatchRecords::Checked(records) => records.next(),
+            BatchRecords::Failed(error) => error.take().map(Err),
+        }
     }
 }
 

@@ -24,6 +24,9 @@ use crate::ids::{Epoch, Offset};
 use crate::limits::Limits;
 use crate::record::{ArchivedRecord, Record, RecordRef};
 
+mod encoder;
+pub use encoder::BatchEncoder;
+
 /// `"RNLB"` read as a little-endian u32.
 pub const BATCH_MAGIC: u32 = u32::from_le_bytes(*b"RNLB");
 /// The batch format version this build writes and reads.

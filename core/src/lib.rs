@@ -21,7 +21,8 @@ pub mod name;
 pub mod record;
 
 pub use batch::{
-    BatchBuilder, BatchHeader, BatchView, CheckedChunks, ProducerStamp, BATCH_ALIGNMENT,
+    BatchBuilder, BatchEncoder, BatchHeader, BatchView, CheckedChunks, ProducerStamp,
+    BATCH_ALIGNMENT,
     BATCH_FORMAT_VERSION, BATCH_HEADER_LEN, BATCH_MAGIC,
 };
 pub use error::{BatchError, IdError};
@@ -29,4 +30,4 @@ pub use ids::{Epoch, Offset, RecordId, ShardId};
 pub use key::{hash128, KeyRange};
 pub use limits::Limits;
 pub use name::StreamName;
-pub use record::{Record, RecordHeader, RecordRef};
+pub use record::{BorrowedRecord, Record, RecordHeader, RecordRef};

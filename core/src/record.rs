@@ -90,6 +90,74 @@ impl Record {
     }
 }
 
+/// A record to encode, borrowed from the caller: what a producer needs to write a record
+/// without the caller building an owned [`Record`] (no allocation per record). Headers are
+/// borrowed as owned [`RecordHeader`]s, so a set of headers built once can go with every
+/// record.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BorrowedRecord<'a> {
+    /// Partition key; records without one are spread across shards by the producer.
+    pub key: Option<&'a [u8]>,
+    /// The payload.
+    pub value: &'a [u8],
+    /// Event time in milliseconds since the Unix epoch, or [`Record::TIMESTAMP_UNSET`] for the
+    /// producer's clock.
+    pub timestamp_ms: i64,
+    /// Small named attributes.
+    pub headers: &'a [RecordHeader],
+}
+
+impl<'a> BorrowedRecord<'a> {
+    /// A value with no key, no headers and no timestamp yet (the producer stamps it).
+    pub fn new(value: &'a [u8]) -> Self {
+        BorrowedRecord {
+            key: None,
+            value,
+            timestamp_ms: Record::TIMESTAMP_UNSET,
+            headers: &[],
+        }
+    }
+
+    /// The same record with a partition key.
+    pub fn with_key(mut self, key: &'a [u8]) -> Self {
+        self.key = Some(key);
+        self
+    }
+
+    /// The same record with an event time (milliseconds since the Unix epoch).
+    pub fn with_timestamp(mut self, timestamp_ms: i64) -> Self {
+        self.timestamp_ms = timestamp_ms;
+        self
+    }
+
+    /// The same record with headers.
+    pub fn with_headers(mut self, headers: &'a [RecordHeader]) -> Self {
+        self.headers = headers;
+        self
+    }
+
+    /// Bytes this record counts against `record_bytes_max`: key, value, header names and values.
+    pub fn size_bytes(&self) -> u64 {
+        let headers: usize = self
+            .headers
+            .iter()
+            .map(|h| h.name.len() + h.value.len())
+            .sum();
+        (self.key.map_or(0, <[u8]>::len) + self.value.len() + headers) as u64
+    }
+}
+
+impl<'a> From<&'a Record> for BorrowedRecord<'a> {
+    fn from(record: &'a Record) -> Self {
+        BorrowedRecord {
+            key: record.key.as_deref(),
+            value: &record.value,
+            timestamp_ms: record.timestamp_ms,
+            headers: &record.headers,
+        }
+    }
+}
+
 /// A record read in place from a batch's bytes.
 #[derive(Clone, Copy)]
 pub struct RecordRef<'a> {

@@ -1,9 +1,17 @@
-//! [`BufferedProducer`]: batches records per shard in a background task and answers each
-//! record with an [`AppendFuture`].
+//! [`BufferedProducer`]: batches records per shard and answers each record with an
+//! [`AppendFuture`].
+//!
+//! The calling task encodes each record straight into its shard's open batch (a reused
+//! buffer, `runnel_core::BatchEncoder`), so a record costs no allocation in steady state: not
+//! an owned copy (records may be borrowed, [`BufferedProducer::send_borrowed`]), not a channel
+//! message, not a reply channel (a record's future shares its batch's acknowledgement). A
+//! background task sends the batches that are ready and completes their acknowledgements.
 //!
 //! Bounds: a shard's batch is sent when it holds `batch_records_max` records or about
-//! `batch_bytes_max` bytes, or `linger_ms` after its first record; at most `in_flight_max`
-//! batches per shard are being appended at once; records waiting or in flight hold at most
+//! `batch_bytes_max` bytes, or `linger_ms` after its first record if none of the shard's
+//! batches is in flight and fewer than `partial_in_flight_max` batches sent before they were
+//! full are (it keeps filling meanwhile); at most `in_flight_max` batches per shard are being
+//! appended at once; records waiting or in flight hold at most
 //! `buffer_bytes_max` bytes, and [`BufferedProducer::send`] waits (back-pressure) while the
 //! buffer is full.
 //!
@@ -16,27 +24,27 @@
 //! the shards changed is routed again with fresh shards.
 
 mod accumulator;
+mod ack;
 mod worker;
 
-use std::future::Future;
-use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::task::{Context, Poll};
 use std::time::Duration;
 
-use runnel_core::{Limits, Record, RecordId, StreamName};
+use runnel_core::{BorrowedRecord, Limits, Record, StreamName};
 use tokio::sync::{mpsc, oneshot, Semaphore};
+use tokio::time::Instant;
 
 use self::accumulator::{Accumulator, BatchBounds};
-use self::worker::{Command, Worker};
+pub use self::ack::AppendFuture;
+use self::worker::{Command, Core, Worker};
 use crate::append::{record_estimate_bytes, BATCH_OVERHEAD_BYTES};
 use crate::error::ClientError;
+use crate::routing::ShardMap;
 use crate::transport::Transport;
 
-/// Commands queued between the handles and the worker (records, flushes, close); the buffer
-/// bound applies on top.
-const COMMANDS_MAX: usize = 1024;
+/// Flushes and closes queued between the handles and the worker.
+const COMMANDS_MAX: usize = 64;
 /// Longest linger time, in milliseconds.
 const LINGER_MS_LIMIT: u64 = 60_000;
 /// Most batches in flight per shard (each is one QUIC stream).
@@ -62,6 +70,12 @@ pub struct BufferedProducerConfig {
     /// Most batches of one shard being appended at once; above 1 the order of records of a
     /// shard is no longer guaranteed. Default 1, at most 64.
     pub in_flight_max: usize,
+    /// Most batches sent by their linger time, before they were full, being appended at once
+    /// over all shards. A batch that is not full also waits while one of its shard's batches
+    /// is in flight: it keeps filling while the server works, so that a producer writing to
+    /// many shards sends fewer, larger requests (full batches are held by neither rule).
+    /// Default 4, at most 64.
+    pub partial_in_flight_max: usize,
 }
 
 impl Default for BufferedProducerConfig {
@@ -72,6 +86,7 @@ impl Default for BufferedProducerConfig {
             linger_ms: 5,
             buffer_bytes_max: 32 << 20,
             in_flight_max: 1,
+            partial_in_flight_max: 4,
         }
     }
 }
@@ -88,7 +103,7 @@ impl BufferedProducerConfig {
             );
         }
         let batch_bytes_max = self.batch_bytes_max.min(limits.batch_bytes_max);
-        let smallest = BATCH_OVERHEAD_BYTES + record_estimate_bytes(&Record::default());
+        let smallest = BATCH_OVERHEAD_BYTES + record_estimate_bytes((&Record::default()).into());
         if batch_bytes_max < smallest {
             return invalid(
                 "batch_bytes_max",
@@ -107,11 +122,18 @@ impl BufferedProducerConfig {
         if self.in_flight_max == 0 || self.in_flight_max > IN_FLIGHT_LIMIT {
             return invalid("in_flight_max", format!("must be 1 to {IN_FLIGHT_LIMIT}"));
         }
+        if self.partial_in_flight_max == 0 || self.partial_in_flight_max > IN_FLIGHT_LIMIT {
+            return invalid(
+                "partial_in_flight_max",
+                format!("must be 1 to {IN_FLIGHT_LIMIT}"),
+            );
+        }
         Ok(BatchBounds {
             records_max: self.batch_records_max,
             bytes_max: batch_bytes_max,
             linger: Duration::from_millis(self.linger_ms),
             in_flight_max: self.in_flight_max,
+            partial_in_flight_max: self.partial_in_flight_max,
         })
     }
 }
@@ -126,10 +148,11 @@ pub struct BufferedProducer {
     shared: Arc<Shared>,
 }
 
+/// What the handles share (the worker holds only `core`, so that dropping every handle
+/// closes the command channel and the worker finishes).
 struct Shared {
-    stream: StreamName,
+    core: Arc<Core>,
     commands: mpsc::Sender<Command>,
-    buffer: Arc<Semaphore>,
     buffer_bytes_max: u64,
     record_limits: Limits,
     closed: AtomicBool,
@@ -138,8 +161,11 @@ struct Shared {
 impl std::fmt::Debug for BufferedProducer {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("BufferedProducer")
-            .field("stream", &self.shared.stream)
-            .field("buffer_bytes_free", &self.shared.buffer.available_permits())
+            .field("stream", &self.shared.core.stream)
+            .field(
+                "buffer_bytes_free",
+                &self.shared.core.buffer.available_permits(),
+            )
             .finish_non_exhaustive()
     }
 }
@@ -161,19 +187,17 @@ impl BufferedProducer {
         let (commands, receiver) = mpsc::channel(COMMANDS_MAX);
         // Fits: validated to at most u32::MAX, below tokio's semaphore limit.
         let buffer = Arc::new(Semaphore::new(config.buffer_bytes_max as usize));
-        let worker = Worker::new(
+        let core = Arc::new(Core::new(
             transport,
-            stream.clone(),
-            receiver,
-            Arc::clone(&buffer),
-            Accumulator::new(bounds),
-        );
-        runtime.spawn(worker.run());
+            stream,
+            Accumulator::new(bounds, limits),
+            buffer,
+        ));
+        runtime.spawn(Worker::new(Arc::clone(&core), receiver).run());
         Ok(BufferedProducer {
             shared: Arc::new(Shared {
-                stream,
+                core,
                 commands,
-                buffer,
                 buffer_bytes_max: config.buffer_bytes_max,
                 record_limits: limits,
                 closed: AtomicBool::new(false),
@@ -183,41 +207,91 @@ impl BufferedProducer {
 
     /// The stream records go to.
     pub fn stream(&self) -> &StreamName {
-        &self.shared.stream
+        &self.shared.core.stream
     }
 
     /// Queues `record`, waiting while the buffer is full; the returned future resolves to its
     /// id once stored (or its error). A record larger than the server's `record_bytes_max` is
     /// refused at once. Dropping the future does not withdraw the record. A record without a
     /// timestamp ([`Record::new`]) gets this producer's clock now, when it is queued.
-    pub async fn send(&self, mut record: Record) -> Result<AppendFuture, ClientError> {
-        record.stamp_if_unset(crate::append::now_ms());
+    ///
+    /// The record is encoded into its batch at once and dropped; to send without building an
+    /// owned record, use [`Self::send_borrowed`].
+    pub async fn send(&self, record: Record) -> Result<AppendFuture, ClientError> {
+        self.send_borrowed(BorrowedRecord::from(&record)).await
+    }
+
+    /// [`Self::send`] for a record borrowed from the caller (key, value and headers are
+    /// copied into the batch before this returns): no allocation per record.
+    pub async fn send_borrowed(
+        &self,
+        mut record: BorrowedRecord<'_>,
+    ) -> Result<AppendFuture, ClientError> {
+        if record.timestamp_ms == Record::TIMESTAMP_UNSET {
+            record.timestamp_ms = crate::append::now_ms();
+        }
         let shared = &self.shared;
+        let core = &*shared.core;
         if shared.closed.load(Ordering::Acquire) {
             return Err(ClientError::Closed);
         }
         shared.record_limits.check_record(0, record.size_bytes())?;
-        let buffer_bytes = record_estimate_bytes(&record).min(shared.buffer_bytes_max);
+        let map = self.shard_map().await?;
+        let buffer_bytes = record_estimate_bytes(record).min(shared.buffer_bytes_max);
         // At most buffer_bytes_max, validated to fit a u32.
-        let held = shared
+        let held = core
             .buffer
             .acquire_many(buffer_bytes as u32)
             .await
             .map_err(|_| ClientError::Closed)?;
-        let (reply, receiver) = oneshot::channel();
-        let command = Command::Record {
-            record,
-            reply,
-            buffer_bytes,
+        let pushed = {
+            let mut state = core.lock();
+            if state.closing {
+                Err(ClientError::Closed)
+            } else {
+                // Routed with the newest shards known (the map fetched above, unless an append
+                // has found it stale since and a newer one was fetched).
+                let map = state.map.clone().unwrap_or(map);
+                match map.route(record.key) {
+                    Ok(shard) => state
+                        .accumulator
+                        .push(shard.id, record, buffer_bytes, Instant::now())
+                        .map_err(ClientError::from),
+                    Err(error) => Err(error),
+                }
+            }
         };
-        shared
-            .commands
-            .send(command)
-            .await
-            .map_err(|_| ClientError::Closed)?;
-        // The worker gives the bytes back when the record's batch is done.
-        held.forget();
-        Ok(AppendFuture { receiver })
+        match pushed {
+            Ok(pushed) => {
+                // The worker gives the bytes back when the record's batch is done.
+                held.forget();
+                if pushed.wake {
+                    core.wake.notify_one();
+                }
+                Ok(pushed.future)
+            }
+            Err(error) => {
+                // `held` goes back to the buffer. The push may have sealed the shard's batch
+                // before refusing the record: let the worker look.
+                core.wake.notify_one();
+                Err(error)
+            }
+        }
+    }
+
+    /// The shards to route with: the producer's, or fetched (the first time, or after an
+    /// append found them stale).
+    async fn shard_map(&self) -> Result<Arc<ShardMap>, ClientError> {
+        let core = &*self.shared.core;
+        if let Some(map) = &core.lock().map {
+            return Ok(Arc::clone(map));
+        }
+        let map = core.transport.shard_map(&core.stream, None).await?;
+        let mut state = core.lock();
+        state
+            .accumulator
+            .retain_shards(|shard| map.shard(shard).is_some());
+        Ok(Arc::clone(state.map.get_or_insert(map)))
     }
 
     /// Sends every buffered record now (without waiting for linger times) and waits until
@@ -249,23 +323,6 @@ impl BufferedProducer {
         }
         let _ = done.await;
         Ok(())
-    }
-}
-
-/// The outcome of one record given to [`BufferedProducer::send`]: its id once stored.
-#[derive(Debug)]
-#[must_use = "the record is sent either way; await this to learn whether it was stored"]
-pub struct AppendFuture {
-    receiver: oneshot::Receiver<Result<RecordId, ClientError>>,
-}
-
-impl Future for AppendFuture {
-    type Output = Result<RecordId, ClientError>;
-
-    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        Pin::new(&mut self.receiver)
-            .poll(cx)
-            .map(|answer| answer.unwrap_or(Err(ClientError::Closed)))
     }
 }
 

@@ -100,7 +100,8 @@ async fn batches_wait_for_their_linger_time() {
 #[tokio::test(start_paused = true)]
 async fn batches_are_cut_by_bytes() {
     let transport = Arc::new(FakeTransport::new(even_shards(1)));
-    let record_bytes = crate::append::record_estimate_bytes(&Record::at(vec![0; 1_000], 0));
+    let record_bytes =
+        crate::append::record_estimate_bytes((&Record::at(vec![0; 1_000], 0)).into());
     let batch_bytes_max = BATCH_OVERHEAD_BYTES + 4 * record_bytes;
     let producer = start(
         &transport,
@@ -197,7 +198,8 @@ async fn in_flight_batches_are_bounded_per_shard() {
 async fn a_full_buffer_makes_send_wait() {
     let (transport, gate) = FakeTransport::gated(even_shards(1));
     let transport = Arc::new(transport);
-    let record_bytes = crate::append::record_estimate_bytes(&Record::at(vec![0; 1_000], 0));
+    let record_bytes =
+        crate::append::record_estimate_bytes((&Record::at(vec![0; 1_000], 0)).into());
     let producer = start(
         &transport,
         BufferedProducerConfig {
@@ -406,6 +408,15 @@ fn configs_are_validated() {
         }),
         "in_flight_max"
     );
+    for partial_in_flight_max in [0, 65] {
+        assert_eq!(
+            refused(BufferedProducerConfig {
+                partial_in_flight_max,
+                ..base()
+            }),
+            "partial_in_flight_max"
+        );
+    }
     let lowered = BufferedProducerConfig {
         batch_bytes_max: 64 << 20,
         buffer_bytes_max: 64 << 20,
