@@ -19,7 +19,7 @@ use super::{
 };
 use crate::metadata::{
     decode_command, encode_command, encode_snapshot, Command, Durability, MetadataState, Node,
-    NodeId, StreamConfig, SubscriptionConfig, SubscriptionId, SubscriptionName,
+    NodeId, ProgressCommit, StreamConfig, SubscriptionConfig, SubscriptionId, SubscriptionName,
 };
 
 /// How often the leader looks at the group's members.
@@ -863,7 +863,7 @@ impl World {
         let stream = self.rng.pick(&STREAMS).copied().unwrap_or("orders");
         let name = StreamName::new(stream).unwrap_or_else(|_| unreachable!("valid test name"));
         let now_ms = 1_000 + self.now_ms;
-        match self.rng.below(7) {
+        match self.rng.below(8) {
             0 => Command::RegisterNode {
                 node: Node {
                     id: NodeId(1 + self.rng.below(self.config.members)),
@@ -898,6 +898,15 @@ impl World {
                 subscription: SubscriptionId(1 + self.rng.below(4)),
                 shard: ShardId(1 + self.rng.below(12)),
                 offset: Offset(self.rng.below(1_000)),
+            },
+            6 => Command::CommitProgressBatch {
+                commits: (0..1 + self.rng.below(4))
+                    .map(|_| ProgressCommit {
+                        subscription: SubscriptionId(1 + self.rng.below(4)),
+                        shard: ShardId(1 + self.rng.below(12)),
+                        offset: Offset(self.rng.below(1_000)),
+                    })
+                    .collect(),
             },
             _ => Command::SplitShard {
                 shard: ShardId(1 + self.rng.below(12)),

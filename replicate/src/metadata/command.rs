@@ -6,6 +6,7 @@
 
 use runnel_core::{Offset, ShardId, StreamName};
 
+use super::error::MetadataError;
 use super::node::Node;
 use super::shard::Shard;
 use super::stream::{Stream, StreamConfig};
@@ -95,6 +96,33 @@ pub enum Command {
         /// The offset delivery resumes at.
         offset: Offset,
     },
+    /// Records the committed progress of several (subscription, shard) pairs at once: what one
+    /// core commits per interval, as one entry of the metadata log (one consensus round in a
+    /// cluster) instead of one per pair.
+    ///
+    /// Each commit is applied as [`Command::CommitProgress`] would apply it; a commit that one
+    /// would refuse (its subscription deleted meanwhile, a shard not of its stream, the limit
+    /// of committed offsets) is skipped and the others apply. The batch is refused as a whole
+    /// only when it is empty or holds more than [`PROGRESS_BATCH_MAX`] commits.
+    CommitProgressBatch {
+        /// The commits, applied in this order.
+        commits: Vec<ProgressCommit>,
+    },
+}
+
+/// Most commits in one [`Command::CommitProgressBatch`].
+pub const PROGRESS_BATCH_MAX: usize = 4096;
+
+/// One commit of a [`Command::CommitProgressBatch`]: every record of `shard` below `offset`
+/// was acknowledged to `subscription`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ProgressCommit {
+    /// The subscription, by id.
+    pub subscription: SubscriptionId,
+    /// A shard of its stream.
+    pub shard: ShardId,
+    /// The offset delivery resumes at.
+    pub offset: Offset,
 }
 
 /// What an accepted command changed, for the server to act on (open shard logs, start
@@ -169,5 +197,12 @@ pub enum Applied {
         committed: Offset,
         /// The committed offset before, if there was one.
         previous: Option<Offset>,
+    },
+    /// A batch of commits was applied.
+    ProgressBatchCommitted {
+        /// Commits that were taken (moving the progress or not).
+        taken: usize,
+        /// Commits that were skipped, each with the refusal a single commit would have had.
+        skipped: Vec<(ProgressCommit, MetadataError)>,
     },
 }

@@ -43,7 +43,7 @@ mod proptests;
 mod testing;
 
 pub use codec::{decode_command, decode_snapshot, encode_command, encode_snapshot, DecodeError};
-pub use command::{Applied, Command};
+pub use command::{Applied, Command, ProgressCommit, PROGRESS_BATCH_MAX};
 pub use error::MetadataError;
 pub use node::{Node, NodeId, NODES_MAX, NODE_ADDRESS_BYTES_MAX, NODE_CORES_MAX};
 pub use shard::{Placement, Shard, ShardStatus};

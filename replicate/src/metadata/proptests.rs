@@ -25,9 +25,9 @@ use runnel_core::{Offset, ShardId, StreamName};
 use super::testing::{name, resign, subscription_name};
 use super::{
     decode_command, decode_snapshot, encode_command, encode_snapshot, Applied, Command, Durability,
-    MetadataError, MetadataState, Node, NodeId, Shard, StreamConfig, SubscriptionConfig,
-    SubscriptionId, SubscriptionStart, ACK_TIMEOUT_MS_MAX, MAX_UNACKED_RECORDS_LIMIT,
-    SHARD_COUNT_MAX,
+    MetadataError, MetadataState, Node, NodeId, ProgressCommit, Shard, StreamConfig,
+    SubscriptionConfig, SubscriptionId, SubscriptionStart, ACK_TIMEOUT_MS_MAX,
+    MAX_UNACKED_RECORDS_LIMIT, SHARD_COUNT_MAX,
 };
 
 /// Names the sequences draw from: few, so that creates collide and deletes hit.
@@ -84,6 +84,10 @@ enum Op {
         subscription: usize,
         shard: usize,
         offset: u64,
+    },
+    /// A progress batch of up to 4 commits (0: the refused empty batch).
+    CommitBatch {
+        commits: Vec<(usize, usize, u64)>,
     },
 }
 
@@ -174,8 +178,15 @@ fn commit_strategy() -> impl Strategy<Value = Op> {
     })
 }
 
+fn commit_batch_strategy() -> impl Strategy<Value = Op> {
+    let offset = prop_oneof![9 => 0u64..16, 1 => any::<u64>()];
+    vec((any::<usize>(), any::<usize>(), offset), 0..=4)
+        .prop_map(|commits| Op::CommitBatch { commits })
+}
+
 fn op_strategy() -> impl Strategy<Value = Op> {
     prop_oneof![
+        2 => commit_batch_strategy(),
         2 => register_strategy(),
         3 => create_strategy(),
         1 => (0..NAMES.len(), any::<bool>()).prop_map(|(name, force)| Op::Delete { name, force }),
@@ -373,6 +384,19 @@ fn to_command(op: &Op, state: &MetadataState) -> Command {
                 offset: Offset(offset),
             }
         }
+        Op::CommitBatch { ref commits } => Command::CommitProgressBatch {
+            commits: commits
+                .iter()
+                .map(|&(subscription, shard, offset)| {
+                    let (subscription, shard) = pick_commit(state, subscription, shard);
+                    ProgressCommit {
+                        subscription,
+                        shard,
+                        offset: Offset(offset),
+                    }
+                })
+                .collect(),
+        },
     }
 }
 
@@ -439,6 +463,32 @@ fn run(ops: &[Op]) -> Result<Run, TestCaseError> {
                     .subscription_by_id(subscription)
                     .and_then(|found| found.committed.get(&shard));
                 prop_assert_eq!(now, Some(&committed));
+            }
+            Ok(Applied::ProgressBatchCommitted { taken, skipped }) => {
+                // The batch did exactly what its commits would have done one by one, the
+                // refused ones skipped.
+                let Command::CommitProgressBatch { commits } = &command else {
+                    return Err(TestCaseError::fail("a batch result from another command"));
+                };
+                let mut one_by_one = before.clone();
+                let mut refused = 0;
+                for commit in commits {
+                    let single = Command::CommitProgress {
+                        subscription: commit.subscription,
+                        shard: commit.shard,
+                        offset: commit.offset,
+                    };
+                    if one_by_one
+                        .apply(one_by_one.applied_index() + 1, &single)
+                        .is_err()
+                    {
+                        refused += 1;
+                    }
+                }
+                one_by_one.applied_index = index;
+                prop_assert_eq!(taken + skipped.len(), commits.len());
+                prop_assert_eq!(skipped.len(), refused);
+                prop_assert_eq!(&state, &one_by_one, "batch {:?}", command);
             }
             Ok(_) => {}
             Err(error) => {

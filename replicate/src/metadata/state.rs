@@ -112,6 +112,7 @@ impl MetadataState {
                 shard,
                 offset,
             } => self.commit_progress(*subscription, *shard, *offset),
+            Command::CommitProgressBatch { commits } => self.commit_progress_batch(commits),
         };
         self.applied_index = index;
         outcome
@@ -167,6 +168,9 @@ impl MetadataState {
             } => self
                 .check_commit_progress(*subscription, *shard)
                 .map(|_| Vec::new()),
+            Command::CommitProgressBatch { commits } => {
+                Self::check_progress_batch(commits).map(|_| Vec::new())
+            }
         }
     }
 

@@ -1,6 +1,7 @@
 //! Committed progress: each core persists, through the metadata log, the committed offset of
 //! every (subscription, shard) it owns that moved — every `subscriptions.commit_interval_ms`,
-//! and once more when the node stops — and reports progress for `DescribeSubscription`.
+//! and once more when the node stops, as one batch command per pass — and reports progress for
+//! `DescribeSubscription`.
 //!
 //! A commit names an offset below which every record was acked, so persisting it late only
 //! means redelivery after a crash, never loss.
@@ -8,7 +9,10 @@
 use std::rc::Rc;
 use std::time::Duration;
 
-use runnel_replicate::metadata::{Command, Durability, SubscriptionId};
+use runnel_core::Offset;
+use runnel_replicate::metadata::{
+    Command, Durability, ProgressCommit, SubscriptionId, PROGRESS_BATCH_MAX,
+};
 
 use super::slot::{get_or_create, DispatchSlot};
 use crate::ask::{Answer, ShardProgress};
@@ -23,16 +27,50 @@ pub async fn commit_progress(core: Rc<Core>) {
     }
 }
 
-/// Proposes a commit for every slot of this core whose committed offset moved since its last
-/// commit (or was never committed). Returns how many were persisted.
+/// Proposes the commits of every slot of this core whose committed offset moved since its last
+/// commit (or was never committed), as one `CommitProgressBatch` per up to
+/// `PROGRESS_BATCH_MAX` slots: one metadata entry per core and interval, however many
+/// subscriptions and shards moved. Returns how many commits were persisted.
 pub async fn commit_moved(core: &Rc<Core>) -> usize {
+    let moved: Vec<(Rc<DispatchSlot>, Offset)> = core
+        .subscriptions
+        .slots()
+        .into_iter()
+        .filter(|slot| slot.ended().is_none())
+        .filter_map(|slot| {
+            let committed = slot.dispatch.borrow().committed();
+            let persisted = slot.persisted.get();
+            (persisted.is_none_or(|persisted| persisted < committed)).then_some((slot, committed))
+        })
+        .collect();
     let mut persisted = 0;
-    for slot in core.subscriptions.slots() {
-        if slot.ended().is_some() {
+    for chunk in moved.chunks(PROGRESS_BATCH_MAX) {
+        let commits = chunk
+            .iter()
+            .map(|(slot, offset)| ProgressCommit {
+                subscription: slot.subscription,
+                shard: slot.shard,
+                offset: *offset,
+            })
+            .collect();
+        if let Err(error) = core.propose(Command::CommitProgressBatch { commits }).await {
+            // Retried next pass (the batch is refused only when empty or too long, which
+            // the chunks are not; this is the node stopping or the metadata log failing).
+            tracing::debug!(%error, "progress batch not committed");
             continue;
         }
-        if commit(core, &slot).await {
-            persisted += 1;
+        // A commit the batch skipped (its subscription deleted meanwhile) did not take: only
+        // those the metadata now holds count as persisted.
+        let state = core.metadata.borrow();
+        for (slot, offset) in chunk {
+            let taken = state
+                .subscription_by_id(slot.subscription)
+                .and_then(|subscription| subscription.committed.get(&slot.shard))
+                .is_some_and(|committed| committed >= offset);
+            if taken {
+                slot.persisted.set(Some(*offset));
+                persisted += 1;
+            }
         }
     }
     persisted

@@ -17,7 +17,7 @@ use super::items::{
 };
 use super::wire::{Reader, Writer};
 use super::DecodeError;
-use crate::metadata::command::Command;
+use crate::metadata::command::{Command, ProgressCommit};
 use crate::metadata::subscription::SubscriptionId;
 
 const TAG_REGISTER_NODE: u16 = 1;
@@ -32,6 +32,10 @@ const TAG_DELETE_SUBSCRIPTION: u16 = 8;
 const TAG_COMMIT_PROGRESS: u16 = 9;
 /// `DeleteStream` with `force: true`.
 const TAG_DELETE_STREAM_FORCED: u16 = 10;
+const TAG_COMMIT_PROGRESS_BATCH: u16 = 11;
+
+/// Bytes of one commit of a progress batch: subscription, shard and offset, a u64 each.
+const PROGRESS_COMMIT_BYTES: usize = 24;
 
 pub(crate) fn write(writer: &mut Writer, command: &Command) {
     match command {
@@ -90,6 +94,15 @@ pub(crate) fn write(writer: &mut Writer, command: &Command) {
             writer.u64(shard.0);
             writer.u64(offset.0);
         }
+        Command::CommitProgressBatch { commits } => {
+            writer.u16(TAG_COMMIT_PROGRESS_BATCH);
+            writer.count(commits.len());
+            for commit in commits {
+                writer.u64(commit.subscription.0);
+                writer.u64(commit.shard.0);
+                writer.u64(commit.offset.0);
+            }
+        }
     }
 }
 
@@ -134,6 +147,18 @@ pub(crate) fn read(reader: &mut Reader<'_>) -> Result<Command, DecodeError> {
             shard: ShardId(reader.u64("shard")?),
             offset: Offset(reader.u64("offset")?),
         },
+        TAG_COMMIT_PROGRESS_BATCH => {
+            let count = reader.count("progress commits", PROGRESS_COMMIT_BYTES)?;
+            let mut commits = Vec::with_capacity(count);
+            for _ in 0..count {
+                commits.push(ProgressCommit {
+                    subscription: SubscriptionId(reader.u64("subscription")?),
+                    shard: ShardId(reader.u64("shard")?),
+                    offset: Offset(reader.u64("offset")?),
+                });
+            }
+            Command::CommitProgressBatch { commits }
+        }
         tag => return Err(DecodeError::UnknownCommand { tag }),
     };
     Ok(command)

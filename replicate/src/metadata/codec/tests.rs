@@ -10,8 +10,8 @@ use crate::metadata::testing::{
     config, name, node, subscription_config, subscription_name, Harness,
 };
 use crate::metadata::{
-    Durability, Placement, Shard, ShardStatus, StreamConfig, StreamId, SubscriptionConfig,
-    SubscriptionId, SubscriptionStart,
+    Durability, Placement, ProgressCommit, Shard, ShardStatus, StreamConfig, StreamId,
+    SubscriptionConfig, SubscriptionId, SubscriptionStart,
 };
 
 /// A frame of `magic` around whatever `body` writes.
@@ -78,8 +78,50 @@ fn all_commands() -> Vec<Command> {
             shard: ShardId(u64::MAX),
             offset: Offset(1 << 40),
         },
+        Command::CommitProgressBatch {
+            commits: vec![
+                ProgressCommit {
+                    subscription: SubscriptionId(1),
+                    shard: ShardId(2),
+                    offset: Offset(50),
+                },
+                ProgressCommit {
+                    subscription: SubscriptionId(u64::MAX),
+                    shard: ShardId(0),
+                    offset: Offset(u64::MAX),
+                },
+            ],
+        },
+        Command::CommitProgressBatch { commits: vec![] },
     ]
 }
+
+/// The bytes of a progress batch as `docs/format/metadata.md` draws them.
+#[test]
+fn a_progress_batch_has_the_documented_bytes() {
+    let bytes = encode_command(&Command::CommitProgressBatch {
+        commits: vec![ProgressCommit {
+            subscription: SubscriptionId(1),
+            shard: ShardId(2),
+            offset: Offset(50),
+        }],
+    });
+    let mut expected = vec![
+        0x52, 0x4e, 0x4c, 0x43, 1, 1, 0, 0, 30, 0, 0, 0, // header, body_len 30
+        11, 0, // tag 11
+        1, 0, 0, 0, // one commit
+    ];
+    for value in [1u64, 2, 50] {
+        expected.extend_from_slice(&value.to_le_bytes());
+    }
+    expected.extend_from_slice(&crc32fast::hash(&expected).to_le_bytes());
+    assert_eq!(bytes, expected);
+    // The CRC drawn in the document.
+    assert_eq!(bytes[bytes.len() - 4..], DOCUMENTED_BATCH_CRC);
+}
+
+/// The last 4 bytes of the progress-batch example in `docs/format/metadata.md`.
+const DOCUMENTED_BATCH_CRC: [u8; 4] = [0x3a, 0xd1, 0xcf, 0xc0];
 
 /// A state with nodes, two streams (shards 1-3 and 4), a split (1 into 5, 6), a merge
 /// (2 and 3 into 7), subscriptions 1 (`billing` on `orders`, progress on shards 1 and 7) and 2
@@ -404,7 +446,28 @@ fn command_bodies_are_checked_field_by_field() {
     );
     assert_eq!(
         command(&|w| w.u16(11)),
-        Err(DecodeError::UnknownCommand { tag: 11 })
+        Err(DecodeError::Truncated {
+            field: "progress commits",
+            needed: 4,
+            available: 0
+        })
+    );
+    // A count of commits larger than the bytes left is refused before allocating.
+    assert_eq!(
+        command(&|w| {
+            w.u16(11);
+            w.u32(1000);
+            w.u64(1);
+        }),
+        Err(DecodeError::Truncated {
+            field: "progress commits",
+            needed: 24_000,
+            available: 8
+        })
+    );
+    assert_eq!(
+        command(&|w| w.u16(12)),
+        Err(DecodeError::UnknownCommand { tag: 12 })
     );
     // A length larger than the bytes left is refused before anything is allocated.
     assert_eq!(

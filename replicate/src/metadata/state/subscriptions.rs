@@ -12,7 +12,7 @@ use std::collections::BTreeMap;
 use runnel_core::{Offset, ShardId, StreamName};
 
 use super::MetadataState;
-use crate::metadata::command::Applied;
+use crate::metadata::command::{Applied, ProgressCommit, PROGRESS_BATCH_MAX};
 use crate::metadata::error::MetadataError;
 use crate::metadata::stream::StreamId;
 use crate::metadata::subscription::{
@@ -195,6 +195,34 @@ impl MetadataState {
             committed,
             previous,
         })
+    }
+
+    /// The checks of a `CommitProgressBatch` as a whole: not empty, not too long. Each commit
+    /// is checked when it is applied, and skipped if refused.
+    pub(crate) fn check_progress_batch(commits: &[ProgressCommit]) -> Result<(), MetadataError> {
+        if commits.is_empty() || commits.len() > PROGRESS_BATCH_MAX {
+            return Err(MetadataError::LimitExceeded {
+                what: "commits in a progress batch (1 or more)",
+                max: PROGRESS_BATCH_MAX as u64,
+            });
+        }
+        Ok(())
+    }
+
+    pub(crate) fn commit_progress_batch(
+        &mut self,
+        commits: &[ProgressCommit],
+    ) -> Result<Applied, MetadataError> {
+        Self::check_progress_batch(commits)?;
+        let mut taken = 0;
+        let mut skipped = Vec::new();
+        for commit in commits {
+            match self.commit_progress(commit.subscription, commit.shard, commit.offset) {
+                Ok(_) => taken += 1,
+                Err(error) => skipped.push((*commit, error)),
+            }
+        }
+        Ok(Applied::ProgressBatchCommitted { taken, skipped })
     }
 
     /// The id index of `subscriptions`, built from scratch. (Two subscriptions with one id
