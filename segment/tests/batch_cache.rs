@@ -81,7 +81,10 @@ fn a_tailing_reader_gets_every_batch_from_the_cache() {
         let payloads = append(&log, 11, 200).await;
         let read = reader.join().await;
         let read_payloads: Vec<_> = read.iter().map(|batch| batch.3.clone()).collect();
-        assert_eq!(read_payloads, payloads, "the reader got every batch, in order");
+        assert_eq!(
+            read_payloads, payloads,
+            "the reader got every batch, in order"
+        );
         let stats = log.stats();
         assert!(stats.cache_hits > 0, "reads were served: {stats:?}");
         assert_eq!(

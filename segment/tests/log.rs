@@ -774,7 +774,10 @@ fn a_chunk_keeps_the_batches_ending_by_an_offset() {
             .expect("read");
         let (count, bytes) = (chunk.batch_count(), chunk.as_bytes().len());
         assert!(!chunk.keep_batches_ending_by(Offset(ends[i] - 1)));
-        assert_eq!((chunk.batch_count(), chunk.as_bytes().len()), (count, bytes));
+        assert_eq!(
+            (chunk.batch_count(), chunk.as_bytes().len()),
+            (count, bytes)
+        );
         log.close().await.expect("close");
     });
 }
