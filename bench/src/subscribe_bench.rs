@@ -58,7 +58,9 @@ fn disk_read_mib(before: Option<u64>) -> String {
     }
 }
 
-/// Phase 1: appends the backlog, then consumes and acks it with one consumer.
+/// Phase 1: appends the backlog, then consumes and acks it with one consumer, and reads it
+/// with readers: consume first in even rounds, read first in odd ones, so that neither always
+/// meets the disk still busy with the appends.
 async fn backlog(
     client: &Client,
     args: &SubscribeArgs,
@@ -93,7 +95,33 @@ async fn backlog(
         )
         .await
         .map_err(|e| format!("create subscription: {e}"))?;
-    let consume_disk = disk_read_bytes();
+    let (consumed, read) = if round % 2 == 0 {
+        let consumed = consume(client, subscription, records).await?;
+        (consumed, read(client, stream).await?)
+    } else {
+        let read = read(client, stream).await?;
+        (consume(client, subscription, records).await?, read)
+    };
+    let (received, bytes, seconds, redelivered, consume_disk) = consumed;
+    let (read, read_seconds, read_disk) = read;
+    Ok(Backlog {
+        records_per_second: received as f64 / seconds,
+        mb_per_second: bytes as f64 / MB / seconds,
+        redelivered,
+        read_records_per_second: read as f64 / read_seconds,
+        consume_disk,
+        read_disk,
+    })
+}
+
+/// One consumer receives and acks `records` records of `subscription`: (records, value bytes,
+/// seconds, records redelivered, read from the disk meanwhile).
+async fn consume(
+    client: &Client,
+    subscription: &str,
+    records: u64,
+) -> Result<(u64, u64, f64, u64, String), String> {
+    let disk = disk_read_bytes();
     let started = Instant::now();
     let mut consumer = client
         .consumer(subscription, ConsumerOptions::new("bench"))
@@ -117,15 +145,21 @@ async fn backlog(
             .map_err(|e| format!("ack: {e}"))?;
     }
     let seconds = started.elapsed().as_secs_f64();
-    let consume_disk = disk_read_mib(consume_disk);
+    let disk = disk_read_mib(disk);
     let redelivered = consumer.stats().redelivered_records;
     consumer
         .flush_acks()
         .await
         .map_err(|e| format!("acks: {e}"))?;
     consumer.leave().await.map_err(|e| format!("leave: {e}"))?;
-    let read_disk = disk_read_bytes();
-    let read_started = Instant::now();
+    Ok((received, bytes, seconds, redelivered, disk))
+}
+
+/// Readers read every shard of `stream`, one after the other: (records, seconds, read from the
+/// disk meanwhile).
+async fn read(client: &Client, stream: &str) -> Result<(u64, f64, String), String> {
+    let disk = disk_read_bytes();
+    let started = Instant::now();
     let mut read = 0u64;
     for shard in client
         .list_shards(stream)
@@ -142,15 +176,7 @@ async fn backlog(
             }
         }
     }
-    let read_rate = read as f64 / read_started.elapsed().as_secs_f64();
-    Ok(Backlog {
-        records_per_second: received as f64 / seconds,
-        mb_per_second: bytes as f64 / MB / seconds,
-        redelivered,
-        read_records_per_second: read_rate,
-        consume_disk,
-        read_disk: disk_read_mib(read_disk),
-    })
+    Ok((read, started.elapsed().as_secs_f64(), disk_read_mib(disk)))
 }
 
 /// What the backlog phase measured.

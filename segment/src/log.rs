@@ -11,6 +11,10 @@
 //! short idle time the flusher records the final durable end the same way. Recovery refuses to
 //! treat damage below the checkpoint as a torn tail. Disk space is reserved in steps just ahead
 //! of the writes; a full disk refuses appends (an operating error) instead of poisoning the log.
+//!
+//! The buffers written last stay in the log's batch cache (`cache.rs`), bounded per log and per
+//! core: a read close behind the end (a tailing reader or consumer) is served from them, with
+//! no disk I/O; everything else is read from the disk and checked as before.
 
 use std::cell::RefCell;
 use std::collections::BTreeMap;
