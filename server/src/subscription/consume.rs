@@ -121,8 +121,9 @@ async fn serve_loop(
         .subscriptions
         .delivery_bytes_max
         .min(u64::from(limits.payload_bytes_max)) as usize;
-    // Records the next fresh delivery needs to send a whole batch: learnt when the budget
-    // fell short of one, so the loop waits for acks instead of reading the batch again.
+    // Records a fresh delivery needs to send a whole batch: learnt when the budget fell short
+    // of one, and kept (a stream's batches are alike), so the loop waits for acks instead of
+    // reading a batch it cannot send yet.
     let mut whole_batch_records = 0u64;
     loop {
         if let Some(reason) = slot.ended() {
@@ -138,8 +139,10 @@ async fn serve_loop(
         slot.dispatch.borrow_mut().expire(now);
         let end = slot.end();
         let planned = slot.dispatch.borrow().plan(end);
+        // A fresh delivery the budget cuts short of the next whole batch waits for acks.
         let planned = planned.filter(|planned| {
             planned.redelivery
+                || planned.to >= end
                 || planned.to.0 - planned.from.0 >= whole_batch_records
                 || slot.dispatch.borrow().unacked() == 0
         });
@@ -187,7 +190,6 @@ async fn serve_loop(
             let delivery = if wait_for_acks {
                 None
             } else {
-                whole_batch_records = 0;
                 slot.dispatch.borrow_mut().deliver(
                     member,
                     planned,
