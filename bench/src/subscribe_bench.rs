@@ -95,7 +95,7 @@ async fn backlog(
         )
         .await
         .map_err(|e| format!("create subscription: {e}"))?;
-    let (consumed, read) = if round % 2 == 0 {
+    let (consumed, read) = if round.is_multiple_of(2) {
         let consumed = consume(client, subscription, records).await?;
         (consumed, read(client, stream).await?)
     } else {
@@ -339,7 +339,7 @@ pub fn run(args: SubscribeArgs) -> Result<(), String> {
             let mut sorted = ratios.clone();
             sorted.sort_by(f64::total_cmp);
             let middle = sorted.len() / 2;
-            let median = if sorted.len() % 2 == 0 {
+            let median = if sorted.len().is_multiple_of(2) {
                 (sorted[middle - 1] + sorted[middle]) / 2.0
             } else {
                 sorted[middle]
