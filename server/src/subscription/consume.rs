@@ -4,11 +4,13 @@
 //! One task serves the stream: it delivers what [`ShardDispatch::plan`] says — redeliveries
 //! first, then new records within the unacked budget — as `Delivery` frames carrying the log's
 //! batch bytes unchanged, and between deliveries reads the member's `Ack` frames and answers
-//! each with an `AckResult`. A fresh delivery reads and sends only whole batches that end within
-//! the budget; when the budget holds just the first records of the next batch, it waits for
-//! acks to make room for all of it (unless nothing is unacked, or the batch is larger than any
-//! delivery may be: then its first records go), so no batch travels twice for one delivery. It waits for whichever comes first: an ack, new records (only
+//! each with an `AckResult`. It waits for whichever comes first: an ack, new records (only
 //! while the budget has room), an ack deadline, a change of assignment, or the node stopping.
+//!
+//! A fresh delivery reads and sends only whole batches that end within the budget; when the
+//! budget holds just the first records of the next batch, the task waits for acks to make room
+//! for all of it (unless nothing is unacked, the batch is at the readable end, or it is larger
+//! than any delivery may be: then its first records go), so no batch travels twice.
 //!
 //! [`ShardDispatch::plan`]: runnel_replicate::consumer::ShardDispatch::plan
 
