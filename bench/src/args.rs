@@ -285,6 +285,10 @@ pub struct SubscribeArgs {
     /// Length of the latency phase, in seconds.
     #[arg(long, default_value = "5", value_parser = positive_size)]
     pub latency_seconds: u64,
+    /// Backlog phases (each its own stream and subscription), for the ratio per round and
+    /// its median.
+    #[arg(long, default_value = "1", value_parser = positive_count)]
+    pub rounds: usize,
 }
 
 /// Options of `runnel-bench streams`.

@@ -36,9 +36,39 @@ fn max_unacked(args: &SubscribeArgs) -> Result<u32, String> {
     u32::try_from(args.max_unacked_records).map_err(|_| "--max-unacked-records is too large".into())
 }
 
-/// Phase 1: appends the backlog, then consumes and acks it with one consumer.
-async fn backlog(client: &Client, args: &SubscribeArgs, shards: u32) -> Result<Backlog, String> {
-    let stream = "bench-backlog";
+/// Bytes this process has read from block devices so far (`read_bytes` of `/proc/self/io`;
+/// the node runs in this process, and its O_DIRECT reads count). `None` where not available.
+fn disk_read_bytes() -> Option<u64> {
+    let io = std::fs::read_to_string("/proc/self/io").ok()?;
+    io.lines()
+        .find_map(|line| line.strip_prefix("read_bytes:"))
+        .and_then(|value| value.trim().parse().ok())
+}
+
+/// MiB read from the disk since `before` (a `disk_read_bytes` figure), for printing.
+fn disk_read_mib(before: Option<u64>) -> String {
+    match (before, disk_read_bytes()) {
+        (Some(before), Some(after)) => {
+            format!(
+                "{:.1} MiB",
+                after.saturating_sub(before) as f64 / (1 << 20) as f64
+            )
+        }
+        _ => "unknown".into(),
+    }
+}
+
+/// Phase 1: appends the backlog, then consumes and acks it with one consumer, and reads it
+/// with readers: consume first in even rounds, read first in odd ones, so that neither always
+/// meets the disk still busy with the appends.
+async fn backlog(
+    client: &Client,
+    args: &SubscribeArgs,
+    shards: u32,
+    round: usize,
+) -> Result<Backlog, String> {
+    let stream = &format!("bench-backlog-{round}");
+    let subscription = &format!("bench-backlog-sub-{round}");
     client
         .create_stream(StreamSpec::new(stream, Durability::Fsync).shard_count(shards))
         .await
@@ -59,15 +89,42 @@ async fn backlog(client: &Client, args: &SubscribeArgs, shards: u32) -> Result<B
     );
     client
         .create_subscription(
-            SubscriptionSpec::new("bench-backlog-sub", stream)
+            SubscriptionSpec::new(subscription, stream)
                 .start(SubscriptionStart::Earliest)
                 .max_unacked_records(max_unacked(args)?),
         )
         .await
         .map_err(|e| format!("create subscription: {e}"))?;
+    let (consumed, read) = if round.is_multiple_of(2) {
+        let consumed = consume(client, subscription, records).await?;
+        (consumed, read(client, stream).await?)
+    } else {
+        let read = read(client, stream).await?;
+        (consume(client, subscription, records).await?, read)
+    };
+    let (received, bytes, seconds, redelivered, consume_disk) = consumed;
+    let (read, read_seconds, read_disk) = read;
+    Ok(Backlog {
+        records_per_second: received as f64 / seconds,
+        mb_per_second: bytes as f64 / MB / seconds,
+        redelivered,
+        read_records_per_second: read as f64 / read_seconds,
+        consume_disk,
+        read_disk,
+    })
+}
+
+/// One consumer receives and acks `records` records of `subscription`: (records, value bytes,
+/// seconds, records redelivered, read from the disk meanwhile).
+async fn consume(
+    client: &Client,
+    subscription: &str,
+    records: u64,
+) -> Result<(u64, u64, f64, u64, String), String> {
+    let disk = disk_read_bytes();
     let started = Instant::now();
     let mut consumer = client
-        .consumer("bench-backlog-sub", ConsumerOptions::new("bench"))
+        .consumer(subscription, ConsumerOptions::new("bench"))
         .await
         .map_err(|e| format!("join: {e}"))?;
     let mut received = 0u64;
@@ -88,13 +145,21 @@ async fn backlog(client: &Client, args: &SubscribeArgs, shards: u32) -> Result<B
             .map_err(|e| format!("ack: {e}"))?;
     }
     let seconds = started.elapsed().as_secs_f64();
+    let disk = disk_read_mib(disk);
     let redelivered = consumer.stats().redelivered_records;
     consumer
         .flush_acks()
         .await
         .map_err(|e| format!("acks: {e}"))?;
     consumer.leave().await.map_err(|e| format!("leave: {e}"))?;
-    let read_started = Instant::now();
+    Ok((received, bytes, seconds, redelivered, disk))
+}
+
+/// Readers read every shard of `stream`, one after the other: (records, seconds, read from the
+/// disk meanwhile).
+async fn read(client: &Client, stream: &str) -> Result<(u64, f64, String), String> {
+    let disk = disk_read_bytes();
+    let started = Instant::now();
     let mut read = 0u64;
     for shard in client
         .list_shards(stream)
@@ -111,13 +176,7 @@ async fn backlog(client: &Client, args: &SubscribeArgs, shards: u32) -> Result<B
             }
         }
     }
-    let read_rate = read as f64 / read_started.elapsed().as_secs_f64();
-    Ok(Backlog {
-        records_per_second: received as f64 / seconds,
-        mb_per_second: bytes as f64 / MB / seconds,
-        redelivered,
-        read_records_per_second: read_rate,
-    })
+    Ok((read, started.elapsed().as_secs_f64(), disk_read_mib(disk)))
 }
 
 /// What the backlog phase measured.
@@ -127,6 +186,9 @@ struct Backlog {
     redelivered: u64,
     /// The same backlog read by readers, one shard after the other.
     read_records_per_second: f64,
+    /// Read from the disk while consuming, and while reading.
+    consume_disk: String,
+    read_disk: String,
 }
 
 /// Phase 2: append-to-delivery latency at a fixed rate.
@@ -167,6 +229,7 @@ async fn latency(
     let histogram = Arc::new(Mutex::new(
         Histogram::<u64>::new(3).map_err(|e| e.to_string())?,
     ));
+    let tail_disk = disk_read_bytes();
     let receiving = {
         let histogram = Arc::clone(&histogram);
         tokio::spawn(async move {
@@ -234,6 +297,10 @@ async fn latency(
     }
     let offered_seconds = base.elapsed().as_secs_f64();
     receiving.await.map_err(|e| e.to_string())??;
+    println!(
+        "read from the disk while the consumer tailed the stream: {} (the batch cache serves it)",
+        disk_read_mib(tail_disk)
+    );
     let achieved = total as f64 / offered_seconds;
     let histogram = histogram.lock().map_err(|e| e.to_string())?.clone();
     let appends = appends.lock().map_err(|e| e.to_string())?.clone();
@@ -251,17 +318,38 @@ pub fn run(args: SubscribeArgs) -> Result<(), String> {
     );
     let result = node.runtime.block_on(async {
         let client = node.connect().await?;
-        let backlog = backlog(&client, &args, shards).await?;
-        println!(
-            "consume throughput of the backlog (receive + ack): {:>8.1} MB/s {:>10.0} records/s ({} redelivered)",
-            backlog.mb_per_second, backlog.records_per_second, backlog.redelivered
-        );
-        println!(
-            "read throughput of the same backlog (readers):     {:>8.1} MB/s {:>10.0} records/s; ratio consume / read {:.2}",
-            backlog.read_records_per_second * args.record_bytes as f64 / MB,
-            backlog.read_records_per_second,
-            backlog.records_per_second / backlog.read_records_per_second
-        );
+        let mut ratios = Vec::new();
+        for round in 0..args.rounds {
+            let backlog = backlog(&client, &args, shards, round).await?;
+            let ratio = backlog.records_per_second / backlog.read_records_per_second;
+            ratios.push(ratio);
+            println!(
+                "consume throughput of the backlog (receive + ack): {:>8.1} MB/s {:>10.0} records/s ({} redelivered; {} read from the disk)",
+                backlog.mb_per_second, backlog.records_per_second, backlog.redelivered, backlog.consume_disk
+            );
+            println!(
+                "read throughput of the same backlog (readers):     {:>8.1} MB/s {:>10.0} records/s ({} read from the disk); ratio consume / read {ratio:.2}",
+                backlog.read_records_per_second * args.record_bytes as f64 / MB,
+                backlog.read_records_per_second,
+                backlog.read_disk,
+            );
+        }
+        if ratios.len() > 1 {
+            let rounds: Vec<String> = ratios.iter().map(|r| format!("{r:.2}")).collect();
+            let mut sorted = ratios.clone();
+            sorted.sort_by(f64::total_cmp);
+            let middle = sorted.len() / 2;
+            let median = if sorted.len().is_multiple_of(2) {
+                (sorted[middle - 1] + sorted[middle]) / 2.0
+            } else {
+                sorted[middle]
+            };
+            println!(
+                "ratio consume / read: median {median:.2} of {} rounds ({})",
+                ratios.len(),
+                rounds.join(", ")
+            );
+        }
         let (histogram, appends, achieved) = latency(&client, &args, shards).await?;
         println!(
             "append-to-delivery latency (fsync) at {} records/s offered ({achieved:.0} achieved, {}-record requests): p50 {} µs, p99 {} µs, p999 {} µs, max {} µs ({} records)   (target p99 <= 5 ms)",

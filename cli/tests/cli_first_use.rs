@@ -160,7 +160,10 @@ fn files_under(dir: &Path) -> Vec<PathBuf> {
 /// refuses to serve the damaged batch).
 #[test]
 fn a_read_prints_the_records_before_a_corrupt_batch_then_the_error() {
-    let node = Node::start();
+    // Without its batch cache: the node would serve these just-written batches from memory,
+    // where the damage done to the file below does not reach; this test is about damage read
+    // from the disk.
+    let node = Node::start_with_config(Some("[log]\nread_cache_bytes = 0\n"));
     let shell = node.shell();
     shell.run(&["stream", "create", "damaged"]).ok("create");
     // One append, one batch each: two sound batches, then the one to damage.

@@ -43,6 +43,13 @@ pub struct LogConfig {
     /// are known to recovery even when nothing follows them. Writes record it anyway, for what
     /// was durable before them. Default 100 ms.
     pub acked_checkpoint_idle_ms: u64,
+    /// Bytes of recently written buffers the log keeps to serve reads close behind its end
+    /// (tailing readers and consumers) without disk I/O: its batch cache, counted by the
+    /// buffers' allocations. 0 disables it. Default 16 MiB.
+    pub read_cache_bytes: usize,
+    /// Bytes the batch caches of all logs on one core may hold together; a log that would
+    /// exceed it evicts its own oldest entries, or keeps nothing. Default 64 MiB.
+    pub read_cache_core_bytes: usize,
 }
 
 impl Default for LogConfig {
@@ -59,6 +66,8 @@ impl Default for LogConfig {
             preallocate: true,
             reserve_step_bytes_max: 32 << 20,
             acked_checkpoint_idle_ms: 100,
+            read_cache_bytes: 16 << 20,
+            read_cache_core_bytes: 64 << 20,
         }
     }
 }

@@ -7,7 +7,8 @@
 //!
 //! Invariants: offsets are dense and each offset holds one batch's record forever; a batch is
 //! reported durable only after the fdatasync that covers it returned success; every batch read
-//! back passes its CRCs; recovery yields exactly a prefix of what was appended, containing every
+//! back passed its CRCs (on the read from disk, or on append for the bytes the batch cache serves
+//! from memory); recovery yields exactly a prefix of what was appended, containing every
 //! batch that was durable.
 //!
 //! Must never: acknowledge after a failed write or sync (an I/O error poisons the log: every
@@ -21,6 +22,7 @@
 
 #![deny(clippy::unwrap_used, clippy::indexing_slicing)]
 
+pub mod cache;
 pub mod config;
 pub mod error;
 pub mod event;

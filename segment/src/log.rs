@@ -11,6 +11,10 @@
 //! short idle time the flusher records the final durable end the same way. Recovery refuses to
 //! treat damage below the checkpoint as a torn tail. Disk space is reserved in steps just ahead
 //! of the writes; a full disk refuses appends (an operating error) instead of poisoning the log.
+//!
+//! The buffers written last stay in the log's batch cache (`cache.rs`), bounded per log and per
+//! core: a read close behind the end (a tailing reader or consumer) is served from them, with
+//! no disk I/O; everything else is read from the disk and checked as before.
 
 use std::cell::RefCell;
 use std::collections::BTreeMap;
@@ -24,6 +28,7 @@ use runnel_core::{
     BATCH_ALIGNMENT, BATCH_HEADER_LEN,
 };
 
+use crate::cache::BatchCache;
 use crate::config::{LogConfig, BLOCK_BYTES, RESERVE_STEP_BYTES_MIN};
 use crate::error::{is_no_space, LogError};
 use crate::event::Event;
@@ -61,6 +66,15 @@ pub struct LogStats {
     pub checkpoints: u64,
     /// Disk reservations (fallocate calls) made for the active segment.
     pub reservations: u64,
+    /// Reads ([`ShardLog::read`] returning batches) served wholly from the batch cache, with
+    /// no disk I/O.
+    pub cache_hits: u64,
+    /// Reads returning batches that read from the disk.
+    pub cache_misses: u64,
+    /// Bytes of batches the cache hits returned.
+    pub cache_hit_bytes: u64,
+    /// Disk reads (`read_at` calls) made by [`ShardLog::read`].
+    pub disk_reads: u64,
 }
 
 /// The tail buffer's first capacity beyond the kept partial block (one block): it doubles from
@@ -139,6 +153,8 @@ struct State<S: Storage> {
     roll_requested: bool,
     maintenance_busy: bool,
     stats: LogStats,
+    /// The last buffers written, for reads close behind the end.
+    cache: BatchCache<S::Buffer>,
 }
 
 struct Inner<S: Storage> {
@@ -172,7 +188,13 @@ enum Step {
 /// One write + sync the flusher performs.
 struct FlushJob<S: Storage> {
     file: Rc<S::File>,
+    /// Base offset of the segment written.
+    segment: Offset,
     buffer: S::Buffer,
+    /// Bytes of batches at the buffer's start (the rest of it is padding to a block).
+    filled: usize,
+    /// Bytes of the buffer's allocation.
+    capacity: usize,
     pos: u64,
     upto_offset: Offset,
     upto_pos: u64,
@@ -281,6 +303,7 @@ impl<S: Storage> ShardLog<S> {
             roll_requested: false,
             maintenance_busy: false,
             stats: LogStats::default(),
+            cache: BatchCache::new(config.read_cache_bytes, config.read_cache_core_bytes),
         };
         let inner = Rc::new(Inner {
             storage,
@@ -558,7 +581,7 @@ impl<S: Storage> ShardLog<S> {
         max_bytes: usize,
         bound: ReadBound,
     ) -> Result<ReadChunk<S>, LogError> {
-        let (file, path, mut pos, limit, bound) = {
+        let (file, path, segment_base, mut pos, limit, bound) = {
             let state = self.inner.state.borrow();
             if from < state.start {
                 return Err(LogError::Trimmed {
@@ -595,6 +618,7 @@ impl<S: Storage> ShardLog<S> {
             (
                 Rc::clone(&segment.file),
                 segment.path.clone(),
+                segment.base,
                 pos,
                 limit,
                 bound,
@@ -602,7 +626,14 @@ impl<S: Storage> ShardLog<S> {
         };
         let read_ahead =
             max_bytes.max(BATCH_HEADER_LEN) + self.inner.config.index_interval_bytes as usize;
-        let mut reader = ChunkReader::new(&*file, read_ahead);
+        let lookup = |pos: u64, end: u64| {
+            let state = self.inner.state.borrow();
+            let hit = state.cache.get(segment_base, pos, end)?;
+            let file_pos = pos - hit.at as u64;
+            let len = (hit.filled_end - file_pos) as usize;
+            Some((file_pos, S::File::written_read(&hit.buffer, 0, len)))
+        };
+        let mut reader = ChunkReader::with_cache(&*file, read_ahead, &lookup);
         let io_error = |e| LogError::io("read segment", &path, e);
         let corrupt = |position: u64, offset: Offset, reason: String| LogError::Corruption {
             path: path.clone(),
@@ -644,6 +675,14 @@ impl<S: Storage> ShardLog<S> {
         let mut next_offset = from;
         let mut batch_count = 0;
         while pos + BATCH_HEADER_LEN as u64 <= limit {
+            // A chunk is one piece: batches served from a cached buffer end where it ends
+            // (the next read continues in a newer one), rather than reading the disk.
+            if batch_count > 0
+                && reader.piece_from_cache()
+                && !reader.covers(pos, pos + BATCH_HEADER_LEN as u64)
+            {
+                break;
+            }
             let head = reader
                 .bytes(pos, BATCH_HEADER_LEN, limit)
                 .await
@@ -659,6 +698,9 @@ impl<S: Storage> ShardLog<S> {
             {
                 break;
             }
+            if batch_count > 0 && reader.piece_from_cache() && !reader.covers(pos, pos + len) {
+                break;
+            }
             let damage = if batch_count > 0 && header.base_offset != next_offset {
                 Some(corrupt(
                     pos,
@@ -672,13 +714,23 @@ impl<S: Storage> ShardLog<S> {
                     "batch runs past the end of the segment's data".into(),
                 ))
             } else {
+                let cached = reader.piece_from_cache() && reader.covers(pos, pos + len);
                 let bytes = reader
                     .bytes(pos, len as usize, limit)
                     .await
                     .map_err(io_error)?;
-                BatchView::check(bytes)
-                    .err()
-                    .map(|e| corrupt(pos, header.base_offset, e.to_string()))
+                if cached {
+                    // Bytes of the log's own write buffer: checked when they were appended
+                    // (the header decoded above was checked again), and never read back
+                    // from the disk. Not checked a second time.
+                    (bytes.len() as u64 != len).then(|| {
+                        corrupt(pos, header.base_offset, "cached batch is cut short".into())
+                    })
+                } else {
+                    BatchView::check(bytes)
+                        .err()
+                        .map(|e| corrupt(pos, header.base_offset, e.to_string()))
+                }
             };
             match damage {
                 Some(_) if batch_count > 0 => break,
@@ -690,6 +742,7 @@ impl<S: Storage> ShardLog<S> {
             pos += len;
         }
         if batch_count == 0 {
+            self.count_read(&reader, 0, false);
             return Ok(ReadChunk::empty(from));
         }
         let (buffer, start, fresh) = match reader.take_if_covers(first_pos, pos) {
@@ -703,6 +756,7 @@ impl<S: Storage> ShardLog<S> {
                 (buffer, 0, true)
             }
         };
+        self.count_read(&reader, pos - first_pos, fresh);
         let chunk = ReadChunk {
             buffer: Some(buffer),
             start,
@@ -719,6 +773,20 @@ impl<S: Storage> ShardLog<S> {
             ));
         }
         Ok(chunk)
+    }
+
+    /// Counts a read in the stats: a cache hit when it made no disk read (and returned
+    /// batches), else a miss.
+    fn count_read(&self, reader: &ChunkReader<'_, S::File>, bytes: u64, fresh: bool) {
+        let disk_reads = reader.disk_reads() + u64::from(fresh);
+        let stats = &mut self.inner.state.borrow_mut().stats;
+        stats.disk_reads += disk_reads;
+        if bytes > 0 && disk_reads == 0 {
+            stats.cache_hits += 1;
+            stats.cache_hit_bytes += bytes;
+        } else if bytes > 0 {
+            stats.cache_misses += 1;
+        }
     }
 
     /// The offset of the first batch whose largest record timestamp is at least
@@ -925,7 +993,8 @@ impl<S: Storage> ShardLog<S> {
         self.inner.durable.notify();
         self.inner.written.notify();
         self.inner.room.notify();
-        let state = self.inner.state.borrow();
+        let mut state = self.inner.state.borrow_mut();
+        state.cache.clear();
         match &state.poisoned {
             Some(cause) => Err(LogError::Poisoned {
                 cause: cause.clone(),
@@ -963,6 +1032,11 @@ impl<S: Storage> ShardLog<S> {
     /// grows with the traffic up to `write_buffer_bytes`, so an idle log holds little memory.
     pub fn buffer_bytes(&self) -> usize {
         self.inner.state.borrow().tail.buffer.as_slice().len()
+    }
+
+    /// Bytes of written buffers the batch cache holds (by allocation).
+    pub fn cached_bytes(&self) -> usize {
+        self.inner.state.borrow().cache.bytes()
     }
 
     /// The failure that poisoned the log, if one did.
@@ -1126,7 +1200,10 @@ async fn flusher<S: Storage>(inner: Rc<Inner<S>>) {
 async fn write<S: Storage>(inner: &Inner<S>, job: FlushJob<S>) -> Result<(), LogError> {
     let FlushJob {
         file,
+        segment,
         buffer,
+        filled,
+        capacity,
         pos,
         upto_offset,
         upto_pos,
@@ -1143,9 +1220,15 @@ async fn write<S: Storage>(inner: &Inner<S>, job: FlushJob<S>) -> Result<(), Log
         }
         None => batches.await,
     };
-    written.map_err(|e| LogError::io("write segment", file.path(), e))?;
+    let buffer = written.map_err(|e| LogError::io("write segment", file.path(), e))?;
     {
         let mut state = inner.state.borrow_mut();
+        assert_eq!(
+            upto_pos,
+            pos + filled as u64,
+            "a flushed buffer ends at the written end"
+        );
+        state.cache.insert(segment, pos, filled, capacity, buffer);
         assert!(
             state.durable_offset <= upto_offset && upto_offset <= state.next_offset,
             "durable <= written <= next"
@@ -1359,13 +1442,17 @@ fn next_work<S: Storage>(inner: &Inner<S>) -> Option<Work<S>> {
             target.copy_from_slice(kept);
         }
         let mut buffer = std::mem::replace(&mut state.tail.buffer, fresh);
+        let capacity = buffer.as_slice().len();
         if let Some(padding) = buffer.as_mut_slice().get_mut(fill..aligned_end) {
             padding.fill(0);
         }
         buffer.truncate(aligned_end);
         let job = FlushJob {
             file,
+            segment: active.base,
             buffer,
+            filled: fill,
+            capacity,
             pos: state.tail.file_pos,
             upto_offset: state.next_offset,
             upto_pos: state.tail.file_pos + fill as u64,
@@ -1434,6 +1521,10 @@ async fn roll<S: Storage>(inner: &Inner<S>) -> Result<(), LogError> {
         state.checkpoints = [None, None];
         state.checkpointed_offset = segment.base;
         state.tail = tail;
+        // The cache serves the active segment only: a sealed one is read from the disk, where
+        // its CRCs are checked (bit rot in it is reported, not hidden by a copy in memory).
+        let active = segment.base;
+        state.cache.forget(|base| base != active);
         state.segments.insert(segment.base, segment);
         state.roll_requested = false;
     }

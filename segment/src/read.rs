@@ -3,15 +3,26 @@
 use std::io;
 
 use runnel_core::batch::iter_batches;
-use runnel_core::{BatchView, Offset};
+use runnel_core::{BatchHeader, BatchView, Offset};
 
 use crate::storage::{Storage, StorageFile};
 
-/// Reads a file in large pieces and serves smaller ranges from the last piece.
+/// Asks the log's batch cache for the file bytes `pos..end`: the piece holding them (a read
+/// result) and the file position of its first byte.
+pub(crate) type CacheLookup<'a, F> =
+    &'a dyn Fn(u64, u64) -> Option<(u64, <F as StorageFile>::ReadBuf)>;
+
+/// Reads a file in large pieces and serves smaller ranges from the last piece. With a cache
+/// lookup, a range the batch cache holds is served from it instead of the disk.
 pub(crate) struct ChunkReader<'a, F: StorageFile> {
     file: &'a F,
     read_ahead_bytes: usize,
     cached: Option<(u64, F::ReadBuf)>,
+    cache: Option<CacheLookup<'a, F>>,
+    /// The current piece came from the batch cache.
+    from_cache: bool,
+    /// Disk reads made.
+    disk_reads: u64,
 }
 
 impl<'a, F: StorageFile> ChunkReader<'a, F> {
@@ -20,7 +31,37 @@ impl<'a, F: StorageFile> ChunkReader<'a, F> {
             file,
             read_ahead_bytes,
             cached: None,
+            cache: None,
+            from_cache: false,
+            disk_reads: 0,
         }
+    }
+
+    /// A reader that asks `cache` before reading the disk.
+    pub(crate) fn with_cache(
+        file: &'a F,
+        read_ahead_bytes: usize,
+        cache: CacheLookup<'a, F>,
+    ) -> Self {
+        ChunkReader {
+            cache: Some(cache),
+            ..Self::new(file, read_ahead_bytes)
+        }
+    }
+
+    /// Whether the current piece came from the batch cache.
+    pub(crate) fn piece_from_cache(&self) -> bool {
+        self.from_cache
+    }
+
+    /// Whether the current piece holds the file bytes `pos..end`.
+    pub(crate) fn covers(&self, pos: u64, end: u64) -> bool {
+        matches!(&self.cached, Some((start, buf)) if *start <= pos && start + buf.len() as u64 >= end)
+    }
+
+    /// Disk reads made so far.
+    pub(crate) fn disk_reads(&self) -> u64 {
+        self.disk_reads
     }
 
     /// Makes `[pos, pos + len)` (clipped to `limit`) available, reading when it is not cached.
@@ -32,12 +73,19 @@ impl<'a, F: StorageFile> ChunkReader<'a, F> {
         limit: u64,
     ) -> io::Result<(&F::ReadBuf, usize, usize)> {
         let want_end = (pos + len as u64).min(limit);
-        let hit = matches!(&self.cached, Some((start, buf)) if *start <= pos && start + buf.len() as u64 >= want_end);
-        if !hit {
-            let read_len =
-                (len.max(self.read_ahead_bytes) as u64).min(limit.saturating_sub(pos)) as usize;
-            let buf = self.file.read_at(pos, read_len).await?;
-            self.cached = Some((pos, buf));
+        if !self.covers(pos, want_end) {
+            let from_cache = self.cache.and_then(|lookup| lookup(pos, want_end));
+            self.from_cache = from_cache.is_some();
+            match from_cache {
+                Some(piece) => self.cached = Some(piece),
+                None => {
+                    let read_len = (len.max(self.read_ahead_bytes) as u64)
+                        .min(limit.saturating_sub(pos)) as usize;
+                    let buf = self.file.read_at(pos, read_len).await?;
+                    self.disk_reads += 1;
+                    self.cached = Some((pos, buf));
+                }
+            }
         }
         match &self.cached {
             Some((start, buf)) => {
@@ -100,6 +148,40 @@ impl<S: Storage> ReadChunk<S> {
             .as_ref()
             .and_then(|b| b.get(self.start..self.end))
             .unwrap_or_default()
+    }
+
+    /// Drops the trailing batches that reach past `end` (their last record is at or after
+    /// it), keeping at least the first batch. Returns whether every batch left ends by `end`.
+    /// For a reader allowed fewer records than it read: it sends whole batches, not a batch
+    /// of which it may deliver only the first records.
+    pub fn keep_batches_ending_by(&mut self, end: Offset) -> bool {
+        let mut pos = self.start;
+        let mut kept = 0;
+        let mut next_offset = self.next_offset;
+        while kept < self.batch_count {
+            let Some(header) = self
+                .buffer
+                .as_ref()
+                .and_then(|buffer| buffer.get(pos..self.end))
+                .and_then(|bytes| BatchHeader::decode(bytes).ok())
+            else {
+                break;
+            };
+            if header.next_offset() > end {
+                break;
+            }
+            pos += header.batch_len as usize;
+            next_offset = header.next_offset();
+            kept += 1;
+        }
+        if kept == 0 {
+            return false;
+        }
+        assert!(pos <= self.end, "kept batches lie within the chunk");
+        self.end = pos;
+        self.next_offset = next_offset;
+        self.batch_count = kept;
+        true
     }
 
     /// Number of batches.

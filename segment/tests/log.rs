@@ -732,3 +732,52 @@ fn retention_persists_the_new_start() {
         );
     });
 }
+
+/// A consume stream allowed fewer records than it read keeps only the whole batches that end
+/// within its budget (issue 9: it sent a whole 1 MiB chunk for the few records an ack made
+/// room for), and keeps the first batch when even that one reaches past the budget.
+#[test]
+fn a_chunk_keeps_the_batches_ending_by_an_offset() {
+    run(|| async {
+        let log = ShardLog::open(FaultStorage::new(), dir(), small_config())
+            .await
+            .expect("open");
+        let mut random = SplitMix64::new(21);
+        let mut stamps = |i: usize| i as i64;
+        let written = fill(&log, &mut random, 6, &mut stamps).await;
+        log.sync_all().await.expect("durable");
+        let ends: Vec<u64> = written.iter().map(|b| b.0 + u64::from(b.1)).collect();
+        let read = || log.read(Offset(0), 1 << 20, ReadBound::Durable);
+        let mut chunk = read().await.expect("read");
+        assert_eq!(chunk.batch_count(), 6);
+        let all_bytes = chunk.as_bytes().len();
+        // An offset inside the fourth batch: the first three stay.
+        assert!(chunk.keep_batches_ending_by(Offset(ends[2] + 1)));
+        assert_eq!(chunk.batch_count(), 3);
+        assert_eq!(chunk.next_offset(), Offset(ends[2]));
+        let kept: Vec<u64> = chunk.batches().map(|b| b.base_offset().0).collect();
+        assert_eq!(kept, vec![written[0].0, written[1].0, written[2].0]);
+        assert!(chunk.as_bytes().len() < all_bytes);
+        // At a batch's end exactly, that batch stays.
+        let mut chunk = read().await.expect("read");
+        assert!(chunk.keep_batches_ending_by(Offset(ends[4])));
+        assert_eq!(chunk.batch_count(), 5);
+        // Inside the first batch: nothing changes, and the answer says so.
+        let (i, multi) = written
+            .iter()
+            .enumerate()
+            .find(|(_, b)| b.1 > 1)
+            .expect("a batch of several records");
+        let mut chunk = log
+            .read(Offset(multi.0), 1 << 20, ReadBound::Durable)
+            .await
+            .expect("read");
+        let (count, bytes) = (chunk.batch_count(), chunk.as_bytes().len());
+        assert!(!chunk.keep_batches_ending_by(Offset(ends[i] - 1)));
+        assert_eq!(
+            (chunk.batch_count(), chunk.as_bytes().len()),
+            (count, bytes)
+        );
+        log.close().await.expect("close");
+    });
+}

@@ -55,6 +55,11 @@ pub struct LogSection {
     /// recently used idle ones. 0 (the default): half the open-files limit, after 1,024, split
     /// over the cores.
     pub open_logs_max: usize,
+    /// Bytes of recently written buffers each shard log keeps to serve tailing reads and
+    /// consumers without disk I/O (its batch cache); 0 disables it. Default 16 MiB.
+    pub read_cache_bytes: usize,
+    /// Bytes the batch caches of all shard logs of one core hold together. Default 64 MiB.
+    pub read_cache_core_bytes: usize,
 }
 
 impl Default for LogSection {
@@ -67,6 +72,8 @@ impl Default for LogSection {
             retention_check_interval_ms: 60_000,
             idle_close_ms: 30_000,
             open_logs_max: 0,
+            read_cache_bytes: log.read_cache_bytes,
+            read_cache_core_bytes: log.read_cache_core_bytes,
         }
     }
 }
@@ -385,6 +392,8 @@ impl NodeConfig {
             write_buffer_bytes: self.log.write_buffer_bytes,
             index_interval_bytes: self.log.index_interval_bytes,
             limits: self.limits(),
+            read_cache_bytes: self.log.read_cache_bytes,
+            read_cache_core_bytes: self.log.read_cache_core_bytes,
             ..LogConfig::default()
         }
     }

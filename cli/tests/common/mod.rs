@@ -247,13 +247,26 @@ pub struct Node {
 impl Node {
     /// Starts the server (its binary must be built: `cargo build -p runnel-server`).
     pub fn start() -> Node {
+        Self::start_with_config(None)
+    }
+
+    /// Starts the server with `toml`, if any, as its configuration file.
+    pub fn start_with_config(toml: Option<&str>) -> Node {
         assert!(
             server_binary().is_file(),
             "{} is missing: run `cargo build -p runnel-server` first",
             server_binary().display()
         );
         let temp = tempfile::tempdir().expect("temp dir");
-        let server = TestServer::start(temp.path(), 2);
+        let server = match toml {
+            Some(toml) => {
+                let config = temp.path().join("runnel.toml");
+                std::fs::write(&config, toml).expect("write the configuration");
+                let config = config.to_str().expect("a UTF-8 path").to_owned();
+                TestServer::start_with(temp.path(), 2, &["--config", &config])
+            }
+            None => TestServer::start(temp.path(), 2),
+        };
         let cwd = temp.path().join("cwd");
         std::fs::create_dir_all(&cwd).expect("cwd");
         Node {

@@ -6,6 +6,7 @@ use std::io::{self, Write};
 use std::ops::Deref;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
+use std::rc::Rc;
 
 use glommio::io::{DmaBuffer, DmaFile, OpenOptions, ReadResult};
 
@@ -141,13 +142,33 @@ pub struct DmaStorageFile {
     path: PathBuf,
 }
 
-/// A glommio DMA buffer.
+/// A glommio DMA buffer. Shared (`Rc`) so a write can be issued from it while the log keeps
+/// it for readers; the log fills it only before its write, while nothing else holds it.
 #[derive(Debug)]
-pub struct DmaWriteBuffer(DmaBuffer);
+pub struct DmaWriteBuffer(Rc<DmaBuffer>);
 
-/// A glommio read result (shared, zero-copy slice of a DMA buffer).
+impl DmaWriteBuffer {
+    fn unshared(&mut self) -> &mut DmaBuffer {
+        Rc::get_mut(&mut self.0).expect("a write buffer is filled only before it is written")
+    }
+}
+
+/// Bytes read: a glommio read result (a zero-copy slice of a DMA buffer), or a range of a
+/// buffer the log wrote (its batch cache), shared without a copy.
 #[derive(Debug, Clone)]
-pub struct DmaReadBuffer(ReadResult);
+pub enum DmaReadBuffer {
+    /// Read from the file.
+    File(ReadResult),
+    /// Bytes `start..end` of a written buffer.
+    Written {
+        /// The buffer.
+        buffer: Rc<DmaWriteBuffer>,
+        /// First byte.
+        start: usize,
+        /// End (exclusive).
+        end: usize,
+    },
+}
 
 fn to_io(error: glommio::GlommioError<()>) -> io::Error {
     io::Error::from(error)
@@ -158,17 +179,22 @@ impl WriteBuffer for DmaWriteBuffer {
         self.0.as_bytes()
     }
     fn as_mut_slice(&mut self) -> &mut [u8] {
-        self.0.as_bytes_mut()
+        self.unshared().as_bytes_mut()
     }
     fn truncate(&mut self, len: usize) {
-        self.0.trim_to_size(len);
+        self.unshared().trim_to_size(len);
     }
 }
 
 impl Deref for DmaReadBuffer {
     type Target = [u8];
     fn deref(&self) -> &[u8] {
-        &self.0
+        match self {
+            DmaReadBuffer::File(result) => result,
+            DmaReadBuffer::Written { buffer, start, end } => {
+                buffer.as_slice().get(*start..*end).unwrap_or_default()
+            }
+        }
     }
 }
 
@@ -255,24 +281,40 @@ impl StorageFile for DmaStorageFile {
     fn alloc(&self, len: usize) -> DmaWriteBuffer {
         // Not zeroed: touching every page of a large buffer on each group commit costs
         // milliseconds. The log zeroes exactly the bytes it writes without filling them.
-        DmaWriteBuffer(self.file.alloc_dma_buffer(len))
+        DmaWriteBuffer(Rc::new(self.file.alloc_dma_buffer(len)))
     }
 
-    async fn write_at(&self, buffer: DmaWriteBuffer, pos: u64) -> io::Result<()> {
+    async fn write_at(&self, buffer: DmaWriteBuffer, pos: u64) -> io::Result<DmaWriteBuffer> {
         let len = buffer.0.len();
-        let written = self.file.write_at(buffer.0, pos).await.map_err(to_io)?;
+        let written = self
+            .file
+            .write_rc_at(Rc::clone(&buffer.0), pos)
+            .await
+            .map_err(to_io)?;
         if written != len {
             return Err(io::Error::new(
                 io::ErrorKind::WriteZero,
                 format!("short write: {written} of {len} bytes at {pos}"),
             ));
         }
-        Ok(())
+        Ok(buffer)
+    }
+
+    fn written_read(buffer: &Rc<DmaWriteBuffer>, start: usize, end: usize) -> DmaReadBuffer {
+        assert!(
+            start <= end && end <= buffer.as_slice().len(),
+            "a cached read lies within its buffer"
+        );
+        DmaReadBuffer::Written {
+            buffer: Rc::clone(buffer),
+            start,
+            end,
+        }
     }
 
     async fn read_at(&self, pos: u64, len: usize) -> io::Result<DmaReadBuffer> {
         let result = self.file.read_at(pos, len).await.map_err(to_io)?;
-        Ok(DmaReadBuffer(result))
+        Ok(DmaReadBuffer::File(result))
     }
 
     async fn sync(&self) -> io::Result<()> {

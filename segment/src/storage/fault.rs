@@ -417,7 +417,7 @@ impl StorageFile for FaultFile {
         FaultWriteBuffer(vec![0xee; len])
     }
 
-    async fn write_at(&self, buffer: FaultWriteBuffer, pos: u64) -> io::Result<()> {
+    async fn write_at(&self, buffer: FaultWriteBuffer, pos: u64) -> io::Result<FaultWriteBuffer> {
         yield_now().await;
         {
             let mut fs = self.fs.borrow_mut();
@@ -435,12 +435,24 @@ impl StorageFile for FaultFile {
         }
         let change = DataChange::Write {
             pos,
-            data: buffer.0,
+            data: buffer.0.clone(),
         };
         let mut image = self.image.borrow_mut();
         apply(&mut image.live, &change);
         image.pending.push(change);
-        Ok(())
+        Ok(buffer)
+    }
+
+    fn written_read(buffer: &Rc<FaultWriteBuffer>, start: usize, end: usize) -> FaultReadBuffer {
+        // A copy: a `Vec<u8>` promises no 16-byte alignment, and tests read archives in place.
+        let mut copy = AlignedBytes::with_capacity(end.saturating_sub(start));
+        copy.extend_from_slice(
+            buffer
+                .0
+                .get(start..end)
+                .expect("a cached read lies within its buffer"),
+        );
+        FaultReadBuffer(Rc::new(copy))
     }
 
     async fn read_at(&self, pos: u64, len: usize) -> io::Result<FaultReadBuffer> {

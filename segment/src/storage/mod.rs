@@ -11,6 +11,7 @@
 use std::io;
 use std::ops::Deref;
 use std::path::{Path, PathBuf};
+use std::rc::Rc;
 
 pub mod dma;
 pub mod fault;
@@ -64,8 +65,13 @@ pub trait StorageFile {
     /// A block-aligned write buffer of `len` bytes. Its contents are unspecified: the caller
     /// writes every byte it then writes to the file.
     fn alloc(&self, len: usize) -> Self::Buffer;
-    /// Writes the whole buffer at `pos` (both block-aligned).
-    async fn write_at(&self, buffer: Self::Buffer, pos: u64) -> io::Result<()>;
+    /// Writes the whole buffer at `pos` (both block-aligned) and gives it back, unchanged, so
+    /// the log can keep the bytes it wrote for readers (its batch cache).
+    async fn write_at(&self, buffer: Self::Buffer, pos: u64) -> io::Result<Self::Buffer>;
+    /// Bytes `start..end` of a buffer this storage wrote, as a read result, without I/O (and
+    /// without a copy where the read result type can share the buffer). `start` keeps the
+    /// 16-byte alignment [`ReadBuffer`] promises when it is a multiple of 16.
+    fn written_read(buffer: &Rc<Self::Buffer>, start: usize, end: usize) -> Self::ReadBuf;
     /// Reads up to `len` bytes at `pos`; fewer at the end of the file.
     async fn read_at(&self, pos: u64, len: usize) -> io::Result<Self::ReadBuf>;
     /// fdatasync: everything written so far survives a power loss once this returns Ok.

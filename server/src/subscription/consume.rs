@@ -7,6 +7,11 @@
 //! each with an `AckResult`. It waits for whichever comes first: an ack, new records (only
 //! while the budget has room), an ack deadline, a change of assignment, or the node stopping.
 //!
+//! A fresh delivery reads and sends only whole batches that end within the budget; when the
+//! budget holds just the first records of the next batch, the task waits for acks to make room
+//! for all of it (unless nothing is unacked, the batch is at the readable end, or it is larger
+//! than any delivery may be: then its first records go), so no batch travels twice.
+//!
 //! [`ShardDispatch::plan`]: runnel_replicate::consumer::ShardDispatch::plan
 
 use std::rc::Rc;
@@ -118,6 +123,10 @@ async fn serve_loop(
         .subscriptions
         .delivery_bytes_max
         .min(u64::from(limits.payload_bytes_max)) as usize;
+    // Records a fresh delivery needs to send a whole batch: learnt when the budget fell short
+    // of one, and kept (a stream's batches are alike), so the loop waits for acks instead of
+    // reading a batch it cannot send yet.
+    let mut whole_batch_records = 0u64;
     loop {
         if let Some(reason) = slot.ended() {
             return Ok(reason);
@@ -132,9 +141,22 @@ async fn serve_loop(
         slot.dispatch.borrow_mut().expire(now);
         let end = slot.end();
         let planned = slot.dispatch.borrow().plan(end);
+        // A fresh delivery the budget cuts short of the next whole batch waits for acks.
+        let planned = planned.filter(|planned| {
+            planned.redelivery
+                || planned.to >= end
+                || planned.to.0 - planned.from.0 >= whole_batch_records
+                || slot.dispatch.borrow().unacked() == 0
+        });
         if let Some(planned) = planned {
+            // Only the batches the plan may deliver are read (and sent): a delivery carries
+            // whole batches, and bytes past its records would travel for nothing.
             let chunk = match log
-                .read(planned.from, bytes_max, ReadBound::Below(end))
+                .read(
+                    planned.from,
+                    bytes_max,
+                    ReadBound::Below(planned.to.min(end)),
+                )
                 .await
             {
                 Ok(chunk) => chunk,
@@ -148,13 +170,36 @@ async fn serve_loop(
                 }
                 Err(error) => return Err(Some(crate::handler::log_error(&error))),
             };
-            let delivery = slot.dispatch.borrow_mut().deliver(
-                member,
-                planned,
-                chunk.next_offset(),
-                end,
-                now_ms().max(0) as u64,
-            );
+            let mut chunk = chunk;
+            let mut wait_for_acks = false;
+            if !planned.redelivery && !chunk.keep_batches_ending_by(planned.to) {
+                // The budget left holds only the first records of the next batch. While
+                // records are unacked, acks will make room for all of it: wait for them
+                // rather than send the batch now for a few of its records and again later.
+                // A batch larger than any delivery may be goes in pieces, as before.
+                let whole = chunk.next_offset().0.saturating_sub(planned.from.0);
+                let (unacked, config) = {
+                    let dispatch = slot.dispatch.borrow();
+                    (dispatch.unacked(), dispatch.config())
+                };
+                let most = config.unacked_records_max.min(config.delivery_records_max);
+                // Only the budget can be waited for: at the readable end, the batch goes.
+                if unacked > 0 && whole <= u64::from(most) && planned.to < end {
+                    whole_batch_records = whole;
+                    wait_for_acks = true;
+                }
+            }
+            let delivery = if wait_for_acks {
+                None
+            } else {
+                slot.dispatch.borrow_mut().deliver(
+                    member,
+                    planned,
+                    chunk.next_offset(),
+                    end,
+                    now_ms().max(0) as u64,
+                )
+            };
             if let Some(delivery) = delivery {
                 let frame = Response::Delivery(Delivery {
                     shard: slot.shard,
@@ -170,8 +215,9 @@ async fn serve_loop(
                 }
                 continue;
             }
-            // The plan went stale while the log was read (acks arrived, the shard moved): wait
-            // for the next event rather than plan again at once.
+            // The plan went stale while the log was read (acks arrived, the shard moved), or
+            // waits for acks to make room for a whole batch: wait for the next event rather
+            // than plan again at once.
         }
         match wait(slot, member, end, reader, recv).await {
             Wake::Look => {}
