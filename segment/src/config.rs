@@ -33,8 +33,9 @@ pub struct LogConfig {
     pub verify_sealed_segments_on_open: bool,
     /// Reserve disk space for the active segment ahead of its writes (fallocate), in steps that
     /// double from 64 KiB up to `reserve_step_bytes_max` as the segment grows, so an empty
-    /// shard costs one 4 KiB block and a full disk is met before a write, not during one.
-    /// Default true.
+    /// shard costs one 4 KiB block and a full disk is met before a write, not during one; and
+    /// write each step with zeros before batches reach it, so that their fdatasync is the
+    /// device's flush alone (no extent conversion for the journal to commit). Default true.
     pub preallocate: bool,
     /// Largest step of a reservation. Default 32 MiB.
     pub reserve_step_bytes_max: u64,

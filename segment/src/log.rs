@@ -10,7 +10,9 @@
 //! checkpoint*: the durable end before this write (covered by the same fdatasync), and after a
 //! short idle time the flusher records the final durable end the same way. Recovery refuses to
 //! treat damage below the checkpoint as a torn tail. Disk space is reserved in steps just ahead
-//! of the writes; a full disk refuses appends (an operating error) instead of poisoning the log.
+//! of the writes and written with zeros before batches reach it, so a write's fdatasync commits
+//! no file system metadata; a full disk refuses appends (an operating error) instead of
+//! poisoning the log.
 
 use std::cell::RefCell;
 use std::collections::BTreeMap;
@@ -58,6 +60,8 @@ pub struct LogStats {
     pub checkpoints: u64,
     /// Disk reservations (fallocate calls) made for the active segment.
     pub reservations: u64,
+    /// Bytes of zeros written over reserved space ahead of the batches.
+    pub bytes_zeroed: u64,
 }
 
 /// The tail buffer's first capacity beyond the kept partial block (one block): it doubles from
@@ -129,6 +133,16 @@ struct State<S: Storage> {
     no_space: Option<(String, Instant)>,
     /// Appends wait for the active segment to be reserved up to this position (0: none).
     reserve_wanted: u64,
+    /// A reservation task (fallocate, then zeros ahead) is running.
+    reserving: bool,
+    /// The active segment's space from the end of its data up to here is known to be written
+    /// (zeros), not merely reserved: writes of batches there commit no metadata.
+    zeroed_end: u64,
+    /// A write of zeros is in flight over this range of the active segment: no write of
+    /// batches may touch it before that write returned.
+    zeroing: Option<(u64, u64)>,
+    /// End of the last write of batches issued into the active segment: zeros go only beyond.
+    write_claimed_end: u64,
     /// The logical start: offsets below it are trimmed.
     start: Offset,
     poisoned: Option<String>,
@@ -272,6 +286,12 @@ impl<S: Storage> ShardLog<S> {
             last_write_at: Instant::now(),
             no_space: None,
             reserve_wanted: 0,
+            reserving: false,
+            // What lies beyond the recovered data is zeros, but maybe only reserved: it is
+            // written over again before batches reach it.
+            zeroed_end: align_up(written_pos),
+            zeroing: None,
+            write_claimed_end: align_up(written_pos),
             start,
             poisoned: None,
             closed: false,
@@ -960,8 +980,6 @@ enum Work<S: Storage> {
     Roll,
     /// Record the durable end in block 0 on its own (the log went idle).
     Checkpoint(Rc<S::File>, S::Buffer),
-    /// Reserve the active segment's disk to at least this size, for waiting appends.
-    Reserve(Rc<S::File>, u64),
     Stop,
 }
 
@@ -971,18 +989,35 @@ enum Work<S: Storage> {
 /// flight, and at most one sync is in flight. So at most two writes are ever unsynced, which is
 /// the torn-write window recovery allows for ([`crate::format::UNSYNCED_WRITES_MAX`]). A
 /// checkpoint written with write k+1 records only what write k's completed sync made durable.
+///
+/// Reservations run beside the writes as their own task ([`reserve`]), at most one at a time:
+/// a write of batches that would touch the range its zeros are being written over waits for
+/// it, and a roll or a stop waits for it to finish.
 async fn flusher<S: Storage>(inner: Rc<Inner<S>>) {
+    let mut reserving: Option<TaskHandle<()>> = None;
+    run_flusher(&inner, &mut reserving).await;
+    // Whether stopped or poisoned, no write of zeros outlives the flusher.
+    if let Some(reservation) = reserving.take() {
+        reservation.join().await;
+    }
+}
+
+async fn run_flusher<S: Storage>(inner: &Rc<Inner<S>>, reserving: &mut Option<TaskHandle<()>>) {
     let mut syncing: Option<TaskHandle<Result<(), LogError>>> = None;
     loop {
         let work = loop {
             let appended = inner.appended.listen();
-            if let Some(work) = next_work(&inner) {
+            if let Some(file) = reservation_due(inner) {
+                inner.state.borrow_mut().reserving = true;
+                *reserving = Some(spawn(reserve(Rc::clone(inner), file)));
+            }
+            if let Some(work) = next_work(inner) {
                 break work;
             }
             // When a checkpoint is due later, a timer wakes the flusher then; dropping the
             // handle (new work came first) cancels it.
-            let _timer = checkpoint_due_in(&inner).map(|due| {
-                let inner = Rc::clone(&inner);
+            let _timer = checkpoint_due_in(inner).map(|due| {
+                let inner = Rc::clone(inner);
                 spawn(async move {
                     sleep(due).await;
                     inner.appended.notify();
@@ -992,15 +1027,18 @@ async fn flusher<S: Storage>(inner: Rc<Inner<S>>) {
         };
         let result = match work {
             Work::Stop => {
+                if let Some(reservation) = reserving.take() {
+                    reservation.join().await;
+                }
                 let previous = match syncing.take() {
                     Some(previous) => previous.join().await,
                     None => Ok(()),
                 };
                 // A clean close records the final acknowledged end.
                 if previous.is_ok() && inner.state.borrow().poisoned.is_none() {
-                    if let Some((file, block)) = take_checkpoint_block(&inner) {
-                        if let Err(error) = write_checkpoint(&inner, &file, block).await {
-                            poison(&inner, error.to_string());
+                    if let Some((file, block)) = take_checkpoint_block(inner) {
+                        if let Err(error) = write_checkpoint(inner, &file, block).await {
+                            poison(inner, error.to_string());
                         }
                     }
                 }
@@ -1009,7 +1047,21 @@ async fn flusher<S: Storage>(inner: Rc<Inner<S>>) {
             Work::Flush(job) => {
                 let (file, upto_offset, upto_pos) =
                     (Rc::clone(&job.file), job.upto_offset, job.upto_pos);
-                match write(&inner, job).await {
+                let end = job.pos + job.buffer.as_slice().len() as u64;
+                if zeroing_overlaps(inner, job.pos, end) {
+                    if let Some(reservation) = reserving.take() {
+                        reservation.join().await;
+                    }
+                }
+                {
+                    let mut state = inner.state.borrow_mut();
+                    assert!(
+                        state.zeroing.is_none_or(|(from, _)| end <= from),
+                        "a write of batches never races a write of zeros over its blocks"
+                    );
+                    state.write_claimed_end = state.write_claimed_end.max(end);
+                }
+                match write(inner, job).await {
                     Ok(()) => {
                         let previous = match syncing.take() {
                             Some(previous) => previous.join().await,
@@ -1017,7 +1069,7 @@ async fn flusher<S: Storage>(inner: Rc<Inner<S>>) {
                         };
                         if previous.is_ok() {
                             syncing = Some(spawn(sync_up_to(
-                                Rc::clone(&inner),
+                                Rc::clone(inner),
                                 file,
                                 upto_offset,
                                 upto_pos,
@@ -1028,30 +1080,32 @@ async fn flusher<S: Storage>(inner: Rc<Inner<S>>) {
                     Err(error) => Err(error),
                 }
             }
-            Work::Reserve(file, wanted) => reserve(&inner, file.as_ref(), wanted).await,
             Work::Checkpoint(file, block) => {
                 let previous = match syncing.take() {
                     Some(previous) => previous.join().await,
                     None => Ok(()),
                 };
                 match previous {
-                    Ok(()) => write_checkpoint(&inner, &file, block).await,
+                    Ok(()) => write_checkpoint(inner, &file, block).await,
                     Err(error) => Err(error),
                 }
             }
             Work::Roll => {
+                if let Some(reservation) = reserving.take() {
+                    reservation.join().await;
+                }
                 let previous = match syncing.take() {
                     Some(previous) => previous.join().await,
                     None => Ok(()),
                 };
                 match previous {
-                    Ok(()) => roll(&inner).await,
+                    Ok(()) => roll(inner).await,
                     Err(error) => Err(error),
                 }
             }
         };
         if let Err(error) = result {
-            poison(&inner, error.to_string());
+            poison(inner, error.to_string());
             return;
         }
     }
@@ -1147,34 +1201,95 @@ async fn sync_up_to<S: Storage>(
     Ok(())
 }
 
-/// Reserves disk space for the active segment up to at least `wanted` (one doubling step at
-/// least), for the appends waiting on it. A full disk is not a fault of the log: it is noted,
-/// and the waiting appends are refused with `NoSpace` (nothing of theirs was buffered); any
-/// other failure poisons the log.
-async fn reserve<S: Storage>(
-    inner: &Inner<S>,
-    file: &S::File,
-    wanted: u64,
-) -> Result<(), LogError> {
-    let target = {
+/// Whether a write of zeros is in flight over part of `[pos, end)` of the active segment.
+fn zeroing_overlaps<S: Storage>(inner: &Inner<S>, pos: u64, end: u64) -> bool {
+    inner
+        .state
+        .borrow()
+        .zeroing
+        .is_some_and(|(from, to)| pos < to && from < end)
+}
+
+/// The active segment's file, when the flusher should start a reservation now: appends wait
+/// for one (`reserve_wanted`), or the segment holds batches and the buffered ones came within
+/// half a step of the reserved end, so that the next step is reserved and written with zeros
+/// before appends reach it. Never while one runs, a roll is pending or the log stops, and not
+/// ahead of need while the disk was found full less than `NO_SPACE_RETRY_MS` ago.
+fn reservation_due<S: Storage>(inner: &Inner<S>) -> Option<Rc<S::File>> {
+    if !inner.config.preallocate {
+        return None;
+    }
+    let state = inner.state.borrow();
+    if state.reserving || state.roll_requested || state.closed || state.poisoned.is_some() {
+        return None;
+    }
+    let active = state.segments.values().next_back()?;
+    let reserved = active.reserved_bytes;
+    if state.reserve_wanted > reserved {
+        return Some(Rc::clone(&active.file));
+    }
+    if active.is_empty() {
+        return None;
+    }
+    if let Some((_, at)) = &state.no_space {
+        if at.elapsed() < Duration::from_millis(NO_SPACE_RETRY_MS) {
+            return None;
+        }
+    }
+    let buffered_end = state.tail.file_pos + state.tail.fill as u64;
+    let step = reserved.clamp(RESERVE_STEP_BYTES_MIN, inner.config.reserve_step_bytes_max);
+    let near = buffered_end + step / 2 >= reserved;
+    let grows = next_reservation(reserved, buffered_end, &inner.config) > reserved;
+    (near && grows).then(|| Rc::clone(&active.file))
+}
+
+/// A reservation of the active segment (`file`), run as a task beside the flusher's writes:
+///
+/// 1. reserves the next step with fallocate (at least up to what waiting appends need), and
+///    wakes the appends. A full disk is not a fault of the log: it is noted, and the waiting
+///    appends are refused with `NoSpace` (nothing of theirs was buffered); any other failure
+///    poisons the log.
+/// 2. writes zeros over the new space, from the end of what is buffered or wanted (whose
+///    batches will be written there anyway) to the end of the reservation, so that the writes
+///    of batches that follow land on written blocks and their fdatasync is the device's flush
+///    alone, with no extent conversion to commit. The range is published in `zeroing` while
+///    the write is in flight; the flusher keeps its writes of batches out of it.
+async fn reserve<S: Storage>(inner: Rc<Inner<S>>, file: Rc<S::File>) {
+    let (target, wanted) = {
         let state = inner.state.borrow();
-        let Some(active) = state.segments.values().next_back() else {
-            return Ok(());
-        };
-        next_reservation(active.reserved_bytes, wanted, &inner.config)
+        let active = state
+            .segments
+            .values()
+            .next_back()
+            .expect("a log always has an active segment");
+        assert!(Rc::ptr_eq(&active.file, &file), "reserves the active segment");
+        let wanted = state.reserve_wanted;
+        (
+            next_reservation(active.reserved_bytes, wanted, &inner.config),
+            wanted,
+        )
     };
-    let result = file.preallocate(target).await;
-    let outcome = {
+    let reserved = file.preallocate(target).await;
+    let zeroing = {
         let mut state = inner.state.borrow_mut();
         state.reserve_wanted = 0;
-        match result {
+        match reserved {
             Ok(()) => {
                 if let Some(active) = state.segments.values_mut().next_back() {
                     active.reserved_bytes = active.reserved_bytes.max(target);
                 }
                 state.stats.reservations += 1;
                 state.no_space = None;
-                Ok(())
+                let buffered_end = align_up(state.tail.file_pos + state.tail.fill as u64);
+                let from = state
+                    .zeroed_end
+                    .max(buffered_end)
+                    .max(align_up(wanted))
+                    .max(state.write_claimed_end);
+                (from < target && state.poisoned.is_none()).then(|| {
+                    state.zeroing = Some((from, target));
+                    (from, target)
+                })
             }
             Err(error) if is_no_space(&error) => {
                 if state.no_space.is_none() {
@@ -1185,13 +1300,38 @@ async fn reserve<S: Storage>(
                     );
                 }
                 state.no_space = Some((error.to_string(), Instant::now()));
-                Ok(())
+                None
             }
-            Err(error) => Err(LogError::io("reserve segment space", file.path(), error)),
+            Err(error) => {
+                drop(state);
+                let error = LogError::io("reserve segment space", file.path(), error);
+                poison(&inner, error.to_string());
+                None
+            }
         }
     };
     inner.room.notify();
-    outcome
+    if let Some((from, to)) = zeroing {
+        let written = file.write_zeroes(from, to - from).await;
+        let mut state = inner.state.borrow_mut();
+        state.zeroing = None;
+        match written {
+            Ok(()) => {
+                state.zeroed_end = state.zeroed_end.max(to);
+                state.stats.bytes_zeroed += to - from;
+            }
+            // The space stays reserved: batches written there cost a conversion, no more.
+            Err(error) if is_no_space(&error) => {}
+            Err(error) => {
+                drop(state);
+                let error = LogError::io("write zeros ahead", file.path(), error);
+                poison(&inner, error.to_string());
+            }
+        }
+    }
+    inner.state.borrow_mut().reserving = false;
+    // The flusher may wait for the zeros, or owe the next step.
+    inner.appended.notify();
 }
 
 /// The next reservation of a segment of `reserved` bytes that must reach `end`: the segment
@@ -1312,15 +1452,10 @@ fn next_work<S: Storage>(inner: &Inner<S>) -> Option<Work<S>> {
         inner.room.notify();
         return Some(Work::Flush(job));
     }
-    let (roll_requested, closed, reserve_wanted) = {
+    let (roll_requested, closed) = {
         let state = inner.state.borrow();
-        (state.roll_requested, state.closed, state.reserve_wanted)
+        (state.roll_requested, state.closed)
     };
-    if reserve_wanted > 0 && !roll_requested {
-        let state = inner.state.borrow();
-        let active = state.segments.values().next_back()?;
-        return Some(Work::Reserve(Rc::clone(&active.file), reserve_wanted));
-    }
     if roll_requested {
         return Some(Work::Roll);
     }
@@ -1364,8 +1499,14 @@ async fn roll<S: Storage>(inner: &Inner<S>) -> Result<(), LogError> {
             state.durable_offset, next,
             "a roll starts after everything was made durable"
         );
+        assert!(
+            !state.reserving && state.zeroing.is_none(),
+            "a roll starts after the reservation of the sealed segment finished"
+        );
         state.written_pos = segment.data_end;
         state.durable_pos = segment.data_end;
+        state.zeroed_end = segment.data_end;
+        state.write_claimed_end = segment.data_end;
         state.checkpoints = [None, None];
         state.checkpointed_offset = segment.base;
         state.tail = tail;

@@ -6,6 +6,7 @@ use std::io::{self, Write};
 use std::ops::Deref;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
+use std::rc::Rc;
 
 use glommio::io::{DmaBuffer, DmaFile, OpenOptions, ReadResult};
 
@@ -15,6 +16,13 @@ use super::{ReadBuffer, Storage, StorageFile, WriteBuffer};
 
 /// Bytes the device probe file holds.
 const PROBE_FILE_BYTES: usize = 4096;
+
+/// The largest write of zeros ([`StorageFile::write_zeroes`]): longer ranges take several, one
+/// after another. Each write of zeros into reserved (unwritten) space makes one later
+/// fdatasync commit its extent conversion, so fewer, larger writes cost fewer commits; each
+/// also keeps the device busy for a moment, so it is bounded. One buffer of zeros of this size
+/// is kept per thread and shared by every write of zeros on it.
+pub const ZERO_WRITE_BYTES_MAX: usize = 4 << 20;
 
 /// Where this thread stands with glommio's probe of one device.
 enum Probe {
@@ -27,6 +35,9 @@ enum Probe {
 }
 
 thread_local! {
+    /// The buffer of zeros writes of [`ZERO_WRITE_BYTES_MAX`] bytes share on this thread
+    /// (never written to once filled).
+    static ZEROS: RefCell<Option<Rc<DmaBuffer>>> = const { RefCell::new(None) };
     /// Devices (`st_dev`) whose polled-I/O support glommio has probed, or is probing, on this
     /// thread.
     static PROBED_DEVICES: RefCell<HashMap<u64, Probe>> = RefCell::new(HashMap::new());
@@ -128,6 +139,26 @@ async fn probe_device(path: &Path, opening_existing: bool) -> io::Result<Option<
     removed?;
     guard.succeeded();
     Ok(None)
+}
+
+/// A buffer of `len` zeros: this thread's shared one when `len` is [`ZERO_WRITE_BYTES_MAX`]
+/// (filled once, so a steady stream of writes of zeros costs neither a fill nor fresh pages),
+/// a new one otherwise (the first, smaller reservations of a segment).
+fn zero_buffer(file: &DmaFile, len: usize) -> Rc<DmaBuffer> {
+    let shared = len == ZERO_WRITE_BYTES_MAX;
+    if shared {
+        if let Some(zeros) = ZEROS.with(|zeros| zeros.borrow().clone()) {
+            assert_eq!(zeros.len(), len, "the shared buffer of zeros keeps its size");
+            return zeros;
+        }
+    }
+    let mut buffer = file.alloc_dma_buffer(len);
+    buffer.as_bytes_mut().fill(0);
+    let zeros = Rc::new(buffer);
+    if shared {
+        ZEROS.with(|cached| *cached.borrow_mut() = Some(Rc::clone(&zeros)));
+    }
+    zeros
 }
 
 /// Files on a real file system through glommio's DMA API. Must be used on a glommio executor.
@@ -288,6 +319,24 @@ impl StorageFile for DmaStorageFile {
             return Ok(());
         }
         self.file.pre_allocate(len, false).await.map_err(to_io)
+    }
+
+    async fn write_zeroes(&self, pos: u64, len: u64) -> io::Result<()> {
+        let end = pos + len;
+        let mut at = pos;
+        while at < end {
+            let piece = (end - at).min(ZERO_WRITE_BYTES_MAX as u64) as usize;
+            let zeros = zero_buffer(&self.file, piece);
+            let written = self.file.write_rc_at(zeros, at).await.map_err(to_io)?;
+            if written != piece {
+                return Err(io::Error::new(
+                    io::ErrorKind::WriteZero,
+                    format!("short write of zeros: {written} of {piece} bytes at {at}"),
+                ));
+            }
+            at += piece as u64;
+        }
+        Ok(())
     }
 
     async fn truncate(&self, len: u64) -> io::Result<()> {
