@@ -23,7 +23,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use runnel_core::batch::stamp_header;
 use runnel_core::{BatchHeader, BatchView, Epoch, Offset, BATCH_HEADER_LEN};
 
-use crate::config::{LogConfig, BLOCK_BYTES, RESERVE_STEP_BYTES_MIN};
+use crate::config::{LogConfig, BLOCK_BYTES, RESERVE_STEP_BYTES_MIN, ZERO_AHEAD_WRITE_BYTES_MAX};
 use crate::error::{is_no_space, LogError};
 use crate::event::Event;
 use crate::format::{
@@ -135,14 +135,21 @@ struct State<S: Storage> {
     reserve_wanted: u64,
     /// A reservation task (fallocate, then zeros ahead) is running.
     reserving: bool,
-    /// The active segment's space from the end of its data up to here is known to be written
-    /// (zeros), not merely reserved: writes of batches there commit no metadata.
+    /// The active segment's space from the end of its data up to here is written with zeros
+    /// (not merely reserved: writes of batches there commit no metadata), or owed none (the
+    /// writes were large when it was reserved).
     zeroed_end: u64,
     /// A write of zeros is in flight over this range of the active segment: no write of
     /// batches may touch it before that write returned.
     zeroing: Option<(u64, u64)>,
     /// End of the last write of batches issued into the active segment: zeros go only beyond.
     write_claimed_end: u64,
+    /// Writes of batches, and their bytes, since the last reservation: whether the next one
+    /// is written with zeros.
+    writes_since_reservation: (u64, u64),
+    /// Whether the last reservation was written with zeros (the next one decides again when
+    /// writes were made since).
+    zero_ahead: bool,
     /// The logical start: offsets below it are trimmed.
     start: Offset,
     poisoned: Option<String>,
@@ -292,6 +299,8 @@ impl<S: Storage> ShardLog<S> {
             zeroed_end: align_up(written_pos),
             zeroing: None,
             write_claimed_end: align_up(written_pos),
+            writes_since_reservation: (0, 0),
+            zero_ahead: true,
             start,
             poisoned: None,
             closed: false,
@@ -1144,6 +1153,8 @@ async fn write<S: Storage>(inner: &Inner<S>, job: FlushJob<S>) -> Result<(), Log
         state.last_write_at = Instant::now();
         state.stats.writes += 1;
         state.stats.bytes_written += bytes;
+        state.writes_since_reservation.0 += 1;
+        state.writes_since_reservation.1 += bytes;
         if checkpointed {
             state.stats.checkpoints += 1;
         }
@@ -1237,10 +1248,25 @@ fn reservation_due<S: Storage>(inner: &Inner<S>) -> Option<Rc<S::File>> {
         }
     }
     let buffered_end = state.tail.file_pos + state.tail.fill as u64;
-    let step = reserved.clamp(RESERVE_STEP_BYTES_MIN, inner.config.reserve_step_bytes_max);
-    let near = buffered_end + step / 2 >= reserved;
-    let grows = next_reservation(reserved, buffered_end, &inner.config) > reserved;
-    (near && grows).then(|| Rc::clone(&active.file))
+    let (reserve_next, zero_more) = ahead_of_need(&state, reserved, buffered_end, &inner.config);
+    (reserve_next || zero_more).then(|| Rc::clone(&active.file))
+}
+
+/// Whether the buffered batches (ending at `buffered_end`) came within half a step of the
+/// reserved end, with room to reserve more (the next step is due), and whether they came
+/// within half a step of the zeros with reserved space left to write them over (after opening
+/// a log, the space it had reserved may be unwritten).
+fn ahead_of_need<S: Storage>(
+    state: &State<S>,
+    reserved: u64,
+    buffered_end: u64,
+    config: &LogConfig,
+) -> (bool, bool) {
+    let step = reserved.clamp(RESERVE_STEP_BYTES_MIN, config.reserve_step_bytes_max);
+    let reserve_next = buffered_end + step / 2 >= reserved
+        && next_reservation(reserved, buffered_end, config) > reserved;
+    let zero_more = buffered_end + step / 2 >= state.zeroed_end && state.zeroed_end < reserved;
+    (reserve_next, zero_more)
 }
 
 /// A reservation of the active segment (`file`), run as a task beside the flusher's writes:
@@ -1255,7 +1281,7 @@ fn reservation_due<S: Storage>(inner: &Inner<S>) -> Option<Rc<S::File>> {
 ///    alone, with no extent conversion to commit. The range is published in `zeroing` while
 ///    the write is in flight; the flusher keeps its writes of batches out of it.
 async fn reserve<S: Storage>(inner: Rc<Inner<S>>, file: Rc<S::File>) {
-    let (target, wanted) = {
+    let (target, wanted, grows) = {
         let state = inner.state.borrow();
         let active = state
             .segments
@@ -1264,29 +1290,55 @@ async fn reserve<S: Storage>(inner: Rc<Inner<S>>, file: Rc<S::File>) {
             .expect("a log always has an active segment");
         assert!(Rc::ptr_eq(&active.file, &file), "reserves the active segment");
         let wanted = state.reserve_wanted;
-        (
-            next_reservation(active.reserved_bytes, wanted, &inner.config),
-            wanted,
-        )
+        let reserved = active.reserved_bytes;
+        let buffered_end = state.tail.file_pos + state.tail.fill as u64;
+        let (reserve_next, _) = ahead_of_need(&state, reserved, buffered_end, &inner.config);
+        let target = if wanted > reserved || reserve_next {
+            next_reservation(reserved, wanted, &inner.config)
+        } else {
+            // Only zeros are owed, over space already reserved.
+            reserved
+        };
+        (target, wanted, target > reserved)
     };
-    let reserved = file.preallocate(target).await;
+    // Zeros pay while writes are small; for large ones the extent conversion costs little
+    // beside their bytes, and zeros would double what the disk writes.
+    let zero_ahead = {
+        let mut state = inner.state.borrow_mut();
+        let (writes, bytes) = std::mem::take(&mut state.writes_since_reservation);
+        if writes > 0 {
+            state.zero_ahead = bytes / writes < ZERO_AHEAD_WRITE_BYTES_MAX;
+        }
+        state.zero_ahead
+    };
+    let reserved = if grows {
+        file.preallocate(target).await
+    } else {
+        Ok(())
+    };
     let zeroing = {
         let mut state = inner.state.borrow_mut();
         state.reserve_wanted = 0;
         match reserved {
             Ok(()) => {
-                if let Some(active) = state.segments.values_mut().next_back() {
-                    active.reserved_bytes = active.reserved_bytes.max(target);
+                if grows {
+                    if let Some(active) = state.segments.values_mut().next_back() {
+                        active.reserved_bytes = active.reserved_bytes.max(target);
+                    }
+                    state.stats.reservations += 1;
+                    state.no_space = None;
                 }
-                state.stats.reservations += 1;
-                state.no_space = None;
                 let buffered_end = align_up(state.tail.file_pos + state.tail.fill as u64);
                 let from = state
                     .zeroed_end
                     .max(buffered_end)
                     .max(align_up(wanted))
                     .max(state.write_claimed_end);
-                (from < target && state.poisoned.is_none()).then(|| {
+                // Below `from`, batches are written or will be: nothing there is owed zeros;
+                // nor beyond it when the writes are large.
+                let owed_from = if zero_ahead { from } else { target };
+                state.zeroed_end = state.zeroed_end.max(owed_from.min(target));
+                (zero_ahead && from < target && state.poisoned.is_none()).then(|| {
                     state.zeroing = Some((from, target));
                     (from, target)
                 })
@@ -1315,12 +1367,11 @@ async fn reserve<S: Storage>(inner: Rc<Inner<S>>, file: Rc<S::File>) {
         let written = file.write_zeroes(from, to - from).await;
         let mut state = inner.state.borrow_mut();
         state.zeroing = None;
+        // Written, or given up on: not tried again.
+        state.zeroed_end = state.zeroed_end.max(to);
         match written {
-            Ok(()) => {
-                state.zeroed_end = state.zeroed_end.max(to);
-                state.stats.bytes_zeroed += to - from;
-            }
-            // The space stays reserved: batches written there cost a conversion, no more.
+            Ok(()) => state.stats.bytes_zeroed += to - from,
+            // The space stays reserved, unwritten: batches written there cost a conversion.
             Err(error) if is_no_space(&error) => {}
             Err(error) => {
                 drop(state);

@@ -293,15 +293,63 @@ fn appends_that_catch_up_with_the_zeros_wait_for_them_and_read_back() {
             .collect();
         assert_eq!(payloads, appended, "every batch reads back as appended");
         log.close().await.expect("close");
+        // Reopened, the log writes zeros again over what it had reserved before it takes
+        // batches there, and goes on.
         let log = ShardLog::open(storage.clone(), Path::new(DIR), config)
             .await
             .expect("reopens");
+        for _ in 0..300 {
+            let batch = random_batch(&mut random, 8, 2000, 0);
+            log.append(&batch, Epoch(1)).await.expect("append");
+            appended.push(common::payload(&batch));
+        }
+        log.sync_all().await.expect("durable");
+        assert!(log.stats().bytes_zeroed > 0, "zeros were written ahead again");
         let payloads: Vec<Vec<u8>> = read_all(&log, Offset(0))
             .await
             .into_iter()
             .map(|b| b.3)
             .collect();
         assert_eq!(payloads, appended, "and after reopening");
+        log.close().await.expect("close");
+    });
+}
+
+/// The bandwidth the zeros cost is bounded: while the log's writes are large (a producer at
+/// full speed, whose group commits carry megabytes), the disk would write every byte twice for
+/// little gain (an extent conversion costs one commit per fdatasync, small beside the bytes),
+/// so reservations are not written with zeros.
+#[test]
+fn large_writes_reserve_without_writing_zeros() {
+    run(|| async {
+        let storage = FaultStorage::new();
+        let config = LogConfig {
+            segment_bytes_max: 256 << 20,
+            reserve_step_bytes_max: 4 << 20,
+            ..LogConfig::default()
+        };
+        let log = ShardLog::open(storage.clone(), Path::new(DIR), config)
+            .await
+            .expect("open");
+        let mut random = SplitMix64::new(10);
+        let mut data = 0u64;
+        while data < 32 << 20 {
+            let batch = random_batch(&mut random, 200, 4000, 0);
+            data += batch.len() as u64;
+            log.append(&batch, Epoch(1)).await.expect("append");
+        }
+        log.sync_all().await.expect("durable");
+        let stats = log.stats();
+        assert!(
+            stats.bytes_written / stats.writes >= 256 << 10,
+            "{} bytes per write",
+            stats.bytes_written / stats.writes
+        );
+        assert!(
+            stats.bytes_zeroed < data / 8,
+            "{} bytes of zeros for {data} bytes of batches",
+            stats.bytes_zeroed
+        );
         log.close().await.expect("close");
     });
 }
@@ -332,12 +380,21 @@ fn a_segment_on_real_files_holds_no_unwritten_extents() {
         log.close().await.expect("close");
     });
     let segment = dir.join("00000000000000000000.seg");
+    let size = std::fs::metadata(&segment).expect("segment").len();
     let extents = fiemap::extents(&segment).expect("FIEMAP on the test's file system");
-    assert!(!extents.is_empty(), "the segment has extents");
-    let unwritten: Vec<_> = extents.iter().filter(|e| e.unwritten).collect();
+    let mapped: u64 = extents.iter().map(|e| e.length).sum();
+    assert!(
+        size > 1 << 20 && mapped >= size,
+        "{mapped} bytes mapped of {size}"
+    );
+    let unwritten: Vec<(u64, u64)> = extents
+        .iter()
+        .filter(|e| e.unwritten)
+        .map(|e| (e.logical, e.length))
+        .collect();
     assert!(
         unwritten.is_empty(),
-        "unwritten extents in the active segment: {unwritten:?}"
+        "unwritten extents (position, bytes) in the active segment of {size} bytes: {unwritten:?}"
     );
 }
 
@@ -374,7 +431,6 @@ mod fiemap {
         extents: [RawExtent; EXTENTS_MAX],
     }
 
-    #[derive(Debug)]
     pub struct Extent {
         pub logical: u64,
         pub length: u64,

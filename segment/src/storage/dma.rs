@@ -2,6 +2,7 @@
 
 use std::cell::RefCell;
 use std::collections::HashMap;
+use std::future::Future;
 use std::io::{self, Write};
 use std::ops::Deref;
 use std::os::unix::fs::MetadataExt;
@@ -17,11 +18,9 @@ use super::{ReadBuffer, Storage, StorageFile, WriteBuffer};
 /// Bytes the device probe file holds.
 const PROBE_FILE_BYTES: usize = 4096;
 
-/// The largest write of zeros ([`StorageFile::write_zeroes`]): longer ranges take several, one
-/// after another. Each write of zeros into reserved (unwritten) space makes one later
-/// fdatasync commit its extent conversion, so fewer, larger writes cost fewer commits; each
-/// also keeps the device busy for a moment, so it is bounded. One buffer of zeros of this size
-/// is kept per thread and shared by every write of zeros on it.
+/// The largest single write of zeros ([`StorageFile::write_zeroes`]): longer ranges take
+/// several, all in flight at once. One buffer of zeros of this size is kept per thread and
+/// shared by every write of zeros on it (the writes only read it).
 pub const ZERO_WRITE_BYTES_MAX: usize = 4 << 20;
 
 /// Where this thread stands with glommio's probe of one device.
@@ -322,21 +321,47 @@ impl StorageFile for DmaStorageFile {
     }
 
     async fn write_zeroes(&self, pos: u64, len: u64) -> io::Result<()> {
+        // Every piece is in flight at once, so that they complete together: the extent
+        // conversions of the whole range then reach the journal in one commit or two, not one
+        // per piece (each commit is a wait for every fdatasync of the file that meets it).
         let end = pos + len;
+        let mut pieces = Vec::new();
         let mut at = pos;
         while at < end {
             let piece = (end - at).min(ZERO_WRITE_BYTES_MAX as u64) as usize;
             let zeros = zero_buffer(&self.file, piece);
-            let written = self.file.write_rc_at(zeros, at).await.map_err(to_io)?;
-            if written != piece {
-                return Err(io::Error::new(
-                    io::ErrorKind::WriteZero,
-                    format!("short write of zeros: {written} of {piece} bytes at {at}"),
-                ));
-            }
+            let write_at = at;
+            pieces.push(Box::pin(async move {
+                let written = self.file.write_rc_at(zeros, write_at).await.map_err(to_io)?;
+                if written != piece {
+                    return Err(io::Error::new(
+                        io::ErrorKind::WriteZero,
+                        format!("short write of zeros: {written} of {piece} bytes at {write_at}"),
+                    ));
+                }
+                Ok(())
+            }));
             at += piece as u64;
         }
-        Ok(())
+        let mut outcome = Ok(());
+        std::future::poll_fn(|cx| {
+            pieces.retain_mut(|piece| match piece.as_mut().poll(cx) {
+                std::task::Poll::Ready(result) => {
+                    if outcome.is_ok() {
+                        outcome = result;
+                    }
+                    false
+                }
+                std::task::Poll::Pending => true,
+            });
+            if pieces.is_empty() {
+                std::task::Poll::Ready(())
+            } else {
+                std::task::Poll::Pending
+            }
+        })
+        .await;
+        outcome
     }
 
     async fn truncate(&self, len: u64) -> io::Result<()> {
