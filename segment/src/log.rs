@@ -1003,30 +1003,22 @@ enum Work<S: Storage> {
 /// a write of batches that would touch the range its zeros are being written over waits for
 /// it, and a roll or a stop waits for it to finish.
 async fn flusher<S: Storage>(inner: Rc<Inner<S>>) {
-    let mut reserving: Option<TaskHandle<()>> = None;
-    run_flusher(&inner, &mut reserving).await;
-    // Whether stopped or poisoned, no write of zeros outlives the flusher.
-    if let Some(reservation) = reserving.take() {
-        reservation.join().await;
-    }
-}
-
-async fn run_flusher<S: Storage>(inner: &Rc<Inner<S>>, reserving: &mut Option<TaskHandle<()>>) {
     let mut syncing: Option<TaskHandle<Result<(), LogError>>> = None;
+    let mut reserving: Option<TaskHandle<()>> = None;
     loop {
         let work = loop {
             let appended = inner.appended.listen();
-            if let Some(file) = reservation_due(inner) {
+            if let Some(file) = reservation_due(&inner) {
                 inner.state.borrow_mut().reserving = true;
-                *reserving = Some(spawn(reserve(Rc::clone(inner), file)));
+                reserving = Some(spawn(reserve(Rc::clone(&inner), file)));
             }
-            if let Some(work) = next_work(inner) {
+            if let Some(work) = next_work(&inner) {
                 break work;
             }
             // When a checkpoint is due later, a timer wakes the flusher then; dropping the
             // handle (new work came first) cancels it.
-            let _timer = checkpoint_due_in(inner).map(|due| {
-                let inner = Rc::clone(inner);
+            let _timer = checkpoint_due_in(&inner).map(|due| {
+                let inner = Rc::clone(&inner);
                 spawn(async move {
                     sleep(due).await;
                     inner.appended.notify();
@@ -1045,9 +1037,9 @@ async fn run_flusher<S: Storage>(inner: &Rc<Inner<S>>, reserving: &mut Option<Ta
                 };
                 // A clean close records the final acknowledged end.
                 if previous.is_ok() && inner.state.borrow().poisoned.is_none() {
-                    if let Some((file, block)) = take_checkpoint_block(inner) {
-                        if let Err(error) = write_checkpoint(inner, &file, block).await {
-                            poison(inner, error.to_string());
+                    if let Some((file, block)) = take_checkpoint_block(&inner) {
+                        if let Err(error) = write_checkpoint(&inner, &file, block).await {
+                            poison(&inner, error.to_string());
                         }
                     }
                 }
@@ -1057,7 +1049,7 @@ async fn run_flusher<S: Storage>(inner: &Rc<Inner<S>>, reserving: &mut Option<Ta
                 let (file, upto_offset, upto_pos) =
                     (Rc::clone(&job.file), job.upto_offset, job.upto_pos);
                 let end = job.pos + job.buffer.as_slice().len() as u64;
-                if zeroing_overlaps(inner, job.pos, end) {
+                if zeroing_overlaps(&inner, job.pos, end) {
                     if let Some(reservation) = reserving.take() {
                         reservation.join().await;
                     }
@@ -1070,7 +1062,7 @@ async fn run_flusher<S: Storage>(inner: &Rc<Inner<S>>, reserving: &mut Option<Ta
                     );
                     state.write_claimed_end = state.write_claimed_end.max(end);
                 }
-                match write(inner, job).await {
+                match write(&inner, job).await {
                     Ok(()) => {
                         let previous = match syncing.take() {
                             Some(previous) => previous.join().await,
@@ -1078,7 +1070,7 @@ async fn run_flusher<S: Storage>(inner: &Rc<Inner<S>>, reserving: &mut Option<Ta
                         };
                         if previous.is_ok() {
                             syncing = Some(spawn(sync_up_to(
-                                Rc::clone(inner),
+                                Rc::clone(&inner),
                                 file,
                                 upto_offset,
                                 upto_pos,
@@ -1095,7 +1087,7 @@ async fn run_flusher<S: Storage>(inner: &Rc<Inner<S>>, reserving: &mut Option<Ta
                     None => Ok(()),
                 };
                 match previous {
-                    Ok(()) => write_checkpoint(inner, &file, block).await,
+                    Ok(()) => write_checkpoint(&inner, &file, block).await,
                     Err(error) => Err(error),
                 }
             }
@@ -1108,13 +1100,17 @@ async fn run_flusher<S: Storage>(inner: &Rc<Inner<S>>, reserving: &mut Option<Ta
                     None => Ok(()),
                 };
                 match previous {
-                    Ok(()) => roll(inner).await,
+                    Ok(()) => roll(&inner).await,
                     Err(error) => Err(error),
                 }
             }
         };
         if let Err(error) = result {
-            poison(inner, error.to_string());
+            poison(&inner, error.to_string());
+            // No write of zeros outlives the flusher.
+            if let Some(reservation) = reserving.take() {
+                reservation.join().await;
+            }
             return;
         }
     }
@@ -1288,7 +1284,10 @@ async fn reserve<S: Storage>(inner: Rc<Inner<S>>, file: Rc<S::File>) {
             .values()
             .next_back()
             .expect("a log always has an active segment");
-        assert!(Rc::ptr_eq(&active.file, &file), "reserves the active segment");
+        assert!(
+            Rc::ptr_eq(&active.file, &file),
+            "reserves the active segment"
+        );
         let wanted = state.reserve_wanted;
         let reserved = active.reserved_bytes;
         let buffered_end = state.tail.file_pos + state.tail.fill as u64;

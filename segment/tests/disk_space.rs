@@ -254,7 +254,10 @@ fn batches_land_on_blocks_written_with_zeros_ahead_not_on_unwritten_space() {
             .expect("recovers a segment whose tail was written with zeros");
         let all = read_all(&log, Offset(0)).await;
         let payloads: Vec<Vec<u8>> = all.into_iter().map(|b| b.3).collect();
-        assert_eq!(payloads, appended, "every durable batch is back, nothing after");
+        assert_eq!(
+            payloads, appended,
+            "every durable batch is back, nothing after"
+        );
         log.close().await.expect("close");
     });
 }
@@ -304,7 +307,10 @@ fn appends_that_catch_up_with_the_zeros_wait_for_them_and_read_back() {
             appended.push(common::payload(&batch));
         }
         log.sync_all().await.expect("durable");
-        assert!(log.stats().bytes_zeroed > 0, "zeros were written ahead again");
+        assert!(
+            log.stats().bytes_zeroed > 0,
+            "zeros were written ahead again"
+        );
         let payloads: Vec<Vec<u8>> = read_all(&log, Offset(0))
             .await
             .into_iter()

@@ -147,7 +147,11 @@ fn zero_buffer(file: &DmaFile, len: usize) -> Rc<DmaBuffer> {
     let shared = len == ZERO_WRITE_BYTES_MAX;
     if shared {
         if let Some(zeros) = ZEROS.with(|zeros| zeros.borrow().clone()) {
-            assert_eq!(zeros.len(), len, "the shared buffer of zeros keeps its size");
+            assert_eq!(
+                zeros.len(),
+                len,
+                "the shared buffer of zeros keeps its size"
+            );
             return zeros;
         }
     }
@@ -332,7 +336,11 @@ impl StorageFile for DmaStorageFile {
             let zeros = zero_buffer(&self.file, piece);
             let write_at = at;
             pieces.push(Box::pin(async move {
-                let written = self.file.write_rc_at(zeros, write_at).await.map_err(to_io)?;
+                let written = self
+                    .file
+                    .write_rc_at(zeros, write_at)
+                    .await
+                    .map_err(to_io)?;
                 if written != piece {
                     return Err(io::Error::new(
                         io::ErrorKind::WriteZero,
