@@ -1305,8 +1305,8 @@ async fn reserve<S: Storage>(inner: Rc<Inner<S>>, file: Rc<S::File>) {
     let zero_ahead = {
         let mut state = inner.state.borrow_mut();
         let (writes, bytes) = std::mem::take(&mut state.writes_since_reservation);
-        if writes > 0 {
-            state.zero_ahead = bytes / writes < ZERO_AHEAD_WRITE_BYTES_MAX;
+        if let Some(average_bytes) = bytes.checked_div(writes) {
+            state.zero_ahead = average_bytes < ZERO_AHEAD_WRITE_BYTES_MAX;
         }
         state.zero_ahead
     };
