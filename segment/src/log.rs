@@ -10,7 +10,9 @@
 //! checkpoint*: the durable end before this write (covered by the same fdatasync), and after a
 //! short idle time the flusher records the final durable end the same way. Recovery refuses to
 //! treat damage below the checkpoint as a torn tail. Disk space is reserved in steps just ahead
-//! of the writes; a full disk refuses appends (an operating error) instead of poisoning the log.
+//! of the writes and written with zeros before batches reach it, so a write's fdatasync commits
+//! no file system metadata; a full disk refuses appends (an operating error) instead of
+//! poisoning the log.
 //!
 //! The buffers written last stay in the log's batch cache (`cache.rs`), bounded per log and per
 //! core: a read close behind the end (a tailing reader or consumer) is served from them, with
@@ -29,7 +31,7 @@ use runnel_core::{
 };
 
 use crate::cache::BatchCache;
-use crate::config::{LogConfig, BLOCK_BYTES, RESERVE_STEP_BYTES_MIN};
+use crate::config::{LogConfig, BLOCK_BYTES, RESERVE_STEP_BYTES_MIN, ZERO_AHEAD_WRITE_BYTES_MAX};
 use crate::error::{is_no_space, LogError};
 use crate::event::Event;
 use crate::format::{
@@ -75,6 +77,8 @@ pub struct LogStats {
     pub cache_hit_bytes: u64,
     /// Disk reads (`read_at` calls) made by [`ShardLog::read`].
     pub disk_reads: u64,
+    /// Bytes of zeros written over reserved space ahead of the batches.
+    pub bytes_zeroed: u64,
 }
 
 /// The tail buffer's first capacity beyond the kept partial block (one block): it doubles from
@@ -146,6 +150,23 @@ struct State<S: Storage> {
     no_space: Option<(String, Instant)>,
     /// Appends wait for the active segment to be reserved up to this position (0: none).
     reserve_wanted: u64,
+    /// A reservation task (fallocate, then zeros ahead) is running.
+    reserving: bool,
+    /// The active segment's space from the end of its data up to here is written with zeros
+    /// (not merely reserved: writes of batches there commit no metadata), or owed none (the
+    /// writes were large when it was reserved).
+    zeroed_end: u64,
+    /// A write of zeros is in flight over this range of the active segment: no write of
+    /// batches may touch it before that write returned.
+    zeroing: Option<(u64, u64)>,
+    /// End of the last write of batches issued into the active segment: zeros go only beyond.
+    write_claimed_end: u64,
+    /// Writes of batches, and their bytes, since the last reservation: whether the next one
+    /// is written with zeros.
+    writes_since_reservation: (u64, u64),
+    /// Whether the last reservation was written with zeros (the next one decides again when
+    /// writes were made since).
+    zero_ahead: bool,
     /// The logical start: offsets below it are trimmed.
     start: Offset,
     poisoned: Option<String>,
@@ -297,6 +318,14 @@ impl<S: Storage> ShardLog<S> {
             last_write_at: Instant::now(),
             no_space: None,
             reserve_wanted: 0,
+            reserving: false,
+            // What lies beyond the recovered data is zeros, but maybe only reserved: it is
+            // written over again before batches reach it.
+            zeroed_end: align_up(written_pos),
+            zeroing: None,
+            write_claimed_end: align_up(written_pos),
+            writes_since_reservation: (0, 0),
+            zero_ahead: true,
             start,
             poisoned: None,
             closed: false,
@@ -1099,8 +1128,6 @@ enum Work<S: Storage> {
     Roll,
     /// Record the durable end in block 0 on its own (the log went idle).
     Checkpoint(Rc<S::File>, S::Buffer),
-    /// Reserve the active segment's disk to at least this size, for waiting appends.
-    Reserve(Rc<S::File>, u64),
     Stop,
 }
 
@@ -1110,11 +1137,20 @@ enum Work<S: Storage> {
 /// flight, and at most one sync is in flight. So at most two writes are ever unsynced, which is
 /// the torn-write window recovery allows for ([`crate::format::UNSYNCED_WRITES_MAX`]). A
 /// checkpoint written with write k+1 records only what write k's completed sync made durable.
+///
+/// Reservations run beside the writes as their own task ([`reserve`]), at most one at a time:
+/// a write of batches that would touch the range its zeros are being written over waits for
+/// it, and a roll or a stop waits for it to finish.
 async fn flusher<S: Storage>(inner: Rc<Inner<S>>) {
     let mut syncing: Option<TaskHandle<Result<(), LogError>>> = None;
+    let mut reserving: Option<TaskHandle<()>> = None;
     loop {
         let work = loop {
             let appended = inner.appended.listen();
+            if let Some(file) = reservation_due(&inner) {
+                inner.state.borrow_mut().reserving = true;
+                reserving = Some(spawn(reserve(Rc::clone(&inner), file)));
+            }
             if let Some(work) = next_work(&inner) {
                 break work;
             }
@@ -1131,6 +1167,9 @@ async fn flusher<S: Storage>(inner: Rc<Inner<S>>) {
         };
         let result = match work {
             Work::Stop => {
+                if let Some(reservation) = reserving.take() {
+                    reservation.join().await;
+                }
                 let previous = match syncing.take() {
                     Some(previous) => previous.join().await,
                     None => Ok(()),
@@ -1148,6 +1187,20 @@ async fn flusher<S: Storage>(inner: Rc<Inner<S>>) {
             Work::Flush(job) => {
                 let (file, upto_offset, upto_pos) =
                     (Rc::clone(&job.file), job.upto_offset, job.upto_pos);
+                let end = job.pos + job.buffer.as_slice().len() as u64;
+                if zeroing_overlaps(&inner, job.pos, end) {
+                    if let Some(reservation) = reserving.take() {
+                        reservation.join().await;
+                    }
+                }
+                {
+                    let mut state = inner.state.borrow_mut();
+                    assert!(
+                        state.zeroing.is_none_or(|(from, _)| end <= from),
+                        "a write of batches never races a write of zeros over its blocks"
+                    );
+                    state.write_claimed_end = state.write_claimed_end.max(end);
+                }
                 match write(&inner, job).await {
                     Ok(()) => {
                         let previous = match syncing.take() {
@@ -1167,7 +1220,6 @@ async fn flusher<S: Storage>(inner: Rc<Inner<S>>) {
                     Err(error) => Err(error),
                 }
             }
-            Work::Reserve(file, wanted) => reserve(&inner, file.as_ref(), wanted).await,
             Work::Checkpoint(file, block) => {
                 let previous = match syncing.take() {
                     Some(previous) => previous.join().await,
@@ -1179,6 +1231,9 @@ async fn flusher<S: Storage>(inner: Rc<Inner<S>>) {
                 }
             }
             Work::Roll => {
+                if let Some(reservation) = reserving.take() {
+                    reservation.join().await;
+                }
                 let previous = match syncing.take() {
                     Some(previous) => previous.join().await,
                     None => Ok(()),
@@ -1191,6 +1246,10 @@ async fn flusher<S: Storage>(inner: Rc<Inner<S>>) {
         };
         if let Err(error) = result {
             poison(&inner, error.to_string());
+            // No write of zeros outlives the flusher.
+            if let Some(reservation) = reserving.take() {
+                reservation.join().await;
+            }
             return;
         }
     }
@@ -1238,6 +1297,8 @@ async fn write<S: Storage>(inner: &Inner<S>, job: FlushJob<S>) -> Result<(), Log
         state.last_write_at = Instant::now();
         state.stats.writes += 1;
         state.stats.bytes_written += bytes;
+        state.writes_since_reservation.0 += 1;
+        state.writes_since_reservation.1 += bytes;
         if checkpointed {
             state.stats.checkpoints += 1;
         }
@@ -1295,34 +1356,139 @@ async fn sync_up_to<S: Storage>(
     Ok(())
 }
 
-/// Reserves disk space for the active segment up to at least `wanted` (one doubling step at
-/// least), for the appends waiting on it. A full disk is not a fault of the log: it is noted,
-/// and the waiting appends are refused with `NoSpace` (nothing of theirs was buffered); any
-/// other failure poisons the log.
-async fn reserve<S: Storage>(
-    inner: &Inner<S>,
-    file: &S::File,
-    wanted: u64,
-) -> Result<(), LogError> {
-    let target = {
+/// Whether a write of zeros is in flight over part of `[pos, end)` of the active segment.
+fn zeroing_overlaps<S: Storage>(inner: &Inner<S>, pos: u64, end: u64) -> bool {
+    inner
+        .state
+        .borrow()
+        .zeroing
+        .is_some_and(|(from, to)| pos < to && from < end)
+}
+
+/// The active segment's file, when the flusher should start a reservation now: appends wait
+/// for one (`reserve_wanted`), or the segment holds batches and the buffered ones came within
+/// half a step of the reserved end, so that the next step is reserved and written with zeros
+/// before appends reach it. Never while one runs, a roll is pending or the log stops, and not
+/// ahead of need while the disk was found full less than `NO_SPACE_RETRY_MS` ago.
+fn reservation_due<S: Storage>(inner: &Inner<S>) -> Option<Rc<S::File>> {
+    if !inner.config.preallocate {
+        return None;
+    }
+    let state = inner.state.borrow();
+    if state.reserving || state.roll_requested || state.closed || state.poisoned.is_some() {
+        return None;
+    }
+    let active = state.segments.values().next_back()?;
+    let reserved = active.reserved_bytes;
+    if state.reserve_wanted > reserved {
+        return Some(Rc::clone(&active.file));
+    }
+    if active.is_empty() {
+        return None;
+    }
+    if let Some((_, at)) = &state.no_space {
+        if at.elapsed() < Duration::from_millis(NO_SPACE_RETRY_MS) {
+            return None;
+        }
+    }
+    let buffered_end = state.tail.file_pos + state.tail.fill as u64;
+    let (reserve_next, zero_more) = ahead_of_need(&state, reserved, buffered_end, &inner.config);
+    (reserve_next || zero_more).then(|| Rc::clone(&active.file))
+}
+
+/// Whether the buffered batches (ending at `buffered_end`) came within half a step of the
+/// reserved end, with room to reserve more (the next step is due), and whether they came
+/// within half a step of the zeros with reserved space left to write them over (after opening
+/// a log, the space it had reserved may be unwritten).
+fn ahead_of_need<S: Storage>(
+    state: &State<S>,
+    reserved: u64,
+    buffered_end: u64,
+    config: &LogConfig,
+) -> (bool, bool) {
+    let step = reserved.clamp(RESERVE_STEP_BYTES_MIN, config.reserve_step_bytes_max);
+    let reserve_next = buffered_end + step / 2 >= reserved
+        && next_reservation(reserved, buffered_end, config) > reserved;
+    let zero_more = buffered_end + step / 2 >= state.zeroed_end && state.zeroed_end < reserved;
+    (reserve_next, zero_more)
+}
+
+/// A reservation of the active segment (`file`), run as a task beside the flusher's writes:
+///
+/// 1. reserves the next step with fallocate (at least up to what waiting appends need), and
+///    wakes the appends. A full disk is not a fault of the log: it is noted, and the waiting
+///    appends are refused with `NoSpace` (nothing of theirs was buffered); any other failure
+///    poisons the log.
+/// 2. writes zeros over the new space, from the end of what is buffered or wanted (whose
+///    batches will be written there anyway) to the end of the reservation, so that the writes
+///    of batches that follow land on written blocks and their fdatasync is the device's flush
+///    alone, with no extent conversion to commit. The range is published in `zeroing` while
+///    the write is in flight; the flusher keeps its writes of batches out of it.
+async fn reserve<S: Storage>(inner: Rc<Inner<S>>, file: Rc<S::File>) {
+    let (target, wanted, grows) = {
         let state = inner.state.borrow();
-        let Some(active) = state.segments.values().next_back() else {
-            return Ok(());
+        let active = state
+            .segments
+            .values()
+            .next_back()
+            .expect("a log always has an active segment");
+        assert!(
+            Rc::ptr_eq(&active.file, &file),
+            "reserves the active segment"
+        );
+        let wanted = state.reserve_wanted;
+        let reserved = active.reserved_bytes;
+        let buffered_end = state.tail.file_pos + state.tail.fill as u64;
+        let (reserve_next, _) = ahead_of_need(&state, reserved, buffered_end, &inner.config);
+        let target = if wanted > reserved || reserve_next {
+            next_reservation(reserved, wanted, &inner.config)
+        } else {
+            // Only zeros are owed, over space already reserved.
+            reserved
         };
-        next_reservation(active.reserved_bytes, wanted, &inner.config)
+        (target, wanted, target > reserved)
     };
-    let result = file.preallocate(target).await;
-    let outcome = {
+    // Zeros pay while writes are small; for large ones the extent conversion costs little
+    // beside their bytes, and zeros would double what the disk writes.
+    let zero_ahead = {
+        let mut state = inner.state.borrow_mut();
+        let (writes, bytes) = std::mem::take(&mut state.writes_since_reservation);
+        if let Some(average_bytes) = bytes.checked_div(writes) {
+            state.zero_ahead = average_bytes < ZERO_AHEAD_WRITE_BYTES_MAX;
+        }
+        state.zero_ahead
+    };
+    let reserved = if grows {
+        file.preallocate(target).await
+    } else {
+        Ok(())
+    };
+    let zeroing = {
         let mut state = inner.state.borrow_mut();
         state.reserve_wanted = 0;
-        match result {
+        match reserved {
             Ok(()) => {
-                if let Some(active) = state.segments.values_mut().next_back() {
-                    active.reserved_bytes = active.reserved_bytes.max(target);
+                if grows {
+                    if let Some(active) = state.segments.values_mut().next_back() {
+                        active.reserved_bytes = active.reserved_bytes.max(target);
+                    }
+                    state.stats.reservations += 1;
+                    state.no_space = None;
                 }
-                state.stats.reservations += 1;
-                state.no_space = None;
-                Ok(())
+                let buffered_end = align_up(state.tail.file_pos + state.tail.fill as u64);
+                let from = state
+                    .zeroed_end
+                    .max(buffered_end)
+                    .max(align_up(wanted))
+                    .max(state.write_claimed_end);
+                // Below `from`, batches are written or will be: nothing there is owed zeros;
+                // nor beyond it when the writes are large.
+                let owed_from = if zero_ahead { from } else { target };
+                state.zeroed_end = state.zeroed_end.max(owed_from.min(target));
+                (zero_ahead && from < target && state.poisoned.is_none()).then(|| {
+                    state.zeroing = Some((from, target));
+                    (from, target)
+                })
             }
             Err(error) if is_no_space(&error) => {
                 if state.no_space.is_none() {
@@ -1333,13 +1499,37 @@ async fn reserve<S: Storage>(
                     );
                 }
                 state.no_space = Some((error.to_string(), Instant::now()));
-                Ok(())
+                None
             }
-            Err(error) => Err(LogError::io("reserve segment space", file.path(), error)),
+            Err(error) => {
+                drop(state);
+                let error = LogError::io("reserve segment space", file.path(), error);
+                poison(&inner, error.to_string());
+                None
+            }
         }
     };
     inner.room.notify();
-    outcome
+    if let Some((from, to)) = zeroing {
+        let written = file.write_zeroes(from, to - from).await;
+        let mut state = inner.state.borrow_mut();
+        state.zeroing = None;
+        // Written, or given up on: not tried again.
+        state.zeroed_end = state.zeroed_end.max(to);
+        match written {
+            Ok(()) => state.stats.bytes_zeroed += to - from,
+            // The space stays reserved, unwritten: batches written there cost a conversion.
+            Err(error) if is_no_space(&error) => {}
+            Err(error) => {
+                drop(state);
+                let error = LogError::io("write zeros ahead", file.path(), error);
+                poison(&inner, error.to_string());
+            }
+        }
+    }
+    inner.state.borrow_mut().reserving = false;
+    // The flusher may wait for the zeros, or owe the next step.
+    inner.appended.notify();
 }
 
 /// The next reservation of a segment of `reserved` bytes that must reach `end`: the segment
@@ -1464,15 +1654,10 @@ fn next_work<S: Storage>(inner: &Inner<S>) -> Option<Work<S>> {
         inner.room.notify();
         return Some(Work::Flush(job));
     }
-    let (roll_requested, closed, reserve_wanted) = {
+    let (roll_requested, closed) = {
         let state = inner.state.borrow();
-        (state.roll_requested, state.closed, state.reserve_wanted)
+        (state.roll_requested, state.closed)
     };
-    if reserve_wanted > 0 && !roll_requested {
-        let state = inner.state.borrow();
-        let active = state.segments.values().next_back()?;
-        return Some(Work::Reserve(Rc::clone(&active.file), reserve_wanted));
-    }
     if roll_requested {
         return Some(Work::Roll);
     }
@@ -1516,8 +1701,14 @@ async fn roll<S: Storage>(inner: &Inner<S>) -> Result<(), LogError> {
             state.durable_offset, next,
             "a roll starts after everything was made durable"
         );
+        assert!(
+            !state.reserving && state.zeroing.is_none(),
+            "a roll starts after the reservation of the sealed segment finished"
+        );
         state.written_pos = segment.data_end;
         state.durable_pos = segment.data_end;
+        state.zeroed_end = segment.data_end;
+        state.write_claimed_end = segment.data_end;
         state.checkpoints = [None, None];
         state.checkpointed_offset = segment.base;
         state.tail = tail;

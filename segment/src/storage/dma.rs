@@ -2,6 +2,7 @@
 
 use std::cell::RefCell;
 use std::collections::HashMap;
+use std::future::Future;
 use std::io::{self, Write};
 use std::ops::Deref;
 use std::os::unix::fs::MetadataExt;
@@ -17,6 +18,11 @@ use super::{ReadBuffer, Storage, StorageFile, WriteBuffer};
 /// Bytes the device probe file holds.
 const PROBE_FILE_BYTES: usize = 4096;
 
+/// The largest single write of zeros ([`StorageFile::write_zeroes`]): longer ranges take
+/// several, all in flight at once. One buffer of zeros of this size is kept per thread and
+/// shared by every write of zeros on it (the writes only read it).
+pub const ZERO_WRITE_BYTES_MAX: usize = 4 << 20;
+
 /// Where this thread stands with glommio's probe of one device.
 enum Probe {
     /// One open is probing the device; every other DMA open or create on it waits for this
@@ -28,6 +34,9 @@ enum Probe {
 }
 
 thread_local! {
+    /// The buffer of zeros writes of [`ZERO_WRITE_BYTES_MAX`] bytes share on this thread
+    /// (never written to once filled).
+    static ZEROS: RefCell<Option<Rc<DmaBuffer>>> = const { RefCell::new(None) };
     /// Devices (`st_dev`) whose polled-I/O support glommio has probed, or is probing, on this
     /// thread.
     static PROBED_DEVICES: RefCell<HashMap<u64, Probe>> = RefCell::new(HashMap::new());
@@ -129,6 +138,30 @@ async fn probe_device(path: &Path, opening_existing: bool) -> io::Result<Option<
     removed?;
     guard.succeeded();
     Ok(None)
+}
+
+/// A buffer of `len` zeros: this thread's shared one when `len` is [`ZERO_WRITE_BYTES_MAX`]
+/// (filled once, so a steady stream of writes of zeros costs neither a fill nor fresh pages),
+/// a new one otherwise (the first, smaller reservations of a segment).
+fn zero_buffer(file: &DmaFile, len: usize) -> Rc<DmaBuffer> {
+    let shared = len == ZERO_WRITE_BYTES_MAX;
+    if shared {
+        if let Some(zeros) = ZEROS.with(|zeros| zeros.borrow().clone()) {
+            assert_eq!(
+                zeros.len(),
+                len,
+                "the shared buffer of zeros keeps its size"
+            );
+            return zeros;
+        }
+    }
+    let mut buffer = file.alloc_dma_buffer(len);
+    buffer.as_bytes_mut().fill(0);
+    let zeros = Rc::new(buffer);
+    if shared {
+        ZEROS.with(|cached| *cached.borrow_mut() = Some(Rc::clone(&zeros)));
+    }
+    zeros
 }
 
 /// Files on a real file system through glommio's DMA API. Must be used on a glommio executor.
@@ -330,6 +363,54 @@ impl StorageFile for DmaStorageFile {
             return Ok(());
         }
         self.file.pre_allocate(len, false).await.map_err(to_io)
+    }
+
+    async fn write_zeroes(&self, pos: u64, len: u64) -> io::Result<()> {
+        // Every piece is in flight at once, so that they complete together: the extent
+        // conversions of the whole range then reach the journal in one commit or two, not one
+        // per piece (each commit is a wait for every fdatasync of the file that meets it).
+        let end = pos + len;
+        let mut pieces = Vec::new();
+        let mut at = pos;
+        while at < end {
+            let piece = (end - at).min(ZERO_WRITE_BYTES_MAX as u64) as usize;
+            let zeros = zero_buffer(&self.file, piece);
+            let write_at = at;
+            pieces.push(Box::pin(async move {
+                let written = self
+                    .file
+                    .write_rc_at(zeros, write_at)
+                    .await
+                    .map_err(to_io)?;
+                if written != piece {
+                    return Err(io::Error::new(
+                        io::ErrorKind::WriteZero,
+                        format!("short write of zeros: {written} of {piece} bytes at {write_at}"),
+                    ));
+                }
+                Ok(())
+            }));
+            at += piece as u64;
+        }
+        let mut outcome = Ok(());
+        std::future::poll_fn(|cx| {
+            pieces.retain_mut(|piece| match piece.as_mut().poll(cx) {
+                std::task::Poll::Ready(result) => {
+                    if outcome.is_ok() {
+                        outcome = result;
+                    }
+                    false
+                }
+                std::task::Poll::Pending => true,
+            });
+            if pieces.is_empty() {
+                std::task::Poll::Ready(())
+            } else {
+                std::task::Poll::Pending
+            }
+        })
+        .await;
+        outcome
     }
 
     async fn truncate(&self, len: u64) -> io::Result<()> {

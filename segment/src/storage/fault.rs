@@ -59,6 +59,37 @@ struct FileImage {
     live: Vec<u8>,
     durable: Vec<u8>,
     pending: Vec<DataChange>,
+    /// Ranges reserved by `preallocate` and not written since, sorted and disjoint: ext4's and
+    /// xfs's *unwritten* extents. A write there makes a real file system's next fdatasync
+    /// commit the extent conversion; this image only counts such writes (they read as zeros
+    /// either way).
+    unwritten: Vec<(u64, u64)>,
+}
+
+impl FileImage {
+    /// Takes `[pos, end)` out of the unwritten ranges; whether it overlapped any.
+    fn mark_written(&mut self, pos: u64, end: u64) -> bool {
+        let overlapped = self.unwritten.iter().any(|&(a, b)| a < end && pos < b);
+        if overlapped {
+            self.unwritten = self
+                .unwritten
+                .iter()
+                .flat_map(|&(a, b)| [(a, b.min(pos)), (a.max(end), b)])
+                .filter(|&(a, b)| a < b)
+                .collect();
+        }
+        overlapped
+    }
+
+    /// Cuts the unwritten ranges at `len` (a truncate).
+    fn cut_unwritten(&mut self, len: u64) {
+        self.unwritten = self
+            .unwritten
+            .iter()
+            .map(|&(a, b)| (a, b.min(len)))
+            .filter(|&(a, b)| a < b)
+            .collect();
+    }
 }
 
 fn apply(image: &mut Vec<u8>, change: &DataChange) {
@@ -118,6 +149,8 @@ struct FaultFs {
     faults: Faults,
     syncs: u64,
     writes: u64,
+    /// Writes of data (`write_at`, not `write_zeroes`) that touched reserved, unwritten space.
+    data_writes_into_unwritten: u64,
 }
 
 /// The in-memory, fault-injecting storage. Clones share one file system.
@@ -199,6 +232,13 @@ impl FaultStorage {
         self.fs.borrow_mut().faults.disk_full = full;
     }
 
+    /// Writes of data (not of zeros) so far that landed, at least in part, in space reserved by
+    /// `preallocate` and never written: on ext4 or xfs each would make the next fdatasync commit
+    /// an extent conversion to the journal.
+    pub fn data_writes_into_unwritten(&self) -> u64 {
+        self.fs.borrow().data_writes_into_unwritten
+    }
+
     /// Successful syncs and writes so far.
     pub fn io_counts(&self) -> (u64, u64) {
         let fs = self.fs.borrow();
@@ -249,6 +289,7 @@ impl FaultStorage {
                     live: data.clone(),
                     durable: data,
                     pending: Vec::new(),
+                    unwritten: Vec::new(),
                 }));
                 images.push((key, survivor.clone()));
                 survivor
@@ -295,6 +336,7 @@ impl FaultStorage {
             live: bytes.to_vec(),
             durable: bytes.to_vec(),
             pending: Vec::new(),
+            unwritten: Vec::new(),
         }));
         let mut fs = self.fs.borrow_mut();
         fs.live_names.insert(path.to_owned(), inode.clone());
@@ -408,6 +450,35 @@ impl Storage for FaultStorage {
     }
 }
 
+impl FaultFile {
+    /// A write (of data, or of zeros) with the injected faults: a full disk refuses to grow
+    /// the file, and failing writes fail.
+    fn write_now(&self, data: Vec<u8>, pos: u64, is_data: bool) -> io::Result<()> {
+        let end = pos + data.len() as u64;
+        {
+            let mut fs = self.fs.borrow_mut();
+            if fs.faults.disk_full && end > self.image.borrow().live.len() as u64 {
+                return Err(no_space());
+            }
+            if let Some(left) = fs.faults.writes_left.as_mut() {
+                if *left == 0 {
+                    return Err(injected("write"));
+                }
+                *left -= 1;
+            }
+            fs.writes += 1;
+            if self.image.borrow_mut().mark_written(pos, end) && is_data {
+                fs.data_writes_into_unwritten += 1;
+            }
+        }
+        let change = DataChange::Write { pos, data };
+        let mut image = self.image.borrow_mut();
+        apply(&mut image.live, &change);
+        image.pending.push(change);
+        Ok(())
+    }
+}
+
 impl StorageFile for FaultFile {
     type Buffer = FaultWriteBuffer;
     type ReadBuf = FaultReadBuffer;
@@ -419,27 +490,7 @@ impl StorageFile for FaultFile {
 
     async fn write_at(&self, buffer: FaultWriteBuffer, pos: u64) -> io::Result<FaultWriteBuffer> {
         yield_now().await;
-        {
-            let mut fs = self.fs.borrow_mut();
-            let end = pos + buffer.0.len() as u64;
-            if fs.faults.disk_full && end > self.image.borrow().live.len() as u64 {
-                return Err(no_space());
-            }
-            if let Some(left) = fs.faults.writes_left.as_mut() {
-                if *left == 0 {
-                    return Err(injected("write"));
-                }
-                *left -= 1;
-            }
-            fs.writes += 1;
-        }
-        let change = DataChange::Write {
-            pos,
-            data: buffer.0.clone(),
-        };
-        let mut image = self.image.borrow_mut();
-        apply(&mut image.live, &change);
-        image.pending.push(change);
+        self.write_now(buffer.0.clone(), pos, true)?;
         Ok(buffer)
     }
 
@@ -453,6 +504,11 @@ impl StorageFile for FaultFile {
                 .expect("a cached read lies within its buffer"),
         );
         FaultReadBuffer(Rc::new(copy))
+    }
+
+    async fn write_zeroes(&self, pos: u64, len: u64) -> io::Result<()> {
+        yield_now().await;
+        self.write_now(vec![0; len as usize], pos, false)
     }
 
     async fn read_at(&self, pos: u64, len: usize) -> io::Result<FaultReadBuffer> {
@@ -496,10 +552,12 @@ impl StorageFile for FaultFile {
             return Err(no_space());
         }
         let mut image = self.image.borrow_mut();
-        if (image.live.len() as u64) < len {
+        let size = image.live.len() as u64;
+        if size < len {
             let change = DataChange::SetLen(len);
             apply(&mut image.live, &change);
             image.pending.push(change);
+            image.unwritten.push((size, len));
         }
         Ok(())
     }
@@ -510,6 +568,7 @@ impl StorageFile for FaultFile {
         let change = DataChange::SetLen(len);
         apply(&mut image.live, &change);
         image.pending.push(change);
+        image.cut_unwritten(len);
         Ok(())
     }
 

@@ -80,6 +80,12 @@ pub trait StorageFile {
     async fn size(&self) -> io::Result<u64>;
     /// Grows the file to `len` bytes of zeros (allocating the space); never shrinks it.
     async fn preallocate(&self, len: u64) -> io::Result<()>;
+    /// Writes zeros over `[pos, pos + len)` (both block-aligned), as [`Self::write_at`] with a
+    /// buffer of zeros would. The log writes zeros over reserved space ahead of its batches:
+    /// on file systems that reserve with *unwritten* extents (ext4, xfs), a write into such
+    /// space makes the next fdatasync also commit the extent conversion to the journal; over
+    /// written blocks it is the device's flush alone.
+    async fn write_zeroes(&self, pos: u64, len: u64) -> io::Result<()>;
     /// Cuts or extends (with zeros) the file to `len` bytes.
     async fn truncate(&self, len: u64) -> io::Result<()>;
     /// The path the file was opened with.
