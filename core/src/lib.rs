@@ -22,8 +22,7 @@ pub mod record;
 
 pub use batch::{
     BatchBuilder, BatchEncoder, BatchHeader, BatchView, CheckedChunks, ProducerStamp,
-    BATCH_ALIGNMENT,
-    BATCH_FORMAT_VERSION, BATCH_HEADER_LEN, BATCH_MAGIC,
+    BATCH_ALIGNMENT, BATCH_FORMAT_VERSION, BATCH_HEADER_LEN, BATCH_MAGIC,
 };
 pub use error::{BatchError, IdError};
 pub use ids::{Epoch, Offset, RecordId, ShardId};
