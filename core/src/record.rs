@@ -81,12 +81,7 @@ impl Record {
 
     /// Bytes this record counts against `record_bytes_max`: key, value, header names and values.
     pub fn size_bytes(&self) -> u64 {
-        let headers: usize = self
-            .headers
-            .iter()
-            .map(|h| h.name.len() + h.value.len())
-            .sum();
-        (self.key.as_ref().map_or(0, Vec::len) + self.value.len() + headers) as u64
+        BorrowedRecord::from(self).size_bytes()
     }
 }
 

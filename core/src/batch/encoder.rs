@@ -284,30 +284,10 @@ impl BatchEncoder {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::batch::tests::record_strategy;
     use crate::batch::{BatchBuilder, BatchView};
     use crate::record::Record;
     use proptest::prelude::*;
-
-    fn record_strategy() -> impl Strategy<Value = Record> {
-        (
-            proptest::option::of(proptest::collection::vec(any::<u8>(), 0..40)),
-            proptest::collection::vec(any::<u8>(), 0..300),
-            any::<i64>(),
-            proptest::collection::vec(
-                ("[a-z]{0,20}", proptest::collection::vec(any::<u8>(), 0..20)),
-                0..4,
-            ),
-        )
-            .prop_map(|(key, value, timestamp_ms, headers)| Record {
-                key,
-                value,
-                timestamp_ms,
-                headers: headers
-                    .into_iter()
-                    .map(|(name, value)| RecordHeader { name, value })
-                    .collect(),
-            })
-    }
 
     proptest! {
         /// The encoder writes exactly the bytes `BatchBuilder` writes (rkyv's own

@@ -2,7 +2,9 @@ use super::*;
 use crate::record::RecordHeader;
 use proptest::prelude::*;
 
-fn record_strategy() -> impl Strategy<Value = Record> {
+/// Records with keys, values, timestamps and headers of any content (shared with the
+/// encoder's tests).
+pub(super) fn record_strategy() -> impl Strategy<Value = Record> {
     (
         proptest::option::of(proptest::collection::vec(any::<u8>(), 0..16)),
         proptest::collection::vec(any::<u8>(), 0..300),
