@@ -15,6 +15,13 @@ use runnel_segment::{DmaStorage, FaultStorage, LogConfig, LogError, ShardLog};
 
 const DIR: &str = "/space/log";
 
+/// Opens (or reopens) the log under test in `DIR`.
+async fn open(storage: &FaultStorage, config: &LogConfig) -> ShardLog<FaultStorage> {
+    ShardLog::open(storage.clone(), Path::new(DIR), config.clone())
+        .await
+        .expect("open")
+}
+
 fn segment_sizes(storage: &FaultStorage) -> Vec<u64> {
     storage
         .paths()
@@ -36,9 +43,7 @@ fn an_empty_log_costs_one_block_and_reservations_grow_in_steps() {
             reserve_step_bytes_max: 1 << 20,
             ..LogConfig::default()
         };
-        let log = ShardLog::open(storage.clone(), Path::new(DIR), config.clone())
-            .await
-            .expect("open");
+        let log = open(&storage, &config).await;
         assert_eq!(
             segment_sizes(&storage),
             vec![4096],
@@ -176,9 +181,7 @@ fn an_idle_log_holds_a_small_buffer_that_grows_with_traffic() {
     run(|| async {
         let storage = FaultStorage::new();
         let config = LogConfig::default();
-        let log = ShardLog::open(storage.clone(), Path::new(DIR), config.clone())
-            .await
-            .expect("open");
+        let log = open(&storage, &config).await;
         assert!(
             log.buffer_bytes() <= 20 << 10,
             "{} bytes",
@@ -222,9 +225,7 @@ fn batches_land_on_blocks_written_with_zeros_ahead_not_on_unwritten_space() {
             reserve_step_bytes_max: 1 << 20,
             ..LogConfig::default()
         };
-        let log = ShardLog::open(storage.clone(), Path::new(DIR), config.clone())
-            .await
-            .expect("open");
+        let log = open(&storage, &config).await;
         let mut random = SplitMix64::new(6);
         let mut appended = Vec::new();
         let mut data = 0u64;
@@ -276,9 +277,7 @@ fn appends_that_catch_up_with_the_zeros_wait_for_them_and_read_back() {
             reserve_step_bytes_max: 256 << 10,
             ..LogConfig::default()
         };
-        let log = ShardLog::open(storage.clone(), Path::new(DIR), config.clone())
-            .await
-            .expect("open");
+        let log = open(&storage, &config).await;
         let mut random = SplitMix64::new(8);
         let mut appended = Vec::new();
         for _ in 0..1500 {
