@@ -22,6 +22,15 @@ async fn open(storage: &FaultStorage, config: &LogConfig) -> ShardLog<FaultStora
         .expect("open")
 }
 
+/// The payload of every batch the log holds, from offset 0.
+async fn read_payloads<S: runnel_segment::Storage>(log: &ShardLog<S>) -> Vec<Vec<u8>> {
+    read_all(log, Offset(0))
+        .await
+        .into_iter()
+        .map(|batch| batch.3)
+        .collect()
+}
+
 fn segment_sizes(storage: &FaultStorage) -> Vec<u64> {
     storage
         .paths()
@@ -253,8 +262,7 @@ fn batches_land_on_blocks_written_with_zeros_ahead_not_on_unwritten_space() {
         let log = ShardLog::open(image, Path::new(DIR), config)
             .await
             .expect("recovers a segment whose tail was written with zeros");
-        let all = read_all(&log, Offset(0)).await;
-        let payloads: Vec<Vec<u8>> = all.into_iter().map(|b| b.3).collect();
+        let payloads = read_payloads(&log).await;
         assert_eq!(
             payloads, appended,
             "every durable batch is back, nothing after"
@@ -288,11 +296,7 @@ fn appends_that_catch_up_with_the_zeros_wait_for_them_and_read_back() {
         log.sync_all().await.expect("durable");
         assert!(log.segment_count() > 1, "the segments rolled");
         assert!(log.stats().bytes_zeroed > 0, "zeros were written ahead");
-        let payloads: Vec<Vec<u8>> = read_all(&log, Offset(0))
-            .await
-            .into_iter()
-            .map(|b| b.3)
-            .collect();
+        let payloads = read_payloads(&log).await;
         assert_eq!(payloads, appended, "every batch reads back as appended");
         log.close().await.expect("close");
         // Reopened, the log writes zeros again over what it had reserved before it takes
@@ -310,11 +314,7 @@ fn appends_that_catch_up_with_the_zeros_wait_for_them_and_read_back() {
             log.stats().bytes_zeroed > 0,
             "zeros were written ahead again"
         );
-        let payloads: Vec<Vec<u8>> = read_all(&log, Offset(0))
-            .await
-            .into_iter()
-            .map(|b| b.3)
-            .collect();
+        let payloads = read_payloads(&log).await;
         assert_eq!(payloads, appended, "and after reopening");
         log.close().await.expect("close");
     });
