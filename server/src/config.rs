@@ -166,6 +166,73 @@ impl SubscriptionsSection {
     }
 }
 
+/// The `[cluster]` section: how this node finds and watches the other nodes.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ClusterSection {
+    /// Peers to contact when this node is not yet in the metadata group: their advertised
+    /// addresses (`host:base_port`). Default: none (a node alone).
+    pub seeds: Vec<String>,
+    /// Found a new metadata group here on first start (the scripted form of
+    /// `runnel cluster init`). Default: true when `seeds` is empty (a single node is a group of
+    /// one), false otherwise (the node waits for `runnel cluster init` or to be let in).
+    pub init: Option<bool>,
+    /// Voters of the metadata group (1, 3 or 5); other nodes are learners. Default 3.
+    pub voters: usize,
+    /// One tick of the metadata group's clock, in milliseconds: elections start after 10–20
+    /// ticks without a leader, heartbeats go every 2. Default 50.
+    pub tick_ms: u64,
+    /// A node not heard from for this long is `Unavailable`, in milliseconds. Default 2000.
+    pub unavailable_after_ms: u64,
+    /// A node not heard from for this long is `Dead`, in milliseconds. Default 30000.
+    pub dead_after_ms: u64,
+}
+
+impl Default for ClusterSection {
+    fn default() -> Self {
+        ClusterSection {
+            seeds: Vec::new(),
+            init: None,
+            voters: 3,
+            tick_ms: 50,
+            unavailable_after_ms: 2_000,
+            dead_after_ms: 30_000,
+        }
+    }
+}
+
+impl ClusterSection {
+    /// Whether this node founds a group on first start.
+    pub fn founds(&self) -> bool {
+        self.init.unwrap_or(self.seeds.is_empty())
+    }
+
+    fn validate(&self) -> Result<(), String> {
+        if ![1, 3, 5].contains(&self.voters) {
+            return Err(format!("cluster.voters must be 1, 3 or 5, got {}", self.voters));
+        }
+        if self.tick_ms == 0 || self.tick_ms > 10_000 {
+            return Err(format!("cluster.tick_ms must be 1 to 10000, got {}", self.tick_ms));
+        }
+        if self.unavailable_after_ms < 2 * self.tick_ms
+            || self.dead_after_ms < self.unavailable_after_ms
+        {
+            return Err(format!(
+                "cluster.unavailable_after_ms ({}) must be at least two ticks and at most \
+                 cluster.dead_after_ms ({})",
+                self.unavailable_after_ms, self.dead_after_ms
+            ));
+        }
+        for seed in &self.seeds {
+            match seed.rsplit_once(':') {
+                Some((host, port)) if !host.is_empty() && port.parse::<u16>().is_ok() => {}
+                _ => return Err(format!("cluster.seeds: {seed:?} is not host:port")),
+            }
+        }
+        Ok(())
+    }
+}
+
 /// The whole configuration of a node.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -186,6 +253,12 @@ pub struct NodeConfig {
     pub tls_cert_path: Option<PathBuf>,
     /// TLS private key (PEM). Set together with `tls_cert_path`.
     pub tls_key_path: Option<PathBuf>,
+    /// The certificate authority (PEM) of the cluster: nodes present certificates it signed
+    /// to each other (mutual TLS between nodes). Unset: this node accepts no peers.
+    pub tls_ca_path: Option<PathBuf>,
+    /// What clients and peers dial to reach this node: `host:base_port`. Default
+    /// `listen_address:base_port`; a node in a container or behind NAT advertises another.
+    pub advertised_address: Option<String>,
     /// Core 0 writes a metadata snapshot (and trims the command log) once at least this many
     /// commands were recorded since the last one, and at least half that snapshot's size in
     /// command bytes (`crate::metadata_log::SinceSnapshot::due`). Default 256.
@@ -196,6 +269,8 @@ pub struct NodeConfig {
     pub limits: LimitsSection,
     /// Consumer groups and delivery.
     pub subscriptions: SubscriptionsSection,
+    /// The cluster: seeds, the metadata group, failure detection.
+    pub cluster: ClusterSection,
 }
 
 impl Default for NodeConfig {
@@ -209,10 +284,13 @@ impl Default for NodeConfig {
             pin_cores: true,
             tls_cert_path: None,
             tls_key_path: None,
+            tls_ca_path: None,
+            advertised_address: None,
             metadata_snapshot_interval: 256,
             log: LogSection::default(),
             limits: LimitsSection::default(),
             subscriptions: SubscriptionsSection::default(),
+            cluster: ClusterSection::default(),
         }
     }
 }
@@ -257,6 +335,21 @@ pub struct Flags {
     /// commands since the last one are half its size). Default: 256.
     #[arg(long, env = "RUNNEL_METADATA_SNAPSHOT_INTERVAL")]
     pub metadata_snapshot_interval: Option<u64>,
+    /// The cluster's certificate authority (PEM): nodes authenticate each other with
+    /// certificates it signed. Default: none (the node accepts no peers).
+    #[arg(long, env = "RUNNEL_TLS_CA_PATH")]
+    pub tls_ca_path: Option<PathBuf>,
+    /// The address clients and peers dial, host:base_port. Default: listen address and base
+    /// port.
+    #[arg(long, env = "RUNNEL_ADVERTISED_ADDRESS")]
+    pub advertised_address: Option<String>,
+    /// Peers to join through, comma-separated host:base_port. Default: none.
+    #[arg(long, env = "RUNNEL_SEEDS", value_delimiter = ',')]
+    pub seeds: Option<Vec<String>>,
+    /// Found a new cluster here on first start (true/false). Default: true without seeds,
+    /// false with seeds (then `runnel cluster init` founds it).
+    #[arg(long, env = "RUNNEL_INIT_CLUSTER")]
+    pub init_cluster: Option<bool>,
 }
 
 impl NodeConfig {
@@ -305,6 +398,18 @@ impl NodeConfig {
         }
         if let Some(v) = flags.metadata_snapshot_interval {
             config.metadata_snapshot_interval = v;
+        }
+        if let Some(v) = &flags.tls_ca_path {
+            config.tls_ca_path = Some(v.clone());
+        }
+        if let Some(v) = &flags.advertised_address {
+            config.advertised_address = Some(v.clone());
+        }
+        if let Some(v) = &flags.seeds {
+            config.cluster.seeds = v.clone();
+        }
+        if let Some(v) = flags.init_cluster {
+            config.cluster.init = Some(v);
         }
         if config.cores == 0 {
             config.cores = available_cores.max(1);
@@ -359,6 +464,17 @@ impl NodeConfig {
         self.subscriptions
             .validate()
             .map_err(ConfigError::Invalid)?;
+        self.cluster.validate().map_err(ConfigError::Invalid)?;
+        if let Some(address) = &self.advertised_address {
+            match address.rsplit_once(':') {
+                Some((host, port)) if !host.is_empty() && port.parse::<u16>().is_ok() => {}
+                _ => {
+                    return invalid(format!(
+                        "advertised_address {address:?} is not host:port (the base port)"
+                    ))
+                }
+            }
+        }
         // A delivery is one frame, and a frame's payload is at most one batch's size.
         if self.subscriptions.delivery_bytes_max > self.limits.batch_bytes_max {
             return invalid(format!(
@@ -374,6 +490,14 @@ impl NodeConfig {
             ));
         }
         Ok(())
+    }
+
+    /// What clients and peers dial: the advertised address, or listen address and base port.
+    pub fn advertised(&self) -> String {
+        match &self.advertised_address {
+            Some(address) => address.clone(),
+            None => std::net::SocketAddr::new(self.listen_address, self.base_port).to_string(),
+        }
     }
 
     /// The record and batch limits.

@@ -29,6 +29,7 @@ use runnel_segment::log::ReadBound;
 use runnel_segment::{DmaStorage, LogConfig, ShardLog};
 
 use crate::ask::{Answer, Pending, Question};
+use crate::cluster::ClusterView;
 use crate::config::NodeConfig;
 use crate::error::FatalError;
 use crate::local::LocalShard;
@@ -153,6 +154,8 @@ pub struct Core {
     ready: Cell<bool>,
     ready_changed: Event,
     stop: Arc<NodeStop>,
+    /// The cluster as this node sees it (core 0 keeps it current).
+    pub cluster: Arc<ClusterView>,
 }
 
 /// Milliseconds since the Unix epoch.
@@ -194,6 +197,7 @@ impl Core {
         senders: Senders<CoreMessage>,
         metadata_log: Option<MetadataLog>,
         stop: Arc<NodeStop>,
+        cluster: Arc<ClusterView>,
     ) -> Core {
         let cores = config.cores;
         let proposer =
@@ -222,6 +226,7 @@ impl Core {
             ready: Cell::new(false),
             ready_changed: Event::default(),
             stop,
+            cluster,
         }
     }
 

@@ -14,6 +14,7 @@
 
 pub mod allocations;
 pub mod ask;
+pub mod cluster;
 pub mod config;
 pub mod convert;
 pub mod core;

@@ -11,6 +11,7 @@ use glommio::{LocalExecutorBuilder, Placement};
 use runnel_net::{endpoint, server_config, EndpointOptions, Identity, TransportLimits};
 use runnel_replicate::metadata::{encode_command, Command, Node, NodeId};
 
+use crate::cluster::ClusterView;
 use crate::config::NodeConfig;
 use crate::core::{now_ms, Core, CoreMessage};
 use crate::error::FatalError;
@@ -152,6 +153,7 @@ pub fn start(config: NodeConfig, identity: Identity) -> Result<RunningNode, Fata
         .map_err(|e| FatalError::Tls(e.to_string()))?;
     let config = Arc::new(config);
     let stop = Arc::new(NodeStop::default());
+    let cluster = Arc::new(ClusterView::default());
     let (exit_sender, exits) = mpsc::channel();
     let mesh = MeshBuilder::full(config.cores, MESH_CHANNEL_CAPACITY);
     let started = Instant::now();
@@ -163,6 +165,7 @@ pub fn start(config: NodeConfig, identity: Identity) -> Result<RunningNode, Fata
         } else {
             Placement::Unbound
         };
+        let cluster = Arc::clone(&cluster);
         let (config, stop_for_core, mesh, server, exit_sender) = (
             Arc::clone(&config),
             Arc::clone(&stop),
@@ -188,6 +191,7 @@ pub fn start(config: NodeConfig, identity: Identity) -> Result<RunningNode, Fata
                     server,
                     Arc::clone(&stop_for_core),
                     started,
+                    cluster,
                 )
                 .await;
                 if let Err(error) = result {
@@ -226,6 +230,7 @@ async fn run_core(
     server: quinn::ServerConfig,
     stop: Arc<NodeStop>,
     started: Instant,
+    cluster: Arc<ClusterView>,
 ) -> Result<(), FatalError> {
     let (senders, mut receivers) = mesh
         .join()
@@ -244,6 +249,7 @@ async fn run_core(
         senders,
         metadata_log,
         stop,
+        cluster,
     ));
     // Core 0's metadata proposer: one task, until the core closes.
     glommio::spawn_local(Rc::clone(&core).run_proposer()).detach();
@@ -311,6 +317,16 @@ async fn run_core(
         }
         claim_data_dir(&core)?;
         register_node(&core).await?;
+        // A node alone: it leads its group of one. (Core 0 keeps this current in a cluster.)
+        core.cluster.set(vec![crate::cluster::NodeView {
+            id: config.node_id,
+            state: crate::cluster::NodeState::Running,
+            address: config.advertised(),
+            version: Some(crate::cluster::VERSION.to_string()),
+            cores: config.cores as u32,
+            leader: true,
+            voter: true,
+        }]);
         for other in 1..config.cores as u32 {
             core.send(other, CoreMessage::Ready).await;
         }
@@ -394,7 +410,7 @@ async fn register_node(core: &Core) -> Result<(), FatalError> {
     let node = Node {
         id: NodeId(config.node_id),
         cores: config.cores as u32,
-        address: format!("{}:{}", config.listen_address, config.base_port),
+        address: config.advertised(),
     };
     let (unchanged, stranded) = {
         let metadata = core.metadata.borrow();

@@ -1,0 +1,79 @@
+//! What this node knows of the cluster: every node's state, address and version, and which
+//! node leads the metadata group. Core 0 keeps it current (from the metadata group and the
+//! peers' heartbeats); any core reads it to answer `ListNodes`. It is read by admin requests
+//! only, never on the data path, so one lock shared by the cores is fine here.
+
+use std::sync::Mutex;
+
+/// A node's state as this node sees it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum NodeState {
+    /// Known, but not serving yet (replaying, joining, or not heard from since this node
+    /// started).
+    Starting,
+    /// Heard from within `cluster.unavailable_after_ms`, and serving.
+    Running,
+    /// Not heard from for `cluster.unavailable_after_ms`: its shards cannot be served.
+    Unavailable,
+    /// Not heard from for `cluster.dead_after_ms`.
+    Dead,
+}
+
+impl NodeState {
+    /// The name the CLI and the protocol use.
+    pub fn name(self) -> &'static str {
+        match self {
+            NodeState::Starting => "Starting",
+            NodeState::Running => "Running",
+            NodeState::Unavailable => "Unavailable",
+            NodeState::Dead => "Dead",
+        }
+    }
+}
+
+/// One node of the cluster.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NodeView {
+    /// Its id.
+    pub id: u64,
+    /// Its state.
+    pub state: NodeState,
+    /// Its advertised address (`host:base_port`).
+    pub address: String,
+    /// Its software version, when it told us.
+    pub version: Option<String>,
+    /// Its cores.
+    pub cores: u32,
+    /// Whether it leads the metadata group now, as this node knows.
+    pub leader: bool,
+    /// Whether it votes in the metadata group (else it is a learner or not a member yet).
+    pub voter: bool,
+}
+
+/// The cluster as this node sees it, shared by its cores.
+#[derive(Debug, Default)]
+pub struct ClusterView {
+    nodes: Mutex<Vec<NodeView>>,
+}
+
+impl ClusterView {
+    /// Every known node, in id order.
+    pub fn nodes(&self) -> Vec<NodeView> {
+        self.nodes
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .clone()
+    }
+
+    /// Replaces the view (core 0).
+    pub fn set(&self, mut nodes: Vec<NodeView>) {
+        nodes.sort_by_key(|node| node.id);
+        *self
+            .nodes
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner()) = nodes;
+    }
+}
+
+/// This build's version, as nodes report it.
+pub const VERSION: &str = env!("CARGO_PKG_VERSION");
