@@ -32,8 +32,8 @@ use crate::ask::{Answer, Pending, Question};
 use crate::cluster::ClusterView;
 use crate::config::NodeConfig;
 use crate::error::FatalError;
+use crate::group::{MetaGroup, RecordError};
 use crate::local::LocalShard;
-use crate::metadata_log::MetadataLog;
 use crate::proposer::{Host, Proposer};
 use crate::select::{first_of, First};
 use crate::stop::NodeStop;
@@ -140,8 +140,10 @@ pub struct Core {
     /// This core's side of every subscription: dispatch of its shards, groups it coordinates.
     pub subscriptions: Subscriptions,
     senders: Senders<CoreMessage>,
-    /// Core 0: the metadata proposer, which owns the metadata log.
+    /// Core 0: the metadata proposer (it runs while this node leads the metadata group).
     proposer: Option<Proposer>,
+    /// Core 0: this node's member of the metadata group, once started.
+    group: RefCell<Option<Rc<MetaGroup>>>,
     acked: RefCell<Vec<u64>>,
     acked_changed: Event,
     proposals: Pending<ProposalOutcome>,
@@ -189,19 +191,17 @@ pub fn metadata_error(error: &MetadataError) -> ErrorResponse {
 }
 
 impl Core {
-    /// A core; `metadata_log` is `Some` on core 0 only.
+    /// A core; core 0 also gets the metadata proposer.
     pub fn new(
         index: u32,
         config: Arc<NodeConfig>,
         started: Instant,
         senders: Senders<CoreMessage>,
-        metadata_log: Option<MetadataLog>,
         stop: Arc<NodeStop>,
         cluster: Arc<ClusterView>,
     ) -> Core {
         let cores = config.cores;
-        let proposer =
-            metadata_log.map(|log| Proposer::new(log, config.metadata_snapshot_interval));
+        let proposer = (index == 0).then(Proposer::new);
         // Member ids of the groups this core coordinates count up from the start time, so that
         // ids from before a restart are not handed out again.
         let started_ms = now_ms().max(0) as u64;
@@ -216,6 +216,7 @@ impl Core {
             subscriptions: Subscriptions::new(started_ms),
             senders,
             proposer,
+            group: RefCell::new(None),
             acked: RefCell::new(vec![0; cores]),
             acked_changed: Event::default(),
             proposals: Pending::default(),
@@ -271,6 +272,21 @@ impl Core {
             let tick = glommio::timer::sleep(std::time::Duration::from_millis(STOP_POLL_MS));
             let _ = crate::select::first_of(changed, tick, std::future::pending::<()>()).await;
         }
+    }
+
+    /// Whether this core serves (core 0 finished replaying the metadata).
+    pub fn is_ready(&self) -> bool {
+        self.ready.get()
+    }
+
+    /// Core 0: this node's member of the metadata group, once started.
+    pub fn group(&self) -> Option<Rc<MetaGroup>> {
+        self.group.borrow().clone()
+    }
+
+    /// Core 0: sets the member of the metadata group.
+    pub fn set_group(&self, group: Rc<MetaGroup>) {
+        *self.group.borrow_mut() = Some(group);
     }
 
     /// Marks this core ready (core 0 after its replay).
@@ -469,16 +485,33 @@ impl Core {
         }
     }
 
-    /// Proposes a metadata command: on core 0 directly, elsewhere through core 0.
+    /// Core 0: proposes a command through this node's proposer (this node must lead the
+    /// metadata group); its index once committed and applied here.
+    pub async fn propose_here(&self, command: Command) -> Result<u64, ErrorResponse> {
+        match &self.proposer {
+            Some(proposer) => proposer.propose(command).await,
+            None => Err(ErrorResponse::new(
+                ErrorCode::Internal,
+                "core 0 has no metadata proposer",
+            )),
+        }
+    }
+
+    /// Proposes a metadata command and returns once it is committed and applied on this node
+    /// (or refused): on core 0, through the proposer when this node leads the metadata group
+    /// and through the leader otherwise; elsewhere through core 0.
     pub async fn propose(&self, command: Command) -> Result<(), ErrorResponse> {
         if self.index == 0 {
-            return match &self.proposer {
-                Some(proposer) => proposer.propose(command).await,
-                None => Err(ErrorResponse::new(
-                    ErrorCode::Internal,
-                    "core 0 has no metadata proposer",
-                )),
+            let Some(group) = self.group() else {
+                return Err(ErrorResponse::new(
+                    ErrorCode::Unavailable,
+                    "the node is starting",
+                ));
             };
+            if group.is_leader() {
+                return self.propose_here(command).await.map(|_| ());
+            }
+            return group.forward(self, &command).await.map(|_| ());
         }
         let id = self.proposals.register();
         self.send(
@@ -530,7 +563,10 @@ impl Core {
     /// opens it without allocating anything. The logs are created concurrently, up to
     /// [`CREATES_IN_FLIGHT_MAX`] at once, then `shards/` is synced once. On failure (a full
     /// disk) removes what it created and refuses. Returns the directories created.
-    async fn create_logs(&self, shards: &[Shard]) -> Result<Vec<PathBuf>, ErrorResponse> {
+    pub(crate) async fn create_logs(
+        &self,
+        shards: &[Shard],
+    ) -> Result<Vec<PathBuf>, ErrorResponse> {
         let dirs: Vec<(ShardId, PathBuf)> = shards
             .iter()
             .map(|shard| (shard.id, self.shard_dir(shard.id)))
@@ -631,6 +667,22 @@ impl Core {
     /// Handles one message from another core.
     pub async fn on_message(self: &Rc<Self>, message: CoreMessage) -> Result<(), FatalError> {
         match message {
+            CoreMessage::Apply { index, command } if command.is_empty() => {
+                // An entry of the metadata group itself (a leader's empty entry, a membership
+                // change): it consumes its index.
+                self.metadata
+                    .borrow_mut()
+                    .skip(index)
+                    .map_err(|e| FatalError::Metadata(format!("entry {index} from core 0: {e}")))?;
+                self.send(
+                    0,
+                    CoreMessage::Applied {
+                        core: self.index,
+                        index,
+                    },
+                )
+                .await;
+            }
             CoreMessage::Apply { index, command } => {
                 let command = decode_command(&command).map_err(|e| {
                     FatalError::Metadata(format!("command {index} from core 0: {e}"))
@@ -745,6 +797,9 @@ impl Core {
         if let Some(proposer) = &self.proposer {
             proposer.stop().await;
         }
+        if let Some(group) = self.group() {
+            group.stop().await;
+        }
         let shards: Vec<Rc<LocalShard>> =
             self.shards.borrow_mut().drain().map(|(_, s)| s).collect();
         for shard in shards {
@@ -769,23 +824,50 @@ impl Host for Core {
     }
 
     async fn prepare_logs(&self, shards: &[Shard]) -> Result<Vec<PathBuf>, ErrorResponse> {
-        self.create_logs(shards).await
+        // This node creates the logs of its own shards; the others create theirs when they
+        // apply the command.
+        let local: Vec<Shard> = shards
+            .iter()
+            .filter(|shard| shard.placement.node == self.node_id())
+            .cloned()
+            .collect();
+        self.create_logs(&local).await
     }
 
     fn remove_logs(&self, prepared: &[PathBuf]) {
         self.remove_created_logs(prepared);
     }
 
-    async fn learn(
-        &self,
-        index: u64,
-        command: &Command,
-    ) -> Result<Result<Applied, MetadataError>, FatalError> {
-        self.apply(index, command).await
+    async fn begin_batch(&self) -> Result<(), ErrorResponse> {
+        match self.group() {
+            Some(group) => group.begin_batch(self).await,
+            None => Err(ErrorResponse::new(
+                ErrorCode::Unavailable,
+                "the node is starting",
+            )),
+        }
     }
 
-    async fn distribute(&self, commands: &[(u64, &[u8])]) {
-        self.distribute_all(commands).await;
+    fn prepared(&self, shards: &[Shard]) {
+        if let Some(group) = self.group() {
+            group.prepared(shards.iter().map(|shard| shard.id));
+        }
+    }
+
+    async fn record(
+        &self,
+        commands: Vec<Vec<u8>>,
+    ) -> Result<Vec<(u64, Result<Applied, MetadataError>)>, RecordError> {
+        match self.group() {
+            Some(group) => group.record(commands).await,
+            None => Err(RecordError::Stopping),
+        }
+    }
+
+    fn end_batch(&self) {
+        if let Some(group) = self.group() {
+            group.end_batch();
+        }
     }
 
     fn fail(&self, error: FatalError) {

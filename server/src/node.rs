@@ -9,14 +9,18 @@ use std::time::{Duration, Instant};
 use glommio::channels::channel_mesh::MeshBuilder;
 use glommio::{LocalExecutorBuilder, Placement};
 use runnel_net::{endpoint, server_config, EndpointOptions, Identity, TransportLimits};
-use runnel_replicate::metadata::{encode_command, Command, Node, NodeId};
+use runnel_net::protocol::ErrorCode;
+use runnel_replicate::group::GroupStore;
+use runnel_replicate::metadata::{Command, Node, NodeId};
 
 use crate::cluster::ClusterView;
 use crate::config::NodeConfig;
 use crate::core::{now_ms, Core, CoreMessage};
 use crate::error::FatalError;
+use crate::group::MetaGroup;
+use crate::group_log::GroupLog;
 use crate::handler::serve;
-use crate::metadata_log::MetadataLog;
+use crate::peer::Peers;
 use crate::stop::NodeStop;
 
 /// Messages a core may have queued to another before senders wait.
@@ -236,18 +240,11 @@ async fn run_core(
         .join()
         .await
         .map_err(|e| FatalError::Executor(format!("core {index} could not join the mesh: {e}")))?;
-    let (metadata_log, replayed) = if index == 0 {
-        let (log, replayed) = MetadataLog::open(&config.data_dir).await?;
-        (Some(log), Some(replayed))
-    } else {
-        (None, None)
-    };
     let core = Rc::new(Core::new(
         index,
         Arc::clone(&config),
         started,
         senders,
-        metadata_log,
         stop,
         cluster,
     ));
@@ -266,85 +263,31 @@ async fn run_core(
         })
         .detach();
     }
-    if let Some(replayed) = replayed {
-        // The snapshot, then the commands after it, into core 0's replica (opening its shards)
-        // and into every other core's.
-        let snapshot_index = match &replayed.snapshot {
-            Some(bytes) => {
-                let state = runnel_replicate::metadata::decode_snapshot(bytes)
-                    .map_err(|e| FatalError::Metadata(format!("snapshot: {e}")))?;
-                let snapshot_index = state.applied_index();
-                core.install_snapshot(state);
-                core.distribute_snapshot(bytes, snapshot_index).await;
-                if core.shutting_down() {
-                    // Another core failed to install it: its error is the node's reason.
-                    core.close().await;
-                    return Ok(());
-                }
-                Some(snapshot_index)
-            }
-            None => None,
-        };
-        // The other cores get the commands as core 0 got them, a proposer batch at a time,
-        // with one wait for their acknowledgements per batch.
-        for chunk in replayed
-            .commands
-            .chunks(crate::proposer::BATCH_COMMANDS_MAX)
-        {
-            for (command_index, command) in chunk {
-                // Refusals in the log were refusals when written; they only consume their
-                // index.
-                let _refusal = core.apply(*command_index, command).await?;
-            }
-            let encoded: Vec<(u64, Vec<u8>)> = chunk
-                .iter()
-                .map(|(index, command)| (*index, encode_command(command)))
-                .collect();
-            let entries: Vec<(u64, &[u8])> = encoded
-                .iter()
-                .map(|(index, bytes)| (*index, bytes.as_slice()))
-                .collect();
-            core.distribute_all(&entries).await;
-            if core.shutting_down() {
-                core.close().await;
-                return Ok(());
-            }
+    let address = SocketAddr::new(config.listen_address, config.base_port + index as u16);
+    let listen = || {
+        endpoint(address, Some(server.clone()), &EndpointOptions::default())
+            .map_err(|e| FatalError::Io(format!("core {index} cannot listen on {address}: {e}")))
+    };
+    // Core 0 listens at once: its peers reach the metadata group through it before the node
+    // serves clients.
+    let early_endpoint = if index == 0 {
+        let endpoint = listen()?;
+        if !start_group(&core, &endpoint).await? {
+            core.close().await;
+            return Ok(());
         }
-        if *core.metadata.borrow() != replayed.state {
-            return Err(FatalError::Metadata(
-                "replaying the metadata gave another state than loading it".into(),
-            ));
-        }
-        claim_data_dir(&core)?;
-        register_node(&core).await?;
-        // A node alone: it leads its group of one. (Core 0 keeps this current in a cluster.)
-        core.cluster.set(vec![crate::cluster::NodeView {
-            id: config.node_id,
-            state: crate::cluster::NodeState::Running,
-            address: config.advertised(),
-            version: Some(crate::cluster::VERSION.to_string()),
-            cores: config.cores as u32,
-            leader: true,
-            voter: true,
-        }]);
-        for other in 1..config.cores as u32 {
-            core.send(other, CoreMessage::Ready).await;
-        }
-        core.set_ready();
-        tracing::info!(
-            snapshot_index,
-            commands = replayed.commands.len(),
-            streams = core.metadata.borrow().streams().len(),
-            "metadata replayed"
-        );
-    }
+        Some(endpoint)
+    } else {
+        None
+    };
     if !core.wait_ready().await {
         core.close().await;
         return Ok(());
     }
-    let address = SocketAddr::new(config.listen_address, config.base_port + index as u16);
-    let endpoint = endpoint(address, Some(server), &EndpointOptions::default())
-        .map_err(|e| FatalError::Io(format!("core {index} cannot listen on {address}: {e}")))?;
+    let endpoint = match early_endpoint {
+        Some(endpoint) => endpoint,
+        None => listen()?,
+    };
     tracing::info!(core = index, %address, "listening");
     glommio::spawn_local(serve(Rc::clone(&core), endpoint.clone())).detach();
     glommio::spawn_local(retention(Rc::clone(&core))).detach();
@@ -379,6 +322,88 @@ async fn run_core(
     core.close().await;
     tracing::info!(core = index, "stopped");
     Ok(())
+}
+
+/// Core 0: opens this node's member of the metadata group (founding a group of one, joining,
+/// or taking over the metadata log of an older version), loads its state into every core,
+/// replays what it had committed, registers this node, and tells every core to serve. False if
+/// the node stops first.
+async fn start_group(core: &Rc<Core>, endpoint: &quinn::Endpoint) -> Result<bool, FatalError> {
+    let config = Arc::clone(&core.config);
+    let (disk, store) = match GroupLog::open(&config.data_dir).await? {
+        Some(opened) => opened,
+        None => match crate::group_log::migrate(&config.data_dir, config.node_id).await? {
+            Some(migrated) => {
+                tracing::info!(
+                    "the metadata log of an earlier version became the metadata group's"
+                );
+                migrated
+            }
+            None => {
+                let store = if config.cluster.founds() {
+                    tracing::info!("founding a new cluster (a metadata group of this node)");
+                    GroupStore::founding(&[config.node_id])
+                } else {
+                    GroupStore::joining()
+                };
+                let disk = GroupLog::create(&config.data_dir, &store).await?;
+                (disk, store)
+            }
+        },
+    };
+    let peers = match &config.tls_ca_path {
+        Some(_) => Some(Peers::new(
+            config.node_id,
+            endpoint.clone(),
+            crate::peer::client_config(&config)?,
+        )),
+        None => None,
+    };
+    let group = Rc::new(MetaGroup::new(core, store, disk, peers)?);
+    core.set_group(Rc::clone(&group));
+    let (snapshot, snapshot_index) = group.start_state();
+    let state = runnel_replicate::metadata::decode_snapshot(&snapshot)
+        .map_err(|e| FatalError::Corruption(format!("metadata snapshot: {e}")))?;
+    core.install_snapshot(state);
+    core.distribute_snapshot(&snapshot, snapshot_index).await;
+    if core.shutting_down() {
+        // Another core failed to install it: its error is the node's reason.
+        return Ok(false);
+    }
+    let commit = group.commit_index();
+    glommio::spawn_local(Rc::clone(&group).run(Rc::clone(core))).detach();
+    if group.is_member() {
+        // Replays what this member had committed (raft-rs hands it back after the snapshot).
+        while !group
+            .wait_applied(core, commit, Duration::from_secs(1))
+            .await
+        {
+            if core.shutting_down() {
+                return Ok(false);
+            }
+        }
+        claim_data_dir(core)?;
+        register_node(core).await?;
+    } else {
+        tracing::info!(
+            seeds = ?config.cluster.seeds,
+            "not in a cluster yet: asking the seeds to be let in (or found one with \
+             `runnel cluster init`)"
+        );
+    }
+    for other in 1..config.cores as u32 {
+        core.send(other, CoreMessage::Ready).await;
+    }
+    core.set_ready();
+    group.refresh_view(core);
+    tracing::info!(
+        snapshot_index,
+        applied_index = core.metadata.borrow().applied_index(),
+        streams = core.metadata.borrow().streams().len(),
+        leader = ?group.leader(),
+        "metadata replayed"
+    );
+    Ok(true)
 }
 
 /// Core 0, after the replay: refuses data whose metadata names other nodes but not this one
@@ -430,9 +455,20 @@ async fn register_node(core: &Core) -> Result<(), FatalError> {
             "re-placing the shards of cores this node no longer has"
         );
     }
-    core.propose(Command::RegisterNode { node })
-        .await
-        .map_err(|e| FatalError::Metadata(format!("register this node: {e}")))
+    // In a cluster the leader may be away for a while (an election, a quorum still starting):
+    // the node waits for it rather than stopping.
+    loop {
+        match core.propose(Command::RegisterNode { node: node.clone() }).await {
+            Ok(()) => return Ok(()),
+            Err(error) if error.code == ErrorCode::Unavailable && !core.shutting_down() => {
+                tracing::warn!(%error.message, "registering this node: waiting for the metadata leader");
+                glommio::timer::sleep(Duration::from_millis(500)).await;
+            }
+            Err(error) => {
+                return Err(FatalError::Metadata(format!("register this node: {error}")))
+            }
+        }
+    }
 }
 
 /// Deletes expired segments of this core's shards now and then: of the open logs, and of the
