@@ -96,7 +96,7 @@ impl LocalCluster {
         let ca = CertificateAuthority::create(root.path());
         let config_path = root.path().join("cluster.toml");
         std::fs::write(&config_path, config_toml).expect("write the cluster configuration");
-        let ports: Vec<u16> = (0..n).map(|_| free_ports(cores)).collect();
+        let ports = distinct_port_ranges(n, cores);
         let mut nodes = Vec::with_capacity(n);
         for (index, &port) in ports.iter().enumerate() {
             let id = index as u64 + 1;
@@ -399,6 +399,32 @@ pub fn runtime() -> tokio::runtime::Runtime {
         .enable_all()
         .build()
         .expect("a tokio runtime")
+}
+
+/// `n` base ports of `cores` free ports each, no two ranges overlapping: each probe releases
+/// its ports, so two probes in a row may find the same ones.
+fn distinct_port_ranges(n: usize, cores: u16) -> Vec<u16> {
+    let mut bases: Vec<u16> = Vec::with_capacity(n);
+    for _ in 0..n * 100 {
+        if bases.len() == n {
+            break;
+        }
+        let base = free_ports(cores);
+        let (start, end) = (u32::from(base), u32::from(base) + u32::from(cores));
+        let overlaps = bases.iter().any(|&other| {
+            let other = u32::from(other);
+            start < other + u32::from(cores) && other < end
+        });
+        if !overlaps {
+            bases.push(base);
+        }
+    }
+    assert_eq!(
+        bases.len(),
+        n,
+        "no {n} disjoint ranges of {cores} free ports"
+    );
+    bases
 }
 
 fn path_arg(path: &Path) -> String {
