@@ -172,6 +172,12 @@ impl TestServer {
         }
     }
 
+    /// Everything the server logged so far, one line each.
+    pub fn log_text(&mut self) -> String {
+        self.drain();
+        self.log_lines.join("\n")
+    }
+
     /// The server process's id, while it runs.
     pub fn pid(&self) -> Option<u32> {
         self.child.as_ref().map(Child::id)

@@ -1,0 +1,450 @@
+//! Issue 10's acceptance on real processes: three `runnel-server` nodes on loopback form one
+//! cluster. Metadata written through one node is seen through every node; SIGKILL of the
+//! metadata leader, three times under a stream of creates and deletes, loses no acknowledged
+//! change, the group elects again and a restarted node catches up; a node paused (SIGSTOP)
+//! past `cluster.unavailable_after_ms` is marked `Unavailable` (or `Dead`) and `Running` again
+//! after SIGCONT; records produced through the SDK to shards on all three nodes are consumed
+//! exactly once.
+//!
+//! Needs `cargo build -p runnel-server -p runnel-cli` (the harness runs both binaries).
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use runnel_client::{
+    Client, ClientOptions, ConsumerOptions, Durability, Record, RecordId, StreamSpec,
+    SubscriptionSpec, SubscriptionStart,
+};
+use runnel_tests::cluster::{poll, runtime, LocalCluster};
+
+/// Longest any wait in these tests may take before it fails the test: a liveness bound far
+/// above what the defaults need (an election takes well under 2 s).
+const PATIENCE: Duration = Duration::from_secs(60);
+
+/// One three-node cluster at a time: the tests' timeouts are generous, but several clusters
+/// on a small machine would still starve each other's heartbeats and mark nodes unavailable.
+static ONE_CLUSTER_AT_A_TIME: Mutex<()> = Mutex::new(());
+
+fn one_cluster_at_a_time() -> std::sync::MutexGuard<'static, ()> {
+    // A failed test poisons the lock; the next one may still run.
+    ONE_CLUSTER_AT_A_TIME
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// The stream names one node lists, or why it did not answer.
+async fn stream_names(client: &Client) -> Result<BTreeSet<String>, String> {
+    let streams = client.list_streams().await.map_err(|e| e.to_string())?;
+    Ok(streams.into_iter().map(|s| s.name.to_string()).collect())
+}
+
+/// Three nodes start from the harness and each lists all three `Running`, with one leader of
+/// the metadata group that every node names; a stream and a subscription created through node
+/// 2 are listed by nodes 1 and 3.
+#[test]
+fn metadata_written_through_one_node_is_seen_by_every_node() {
+    let _serial = one_cluster_at_a_time();
+    let mut cluster = LocalCluster::start(3, 2);
+    let nodes = cluster.wait_running(3, PATIENCE);
+    assert_eq!(
+        nodes.iter().map(|n| n.id).collect::<BTreeSet<_>>(),
+        cluster.ids().collect::<BTreeSet<_>>(),
+        "node list shows exactly the three nodes: {nodes:?}"
+    );
+    // Every node names the same leader (none may be known for a moment after the start).
+    let leader = cluster.wait_leader(None, PATIENCE);
+    assert!(cluster.ids().contains(&leader), "leader {leader}");
+
+    let rt = runtime();
+    let through_2 = rt.block_on(cluster.client(2));
+    rt.block_on(
+        through_2.create_stream(StreamSpec::new("orders", Durability::Fsync).shard_count(3)),
+    )
+    .expect("create a stream through node 2");
+    rt.block_on(through_2.create_subscription(
+        SubscriptionSpec::new("billing", "orders").start(SubscriptionStart::Earliest),
+    ))
+    .expect("create a subscription through node 2");
+
+    for k in [1, 3] {
+        let client = rt.block_on(cluster.client(k));
+        let seen = poll(PATIENCE, || {
+            rt.block_on(async {
+                let streams = stream_names(&client).await?;
+                if !streams.contains("orders") {
+                    return Err(format!("node {k} lists streams {streams:?}"));
+                }
+                let subscriptions = client
+                    .list_subscriptions(None)
+                    .await
+                    .map_err(|e| e.to_string())?;
+                let names: Vec<String> = subscriptions.iter().map(|s| s.name.clone()).collect();
+                if !names.iter().any(|n| n == "billing") {
+                    return Err(format!("node {k} lists subscriptions {names:?}"));
+                }
+                let described = client
+                    .describe_stream("orders")
+                    .await
+                    .map_err(|e| e.to_string())?;
+                Ok(described.shard_count)
+            })
+        });
+        let shard_count = cluster.or_panic_with_logs(seen, "metadata not seen");
+        assert_eq!(shard_count, 3, "node {k} describes the stream as created");
+    }
+}
+
+/// What the churn task learned about each change it asked for: acknowledged, or sent without
+/// an answer (the change may or may not have happened).
+#[derive(Debug, Default)]
+struct ChurnLog {
+    created: BTreeSet<String>,
+    create_unknown: BTreeSet<String>,
+    deleted: BTreeSet<String>,
+    delete_unknown: BTreeSet<String>,
+}
+
+impl ChurnLog {
+    /// Whether `listed` (one node's `churn-` streams) is a state the log allows: every
+    /// acknowledged create not since deleted is there, no acknowledged delete is, and nothing
+    /// never asked for is.
+    fn check(&self, listed: &BTreeSet<String>) -> Result<(), String> {
+        let must: BTreeSet<&String> = self
+            .created
+            .iter()
+            .filter(|name| !self.deleted.contains(*name) && !self.delete_unknown.contains(*name))
+            .collect();
+        let missing: Vec<&&String> = must
+            .iter()
+            .filter(|name| !listed.contains(**name))
+            .collect();
+        let resurrected: Vec<&String> = listed.intersection(&self.deleted).collect();
+        let invented: Vec<&String> = listed
+            .iter()
+            .filter(|name| !self.created.contains(*name) && !self.create_unknown.contains(*name))
+            .collect();
+        if missing.is_empty() && resurrected.is_empty() && invented.is_empty() {
+            Ok(())
+        } else {
+            Err(format!(
+                "acknowledged creates missing: {missing:?}; acknowledged deletes present: \
+                 {resurrected:?}; never created: {invented:?}"
+            ))
+        }
+    }
+}
+
+/// Shared between the test and the churn thread.
+struct Churn {
+    urls: Vec<String>,
+    options: ClientOptions,
+    /// Nodes the test killed: the churn thread sends them nothing.
+    down: Vec<AtomicBool>,
+    stop: AtomicBool,
+    acknowledged: AtomicUsize,
+    log: Mutex<ChurnLog>,
+}
+
+impl Churn {
+    /// Waits until the churn thread has had a few more changes acknowledged: the metadata
+    /// group accepts changes.
+    fn wait_for_changes(&self, cluster: &mut LocalCluster, when: &str) {
+        const CHANGES: usize = 5;
+        let before = self.acknowledged.load(Ordering::SeqCst);
+        let progressed = poll(PATIENCE, || {
+            let now = self.acknowledged.load(Ordering::SeqCst);
+            if now >= before + CHANGES {
+                Ok(())
+            } else {
+                Err(format!(
+                    "{when}: {} of {CHANGES} changes acknowledged",
+                    now - before
+                ))
+            }
+        });
+        cluster.or_panic_with_logs(progressed, "the metadata group accepts no change");
+    }
+}
+
+/// Creates `churn-<i>` streams and deletes every third acknowledged one, round-robin over the
+/// nodes not down, one request at a time and without SDK retries (so an error means exactly
+/// "outcome unknown"), until told to stop.
+fn churn(shared: &Churn) {
+    let rt = runtime();
+    rt.block_on(async {
+        let mut clients: Vec<Option<Client>> = shared.urls.iter().map(|_| None).collect();
+        let mut deletable: Vec<String> = Vec::new();
+        let mut i = 0usize;
+        while !shared.stop.load(Ordering::SeqCst) {
+            i += 1;
+            let k = i % shared.urls.len();
+            if shared.down[k].load(Ordering::SeqCst) {
+                continue;
+            }
+            if clients[k].is_none() {
+                match Client::connect(&shared.urls[k], shared.options.clone()).await {
+                    Ok(client) => clients[k] = Some(client),
+                    Err(_) => {
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                        continue;
+                    }
+                }
+            }
+            let Some(client) = clients[k].as_ref() else {
+                continue;
+            };
+            let result = if i.is_multiple_of(3) && !deletable.is_empty() {
+                let name = deletable.remove(0);
+                let result = client.delete_stream(&name, false).await;
+                let mut log = shared.log.lock().expect("churn log");
+                match result {
+                    Ok(()) => log.deleted.insert(name),
+                    Err(_) => log.delete_unknown.insert(name),
+                };
+                result.map(|_| ())
+            } else {
+                let name = format!("churn-{i}");
+                let spec = StreamSpec::new(name.as_str(), Durability::Fsync).shard_count(1);
+                let result = client.create_stream(spec).await;
+                let mut log = shared.log.lock().expect("churn log");
+                match result {
+                    Ok(_) => {
+                        log.created.insert(name.clone());
+                        deletable.push(name);
+                    }
+                    Err(_) => {
+                        log.create_unknown.insert(name);
+                    }
+                }
+                result.map(|_| ())
+            };
+            match result {
+                Ok(()) => {
+                    shared.acknowledged.fetch_add(1, Ordering::SeqCst);
+                }
+                // The node may be gone or electing: reconnect next time, after a breath.
+                Err(_) => {
+                    clients[k] = None;
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+            }
+        }
+    });
+}
+
+/// SIGKILL the metadata leader three times while a thread creates and deletes streams through
+/// the other nodes and records every acknowledged change. After each kill the survivors agree
+/// on a new leader and acknowledge changes again; the killed node restarts and rejoins. At the
+/// end every node lists the same `churn-` streams, and that list keeps every acknowledged
+/// create not deleted, no acknowledged delete, and nothing never asked for (changes whose
+/// answer was lost may have happened or not).
+#[test]
+fn killing_the_metadata_leader_loses_no_acknowledged_change() {
+    let _serial = one_cluster_at_a_time();
+    let mut cluster = LocalCluster::start(3, 1);
+    cluster.wait_running(3, PATIENCE);
+    let shared = Arc::new(Churn {
+        urls: cluster.ids().map(|k| cluster.url(k)).collect(),
+        options: ClientOptions {
+            connect_timeout_ms: 2_000,
+            request_timeout_ms: 5_000,
+            request_attempts_max: 1,
+            ..cluster.client_options()
+        },
+        down: cluster.ids().map(|_| AtomicBool::new(false)).collect(),
+        stop: AtomicBool::new(false),
+        acknowledged: AtomicUsize::new(0),
+        log: Mutex::new(ChurnLog::default()),
+    });
+    let writer = {
+        let shared = Arc::clone(&shared);
+        std::thread::spawn(move || churn(&shared))
+    };
+    let index = |k: u64| usize::try_from(k - 1).expect("a node index");
+
+    let mut leaders = Vec::new();
+    for round in 1..=3 {
+        let leader = cluster.wait_leader(None, PATIENCE);
+        shared.wait_for_changes(&mut cluster, &format!("round {round}, before the kill"));
+
+        shared.down[index(leader)].store(true, Ordering::SeqCst);
+        cluster.kill(leader);
+        let next = cluster.wait_leader(Some(leader), PATIENCE);
+        assert_ne!(next, leader);
+        shared.wait_for_changes(
+            &mut cluster,
+            &format!("round {round}, since leader {leader} was killed"),
+        );
+
+        cluster.restart(leader);
+        shared.down[index(leader)].store(false, Ordering::SeqCst);
+        cluster.wait_running(3, PATIENCE);
+        leaders.push(leader);
+    }
+    shared.stop.store(true, Ordering::SeqCst);
+    writer.join().expect("the churn thread");
+    let log = std::mem::take(&mut *shared.log.lock().expect("churn log"));
+    assert!(
+        !log.created.is_empty() && !log.deleted.is_empty(),
+        "the churn acknowledged creates and deletes: {log:?}"
+    );
+
+    let rt = runtime();
+    let mut lists = BTreeMap::new();
+    for k in cluster.ids() {
+        let client = rt.block_on(cluster.client(k));
+        // A restarted node may still be catching up: wait until its list is a state the log
+        // allows, then compare every node's list.
+        let listed = poll(PATIENCE, || {
+            let names = rt.block_on(stream_names(&client))?;
+            let churned: BTreeSet<String> = names
+                .into_iter()
+                .filter(|n| n.starts_with("churn-"))
+                .collect();
+            log.check(&churned).map(|()| churned)
+        });
+        let listed = cluster.or_panic_with_logs(
+            listed,
+            &format!("node {k}'s streams (leaders killed: {leaders:?})"),
+        );
+        lists.insert(k, listed);
+    }
+    let first = lists.get(&1).cloned().unwrap_or_default();
+    for (k, listed) in &lists {
+        assert_eq!(
+            listed, &first,
+            "node {k} lists other streams than node 1 (unknown outcomes: creates {:?}, deletes {:?})",
+            log.create_unknown, log.delete_unknown
+        );
+    }
+}
+
+/// A node paused with SIGSTOP past `cluster.unavailable_after_ms` (1 s here) is shown
+/// `Unavailable` (or `Dead`) by the others, and `Running` again once resumed.
+#[test]
+fn a_paused_node_is_unavailable_then_running_after_sigcont() {
+    let _serial = one_cluster_at_a_time();
+    let mut cluster = LocalCluster::start(3, 1);
+    cluster.wait_running(3, PATIENCE);
+    cluster.pause(3);
+    for k in [1, 2] {
+        let marked = poll(PATIENCE, || {
+            let nodes = cluster.node_list(k)?;
+            match nodes.iter().find(|n| n.id == 3) {
+                Some(node) if node.state == "Unavailable" || node.state == "Dead" => Ok(()),
+                other => Err(format!("node {k} shows node 3 as {other:?}")),
+            }
+        });
+        cluster.or_panic_with_logs(marked, "the paused node was not marked");
+    }
+    cluster.resume(3);
+    let nodes = cluster.wait_running(3, PATIENCE);
+    assert!(nodes.iter().all(|n| n.state == "Running"), "{nodes:?}");
+}
+
+/// A stream with six shards on three nodes has shards on every node; records
+/// produced through node 1 are consumed through node 3 from a subscription created through
+/// node 2, each acknowledged record exactly once, and readers find exactly those records.
+#[test]
+fn records_on_shards_of_every_node_are_consumed_exactly_once() {
+    let _serial = one_cluster_at_a_time();
+    let mut cluster = LocalCluster::start(3, 2);
+    cluster.wait_running(3, PATIENCE);
+    let rt = runtime();
+    let (producer_client, admin_client, consumer_client) = rt.block_on(async {
+        (
+            cluster.client(1).await,
+            cluster.client(2).await,
+            cluster.client(3).await,
+        )
+    });
+    rt.block_on(
+        producer_client.create_stream(StreamSpec::new("spread", Durability::Fsync).shard_count(6)),
+    )
+    .expect("create the stream");
+    let shards = rt
+        .block_on(producer_client.list_shards("spread"))
+        .expect("list shards");
+    let owners: BTreeSet<u64> = shards.iter().map(|s| s.node).collect();
+    assert_eq!(
+        owners,
+        cluster.ids().collect::<BTreeSet<_>>(),
+        "the shards are placed on every node: {shards:?}"
+    );
+    rt.block_on(admin_client.create_subscription(
+        SubscriptionSpec::new("spread-all", "spread").start(SubscriptionStart::Earliest),
+    ))
+    .expect("create the subscription through node 2");
+
+    let acknowledged: BTreeMap<RecordId, Vec<u8>> = rt.block_on(async {
+        let producer = producer_client.producer("spread").expect("producer");
+        let mut acknowledged = BTreeMap::new();
+        for i in 0..600u32 {
+            let value = format!("record-{i}").into_bytes();
+            let record = Record::new(value.clone()).with_key(i.to_le_bytes().to_vec());
+            let id = producer.send(record).await.expect("append");
+            acknowledged.insert(id, value);
+        }
+        acknowledged
+    });
+    let used: BTreeSet<u64> = acknowledged
+        .keys()
+        .filter_map(|id| shards.iter().find(|s| s.id == id.shard).map(|s| s.node))
+        .collect();
+    assert_eq!(used.len(), 3, "records went to shards on every node");
+
+    let received = rt.block_on(async {
+        let mut consumer = consumer_client
+            .consumer("spread-all", ConsumerOptions::new("c"))
+            .await
+            .expect("join through node 3");
+        let mut received: BTreeMap<RecordId, (Vec<u8>, usize)> = BTreeMap::new();
+        let wait = tokio::time::timeout(PATIENCE, async {
+            while received.len() < acknowledged.len() {
+                let delivery = consumer
+                    .next()
+                    .await
+                    .expect("the consumer runs")
+                    .expect("a delivery");
+                for record in delivery.to_records().expect("delivered records") {
+                    let (id, record) = record;
+                    let entry = received
+                        .entry(id)
+                        .or_insert_with(|| (record.value.clone(), 0));
+                    entry.1 += 1;
+                }
+                consumer.ack_delivery(&delivery).expect("ack");
+            }
+        })
+        .await;
+        assert!(
+            wait.is_ok(),
+            "{} of {} records consumed",
+            received.len(),
+            acknowledged.len()
+        );
+        received
+    });
+    for (id, value) in &acknowledged {
+        match received.get(id) {
+            Some((got, 1)) => assert_eq!(got, value, "record {id:?}"),
+            other => panic!("record {id:?} consumed as {other:?}, want once"),
+        }
+    }
+    assert_eq!(
+        received.len(),
+        acknowledged.len(),
+        "nothing unacknowledged consumed"
+    );
+
+    let mut read = rt.block_on(runnel_tests::sdk::read_all_values(&admin_client, "spread"));
+    let mut want: Vec<Vec<u8>> = acknowledged.into_values().collect();
+    read.sort();
+    want.sort();
+    assert_eq!(
+        read, want,
+        "readers through node 2 find exactly the acknowledged records"
+    );
+}
