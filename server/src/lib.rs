@@ -20,6 +20,7 @@ pub mod convert;
 pub mod core;
 pub mod data_dir;
 pub mod error;
+pub mod group_log;
 pub mod handler;
 pub mod identity;
 pub mod local;
