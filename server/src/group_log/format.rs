@@ -457,3 +457,71 @@ pub fn replay(bytes: &[u8]) -> Result<Replayed, Damage> {
     }
     Ok(replayed)
 }
+
+#[cfg(test)]
+mod tests {
+    use proptest::prelude::*;
+    use runnel_replicate::group::{Entry, HardState};
+
+    use super::{encode_commit, encode_entries, encode_hard_state, file_header, replay};
+
+    fn hex(text: &str) -> Vec<u8> {
+        text.split_whitespace()
+            .map(|byte| u8::from_str_radix(byte, 16).expect("hex"))
+            .collect()
+    }
+
+    /// The examples of docs/format/metadata-group.md are the bytes this build writes.
+    #[test]
+    fn the_documented_bytes_are_the_bytes_written() {
+        assert_eq!(
+            file_header().to_vec(),
+            hex("52 4e 47 4c 01 00 00 00 00 00 00 00 41 dc c1 a7")
+        );
+        let mut entries = Vec::new();
+        let entry = Entry {
+            term: 2,
+            index: 3,
+            context: 7u64.to_le_bytes().to_vec().into(),
+            data: b"abc".to_vec().into(),
+            ..Entry::default()
+        };
+        encode_entries(&mut entries, &[entry], false);
+        assert_eq!(
+            entries,
+            hex("28 00 00 00 02 00 00 00 01 6e b8 e5 01 00 00 00 00
+                 02 00 00 00 00 00 00 00 03 00 00 00 00 00 00 00 08 00 00 00 03 00 00 00
+                 07 00 00 00 00 00 00 00 61 62 63 4b 51 f3 4a")
+        );
+        let mut hard_state = Vec::new();
+        let state = HardState {
+            term: 2,
+            vote: 1,
+            commit: 4,
+            ..HardState::default()
+        };
+        encode_hard_state(&mut hard_state, &state, true);
+        assert_eq!(
+            hard_state,
+            hex("18 00 00 00 03 01 00 00 2e 30 0b d9 02 00 00 00 00 00 00 00
+                 01 00 00 00 00 00 00 00 04 00 00 00 00 00 00 00 44 99 d8 50")
+        );
+        let mut commit = Vec::new();
+        encode_commit(&mut commit, 5, true);
+        assert_eq!(
+            commit,
+            hex("08 00 00 00 04 01 00 00 bc 39 67 38 05 00 00 00 00 00 00 00 0d d1 c2 2d")
+        );
+    }
+
+    proptest! {
+        /// Any bytes after a valid header replay to a log or to damage, never a panic.
+        #[test]
+        fn replay_never_panics(tail in proptest::collection::vec(any::<u8>(), 0..512)) {
+            let mut bytes = file_header().to_vec();
+            bytes.extend_from_slice(&tail);
+            let _outcome = replay(&bytes);
+            let _outcome = replay(&tail);
+        }
+    }
+}
