@@ -20,9 +20,9 @@ pub mod sim;
 mod store;
 
 pub use member::{Advanced, AppliedEntry, GroupMember, MemberConfig, MembershipChange, Persist};
-pub use raft::prelude::Message;
+pub use raft::prelude::{ConfState, Entry, EntryType, HardState, Message};
 pub use rng::SplitMix64;
-pub use store::{GroupStore, StoredSnapshot};
+pub use store::{GroupStore, RestoreError, StoredSnapshot};
 
 use crate::metadata::DecodeError;
 

@@ -53,6 +53,32 @@ impl StoredSnapshot {
     }
 }
 
+/// Why [`GroupStore::restore`] refused what a disk held.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum RestoreError {
+    /// The entries after the snapshot skip or repeat an index.
+    #[error("entry {got} where entry {expected} was next (the snapshot ends at {snapshot})")]
+    NotConsecutive {
+        /// The snapshot's index.
+        snapshot: u64,
+        /// The index that was next.
+        expected: u64,
+        /// The index found.
+        got: u64,
+    },
+    /// The commit index lies below the snapshot or past the last entry.
+    #[error("commit index {commit} outside the log (snapshot at {snapshot}, last entry {last})")]
+    CommitOutOfRange {
+        /// The hard state's commit index.
+        commit: u64,
+        /// The snapshot's index.
+        snapshot: u64,
+        /// The last entry's index (the snapshot's when there is none).
+        last: u64,
+    },
+}
+
 /// A member's Raft log in memory.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct GroupStore {
@@ -95,6 +121,71 @@ impl GroupStore {
             entries: Vec::new(),
             fresh_snapshot_wanted: std::cell::Cell::new(false),
         }
+    }
+
+    /// The store of the only voter `voters` of a group made from a node's existing metadata
+    /// (a node whose data predates the group): a snapshot of `state` at its applied index, in
+    /// term 1, naming `voters`; committed up to that index, and no entries after it. A state
+    /// with nothing applied (index 0) gives the founding store, whose snapshot stands at
+    /// index 1 like every founding member's.
+    pub fn from_state(state: &MetadataState, voters: &[u64]) -> GroupStore {
+        let index = state.applied_index();
+        if index == 0 {
+            return GroupStore::founding(voters);
+        }
+        GroupStore {
+            hard_state: HardState {
+                term: FOUNDING_INDEX,
+                commit: index,
+                ..HardState::default()
+            },
+            snapshot: StoredSnapshot {
+                index,
+                term: FOUNDING_INDEX,
+                conf_state: ConfState {
+                    voters: voters.to_vec(),
+                    ..ConfState::default()
+                },
+                data: encode_snapshot(state),
+            },
+            entries: Vec::new(),
+            fresh_snapshot_wanted: std::cell::Cell::new(false),
+        }
+    }
+
+    /// Rebuilds a store from what a disk held: the hard state, the newest snapshot and the
+    /// entries after it. Refuses parts that do not fit together (raft-rs would panic on them):
+    /// entries that do not follow the snapshot one by one, or a commit index outside
+    /// `[snapshot index, last index]`.
+    pub fn restore(
+        hard_state: HardState,
+        snapshot: StoredSnapshot,
+        entries: Vec<Entry>,
+    ) -> Result<GroupStore, RestoreError> {
+        for (position, entry) in entries.iter().enumerate() {
+            let expected = snapshot.index + 1 + position as u64;
+            if entry.index != expected {
+                return Err(RestoreError::NotConsecutive {
+                    snapshot: snapshot.index,
+                    expected,
+                    got: entry.index,
+                });
+            }
+        }
+        let last = entries.last().map_or(snapshot.index, |e| e.index);
+        if hard_state.commit < snapshot.index || hard_state.commit > last {
+            return Err(RestoreError::CommitOutOfRange {
+                commit: hard_state.commit,
+                snapshot: snapshot.index,
+                last,
+            });
+        }
+        Ok(GroupStore {
+            hard_state,
+            snapshot,
+            entries,
+            fresh_snapshot_wanted: std::cell::Cell::new(false),
+        })
     }
 
     /// Whether a snapshot newer than the one held is wanted (a peer joined after it); asking
@@ -293,5 +384,150 @@ impl raft::Storage for GroupStore {
             ));
         }
         Ok(self.snapshot.to_raft())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use raft::prelude::{Entry, HardState};
+
+    use super::{GroupStore, RestoreError, StoredSnapshot, FOUNDING_INDEX};
+    use crate::group::{GroupMember, MemberConfig};
+    use crate::metadata::testing::{config, node};
+    use crate::metadata::{decode_snapshot, encode_snapshot, Command, MetadataState};
+
+    fn entry(index: u64, term: u64) -> Entry {
+        Entry {
+            index,
+            term,
+            data: vec![index as u8; 3].into(),
+            ..Entry::default()
+        }
+    }
+
+    /// A store rebuilt from its parts is the store they came from, compacted or not.
+    #[test]
+    fn restore_gives_back_the_store_its_parts_came_from() {
+        let mut store = GroupStore::founding(&[1, 2, 3]);
+        store.append(&(2..=6).map(|i| entry(i, 2)).collect::<Vec<_>>());
+        store.set_hard_state(HardState {
+            term: 2,
+            vote: 1,
+            commit: 5,
+            ..HardState::default()
+        });
+        for _ in 0..2 {
+            let restored = GroupStore::restore(
+                store.hard_state().clone(),
+                store.snapshot().clone(),
+                store.entries().to_vec(),
+            );
+            assert_eq!(restored, Ok(store.clone()));
+            store.compact(4, vec![9; 4], store.snapshot().conf_state.clone());
+        }
+    }
+
+    /// Parts that raft-rs would panic on are refused with what is wrong.
+    #[test]
+    fn restore_refuses_a_gap_and_a_commit_outside_the_log() {
+        let snapshot = GroupStore::founding(&[1]).snapshot().clone();
+        let hard_state = |commit| HardState {
+            term: 1,
+            commit,
+            ..HardState::default()
+        };
+        assert_eq!(
+            GroupStore::restore(
+                hard_state(1),
+                snapshot.clone(),
+                vec![entry(2, 1), entry(4, 1)]
+            ),
+            Err(RestoreError::NotConsecutive {
+                snapshot: 1,
+                expected: 3,
+                got: 4
+            })
+        );
+        assert_eq!(
+            GroupStore::restore(hard_state(1), snapshot.clone(), vec![entry(3, 1)]),
+            Err(RestoreError::NotConsecutive {
+                snapshot: 1,
+                expected: 2,
+                got: 3
+            })
+        );
+        assert_eq!(
+            GroupStore::restore(hard_state(3), snapshot.clone(), vec![entry(2, 1)]),
+            Err(RestoreError::CommitOutOfRange {
+                commit: 3,
+                snapshot: 1,
+                last: 2
+            })
+        );
+        assert_eq!(
+            GroupStore::restore(hard_state(0), snapshot, Vec::new()),
+            Err(RestoreError::CommitOutOfRange {
+                commit: 0,
+                snapshot: 1,
+                last: 1
+            })
+        );
+    }
+
+    /// A node's existing state becomes a group of one that starts on it and goes on at the
+    /// next index; a state with nothing applied gives the founding store.
+    #[test]
+    fn a_store_from_an_existing_state_starts_a_member_on_that_state() {
+        assert_eq!(
+            GroupStore::from_state(&MetadataState::new(), &[7]),
+            GroupStore::founding(&[7])
+        );
+        let mut state = MetadataState::new();
+        let commands = [
+            Command::RegisterNode { node: node(7, 2) },
+            Command::CreateStream {
+                config: config("orders", 2),
+                now_ms: 1,
+            },
+        ];
+        for (i, command) in commands.iter().enumerate() {
+            assert!(state.apply(i as u64 + 1, command).is_ok());
+        }
+        let store = GroupStore::from_state(&state, &[7]);
+        assert_eq!(
+            store.snapshot(),
+            &StoredSnapshot {
+                index: 2,
+                term: FOUNDING_INDEX,
+                conf_state: raft::prelude::ConfState {
+                    voters: vec![7],
+                    ..Default::default()
+                },
+                data: encode_snapshot(&state),
+            }
+        );
+        assert_eq!(store.hard_state().commit, 2);
+        let mut member = GroupMember::start(MemberConfig::new(7), store, 1).unwrap();
+        assert_eq!(member.state(), &state);
+        member.campaign().unwrap();
+        let command = Command::CreateStream {
+            config: config("payments", 1),
+            now_ms: 2,
+        };
+        let mut proposed = false;
+        while let Some(persist) = member.ready() {
+            assert!(persist.snapshot.is_none());
+            member.persisted().unwrap();
+            if member.is_leader() && !proposed {
+                member.propose(42, &command).unwrap();
+                proposed = true;
+            }
+        }
+        // Index 3 is the new leader's empty entry; the command is 4.
+        assert_eq!(member.applied_index(), 4);
+        assert!(state.skip(3).is_ok());
+        assert!(state.apply(4, &command).is_ok());
+        assert_eq!(member.state(), &state);
+        assert_eq!(decode_snapshot(&encode_snapshot(&state)).unwrap(), state);
     }
 }

@@ -40,7 +40,7 @@ pub mod codec;
 #[cfg(test)]
 mod proptests;
 #[cfg(test)]
-mod testing;
+pub(crate) mod testing;
 
 pub use codec::{decode_command, decode_snapshot, encode_command, encode_snapshot, DecodeError};
 pub use command::{Applied, Command, ProgressCommit, PROGRESS_BATCH_MAX};
