@@ -152,6 +152,8 @@ fn classify(error: &ClientError) -> (ExitCode, String) {
         ClientError::UnexpectedResponse { .. } => local(ExitCode::Other, "UnexpectedResponse"),
         ClientError::NoRoute { .. } => local(ExitCode::Other, "NoRoute"),
         ClientError::UnknownCore { .. } => local(ExitCode::Other, "UnknownCore"),
+        // The metadata names a node the cluster does not list (or that answers as another).
+        ClientError::UnknownNode { .. } => local(ExitCode::Connection, "UnknownNode"),
         ClientError::Closed => local(ExitCode::Other, "Closed"),
         _ => local(ExitCode::Other, "Error"),
     }

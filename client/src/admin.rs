@@ -1,9 +1,9 @@
 //! Admin calls of [`Client`]: create, list, describe and delete streams, list shards, trim a
-//! shard, and the node's status. Lists are followed page by page until the server says there
+//! shard, the node's status, the cluster's nodes and its founding. Lists are followed page by page until the server says there
 //! is no more, within [`LIST_PAGES_MAX`] pages.
 //!
 //! Retries: describe, list, status and trim are idempotent and retried after any transient
-//! failure; create and delete are not retried once sent (a second attempt could answer
+//! failure; create, delete and cluster init are not retried once sent (a second attempt could answer
 //! `StreamExists` or `UnknownStream` for the first one's success), so a failure after sending
 //! is [`ClientError::OutcomeUnknown`].
 
@@ -12,8 +12,8 @@ use std::time::Duration;
 use runnel_core::key::KEY_RANGE_SPLIT_MAX;
 use runnel_core::{Offset, ShardId, StreamName};
 use runnel_net::protocol::{
-    CreateStream, DeleteStream, DescribeStream, Durability, ListShards, ListStreams, NodeStatus,
-    Request, Response, ShardInfo, StreamInfo, Trim,
+    CreateStream, DeleteStream, DescribeStream, Durability, ListShards, ListStreams, NodeInfo,
+    NodeStatus, Request, Response, ShardInfo, StreamInfo, Trim,
 };
 
 use crate::client::{Client, ClientInner};
@@ -123,11 +123,8 @@ impl Client {
     /// documentation): `OutcomeUnknown` means "describe it to find out".
     pub async fn create_stream(&self, spec: StreamSpec) -> Result<StreamInfo, ClientError> {
         let request = Request::CreateStream(spec.to_request()?);
-        let node = &self.inner.node;
-        match node
-            .call(node.bootstrap_core(), &request, &[], Safety::AtMostOnce)
-            .await?
-        {
+        let nodes = &self.inner.nodes;
+        match nodes.call_admin(&request, Safety::AtMostOnce).await? {
             Response::StreamInfo(info) => Ok(info),
             other => Err(unexpected("CreateStream", &other)),
         }
@@ -135,17 +132,14 @@ impl Client {
 
     /// Every stream, in name order, without their shards (all pages).
     pub async fn list_streams(&self) -> Result<Vec<StreamInfo>, ClientError> {
-        let node = &self.inner.node;
+        let nodes = &self.inner.nodes;
         let mut streams: Vec<StreamInfo> = Vec::new();
         for _ in 0..LIST_PAGES_MAX {
             let request = Request::ListStreams(ListStreams {
                 start_after: streams.last().map(|stream| stream.name.clone()),
                 limit: 0,
             });
-            let page = match node
-                .call(node.bootstrap_core(), &request, &[], Safety::Idempotent)
-                .await?
-            {
+            let page = match nodes.call_admin(&request, Safety::Idempotent).await? {
                 Response::StreamList(page) => page,
                 other => return Err(unexpected("ListStreams", &other)),
             };
@@ -175,10 +169,8 @@ impl Client {
             name: name.clone(),
             force,
         });
-        let node = &self.inner.node;
-        let outcome = node
-            .call(node.bootstrap_core(), &request, &[], Safety::AtMostOnce)
-            .await;
+        let nodes = &self.inner.nodes;
+        let outcome = nodes.call_admin(&request, Safety::AtMostOnce).await;
         self.inner.forget_shards(&name);
         match outcome? {
             Response::DeleteStreamOk(_) => Ok(()),
@@ -194,18 +186,35 @@ impl Client {
 
     /// The status of the node this client is connected to.
     pub async fn node_status(&self) -> Result<NodeStatus, ClientError> {
-        let node = &self.inner.node;
-        match node
-            .call(
-                node.bootstrap_core(),
-                &Request::GetNodeStatus,
-                &[],
-                Safety::Idempotent,
-            )
+        let nodes = &self.inner.nodes;
+        match nodes
+            .call_admin(&Request::GetNodeStatus, Safety::Idempotent)
             .await?
         {
             Response::NodeStatus(status) => Ok(status),
             other => Err(unexpected("GetNodeStatus", &other)),
+        }
+    }
+
+    /// The cluster's nodes as the node the client reached sees them, in id order: state,
+    /// advertised address, version, cores, and which one leads the metadata group. The
+    /// client also learns their addresses (it routes shards' requests with them).
+    pub async fn list_nodes(&self) -> Result<Vec<NodeInfo>, ClientError> {
+        self.inner.nodes.list().await
+    }
+
+    /// Founds the cluster on the node the client reached (once per cluster, on one node:
+    /// it starts the metadata group with itself as first voter). A node that belongs to a
+    /// cluster already refuses with `InvalidRequest`. Not retried once sent.
+    pub async fn init_cluster(&self) -> Result<(), ClientError> {
+        match self
+            .inner
+            .nodes
+            .call_admin(&Request::InitCluster, Safety::AtMostOnce)
+            .await?
+        {
+            Response::InitClusterOk => Ok(()),
+            other => Err(unexpected("InitCluster", &other)),
         }
     }
 
@@ -238,16 +247,7 @@ impl ClientInner {
     /// `DescribeStream`, completed with `ListShards` pages when its shard list was cut.
     pub(crate) async fn describe(&self, name: &StreamName) -> Result<StreamInfo, ClientError> {
         let request = Request::DescribeStream(DescribeStream { name: name.clone() });
-        let mut info = match self
-            .node
-            .call(
-                self.node.bootstrap_core(),
-                &request,
-                &[],
-                Safety::Idempotent,
-            )
-            .await?
-        {
+        let mut info = match self.nodes.call_admin(&request, Safety::Idempotent).await? {
             Response::StreamInfo(info) => info,
             other => return Err(unexpected("DescribeStream", &other)),
         };
@@ -270,16 +270,7 @@ impl ClientInner {
                 start_after: shards.last().map(|shard| shard.id),
                 limit: 0,
             });
-            let page = match self
-                .node
-                .call(
-                    self.node.bootstrap_core(),
-                    &request,
-                    &[],
-                    Safety::Idempotent,
-                )
-                .await?
-            {
+            let page = match self.nodes.call_admin(&request, Safety::Idempotent).await? {
                 Response::ShardList(page) => page,
                 other => return Err(unexpected("ListShards", &other)),
             };

@@ -1,5 +1,5 @@
-//! [`Client`]: one node's connections, the cache of streams' shards, and the factories of
-//! producers and readers. Admin calls are in `admin.rs`.
+//! [`Client`]: the connections to the cluster's nodes (`nodes.rs`), the cache of streams'
+//! shards, and the factories of producers and readers. Admin calls are in `admin.rs`.
 //!
 //! The shard cache holds one [`ShardMap`] per stream used, replaced (never edited) when the
 //! server says it is stale; it is bounded by [`SHARD_MAPS_MAX`] streams.
@@ -8,12 +8,15 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use runnel_core::{Limits, Offset, ShardId, StreamName};
-use runnel_net::protocol::{Append, AppendOk, HelloOk, ReadFrom, Request, Response, ShardInfo};
+use runnel_net::protocol::{
+    Append, AppendOk, HelloOk, ReadFrom, Request, Response, ShardInfo, ShardOwner,
+};
 
 use crate::address::ServerAddress;
 use crate::buffered::{BufferedProducer, BufferedProducerConfig};
 use crate::connection::Node;
 use crate::error::ClientError;
+use crate::nodes::Nodes;
 use crate::options::ClientOptions;
 use crate::producer::Producer;
 use crate::reader::Reader;
@@ -24,10 +27,12 @@ use crate::transport::{BoxFuture, Transport};
 /// Most streams whose shards are cached; the cache is emptied when it would grow past this.
 const SHARD_MAPS_MAX: usize = 1024;
 
-/// A connection to a Runnel node: admin calls, producers and readers.
+/// A connection to a Runnel cluster: admin calls, producers, readers and consumers.
 ///
-/// Cheap to clone (the clones share the connections). Connects to the URL's port (core 0) at
-/// [`Client::connect`] and to other cores when a request first needs them.
+/// Cheap to clone (the clones share the connections). Connects to the URL's port (core 0 of
+/// any node) at [`Client::connect`]; other cores, and the other nodes of a cluster (learned
+/// with `ListNodes`), are connected when a request first needs them: each shard's requests go
+/// straight to the node and core that own it.
 #[derive(Clone)]
 pub struct Client {
     pub(crate) inner: Arc<ClientInner>,
@@ -35,7 +40,7 @@ pub struct Client {
 
 /// What a client's clones, producers and readers share.
 pub(crate) struct ClientInner {
-    pub(crate) node: Node,
+    pub(crate) nodes: Nodes,
     limits: Limits,
     shard_maps: Mutex<HashMap<StreamName, Arc<ShardMap>>>,
 }
@@ -43,7 +48,7 @@ pub(crate) struct ClientInner {
 impl std::fmt::Debug for Client {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Client")
-            .field("server", self.inner.node.hello())
+            .field("server", self.inner.nodes.hello())
             .finish_non_exhaustive()
     }
 }
@@ -57,7 +62,8 @@ impl Client {
         let address = ServerAddress::parse(url)?;
         options.validate()?;
         let node = Node::connect(address, &options).await?;
-        let hello = node.hello();
+        let nodes = Nodes::new(node, &options);
+        let hello = nodes.hello();
         // A batch must fit both the server's batch limit and one frame payload.
         let limits = Limits {
             record_bytes_max: u64::from(hello.record_bytes_max),
@@ -66,16 +72,17 @@ impl Client {
         };
         Ok(Client {
             inner: Arc::new(ClientInner {
-                node,
+                nodes,
                 limits,
                 shard_maps: Mutex::new(HashMap::new()),
             }),
         })
     }
 
-    /// The node's handshake answer: its id, cores, ports, version and limits.
+    /// The handshake answer of the node the URL reached: its id, cores, ports, version and
+    /// limits.
     pub fn server_info(&self) -> &HelloOk {
-        self.inner.node.hello()
+        self.inner.nodes.hello()
     }
 
     /// The batch limits appends keep: the server's record and batch sizes.
@@ -123,7 +130,7 @@ impl Client {
     /// Closes every connection. Requests in progress fail; the client (and its clones) can
     /// not be used afterwards.
     pub async fn close(&self) {
-        self.inner.node.close().await;
+        self.inner.nodes.close().await;
     }
 
     fn transport(&self) -> Arc<dyn Transport> {
@@ -178,8 +185,8 @@ impl ClientInner {
         let mut map = self.current_shards(stream, None).await?;
         let mut reroutes = 0;
         loop {
-            let core = self.core_of(&map, shard);
-            match self.node.call(core, request, &[], safety).await {
+            let owner = self.owner_of(&map, shard);
+            match self.nodes.call(owner, request, &[], safety).await {
                 Err(error) if error.is_routing() && reroutes < crate::append::REROUTES_MAX => {
                     reroutes += 1;
                     map = self.current_shards(stream, Some(&map)).await?;
@@ -189,11 +196,10 @@ impl ClientInner {
         }
     }
 
-    /// The core owning `shard`; the bootstrap core for a shard not listed (the server then
-    /// answers `UnknownShard`).
-    pub(crate) fn core_of(&self, map: &ShardMap, shard: ShardId) -> u32 {
-        map.shard(shard)
-            .map_or(self.node.bootstrap_core(), |info| info.core)
+    /// The node and core owning `shard`; the admin node and core for a shard not listed (the
+    /// server then answers `UnknownShard`).
+    pub(crate) fn owner_of(&self, map: &ShardMap, shard: ShardId) -> ShardOwner {
+        map.shard(shard).map_or(self.nodes.admin(), owner)
     }
 }
 
@@ -222,8 +228,8 @@ impl Transport for ClientInner {
                 shard: shard.id,
             });
             match self
-                .node
-                .call(shard.core, &request, batch, Safety::AtMostOnce)
+                .nodes
+                .call(owner(shard), &request, batch, Safety::AtMostOnce)
                 .await?
             {
                 Response::AppendOk(ok) => Ok(ok),
@@ -233,5 +239,13 @@ impl Transport for ClientInner {
                 }),
             }
         })
+    }
+}
+
+/// Where a shard's requests go: the node and core metadata placed it on.
+pub(crate) fn owner(shard: &ShardInfo) -> ShardOwner {
+    ShardOwner {
+        node: shard.node,
+        core: shard.core,
     }
 }

@@ -154,6 +154,16 @@ pub enum ClientError {
         /// The cores the node announced in its handshake.
         core_count: u32,
     },
+    /// A shard (or a subscription's coordinator) is placed on a node this client cannot
+    /// find: the cluster does not list it, even after the nodes were listed again, or its
+    /// advertised address answers as another node. Nothing was sent to it.
+    #[error("node {node}: {reason}")]
+    UnknownNode {
+        /// The node id the metadata named.
+        node: u64,
+        /// Why it cannot be reached.
+        reason: String,
+    },
     /// The request may or may not have taken effect: it was sent in full, then the connection
     /// failed or the answer did not come in time. Never retried automatically for appends,
     /// stream creation and deletion: retrying could store records twice. Read the shard (or
@@ -219,7 +229,7 @@ pub enum ClientError {
 
 impl ClientError {
     /// Whether the same call may succeed if made again later, unchanged: the server said
-    /// `Busy` or `Unavailable`, the connection was lost or timed out, or no answer came in
+    /// `Busy`, `Unavailable` or `NotLeader` (the metadata group is electing), the connection was lost or timed out, or no answer came in
     /// time. Never true of [`ClientError::OutcomeUnknown`]: retrying it may duplicate records.
     pub fn is_retriable(&self) -> bool {
         match self {
@@ -245,18 +255,19 @@ impl ClientError {
     }
 
     /// Whether the server refused because the client's view of the stream's shards is stale
-    /// (wrong shard for a key, shard unknown, owned elsewhere, or sealed): refresh the shards
-    /// and route again. Nothing was stored.
+    /// (wrong shard for a key, shard unknown, owned elsewhere, or sealed), or the shards name
+    /// a node the client cannot find: refresh the shards and route again. Nothing was stored.
     pub(crate) fn is_routing(&self) -> bool {
-        matches!(
-            self.code(),
-            Some(
-                ErrorCode::WrongShard
-                    | ErrorCode::UnknownShard
-                    | ErrorCode::NotOwner
-                    | ErrorCode::ShardSealed
+        matches!(self, ClientError::UnknownNode { .. })
+            || matches!(
+                self.code(),
+                Some(
+                    ErrorCode::WrongShard
+                        | ErrorCode::UnknownShard
+                        | ErrorCode::NotOwner
+                        | ErrorCode::ShardSealed
+                )
             )
-        )
     }
 
     /// A server's error answer to `request`.
@@ -367,14 +378,17 @@ mod tests {
         ClientError::server("Append", ErrorResponse::new(code, "because"))
     }
 
-    /// Only Busy and Unavailable among server codes are retriable, as the protocol says; a
+    /// Only Busy, Unavailable and NotLeader among server codes are retriable, as the protocol says; a
     /// lost or timed-out connection is; an unknown outcome never is.
     #[test]
     fn retriability_follows_the_protocol() {
         for code in ErrorCode::all() {
             assert_eq!(
                 server_error(code).is_retriable(),
-                matches!(code, ErrorCode::Busy | ErrorCode::Unavailable),
+                matches!(
+                    code,
+                    ErrorCode::Busy | ErrorCode::Unavailable | ErrorCode::NotLeader
+                ),
                 "{code}"
             );
         }
@@ -431,6 +445,14 @@ mod tests {
             assert!(server_error(code).is_routing(), "{code}");
         }
         assert!(!server_error(ErrorCode::Busy).is_routing());
+        assert!(!server_error(ErrorCode::NotLeader).is_routing());
+        assert!(server_error(ErrorCode::NotLeader).is_retriable());
+        let unknown = ClientError::UnknownNode {
+            node: 7,
+            reason: "the cluster does not list it".into(),
+        };
+        assert!(unknown.is_routing(), "an unknown node refreshes the shards");
+        assert!(!unknown.is_retriable());
     }
 
     /// A lost connection seen while reading a stream is a connection error, not a protocol

@@ -60,6 +60,7 @@ mod connection;
 mod consumer;
 mod endpoint;
 mod error;
+mod nodes;
 mod options;
 mod producer;
 mod reader;
@@ -91,10 +92,10 @@ pub use runnel_core::{
     RecordRef, ShardId, StreamName,
 };
 pub use runnel_net::protocol::{
-    AckRefusal, AllocationCounts, CoreStatus, Durability, ErrorCode, HelloOk, NodeStatus,
-    ProtocolError, ReadEnd, ReadEndReason, ReadFrom, ShardInfo, ShardOwner, ShardStatus,
-    StreamInfo, SubscriptionConsumer, SubscriptionInfo, SubscriptionShard, SubscriptionStart,
-    CONSUMER_NAME_BYTES_MAX,
+    AckRefusal, AllocationCounts, CoreStatus, Durability, ErrorCode, HelloOk, NodeInfo, NodeState,
+    NodeStatus, ProtocolError, ReadEnd, ReadEndReason, ReadFrom, ShardInfo, ShardOwner,
+    ShardStatus, StreamInfo, SubscriptionConsumer, SubscriptionInfo, SubscriptionShard,
+    SubscriptionStart, CONSUMER_NAME_BYTES_MAX,
 };
 
 /// The handles move between tasks and threads; errors box into `Box<dyn Error + Send + Sync>`.

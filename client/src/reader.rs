@@ -91,7 +91,7 @@ impl Reader {
         from: ReadFrom,
         until: Option<Offset>,
     ) -> Reader {
-        let frames = FrameReader::new(inner.node.frame_limits());
+        let frames = FrameReader::new(inner.nodes.frame_limits());
         Reader {
             inner,
             stream,
@@ -153,7 +153,7 @@ impl Reader {
                 State::Ended(_) => return Ok(None),
                 State::Idle => match self.open().await {
                     Ok(recv) => {
-                        self.frames = FrameReader::new(self.inner.node.frame_limits());
+                        self.frames = FrameReader::new(self.inner.nodes.frame_limits());
                         self.state = State::Open(recv);
                         continue;
                     }
@@ -164,7 +164,7 @@ impl Reader {
                     if self.tail {
                         read.await
                     } else {
-                        let timeout = self.inner.node.request_timeout();
+                        let timeout = self.inner.nodes.request_timeout();
                         match tokio::time::timeout(timeout, read).await {
                             Ok(event) => event,
                             Err(_) => {
@@ -209,7 +209,7 @@ impl Reader {
             return Ok(());
         }
         self.failures += 1;
-        let policy = self.inner.node.policy();
+        let policy = self.inner.nodes.policy();
         if self.failures >= policy.attempts_max || !failure.may_retry(Safety::Idempotent) {
             self.failures = 0;
             return Err(failure.into_error("Read", Safety::Idempotent));
@@ -234,7 +234,7 @@ impl Reader {
                 map
             }
         };
-        let core = self.inner.core_of(&map, self.shard);
+        let owner = self.inner.owner_of(&map, self.shard);
         let request = Request::Read(Read {
             stream: self.stream.clone(),
             shard: self.shard,
@@ -243,10 +243,10 @@ impl Reader {
             max_bytes: 0,
             tail: self.tail,
         });
-        let deadline = Instant::now() + self.inner.node.request_timeout();
+        let deadline = Instant::now() + self.inner.nodes.request_timeout();
         self.inner
-            .node
-            .send_request(core, &request, &[], Some(deadline))
+            .nodes
+            .send_request(owner, &request, &[], Some(deadline))
             .await
     }
 

@@ -7,7 +7,7 @@
 //! `MaybeDelivered` — the frame was sent in full and then the connection failed or the answer
 //! was late: the server may have acted. Idempotent requests (describe, list, read, trim, node
 //! status) are retried in every state; at-most-once requests (append, create and delete stream)
-//! only when `NotSent`, or when `Refused` with `Busy` (admission control: nothing was done).
+//! only when `NotSent`, or when `Refused` with `Busy` or `NotLeader` (nothing was done).
 //! A failure in state `MaybeDelivered` of an at-most-once request becomes
 //! [`ClientError::OutcomeUnknown`].
 
@@ -85,7 +85,12 @@ impl Failure {
         }
         match (self.delivery, safety) {
             (Delivery::NotSent, _) | (_, Safety::Idempotent) => true,
-            (Delivery::Refused, Safety::AtMostOnce) => self.error.code() == Some(ErrorCode::Busy),
+            // Busy is admission control and NotLeader a metadata change no leader took: either
+            // way nothing was done.
+            (Delivery::Refused, Safety::AtMostOnce) => matches!(
+                self.error.code(),
+                Some(ErrorCode::Busy | ErrorCode::NotLeader)
+            ),
             (Delivery::MaybeDelivered, Safety::AtMostOnce) => false,
         }
     }
@@ -180,6 +185,8 @@ mod tests {
         assert!(Failure::maybe_delivered(lost()).may_retry(Idempotent));
         // Busy is admission control: nothing was done, retry anything.
         assert!(Failure::refused(server(ErrorCode::Busy)).may_retry(AtMostOnce));
+        // NotLeader: no leader took the metadata change, so a create may be sent again.
+        assert!(Failure::refused(server(ErrorCode::NotLeader)).may_retry(AtMostOnce));
         // Unavailable may leave an append half-replicated: not for appends.
         assert!(!Failure::refused(server(ErrorCode::Unavailable)).may_retry(AtMostOnce));
         assert!(Failure::refused(server(ErrorCode::Unavailable)).may_retry(Idempotent));

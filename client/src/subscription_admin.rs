@@ -135,11 +135,8 @@ impl Client {
         spec: SubscriptionSpec,
     ) -> Result<SubscriptionInfo, ClientError> {
         let request = Request::CreateSubscription(spec.to_request()?);
-        let node = &self.inner.node;
-        match node
-            .call(node.bootstrap_core(), &request, &[], Safety::AtMostOnce)
-            .await?
-        {
+        let nodes = &self.inner.nodes;
+        match nodes.call_admin(&request, Safety::AtMostOnce).await? {
             Response::SubscriptionInfo(info) => Ok(info),
             other => Err(unexpected("CreateSubscription", &other)),
         }
@@ -151,11 +148,8 @@ impl Client {
         let request = Request::DescribeSubscription(DescribeSubscription {
             name: subscription_name(name)?,
         });
-        let node = &self.inner.node;
-        match node
-            .call(node.bootstrap_core(), &request, &[], Safety::Idempotent)
-            .await?
-        {
+        let nodes = &self.inner.nodes;
+        match nodes.call_admin(&request, Safety::Idempotent).await? {
             Response::SubscriptionInfo(info) => Ok(info),
             other => Err(unexpected("DescribeSubscription", &other)),
         }
@@ -170,7 +164,7 @@ impl Client {
         let stream = stream
             .map(|stream| StreamName::new(stream).map_err(ClientError::stream_name))
             .transpose()?;
-        let node = &self.inner.node;
+        let nodes = &self.inner.nodes;
         let mut subscriptions: Vec<SubscriptionInfo> = Vec::new();
         for _ in 0..LIST_PAGES_MAX {
             let request = Request::ListSubscriptions(ListSubscriptions {
@@ -178,10 +172,7 @@ impl Client {
                 limit: 0,
                 stream: stream.clone(),
             });
-            let page = match node
-                .call(node.bootstrap_core(), &request, &[], Safety::Idempotent)
-                .await?
-            {
+            let page = match nodes.call_admin(&request, Safety::Idempotent).await? {
                 Response::SubscriptionList(page) => page,
                 other => return Err(unexpected("ListSubscriptions", &other)),
             };
@@ -207,11 +198,8 @@ impl Client {
             name: subscription_name(name)?,
             force,
         });
-        let node = &self.inner.node;
-        match node
-            .call(node.bootstrap_core(), &request, &[], Safety::AtMostOnce)
-            .await?
-        {
+        let nodes = &self.inner.nodes;
+        match nodes.call_admin(&request, Safety::AtMostOnce).await? {
             Response::DeleteSubscriptionOk(_) => Ok(()),
             other => Err(unexpected("DeleteSubscription", &other)),
         }

@@ -37,11 +37,11 @@ pub use messages::{
     AssignedShard, Assignment, Consume, ConsumeEnd, ConsumeEndReason, CoreStatus, CreateStream,
     CreateSubscription, DeleteStream, DeleteStreamOk, DeleteSubscription, DeleteSubscriptionOk,
     Delivery, DescribeStream, DescribeSubscription, Durability, ErrorCode, ErrorResponse, Hello,
-    HelloOk, JoinOk, JoinSubscription, ListShards, ListStreams, ListSubscriptions, NodeStatus,
-    Read, ReadChunk, ReadEnd, ReadEndReason, ReadFrom, Request, Response, ShardInfo, ShardList,
-    ShardOwner, ShardStatus, StreamInfo, StreamList, SubscriptionConsumer, SubscriptionInfo,
-    SubscriptionList, SubscriptionShard, SubscriptionStart, Trim, TrimOk, CONSUMER_NAME_BYTES_MAX,
-    REQUEST_IDENTIFIER, RESPONSE_IDENTIFIER,
+    HelloOk, JoinOk, JoinSubscription, ListShards, ListStreams, ListSubscriptions, NodeInfo,
+    NodeList, NodeState, NodeStatus, Read, ReadChunk, ReadEnd, ReadEndReason, ReadFrom, Request,
+    Response, ShardInfo, ShardList, ShardOwner, ShardStatus, StreamInfo, StreamList,
+    SubscriptionConsumer, SubscriptionInfo, SubscriptionList, SubscriptionShard, SubscriptionStart,
+    Trim, TrimOk, CONSUMER_NAME_BYTES_MAX, REQUEST_IDENTIFIER, RESPONSE_IDENTIFIER,
 };
 pub use stream::{
     write_frame, write_request, write_response, Frame, FrameReader, FrameSink, FrameSource,

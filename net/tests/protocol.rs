@@ -317,13 +317,15 @@ fn request() -> impl Strategy<Value = Request> {
             })
         }),
         Just(Request::GetNodeStatus),
+        Just(Request::ListNodes),
+        Just(Request::InitCluster),
     ]
 }
 
 fn error_code() -> impl Strategy<Value = ErrorCode> {
     prop_oneof![
         prop::sample::select(ErrorCode::all().collect::<Vec<_>>()),
-        (24_u16..).prop_map(ErrorCode::Other),
+        (26_u16..).prop_map(ErrorCode::Other),
     ]
 }
 
@@ -460,7 +462,37 @@ fn response() -> impl Strategy<Value = Response> {
                     })
                 }
             ),
+        prop::collection::vec(node_info(), 0..5)
+            .prop_map(|nodes| Response::NodeList(NodeList { nodes })),
+        Just(Response::InitClusterOk),
     ]
+}
+
+fn node_info() -> impl Strategy<Value = NodeInfo> {
+    (
+        (any::<u64>(), 0_usize..4, "[a-z0-9.:\\[\\]-]{1,40}"),
+        (prop::option::of("[0-9.]{1,10}"), any::<u32>()),
+        (any::<bool>(), any::<bool>()),
+    )
+        .prop_map(
+            |((id, state, address), (version, cores), (leader, voter))| {
+                let states = [
+                    NodeState::Starting,
+                    NodeState::Running,
+                    NodeState::Unavailable,
+                    NodeState::Dead,
+                ];
+                NodeInfo {
+                    id,
+                    state: states[state],
+                    address,
+                    version,
+                    cores,
+                    leader,
+                    voter,
+                }
+            },
+        )
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -681,7 +713,7 @@ proptest! {
 #[test]
 fn error_codes_have_stable_numbers() {
     let numbers: Vec<u16> = ErrorCode::all().map(ErrorCode::number).collect();
-    assert_eq!(numbers, (1..=24).collect::<Vec<u16>>());
+    assert_eq!(numbers, (1..=25).collect::<Vec<u16>>());
     for code in ErrorCode::all() {
         assert_eq!(ErrorCode::from_number(code.number()), code);
     }
@@ -691,6 +723,7 @@ fn error_codes_have_stable_numbers() {
     assert_eq!(ErrorCode::UnknownSubscription.number(), 19);
     assert_eq!(ErrorCode::NotAssigned.number(), 23);
     assert_eq!(ErrorCode::StreamHasSubscriptions.number(), 24);
+    assert_eq!(ErrorCode::NotLeader.number(), 25);
 
     // Code 0 means "unspecified" and is refused.
     let mut error = ErrorResponse::new(ErrorCode::Other(0), "zero");

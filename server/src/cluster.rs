@@ -77,3 +77,39 @@ impl ClusterView {
 
 /// This build's version, as nodes report it.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");
+
+/// The nodes this node knows, as `ListNodes` answers them.
+pub fn node_list(view: &ClusterView) -> runnel_net::protocol::NodeList {
+    use runnel_net::protocol::{NodeInfo, NodeState as WireState};
+    let nodes = view
+        .nodes()
+        .into_iter()
+        .map(|node| NodeInfo {
+            id: node.id,
+            state: match node.state {
+                NodeState::Starting => WireState::Starting,
+                NodeState::Running => WireState::Running,
+                NodeState::Unavailable => WireState::Unavailable,
+                NodeState::Dead => WireState::Dead,
+            },
+            address: node.address,
+            version: node.version,
+            cores: node.cores,
+            leader: node.leader,
+            voter: node.voter,
+        })
+        .collect();
+    runnel_net::protocol::NodeList { nodes }
+}
+
+impl crate::core::Core {
+    /// Founds the cluster on this node (`InitCluster`): starts the metadata group with this
+    /// node as its first voter. A stub until the metadata group lands: a node alone already
+    /// leads its group of one, so it always belongs to a cluster.
+    pub async fn init_cluster(&self) -> Result<(), runnel_net::protocol::ErrorResponse> {
+        Err(runnel_net::protocol::ErrorResponse::new(
+            runnel_net::protocol::ErrorCode::InvalidRequest,
+            "this node already belongs to a cluster",
+        ))
+    }
+}

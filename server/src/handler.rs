@@ -449,6 +449,8 @@ async fn handle(core: &Rc<Core>, request: Request, payload: &[Bytes]) -> Answer 
                 other_allocations: crate::allocations::other_counts().map(wire_counts),
             }))
         }
+        Request::ListNodes => Ok(Response::NodeList(crate::cluster::node_list(&core.cluster))),
+        Request::InitCluster => core.init_cluster().await.map(|()| Response::InitClusterOk),
         Request::CreateSubscription(create) => subscription::create(core, create).await,
         Request::ListSubscriptions(list) => subscription::list(core, list),
         Request::DescribeSubscription(describe) => {

@@ -1,6 +1,6 @@
 //! Joining a consumer group: the join stream to the subscription's coordinator core, up to its
-//! `JoinOk`, following `NotOwner` to the core it names; and which failures are worth another
-//! attempt.
+//! `JoinOk`, following `NotOwner` to the node and core it names (another node of the cluster
+//! is connected to on demand); and which failures are worth another attempt.
 //!
 //! [`join`] is one attempt (with its reroutes). The first join, made by
 //! [`Client::consumer`](crate::Client::consumer), is retried within the client's retry
@@ -10,7 +10,7 @@
 use std::sync::Arc;
 
 use runnel_net::protocol::{
-    ErrorCode, FrameReader, JoinOk, JoinSubscription, ProtocolError, Request, Response,
+    ErrorCode, FrameReader, JoinOk, JoinSubscription, ProtocolError, Request, Response, ShardOwner,
 };
 use tokio::time::Instant;
 
@@ -24,8 +24,8 @@ pub(super) struct JoinStream {
     pub send: quinn::SendStream,
     pub recv: quinn::RecvStream,
     pub frames: FrameReader,
-    /// The coordinator core it is open to.
-    pub core: u32,
+    /// The coordinator's node and core it is open to.
+    pub target: ShardOwner,
 }
 
 /// A successful join.
@@ -91,20 +91,21 @@ pub(super) fn is_fatal(error: &ClientError) -> bool {
     }
 }
 
-/// One join attempt at `core`, following `NotOwner` to the coordinator it names (at most
-/// `REROUTES_MAX` times); each stream must answer within the request timeout.
+/// One join attempt at `target`, following `NotOwner` to the coordinator it names (at most
+/// `REROUTES_MAX` times), on whichever node it is; each stream must answer within the request
+/// timeout.
 pub(super) async fn join(
     inner: Arc<ClientInner>,
     request: JoinSubscription,
-    mut core: u32,
+    mut target: ShardOwner,
 ) -> Result<Joined, JoinFailure> {
-    let node = &inner.node;
+    let node = &inner.nodes;
     let request = Request::JoinSubscription(request);
     let mut reroutes = 0;
     loop {
         let deadline = Instant::now() + node.request_timeout();
         let (send, mut recv) = node
-            .open_stream(core, &request, &[], Some(deadline))
+            .open_stream(target, &request, &[], Some(deadline))
             .await
             .map_err(|failure| JoinFailure::of(failure.error))?;
         let mut frames = FrameReader::new(node.frame_limits());
@@ -125,7 +126,7 @@ pub(super) async fn join(
                         send,
                         recv,
                         frames,
-                        core,
+                        target,
                     },
                     ok,
                 })
@@ -133,8 +134,7 @@ pub(super) async fn join(
             Ok(Some(Response::Error(error)))
                 if error.code == ErrorCode::NotOwner && reroutes < REROUTES_MAX =>
             {
-                // The subscription's group lives on another core of this node (a client
-                // talks to one node: the owner's node is not followed).
+                // The subscription's group lives on another core, of this node or another.
                 let Some(owner) = error.owner else {
                     return Err(JoinFailure::Transient(ClientError::server(
                         "JoinSubscription",
@@ -142,12 +142,14 @@ pub(super) async fn join(
                     )));
                 };
                 tracing::debug!(
-                    from = core,
-                    to = owner.core,
+                    from_node = target.node,
+                    from_core = target.core,
+                    to_node = owner.node,
+                    to_core = owner.core,
                     "joining at the coordinator core"
                 );
                 reroutes += 1;
-                core = owner.core;
+                target = owner;
             }
             Ok(Some(Response::Error(error))) => {
                 return Err(JoinFailure::of(ClientError::server(
@@ -183,12 +185,12 @@ pub(super) async fn first_join(
     inner: &Arc<ClientInner>,
     request: &JoinSubscription,
 ) -> Result<Joined, ClientError> {
-    let policy = inner.node.policy();
-    let core = inner.node.bootstrap_core();
+    let policy = inner.nodes.policy();
+    let target = inner.nodes.admin();
     let mut attempt = 0;
     loop {
         attempt += 1;
-        let outcome = match join(Arc::clone(inner), request.clone(), core).await {
+        let outcome = match join(Arc::clone(inner), request.clone(), target).await {
             // After a failed attempt, the name may be held by the member that attempt made
             // (if the server admitted it before the failure) until the server sees its join
             // stream end: worth another try.

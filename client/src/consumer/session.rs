@@ -102,7 +102,7 @@ impl Membership {
         inner: &ClientInner,
         request: &Request,
     ) -> Result<(), ClientError> {
-        let node = &inner.node;
+        let node = &inner.nodes;
         let timeout = node.request_timeout();
         let limits = node.frame_limits();
         let write = write_request(&mut self.stream.send, request, &[], &limits);

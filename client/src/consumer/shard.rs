@@ -15,6 +15,7 @@ use std::sync::Arc;
 use runnel_core::ShardId;
 use runnel_net::protocol::{
     write_request, Ack, AckResult, Consume, ConsumeEndReason, FrameReader, Request, Response,
+    ShardOwner,
 };
 use tokio::sync::mpsc;
 use tokio::task::AbortHandle;
@@ -57,7 +58,8 @@ pub(super) struct ShardContext {
     pub subscription: String,
     pub shard: ShardId,
     pub member: u64,
-    pub core: u32,
+    /// The node and core that own the shard.
+    pub owner: ShardOwner,
     pub deliveries: mpsc::Sender<Result<Delivery, ClientError>>,
     pub events: mpsc::Sender<TaskEvent>,
     /// This task's id, unique within the consumer.
@@ -102,7 +104,7 @@ async fn consume(
     context: &ShardContext,
     acks: &mut mpsc::Receiver<AckFrame>,
 ) -> Option<ShardEvent> {
-    let node = &context.inner.node;
+    let node = &context.inner.nodes;
     let request = Request::Consume(Consume {
         subscription: context.subscription.clone(),
         shard: context.shard,
@@ -110,7 +112,7 @@ async fn consume(
     });
     let deadline = Instant::now() + node.request_timeout();
     let (mut send, mut recv) = match node
-        .open_stream(context.core, &request, &[], Some(deadline))
+        .open_stream(context.owner, &request, &[], Some(deadline))
         .await
     {
         Ok(streams) => streams,
@@ -254,7 +256,7 @@ async fn write_ack(
     send: &mut quinn::SendStream,
     ack: AckFrame,
 ) -> Result<(), ClientError> {
-    let node = &context.inner.node;
+    let node = &context.inner.nodes;
     let request = Request::Ack(Ack {
         sequence: ack.sequence,
         ranges: ack.ranges,

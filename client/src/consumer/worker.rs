@@ -29,7 +29,7 @@ use std::time::Duration;
 use runnel_core::ShardId;
 use runnel_net::protocol::{
     AckRefusal, Assignment, ConsumeEndReason, ErrorCode, ErrorResponse, JoinSubscription,
-    ProtocolError, Request, Response,
+    ProtocolError, Request, Response, ShardOwner,
 };
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
@@ -67,8 +67,8 @@ pub(super) enum Command {
 
 /// The worker's view of one shard it holds (or drains).
 struct ShardState {
-    /// The core to send `Consume` to.
-    core: u32,
+    /// The node and core to send `Consume` to.
+    owner: ShardOwner,
     task: Option<ShardTask>,
     frames: AckFrames,
     /// Open the stream again at this time (after a failure).
@@ -82,9 +82,9 @@ struct ShardState {
 }
 
 impl ShardState {
-    fn new(core: u32) -> ShardState {
+    fn new(owner: ShardOwner) -> ShardState {
         ShardState {
-            core,
+            owner,
             task: None,
             frames: AckFrames::default(),
             retry_at: None,
@@ -162,8 +162,8 @@ pub(super) struct Worker {
     /// Handed to each shard task; dropped when the worker stops, which ends the channel.
     deliveries: mpsc::Sender<Result<Delivery, ClientError>>,
     session: Session,
-    /// The coordinator core of the last join (where rejoins go first).
-    coordinator: u32,
+    /// The coordinator's node and core of the last join (where rejoins go first).
+    coordinator: ShardOwner,
     /// The member's session timeout: a rejoin refused with `ConsumerNameInUse` is retried
     /// this long, as the old member may hold the name until the server drops it.
     session_timeout: Duration,
@@ -177,7 +177,7 @@ pub(super) struct Worker {
 impl Worker {
     pub fn new(parts: WorkerParts) -> Worker {
         let (events_sender, events) = mpsc::channel(TASK_EVENTS_MAX);
-        let coordinator = parts.joined.stream.core;
+        let coordinator = parts.joined.stream.target;
         let session_timeout = Duration::from_millis(u64::from(parts.joined.ok.session_timeout_ms));
         Worker {
             session: Session::joined(parts.joined, Instant::now()),
@@ -283,7 +283,7 @@ impl Worker {
         {
             return Some(Ending::Left(Err(ClientError::Timeout {
                 request: "LeaveSubscription",
-                timeout_ms: self.inner.node.request_timeout().as_millis() as u64,
+                timeout_ms: self.inner.nodes.request_timeout().as_millis() as u64,
             })));
         }
         None
@@ -339,14 +339,14 @@ impl Worker {
                 self.take_due_acks(now, true);
                 self.flushes.push(FlushWaiter {
                     last_id: self.counters.last_id,
-                    deadline: now + self.inner.node.request_timeout(),
+                    deadline: now + self.inner.nodes.request_timeout(),
                     reply,
                 });
                 None
             }
             Command::Leave(reply) => {
                 self.leaving = Some(Leaving {
-                    deadline: now + self.inner.node.request_timeout(),
+                    deadline: now + self.inner.nodes.request_timeout(),
                     reply,
                 });
                 let Session::Joined(member) = &mut self.session else {
@@ -417,7 +417,7 @@ impl Worker {
                     "rejoined"
                 );
                 self.shared.set_member(joined.ok.member);
-                self.coordinator = joined.stream.core;
+                self.coordinator = joined.stream.target;
                 self.session_timeout =
                     Duration::from_millis(u64::from(joined.ok.session_timeout_ms));
                 self.session = Session::joined(joined, now);
@@ -477,13 +477,17 @@ impl Worker {
             self.drain(shard, now);
         }
         for assigned in assignment.shards {
+            let owner = ShardOwner {
+                node: assigned.node,
+                core: assigned.core,
+            };
             let state = self
                 .shards
                 .entry(assigned.shard)
-                .or_insert_with(|| ShardState::new(assigned.core));
-            if state.core != assigned.core || state.draining_until.is_some() {
+                .or_insert_with(|| ShardState::new(owner));
+            if state.owner != owner || state.draining_until.is_some() {
                 // Moved, or given up and given back: a fresh stream for this assignment.
-                state.core = assigned.core;
+                state.owner = owner;
                 state.draining_until = None;
                 state.stop();
             }
@@ -514,7 +518,7 @@ impl Worker {
             self.shards.remove(&shard);
         } else {
             state.retry_at = None;
-            state.draining_until = Some(now + self.inner.node.request_timeout());
+            state.draining_until = Some(now + self.inner.nodes.request_timeout());
         }
     }
 
@@ -618,7 +622,7 @@ impl Worker {
                     owner: Some(owner), ..
                 } = &error
                 {
-                    state.core = owner.core;
+                    state.owner = *owner;
                 }
                 state.retry_at = Some(now);
             }
@@ -651,7 +655,7 @@ impl Worker {
             subscription: self.join_request.subscription.clone(),
             shard,
             member: self.shared.member(),
-            core: state.core,
+            owner: state.owner,
             deliveries: self.deliveries.clone(),
             events: self.events_sender.clone(),
             task: self.next_task,
@@ -722,7 +726,7 @@ impl Worker {
             } else {
                 Err(ClientError::Timeout {
                     request: "Ack",
-                    timeout_ms: self.inner.node.request_timeout().as_millis() as u64,
+                    timeout_ms: self.inner.nodes.request_timeout().as_millis() as u64,
                 })
             };
             let _ = flush.reply.send(answer);
@@ -780,7 +784,7 @@ fn refuse(shared: &Shared, shard: ShardId, frames: Vec<PendingAck>) {
 /// The client's backoff after `attempts` failures, capped at [`BACKOFF_MS_MAX`].
 fn backoff(inner: &ClientInner, attempts: u32) -> Duration {
     inner
-        .node
+        .nodes
         .policy()
         .delay(attempts, None)
         .min(Duration::from_millis(BACKOFF_MS_MAX))

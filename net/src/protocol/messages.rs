@@ -8,6 +8,7 @@
 //! it. Decoding allocates only the message's own strings and lists; envelopes are at most
 //! [`ENVELOPE_BYTES_MAX`](super::ENVELOPE_BYTES_MAX), so that is bounded too.
 
+pub mod cluster;
 mod decode;
 mod encode;
 pub mod subscription;
@@ -17,6 +18,7 @@ use std::fmt;
 use runnel_core::{Epoch, KeyRange, Offset, RecordId, ShardId, StreamName};
 
 use super::error::ProtocolError;
+pub use cluster::{check_node_address, NodeInfo, NodeList, NodeState, NODE_ADDRESS_BYTES_MAX};
 pub use subscription::{
     check_consumer_name, Ack, AckRefusal, AckResult, AssignedShard, Assignment, Consume,
     ConsumeEnd, ConsumeEndReason, CreateSubscription, DeleteSubscription, DeleteSubscriptionOk,
@@ -256,6 +258,10 @@ pub enum Request {
     Consume(Consume),
     /// On a consume stream: records processed; answered by [`Response::AckResult`].
     Ack(Ack),
+    /// Lists the cluster's nodes; answered by [`Response::NodeList`].
+    ListNodes,
+    /// Founds the cluster on the node asked; answered by [`Response::InitClusterOk`].
+    InitCluster,
 }
 
 impl Request {
@@ -281,6 +287,8 @@ impl Request {
             Request::LeaveSubscription => "LeaveSubscription",
             Request::Consume(_) => "Consume",
             Request::Ack(_) => "Ack",
+            Request::ListNodes => "ListNodes",
+            Request::InitCluster => "InitCluster",
         }
     }
 
@@ -347,13 +355,16 @@ pub enum ErrorCode {
     NotAssigned,
     /// The stream has subscriptions and the delete was not forced: delete them first, or force.
     StreamHasSubscriptions,
+    /// The metadata group's leader is elsewhere or unknown (an election is under way, or the
+    /// cluster is not initialised yet): retry.
+    NotLeader,
     /// A code this build does not know (sent by a newer peer), kept as received. Never
     /// one of the numbers above.
     Other(u16),
 }
 
 /// `(code, number)` for every named code: the one table both directions use.
-const ERROR_CODES: [(ErrorCode, u16); 24] = [
+const ERROR_CODES: [(ErrorCode, u16); 25] = [
     (ErrorCode::Internal, 1),
     (ErrorCode::InvalidRequest, 2),
     (ErrorCode::UnsupportedVersion, 3),
@@ -378,6 +389,7 @@ const ERROR_CODES: [(ErrorCode, u16); 24] = [
     (ErrorCode::SubscriptionInUse, 22),
     (ErrorCode::NotAssigned, 23),
     (ErrorCode::StreamHasSubscriptions, 24),
+    (ErrorCode::NotLeader, 25),
 ];
 
 impl ErrorCode {
@@ -407,7 +419,10 @@ impl ErrorCode {
 
     /// Whether the same request may succeed if retried later, unchanged.
     pub fn is_retryable(self) -> bool {
-        matches!(self, ErrorCode::Busy | ErrorCode::Unavailable)
+        matches!(
+            self,
+            ErrorCode::Busy | ErrorCode::Unavailable | ErrorCode::NotLeader
+        )
     }
 }
 
@@ -680,6 +695,10 @@ pub enum Response {
     ConsumeEnd(ConsumeEnd),
     /// Answer to [`Request::LeaveSubscription`].
     LeaveOk,
+    /// Answer to [`Request::ListNodes`].
+    NodeList(NodeList),
+    /// Answer to [`Request::InitCluster`].
+    InitClusterOk,
 }
 
 impl Response {
@@ -706,6 +725,8 @@ impl Response {
             Response::AckResult(_) => "AckResult",
             Response::ConsumeEnd(_) => "ConsumeEnd",
             Response::LeaveOk => "LeaveOk",
+            Response::NodeList(_) => "NodeList",
+            Response::InitClusterOk => "InitClusterOk",
         }
     }
 

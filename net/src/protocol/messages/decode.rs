@@ -118,6 +118,9 @@ impl Request {
                 if let Some(decoded) = subscription::decode::request(&root) {
                     return decoded;
                 }
+                if let Some(decoded) = cluster::decode_request(&root) {
+                    return decoded;
+                }
                 return Err(ProtocolError::UnknownKind {
                     envelope: "Request",
                     kind: unknown.0,
@@ -252,6 +255,9 @@ impl Response {
             }
             unknown => {
                 if let Some(decoded) = subscription::decode::response(&root) {
+                    return decoded;
+                }
+                if let Some(decoded) = cluster::decode_response(&root) {
                     return decoded;
                 }
                 return Err(ProtocolError::UnknownKind {

@@ -185,6 +185,8 @@ fn request_body<'a>(
         ),
         Request::Consume(consume) => (wire::RequestBody::Consume, subs::consume(fbb, consume)),
         Request::Ack(ack) => (wire::RequestBody::Ack, subs::ack(fbb, ack)),
+        Request::ListNodes => (wire::RequestBody::ListNodes, cluster::list_nodes(fbb)),
+        Request::InitCluster => (wire::RequestBody::InitCluster, cluster::init_cluster(fbb)),
     }
 }
 
@@ -345,6 +347,11 @@ fn response_body<'a>(
         }
         Response::ConsumeEnd(end) => (wire::ResponseBody::ConsumeEnd, subs::consume_end(fbb, end)),
         Response::LeaveOk => (wire::ResponseBody::LeaveOk, subs::leave_ok(fbb)),
+        Response::NodeList(list) => (wire::ResponseBody::NodeList, cluster::node_list(fbb, list)),
+        Response::InitClusterOk => (
+            wire::ResponseBody::InitClusterOk,
+            cluster::init_cluster_ok(fbb),
+        ),
     }
 }
 
