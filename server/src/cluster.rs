@@ -104,12 +104,22 @@ pub fn node_list(view: &ClusterView) -> runnel_net::protocol::NodeList {
 
 impl crate::core::Core {
     /// Founds the cluster on this node (`InitCluster`): starts the metadata group with this
-    /// node as its first voter. A stub until the metadata group lands: a node alone already
-    /// leads its group of one, so it always belongs to a cluster.
+    /// node as its first voter. Refused when the node already belongs to a cluster, and on
+    /// cores other than 0 (the node's base port answers it).
     pub async fn init_cluster(&self) -> Result<(), runnel_net::protocol::ErrorResponse> {
-        Err(runnel_net::protocol::ErrorResponse::new(
-            runnel_net::protocol::ErrorCode::InvalidRequest,
-            "this node already belongs to a cluster",
-        ))
+        use runnel_net::protocol::{ErrorCode, ErrorResponse};
+        if self.index != 0 {
+            return Err(ErrorResponse::new(
+                ErrorCode::InvalidRequest,
+                "InitCluster is answered by core 0 (the node's base port)",
+            ));
+        }
+        match self.group() {
+            Some(group) => group.found().await,
+            None => Err(ErrorResponse::new(
+                ErrorCode::Unavailable,
+                "the node is starting",
+            )),
+        }
     }
 }

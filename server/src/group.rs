@@ -107,10 +107,13 @@ fn unavailable(message: impl Into<String>) -> ErrorResponse {
 }
 
 fn not_leader(leader: Option<u64>) -> ErrorResponse {
-    unavailable(match leader {
-        Some(id) => format!("node {id} leads the metadata group; retry"),
-        None => "the metadata group has no leader now (an election is under way); retry".into(),
-    })
+    ErrorResponse::new(
+        ErrorCode::NotLeader,
+        match leader {
+            Some(id) => format!("node {id} leads the metadata group; retry"),
+            None => "the metadata group has no leader now (an election is under way); retry".into(),
+        },
+    )
 }
 
 fn store_error(error: AppendError) -> FatalError {
@@ -365,7 +368,9 @@ impl MetaGroup {
                 Ok(PeerResponse::Proposed(Ok(index))) => index,
                 Ok(PeerResponse::Proposed(Err(refusal))) => {
                     // A leader that lost its role names the new one: try once more.
-                    if refusal.code == ErrorCode::Unavailable.number() && attempts < 3 {
+                    let retryable = refusal.code == ErrorCode::NotLeader.number()
+                        || refusal.code == ErrorCode::Unavailable.number();
+                    if retryable && attempts < 3 {
                         glommio::timer::sleep(Duration::from_millis(50)).await;
                         continue;
                     }

@@ -8,8 +8,8 @@ use std::time::{Duration, Instant};
 
 use glommio::channels::channel_mesh::MeshBuilder;
 use glommio::{LocalExecutorBuilder, Placement};
-use runnel_net::{endpoint, server_config, EndpointOptions, Identity, TransportLimits};
 use runnel_net::protocol::ErrorCode;
+use runnel_net::{endpoint, server_config, EndpointOptions, Identity, TransportLimits};
 use runnel_replicate::group::GroupStore;
 use runnel_replicate::metadata::{Command, Node, NodeId};
 
@@ -458,15 +458,19 @@ async fn register_node(core: &Core) -> Result<(), FatalError> {
     // In a cluster the leader may be away for a while (an election, a quorum still starting):
     // the node waits for it rather than stopping.
     loop {
-        match core.propose(Command::RegisterNode { node: node.clone() }).await {
+        match core
+            .propose(Command::RegisterNode { node: node.clone() })
+            .await
+        {
             Ok(()) => return Ok(()),
-            Err(error) if error.code == ErrorCode::Unavailable && !core.shutting_down() => {
+            Err(error)
+                if matches!(error.code, ErrorCode::Unavailable | ErrorCode::NotLeader)
+                    && !core.shutting_down() =>
+            {
                 tracing::warn!(%error.message, "registering this node: waiting for the metadata leader");
                 glommio::timer::sleep(Duration::from_millis(500)).await;
             }
-            Err(error) => {
-                return Err(FatalError::Metadata(format!("register this node: {error}")))
-            }
+            Err(error) => return Err(FatalError::Metadata(format!("register this node: {error}"))),
         }
     }
 }
