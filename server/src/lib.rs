@@ -27,6 +27,7 @@ pub mod malloc;
 pub mod metadata_log;
 pub mod node;
 pub mod open_files;
+pub mod peer;
 pub mod proposer;
 mod select;
 pub mod stop;
