@@ -366,6 +366,8 @@ pub struct Peers {
     /// Accepted connections, by stable id, to close them with the transport.
     accepted: RefCell<HashMap<usize, quinn::Connection>>,
     closed: Cell<bool>,
+    /// This transport, for the tasks `send` starts.
+    me: std::rc::Weak<Peers>,
 }
 
 impl Peers {
@@ -388,7 +390,8 @@ impl Peers {
         );
         assert!(limits.inbound_max > 0 && limits.queue_messages_max > 0);
         let (inbound_sender, inbound) = local_channel::new_bounded(limits.inbound_max);
-        Rc::new(Peers {
+        Rc::new_cyclic(|me| Peers {
+            me: me.clone(),
             my_id,
             endpoint,
             client,
@@ -421,6 +424,14 @@ impl Peers {
         Duration::from_millis(self.limits.warn_interval_ms)
     }
 
+    /// The address known for node `id`.
+    pub fn address(&self, id: u64) -> Option<String> {
+        self.peers
+            .borrow()
+            .get(&id)
+            .and_then(|peer| peer.address.borrow().clone())
+    }
+
     /// Where node `id` is (its advertised `host:base_port`): from the metadata and from Pings.
     /// A changed address closes the connection to the old one and forgets any backoff.
     pub fn set_address(&self, id: u64, address: &str) {
@@ -441,7 +452,7 @@ impl Peers {
     /// One-way send to node `id`: queued and sent in order on a long-lived connection (dialled
     /// on demand, re-dialled with backoff after failure); dropped, never blocking, when the
     /// peer is unreachable or its queue is full (raft retries). Never awaits.
-    pub fn send(self: &Rc<Self>, to: u64, message: PeerMessage) {
+    pub fn send(&self, to: u64, message: PeerMessage) {
         if self.closed.get() {
             return;
         }
@@ -473,9 +484,11 @@ impl Peers {
         peer.queued_bytes.set(peer.queued_bytes.get() + frame.len());
         peer.queue.borrow_mut().push_back(frame);
         peer.queued.notify();
-        if !peer.writer_started.replace(true) {
-            let peers = Rc::clone(self);
-            glommio::spawn_local(async move { peers.write_messages(peer).await }).detach();
+        if !peer.writer_started.get() {
+            if let Some(peers) = self.me.upgrade() {
+                peer.writer_started.set(true);
+                glommio::spawn_local(async move { peers.write_messages(peer).await }).detach();
+            }
         }
     }
 
@@ -809,8 +822,14 @@ impl Peers {
             match read_frame(&mut messages, &self.limits.frames).await {
                 Ok(Some(Frame::Message(message))) => {
                     self.heard_from(from);
+                    // A Ping fills in an address not known yet (a node that just joined can be
+                    // answered at once); changing a known one is for the caller, who sees the
+                    // Ping and the metadata.
                     if let PeerMessage::Ping(hello) = &message {
-                        if hello.node == from && !hello.address.is_empty() {
+                        if hello.node == from
+                            && !hello.address.is_empty()
+                            && self.address(from).is_none()
+                        {
                             self.set_address(from, &hello.address);
                         }
                     }
@@ -935,6 +954,15 @@ impl Peers {
             // The sender lives in `self`: the channel cannot close while we are called.
             None => std::future::pending().await,
         }
+    }
+
+    /// How many one-way messages to node `id` were dropped so far (unreachable, no address,
+    /// queue full, connection lost).
+    pub fn dropped_messages(&self, id: u64) -> u64 {
+        self.peers
+            .borrow()
+            .get(&id)
+            .map_or(0, |peer| peer.dropped.get())
     }
 
     /// When each node was last heard from (any message or request from it), for failure

@@ -18,7 +18,7 @@ use runnel_net::tls::{cluster_server_config, peer_client_config, CertificateAuth
 use runnel_net::{EndpointOptions, NodeCertificate, TransportLimits, PEER_ALPN};
 use runnel_server::peer::{
     is_peer_connection, peer_transport_limits, Inbound, NodeHello, PeerCloseCode, PeerError,
-    PeerMessage, PeerRefusal, PeerRequest, PeerResponse, PeerTarget, Peers,
+    PeerLimits, PeerMessage, PeerRefusal, PeerRequest, PeerResponse, PeerTarget, Peers,
 };
 use rustls::pki_types::CertificateDer;
 
@@ -376,6 +376,48 @@ fn request_to_a_silent_address_fails() {
             matches!(malformed, Err(PeerError::InvalidAddress { .. })),
             "{malformed:?}"
         );
+        Ok(())
+    }));
+}
+
+/// Sending never waits: beyond a peer's queue bound, messages are dropped at once; to a node
+/// without an address, or one nobody answers at, they are dropped and counted.
+#[test]
+fn sends_beyond_the_bounds_are_dropped_without_waiting() {
+    logs();
+    let ca = CertificateAuthority::new("test cluster").expect("CA");
+    let one = credentials(&ca);
+    join(spawn("peer-dropping", move || async move {
+        let node = start_node(1, &one, 0)?;
+        let mut limits = PeerLimits::DEFAULT;
+        limits.queue_messages_max = 2;
+        limits.dial_timeout_ms = 500;
+        let client = peer_client_config(
+            one.node.identity(),
+            std::slice::from_ref(&one.ca),
+            &peer_transport_limits(),
+        )
+        .map_err(|e| e.to_string())?;
+        let peers = Peers::with_limits(1, node.endpoint.clone(), client, limits);
+        let silent = std::net::UdpSocket::bind("127.0.0.1:0")
+            .and_then(|socket| socket.local_addr())
+            .map_err(|e| e.to_string())?;
+        peers.set_address(2, &silent.to_string());
+        // No await between these sends: the writer has not run, two fit, three do not.
+        for sequence in 0..5 {
+            peers.send(2, PeerMessage::Raft(payload(1, sequence)));
+        }
+        assert_eq!(peers.dropped_messages(2), 3);
+        peers.send(3, PeerMessage::Raft(vec![1]));
+        assert_eq!(peers.dropped_messages(3), 1, "no address for node 3");
+        // The two queued ones are dropped once the dial fails.
+        let deadline = Instant::now() + DEADLINE;
+        while peers.dropped_messages(2) < 5 {
+            if Instant::now() > deadline {
+                return Err("the queued messages were never dropped".into());
+            }
+            glommio::timer::sleep(Duration::from_millis(20)).await;
+        }
         Ok(())
     }));
 }
