@@ -353,7 +353,8 @@ impl Peer {
     }
 }
 
-/// The node-to-node transport of core 0 (see the module header).
+/// The node-to-node transport of core 0 (see the module header). Its tasks (a writer per peer
+/// it sent to, a reader per accepted connection) hold it until [`Peers::close`].
 pub struct Peers {
     my_id: u64,
     endpoint: quinn::Endpoint,
@@ -545,8 +546,12 @@ impl Peers {
                 let Some(frame) = peer.queue.borrow_mut().pop_front() else {
                     break;
                 };
-                peer.queued_bytes
-                    .set(peer.queued_bytes.get().saturating_sub(frame.len()));
+                let queued = peer.queued_bytes.get();
+                assert!(
+                    queued >= frame.len(),
+                    "queued bytes count every queued frame"
+                );
+                peer.queued_bytes.set(queued - frame.len());
                 if let Err(error) = send.write_all(&frame).await {
                     if let Some(suppressed) = peer.warnings.allow(self.warn_interval()) {
                         tracing::warn!(peer = peer.id, %error, suppressed_warnings = suppressed, "sending to a peer failed");
