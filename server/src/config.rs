@@ -209,16 +209,10 @@ impl ClusterSection {
 
     fn validate(&self) -> Result<(), String> {
         if ![1, 3, 5].contains(&self.voters) {
-            return Err(format!(
-                "cluster.voters must be 1, 3 or 5, got {}",
-                self.voters
-            ));
+            return Err(format!("cluster.voters must be 1, 3 or 5, got {}", self.voters));
         }
         if self.tick_ms == 0 || self.tick_ms > 10_000 {
-            return Err(format!(
-                "cluster.tick_ms must be 1 to 10000, got {}",
-                self.tick_ms
-            ));
+            return Err(format!("cluster.tick_ms must be 1 to 10000, got {}", self.tick_ms));
         }
         if self.unavailable_after_ms < 2 * self.tick_ms
             || self.dead_after_ms < self.unavailable_after_ms
