@@ -33,5 +33,9 @@ pub mod transport;
 pub use endpoint::{endpoint, endpoint_on, EndpointOptions};
 #[cfg(feature = "glommio")]
 pub use runtime::{GlommioRuntime, RuntimeCounters};
-pub use tls::{client_config, self_signed, server_config, Identity, TlsError, ALPN_PROTOCOL};
+pub use tls::{
+    ca_from_pem, client_config, cluster_server_config, load_ca, peer_client_config, self_signed,
+    server_config, CertificateAuthority, Identity, NodeCertificate, TlsError, ALPN_PROTOCOL,
+    PEER_ALPN,
+};
 pub use transport::TransportLimits;

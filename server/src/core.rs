@@ -158,6 +158,9 @@ pub struct Core {
     stop: Arc<NodeStop>,
     /// The cluster as this node sees it (core 0 keeps it current).
     pub cluster: Arc<ClusterView>,
+    /// Core 0 of a node with a cluster CA: the node-to-node transport, to which the endpoint
+    /// hands connections that negotiated `runnel-peer/1`. None elsewhere.
+    pub peers: RefCell<Option<Rc<crate::peer::Peers>>>,
 }
 
 /// Milliseconds since the Unix epoch.
@@ -228,6 +231,7 @@ impl Core {
             ready_changed: Event::default(),
             stop,
             cluster,
+            peers: RefCell::new(None),
         }
     }
 

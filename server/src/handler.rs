@@ -62,6 +62,17 @@ pub async fn serve(core: Rc<Core>, endpoint: quinn::Endpoint) {
 
 async fn connection(core: Rc<Core>, incoming: quinn::Incoming) -> Result<(), String> {
     let connection = incoming.await.map_err(|e| e.to_string())?;
+    if crate::peer::is_peer_connection(&connection) {
+        let peers = core.peers.borrow().clone();
+        match peers {
+            Some(peers) => peers.accept(connection),
+            None => connection.close(
+                crate::peer::PeerCloseCode::NotAccepting.varint(),
+                b"this core accepts no peer connections",
+            ),
+        }
+        return Ok(());
+    }
     let limits = FrameLimits::for_batches(&core.config.limits());
     let (mut send, mut recv) = connection.accept_bi().await.map_err(|e| e.to_string())?;
     let mut reader = FrameReader::new(limits);
