@@ -471,6 +471,13 @@ impl NodeConfig {
             .validate()
             .map_err(ConfigError::Invalid)?;
         self.cluster.validate().map_err(ConfigError::Invalid)?;
+        if self.tls_ca_path.is_some() && self.tls_cert_path.is_none() {
+            return invalid(
+                "tls_ca_path needs tls_cert_path and tls_key_path: a certificate the cluster CA \
+                 signed, naming the host of the advertised address"
+                    .into(),
+            );
+        }
         if let Some(address) = &self.advertised_address {
             match address.rsplit_once(':') {
                 Some((host, port)) if !host.is_empty() && port.parse::<u16>().is_ok() => {}

@@ -153,8 +153,19 @@ impl Drop for ExitNotice {
 pub fn start(config: NodeConfig, identity: Identity) -> Result<RunningNode, FatalError> {
     std::fs::create_dir_all(&config.data_dir)
         .map_err(|e| FatalError::Io(format!("create {}: {e}", config.data_dir.display())))?;
-    let server = server_config(identity, &TransportLimits::DEFAULT)
-        .map_err(|e| FatalError::Tls(e.to_string()))?;
+    // With a cluster CA, core 0 also speaks to the other nodes (mutual TLS).
+    let (server, peer_client) = match &config.tls_ca_path {
+        Some(ca_path) => {
+            let (server, client) = crate::peer::cluster_tls(identity, ca_path)
+                .map_err(|e| FatalError::Tls(e.to_string()))?;
+            (server, Some(client))
+        }
+        None => (
+            server_config(identity, &TransportLimits::DEFAULT)
+                .map_err(|e| FatalError::Tls(e.to_string()))?,
+            None,
+        ),
+    };
     let config = Arc::new(config);
     let stop = Arc::new(NodeStop::default());
     let cluster = Arc::new(ClusterView::default());
@@ -170,6 +181,7 @@ pub fn start(config: NodeConfig, identity: Identity) -> Result<RunningNode, Fata
             Placement::Unbound
         };
         let cluster = Arc::clone(&cluster);
+        let peer_client = peer_client.clone();
         let (config, stop_for_core, mesh, server, exit_sender) = (
             Arc::clone(&config),
             Arc::clone(&stop),
@@ -196,6 +208,7 @@ pub fn start(config: NodeConfig, identity: Identity) -> Result<RunningNode, Fata
                     Arc::clone(&stop_for_core),
                     started,
                     cluster,
+                    peer_client,
                 )
                 .await;
                 if let Err(error) = result {
@@ -235,6 +248,7 @@ async fn run_core(
     stop: Arc<NodeStop>,
     started: Instant,
     cluster: Arc<ClusterView>,
+    peer_client: Option<quinn::ClientConfig>,
 ) -> Result<(), FatalError> {
     let (senders, mut receivers) = mesh
         .join()
@@ -272,7 +286,7 @@ async fn run_core(
     // serves clients.
     let early_endpoint = if index == 0 {
         let endpoint = listen()?;
-        if !start_group(&core, &endpoint).await? {
+        if !start_group(&core, &endpoint, peer_client).await? {
             core.close().await;
             return Ok(());
         }
@@ -301,6 +315,9 @@ async fn run_core(
     while !core.shutting_down() {
         glommio::timer::sleep(Duration::from_millis(SHUTDOWN_POLL_MS)).await;
     }
+    if let Some(peers) = core.peers.borrow_mut().take() {
+        peers.close();
+    }
     endpoint.close(
         runnel_net::protocol::CloseCode::ShuttingDown.varint(),
         b"the node is stopping",
@@ -328,7 +345,11 @@ async fn run_core(
 /// or taking over the metadata log of an older version), loads its state into every core,
 /// replays what it had committed, registers this node, and tells every core to serve. False if
 /// the node stops first.
-async fn start_group(core: &Rc<Core>, endpoint: &quinn::Endpoint) -> Result<bool, FatalError> {
+async fn start_group(
+    core: &Rc<Core>,
+    endpoint: &quinn::Endpoint,
+    peer_client: Option<quinn::ClientConfig>,
+) -> Result<bool, FatalError> {
     let config = Arc::clone(&core.config);
     let (disk, store) = match GroupLog::open(&config.data_dir).await? {
         Some(opened) => opened,
@@ -351,14 +372,9 @@ async fn start_group(core: &Rc<Core>, endpoint: &quinn::Endpoint) -> Result<bool
             }
         },
     };
-    let peers = match &config.tls_ca_path {
-        Some(_) => Some(Peers::new(
-            config.node_id,
-            endpoint.clone(),
-            crate::peer::client_config(&config)?,
-        )),
-        None => None,
-    };
+    let peers = peer_client.map(|client| Peers::new(config.node_id, endpoint.clone(), client));
+    // Peers' connections reach core 0's endpoint from now on (`handler::serve` hands them over).
+    core.peers.borrow_mut().clone_from(&peers);
     let group = Rc::new(MetaGroup::new(core, store, disk, peers)?);
     core.set_group(Rc::clone(&group));
     let (snapshot, snapshot_index) = group.start_state();
