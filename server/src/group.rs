@@ -37,12 +37,15 @@ use crate::error::FatalError;
 use crate::group_log::GroupLog;
 use crate::metadata_log::AppendError;
 use crate::peer::{
-    Inbound, NodeHello, PeerMessage, PeerRefusal, PeerRequest, PeerResponse, PeerTarget, Peers,
+    Inbound, NodeHello, PeerError, PeerMessage, PeerRefusal, PeerRequest, PeerResponse, PeerTarget,
+    Peers,
 };
 use crate::select::{first_of, First};
 
 /// How long a forwarded proposal may take, end to end.
 pub const FORWARD_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long one attempt to reach the leader may take (then who leads is asked again).
+const ATTEMPT_TIMEOUT: Duration = Duration::from_millis(1000);
 /// How long a proposal waits for a leader to be known before it is refused `Unavailable`.
 pub const LEADER_WAIT: Duration = Duration::from_secs(3);
 /// Ticks between two heartbeats to every other node (failure detection).
@@ -351,16 +354,18 @@ impl MetaGroup {
         };
         let deadline = Instant::now() + FORWARD_TIMEOUT;
         let encoded = encode_command(command);
-        let mut attempts = 0;
         loop {
-            attempts += 1;
             let Some(leader) = self.known_leader().await else {
                 return Err(not_leader(None));
             };
             if leader == core.config.node_id {
                 return Err(not_leader(Some(leader)));
             }
-            let left = deadline.saturating_duration_since(Instant::now());
+            // A leader that died is still named until the others elect another: each attempt
+            // is short, and the next one asks again who leads.
+            let left = deadline
+                .saturating_duration_since(Instant::now())
+                .min(ATTEMPT_TIMEOUT);
             let request = PeerRequest::Propose {
                 command: encoded.clone(),
             };
@@ -370,7 +375,7 @@ impl MetaGroup {
                     // A leader that lost its role names the new one: try once more.
                     let retryable = refusal.code == ErrorCode::NotLeader.number()
                         || refusal.code == ErrorCode::Unavailable.number();
-                    if retryable && attempts < 3 {
+                    if retryable && Instant::now() < deadline {
                         glommio::timer::sleep(Duration::from_millis(50)).await;
                         continue;
                     }
@@ -386,8 +391,16 @@ impl MetaGroup {
                     ))
                 }
                 Err(error) => {
-                    if attempts < 3 && Instant::now() < deadline {
-                        glommio::timer::sleep(Duration::from_millis(100)).await;
+                    // Retried only when the proposal certainly did not leave this node; once it
+                    // may have reached the leader, a retry could apply it twice.
+                    let not_sent = matches!(
+                        error,
+                        PeerError::NoAddress { .. }
+                            | PeerError::Unreachable { .. }
+                            | PeerError::InvalidAddress { .. }
+                    );
+                    if not_sent && Instant::now() < deadline {
+                        glommio::timer::sleep(Duration::from_millis(50)).await;
                         continue;
                     }
                     return Err(unavailable(format!(
