@@ -115,9 +115,12 @@ pub enum Command {
     Sub(SubscriptionCommand),
     /// Join a subscription as a consumer: print its records and ack each once printed.
     Consume(ConsumeArgs),
-    /// Inspect the node.
+    /// Inspect the node, and list the cluster's nodes.
     #[command(subcommand)]
     Node(NodeCommand),
+    /// Manage the cluster.
+    #[command(subcommand)]
+    Cluster(ClusterCommand),
 }
 
 /// `runnel stream …`
@@ -322,6 +325,15 @@ pub struct ConsumeArgs {
 pub enum NodeCommand {
     /// Show the node's id, version, uptime and cores.
     Status,
+    /// List the cluster's nodes: id, state, address, version and role in the metadata group.
+    List,
+}
+
+/// `runnel cluster …`
+#[derive(Debug, Subcommand)]
+pub enum ClusterCommand {
+    /// Found the cluster on the node at --url (once per cluster, like `hadmin server init`).
+    Init,
 }
 
 impl Cli {

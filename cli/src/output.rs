@@ -1,5 +1,5 @@
 //! What commands print: streams, shards, the node and records, as tables or JSON;
-//! subscriptions in `output/subscription.rs`.
+//! subscriptions in `output/subscription.rs`, the cluster's nodes in `output/cluster.rs`.
 //!
 //! Tables follow HStreamDB's column names (`Stream Name | Replica | Retention Time | Shard
 //! Count`); JSON output is one document per command (records: one JSON object per line), with
@@ -15,8 +15,10 @@ use runnel_client::{
 };
 use serde::Serialize;
 
+mod cluster;
 mod subscription;
 
+pub use self::cluster::NodeListDocument;
 pub use self::subscription::{
     consumer_table, subscription_settings_table, subscription_shard_table, subscription_table,
     SubscriptionDocument,

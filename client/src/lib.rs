@@ -2,8 +2,9 @@
 //! over QUIC, on tokio and quinn, speaking the wire protocol of `docs/format/protocol.md`.
 //!
 //! Responsibility: connect to a node (`runnel://host:port`, TLS 1.3, versioned handshake),
-//! reach each shard on the core that owns it (one QUIC connection per core, opened lazily,
-//! one bidirectional stream per request), route records by `hash128(key)` to the open shard
+//! reach each shard on the node and core that own it (other nodes of a cluster learned with
+//! `ListNodes` and dialled at their advertised addresses; one QUIC connection per core, opened
+//! lazily, one bidirectional stream per request), route records by `hash128(key)` to the open shard
 //! whose key range holds it, batch them ([`BufferedProducer`]: each record, owned or borrowed,
 //! encoded at once into its shard's reused batch buffer; one acknowledgement per batch), read
 //! shards ([`Reader`]), and consume subscriptions as a member of their consumer group
@@ -44,7 +45,8 @@
 //!
 //! Map: [`Client`] (`client.rs`, admin calls in `admin.rs` and `subscription_admin.rs`),
 //! [`ClientOptions`] and [`ServerAddress`] (`options.rs`, `address.rs`), [`ClientError`]
-//! (`error.rs`), the connections per core and the retry rules (`connection.rs`, `retry.rs`),
+//! (`error.rs`), the nodes of a cluster (`nodes.rs`), the connections per core and the
+//! retry rules (`connection.rs`, `retry.rs`),
 //! the QUIC endpoint (`endpoint.rs`), TLS (`tls.rs`), key routing (`routing.rs`), appends
 //! shared by both producers (`append.rs`), [`Producer`], [`BufferedProducer`] (`buffered/`),
 //! [`Reader`] (`reader.rs`), [`Consumer`] (`consumer/`).

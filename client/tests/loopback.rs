@@ -12,26 +12,10 @@ use runnel_client::{
     BufferedProducerConfig, Client, ClientError, ClientOptions, Durability, ErrorCode, Offset,
     ReadEndReason, ReadFrom, Record, ShardId, StreamSpec,
 };
-use support::MockNode;
+use support::{connect, options, MockNode};
 
 /// A guard against hangs, not a performance bound.
 const TEST_DEADLINE: Duration = Duration::from_secs(60);
-
-fn options(node: &MockNode) -> ClientOptions {
-    ClientOptions {
-        ca_cert_path: Some(node.cert_path.clone()),
-        request_timeout_ms: 5_000,
-        retry_backoff_ms_min: 1,
-        retry_backoff_ms_max: 10,
-        ..ClientOptions::default()
-    }
-}
-
-async fn connect(node: &MockNode) -> Client {
-    Client::connect(&node.url(), options(node))
-        .await
-        .expect("connects")
-}
 
 fn keyed(index: usize) -> Record {
     Record::at(format!("value-{index}").into_bytes(), index as i64)

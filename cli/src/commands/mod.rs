@@ -1,5 +1,5 @@
 //! One module per noun: `stream` (admin verbs), `append` and `read` (the data verbs of
-//! `stream`), `shard`, `subscription` (the `sub` verbs), `consume`, `node`. Each command connects, does its one job, prints through
+//! `stream`), `shard`, `subscription` (the `sub` verbs), `consume`, `node` (and `cluster`). Each command connects, does its one job, prints through
 //! [`Output`], and returns a [`CliError`] on failure.
 
 mod append;
@@ -10,7 +10,9 @@ mod shard;
 mod stream;
 mod subscription;
 
-use crate::args::{Cli, Command, NodeCommand, ShardCommand, StreamCommand, SubscriptionCommand};
+use crate::args::{
+    Cli, ClusterCommand, Command, NodeCommand, ShardCommand, StreamCommand, SubscriptionCommand,
+};
 use crate::connect::connect;
 use crate::error::CliError;
 use crate::output::Output;
@@ -46,6 +48,8 @@ pub async fn run(cli: Cli, output: &mut Output) -> Result<(), CliError> {
         }
         Command::Consume(args) => consume::run(&client, args, output).await,
         Command::Node(NodeCommand::Status) => node::status(&client, &cli.global.url, output).await,
+        Command::Node(NodeCommand::List) => node::list(&client, output).await,
+        Command::Cluster(ClusterCommand::Init) => node::init_cluster(&client, output).await,
     };
     let flushed = output.flush();
     client.close().await;

@@ -41,13 +41,39 @@ struct State {
     streams: BTreeMap<String, Stream>,
     next_shard_id: u64,
     connections: Vec<quinn::Connection>,
+    /// The nodes `ListNodes` answers with: id and base port.
+    nodes: Vec<(u64, u16)>,
+    /// The node new streams' shards go to (none: node 1).
+    place_on: Option<u64>,
+    /// Requests served, by node and kind.
+    requests: BTreeMap<(u64, &'static str), usize>,
+}
+
+/// Options of a client of `node`: its certificate trusted, short backoffs.
+pub fn options(node: &MockNode) -> runnel_client::ClientOptions {
+    runnel_client::ClientOptions {
+        ca_cert_path: Some(node.cert_path.clone()),
+        request_timeout_ms: 5_000,
+        retry_backoff_ms_min: 1,
+        retry_backoff_ms_max: 10,
+        ..runnel_client::ClientOptions::default()
+    }
+}
+
+/// A client connected to `node` with [`options`].
+pub async fn connect(node: &MockNode) -> runnel_client::Client {
+    runnel_client::Client::connect(&node.url(), options(node))
+        .await
+        .expect("connects")
 }
 
 /// The stand-in node.
 pub struct MockNode {
+    /// Its id (1 unless started as part of a cluster).
+    pub node_id: u64,
     pub base_port: u16,
     pub cert_path: PathBuf,
-    _directory: tempfile::TempDir,
+    _directory: Arc<tempfile::TempDir>,
     state: Arc<Mutex<State>>,
     /// Close the connection on the next `Append`, after reading it and before answering.
     pub drop_next_append: Arc<AtomicBool>,
@@ -60,6 +86,12 @@ impl MockNode {
     /// Starts both cores on loopback, with a fresh self-signed certificate for `localhost`
     /// and `127.0.0.1`, written as PEM to `cert_path`.
     pub async fn start() -> MockNode {
+        MockNode::start_cluster(1).await.remove(0)
+    }
+
+    /// Starts `count` stand-in nodes (ids 1 to `count`) that share one cluster's streams
+    /// and one certificate; each lists them all in `ListNodes`.
+    pub async fn start_cluster(count: u64) -> Vec<MockNode> {
         let directory = tempfile::tempdir().expect("temporary directory");
         let certified =
             rcgen::generate_simple_self_signed(vec!["localhost".into(), "127.0.0.1".into()])
@@ -78,22 +110,39 @@ impl MockNode {
             )
             .expect("server config")
         };
-        let endpoints = bind_consecutive(&config);
-        let base_port = endpoints[0].local_addr().expect("bound").port();
-        let node = MockNode {
-            base_port,
-            cert_path,
-            _directory: directory,
-            state: Arc::new(Mutex::new(State {
-                next_shard_id: 1,
-                ..State::default()
-            })),
-            drop_next_append: Arc::new(AtomicBool::new(false)),
-            busy_next: Arc::new(AtomicBool::new(false)),
-            endpoints: endpoints.clone(),
-        };
-        for (core, endpoint) in endpoints.into_iter().enumerate() {
-            let server = node.server(core as u32);
+        let state = Arc::new(Mutex::new(State {
+            next_shard_id: 1,
+            ..State::default()
+        }));
+        let directory = Arc::new(directory);
+        let mut nodes = Vec::new();
+        for node_id in 1..=count {
+            let endpoints = bind_consecutive(&config);
+            let base_port = endpoints[0].local_addr().expect("bound").port();
+            state
+                .lock()
+                .expect("state")
+                .nodes
+                .push((node_id, base_port));
+            let node = MockNode {
+                node_id,
+                base_port,
+                cert_path: cert_path.clone(),
+                _directory: Arc::clone(&directory),
+                state: Arc::clone(&state),
+                drop_next_append: Arc::new(AtomicBool::new(false)),
+                busy_next: Arc::new(AtomicBool::new(false)),
+                endpoints,
+            };
+            node.serve();
+            nodes.push(node);
+        }
+        nodes
+    }
+
+    fn serve(&self) {
+        for (core, endpoint) in self.endpoints.iter().cloned().enumerate() {
+            let server = self.server(core as u32);
             tokio::spawn(async move {
                 while let Some(incoming) = endpoint.accept().await {
                     let server = server.clone();
@@ -105,7 +154,43 @@ impl MockNode {
                 }
             });
         }
-        node
+    }
+
+    /// New streams' shards go to node `node` (which `ListNodes` may not list).
+    pub fn place_new_shards_on(&self, node: u64) {
+        self.state.lock().expect("state").place_on = Some(node);
+    }
+
+    /// Moves every shard of `stream` to node `node` (on the server side only: the client
+    /// learns of it from `NotOwner`).
+    pub fn move_shards(&self, stream: &str, node: u64) {
+        let mut state = self.state.lock().expect("state");
+        for shard in &mut state.streams.get_mut(stream).expect("stream").shards {
+            shard.info.node = node;
+        }
+    }
+
+    /// Requests of `kind` served by node `node`.
+    pub fn requests(&self, node: u64, kind: &str) -> usize {
+        let state = self.state.lock().expect("state");
+        state
+            .requests
+            .iter()
+            .filter(|((served_by, served), _)| *served_by == node && *served == kind)
+            .map(|(_, count)| count)
+            .sum()
+    }
+
+    /// Records stored in every shard of `stream`.
+    pub fn stored_records(&self, stream: &str) -> u64 {
+        let state = self.state.lock().expect("state");
+        state.streams.get(stream).map_or(0, |stream| {
+            stream
+                .shards
+                .iter()
+                .map(|shard| shard.next_offset - shard.start_offset)
+                .sum()
+        })
     }
 
     pub fn url(&self) -> String {
@@ -133,9 +218,11 @@ impl MockNode {
             .expect("shard");
         parent.info.status = ShardStatus::Sealed;
         let (low, high) = parent.info.key_range.split().expect("splittable");
+        let node = parent.info.node;
         let mut children = Vec::new();
         for (index, range) in [low, high].into_iter().enumerate() {
             let mut info = shard_info(next_id, range, index as u32);
+            info.node = node;
             info.parents = vec![shard];
             children.push(Shard {
                 info,
@@ -152,6 +239,7 @@ impl MockNode {
 
     fn server(&self, core: u32) -> CoreServer {
         CoreServer {
+            node_id: self.node_id,
             core,
             base_port: self.base_port,
             state: Arc::clone(&self.state),
@@ -204,6 +292,7 @@ fn shard_info(id: u64, range: KeyRange, core: u32) -> ShardInfo {
 
 #[derive(Clone)]
 struct CoreServer {
+    node_id: u64,
     core: u32,
     base_port: u16,
     state: Arc<Mutex<State>>,
@@ -249,7 +338,7 @@ impl CoreServer {
                 };
                 let ok = Response::HelloOk(HelloOk {
                     version,
-                    node_id: 1,
+                    node_id: self.node_id,
                     core: self.core,
                     core_count: CORES,
                     base_port: self.base_port,
@@ -318,7 +407,27 @@ impl CoreServer {
 
     fn answer(&self, request: Request, payload: AlignedBytes) -> Answer {
         let mut state = self.state.lock().expect("state");
+        *state
+            .requests
+            .entry((self.node_id, request.kind()))
+            .or_default() += 1;
         match request {
+            Request::ListNodes => {
+                let nodes = state
+                    .nodes
+                    .iter()
+                    .map(|&(id, base_port)| NodeInfo {
+                        id,
+                        state: NodeState::Running,
+                        address: format!("127.0.0.1:{base_port}"),
+                        version: Some("mock".into()),
+                        cores: CORES,
+                        leader: id == 1,
+                        voter: true,
+                    })
+                    .collect();
+                one(Response::NodeList(NodeList { nodes }))
+            }
             Request::CreateStream(create) => {
                 if state.streams.contains_key(create.name.as_str()) {
                     return error(ErrorCode::StreamExists, "exists");
@@ -328,11 +437,14 @@ impl CoreServer {
                     Err(problem) => return error(ErrorCode::InvalidRequest, problem.to_string()),
                 };
                 let mut shards = Vec::new();
+                let node = state.place_on.unwrap_or(1);
                 for (index, range) in ranges.into_iter().enumerate() {
                     let id = state.next_shard_id;
                     state.next_shard_id += 1;
+                    let mut info = shard_info(id, range, index as u32 % CORES);
+                    info.node = node;
                     shards.push(Shard {
-                        info: shard_info(id, range, index as u32 % CORES),
+                        info,
                         batches: Vec::new(),
                         next_offset: 0,
                         start_offset: 0,
@@ -505,7 +617,7 @@ impl CoreServer {
                 }))
             }
             Request::GetNodeStatus => one(Response::NodeStatus(NodeStatus {
-                node_id: 1,
+                node_id: self.node_id,
                 server_version: "mock".into(),
                 uptime_ms: 42,
                 core_count: CORES,
@@ -541,7 +653,7 @@ impl CoreServer {
             .get_mut(stream.as_str())?
             .shards
             .iter_mut()
-            .find(|s| s.info.id == shard && s.info.core == self.core)
+            .find(|s| s.info.id == shard && s.info.node == self.node_id && s.info.core == self.core)
     }
 
     fn shard_error(&self, state: &State, stream: &StreamName, shard: ShardId) -> Answer {
@@ -552,7 +664,7 @@ impl CoreServer {
             Some(owner) => {
                 let mut refusal = ErrorResponse::new(ErrorCode::NotOwner, "another core");
                 refusal.owner = Some(ShardOwner {
-                    node: 1,
+                    node: owner.info.node,
                     core: owner.info.core,
                 });
                 one(Response::Error(refusal))
