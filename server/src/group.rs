@@ -137,6 +137,20 @@ fn group_fatal(error: GroupError) -> FatalError {
     }
 }
 
+/// Starts this node's member from `store`: snapshots as `metadata_snapshot_interval` says,
+/// election timeouts seeded from the node id and the clock.
+fn start_member(
+    config: &crate::config::NodeConfig,
+    store: GroupStore,
+) -> Result<GroupMember, FatalError> {
+    let member_config = MemberConfig {
+        compact_after_entries: config.metadata_snapshot_interval,
+        ..MemberConfig::new(config.node_id)
+    };
+    let seed = config.node_id ^ (crate::core::now_ms() as u64).rotate_left(17);
+    GroupMember::start(member_config, store, seed).map_err(group_fatal)
+}
+
 impl MetaGroup {
     /// A member started from `store` (what the disk holds), persisting to `disk`.
     pub fn new(
@@ -146,12 +160,7 @@ impl MetaGroup {
         peers: Option<Rc<Peers>>,
     ) -> Result<MetaGroup, FatalError> {
         let config = &core.config;
-        let member_config = MemberConfig {
-            compact_after_entries: config.metadata_snapshot_interval.max(64) * 4,
-            ..MemberConfig::new(config.node_id)
-        };
-        let seed = config.node_id ^ (crate::core::now_ms() as u64).rotate_left(17);
-        let member = GroupMember::start(member_config, store, seed).map_err(group_fatal)?;
+        let member = start_member(config, store)?;
         Ok(MetaGroup {
             member: RefCell::new(member),
             disk: RefCell::new(Some(disk)),
@@ -200,6 +209,29 @@ impl MetaGroup {
     pub fn is_member(&self) -> bool {
         let members = self.member.borrow().members();
         !members.voters.is_empty() || !members.learners.is_empty()
+    }
+
+    /// Every member of the group (voters and learners) this node knows of.
+    pub fn member_ids(&self) -> Vec<u64> {
+        let members = self.member.borrow().members();
+        members
+            .voters
+            .iter()
+            .chain(&members.learners)
+            .copied()
+            .collect()
+    }
+
+    /// The index up to which a restarted member must apply before it serves: what it had
+    /// recorded as committed, and for a node alone everything in its log (it commits all of
+    /// it as soon as it elects itself; the commit index it recorded may lag behind).
+    pub fn replay_target(&self) -> u64 {
+        let member = self.member.borrow();
+        if self.alone() {
+            member.store().last_index()
+        } else {
+            member.store().hard_state().commit
+        }
     }
 
     /// Whether this node is the only voter (a node alone): it elects itself at once.
@@ -526,12 +558,7 @@ impl MetaGroup {
                 .map_err(|e| FatalError::Io(format!("remove {}: {e}", dir.display())))?;
         }
         let disk = GroupLog::create(&config.data_dir, &store).await?;
-        let member_config = MemberConfig {
-            compact_after_entries: config.metadata_snapshot_interval.max(64) * 4,
-            ..MemberConfig::new(config.node_id)
-        };
-        let seed = config.node_id ^ (crate::core::now_ms() as u64).rotate_left(17);
-        let member = GroupMember::start(member_config, store, seed).map_err(group_fatal)?;
+        let member = start_member(config, store)?;
         *self.member.borrow_mut() = member;
         *self.disk.borrow_mut() = Some(disk);
         let _ = self.member.borrow_mut().campaign();

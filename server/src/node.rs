@@ -386,7 +386,19 @@ async fn start_group(
         // Another core failed to install it: its error is the node's reason.
         return Ok(false);
     }
-    let commit = group.commit_index();
+    let members = group.member_ids();
+    if !members.is_empty() && !members.contains(&config.node_id) {
+        // The group's log names its members: a data directory of another node.
+        return Err(match members.as_slice() {
+            [owner] => crate::data_dir::mismatch(&config.data_dir, *owner, config.node_id),
+            _ => FatalError::Identity(format!(
+                "the metadata group in {} has members {members:?} but not node {}",
+                config.data_dir.display(),
+                config.node_id
+            )),
+        });
+    }
+    let commit = group.replay_target();
     glommio::spawn_local(Rc::clone(&group).run(Rc::clone(core))).detach();
     if group.is_member() {
         // Replays what this member had committed (raft-rs hands it back after the snapshot).

@@ -335,8 +335,8 @@ async fn metadata_snapshots_and_commands_survive_sigkill() {
             .expect("send");
     }
     assert!(
-        server.data_dir.join("metadata-snapshots").exists(),
-        "a snapshot was written"
+        server.data_dir.join("metadata-group").join("log").exists(),
+        "the metadata group's log was written"
     );
     server.restart();
     let client = server.connect().await;

@@ -41,7 +41,10 @@ pub struct MemberConfig {
     pub election_ticks: usize,
     /// Ticks between a leader's heartbeats; less than `election_ticks`.
     pub heartbeat_ticks: usize,
-    /// A snapshot replaces the log once this many entries were applied past the last one.
+    /// A snapshot replaces the log once this many entries were applied past the last one,
+    /// and their commands' bytes are at least half the last snapshot's: a large state is not
+    /// snapshotted every few commands (the snapshot bytes written per command byte stay at
+    /// most two).
     pub compact_after_entries: u64,
 }
 
@@ -142,6 +145,8 @@ pub struct GroupMember {
     seen: (u64, StateRole, u64),
     /// A ready handed out by [`Self::ready`] and not yet persisted.
     pending: Option<raft::Ready>,
+    /// Bytes of the commands applied since the newest snapshot.
+    bytes_since_snapshot: u64,
 }
 
 impl GroupMember {
@@ -196,6 +201,7 @@ impl GroupMember {
             rng: SplitMix64::new(seed),
             seen,
             pending: None,
+            bytes_since_snapshot: 0,
         };
         member.draw_election_timeout();
         Ok(member)
@@ -409,6 +415,7 @@ impl GroupMember {
                 });
             }
             self.state = state;
+            self.bytes_since_snapshot = 0;
         }
         self.apply(ready.take_committed_entries(), &mut advanced)?;
         let mut light = self.raw.advance(ready);
@@ -445,6 +452,7 @@ impl GroupMember {
                     assert!(skipped.is_ok(), "index {index} was checked to be next");
                 }
                 EntryType::EntryNormal => {
+                    self.bytes_since_snapshot += entry.data.len() as u64;
                     let command = decode_command(&entry.data).map_err(GroupError::Corrupt)?;
                     let outcome = self.state.apply(index, &command);
                     let proposal = <[u8; 8]>::try_from(entry.context.as_ref())
@@ -501,13 +509,15 @@ impl GroupMember {
         let applied = self.state.applied_index();
         let store = self.raw.store();
         let wanted = store.take_fresh_snapshot_wanted();
-        let due = applied >= store.snapshot().index + self.config.compact_after_entries;
+        let due = applied >= store.snapshot().index + self.config.compact_after_entries
+            && self.bytes_since_snapshot.saturating_mul(2) >= store.snapshot().data.len() as u64;
         if !(due || wanted) || applied <= store.snapshot().index {
             return None;
         }
         let conf_state = self.raw.raft.prs().conf().to_conf_state();
         let data = encode_snapshot(&self.state);
         self.raw.mut_store().compact(applied, data, conf_state);
+        self.bytes_since_snapshot = 0;
         Some(self.raw.store().snapshot().clone())
     }
 
