@@ -638,14 +638,14 @@ impl MetaGroup {
                 unavailable("the metadata leader changed; the outcome is unknown, retry")
             });
         }
-        if ticks % PING_TICKS == 0 {
+        if ticks.is_multiple_of(PING_TICKS) {
             self.ping(core);
             self.refresh_view(core);
         }
         if !self.batch_active.get() {
             self.membership_step(core);
         }
-        if ticks % JOIN_TICKS == 0 && !self.is_member() {
+        if ticks.is_multiple_of(JOIN_TICKS) && !self.is_member() {
             self.ask_to_join(core);
         }
     }
@@ -987,14 +987,15 @@ impl MetaGroup {
             Ok(shards) => shards,
             Err(_) => return,
         };
-        let prepared = self.prepared.borrow();
-        let missing: Vec<_> = planned
-            .into_iter()
-            .filter(|shard| shard.placement.node == core.node_id())
-            .filter(|shard| !prepared.contains(&shard.id))
-            .filter(|shard| !replaying || !core.shard_dir(shard.id).exists())
-            .collect();
-        drop(prepared);
+        let missing: Vec<_> = {
+            let prepared = self.prepared.borrow();
+            planned
+                .into_iter()
+                .filter(|shard| shard.placement.node == core.node_id())
+                .filter(|shard| !prepared.contains(&shard.id))
+                .filter(|shard| !replaying || !core.shard_dir(shard.id).exists())
+                .collect()
+        };
         if missing.is_empty() {
             return;
         }

@@ -206,9 +206,11 @@ pub fn start(config: NodeConfig, identity: Identity) -> Result<RunningNode, Fata
                     mesh,
                     server,
                     Arc::clone(&stop_for_core),
-                    started,
-                    cluster,
-                    peer_client,
+                    Shared {
+                        started,
+                        cluster,
+                        peer_client,
+                    },
                 )
                 .await;
                 if let Err(error) = result {
@@ -240,16 +242,29 @@ pub fn start(config: NodeConfig, identity: Identity) -> Result<RunningNode, Fata
     })
 }
 
+/// What every core gets from the node besides its configuration.
+struct Shared {
+    /// When the node started.
+    started: Instant,
+    /// The node's view of the cluster.
+    cluster: Arc<ClusterView>,
+    /// With a cluster CA: how core 0 dials the other nodes.
+    peer_client: Option<quinn::ClientConfig>,
+}
+
 async fn run_core(
     index: u32,
     config: Arc<NodeConfig>,
     mesh: MeshBuilder<CoreMessage, glommio::channels::channel_mesh::Full>,
     server: quinn::ServerConfig,
     stop: Arc<NodeStop>,
-    started: Instant,
-    cluster: Arc<ClusterView>,
-    peer_client: Option<quinn::ClientConfig>,
+    shared: Shared,
 ) -> Result<(), FatalError> {
+    let Shared {
+        started,
+        cluster,
+        peer_client,
+    } = shared;
     let (senders, mut receivers) = mesh
         .join()
         .await

@@ -212,6 +212,12 @@ pub struct Proposer {
     finished: Event,
 }
 
+impl Default for Proposer {
+    fn default() -> Self {
+        Proposer::new()
+    }
+}
+
 impl Proposer {
     /// A proposer with nothing queued.
     pub fn new() -> Proposer {
