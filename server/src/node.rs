@@ -242,6 +242,40 @@ pub fn start(config: NodeConfig, identity: Identity) -> Result<RunningNode, Fata
     })
 }
 
+/// How long a core retries binding its port while another socket holds it.
+const BIND_RETRY_MS: u64 = 3_000;
+
+/// Core `index`'s QUIC endpoint on `address`. A port still held is retried for
+/// [`BIND_RETRY_MS`]: a process that just exited may hold its sockets a moment longer (its
+/// io_uring instance is torn down after the exit), and a restart must not fail on that.
+async fn listen(
+    index: u32,
+    address: SocketAddr,
+    server: quinn::ServerConfig,
+) -> Result<quinn::Endpoint, FatalError> {
+    let deadline = Instant::now() + Duration::from_millis(BIND_RETRY_MS);
+    let mut warned = false;
+    loop {
+        match endpoint(address, Some(server.clone()), &EndpointOptions::default()) {
+            Ok(endpoint) => return Ok(endpoint),
+            Err(error)
+                if error.kind() == std::io::ErrorKind::AddrInUse && Instant::now() < deadline =>
+            {
+                if !warned {
+                    tracing::info!(core = index, %address, "the port is still held; retrying");
+                    warned = true;
+                }
+                glommio::timer::sleep(Duration::from_millis(50)).await;
+            }
+            Err(error) => {
+                return Err(FatalError::Io(format!(
+                    "core {index} cannot listen on {address}: {error}"
+                )))
+            }
+        }
+    }
+}
+
 /// What every core gets from the node besides its configuration.
 struct Shared {
     /// When the node started.
@@ -293,14 +327,11 @@ async fn run_core(
         .detach();
     }
     let address = SocketAddr::new(config.listen_address, config.base_port + index as u16);
-    let listen = || {
-        endpoint(address, Some(server.clone()), &EndpointOptions::default())
-            .map_err(|e| FatalError::Io(format!("core {index} cannot listen on {address}: {e}")))
-    };
+    let listen = || listen(index, address, server.clone());
     // Core 0 listens at once: its peers reach the metadata group through it before the node
     // serves clients.
     let early_endpoint = if index == 0 {
-        let endpoint = listen()?;
+        let endpoint = listen().await?;
         if !start_group(&core, &endpoint, peer_client).await? {
             core.close().await;
             return Ok(());
@@ -315,7 +346,7 @@ async fn run_core(
     }
     let endpoint = match early_endpoint {
         Some(endpoint) => endpoint,
-        None => listen()?,
+        None => listen().await?,
     };
     tracing::info!(core = index, %address, "listening");
     glommio::spawn_local(serve(Rc::clone(&core), endpoint.clone())).detach();
