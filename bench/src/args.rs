@@ -34,6 +34,10 @@ pub enum Bench {
     Subscribe(SubscribeArgs),
     /// What a stream costs: create time vs stream count, server RSS, disk, restart time.
     Streams(StreamsArgs),
+    /// A cluster on loopback: stream create rate on N nodes against 1 node in alternating
+    /// rounds, and the time from SIGKILL of the metadata leader to the next acknowledged
+    /// create.
+    Cluster(ClusterArgs),
 }
 
 /// Parses `512M`, `1G`, `4096`, `64K`.
@@ -323,6 +327,63 @@ pub struct StreamsArgs {
     pub keep: bool,
 }
 
+/// The phases of `runnel-bench cluster`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ClusterPhase {
+    /// Stream creates/s on N nodes against 1 node, alternating rounds.
+    Rate,
+    /// Time from SIGKILL of the metadata leader to the next acknowledged create.
+    Failover,
+}
+
+/// Nodes of a cluster that survives losing its leader: at least 3.
+fn cluster_nodes(text: &str) -> Result<usize, String> {
+    match positive_count(text)? {
+        nodes if nodes < 3 => Err(format!(
+            "a cluster that survives its leader's loss has at least 3 nodes, got {nodes}"
+        )),
+        nodes => Ok(nodes),
+    }
+}
+
+/// Options of `runnel-bench cluster`.
+#[derive(Debug, Clone, Args)]
+pub struct ClusterArgs {
+    /// Where the clusters' temporary directories go (default ./target).
+    #[arg(long)]
+    pub dir: Option<PathBuf>,
+    /// The `runnel-server` binary (default: the one beside this benchmark's binary).
+    #[arg(long)]
+    pub server: Option<PathBuf>,
+    /// Nodes of the cluster (the other side of the rate comparison is 1 node).
+    #[arg(long, default_value = "3", value_parser = cluster_nodes)]
+    pub nodes: usize,
+    /// Executors per node.
+    #[arg(long, default_value = "1", value_parser = positive_count)]
+    pub cores: usize,
+    /// Rounds of each phase.
+    #[arg(long, default_value = "5", value_parser = positive_count)]
+    pub rounds: usize,
+    /// Single-shard streams created per cluster and round in the rate phase.
+    #[arg(long, default_value = "2000", value_parser = positive_count)]
+    pub creates: usize,
+    /// Creates in flight in the rate phase.
+    #[arg(long, default_value = "32", value_parser = positive_count)]
+    pub concurrency: usize,
+    /// After the kill, a create starts every this many milliseconds.
+    #[arg(long, default_value = "20", value_parser = positive_size)]
+    pub attempt_interval_ms: u64,
+    /// Each create after the kill is one attempt, abandoned after this many milliseconds.
+    #[arg(long, default_value = "500", value_parser = positive_size)]
+    pub attempt_timeout_ms: u64,
+    /// Phases to run.
+    #[arg(long, value_delimiter = ',', default_value = "rate,failover")]
+    pub phases: Vec<ClusterPhase>,
+    /// Keep the clusters' directories (data and `node-K/node.log`) after the run.
+    #[arg(long)]
+    pub keep: bool,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -395,6 +456,53 @@ mod tests {
             vec![DurabilityArg::Fsync, DurabilityArg::Memory]
         );
         assert_eq!(defaults.phases, vec![Phase::Throughput, Phase::Latency]);
+    }
+
+    #[test]
+    fn cluster_options_parse_with_issue_10_defaults() {
+        let Bench::Cluster(defaults) = Cli::try_parse_from(["runnel-bench", "cluster"])
+            .expect("parse")
+            .command
+        else {
+            panic!("parsed the wrong benchmark")
+        };
+        assert_eq!(
+            (
+                defaults.nodes,
+                defaults.rounds,
+                defaults.creates,
+                defaults.concurrency
+            ),
+            (3, 5, 2000, 32)
+        );
+        assert_eq!((defaults.cores, defaults.attempt_interval_ms), (1, 20));
+        assert_eq!(
+            defaults.phases,
+            vec![ClusterPhase::Rate, ClusterPhase::Failover]
+        );
+        let Bench::Cluster(args) = Cli::try_parse_from([
+            "runnel-bench",
+            "cluster",
+            "--nodes",
+            "5",
+            "--phases",
+            "failover",
+            "--dir",
+            "/tmp/c",
+        ])
+        .expect("parse")
+        .command
+        else {
+            panic!("parsed the wrong benchmark")
+        };
+        assert_eq!(args.nodes, 5);
+        assert_eq!(args.phases, vec![ClusterPhase::Failover]);
+        assert_eq!(args.dir, Some(PathBuf::from("/tmp/c")));
+        // Two nodes cannot elect a leader once one is killed.
+        assert!(Cli::try_parse_from(["runnel-bench", "cluster", "--nodes", "2"]).is_err());
+        assert!(
+            Cli::try_parse_from(["runnel-bench", "cluster", "--attempt-interval-ms", "0"]).is_err()
+        );
     }
 
     #[test]

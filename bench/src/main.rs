@@ -5,11 +5,13 @@
 //! shared and noisy. Latencies are recorded in hdrhistogram; open-loop (fixed-rate) latencies
 //! are measured from each request's *scheduled* time, which corrects coordinated omission.
 //!
-//! Usage: `cargo run --release -p runnel-bench -- log|node|peers|subscribe|streams [OPTIONS]`
+//! Usage: `cargo run --release -p runnel-bench -- log|node|peers|subscribe|streams|cluster [OPTIONS]`
 //! (`--help` lists them).
 
 mod alloc_counter;
 mod args;
+mod cluster_bench;
+mod cluster_process;
 mod disk;
 mod in_process_node;
 mod log_bench;
@@ -40,6 +42,7 @@ fn main() {
         args::Bench::Peers(args) => peers_bench::run(args),
         args::Bench::Subscribe(args) => subscribe_bench::run(args),
         args::Bench::Streams(args) => streams_bench::run(args),
+        args::Bench::Cluster(args) => cluster_bench::run(args),
     };
     if let Err(message) = result {
         eprintln!("runnel-bench: {message}");

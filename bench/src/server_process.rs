@@ -53,9 +53,25 @@ impl ServerProcess {
 
     /// The last lines of the log, for error messages.
     pub fn log_tail(&self) -> String {
+        self.log_tail_lines(10)
+    }
+
+    /// SIGKILL (no flush, no goodbye) and waits until the process is gone.
+    pub fn kill(mut self) -> Result<(), String> {
+        self.child
+            .kill()
+            .map_err(|e| format!("SIGKILL to {}: {e}", self.name))?;
+        self.child
+            .wait()
+            .map(drop)
+            .map_err(|e| format!("{}: {e}", self.name))
+    }
+
+    /// The last `count` lines of the log, for error messages.
+    pub fn log_tail_lines(&self, count: usize) -> String {
         let text = std::fs::read_to_string(&self.log).unwrap_or_default();
         let lines: Vec<&str> = text.lines().collect();
-        lines[lines.len().saturating_sub(10)..].join("\n")
+        lines[lines.len().saturating_sub(count)..].join("\n")
     }
 
     /// SIGTERM, then waits for the exit; returns how long the stop took and the exit status.

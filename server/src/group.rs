@@ -825,11 +825,20 @@ impl MetaGroup {
             let Some(persist) = persist else {
                 return Ok(());
             };
-            self.send(&persist.send_now);
+            let mut snapshots_sent = self.send(&persist.send_now);
             let snapshot = persist.snapshot.as_ref().map(|s| s.data.clone());
             self.write(&persist).await?;
             let advanced = self.member.borrow_mut().persisted().map_err(group_fatal)?;
-            self.send(&advanced.send);
+            snapshots_sent.extend(self.send(&advanced.send));
+            // raft-rs sends a peer nothing more after a snapshot until told what became of it
+            // (the snapshot's answer alone may be lost, e.g. while the joining peer does not
+            // know this node's address yet): without this report a new learner stays behind
+            // for ever and is never promoted to voter. Handed to the transport counts as
+            // delivered; a lost one makes the learner refuse the next append, and the leader
+            // sends the snapshot again.
+            for to in snapshots_sent {
+                self.member.borrow_mut().snapshot_sent(to, true);
+            }
             if let Some(data) = snapshot {
                 self.install(core, &data).await?;
             }
@@ -884,16 +893,25 @@ impl MetaGroup {
         result.map_err(store_error)
     }
 
-    fn send(&self, messages: &[Message]) {
+    /// Hands `messages` to the peer transport; returns the peers a snapshot was handed over
+    /// for, to report to the member once it is idle.
+    fn send(&self, messages: &[Message]) -> Vec<u64> {
         let Some(peers) = &self.peers else {
-            return;
+            return Vec::new();
         };
+        let mut snapshots = Vec::new();
         for message in messages {
             match protobuf::Message::write_to_bytes(message) {
-                Ok(bytes) => peers.send(message.to, PeerMessage::Raft(bytes)),
+                Ok(bytes) => {
+                    if message.get_msg_type() == raft::prelude::MessageType::MsgSnapshot {
+                        snapshots.push(message.to);
+                    }
+                    peers.send(message.to, PeerMessage::Raft(bytes))
+                }
                 Err(error) => tracing::warn!(%error, "a raft message does not encode"),
             }
         }
+        snapshots
     }
 
     /// A snapshot from the leader replaced the member's state: every core loads it.
