@@ -936,6 +936,7 @@ impl MetaGroup {
             }
         }
         core.install_snapshot(state);
+        self.learn_addresses(core);
         core.distribute_snapshot(data, index).await;
         self.applied_changed.notify();
         Ok(())
@@ -972,6 +973,9 @@ impl MetaGroup {
             })?;
             self.create_new_logs(core, index, &command).await;
             let outcome = core.apply(index, &command).await?;
+            if matches!(outcome, Ok(Applied::NodeRegistered { .. })) {
+                self.learn_addresses(core);
+            }
             distributed.push((index, entry.data.to_vec()));
             if let Some(Some(proposal)) = outcomes.get(&index) {
                 self.resolve(*proposal, Ok((index, outcome)));
@@ -1092,7 +1096,13 @@ impl MetaGroup {
             });
         }
         core.cluster.set(views);
-        // Peers learn where the registered nodes are from the metadata.
+        self.learn_addresses(core);
+    }
+
+    /// The peer transport learns where the registered nodes are from the metadata: at once
+    /// when a snapshot or a registration is applied (a joining node answers the leader's
+    /// snapshot only if it knows where the leader is), and on every refresh of the view.
+    fn learn_addresses(&self, core: &Core) {
         if let Some(peers) = &self.peers {
             for node in core.metadata.borrow().nodes() {
                 peers.set_address(node.id.0, &node.address);
