@@ -33,8 +33,10 @@ const STOP_CHECK_MS: u64 = 100;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Question {
     /// Shard owner → hand `shard` of `subscription` to `member` (or to nobody), as decided
-    /// by the coordinator at group `generation`. An older generation than the last applied
-    /// one is ignored: assignments sent concurrently may arrive out of order.
+    /// by the coordinator's group created at `epoch`, at its `generation`. An older
+    /// `(epoch, generation)` than the last applied is ignored: assignments sent concurrently
+    /// may arrive out of order, and a group created later (the coordinator restarted, or moved
+    /// to another node) supersedes an older one whose generations may be higher.
     Assign {
         /// The subscription.
         subscription: SubscriptionId,
@@ -42,6 +44,8 @@ pub enum Question {
         shard: ShardId,
         /// Its member now.
         member: Option<MemberId>,
+        /// When the coordinator created its group, in ms since the Unix epoch.
+        epoch: u64,
         /// The group generation of the decision.
         generation: u64,
     },

@@ -87,12 +87,14 @@ pub fn encode_question(out: &mut Vec<u8>, question: &Question) {
             subscription,
             shard,
             member,
+            epoch,
             generation,
         } => {
             out.push(question_tag::ASSIGN);
             put_u64(out, subscription.0);
             put_u64(out, shard.0);
             put_option(out, member.map(|member| member.0));
+            put_u64(out, *epoch);
             put_u64(out, *generation);
         }
         Question::Prepare { subscription } => {
@@ -125,6 +127,7 @@ pub fn decode_question(bytes: &[u8]) -> Result<Question, AskWireError> {
             subscription: SubscriptionId(fields.u64("subscription")?),
             shard: ShardId(fields.u64("shard")?),
             member: fields.option("member")?.map(MemberId),
+            epoch: fields.u64("epoch")?,
             generation: fields.u64("generation")?,
         },
         question_tag::PREPARE => Question::Prepare {
@@ -382,12 +385,14 @@ mod tests {
                 subscription: SubscriptionId(7),
                 shard: ShardId(12),
                 member: Some(MemberId(1_700_000_000_001)),
+                epoch: 1_700_000_000_000,
                 generation: 3,
             },
             Question::Assign {
                 subscription: SubscriptionId(7),
                 shard: ShardId(12),
                 member: None,
+                epoch: 1_700_000_000_000,
                 generation: 4,
             },
             Question::Prepare {
@@ -469,6 +474,7 @@ mod tests {
             subscription: SubscriptionId(7),
             shard: ShardId(12),
             member: Some(MemberId(5)),
+            epoch: 9,
             generation: 3,
         });
         let expected: Vec<u8> = [
@@ -477,6 +483,7 @@ mod tests {
             &12u64.to_le_bytes(),
             &[1],
             &5u64.to_le_bytes(),
+            &9u64.to_le_bytes(),
             &3u64.to_le_bytes(),
         ]
         .concat();
@@ -532,6 +539,7 @@ mod tests {
             subscription: SubscriptionId(1),
             shard: ShardId(2),
             member: None,
+            epoch: 1,
             generation: 1,
         });
         assign[17] = 2;

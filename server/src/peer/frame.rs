@@ -699,6 +699,7 @@ mod tests {
                     subscription: runnel_replicate::metadata::SubscriptionId(3),
                     shard: runnel_core::ShardId(5),
                     member: Some(runnel_replicate::consumer::MemberId(8)),
+                    epoch: 1,
                     generation: 2,
                 },
             }),

@@ -42,6 +42,9 @@ struct MemberHandle {
 /// The group of one subscription this core coordinates.
 pub struct GroupSlot {
     subscription: SubscriptionId,
+    /// When this group was created, in ms since the Unix epoch: owners let the assignments of
+    /// a group created later supersede this one's (see `Question::Assign`).
+    epoch: u64,
     group: RefCell<Group>,
     handles: RefCell<HashMap<MemberId, Rc<MemberHandle>>>,
     deleted: Cell<bool>,
@@ -100,6 +103,7 @@ fn group_slot(core: &Core, subscription: SubscriptionId) -> Result<Rc<GroupSlot>
         .collect();
     let slot = Rc::new(GroupSlot {
         subscription,
+        epoch: now_ms().max(0) as u64,
         group: RefCell::new(Group::new(shards, core.subscriptions.first_member_id)),
         handles: RefCell::new(HashMap::new()),
         deleted: Cell::new(false),
@@ -127,6 +131,7 @@ async fn apply(core: &Rc<Core>, slot: &GroupSlot, changes: &[Change]) {
             subscription: slot.subscription,
             shard: change.shard,
             member: change.to,
+            epoch: slot.epoch,
             generation,
         };
         if let Answer::Failed(reason) = core.ask_at(owner.node, owner.core, question).await {

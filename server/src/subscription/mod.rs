@@ -168,10 +168,11 @@ pub async fn answer(core: &Rc<Core>, question: Question) -> Answer {
             subscription,
             shard,
             member,
+            epoch,
             generation,
         } => match slot::get_or_create(core, subscription, shard).await {
             Ok(slot) => {
-                slot.assign(member, generation);
+                slot.assign(member, epoch, generation);
                 Answer::Done
             }
             Err(error) => Answer::Failed(error.message),
