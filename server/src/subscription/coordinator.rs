@@ -115,28 +115,39 @@ fn group_slot(core: &Core, subscription: SubscriptionId) -> Result<Rc<GroupSlot>
     Ok(slot)
 }
 
-/// Hands each changed shard to its new member on the shard's owning node and core, then wakes the
-/// join streams of the members concerned (so an `Assignment` reaches a member only after its
-/// shards' owners know).
+/// Hands each changed shard to its new member on the shard's owning node and core (all owners
+/// at once), then wakes the join streams of the members concerned (so an `Assignment` reaches
+/// a member only after its shards' owners know).
 async fn apply(core: &Rc<Core>, slot: &GroupSlot, changes: &[Change]) {
     let generation = slot.group.borrow().generation();
-    for change in changes {
-        let owner = core
-            .metadata
-            .borrow()
-            .shard(change.shard)
-            .map(|shard| shard.placement);
-        let Some(owner) = owner else { continue };
-        let question = Question::Assign {
-            subscription: slot.subscription,
-            shard: change.shard,
-            member: change.to,
-            epoch: slot.epoch,
-            generation,
-        };
-        if let Answer::Failed(reason) = core.ask_at(owner.node, owner.core, question).await {
-            tracing::warn!(subscription = %slot.subscription, shard = %change.shard, node = %owner.node, core = owner.core, %reason, "assignment not applied");
-        }
+    // The owners are asked at once (one task per changed shard, at most the stream's shards),
+    // so an owner on a slow or unreachable node delays the others by nothing.
+    let asking: Vec<_> = changes
+        .iter()
+        .filter_map(|change| {
+            let owner = core
+                .metadata
+                .borrow()
+                .shard(change.shard)
+                .map(|shard| shard.placement)?;
+            let question = Question::Assign {
+                subscription: slot.subscription,
+                shard: change.shard,
+                member: change.to,
+                epoch: slot.epoch,
+                generation,
+            };
+            let (core, subscription, shard) = (Rc::clone(core), slot.subscription, change.shard);
+            Some(glommio::spawn_local(async move {
+                if let Answer::Failed(reason) = core.ask_at(owner.node, owner.core, question).await
+                {
+                    tracing::warn!(%subscription, %shard, node = %owner.node, core = owner.core, %reason, "assignment not applied");
+                }
+            }))
+        })
+        .collect();
+    for task in asking {
+        task.await;
     }
     slot.expel_departed();
     let handles = slot.handles.borrow();
