@@ -4,6 +4,10 @@
 //! computes the answer in a task of its own (it may await I/O) and sends `CoreMessage::Answer`
 //! back. [`Pending`] holds the answers awaited by one core, for questions and for forwarded
 //! metadata proposals alike. A wait ends when its answer arrives or the node stops.
+//!
+//! A question for a core of another node ([`Core::ask_at`](crate::core::Core::ask_at)) goes to
+//! this node's core 0 over the mesh, which sends it to the other node's core 0 as a peer
+//! request (`remote.rs`; its bytes in `wire.rs`), which asks its core over its own mesh.
 
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
@@ -16,15 +20,23 @@ use runnel_segment::event::Event;
 
 use crate::select::first_of;
 
+mod remote;
+mod wire;
+
+pub use remote::{answer_from_peer, ask_peer, ASK_METADATA_WAIT_MS, ASK_TIMEOUT_MS};
+pub use wire::{decode_answer, decode_question, encode_answer, encode_question, AskWireError};
+
 /// How often a wait checks whether the node is stopping.
 const STOP_CHECK_MS: u64 = 100;
 
 /// A question to another core (or to this one: then it is answered in place).
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Question {
     /// Shard owner → hand `shard` of `subscription` to `member` (or to nobody), as decided
-    /// by the coordinator at group `generation`. An older generation than the last applied
-    /// one is ignored: assignments sent concurrently may arrive out of order.
+    /// by the coordinator's group created at `epoch`, at its `generation`. An older
+    /// `(epoch, generation)` than the last applied is ignored: assignments sent concurrently
+    /// may arrive out of order, and a group created later (the coordinator restarted, or moved
+    /// to another node) supersedes an older one whose generations may be higher.
     Assign {
         /// The subscription.
         subscription: SubscriptionId,
@@ -32,6 +44,8 @@ pub enum Question {
         shard: ShardId,
         /// Its member now.
         member: Option<MemberId>,
+        /// When the coordinator created its group, in ms since the Unix epoch.
+        epoch: u64,
         /// The group generation of the decision.
         generation: u64,
     },
@@ -73,7 +87,7 @@ pub struct ShardProgress {
 }
 
 /// The answer to a [`Question`].
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Answer {
     /// Done as asked.
     Done,

@@ -1,15 +1,16 @@
 //! Conversions between the metadata's values and the protocol's.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::rc::Rc;
 
 use runnel_core::ShardId;
 use runnel_net::protocol::{
     Durability as WireDurability, ShardInfo, ShardStatus as WireStatus, StreamInfo,
 };
-use runnel_replicate::metadata::{Durability, MetadataState, Shard, ShardStatus, Stream};
+use runnel_replicate::metadata::{Durability, MetadataState, NodeId, Shard, ShardStatus, Stream};
 
 use crate::ask::{Answer, Question};
+use crate::cluster::NodeState;
 use crate::core::Core;
 
 /// Most shards described in one envelope (the rest: `shards_truncated`).
@@ -100,22 +101,40 @@ pub async fn local_offsets(core: &Core, shards: &[ShardId]) -> Answer {
     Answer::Offsets(offsets)
 }
 
-/// Fills in the offsets [`shard_info`] left unknown, asking each core of this node that owns
-/// such shards once (a shard list or stream description is answered by whichever core the
-/// request reached, which knows only its own shards' logs; this core answers in place, opening
-/// logs not opened since the start). A shard whose core does not answer keeps unknown offsets.
+/// Fills in the offsets [`shard_info`] left unknown, asking each core that owns such shards
+/// once, on this node over the mesh and on other nodes through the peer transport (a shard
+/// list or stream description is answered by whichever core the request reached, which knows
+/// only its own shards' logs; this core answers in place, opening logs not opened since the
+/// start). Other nodes are asked only while this node sees them `Running` (a description
+/// does not wait for a node that is down). A shard whose core does not answer keeps unknown
+/// offsets.
 pub async fn fill_offsets(core: &Rc<Core>, shards: &mut [ShardInfo]) {
-    let mut by_core: BTreeMap<u32, Vec<ShardId>> = BTreeMap::new();
+    let running: BTreeSet<u64> = core
+        .cluster
+        .nodes()
+        .into_iter()
+        .filter(|node| node.state == NodeState::Running)
+        .map(|node| node.id)
+        .collect();
+    let mut by_core: BTreeMap<(u64, u32), Vec<ShardId>> = BTreeMap::new();
     for shard in shards.iter() {
-        let here = shard.node == core.node_id().0;
-        // A shard placed on a core this node does not run has no one to ask.
-        if here && shard.start_offset.is_none() && (shard.core as usize) < core.config.cores {
-            by_core.entry(shard.core).or_default().push(shard.id);
+        // A shard placed on a core this node does not run has no one to ask here; another
+        // node answers `Failed` for a core it does not run.
+        let askable = if shard.node == core.node_id().0 {
+            (shard.core as usize) < core.config.cores
+        } else {
+            running.contains(&shard.node)
+        };
+        if shard.start_offset.is_none() && askable {
+            by_core
+                .entry((shard.node, shard.core))
+                .or_default()
+                .push(shard.id);
         }
     }
-    for (other, ids) in by_core {
-        let Answer::Offsets(offsets) = core.ask(other, Question::Offsets { shards: ids }).await
-        else {
+    for ((node, other), ids) in by_core {
+        let question = Question::Offsets { shards: ids };
+        let Answer::Offsets(offsets) = core.ask_at(NodeId(node), other, question).await else {
             continue;
         };
         for (id, start, next) in offsets {

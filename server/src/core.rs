@@ -88,7 +88,24 @@ pub enum CoreMessage {
         /// The question.
         question: Question,
     },
-    /// The answer to an `Ask`.
+    /// A core → core 0: please ask core `core` of node `node` (another node) this question
+    /// over the peer transport; answered with `Answer`.
+    AskPeer {
+        /// Matches the answer to the question.
+        id: u64,
+        /// The asking core.
+        from: u32,
+        /// The node asked.
+        node: NodeId,
+        /// Its core asked.
+        core: u32,
+        /// The metadata index the asking core had applied (the other node answers from at
+        /// least this state).
+        applied_index: u64,
+        /// The question.
+        question: Question,
+    },
+    /// The answer to an `Ask` or an `AskPeer`.
     Answer {
         /// The question's id.
         id: u64,
@@ -556,6 +573,39 @@ impl Core {
             },
         )
         .await;
+        self.wait_answer(id).await
+    }
+
+    /// Asks core `target` of node `node` a question: over the mesh on this node, through
+    /// core 0 and the peer transport on another (`crate::ask`'s `remote.rs`). Every failure
+    /// is an `Answer::Failed` saying what failed.
+    pub async fn ask_at(self: &Rc<Self>, node: NodeId, target: u32, question: Question) -> Answer {
+        if node == self.node_id() {
+            return self.ask(target, question).await;
+        }
+        let applied_index = self.metadata.borrow().applied_index();
+        if self.index == 0 {
+            return crate::ask::ask_peer(self, node, target, applied_index, question).await;
+        }
+        let id = self.answers.register();
+        self.send(
+            0,
+            CoreMessage::AskPeer {
+                id,
+                from: self.index,
+                node,
+                core: target,
+                applied_index,
+                question,
+            },
+        )
+        .await;
+        self.wait_answer(id).await
+    }
+
+    /// The answer to the question registered as `id`; `Answer::Failed` if this core closes
+    /// first.
+    async fn wait_answer(&self, id: u64) -> Answer {
         self.answers
             .wait(id, || self.closing.get())
             .await
@@ -744,6 +794,22 @@ impl Core {
                 let core = Rc::clone(self);
                 glommio::spawn_local(async move {
                     let answer = crate::subscription::answer(&core, question).await;
+                    core.send(from, CoreMessage::Answer { id, answer }).await;
+                })
+                .detach();
+            }
+            CoreMessage::AskPeer {
+                id,
+                from,
+                node,
+                core: target,
+                applied_index,
+                question,
+            } => {
+                let core = Rc::clone(self);
+                glommio::spawn_local(async move {
+                    let answer =
+                        crate::ask::ask_peer(&core, node, target, applied_index, question).await;
                     core.send(from, CoreMessage::Answer { id, answer }).await;
                 })
                 .detach();

@@ -753,6 +753,20 @@ impl MetaGroup {
                         PeerRequest::Join(hello) => {
                             PeerResponse::Joined(Self::serve_join(&core, hello).await)
                         }
+                        PeerRequest::Ask {
+                            core: target,
+                            applied_index,
+                            question,
+                        } => PeerResponse::Answered(
+                            crate::ask::answer_from_peer(
+                                &core,
+                                from,
+                                target,
+                                applied_index,
+                                question,
+                            )
+                            .await,
+                        ),
                     };
                     tracing::trace!(from, "answered a peer request");
                     reply.send(response);

@@ -14,8 +14,12 @@ use std::sync::{mpsc, Arc};
 use std::time::{Duration, Instant};
 
 use glommio::{LocalExecutorBuilder, Placement};
+use runnel_core::ShardId;
 use runnel_net::tls::{cluster_server_config, peer_client_config, CertificateAuthority};
 use runnel_net::{EndpointOptions, NodeCertificate, TransportLimits, PEER_ALPN};
+use runnel_replicate::consumer::{MemberId, MemberInfo};
+use runnel_replicate::metadata::SubscriptionId;
+use runnel_server::ask::{Answer, Question};
 use runnel_server::peer::{
     is_peer_connection, peer_transport_limits, Inbound, NodeHello, PeerCloseCode, PeerError,
     PeerLimits, PeerMessage, PeerRefusal, PeerRequest, PeerResponse, PeerTarget, Peers,
@@ -245,6 +249,21 @@ async fn receive_all(peers: &Peers, from: u64, requests: usize) -> TestResult<us
                         message: format!("node {} may not join", hello.node),
                         leader: Some(peers.my_id()),
                     })),
+                    PeerRequest::Ask {
+                        core,
+                        applied_index,
+                        question: Question::Members { subscription },
+                    } => PeerResponse::Answered(Answer::Members(vec![MemberInfo {
+                        id: MemberId(applied_index),
+                        name: format!("on core {core}"),
+                        shards: vec![ShardId(subscription.0)],
+                        session_timeout_ms: 10_000,
+                        joined_ms: 1,
+                        last_seen_ms: 2,
+                    }])),
+                    PeerRequest::Ask { .. } => {
+                        PeerResponse::Answered(Answer::Failed("not asked in this test".into()))
+                    }
                 });
             }
         }
@@ -281,7 +300,7 @@ fn messages_flow_both_ways_in_order_and_requests_are_answered() {
         let one = receive(&address_of_one, "node 1's address").await?;
         node.peers.set_address(1, &one);
         send_all(&node.peers, 1);
-        let answered = receive_all(&node.peers, 1, 2).await?;
+        let answered = receive_all(&node.peers, 1, 3).await?;
         assert!(node.peers.last_heard(1).is_some());
         assert!(node.peers.last_heard(3).is_none());
         barrier(&done_two, 2).await?;
@@ -335,12 +354,39 @@ fn messages_flow_both_ways_in_order_and_requests_are_answered() {
             )
             .await;
         assert_eq!(unknown, Err(PeerError::NoAddress { node: 9 }));
+        // A question for one of node 2's cores comes back with its typed answer.
+        let asked = node
+            .peers
+            .request(
+                PeerTarget::Node(2),
+                PeerRequest::Ask {
+                    core: 1,
+                    applied_index: 42,
+                    question: Question::Members {
+                        subscription: SubscriptionId(7),
+                    },
+                },
+                DEADLINE,
+            )
+            .await
+            .map_err(|e| e.to_string())?;
+        assert_eq!(
+            asked,
+            PeerResponse::Answered(Answer::Members(vec![MemberInfo {
+                id: MemberId(42),
+                name: "on core 1".into(),
+                shards: vec![ShardId(7)],
+                session_timeout_ms: 10_000,
+                joined_ms: 1,
+                last_seen_ms: 2,
+            }]))
+        );
         receiving.await?;
         barrier(&done, 2).await?;
         Ok(())
     });
     join(node_one);
-    assert_eq!(join(node_two), 2, "node 2 answered both requests");
+    assert_eq!(join(node_two), 3, "node 2 answered the three requests");
 }
 
 /// A request to an address where nothing listens fails (within its timeout) instead of hanging.

@@ -3,8 +3,9 @@
 //! metadata leader, three times under a stream of creates and deletes, loses no acknowledged
 //! change, the group elects again and a restarted node catches up; a node paused (SIGSTOP)
 //! past `cluster.unavailable_after_ms` is marked `Unavailable` (or `Dead`) and `Running` again
-//! after SIGCONT; records produced through the SDK to shards on all three nodes are consumed
-//! exactly once.
+//! after SIGCONT; records produced through the SDK to shards on all three nodes are read back
+//! exactly once, and delivered exactly once to the consumers of a subscription whose
+//! coordinator, shards and consumers are on different nodes.
 //!
 //! Needs `cargo build -p runnel-server -p runnel-cli` (the harness runs both binaries).
 
@@ -14,8 +15,8 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use runnel_client::{
-    Client, ClientOptions, Durability, Record, RecordId, StreamSpec, SubscriptionSpec,
-    SubscriptionStart,
+    Client, ClientOptions, Consumer, ConsumerOptions, Durability, Record, RecordId, ShardId,
+    StreamSpec, SubscriptionSpec, SubscriptionStart,
 };
 use runnel_tests::cluster::{poll, runtime, LocalCluster};
 
@@ -346,8 +347,7 @@ fn a_paused_node_is_unavailable_then_running_after_sigcont() {
 
 /// A stream with six shards on three nodes has shards on every node; records produced
 /// through node 1 reach shards on every node, and readers through nodes 2 and 3 find exactly
-/// the acknowledged records, each once. (Subscriptions whose shards are on several nodes do not
-/// work yet: the coordinator assigns shards on its own node only — see docs/operations.md.)
+/// the acknowledged records, each once.
 #[test]
 fn records_on_shards_of_every_node_are_read_back_exactly_once() {
     let _serial = one_cluster_at_a_time();
@@ -361,37 +361,7 @@ fn records_on_shards_of_every_node_are_read_back_exactly_once() {
             cluster.client(3).await,
         )
     });
-    rt.block_on(
-        producer_client.create_stream(StreamSpec::new("spread", Durability::Fsync).shard_count(6)),
-    )
-    .expect("create the stream");
-    let shards = rt
-        .block_on(producer_client.list_shards("spread"))
-        .expect("list shards");
-    let owners: BTreeSet<u64> = shards.iter().map(|s| s.node).collect();
-    assert_eq!(
-        owners,
-        cluster.ids().collect::<BTreeSet<_>>(),
-        "the shards are placed on every node: {shards:?}"
-    );
-
-    let acknowledged: BTreeMap<RecordId, Vec<u8>> = rt.block_on(async {
-        let producer = producer_client.producer("spread").expect("producer");
-        let mut acknowledged = BTreeMap::new();
-        for i in 0..600u32 {
-            let value = format!("record-{i}").into_bytes();
-            let record = Record::new(value.clone()).with_key(i.to_le_bytes().to_vec());
-            let id = producer.send(record).await.expect("append");
-            acknowledged.insert(id, value);
-        }
-        acknowledged
-    });
-    let used: BTreeSet<u64> = acknowledged
-        .keys()
-        .filter_map(|id| shards.iter().find(|s| s.id == id.shard).map(|s| s.node))
-        .collect();
-    assert_eq!(used.len(), 3, "records went to shards on every node");
-
+    let acknowledged = spread_over_every_node(&cluster, &rt, &producer_client);
     let mut want: Vec<Vec<u8>> = acknowledged.into_values().collect();
     want.sort();
     for (node, client) in [(2, &reader_2), (3, &reader_3)] {
@@ -401,5 +371,226 @@ fn records_on_shards_of_every_node_are_read_back_exactly_once() {
             read, want,
             "readers through node {node} find exactly the acknowledged records, each once"
         );
+    }
+}
+
+/// Creates the stream `spread` of six shards through `client`, checks they are placed on
+/// every node, appends 600 numbered records through `client` and checks they went to shards on
+/// every node; returns each acknowledged record's id and value.
+fn spread_over_every_node(
+    cluster: &LocalCluster,
+    rt: &tokio::runtime::Runtime,
+    client: &Client,
+) -> BTreeMap<RecordId, Vec<u8>> {
+    rt.block_on(client.create_stream(StreamSpec::new("spread", Durability::Fsync).shard_count(6)))
+        .expect("create the stream");
+    let shards = rt
+        .block_on(client.list_shards("spread"))
+        .expect("list shards");
+    let owners: BTreeSet<u64> = shards.iter().map(|s| s.node).collect();
+    assert_eq!(
+        owners,
+        cluster.ids().collect::<BTreeSet<_>>(),
+        "the shards are placed on every node: {shards:?}"
+    );
+    let acknowledged = rt.block_on(produce_numbered(client, "spread", 0..600));
+    let used: BTreeSet<u64> = acknowledged
+        .keys()
+        .filter_map(|id| shards.iter().find(|s| s.id == id.shard).map(|s| s.node))
+        .collect();
+    assert_eq!(used.len(), 3, "records went to shards on every node");
+    acknowledged
+}
+
+/// Appends `keys` (one request each, key = the number, value `record-<number>`) through
+/// `client`; returns each acknowledged record's id and value.
+async fn produce_numbered(
+    client: &Client,
+    stream: &str,
+    keys: std::ops::Range<u32>,
+) -> BTreeMap<RecordId, Vec<u8>> {
+    let producer = client.producer(stream).expect("producer");
+    let mut acknowledged = BTreeMap::new();
+    for i in keys {
+        let value = format!("record-{i}").into_bytes();
+        let record = Record::new(value.clone()).with_key(i.to_le_bytes().to_vec());
+        let id = producer.send(record).await.expect("append");
+        acknowledged.insert(id, value);
+    }
+    acknowledged
+}
+
+/// Receives and acks deliveries until `want` distinct records arrived (or `PATIENCE` passed:
+/// then it returns what it has, for the caller's assertion to show); returns every record
+/// received, repeats included, with its value.
+async fn consume_values(consumer: &mut Consumer, want: usize) -> Vec<(RecordId, Vec<u8>)> {
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    let mut distinct = BTreeSet::new();
+    let mut received = Vec::new();
+    while distinct.len() < want {
+        let Ok(next) = tokio::time::timeout_at(deadline, consumer.next()).await else {
+            break;
+        };
+        let delivery = match next {
+            Some(Ok(delivery)) => delivery,
+            Some(Err(error)) => panic!("consumer {}: {error}", consumer.name()),
+            None => panic!("consumer {} ended: {:?}", consumer.name(), consumer.stats()),
+        };
+        for (id, record) in delivery.to_records().expect("records decode") {
+            distinct.insert(id);
+            received.push((id, record.value));
+        }
+        consumer.ack_delivery(&delivery).expect("ack");
+    }
+    received
+}
+
+/// Ok if `received` holds each record of `want` exactly once, with its value, and nothing
+/// else; else what is wrong.
+fn exactly_once(
+    received: &[(RecordId, Vec<u8>)],
+    want: &BTreeMap<RecordId, Vec<u8>>,
+    what: &str,
+) -> Result<(), String> {
+    let mut seen: BTreeMap<RecordId, &Vec<u8>> = BTreeMap::new();
+    for (id, value) in received {
+        if seen.insert(*id, value).is_some() {
+            return Err(format!("{what}: record {id:?} delivered twice"));
+        }
+        if want.get(id) != Some(value) {
+            return Err(format!(
+                "{what}: record {id:?} ({:?}) was not acknowledged with this value",
+                String::from_utf8_lossy(value)
+            ));
+        }
+    }
+    if seen.len() != want.len() {
+        return Err(format!(
+            "{what}: {} of {} acknowledged records delivered",
+            seen.len(),
+            want.len()
+        ));
+    }
+    Ok(())
+}
+
+/// Issue 10, subscriptions across nodes: a stream of 6 shards on all three nodes, 600 records
+/// produced through node 1, a subscription created through node 2 and a consumer joined
+/// through node 3 — whichever node coordinates the subscription — receives every acknowledged
+/// record exactly once, with its value, and nothing else; node 1 describes the subscription
+/// with every shard committed to its end. Then a second consumer joins through node 1: the two
+/// split the shards, each receives only its shards' records, and together they receive each
+/// of 600 new records exactly once.
+#[test]
+fn a_subscription_over_shards_of_every_node_delivers_each_record_once() {
+    let _serial = one_cluster_at_a_time();
+    let mut cluster = LocalCluster::start(3, 2);
+    cluster.wait_running(3, PATIENCE);
+    let rt = runtime();
+    let (through_1, through_2, through_3) = rt.block_on(async {
+        (
+            cluster.client(1).await,
+            cluster.client(2).await,
+            cluster.client(3).await,
+        )
+    });
+    let first = spread_over_every_node(&cluster, &rt, &through_1);
+    rt.block_on(through_2.create_subscription(
+        SubscriptionSpec::new("everything", "spread").start(SubscriptionStart::Earliest),
+    ))
+    .expect("create the subscription through node 2");
+
+    let outcome: Result<(), String> = rt.block_on(async {
+        let mut a = through_3
+            .consumer("everything", ConsumerOptions::new("a"))
+            .await
+            .map_err(|e| format!("a joins through node 3: {e}"))?;
+        let received = consume_values(&mut a, first.len()).await;
+        exactly_once(&received, &first, "consumer a alone")?;
+        a.flush_acks()
+            .await
+            .map_err(|e| format!("a flushes its acks: {e}"))?;
+
+        // The coordinator and every owner answer a description through node 1.
+        let described = poll_async(|| async {
+            let info = through_1
+                .describe_subscription("everything")
+                .await
+                .map_err(|e| e.to_string())?;
+            let behind: Vec<_> = info
+                .shards
+                .iter()
+                .filter(|s| s.end_offset.is_none() || s.committed_offset != s.end_offset)
+                .collect();
+            if info.consumers.len() != 1 || !behind.is_empty() {
+                return Err(format!(
+                    "consumers {:?}, shards not committed to their end: {behind:?}",
+                    info.consumers
+                ));
+            }
+            Ok(info)
+        })
+        .await?;
+        assert_eq!(described.consumers[0].name, "a");
+        assert_eq!(described.consumers[0].shards.len(), 6, "{described:?}");
+
+        let mut b = through_1
+            .consumer("everything", ConsumerOptions::new("b"))
+            .await
+            .map_err(|e| format!("b joins through node 1: {e}"))?;
+        let (shards_a, shards_b) = poll_async(|| async {
+            let (shards_a, shards_b) = (a.assignment(), b.assignment());
+            let all: BTreeSet<ShardId> = shards_a.iter().chain(&shards_b).copied().collect();
+            if shards_a.is_empty() || shards_b.is_empty() || all.len() != 6 {
+                return Err(format!("assignments a {shards_a:?}, b {shards_b:?}"));
+            }
+            if shards_a.len() + shards_b.len() != 6 {
+                return Err(format!("overlapping: a {shards_a:?}, b {shards_b:?}"));
+            }
+            Ok((shards_a, shards_b))
+        })
+        .await?;
+
+        let second = produce_numbered(&through_1, "spread", 600..1200).await;
+        let for_a: BTreeMap<RecordId, Vec<u8>> = second
+            .iter()
+            .filter(|(id, _)| shards_a.contains(&id.shard))
+            .map(|(id, value)| (*id, value.clone()))
+            .collect();
+        let for_b: BTreeMap<RecordId, Vec<u8>> = second
+            .iter()
+            .filter(|(id, _)| shards_b.contains(&id.shard))
+            .map(|(id, value)| (*id, value.clone()))
+            .collect();
+        assert_eq!(for_a.len() + for_b.len(), second.len());
+        let (received_a, received_b) = tokio::join!(
+            consume_values(&mut a, for_a.len()),
+            consume_values(&mut b, for_b.len())
+        );
+        exactly_once(&received_a, &for_a, "consumer a beside b")?;
+        exactly_once(&received_b, &for_b, "consumer b beside a")?;
+        let together: Vec<(RecordId, Vec<u8>)> = received_a.into_iter().chain(received_b).collect();
+        exactly_once(&together, &second, "consumers a and b together")?;
+        Ok(())
+    });
+    cluster.or_panic_with_logs(outcome, "subscription across nodes");
+}
+
+/// Calls `check` until it returns `Ok` or `PATIENCE` passes (a liveness bound); then the last
+/// error.
+async fn poll_async<T, F, Fut>(mut check: F) -> Result<T, String>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, String>>,
+{
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    loop {
+        match check().await {
+            Ok(value) => return Ok(value),
+            Err(reason) if tokio::time::Instant::now() >= deadline => {
+                return Err(format!("after {PATIENCE:?}: {reason}"))
+            }
+            Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
+        }
     }
 }

@@ -7,6 +7,10 @@
 
 use thiserror::Error;
 
+use crate::ask::{
+    decode_answer, decode_question, encode_answer, encode_question, Answer, AskWireError, Question,
+};
+
 /// The frame format this build writes and reads (byte 0 of every frame).
 pub const FRAME_VERSION: u8 = 1;
 /// Bytes of a frame's header.
@@ -25,6 +29,8 @@ mod kind {
     pub const JOIN: u8 = 5;
     pub const PROPOSED: u8 = 6;
     pub const JOINED: u8 = 7;
+    pub const ASK: u8 = 8;
+    pub const ANSWERED: u8 = 9;
 }
 
 /// A one-way message between nodes; it may be lost (the sender's protocol retries).
@@ -63,6 +69,16 @@ pub enum PeerRequest {
     },
     /// A node outside the group asks to be let in.
     Join(NodeHello),
+    /// Ask core `core` of the receiving node a question (`crate::ask`), once the receiving
+    /// node applied metadata index `applied_index`.
+    Ask {
+        /// The core asked.
+        core: u32,
+        /// The metadata index the asking core had applied.
+        applied_index: u64,
+        /// The question.
+        question: Question,
+    },
 }
 
 /// The answer to a [`PeerRequest`].
@@ -72,6 +88,8 @@ pub enum PeerResponse {
     Proposed(Result<u64, PeerRefusal>),
     /// The answer to `Join`.
     Joined(Result<(), PeerRefusal>),
+    /// The answer to `Ask` (a failure is `Answer::Failed`).
+    Answered(Answer),
 }
 
 /// Why a node refused a request.
@@ -118,6 +136,8 @@ impl Frame {
             Frame::Request(PeerRequest::Join(_)) => kind::JOIN,
             Frame::Response(PeerResponse::Proposed(_)) => kind::PROPOSED,
             Frame::Response(PeerResponse::Joined(_)) => kind::JOINED,
+            Frame::Request(PeerRequest::Ask { .. }) => kind::ASK,
+            Frame::Response(PeerResponse::Answered(_)) => kind::ANSWERED,
         }
     }
 }
@@ -246,6 +266,14 @@ pub enum FrameError {
     /// Reading the stream failed (the connection or stream was lost or reset).
     #[error("reading a peer stream failed: {0}")]
     Read(String),
+    /// The question of an `Ask` or the answer of an `Answered` does not decode.
+    #[error("peer frame of kind {kind}: {error}")]
+    Ask {
+        /// The frame kind.
+        kind: u8,
+        /// What is wrong with its question or answer.
+        error: AskWireError,
+    },
 }
 
 /// A frame's encoding: header and body in one buffer, ready to write.
@@ -265,6 +293,16 @@ pub fn encode(frame: &Frame) -> Result<Vec<u8>, FrameError> {
             put_u64(&mut out, *index);
         }
         Frame::Response(PeerResponse::Joined(Ok(()))) => out.push(0),
+        Frame::Request(PeerRequest::Ask {
+            core,
+            applied_index,
+            question,
+        }) => {
+            out.extend_from_slice(&core.to_le_bytes());
+            put_u64(&mut out, *applied_index);
+            encode_question(&mut out, question);
+        }
+        Frame::Response(PeerResponse::Answered(answer)) => encode_answer(&mut out, answer),
         Frame::Response(
             PeerResponse::Proposed(Err(refusal)) | PeerResponse::Joined(Err(refusal)),
         ) => {
@@ -326,7 +364,7 @@ pub(crate) fn parse_header(
     if version != FRAME_VERSION {
         return Err(FrameError::UnsupportedVersion { version });
     }
-    if !(kind::HELLO..=kind::JOINED).contains(&kind) {
+    if !(kind::HELLO..=kind::ANSWERED).contains(&kind) {
         return Err(FrameError::UnknownKind { kind });
     }
     let reserved = u16::from_le_bytes([r0, r1]);
@@ -389,6 +427,23 @@ pub(crate) fn decode_body(header: &Header, body: Vec<u8>) -> Result<Frame, Frame
             false => Ok(()),
             true => Err(fields.refusal()?),
         })),
+        // The question and the answer take the rest of the body (their own codec checks it).
+        kind::ASK => {
+            let core = fields.u32("core")?;
+            let applied_index = fields.u64("applied_index")?;
+            let question =
+                decode_question(fields.rest()).map_err(|error| FrameError::Ask { kind, error })?;
+            Frame::Request(PeerRequest::Ask {
+                core,
+                applied_index,
+                question,
+            })
+        }
+        kind::ANSWERED => {
+            let answer =
+                decode_answer(fields.rest()).map_err(|error| FrameError::Ask { kind, error })?;
+            Frame::Response(PeerResponse::Answered(answer))
+        }
         other => return Err(FrameError::UnknownKind { kind: other }),
     };
     let left = body.len() - fields.at;
@@ -559,6 +614,13 @@ impl Fields<'_> {
         String::from_utf8(bytes.to_vec()).map_err(|_| FrameError::InvalidUtf8 { field })
     }
 
+    /// Every byte left (the fields are then all read).
+    fn rest(&mut self) -> &[u8] {
+        let rest = self.bytes.get(self.at..).unwrap_or_default();
+        self.at = self.bytes.len();
+        rest
+    }
+
     fn node_hello(&mut self) -> Result<NodeHello, FrameError> {
         Ok(NodeHello {
             node: self.u64("node")?,
@@ -630,6 +692,21 @@ mod tests {
                 leader: None,
                 ..refusal()
             }))),
+            Frame::Request(PeerRequest::Ask {
+                core: 1,
+                applied_index: 42,
+                question: Question::Assign {
+                    subscription: runnel_replicate::metadata::SubscriptionId(3),
+                    shard: runnel_core::ShardId(5),
+                    member: Some(runnel_replicate::consumer::MemberId(8)),
+                    epoch: 1,
+                    generation: 2,
+                },
+            }),
+            Frame::Response(PeerResponse::Answered(Answer::Done)),
+            Frame::Response(PeerResponse::Answered(Answer::Failed(
+                "node 2 core 1 did not answer".into(),
+            ))),
         ]
     }
 
@@ -741,10 +818,21 @@ mod tests {
             decode(&frame(kind::PING, &ping), &limits).map(|_| ()),
             Err(FrameError::InvalidUtf8 { field: "address" })
         );
+        // An Ask whose question has an unknown tag.
+        assert_eq!(
+            decode(&frame(kind::ASK, &[0; 13]), &limits).map(|_| ()),
+            Err(FrameError::Ask {
+                kind: kind::ASK,
+                error: AskWireError::InvalidValue {
+                    field: "question",
+                    value: 0
+                }
+            })
+        );
         // An unknown kind and a version from the future.
         assert_eq!(
-            decode(&frame(8, &[]), &limits).map(|_| ()),
-            Err(FrameError::UnknownKind { kind: 8 })
+            decode(&frame(10, &[]), &limits).map(|_| ()),
+            Err(FrameError::UnknownKind { kind: 10 })
         );
         let mut future = frame(kind::JOINED, &[0]);
         future[0] = 2;

@@ -1,6 +1,7 @@
-//! Managing subscriptions: create, list, describe, delete. Any core answers; what only other
-//! cores know (the group on the coordinator core, live progress on the shards' owners) is
-//! asked over the mesh.
+//! Managing subscriptions: create, list, describe, delete. Any core of any node answers; what
+//! only other cores know (the group on the coordinator, live progress on the shards' owners)
+//! is asked with [`Core::ask_at`]: over the mesh on this node, through the peer transport on
+//! another.
 
 use std::collections::BTreeMap;
 use std::rc::Rc;
@@ -17,7 +18,7 @@ use runnel_replicate::metadata::{
     SubscriptionStart,
 };
 
-use super::coordinator_core;
+use super::{coordinator, shard_owners};
 use crate::ask::{Answer, Question, ShardProgress};
 use crate::convert::SHARDS_PER_ENVELOPE_MAX;
 use crate::core::{now_ms, Core};
@@ -50,10 +51,14 @@ pub async fn create(core: &Rc<Core>, create: CreateSubscription) -> Answered {
         now_ms: now_ms().max(0) as u64,
     })
     .await?;
-    let id = existing(&core.metadata.borrow(), &name)?.id;
-    for other in 0..core.config.cores as u32 {
+    let (id, owners) = {
+        let state = core.metadata.borrow();
+        let subscription = existing(&state, &name)?;
+        (subscription.id, shard_owners(&state, subscription.stream))
+    };
+    for (node, other) in owners {
         if let Answer::Failed(reason) = core
-            .ask(other, Question::Prepare { subscription: id })
+            .ask_at(node, other, Question::Prepare { subscription: id })
             .await
         {
             return Err(ErrorResponse::new(
@@ -98,16 +103,25 @@ pub fn list(core: &Core, list: ListSubscriptions) -> Answered {
 /// `DescribeSubscription`: the subscription with each shard's progress and the consumers.
 pub async fn describe(core: &Rc<Core>, name: &str) -> Answered {
     let name = subscription_name(name)?;
-    let id = existing(&core.metadata.borrow(), &name)?.id;
+    let (id, owners) = {
+        let state = core.metadata.borrow();
+        let subscription = existing(&state, &name)?;
+        (subscription.id, shard_owners(&state, subscription.stream))
+    };
     let members = members(core, id).await?;
     let mut progress: BTreeMap<ShardId, ShardProgress> = BTreeMap::new();
-    for other in 0..core.config.cores as u32 {
+    for (node, other) in owners {
         match core
-            .ask(other, Question::Progress { subscription: id })
+            .ask_at(node, other, Question::Progress { subscription: id })
             .await
         {
             Answer::Progress(shards) => {
                 progress.extend(shards.into_iter().map(|shard| (shard.shard, shard)))
+            }
+            // Another node that does not answer leaves its shards' live progress unknown (the
+            // committed offsets come from the metadata); this node's cores always answer.
+            Answer::Failed(reason) if node != core.node_id() => {
+                tracing::warn!(subscription = %name, %node, core = other, %reason, "live progress unknown");
             }
             Answer::Failed(reason) => {
                 return Err(ErrorResponse::new(ErrorCode::Unavailable, reason))
@@ -185,11 +199,11 @@ pub async fn delete(core: &Rc<Core>, delete: DeleteSubscription) -> Answered {
     }))
 }
 
-/// The members of `subscription`'s group, from its coordinator core.
+/// The members of `subscription`'s group, from its coordinator (on this node or another).
 async fn members(core: &Rc<Core>, id: SubscriptionId) -> Result<Vec<MemberInfo>, ErrorResponse> {
-    let coordinator = coordinator_core(id, core.config.cores);
+    let (node, coordinator) = coordinator(core, id);
     match core
-        .ask(coordinator, Question::Members { subscription: id })
+        .ask_at(node, coordinator, Question::Members { subscription: id })
         .await
     {
         Answer::Members(members) => Ok(members),

@@ -1,6 +1,6 @@
-//! The coordinator of a subscription's consumer group, on the subscription's coordinator core:
-//! join streams, heartbeats, expiry, and handing each assignment to the shards' owners before
-//! telling the members.
+//! The coordinator of a subscription's consumer group, on the subscription's coordinator
+//! (one node and core of the cluster): join streams, heartbeats, expiry, and handing each
+//! assignment to the shards' owners (on this node or another) before telling the members.
 //!
 //! A member is expelled when its join stream ends without `LeaveSubscription` (its connection
 //! closed), or when it is not heard from within its session timeout; either way its shards go
@@ -20,7 +20,7 @@ use runnel_replicate::consumer::{Change, Group, JoinError, MemberId, MemberInfo}
 use runnel_replicate::metadata::SubscriptionId;
 use runnel_segment::event::Event;
 
-use super::{coordinator_core, subscription_id};
+use super::{coordinator, subscription_id};
 use crate::ask::{Answer, Question};
 use crate::core::{now_ms, Core};
 use crate::select::{first_of, First};
@@ -42,6 +42,9 @@ struct MemberHandle {
 /// The group of one subscription this core coordinates.
 pub struct GroupSlot {
     subscription: SubscriptionId,
+    /// When this group was created, in ms since the Unix epoch: owners let the assignments of
+    /// a group created later supersede this one's (see `Question::Assign`).
+    epoch: u64,
     group: RefCell<Group>,
     handles: RefCell<HashMap<MemberId, Rc<MemberHandle>>>,
     deleted: Cell<bool>,
@@ -100,6 +103,7 @@ fn group_slot(core: &Core, subscription: SubscriptionId) -> Result<Rc<GroupSlot>
         .collect();
     let slot = Rc::new(GroupSlot {
         subscription,
+        epoch: now_ms().max(0) as u64,
         group: RefCell::new(Group::new(shards, core.subscriptions.first_member_id)),
         handles: RefCell::new(HashMap::new()),
         deleted: Cell::new(false),
@@ -111,27 +115,39 @@ fn group_slot(core: &Core, subscription: SubscriptionId) -> Result<Rc<GroupSlot>
     Ok(slot)
 }
 
-/// Hands each changed shard to its new member on the shard's owning core, then wakes the
-/// join streams of the members concerned (so an `Assignment` reaches a member only after its
-/// shards' owners know).
+/// Hands each changed shard to its new member on the shard's owning node and core (all owners
+/// at once), then wakes the join streams of the members concerned (so an `Assignment` reaches
+/// a member only after its shards' owners know).
 async fn apply(core: &Rc<Core>, slot: &GroupSlot, changes: &[Change]) {
     let generation = slot.group.borrow().generation();
-    for change in changes {
-        let owner = core
-            .metadata
-            .borrow()
-            .shard(change.shard)
-            .map(|shard| shard.placement.core);
-        let Some(owner) = owner else { continue };
-        let question = Question::Assign {
-            subscription: slot.subscription,
-            shard: change.shard,
-            member: change.to,
-            generation,
-        };
-        if let Answer::Failed(reason) = core.ask(owner, question).await {
-            tracing::warn!(subscription = %slot.subscription, shard = %change.shard, %reason, "assignment not applied");
-        }
+    // The owners are asked at once (one task per changed shard, at most the stream's shards),
+    // so an owner on a slow or unreachable node delays the others by nothing.
+    let asking: Vec<_> = changes
+        .iter()
+        .filter_map(|change| {
+            let owner = core
+                .metadata
+                .borrow()
+                .shard(change.shard)
+                .map(|shard| shard.placement)?;
+            let question = Question::Assign {
+                subscription: slot.subscription,
+                shard: change.shard,
+                member: change.to,
+                epoch: slot.epoch,
+                generation,
+            };
+            let (core, subscription, shard) = (Rc::clone(core), slot.subscription, change.shard);
+            Some(glommio::spawn_local(async move {
+                if let Answer::Failed(reason) = core.ask_at(owner.node, owner.core, question).await
+                {
+                    tracing::warn!(%subscription, %shard, node = %owner.node, core = owner.core, %reason, "assignment not applied");
+                }
+            }))
+        })
+        .collect();
+    for task in asking {
+        task.await;
     }
     slot.expel_departed();
     let handles = slot.handles.borrow();
@@ -279,17 +295,17 @@ async fn admit(
     join: &JoinSubscription,
 ) -> Result<(Rc<GroupSlot>, MemberId, u32), ErrorResponse> {
     let id = subscription_id(core, &join.subscription)?;
-    let coordinator = coordinator_core(id, core.config.cores);
-    if coordinator != core.index {
+    let (node, coordinator) = coordinator(core, id);
+    if node != core.node_id() || coordinator != core.index {
         let mut error = ErrorResponse::new(
             ErrorCode::NotOwner,
             format!(
-                "subscription {} is coordinated by core {coordinator}",
+                "subscription {} is coordinated by node {node} core {coordinator}",
                 join.subscription
             ),
         );
         error.owner = Some(ShardOwner {
-            node: core.config.node_id,
+            node: node.0,
             core: coordinator,
         });
         return Err(error);

@@ -1,14 +1,18 @@
 //! Shared subscriptions on a node: the I/O around the sans-IO state machines of
 //! `runnel_replicate::consumer`.
 //!
-//! Each subscription has one **coordinator core** (its id modulo the core count): there the
+//! Each subscription has one **coordinator** in the cluster, a (node, core) every node computes
+//! alike from the metadata ([`coordinator`]: the registered nodes in id order, the id modulo
+//! their count, then the id modulo that node's cores): there the
 //! [`Group`](runnel_replicate::consumer::Group) admits members over their join streams and
-//! assigns them shards (`coordinator.rs`). Each shard's owning core keeps one
+//! assigns them shards (`coordinator.rs`); a join that reaches any other core is answered
+//! `NotOwner` naming it. Each shard's owning core keeps one
 //! [`ShardDispatch`](runnel_replicate::consumer::ShardDispatch) per subscription in a
 //! [`DispatchSlot`] (`slot.rs`), serves the assignee's consume stream from the shard's log
 //! without copying records (`consume.rs`), and persists the committed offset through the
 //! metadata log (`progress.rs`). The coordinator tells owners about assignments with
-//! [`Question::Assign`] over the mesh, before it tells the member.
+//! [`Question::Assign`] ([`Core::ask_at`]: over the mesh, or through core 0 and the peer
+//! transport to an owner on another node), before it tells the member.
 //!
 //! Invariants: a shard is delivered only to the member the coordinator assigned it to; a record
 //! is never acked unless delivered; only acked records are ever committed, so a restart
@@ -22,12 +26,14 @@ mod progress;
 mod slot;
 
 use std::cell::RefCell;
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::rc::Rc;
 
 use runnel_core::ShardId;
 use runnel_net::protocol::{ErrorCode, ErrorResponse};
-use runnel_replicate::metadata::{SubscriptionId, SubscriptionName};
+use runnel_replicate::metadata::{
+    MetadataState, NodeId, StreamId, SubscriptionId, SubscriptionName,
+};
 
 use crate::ask::{Answer, Question};
 use crate::core::Core;
@@ -117,6 +123,43 @@ pub fn coordinator_core(subscription: SubscriptionId, cores: usize) -> u32 {
     (subscription.0 % cores.max(1) as u64) as u32
 }
 
+/// The (node, core) that coordinates `subscription` in the cluster, computed alike on every
+/// node from the metadata: the registered nodes in id order, the one at the subscription's id
+/// modulo their count, and on it [`coordinator_core`]. With no node registered (never, once a
+/// node serves), this node (`here`, of `here_cores` cores).
+pub fn coordinator_of(
+    state: &MetadataState,
+    subscription: SubscriptionId,
+    here: NodeId,
+    here_cores: usize,
+) -> (NodeId, u32) {
+    let count = state.nodes().len() as u64;
+    let chosen = state.nodes().nth((subscription.0 % count.max(1)) as usize);
+    match chosen {
+        Some(node) => (node.id, coordinator_core(subscription, node.cores as usize)),
+        None => (here, coordinator_core(subscription, here_cores)),
+    }
+}
+
+/// [`coordinator_of`] as `core` sees the metadata.
+pub fn coordinator(core: &Core, subscription: SubscriptionId) -> (NodeId, u32) {
+    coordinator_of(
+        &core.metadata.borrow(),
+        subscription,
+        core.node_id(),
+        core.config.cores,
+    )
+}
+
+/// The (node, core) pairs owning shards of `stream`, each once, in order.
+fn shard_owners(state: &MetadataState, stream: StreamId) -> BTreeSet<(NodeId, u32)> {
+    state
+        .shards()
+        .filter(|shard| shard.stream == stream)
+        .map(|shard| (shard.placement.node, shard.placement.core))
+        .collect()
+}
+
 /// Answers a question another core (or this one) asked: about subscriptions, or the offsets
 /// of this core's shards.
 pub async fn answer(core: &Rc<Core>, question: Question) -> Answer {
@@ -125,10 +168,11 @@ pub async fn answer(core: &Rc<Core>, question: Question) -> Answer {
             subscription,
             shard,
             member,
+            epoch,
             generation,
         } => match slot::get_or_create(core, subscription, shard).await {
             Ok(slot) => {
-                slot.assign(member, generation);
+                slot.assign(member, epoch, generation);
                 Answer::Done
             }
             Err(error) => Answer::Failed(error.message),
@@ -145,5 +189,61 @@ pub async fn answer(core: &Rc<Core>, question: Question) -> Answer {
             Answer::Members(group.map(|group| group.members()).unwrap_or_default())
         }
         Question::Offsets { shards } => crate::convert::local_offsets(core, &shards).await,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use runnel_replicate::metadata::{Command, Node};
+
+    use super::*;
+
+    fn register(state: &mut MetadataState, index: u64, id: u64, cores: u32) {
+        let node = Node {
+            id: NodeId(id),
+            cores,
+            address: format!("127.0.0.1:{}", 7000 + id),
+        };
+        let applied = state.apply(index, &Command::RegisterNode { node });
+        assert!(applied.is_ok(), "{applied:?}");
+    }
+
+    /// Every node computes the same coordinator: the nodes in id order, the subscription id
+    /// modulo their count, then the id modulo that node's cores; alone, as before the cluster.
+    #[test]
+    fn the_coordinator_is_the_same_for_every_node() {
+        let mut state = MetadataState::new();
+        assert_eq!(
+            coordinator_of(&state, SubscriptionId(5), NodeId(9), 4),
+            (NodeId(9), 1),
+            "no node registered: this node, id modulo its cores"
+        );
+        register(&mut state, 1, 30, 2);
+        assert_eq!(
+            coordinator_of(&state, SubscriptionId(5), NodeId(30), 2),
+            (NodeId(30), 1),
+            "a node alone coordinates every subscription, on the core it always did"
+        );
+        register(&mut state, 2, 10, 3);
+        register(&mut state, 3, 20, 2);
+        for here in [10, 20, 30] {
+            // Nodes in id order: 10, 20, 30.
+            assert_eq!(
+                coordinator_of(&state, SubscriptionId(3), NodeId(here), 2),
+                (NodeId(10), 0)
+            );
+            assert_eq!(
+                coordinator_of(&state, SubscriptionId(4), NodeId(here), 2),
+                (NodeId(20), 0)
+            );
+            assert_eq!(
+                coordinator_of(&state, SubscriptionId(5), NodeId(here), 2),
+                (NodeId(30), 1)
+            );
+            assert_eq!(
+                coordinator_of(&state, SubscriptionId(7), NodeId(here), 2),
+                (NodeId(20), 1)
+            );
+        }
     }
 }

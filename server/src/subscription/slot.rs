@@ -37,8 +37,8 @@ pub struct DispatchSlot {
     pub persisted: Cell<Option<Offset>>,
     /// Set once the subscription is deleted: streams end with this reason.
     ended: Cell<Option<ConsumeEndReason>>,
-    /// The generation of the last assignment applied.
-    assign_generation: Cell<u64>,
+    /// The group epoch and generation of the last assignment applied.
+    assign_generation: Cell<(u64, u64)>,
     /// Numbers the consume streams attached: only the newest one serves the assignee.
     stream_token: Cell<u64>,
 }
@@ -49,13 +49,14 @@ impl DispatchSlot {
         visible_end(&self.log, self.bound)
     }
 
-    /// Applies the coordinator's assignment of generation `generation`, unless a newer one
-    /// was applied already.
-    pub fn assign(&self, member: Option<MemberId>, generation: u64) {
-        if generation < self.assign_generation.get() {
+    /// Applies the assignment of generation `generation` of the coordinator's group created at
+    /// `epoch`, unless a newer one was applied already (of a group created later, or of a
+    /// later generation of the same group).
+    pub fn assign(&self, member: Option<MemberId>, epoch: u64, generation: u64) {
+        if (epoch, generation) < self.assign_generation.get() {
             return;
         }
-        self.assign_generation.set(generation);
+        self.assign_generation.set((epoch, generation));
         let moved = self.dispatch.borrow_mut().assign(member);
         if moved > 0 {
             tracing::debug!(
@@ -195,7 +196,7 @@ pub async fn get_or_create(
             changed: Event::default(),
             persisted: Cell::new(committed),
             ended: Cell::new(None),
-            assign_generation: Cell::new(0),
+            assign_generation: Cell::new((0, 0)),
             stream_token: Cell::new(0),
         })
     });
