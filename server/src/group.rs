@@ -90,6 +90,8 @@ pub struct MetaGroup {
     /// The last word from each node, and when.
     hellos: RefCell<HashMap<u64, (NodeHello, Instant)>>,
     ticks: Cell<u64>,
+    /// The term and leader last logged.
+    seen_leader: Cell<(u64, Option<u64>)>,
     started: Instant,
     stopping: Cell<bool>,
     finished: Event,
@@ -174,6 +176,7 @@ impl MetaGroup {
             prepared: RefCell::new(HashSet::new()),
             hellos: RefCell::new(HashMap::new()),
             ticks: Cell::new(0),
+            seen_leader: Cell::new((0, None)),
             started: Instant::now(),
             stopping: Cell::new(false),
             finished: Event::default(),
@@ -492,6 +495,17 @@ impl MetaGroup {
             if self.stopping.get() {
                 return Ok(());
             }
+            // A tick that is due runs before anything else: under a steady stream of peer
+            // messages a zero-length sleep may never win the race below, and a member that
+            // does not tick never stands for election.
+            if Instant::now() >= next_tick {
+                next_tick = Instant::now() + tick;
+                self.on_tick(core);
+                self.take_inputs();
+                self.process(core).await?;
+                self.log_leader();
+                continue;
+            }
             let input = self.input_ready.listen();
             let left = next_tick.saturating_duration_since(Instant::now());
             let inbound = async {
@@ -501,10 +515,8 @@ impl MetaGroup {
                 }
             };
             match first_of(glommio::timer::sleep(left), inbound, input).await {
-                First::A(()) => {
-                    next_tick = Instant::now() + tick;
-                    self.on_tick(core);
-                }
+                // The tick itself runs at the top of the loop.
+                First::A(()) => {}
                 First::B(inbound) => self.on_inbound(core, inbound),
                 First::C(()) => {}
             }
@@ -516,6 +528,19 @@ impl MetaGroup {
                 reply.done.notify();
             }
             self.process(core).await?;
+            self.log_leader();
+        }
+    }
+
+    /// Logs a change of term or leader (operators follow elections in the log).
+    fn log_leader(&self) {
+        let now = {
+            let member = self.member.borrow();
+            (member.term(), member.leader())
+        };
+        if now != self.seen_leader.get() {
+            self.seen_leader.set(now);
+            tracing::info!(term = now.0, leader = ?now.1, "metadata group leader");
         }
     }
 
