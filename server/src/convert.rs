@@ -101,6 +101,9 @@ pub async fn local_offsets(core: &Core, shards: &[ShardId]) -> Answer {
     Answer::Offsets(offsets)
 }
 
+/// How long a description waits for other nodes' offsets, in milliseconds.
+pub const REMOTE_OFFSETS_WAIT_MS: u64 = 500;
+
 /// Fills in the offsets [`shard_info`] left unknown, asking each core that owns such shards
 /// once, on this node over the mesh and on other nodes through the peer transport (a shard
 /// list or stream description is answered by whichever core the request reached, which knows
@@ -132,9 +135,40 @@ pub async fn fill_offsets(core: &Rc<Core>, shards: &mut [ShardInfo]) {
                 .push(shard.id);
         }
     }
+    // Other nodes are asked all at once, and waited for at most `REMOTE_OFFSETS_WAIT_MS`: a
+    // node that died a moment ago still counts as `Running` for up to
+    // `cluster.unavailable_after_ms`, and a description (the answer to a create, too) must not
+    // wait for it. Their shards then keep unknown offsets.
+    let here = core.node_id().0;
+    let mut remote = Vec::new();
+    let mut answers = Vec::new();
     for ((node, other), ids) in by_core {
         let question = Question::Offsets { shards: ids };
-        let Answer::Offsets(offsets) = core.ask_at(NodeId(node), other, question).await else {
+        if node == here {
+            answers.push(core.ask_at(NodeId(node), other, question).await);
+        } else {
+            let core = Rc::clone(core);
+            remote.push(glommio::spawn_local(async move {
+                core.ask_at(NodeId(node), other, question).await
+            }));
+        }
+    }
+    let deadline =
+        std::time::Instant::now() + std::time::Duration::from_millis(REMOTE_OFFSETS_WAIT_MS);
+    for task in remote {
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        if let crate::select::First::A(answer) = crate::select::first_of(
+            task,
+            glommio::timer::sleep(left),
+            std::future::pending::<()>(),
+        )
+        .await
+        {
+            answers.push(answer);
+        }
+    }
+    for answer in answers {
+        let Answer::Offsets(offsets) = answer else {
             continue;
         };
         for (id, start, next) in offsets {
