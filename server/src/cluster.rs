@@ -5,31 +5,9 @@
 
 use std::sync::Mutex;
 
-/// A node's state as this node sees it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum NodeState {
-    /// Known, but not serving yet (replaying, joining, or not heard from since this node
-    /// started).
-    Starting,
-    /// Heard from within `cluster.unavailable_after_ms`, and serving.
-    Running,
-    /// Not heard from for `cluster.unavailable_after_ms`: its shards cannot be served.
-    Unavailable,
-    /// Not heard from for `cluster.dead_after_ms`.
-    Dead,
-}
-
-impl NodeState {
-    /// The name the CLI and the protocol use.
-    pub fn name(self) -> &'static str {
-        match self {
-            NodeState::Starting => "Starting",
-            NodeState::Running => "Running",
-            NodeState::Unavailable => "Unavailable",
-            NodeState::Dead => "Dead",
-        }
-    }
-}
+/// A node's state as this node sees it: the protocol's (`Starting | Running | Unavailable |
+/// Dead`), one type from the view to the wire.
+pub use runnel_net::protocol::NodeState;
 
 /// One node of the cluster.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -80,18 +58,13 @@ pub const VERSION: &str = env!("CARGO_PKG_VERSION");
 
 /// The nodes this node knows, as `ListNodes` answers them.
 pub fn node_list(view: &ClusterView) -> runnel_net::protocol::NodeList {
-    use runnel_net::protocol::{NodeInfo, NodeState as WireState};
+    use runnel_net::protocol::NodeInfo;
     let nodes = view
         .nodes()
         .into_iter()
         .map(|node| NodeInfo {
             id: node.id,
-            state: match node.state {
-                NodeState::Starting => WireState::Starting,
-                NodeState::Running => WireState::Running,
-                NodeState::Unavailable => WireState::Unavailable,
-                NodeState::Dead => WireState::Dead,
-            },
+            state: node.state,
             address: node.address,
             version: node.version,
             cores: node.cores,
