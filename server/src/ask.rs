@@ -143,19 +143,66 @@ impl<T> Pending<T> {
 
     /// Waits for the answer to `id`; `None` if `stopping()` became true first.
     pub async fn wait(&self, id: u64, stopping: impl Fn() -> bool) -> Option<T> {
+        // The slot goes however the wait ends, also when the waiter gives up (drops this
+        // future): an answer that comes later then finds no slot and is dropped.
+        let _forget = Forget { pending: self, id };
         loop {
             let changed = self.changed.listen();
             let done = self.slots.borrow_mut().get_mut(&id).and_then(Option::take);
             if let Some(answer) = done {
-                self.slots.borrow_mut().remove(&id);
                 return Some(answer);
             }
             if stopping() {
-                self.slots.borrow_mut().remove(&id);
                 return None;
             }
             let tick = glommio::timer::sleep(Duration::from_millis(STOP_CHECK_MS));
             let _ = first_of(changed, tick, std::future::pending::<()>()).await;
         }
+    }
+}
+
+/// Removes a wait's slot when the wait ends, however it ends.
+struct Forget<'a, T> {
+    pending: &'a Pending<T>,
+    id: u64,
+}
+
+impl<T> Drop for Forget<'_, T> {
+    fn drop(&mut self) {
+        self.pending.slots.borrow_mut().remove(&self.id);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::Pending;
+    use crate::select::{first_of, First};
+
+    /// A waiter that gives up (its future dropped, as a description that stops waiting for a
+    /// slow node does) leaves no slot behind, and the late answer is dropped.
+    #[test]
+    fn a_wait_given_up_leaves_no_slot() {
+        runnel_segment::runtime::run("pending-test", 1, || async {
+            let pending: Pending<u32> = Pending::default();
+            let id = pending.register();
+            let waited = first_of(
+                pending.wait(id, || false),
+                glommio::timer::sleep(Duration::from_millis(10)),
+                std::future::pending::<()>(),
+            )
+            .await;
+            assert!(matches!(waited, First::B(())), "nobody answered");
+            assert!(
+                pending.slots.borrow().is_empty(),
+                "the slot went with the wait"
+            );
+            pending.fulfil(id, 7);
+            assert!(
+                pending.slots.borrow().is_empty(),
+                "a late answer is dropped"
+            );
+        });
     }
 }
