@@ -9,24 +9,9 @@ use std::sync::Mutex;
 /// Dead`), one type from the view to the wire.
 pub use runnel_net::protocol::NodeState;
 
-/// One node of the cluster.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct NodeView {
-    /// Its id.
-    pub id: u64,
-    /// Its state.
-    pub state: NodeState,
-    /// Its advertised address (`host:base_port`).
-    pub address: String,
-    /// Its software version, when it told us.
-    pub version: Option<String>,
-    /// Its cores.
-    pub cores: u32,
-    /// Whether it leads the metadata group now, as this node knows.
-    pub leader: bool,
-    /// Whether it votes in the metadata group (else it is a learner or not a member yet).
-    pub voter: bool,
-}
+/// One node of the cluster as this node sees it: the protocol's `NodeInfo` (id, state,
+/// advertised address, version, cores, leader, voter), one type from the view to the wire.
+pub use runnel_net::protocol::NodeInfo as NodeView;
 
 /// The cluster as this node sees it, shared by its cores.
 #[derive(Debug, Default)]
@@ -58,21 +43,9 @@ pub const VERSION: &str = env!("CARGO_PKG_VERSION");
 
 /// The nodes this node knows, as `ListNodes` answers them.
 pub fn node_list(view: &ClusterView) -> runnel_net::protocol::NodeList {
-    use runnel_net::protocol::NodeInfo;
-    let nodes = view
-        .nodes()
-        .into_iter()
-        .map(|node| NodeInfo {
-            id: node.id,
-            state: node.state,
-            address: node.address,
-            version: node.version,
-            cores: node.cores,
-            leader: node.leader,
-            voter: node.voter,
-        })
-        .collect();
-    runnel_net::protocol::NodeList { nodes }
+    runnel_net::protocol::NodeList {
+        nodes: view.nodes(),
+    }
 }
 
 impl crate::core::Core {

@@ -192,11 +192,6 @@ impl MetaGroup {
         (encode_snapshot(member.state()), member.applied_index())
     }
 
-    /// The commit index the member knows of (at start: the last one it recorded).
-    pub fn commit_index(&self) -> u64 {
-        self.member.borrow().store().hard_state().commit
-    }
-
     /// Whether this node leads the group.
     pub fn is_leader(&self) -> bool {
         self.member.borrow().is_leader()
