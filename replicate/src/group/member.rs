@@ -324,7 +324,8 @@ impl GroupMember {
     /// `target_voters` voters among `nodes` (every node known to the cluster), the others
     /// being learners: first every node joins as a learner, then learners whose log is within
     /// [`CAUGHT_UP_ENTRIES`] of the leader's commit index are promoted, one change at a time
-    /// (a voter that cannot keep up would slow every commit). `None` when there
+    /// (a voter that cannot keep up would slow every commit). A member missing from `nodes`
+    /// (a removed node), other than this one, is removed from the group. `None` when there
     /// is nothing to do, when this member does not lead, or while a change is pending.
     pub fn membership_step(&self, nodes: &[u64], target_voters: usize) -> Option<MembershipChange> {
         if !self.is_leader() || self.raw.raft.pending_conf_index > self.applied_index() {
@@ -334,6 +335,17 @@ impl GroupMember {
         let known = |id: &u64| members.voters.contains(id) || members.learners.contains(id);
         if let Some(&new) = nodes.iter().find(|id| !known(id)) {
             return Some(MembershipChange::AddLearner(new));
+        }
+        // A member the cluster no longer knows was removed (every other member was registered
+        // before it was added): it leaves the group. The leader never removes itself here; a
+        // removed leader hands its role over first (`transfer_leader`).
+        if let Some(&gone) = members
+            .voters
+            .iter()
+            .chain(&members.learners)
+            .find(|&&id| id != self.id() && !nodes.contains(&id))
+        {
+            return Some(MembershipChange::Remove(gone));
         }
         if members.voters.len() >= target_voters {
             return None;
@@ -350,6 +362,30 @@ impl GroupMember {
                 })
             })
             .map(MembershipChange::AddVoter)
+    }
+
+    /// The highest log index the leader knows `peer` holds (`None` when this member does not
+    /// lead or `peer` is not a member).
+    pub fn matched(&self, peer: u64) -> Option<u64> {
+        if !self.is_leader() {
+            return None;
+        }
+        self.raw
+            .raft
+            .prs()
+            .get(peer)
+            .map(|progress| progress.matched)
+    }
+
+    /// Asks the leader to hand its role to voter `to` (raft-rs's leadership transfer: `to` is
+    /// brought up to date, then told to stand at once). Nothing happens when this member does
+    /// not lead.
+    pub fn transfer_leader(&mut self, to: u64) {
+        self.assert_idle();
+        if self.is_leader() {
+            self.raw.transfer_leader(to);
+        }
+        self.after_input();
     }
 
     /// What became of a snapshot message this member sent to `to`: `delivered` when the peer

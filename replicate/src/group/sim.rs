@@ -880,6 +880,7 @@ impl World {
                     durability: Durability::Fsync,
                 },
                 now_ms,
+                avoid: Vec::new(),
             },
             3 => Command::DeleteStream {
                 name,
