@@ -829,6 +829,8 @@ impl MetaGroup {
         let me = core.config.node_id;
         if self.is_leader() {
             if self.ticks.get().is_multiple_of(PING_TICKS) {
+                // To a voter still registered (another removed node would hand it back).
+                let metadata = core.metadata.borrow();
                 let to = {
                     let member = self.member.borrow();
                     member
@@ -836,9 +838,10 @@ impl MetaGroup {
                         .voters
                         .iter()
                         .copied()
-                        .filter(|&id| id != me)
+                        .filter(|&id| id != me && metadata.node(NodeId(id)).is_some())
                         .max_by_key(|&id| member.matched(id).unwrap_or(0))
                 };
+                drop(metadata);
                 if let Some(to) = to {
                     tracing::info!(to, "handing the metadata group's leadership over");
                     self.member.borrow_mut().transfer_leader(to);

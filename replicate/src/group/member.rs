@@ -378,11 +378,14 @@ impl GroupMember {
     }
 
     /// Asks the leader to hand its role to voter `to` (raft-rs's leadership transfer: `to` is
-    /// brought up to date, then told to stand at once). Nothing happens when this member does
-    /// not lead.
+    /// brought up to date, then told to stand at once; the leader takes no proposal
+    /// meanwhile, and gives up after an election timeout). Nothing happens when this member
+    /// does not lead, or while a transfer is under way: a new target would abort it, and a
+    /// caller that asks again each time with whichever voter looks best could keep the group
+    /// transferring, and refusing proposals, for ever (the simulator found that).
     pub fn transfer_leader(&mut self, to: u64) {
         self.assert_idle();
-        if self.is_leader() {
+        if self.is_leader() && self.raw.raft.lead_transferee.is_none() {
             self.raw.transfer_leader(to);
         }
         self.after_input();
@@ -462,6 +465,7 @@ impl GroupMember {
         advanced.send.extend(light.take_messages());
         self.apply(light.take_committed_entries(), &mut advanced)?;
         self.raw.advance_apply();
+        self.step_down_if_removed();
         advanced.compacted = self.maybe_compact();
         self.after_input();
         Ok(advanced)
@@ -566,6 +570,20 @@ impl GroupMember {
 
     /// raft-rs resets the election timer whenever the term or the role changes: the member
     /// then draws the new timeout from its own generator.
+    /// raft-rs 0.7 leaves a leader that applied its own removal in charge (its TODO says to
+    /// step down), and then panics on the next append response (the leader has no progress of
+    /// its own): such a leader steps down into the next term, as etcd's does, once the ready
+    /// cycle is over (raft-rs asserts the hard state does not change within one). The
+    /// simulator found it: a leader proposes a member's removal and loses its role, and that
+    /// member is elected and commits its own removal.
+    fn step_down_if_removed(&mut self) {
+        let removed = !self.members().voters.contains(&self.id());
+        if self.raw.raft.state == raft::StateRole::Leader && removed {
+            let term = self.raw.raft.term + 1;
+            self.raw.raft.become_follower(term, raft::INVALID_ID);
+        }
+    }
+
     fn after_input(&mut self) {
         let now = (
             self.raw.raft.term,
