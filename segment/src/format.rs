@@ -428,7 +428,7 @@ mod tests {
         };
         let mut block = vec![0u8; BLOCK_BYTES];
         record.encode_into(&mut block);
-        let mut expected = vec![
+        let expected = vec![
             0x52, 0x4e, 0x4c, 0x43, 0x01, 0x00, 0x00, 0x00, // magic "RNLC", version 1
             0x96, 0, 0, 0, 0, 0, 0, 0, // cut 150
             0x64, 0, 0, 0, 0, 0, 0, 0, // segment_base 100
