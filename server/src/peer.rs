@@ -63,6 +63,8 @@ pub enum PeerCloseCode {
     WrongNode = 19,
     /// A frame broke the format or came where it does not belong.
     MalformedFrame = 20,
+    /// The dialler belongs to another cluster (its `Hello.cluster` is not this node's).
+    ForeignCluster = 21,
 }
 
 impl PeerCloseCode {
@@ -362,6 +364,8 @@ pub struct Peers {
     limits: PeerLimits,
     peers: RefCell<HashMap<u64, Rc<Peer>>>,
     heard: RefCell<HashMap<u64, Instant>>,
+    /// The cluster this node belongs to, once its metadata names one.
+    cluster: Cell<Option<u64>>,
     inbound_sender: LocalSender<Inbound>,
     inbound: LocalReceiver<Inbound>,
     /// Accepted connections, by stable id, to close them with the transport.
@@ -399,6 +403,7 @@ impl Peers {
             limits,
             peers: RefCell::new(HashMap::new()),
             heard: RefCell::new(HashMap::new()),
+            cluster: Cell::new(None),
             inbound_sender,
             inbound,
             accepted: RefCell::new(HashMap::new()),
@@ -409,6 +414,17 @@ impl Peers {
     /// This node's id.
     pub fn my_id(&self) -> u64 {
         self.my_id
+    }
+
+    /// Sets the id of the cluster this node belongs to (from its metadata, once known): its
+    /// `Hello`s carry it, and connections from nodes of another cluster are refused.
+    pub fn set_cluster(&self, cluster: Option<u64>) {
+        self.cluster.set(cluster);
+    }
+
+    /// The cluster id this node's `Hello`s carry.
+    pub fn cluster(&self) -> Option<u64> {
+        self.cluster.get()
     }
 
     fn peer(&self, id: u64) -> Rc<Peer> {
@@ -669,6 +685,7 @@ impl Peers {
             let hello = encode(&Frame::Hello(Hello {
                 from: self.my_id,
                 to,
+                cluster: self.cluster.get(),
             }))?;
             stream
                 .write_all(&hello)
@@ -826,6 +843,21 @@ impl Peers {
                 PeerCloseCode::WrongNode,
                 format!("this is node {}, not node {to}", self.my_id),
             ));
+        }
+        // Raft messages of another cluster's group would be taken for this one's (node ids
+        // repeat across clusters): a node of another cluster is refused. A node of none yet
+        // (new, dialling its seeds to join) is let in.
+        if let (Some(theirs), Some(mine)) = (hello.cluster, self.cluster.get()) {
+            if theirs != mine {
+                return Err((
+                    PeerCloseCode::ForeignCluster,
+                    format!(
+                        "node {} belongs to cluster {theirs:016x}, this node to cluster \
+                         {mine:016x}: check its seeds",
+                        hello.from
+                    ),
+                ));
+            }
         }
         let from = hello.from;
         self.heard_from(from);

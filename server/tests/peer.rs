@@ -634,6 +634,56 @@ fn a_peer_heard_from_is_dialled_without_waiting_out_its_backoff() {
     join(node_one);
 }
 
+/// A node of another cluster is refused (its Raft messages would be taken for this group's:
+/// node ids repeat across clusters); a node of no cluster yet (joining) and a node of the same
+/// cluster are let in.
+#[test]
+fn a_node_of_another_cluster_is_refused() {
+    logs();
+    let ca = CertificateAuthority::new("test cluster").expect("CA");
+    let (one, two, three) = (credentials(&ca), credentials(&ca), credentials(&ca));
+    let outcome = spawn("clusters", move || async move {
+        let first = start_node(1, &one, 0)?;
+        let second = start_node(2, &two, 0)?;
+        let joining = start_node(3, &three, 0)?;
+        first.peers.set_cluster(Some(0xa));
+        second.peers.set_cluster(Some(0xb));
+        let answering = Rc::clone(&second.peers);
+        glommio::spawn_local(async move {
+            loop {
+                if let Inbound::Request { reply, .. } = answering.next().await {
+                    reply.send(PeerResponse::Joined(Ok(())));
+                }
+            }
+        })
+        .detach();
+        let join = |peers: Rc<Peers>, from: u64, address: String| async move {
+            peers
+                .request(
+                    PeerTarget::Address(address),
+                    PeerRequest::Join(hello(from, "")),
+                    DEADLINE,
+                )
+                .await
+        };
+        let foreign = join(Rc::clone(&first.peers), 1, second.address.clone()).await;
+        if foreign.is_ok() {
+            return Err(format!("a node of cluster a joined cluster b: {foreign:?}"));
+        }
+        let new = join(Rc::clone(&joining.peers), 3, second.address.clone()).await;
+        if new != Ok(PeerResponse::Joined(Ok(()))) {
+            return Err(format!("a node of no cluster yet is let in: {new:?}"));
+        }
+        first.peers.set_cluster(Some(0xb));
+        let same = join(Rc::clone(&first.peers), 1, second.address.clone()).await;
+        if same != Ok(PeerResponse::Joined(Ok(()))) {
+            return Err(format!("a node of the same cluster is let in: {same:?}"));
+        }
+        Ok(())
+    });
+    join(outcome);
+}
+
 /// Waits for a raw test client's connection to end, and checks the server's close code when
 /// it arrives. (A close sent just after the handshake may not get out: quinn holds it back
 /// while MTU discovery's large probes fill the congestion window, and the client then learns
@@ -679,7 +729,11 @@ async fn raw_connect(
 
 /// A `Hello` from `from` to `to`, followed by `after`.
 fn hello_frame(from: u64, to: u64, after: &[u8]) -> TestResult<Vec<u8>> {
-    let hello = runnel_server::peer::Hello { from, to: Some(to) };
+    let hello = runnel_server::peer::Hello {
+        from,
+        to: Some(to),
+        cluster: None,
+    };
     let bytes = runnel_server::peer::encode(&runnel_server::peer::Frame::Hello(hello))
         .map_err(|e| e.to_string())?;
     Ok([bytes.as_slice(), after].concat())

@@ -30,6 +30,14 @@ pub enum Command {
         /// The node.
         node: NodeId,
     },
+    /// Names the cluster, once: the id every node's peer `Hello` carries, so that a node of
+    /// another cluster (given the wrong seeds) is refused instead of mixing two metadata
+    /// groups. Refused when the cluster has an id already ([`super::MetadataError::ClusterIdSet`])
+    /// or for 0.
+    SetClusterId {
+        /// The id, random, not 0.
+        id: u64,
+    },
     /// Creates a stream with `config.shard_count` open shards splitting the key space evenly,
     /// placed round-robin over the registered cores of the nodes not in `avoid`.
     CreateStream {
@@ -154,6 +162,11 @@ pub enum Applied {
         /// Shards that were on cores the node no longer has, now on `core % cores`, in id
         /// order.
         replaced: Vec<Shard>,
+    },
+    /// The cluster got its id.
+    ClusterIdSet {
+        /// The id.
+        id: u64,
     },
     /// A node was removed.
     NodeRemoved {

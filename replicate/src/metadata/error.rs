@@ -54,6 +54,12 @@ pub enum MetadataError {
         /// The id given.
         node: NodeId,
     },
+    /// The cluster has an id already: it is set once.
+    #[error("the cluster has an id already ({existing:016x})")]
+    ClusterIdSet {
+        /// The id it has.
+        existing: u64,
+    },
     /// A node cannot be removed while it owns shards of live streams: with one replica per
     /// shard their data lives only there, and moving shards waits for replication.
     #[error(

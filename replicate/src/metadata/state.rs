@@ -47,6 +47,8 @@ pub struct MetadataState {
     pub(crate) next_subscription_id: u64,
     /// Live subscriptions, by name.
     pub(crate) subscriptions: BTreeMap<SubscriptionName, Subscription>,
+    /// The cluster's id, once a leader named it (`SetClusterId`).
+    pub(crate) cluster_id: Option<u64>,
     /// Derived from `streams` and `shards`; never encoded.
     pub(crate) routing: Routing,
     /// The name of every live subscription, by id. Derived from `subscriptions`; never
@@ -68,6 +70,7 @@ impl MetadataState {
             next_stream_id: 1,
             next_shard_id: 1,
             placement_cursor: 0,
+            cluster_id: None,
             nodes: BTreeMap::new(),
             streams: BTreeMap::new(),
             shards: BTreeMap::new(),
@@ -95,6 +98,7 @@ impl MetadataState {
         let outcome = match command {
             Command::RegisterNode { node } => self.register_node(node),
             Command::RemoveNode { node } => self.remove_node(*node),
+            Command::SetClusterId { id } => self.set_cluster_id(*id),
             Command::CreateStream {
                 config,
                 now_ms,
@@ -146,6 +150,7 @@ impl MetadataState {
         match command {
             Command::RegisterNode { node } => self.check_register_node(node).map(|_| Vec::new()),
             Command::RemoveNode { node } => self.check_remove_node(*node).map(|_| Vec::new()),
+            Command::SetClusterId { id } => self.check_set_cluster_id(*id).map(|_| Vec::new()),
             Command::CreateStream {
                 config,
                 now_ms,
@@ -332,6 +337,30 @@ impl MetadataState {
             return Err(MetadataError::LastNode { node: id });
         }
         Ok(node)
+    }
+
+    /// The checks of a `SetClusterId`.
+    fn check_set_cluster_id(&self, id: u64) -> Result<(), MetadataError> {
+        if let Some(existing) = self.cluster_id {
+            return Err(MetadataError::ClusterIdSet { existing });
+        }
+        if id == 0 {
+            return Err(MetadataError::InvalidConfig {
+                reason: "a cluster id is not 0".into(),
+            });
+        }
+        Ok(())
+    }
+
+    fn set_cluster_id(&mut self, id: u64) -> Result<Applied, MetadataError> {
+        self.check_set_cluster_id(id)?;
+        self.cluster_id = Some(id);
+        Ok(Applied::ClusterIdSet { id })
+    }
+
+    /// The cluster's id, once a leader named it.
+    pub fn cluster_id(&self) -> Option<u64> {
+        self.cluster_id
     }
 
     fn remove_node(&mut self, id: NodeId) -> Result<Applied, MetadataError> {

@@ -110,6 +110,8 @@ pub struct Hello {
     pub from: u64,
     /// The node the dialler means to reach; None when it dialled an address (a seed).
     pub to: Option<u64>,
+    /// The dialler's cluster id; None before it joined a cluster (a new node dialling seeds).
+    pub cluster: Option<u64>,
 }
 
 /// Any frame.
@@ -283,6 +285,7 @@ pub fn encode(frame: &Frame) -> Result<Vec<u8>, FrameError> {
         Frame::Hello(hello) => {
             put_u64(&mut out, hello.from);
             put_option(&mut out, hello.to);
+            put_option(&mut out, hello.cluster);
         }
         Frame::Message(PeerMessage::Raft(bytes)) => out.extend_from_slice(bytes),
         Frame::Message(PeerMessage::Ping(hello)) => put_node_hello(&mut out, hello)?,
@@ -416,6 +419,7 @@ pub(crate) fn decode_body(header: &Header, body: Vec<u8>) -> Result<Frame, Frame
         kind::HELLO => Frame::Hello(Hello {
             from: fields.u64("from")?,
             to: fields.option("to")?,
+            cluster: fields.option("cluster")?,
         }),
         kind::PING => Frame::Message(PeerMessage::Ping(fields.node_hello()?)),
         kind::JOIN => Frame::Request(PeerRequest::Join(fields.node_hello()?)),
@@ -670,8 +674,13 @@ mod tests {
             Frame::Hello(Hello {
                 from: 1,
                 to: Some(2),
+                cluster: Some(3),
             }),
-            Frame::Hello(Hello { from: 7, to: None }),
+            Frame::Hello(Hello {
+                from: 7,
+                to: None,
+                cluster: None,
+            }),
             Frame::Message(PeerMessage::Raft(vec![8, 1, 16, 2, 24, 3])),
             Frame::Message(PeerMessage::Raft(Vec::new())),
             Frame::Message(PeerMessage::Ping(hello(2))),
@@ -728,9 +737,12 @@ mod tests {
         let bytes = encode(&Frame::Hello(Hello {
             from: 1,
             to: Some(2),
+            cluster: Some(0x0102_0304_0506_0708),
         }))?;
-        let body = [1, 0, 0, 0, 0, 0, 0, 0, 1, 2, 0, 0, 0, 0, 0, 0, 0];
-        let mut expected = vec![1, 1, 0, 0, 17, 0, 0, 0];
+        let body = [
+            1, 0, 0, 0, 0, 0, 0, 0, 1, 2, 0, 0, 0, 0, 0, 0, 0, 1, 8, 7, 6, 5, 4, 3, 2, 1,
+        ];
+        let mut expected = vec![1, 1, 0, 0, 26, 0, 0, 0];
         let crc = crc32fast::hash(&[expected.as_slice(), &body].concat());
         expected.extend_from_slice(&crc.to_le_bytes());
         expected.extend_from_slice(&body);

@@ -42,6 +42,7 @@ const TAG_COMMIT_PROGRESS_BATCH: u16 = 11;
 const TAG_REMOVE_NODE: u16 = 32;
 /// `CreateStream` with a non-empty `avoid` list.
 const TAG_CREATE_STREAM_AVOIDING: u16 = 33;
+const TAG_SET_CLUSTER_ID: u16 = 34;
 
 /// Bytes of one commit of a progress batch: subscription, shard and offset, a u64 each.
 const PROGRESS_COMMIT_BYTES: usize = 24;
@@ -55,6 +56,10 @@ pub(crate) fn write(writer: &mut Writer, command: &Command) {
         Command::RemoveNode { node } => {
             writer.u16(TAG_REMOVE_NODE);
             writer.u64(node.0);
+        }
+        Command::SetClusterId { id } => {
+            writer.u16(TAG_SET_CLUSTER_ID);
+            writer.u64(*id);
         }
         Command::CreateStream {
             config,
@@ -140,6 +145,9 @@ pub(crate) fn read(reader: &mut Reader<'_>) -> Result<Command, DecodeError> {
         },
         TAG_REMOVE_NODE => Command::RemoveNode {
             node: NodeId(reader.u64("node")?),
+        },
+        TAG_SET_CLUSTER_ID => Command::SetClusterId {
+            id: reader.u64("cluster id")?,
         },
         TAG_CREATE_STREAM => Command::CreateStream {
             config: read_stream_config(reader)?,

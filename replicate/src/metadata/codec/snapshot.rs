@@ -34,6 +34,8 @@ const SECTION_SHARDS: u16 = 4;
 /// The subscription id counter, then live subscriptions in name order. Optional: absent when
 /// no subscription was ever created (the counter is still 1).
 const SECTION_SUBSCRIPTIONS: u16 = 5;
+/// The cluster id (a u64, not 0). Optional: absent before a leader named the cluster.
+const SECTION_CLUSTER: u16 = 6;
 
 /// The subscription id counter of a state that never created a subscription.
 const NEXT_SUBSCRIPTION_ID_INITIAL: u64 = 1;
@@ -72,6 +74,9 @@ pub(crate) fn write(writer: &mut Writer, state: &MetadataState) {
                 write_subscription(writer, subscription);
             }
         });
+    }
+    if let Some(id) = state.cluster_id {
+        writer.section(SECTION_CLUSTER, |writer| writer.u64(id));
     }
 }
 
@@ -135,6 +140,17 @@ pub(crate) fn read(mut reader: Reader<'_>) -> Result<MetadataState, DecodeError>
                     },
                 )?;
                 section.finish("subscriptions section")?;
+            }
+            SECTION_CLUSTER => {
+                let id = section.u64("cluster id")?;
+                if id == 0 {
+                    return Err(DecodeError::InvalidValue {
+                        field: "cluster id",
+                        reason: "a cluster id is not 0".to_string(),
+                    });
+                }
+                state.cluster_id = Some(id);
+                section.finish("cluster section")?;
             }
             _ => return Err(DecodeError::UnknownSection { tag }),
         }

@@ -25,6 +25,9 @@ fn all_commands() -> Vec<Command> {
     vec![
         Command::RegisterNode { node: node(7, 16) },
         Command::RemoveNode { node: NodeId(7) },
+        Command::SetClusterId {
+            id: 0x0123_4567_89ab_cdef,
+        },
         Command::RemoveNode {
             node: NodeId(u64::MAX),
         },
@@ -283,6 +286,36 @@ fn snapshots_round_trip_and_start_with_their_own_magic() {
         assert_eq!(decoded, state);
         assert_eq!(encode_snapshot(&decoded), bytes);
     }
+}
+
+/// The cluster id travels in its own snapshot section, written only once it is set (a state
+/// without one encodes as before the section existed); a section holding 0 is refused.
+#[test]
+fn the_cluster_id_has_an_optional_snapshot_section() {
+    let without = busy_state();
+    let mut harness = Harness::with_nodes(1, 1);
+    harness.ok(Command::SetClusterId { id: 0xfeed });
+    let with = harness.state.clone();
+    assert_eq!(with.cluster_id(), Some(0xfeed));
+    let bytes = encode_snapshot(&with);
+    assert_eq!(decode_snapshot(&bytes).expect("decodes"), with);
+    let plain = encode_snapshot(&MetadataState::new());
+    assert!(bytes.len() > plain.len() + 8, "a section of its own");
+    assert_eq!(
+        decode_snapshot(&encode_snapshot(&without))
+            .expect("decodes")
+            .cluster_id(),
+        None
+    );
+    // The same state with the section's value zeroed (and the CRC fixed) is refused.
+    let mut zeroed = bytes.clone();
+    let at = zeroed.len() - 4 - 8;
+    assert_eq!(zeroed[at..at + 8], 0xfeed_u64.to_le_bytes());
+    zeroed[at..at + 8].fill(0);
+    let crc_at = zeroed.len() - 4;
+    let crc = crc32fast::hash(&zeroed[..crc_at]).to_le_bytes();
+    zeroed[crc_at..].copy_from_slice(&crc);
+    assert!(decode_snapshot(&zeroed).is_err());
 }
 
 #[test]

@@ -859,3 +859,23 @@ fn placement_skips_the_nodes_a_create_avoids() {
         MetadataError::NoAvailableNodes { avoided: 3 }
     );
 }
+
+/// The cluster is named once: a second id, or 0, is refused and changes nothing.
+#[test]
+fn the_cluster_id_is_set_once() {
+    let mut harness = Harness::with_nodes(1, 1);
+    assert_eq!(harness.state.cluster_id(), None);
+    assert!(matches!(
+        harness.refused(Command::SetClusterId { id: 0 }),
+        MetadataError::InvalidConfig { .. }
+    ));
+    assert_eq!(
+        harness.ok(Command::SetClusterId { id: 7 }),
+        Applied::ClusterIdSet { id: 7 }
+    );
+    assert_eq!(
+        harness.refused(Command::SetClusterId { id: 8 }),
+        MetadataError::ClusterIdSet { existing: 7 }
+    );
+    assert_eq!(harness.state.cluster_id(), Some(7));
+}
