@@ -8,7 +8,10 @@ use std::time::Duration;
 
 use glommio::channels::channel_mesh::{Full, MeshBuilder, Senders};
 
-use super::{Envelope, Mesh, MeshError, MeshHost, Service, ServiceId};
+use super::codec::{put_string, put_u64, Reader};
+use super::{
+    AnyValue, Envelope, Mesh, MeshError, MeshHost, RemoteService, Service, ServiceId, WireError,
+};
 use crate::select::{first_of, First};
 
 /// One core of the test: its mesh side and its senders.
@@ -215,6 +218,87 @@ fn a_second_service_with_one_id_is_refused() {
     assert!(core.mesh.handles(Echo::ID));
     core.mesh
         .register::<WrongResponse, _, _>(|_, _| async move { Ok(1) });
+}
+
+service!(
+    /// A remote service: a string in, its length out.
+    Length, "test.length", String, u64
+);
+
+impl RemoteService for Length {
+    fn encode_request(request: &String, out: &mut Vec<u8>) {
+        put_string(out, request);
+    }
+
+    fn decode_request(bytes: &[u8]) -> Result<String, WireError> {
+        let mut reader = Reader::new(bytes);
+        let text = reader.string("text")?;
+        reader.finish()?;
+        Ok(text)
+    }
+
+    fn encode_response(response: &u64, out: &mut Vec<u8>) {
+        put_u64(out, *response);
+    }
+
+    fn decode_response(bytes: &[u8]) -> Result<u64, WireError> {
+        let mut reader = Reader::new(bytes);
+        let length = reader.u64("length")?;
+        reader.finish()?;
+        Ok(length)
+    }
+}
+
+/// The codecs a core keeps for calls from other nodes: a remote service's request decodes
+/// and its response encodes; a local-only or unknown service, bytes that do not decode and a
+/// response of another type are errors, never panics.
+#[test]
+fn remote_codecs_decode_requests_and_encode_responses() -> Result<(), MeshError> {
+    let core = Bare {
+        mesh: Mesh::new(0, 1),
+    };
+    core.mesh
+        .register_remote::<Length, _, _>(|_, text| async move { Ok(text.len() as u64) });
+    core.mesh
+        .register::<Echo, _, _>(|_, text| async move { Ok(text) });
+    let mut request = Vec::new();
+    Length::encode_request(&"four".to_string(), &mut request);
+    let decoded = core
+        .mesh
+        .decode_remote(Length::ID, &request)
+        .ok_or(MeshError::Stopping)??;
+    assert_eq!(
+        decoded.downcast_ref::<String>().map(String::as_str),
+        Some("four")
+    );
+    assert!(
+        core.mesh.decode_remote(Echo::ID, &request).is_none(),
+        "local only"
+    );
+    assert!(core
+        .mesh
+        .decode_remote(Unregistered::ID, &request)
+        .is_none());
+    let malformed = core.mesh.decode_remote(Length::ID, &request[..3]);
+    assert!(
+        matches!(
+            malformed,
+            Some(Err(MeshError::Malformed {
+                service: "test.length",
+                ..
+            }))
+        ),
+        "{malformed:?}"
+    );
+    let response: AnyValue = Box::new(4_u64);
+    let bytes = core.mesh.encode_remote(Length::ID, &response)?;
+    assert_eq!(Length::decode_response(&bytes), Ok(4));
+    let wrong: AnyValue = Box::new("four".to_string());
+    assert!(matches!(
+        core.mesh.encode_remote(Length::ID, &wrong),
+        Err(MeshError::Internal { .. })
+    ));
+    Ok(())
 }
 
 /// Ids are the FNV-1a hash of the name, as `docs/format/peer.md` lists them.
