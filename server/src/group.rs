@@ -98,6 +98,8 @@ pub struct MetaGroup {
     prepared: RefCell<HashSet<ShardId>>,
     /// The last word from each node, and when.
     hellos: RefCell<HashMap<u64, (NodeHello, Instant)>>,
+    /// Set while this leader's `SetClusterId` is in flight.
+    naming_cluster: Rc<Cell<bool>>,
     ticks: Cell<u64>,
     /// The term and leader last logged.
     seen_leader: Cell<(u64, Option<u64>)>,
@@ -189,6 +191,7 @@ impl MetaGroup {
             batch_active: Cell::new(false),
             prepared: RefCell::new(HashSet::new()),
             hellos: RefCell::new(HashMap::new()),
+            naming_cluster: Rc::new(Cell::new(false)),
             ticks: Cell::new(0),
             seen_leader: Cell::new((0, None)),
             started: Instant::now(),
@@ -515,6 +518,7 @@ impl MetaGroup {
                 self.take_inputs();
                 self.process(core).await?;
                 self.log_leader();
+                self.name_cluster(core);
                 continue;
             }
             let input = self.input_ready.listen();
@@ -540,7 +544,38 @@ impl MetaGroup {
             }
             self.process(core).await?;
             self.log_leader();
+            self.name_cluster(core);
         }
+    }
+
+    /// Hands the cluster id to the peer transport once the metadata names one; a leader of a
+    /// cluster without one (new, or from before ids existed) names it, once.
+    fn name_cluster(&self, core: &Rc<Core>) {
+        let id = core.metadata.borrow().cluster_id();
+        if let Some(peers) = &self.peers {
+            if peers.cluster() != id {
+                peers.set_cluster(id);
+                if let Some(id) = id {
+                    tracing::info!(cluster = format!("{id:016x}"), "cluster id");
+                }
+            }
+        }
+        let leads = self.member.borrow().leader() == Some(core.config.node_id);
+        if id.is_some() || !leads || !core.is_ready() || self.naming_cluster.get() {
+            return;
+        }
+        self.naming_cluster.set(true);
+        let naming = Rc::clone(&self.naming_cluster);
+        let core = Rc::clone(core);
+        let id = new_cluster_id(core.config.node_id);
+        glommio::spawn_local(async move {
+            // Refused when another leader named it first: the next look finds the id.
+            if let Err(error) = core.propose(Command::SetClusterId { id }).await {
+                tracing::debug!(%error.message, "naming the cluster");
+            }
+            naming.set(false);
+        })
+        .detach();
     }
 
     /// Logs a change of term or leader (operators follow elections in the log).
@@ -1269,4 +1304,17 @@ impl MetaGroup {
             }
         }
     }
+}
+
+/// A new cluster's id: random (std's per-process random hash keys over the node id and the
+/// time), never 0. Not a secret: it only tells clusters apart.
+fn new_cluster_id(node: u64) -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
+    hasher.write_u64(node);
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos());
+    hasher.write_u128(now);
+    hasher.finish().max(1)
 }

@@ -95,6 +95,34 @@ fn metadata_written_through_one_node_is_seen_by_every_node() {
         let shard_count = cluster.or_panic_with_logs(seen, "metadata not seen");
         assert_eq!(shard_count, 3, "node {k} describes the stream as created");
     }
+    // The leader named the cluster, and every node's peer transport took that id.
+    let named = poll(PATIENCE, || {
+        let ids: BTreeSet<Option<String>> = cluster
+            .ids()
+            .map(|k| cluster_id_logged(&cluster.log(k)))
+            .collect();
+        match ids.iter().next() {
+            Some(Some(id)) if ids.len() == 1 => Ok(id.clone()),
+            _ => Err(format!("cluster ids logged by the nodes: {ids:?}")),
+        }
+    });
+    cluster.or_panic_with_logs(named, "one cluster id on every node");
+}
+
+/// The last cluster id a node's log names (`cluster id cluster=<16 hex digits>`).
+fn cluster_id_logged(log: &str) -> Option<String> {
+    log.lines()
+        .rev()
+        .find(|line| line.contains("cluster id"))
+        .and_then(|line| {
+            let at = line.find("cluster=")? + "cluster=".len();
+            let id: String = line[at..]
+                .trim_start_matches('"')
+                .chars()
+                .take_while(char::is_ascii_hexdigit)
+                .collect();
+            (id.len() == 16).then_some(id)
+        })
 }
 
 /// What the churn task learned about each change it asked for: acknowledged, or sent without

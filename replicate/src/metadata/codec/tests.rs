@@ -581,7 +581,15 @@ fn command_bodies_are_checked_field_by_field() {
     );
     assert_eq!(
         command(&|w| w.u16(34)),
-        Err(DecodeError::UnknownCommand { tag: 34 })
+        Err(DecodeError::Truncated {
+            field: "cluster id",
+            needed: 8,
+            available: 0
+        })
+    );
+    assert_eq!(
+        command(&|w| w.u16(35)),
+        Err(DecodeError::UnknownCommand { tag: 35 })
     );
     // A length larger than the bytes left is refused before anything is allocated.
     assert_eq!(
@@ -738,9 +746,9 @@ fn the_subscriptions_section_is_optional_and_never_empty() {
     assert_eq!(
         snapshot(|w| {
             with_counter(3)(w);
-            w.section(6, |_| {});
+            w.section(7, |_| {});
         }),
-        Err(DecodeError::UnknownSection { tag: 6 })
+        Err(DecodeError::UnknownSection { tag: 7 })
     );
 }
 
