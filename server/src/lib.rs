@@ -13,6 +13,7 @@
 //! reason and an exit code), or acknowledge after a storage fault.
 
 pub mod allocations;
+pub mod append;
 pub mod ask;
 pub mod cluster;
 pub mod config;
@@ -29,6 +30,7 @@ pub mod malloc;
 pub mod metadata_log;
 pub mod node;
 pub mod open_files;
+pub mod ownership;
 pub mod peer;
 pub mod proposer;
 mod select;
