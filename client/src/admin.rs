@@ -188,7 +188,7 @@ impl Client {
     pub async fn node_status(&self) -> Result<NodeStatus, ClientError> {
         let nodes = &self.inner.nodes;
         match nodes
-            .call_admin(&Request::GetNodeStatus, Safety::Idempotent)
+            .call_bootstrap(&Request::GetNodeStatus, Safety::Idempotent)
             .await?
         {
             Response::NodeStatus(status) => Ok(status),
@@ -210,11 +210,29 @@ impl Client {
         match self
             .inner
             .nodes
-            .call_admin(&Request::InitCluster, Safety::AtMostOnce)
+            .call_bootstrap(&Request::InitCluster, Safety::AtMostOnce)
             .await?
         {
             Response::InitClusterOk => Ok(()),
             other => Err(unexpected("InitCluster", &other)),
+        }
+    }
+
+    /// Removes node `node` from the cluster for good: it leaves the metadata group and the
+    /// node list, placement never uses it again, and the node stops when it learns so (its
+    /// data directory then refuses to start). Refused with `NodeOwnsShards` while it owns
+    /// shards of live streams, `UnknownNode` when no node has that id, and `WouldLoseQuorum`
+    /// when the metadata group could not commit without it. Returns once the removal is
+    /// applied on the node the client reached. Not retried once sent.
+    pub async fn remove_node(&self, node: u64) -> Result<(), ClientError> {
+        match self
+            .inner
+            .nodes
+            .call_admin(&Request::RemoveNode(node), Safety::AtMostOnce)
+            .await?
+        {
+            Response::RemoveNodeOk(removed) if removed == node => Ok(()),
+            other => Err(unexpected("RemoveNode", &other)),
         }
     }
 

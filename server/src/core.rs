@@ -198,6 +198,10 @@ pub fn metadata_error(error: &MetadataError) -> ErrorResponse {
         MetadataError::ShardNotFound { .. } => ErrorCode::UnknownShard,
         MetadataError::ShardSealed { .. } => ErrorCode::ShardSealed,
         MetadataError::StreamHasSubscriptions { .. } => ErrorCode::StreamHasSubscriptions,
+        MetadataError::NodeOwnsShards { .. } => ErrorCode::NodeOwnsShards,
+        MetadataError::NodeNotFound { .. } => ErrorCode::UnknownNode,
+        MetadataError::LastNode { .. } => ErrorCode::WouldLoseQuorum,
+        MetadataError::NoAvailableNodes { .. } => ErrorCode::Unavailable,
         MetadataError::InvalidConfig { .. }
         | MetadataError::NotEnoughNodes { .. }
         | MetadataError::LimitExceeded { .. }
@@ -507,10 +511,11 @@ impl Core {
     }
 
     /// Core 0: proposes a command through this node's proposer (this node must lead the
-    /// metadata group); its index once committed and applied here.
+    /// metadata group); its index once committed and applied here. A create gets the nodes
+    /// this leader sees unavailable as nodes to avoid (`crate::cluster`).
     pub async fn propose_here(&self, command: Command) -> Result<u64, ErrorResponse> {
         match &self.proposer {
-            Some(proposer) => proposer.propose(command).await,
+            Some(proposer) => proposer.propose(self.placement_hints(command)).await,
             None => Err(ErrorResponse::new(
                 ErrorCode::Internal,
                 "core 0 has no metadata proposer",

@@ -47,8 +47,9 @@ pub async fn run(cli: Cli, output: &mut Output) -> Result<(), CliError> {
             subscription::delete(&client, &name, force, output).await
         }
         Command::Consume(args) => consume::run(&client, args, output).await,
-        Command::Node(NodeCommand::Status) => node::status(&client, &cli.global.url, output).await,
+        Command::Node(NodeCommand::Status) => node::status(&client, output).await,
         Command::Node(NodeCommand::List) => node::list(&client, output).await,
+        Command::Node(NodeCommand::Remove { id }) => node::remove(&client, id, output).await,
         Command::Cluster(ClusterCommand::Init) => node::init_cluster(&client, output).await,
     };
     let flushed = output.flush();
