@@ -81,7 +81,11 @@ impl Fixture {
             retention_ms: 86_400_000,
             durability,
         };
-        let create = Command::CreateStream { config, now_ms: 1 };
+        let create = Command::CreateStream {
+            config,
+            now_ms: 1,
+            avoid: Vec::new(),
+        };
         let created = apply(&core, &mut next_index, create).await;
         let Applied::StreamCreated { shards, .. } = created else {
             panic!("the stream is created: {created:?}");
