@@ -891,14 +891,16 @@ impl MetaGroup {
                         PeerRequest::Ask {
                             core: target,
                             applied_index,
-                            question,
+                            service,
+                            request,
                         } => PeerResponse::Answered(
-                            crate::ask::answer_from_peer(
+                            crate::mesh::remote::answer_from_peer(
                                 &core,
                                 from,
                                 target,
                                 applied_index,
-                                question,
+                                service,
+                                &request,
                             )
                             .await,
                         ),

@@ -14,7 +14,6 @@
 
 pub mod allocations;
 pub mod append;
-pub mod ask;
 pub mod cluster;
 pub mod config;
 pub mod convert;
@@ -27,11 +26,13 @@ pub mod handler;
 pub mod identity;
 pub mod local;
 pub mod malloc;
+pub mod mesh;
 pub mod metadata_log;
 pub mod node;
 pub mod open_files;
 pub mod ownership;
 pub mod peer;
+pub mod proposal;
 pub mod proposer;
 mod select;
 pub mod stop;
