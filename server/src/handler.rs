@@ -6,7 +6,7 @@ use std::rc::Rc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use runnel_core::{BatchError, CheckedChunks};
+use runnel_core::BatchError;
 use runnel_net::protocol::{
     negotiate, AppendOk, CloseCode, DeleteStreamOk, ErrorCode, ErrorResponse, FrameLimits,
     FrameReader, HelloOk, NodeStatus, ReadEnd, ReadEndReason, ReadFrom, Request, Response,
@@ -15,15 +15,17 @@ use runnel_net::protocol::{
 use runnel_net::protocol::{
     write_response, AllocationCounts, CoreStatus, ReadChunk as WireChunk, ResponseWriter,
 };
-use runnel_replicate::metadata::{Command, Durability, StreamConfig};
+use runnel_replicate::metadata::{Command, StreamConfig};
 use runnel_segment::log::ReadBound;
 use runnel_segment::LogError;
 
+use crate::append::{AppendError, AppendRequest};
 use crate::convert::{
     durability_from_wire, fill_offsets, shard_info, stream_info, SHARDS_PER_ENVELOPE_MAX,
 };
 use crate::core::{now_ms, Core};
-use crate::local::{visible_end, LocalShard, OpenLog};
+use crate::local::{visible_end, OpenError};
+use crate::ownership::{OwnedShard, ShardError};
 use crate::select::{first_of, First};
 use crate::subscription;
 
@@ -218,22 +220,6 @@ fn error_response_with_offsets(
     response
 }
 
-/// An append refused while validating its batch (a batch error, or one of the server's
-/// checks) or by the log.
-struct Refusal(ErrorResponse);
-
-impl From<BatchError> for Refusal {
-    fn from(error: BatchError) -> Refusal {
-        Refusal(batch_error(&error))
-    }
-}
-
-impl From<LogError> for Refusal {
-    fn from(error: LogError) -> Refusal {
-        Refusal(log_error(&error))
-    }
-}
-
 fn batch_error(error: &BatchError) -> ErrorResponse {
     let code = match error {
         BatchError::RecordTooLarge { .. } => ErrorCode::RecordTooLarge,
@@ -245,70 +231,52 @@ fn batch_error(error: &BatchError) -> ErrorResponse {
     ErrorResponse::new(code, error.to_string())
 }
 
-/// The shard's log if this core owns it, or the error that says where it lives.
-fn owned_shard(
-    core: &Core,
-    stream: &runnel_core::StreamName,
-    shard: runnel_core::ShardId,
-) -> Result<
-    (
-        Rc<LocalShard>,
-        runnel_replicate::metadata::Shard,
-        Durability,
-    ),
-    ErrorResponse,
-> {
-    let state = core.metadata.borrow();
-    let stream_record = state.stream(stream).ok_or_else(|| {
-        error(
-            ErrorCode::UnknownStream,
-            format!("stream {stream} does not exist"),
-        )
-    })?;
-    let shard_record = state
-        .shard(shard)
-        .filter(|s| s.stream == stream_record.id)
-        .ok_or_else(|| {
-            error(
-                ErrorCode::UnknownShard,
-                format!("stream {stream} has no shard {shard}"),
-            )
-        })?
-        .clone();
-    let placement = shard_record.placement;
-    if placement.node != core.node_id() || placement.core != core.index {
-        let mut response = error(
-            ErrorCode::NotOwner,
-            format!(
-                "shard {shard} is owned by node {} core {}",
-                placement.node.0, placement.core
-            ),
-        );
-        response.owner = Some(ShardOwner {
-            node: placement.node.0,
-            core: placement.core,
-        });
-        return Err(response);
+/// The protocol's answer to a refused append: the one place the append service's typed
+/// errors become wire errors.
+impl From<AppendError> for ErrorResponse {
+    fn from(refusal: AppendError) -> ErrorResponse {
+        match &refusal {
+            AppendError::Shard(error) => ErrorResponse::from(error.clone()),
+            AppendError::Sealed { .. } => error(ErrorCode::ShardSealed, refusal.to_string()),
+            AppendError::WrongShard { .. } => error(ErrorCode::WrongShard, refusal.to_string()),
+            AppendError::Batch(error) => batch_error(error),
+            AppendError::Log(error) => log_error(error),
+            AppendError::NotOneBatch { .. } => error(ErrorCode::InvalidBatch, refusal.to_string()),
+        }
     }
-    let local = core.local_shard(shard).ok_or_else(|| {
-        error(
-            ErrorCode::Unavailable,
-            format!("shard {shard} is not open on this core yet"),
-        )
-    })?;
-    Ok((local, shard_record, stream_record.config.durability))
 }
 
-/// The shard's log, opened if it is not open, if this core owns it; or the error that says
-/// where it lives.
-async fn owned_log(
-    core: &Core,
-    stream: &runnel_core::StreamName,
-    shard: runnel_core::ShardId,
-) -> Result<(OpenLog, runnel_replicate::metadata::Shard, Durability), ErrorResponse> {
-    let (local, shard, durability) = owned_shard(core, stream, shard)?;
-    let log = core.shard_log(&local).await?;
-    Ok((log, shard, durability))
+/// The protocol's answer to a request for a shard this core does not serve.
+impl From<ShardError> for ErrorResponse {
+    fn from(refusal: ShardError) -> ErrorResponse {
+        let code = match &refusal {
+            ShardError::UnknownStream { .. } => ErrorCode::UnknownStream,
+            ShardError::UnknownShard { .. } => ErrorCode::UnknownShard,
+            ShardError::NotOwner { .. } => ErrorCode::NotOwner,
+            ShardError::NotLocalYet { .. } => ErrorCode::Unavailable,
+            ShardError::Open(open) => return ErrorResponse::from(open.clone()),
+        };
+        let mut response = error(code, refusal.to_string());
+        if let ShardError::NotOwner { owner, .. } = refusal {
+            response.owner = Some(ShardOwner {
+                node: owner.node.0,
+                core: owner.core,
+            });
+        }
+        response
+    }
+}
+
+/// The protocol's answer to a shard log that could not be opened.
+impl From<OpenError> for ErrorResponse {
+    fn from(refusal: OpenError) -> ErrorResponse {
+        let code = match &refusal {
+            OpenError::Deleted { .. } => ErrorCode::UnknownShard,
+            OpenError::Unavailable { .. } => ErrorCode::Unavailable,
+            OpenError::Storage { .. } => ErrorCode::StorageFault,
+        };
+        error(code, refusal.to_string())
+    }
 }
 
 async fn handle(core: &Rc<Core>, request: Request, payload: &[Bytes]) -> Answer {
@@ -391,47 +359,21 @@ async fn handle(core: &Rc<Core>, request: Request, payload: &[Bytes]) -> Answer 
             }))
         }
         Request::Append(append) => {
-            let (log, shard, durability) = owned_log(core, &append.stream, append.shard).await?;
-            // The batch stays in the chunks QUIC received it in: its header and payload CRC
-            // are checked over them here, then the log copies it once into its tail buffer
-            // and validates the archive there, checking every key against the shard in the
-            // same pass. Refused at any step, nothing is appended.
-            let limits = core.config.limits();
-            let batch = CheckedChunks::check(payload, &limits).map_err(|e| batch_error(&e))?;
-            if !shard.is_open() {
-                return Err(error(
-                    ErrorCode::ShardSealed,
-                    format!("shard {} is sealed", shard.id),
-                ));
-            }
-            let appended = log
-                .append_chunks(&batch, shard.epoch, &limits, |index, record| {
-                    match record.key() {
-                        Some(key) if !shard.key_range.contains_key(key) => Err(Refusal(error(
-                            ErrorCode::WrongShard,
-                            format!(
-                                "record {index}'s key does not belong to shard {} of stream {}",
-                                shard.id, append.stream
-                            ),
-                        ))),
-                        _ => Ok(()),
-                    }
+            let appended = core
+                .append(AppendRequest {
+                    stream: &append.stream,
+                    shard: append.shard,
+                    batch: payload,
                 })
-                .await
-                .map_err(|refusal| refusal.0)?;
-            if durability == Durability::Fsync {
-                log.wait_durable(appended.last_offset)
-                    .await
-                    .map_err(|e| log_error(&e))?;
-            }
+                .await?;
             Ok(Response::AppendOk(AppendOk {
-                shard: shard.id,
+                shard: appended.shard,
                 base_offset: appended.base_offset,
                 last_offset: appended.last_offset,
             }))
         }
         Request::Trim(trim) => {
-            let (log, shard, _) = owned_log(core, &trim.stream, trim.shard).await?;
+            let OwnedShard { log, shard } = core.owned_log(&trim.stream, trim.shard).await?;
             log.trim(trim.offset).await.map_err(|e| log_error(&e))?;
             Ok(Response::TrimOk(TrimOk {
                 shard: shard.id,
@@ -534,10 +476,11 @@ async fn read_loop(
     send: &mut quinn::SendStream,
     limits: &FrameLimits,
 ) -> Result<ReadEnd, Option<ErrorResponse>> {
-    let (log, _, durability) = owned_log(core, &read.stream, read.shard)
+    let OwnedShard { log, shard } = core
+        .owned_log(&read.stream, read.shard)
         .await
-        .map_err(Some)?;
-    let bound = crate::core::visible(durability);
+        .map_err(|refusal| Some(refusal.into()))?;
+    let bound = crate::core::visible(shard.durability);
     let bound_offset = || visible_end(&log, bound);
     let mut next = match read.from {
         ReadFrom::Earliest => log.start_offset(),

@@ -13,6 +13,7 @@
 //! reason and an exit code), or acknowledge after a storage fault.
 
 pub mod allocations;
+pub mod append;
 pub mod cluster;
 pub mod config;
 pub mod convert;
@@ -29,6 +30,7 @@ pub mod mesh;
 pub mod metadata_log;
 pub mod node;
 pub mod open_files;
+pub mod ownership;
 pub mod peer;
 pub mod proposal;
 pub mod proposer;

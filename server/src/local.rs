@@ -22,7 +22,7 @@ use std::rc::Rc;
 use std::time::{Duration, Instant};
 
 use runnel_core::{Offset, ShardId};
-use runnel_net::protocol::{ErrorCode, ErrorResponse};
+use runnel_net::protocol::ErrorResponse;
 use runnel_segment::event::Event;
 use runnel_segment::log::ReadBound;
 use runnel_segment::{DmaStorage, LogError, ShardLog};
@@ -32,6 +32,31 @@ use crate::error::FatalError;
 
 /// An open shard log, shared by the requests and consumers using it.
 pub type OpenLog = Rc<ShardLog<DmaStorage>>;
+
+/// Why a shard's log could not be opened. Damage to acknowledged records and I/O failures
+/// also stop the node ([`Core::fail`]); the request that met them gets [`OpenError::Storage`].
+#[derive(Debug, Clone, thiserror::Error)]
+#[non_exhaustive]
+pub enum OpenError {
+    /// The shard was deleted while the request waited for its log.
+    #[error("shard {shard} was deleted")]
+    Deleted {
+        /// The shard.
+        shard: ShardId,
+    },
+    /// The process is out of file descriptors or memory now: retry later.
+    #[error("{message}")]
+    Unavailable {
+        /// What failed, with the shard and its directory.
+        message: String,
+    },
+    /// The disk is full, or the log is damaged or unreadable.
+    #[error("{message}")]
+    Storage {
+        /// What failed, with the shard and its directory.
+        message: String,
+    },
+}
 
 /// Logs a core opens at once when it opens many (the check at start).
 pub const OPENS_IN_FLIGHT_MAX: usize = 64;
@@ -173,10 +198,15 @@ impl Core {
         max
     }
 
+    /// [`Core::open_log`], its error in the protocol's terms.
+    pub async fn shard_log(&self, local: &LocalShard) -> Result<OpenLog, ErrorResponse> {
+        self.open_log(local).await.map_err(ErrorResponse::from)
+    }
+
     /// The shard's log, opened (and recovered) if it is not open. Damage to acknowledged
     /// records stops the node (exit code 9), like any I/O failure but running out of
     /// descriptors or space, which fail this request only.
-    pub async fn shard_log(&self, local: &LocalShard) -> Result<OpenLog, ErrorResponse> {
+    pub async fn open_log(&self, local: &LocalShard) -> Result<OpenLog, OpenError> {
         let previous = loop {
             let changed = local.changed.listen();
             {
@@ -227,13 +257,11 @@ impl Core {
         Ok(log)
     }
 
-    fn open_failed(&self, shard: ShardId, dir: &Path, error: LogError) -> ErrorResponse {
+    fn open_failed(&self, shard: ShardId, dir: &Path, error: LogError) -> OpenError {
         let message = format!("open shard {shard} at {}: {error}", dir.display());
         let fatal = match &error {
             LogError::Corruption { .. } => FatalError::Corruption(message.clone()),
-            LogError::NoSpace { .. } => {
-                return ErrorResponse::new(ErrorCode::StorageFault, message);
-            }
+            LogError::NoSpace { .. } => return OpenError::Storage { message },
             LogError::Io { source, .. }
                 if matches!(
                     source.raw_os_error(),
@@ -241,12 +269,12 @@ impl Core {
                 ) =>
             {
                 tracing::warn!(core = self.index, %shard, %error, "cannot open a shard log now");
-                return ErrorResponse::new(ErrorCode::Unavailable, message);
+                return OpenError::Unavailable { message };
             }
             _ => FatalError::Io(message.clone()),
         };
         self.fail(fatal);
-        ErrorResponse::new(ErrorCode::StorageFault, message)
+        OpenError::Storage { message }
     }
 
     /// Closes the shard's log if it is open and nobody holds it; true if it closed it. A
@@ -392,7 +420,7 @@ impl Core {
                     let core = Rc::clone(self);
                     let local = Rc::clone(local);
                     glommio::spawn_local(async move {
-                        match core.shard_log(&local).await {
+                        match core.open_log(&local).await {
                             Ok(log) => {
                                 // Closed unless a request holds it now.
                                 drop(log);
@@ -434,9 +462,6 @@ impl Core {
     }
 }
 
-fn deleted(shard: ShardId) -> ErrorResponse {
-    ErrorResponse::new(
-        ErrorCode::UnknownShard,
-        format!("shard {shard} was deleted"),
-    )
+fn deleted(shard: ShardId) -> OpenError {
+    OpenError::Deleted { shard }
 }

@@ -1,0 +1,169 @@
+//! The append service: how anything running on a core appends a batch to a shard it owns.
+//!
+//! ARCHITECTURE §3: append is a service any code on a core calls (the QUIC handler today;
+//! replication, SQL output and an HTTP API later), not code inside one request handler. Every
+//! caller goes through [`Core::append`], so every batch is validated the same way, once:
+//!
+//! 1. the shard must be this core's ([`Core::owned_log`]; else [`ShardError::NotOwner`] naming
+//!    the owner, and nothing else is looked at);
+//! 2. the batch's header, limits, length, padding and payload CRC are checked over the chunks
+//!    it arrived in ([`CheckedChunks::check`], the only way to build the type the log takes);
+//! 3. the shard must be open (not sealed by a split or a merge);
+//! 4. the log copies the batch once, from those chunks into its tail buffer, and validates the
+//!    archive there, checking each record's key against the shard's range in the same pass
+//!    ([`runnel_segment::ShardLog::append_chunks`]); refused at any step, nothing is appended;
+//! 5. for a stream with `fsync` durability, the answer waits until the batch is durable.
+//!
+//! A batch built in-process is one chunk ([`Core::append_batch`]): it takes the same path. The
+//! service allocates nothing on success; errors are typed ([`AppendError`]) and the QUIC
+//! handler turns them into the protocol's `ErrorResponse` in one place.
+
+use runnel_core::{BatchError, CheckedChunks, Offset, ShardId, StreamName};
+use runnel_replicate::metadata::Durability;
+use runnel_segment::LogError;
+
+use crate::core::Core;
+use crate::ownership::ShardError;
+
+#[cfg(test)]
+mod tests;
+
+/// One batch for one shard: the batch's bytes in the chunks they arrived in (a QUIC stream's
+/// received chunks, not joined), or in one chunk for a batch built in-process.
+#[derive(Debug, Clone, Copy)]
+pub struct AppendRequest<'a, C> {
+    /// The stream the shard belongs to.
+    pub stream: &'a StreamName,
+    /// The shard.
+    pub shard: ShardId,
+    /// The batch, joined, is these chunks' start (bytes after it are ignored).
+    pub batch: &'a [C],
+}
+
+/// An acknowledged append: as durable as its stream promises.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Appended {
+    /// The shard appended to.
+    pub shard: ShardId,
+    /// The offset of the batch's first record.
+    pub base_offset: Offset,
+    /// The offset of its last record.
+    pub last_offset: Offset,
+}
+
+/// Why an append was refused. Nothing of the batch was appended, except for
+/// [`AppendError::Log`] after the batch was taken (a failed fdatasync): then the log is
+/// poisoned and the batch never acknowledged.
+#[derive(Debug, Clone, thiserror::Error)]
+#[non_exhaustive]
+pub enum AppendError {
+    /// This core does not serve the shard (unknown, owned elsewhere, not ready here).
+    #[error(transparent)]
+    Shard(#[from] ShardError),
+    /// The shard was sealed by a split or a merge: its children take the appends.
+    #[error("shard {shard} is sealed")]
+    Sealed {
+        /// The shard.
+        shard: ShardId,
+    },
+    /// A record's key hashes outside the shard's key range.
+    #[error("record {record}'s key does not belong to shard {shard} of stream {stream}")]
+    WrongShard {
+        /// The stream.
+        stream: StreamName,
+        /// The shard.
+        shard: ShardId,
+        /// The record's index in the batch.
+        record: usize,
+    },
+    /// The batch is malformed, corrupt or over a limit.
+    #[error(transparent)]
+    Batch(#[from] BatchError),
+    /// Bytes follow the batch: one append carries exactly one batch (the rest would be
+    /// dropped while the append was acknowledged).
+    #[error("{payload_bytes} bytes hold a batch of {batch_bytes} bytes and more: an append carries exactly one batch")]
+    NotOneBatch {
+        /// The batch's length, from its header.
+        batch_bytes: usize,
+        /// The bytes given.
+        payload_bytes: usize,
+    },
+    /// The log refused the batch or failed to make it durable.
+    #[error(transparent)]
+    Log(#[from] LogError),
+}
+
+impl Core {
+    /// Appends one batch to a shard this core owns and returns its offsets once it is as
+    /// durable as its stream promises: see the module documentation for the checks, in order.
+    pub async fn append<C: AsRef<[u8]>>(
+        &self,
+        request: AppendRequest<'_, C>,
+    ) -> Result<Appended, AppendError> {
+        let AppendRequest {
+            stream,
+            shard,
+            batch,
+        } = request;
+        let owned = self.owned_log(stream, shard).await?;
+        let facts = owned.shard;
+        let limits = self.config.limits();
+        let checked = CheckedChunks::check(batch, &limits)?;
+        let payload_bytes: usize = batch.iter().map(|chunk| chunk.as_ref().len()).sum();
+        if payload_bytes != checked.len() {
+            return Err(AppendError::NotOneBatch {
+                batch_bytes: checked.len(),
+                payload_bytes,
+            });
+        }
+        if !facts.open {
+            return Err(AppendError::Sealed { shard: facts.id });
+        }
+        let appended = owned
+            .log
+            .append_chunks(
+                &checked,
+                facts.epoch,
+                &limits,
+                |index, record| match record.key() {
+                    Some(key) if !facts.key_range.contains_key(key) => {
+                        Err(AppendError::WrongShard {
+                            stream: stream.clone(),
+                            shard: facts.id,
+                            record: index,
+                        })
+                    }
+                    _ => Ok(()),
+                },
+            )
+            .await?;
+        assert!(
+            appended.base_offset <= appended.last_offset,
+            "an appended batch holds at least one record"
+        );
+        if facts.durability == Durability::Fsync {
+            owned.log.wait_durable(appended.last_offset).await?;
+        }
+        Ok(Appended {
+            shard: facts.id,
+            base_offset: appended.base_offset,
+            last_offset: appended.last_offset,
+        })
+    }
+
+    /// Appends a batch built in-process (e.g. by `BatchBuilder::finish`): [`Core::append`]
+    /// with the batch as one chunk, validated the same way as one from the network.
+    pub async fn append_batch(
+        &self,
+        stream: &StreamName,
+        shard: ShardId,
+        batch: &[u8],
+    ) -> Result<Appended, AppendError> {
+        self.append(AppendRequest {
+            stream,
+            shard,
+            batch: std::slice::from_ref(&batch),
+        })
+        .await
+    }
+}
