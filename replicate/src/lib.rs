@@ -26,3 +26,4 @@
 pub mod consumer;
 pub mod group;
 pub mod metadata;
+pub mod shard;

@@ -1,0 +1,187 @@
+//! Recovery of a shard when metadata names a new sequencer for epoch e: seal, collect digests,
+//! adopt the most up-to-date log, then hand over to a [`Sequencer`] of epoch e.
+//!
+//! Why this keeps every acknowledged record (the full argument is in `docs/replication.md`):
+//!
+//! 1. **Sealing.** Each replica that answers `Seal{e}` refuses every epoch below e from then on
+//!    (durably: it answers only after the seal is synced). Recovery waits for R−W+1 of them, so
+//!    at most W−1 replicas can still accept an older epoch: no older sequencer can commit again.
+//! 2. **Every acknowledged record is in some digest.** An acknowledged offset was committed:
+//!    W replicas held the prefix up to it. W + (R−W+1) > R, so one sealed replica holds it, and
+//!    its digest (everything from its committed offset on) shows it, or it is below that
+//!    replica's committed offset and so below the committed offset recovery adopts.
+//! 3. **The most up-to-date digest holds them all.** Digests are ranked as Raft ranks logs:
+//!    highest last epoch, then longest. Entries keep the epoch that assigned their offsets, a
+//!    sequencer of epoch f writes entries of epoch f only after the log it adopted (which holds
+//!    everything committed before f, by induction), and a replica accepts an entry only after
+//!    the entry before it matched (log matching). So a log whose last entry has epoch f > g is
+//!    a prefix of f's log ending past f's start, hence holds everything committed up to g; and
+//!    of two logs ending in the same epoch the longer holds the shorter.
+//! 4. **Holes and the never-committed suffix.** The adopted log is dense by construction: it is
+//!    one replica's log. Records other replicas hold beyond it, or in place of its entries, were
+//!    never committed; the new sequencer's stores replace them (a replica truncates from the
+//!    first entry whose epoch differs from the sequencer's), and readers never see them because
+//!    a replica's committed offset only rises to the end of what matched the sequencer's log.
+//! 5. **Re-replication.** The sequencer sends the adopted entries unchanged (with their old
+//!    epochs) to every replica before its own; they commit with its first own entry on W
+//!    replicas (Raft's commit rule). It continues at the adopted log's end: dense offsets.
+
+use std::collections::BTreeMap;
+
+use super::{seal_quorum, Entry, Epoch, Message, Mutation, NodeId, Sequencer, SequencerConfig};
+
+/// One sealed replica's digest.
+#[derive(Debug, Clone)]
+struct Digest {
+    committed: u64,
+    tail: Vec<Entry>,
+    end: u64,
+    last_epoch: Epoch,
+}
+
+/// What a recovery came to.
+#[derive(Debug)]
+pub enum RecoveryOutcome {
+    /// Still waiting for digests.
+    Pending,
+    /// Done: the sequencer of this epoch, ready to take appends.
+    Done(Box<Sequencer>),
+    /// A replica is sealed at a higher epoch: this recovery is obsolete.
+    Deposed {
+        /// The higher epoch.
+        by: Epoch,
+    },
+}
+
+/// A recovery for one epoch on the node metadata named its sequencer.
+#[derive(Debug)]
+pub struct Recovery {
+    config: SequencerConfig,
+    mutation: Mutation,
+    digests: BTreeMap<NodeId, Digest>,
+    deposed: Option<Epoch>,
+    outgoing: Vec<(NodeId, Message)>,
+    tick: u64,
+}
+
+impl Recovery {
+    /// Starts recovering `config.epoch`: the seals to send are in [`Recovery::take_messages`].
+    pub fn new(config: SequencerConfig) -> Recovery {
+        Recovery::new_mutated(config, Mutation::None)
+    }
+
+    pub(crate) fn new_mutated(config: SequencerConfig, mutation: Mutation) -> Recovery {
+        assert!(config.epoch > Epoch(0), "epoch 0 is the empty log's");
+        let mut recovery = Recovery {
+            config,
+            mutation,
+            digests: BTreeMap::new(),
+            deposed: None,
+            outgoing: Vec::new(),
+            tick: 0,
+        };
+        recovery.seal_missing();
+        recovery
+    }
+
+    /// The epoch being recovered.
+    pub fn epoch(&self) -> Epoch {
+        self.config.epoch
+    }
+
+    /// Messages to send: `(to, message)`.
+    pub fn take_messages(&mut self) -> Vec<(NodeId, Message)> {
+        std::mem::take(&mut self.outgoing)
+    }
+
+    /// A message from node `from`.
+    pub fn on_message(&mut self, from: NodeId, message: Message) {
+        match message {
+            Message::Sealed { sealed } if sealed > self.config.epoch => {
+                self.deposed = Some(self.deposed.map_or(sealed, |e| e.max(sealed)));
+            }
+            Message::Digest {
+                epoch,
+                committed,
+                tail,
+                end,
+                last_epoch,
+            } if epoch == self.config.epoch && self.config.replicas.contains(&from) => {
+                let consistent = committed <= end
+                    && tail.windows(2).all(|w| match w {
+                        [a, b] => a.end() == b.first,
+                        _ => true,
+                    })
+                    && tail.last().is_none_or(|e| e.end() == end && e.epoch == last_epoch)
+                    && tail.first().is_none_or(|e| e.first <= committed)
+                    && (!tail.is_empty() || committed == end);
+                if consistent {
+                    self.digests.insert(from, Digest {
+                        committed,
+                        tail,
+                        end,
+                        last_epoch,
+                    });
+                }
+            }
+            _ => {}
+        }
+    }
+
+    /// A timer tick: seal again the replicas that have not answered (messages get lost).
+    pub fn on_tick(&mut self) {
+        self.tick += 1;
+        if self.tick.is_multiple_of(self.config.resend_after_ticks.max(1)) {
+            self.seal_missing();
+        }
+    }
+
+    /// Where the recovery stands; `Done` hands over the sequencer (call it after inputs).
+    pub fn outcome(&mut self) -> RecoveryOutcome {
+        if let Some(by) = self.deposed {
+            return RecoveryOutcome::Deposed { by };
+        }
+        if self.digests.len() < seal_quorum(self.config.replicas.len()) {
+            return RecoveryOutcome::Pending;
+        }
+        let committed = self.digests.values().map(|d| d.committed).max().unwrap_or(0);
+        // Highest last epoch, then longest; ties go to the lowest node id (any is right).
+        let Some(best) = self
+            .digests
+            .values()
+            .max_by(|a, b| (a.last_epoch, a.end).cmp(&(b.last_epoch, b.end)))
+            .cloned()
+        else {
+            return RecoveryOutcome::Pending;
+        };
+        assert!(
+            committed <= best.end,
+            "the most up-to-date digest (end {}) lacks committed offset {committed}",
+            best.end
+        );
+        // Keep only the adopted tail from the entry holding `committed` (what lies below is
+        // committed, identical everywhere, and read back on demand).
+        let tail: Vec<Entry> = best
+            .tail
+            .into_iter()
+            .filter(|e| e.end() > committed)
+            .collect();
+        let sequencer = Sequencer::new_mutated(
+            self.config.clone(),
+            tail,
+            best.end,
+            committed,
+            self.mutation,
+        );
+        RecoveryOutcome::Done(Box::new(sequencer))
+    }
+
+    fn seal_missing(&mut self) {
+        let epoch = self.config.epoch;
+        for &replica in &self.config.replicas {
+            if !self.digests.contains_key(&replica) {
+                self.outgoing.push((replica, Message::Seal { epoch }));
+            }
+        }
+    }
+}

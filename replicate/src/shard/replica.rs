@@ -1,0 +1,395 @@
+//! A passive replica of a shard's log: it stores what a sequencer sends when it follows its log
+//! (Raft's log-matching check), answers once the write is held (in memory or synced, by the
+//! stream's durability), learns the committed offset from the stores, and is sealed by a
+//! recovery so that older epochs can no longer write to it.
+//!
+//! Its owner performs the [`StorageOp`]s in the order given and reports, also in order, when
+//! each is written ([`Replica::on_written`]) and synced ([`Replica::on_synced`]). After a crash
+//! it rebuilds the replica with [`Replica::restore`] from what its storage kept.
+
+use std::collections::VecDeque;
+
+use super::{Durability, Entry, Epoch, Message, Mutation, NodeId};
+
+/// A write to the replica's storage, performed in order.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StorageOp {
+    /// Remember `epoch` as sealed (it must survive a crash once synced).
+    Seal {
+        /// The sealed epoch.
+        epoch: Epoch,
+    },
+    /// Drop every entry at or after `from` (an entry boundary above the committed offset).
+    Truncate {
+        /// The first offset dropped.
+        from: u64,
+    },
+    /// Append `entry` at the log's end; `committed` is the committed offset known now (kept
+    /// with it, like BookKeeper's last-add-confirmed, so a restart knows it again).
+    Append {
+        /// The entry, its first offset equal to the log's end.
+        entry: Entry,
+        /// The committed offset known when writing it.
+        committed: u64,
+    },
+}
+
+/// What the replica asks of its owner.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ReplicaEffect {
+    /// Perform this storage operation (numbered `op_id`, in increasing order).
+    Storage {
+        /// Its number, reported back by `on_written` / `on_synced`.
+        op_id: u64,
+        /// The operation.
+        op: StorageOp,
+    },
+    /// Send `message` to node `to`.
+    Send {
+        /// The addressee.
+        to: NodeId,
+        /// The message.
+        message: Message,
+    },
+    /// Readers may now read offsets below `offset`.
+    Committed {
+        /// The new committed offset.
+        offset: u64,
+    },
+}
+
+/// An answer waiting for the storage operations before it.
+#[derive(Debug)]
+struct Pending {
+    after_op: u64,
+    needs_sync: bool,
+    to: NodeId,
+    message: Message,
+}
+
+/// A shard's replica on one node.
+#[derive(Debug)]
+pub struct Replica {
+    durability: Durability,
+    mutation: Mutation,
+    sealed: Epoch,
+    committed: u64,
+    /// The offset after the log's last entry.
+    end: u64,
+    /// The epoch of the log's last entry.
+    last_epoch: Epoch,
+    /// The entries ending above `committed`, in order (the part that can still change).
+    tail: VecDeque<Entry>,
+    next_op: u64,
+    written: u64,
+    synced: u64,
+    pending: VecDeque<Pending>,
+    effects: Vec<ReplicaEffect>,
+}
+
+impl Replica {
+    /// A replica with an empty log.
+    pub fn new(durability: Durability) -> Replica {
+        Replica::restore(durability, Epoch(0), 0, 0, Epoch(0), Vec::new())
+    }
+
+    /// A replica rebuilt from its storage: the sealed epoch, the committed offset kept with the
+    /// last entry, the log's end and last entry's epoch, and the entries ending above
+    /// `committed`.
+    pub fn restore(
+        durability: Durability,
+        sealed: Epoch,
+        committed: u64,
+        end: u64,
+        last_epoch: Epoch,
+        tail: Vec<Entry>,
+    ) -> Replica {
+        Replica::restore_mutated(
+            durability,
+            sealed,
+            committed,
+            end,
+            last_epoch,
+            tail,
+            Mutation::None,
+        )
+    }
+
+    pub(crate) fn restore_mutated(
+        durability: Durability,
+        sealed: Epoch,
+        committed: u64,
+        end: u64,
+        last_epoch: Epoch,
+        tail: Vec<Entry>,
+        mutation: Mutation,
+    ) -> Replica {
+        assert!(committed <= end, "committed {committed} beyond the log's end {end}");
+        let tail: VecDeque<Entry> = tail.into_iter().filter(|e| e.end() > committed).collect();
+        assert!(
+            tail.back().is_none_or(|e| e.end() == end && e.epoch == last_epoch),
+            "the tail does not end the log"
+        );
+        Replica {
+            durability,
+            mutation,
+            // Epochs never decrease along a log, so its last entry's epoch was accepted, hence
+            // sealed, even if the seal itself was not yet synced.
+            sealed: sealed.max(last_epoch),
+            committed,
+            end,
+            last_epoch,
+            tail,
+            next_op: 1,
+            written: 0,
+            synced: 0,
+            pending: VecDeque::new(),
+            effects: Vec::new(),
+        }
+    }
+
+    /// The epoch below which this replica accepts nothing.
+    pub fn sealed(&self) -> Epoch {
+        self.sealed
+    }
+
+    /// The committed offset this replica knows: readers may read below it.
+    pub fn committed(&self) -> u64 {
+        self.committed
+    }
+
+    /// The offset after the log's last entry.
+    pub fn end(&self) -> u64 {
+        self.end
+    }
+
+    /// The effects produced since the last call.
+    pub fn take_effects(&mut self) -> Vec<ReplicaEffect> {
+        std::mem::take(&mut self.effects)
+    }
+
+    /// A message from node `from`.
+    pub fn on_message(&mut self, from: NodeId, message: Message) {
+        match message {
+            Message::Store {
+                epoch,
+                entry,
+                prev_epoch,
+                committed,
+            } => self.on_store(from, epoch, entry, prev_epoch, committed),
+            Message::Seal { epoch } => self.on_seal(from, epoch),
+            // Answers are for sequencers and recoveries.
+            Message::Stored { .. }
+            | Message::NeedFrom { .. }
+            | Message::Sealed { .. }
+            | Message::Digest { .. } => {}
+        }
+    }
+
+    /// Storage finished writing operations up to `op_id` (in memory, not yet synced).
+    pub fn on_written(&mut self, op_id: u64) {
+        assert!(op_id < self.next_op, "op {op_id} was never issued");
+        self.written = self.written.max(op_id);
+        self.release();
+    }
+
+    /// Storage synced operations up to `op_id`.
+    pub fn on_synced(&mut self, op_id: u64) {
+        assert!(op_id < self.next_op, "op {op_id} was never issued");
+        self.synced = self.synced.max(op_id);
+        self.written = self.written.max(op_id);
+        self.release();
+    }
+
+    fn on_seal(&mut self, from: NodeId, epoch: Epoch) {
+        if epoch < self.sealed {
+            self.reply_now(from, Message::Sealed {
+                sealed: self.sealed,
+            });
+            return;
+        }
+        if epoch > self.sealed && self.mutation != Mutation::SkipSealing {
+            self.sealed = epoch;
+            self.storage(StorageOp::Seal { epoch });
+        }
+        let digest = Message::Digest {
+            epoch,
+            committed: self.committed,
+            tail: self.tail.iter().cloned().collect(),
+            end: self.end,
+            last_epoch: self.last_epoch,
+        };
+        // A digest goes out only once the seal is synced, whatever the durability: a seal
+        // that a crash forgets would let the old sequencer reach W again.
+        self.reply_after(from, digest, true);
+    }
+
+    fn on_store(
+        &mut self,
+        from: NodeId,
+        epoch: Epoch,
+        entry: Entry,
+        prev_epoch: Option<Epoch>,
+        committed: u64,
+    ) {
+        if epoch < self.sealed {
+            self.reply_now(from, Message::Sealed {
+                sealed: self.sealed,
+            });
+            return;
+        }
+        if entry.count == 0 || entry.epoch > epoch {
+            return; // Malformed: no sequencer sends these; ignore rather than trust.
+        }
+        if epoch > self.sealed {
+            // A newer sequencer writes: it was recovered, so older ones must now be refused
+            // here too (Raft's term update), durably before this store is answered.
+            self.sealed = epoch;
+            self.storage(StorageOp::Seal { epoch });
+        }
+        let first = entry.first;
+        if first > self.end {
+            let from_offset = self.end;
+            self.reply_now(from, Message::NeedFrom {
+                epoch,
+                from: from_offset,
+            });
+            return;
+        }
+        if entry.end() <= self.committed {
+            // Both logs hold the committed prefix: this one matches through the entry's end.
+            self.reply_after(from, Message::Stored {
+                epoch,
+                end: entry.end(),
+            }, false);
+            return;
+        }
+        if first < self.committed {
+            // Not on an entry boundary of the committed prefix: not a sequencer's store.
+            let from_offset = self.committed;
+            self.reply_now(from, Message::NeedFrom {
+                epoch,
+                from: from_offset,
+            });
+            return;
+        }
+        if first > self.committed {
+            let prev = self.tail.iter().find(|e| e.end() == first).map(|e| e.epoch);
+            if prev.is_none() || prev != prev_epoch {
+                let from_offset = self.committed;
+                self.reply_now(from, Message::NeedFrom {
+                    epoch,
+                    from: from_offset,
+                });
+                return;
+            }
+        }
+        // The log matches the sender's up to `first`. What is at `first` already?
+        let existing = self.tail.iter().position(|e| e.first == first);
+        match existing {
+            Some(index) if self.tail.get(index).is_some_and(|e| e.epoch == entry.epoch) => {
+                let held = self.tail.get(index).map(|e| e.end());
+                assert_eq!(held, Some(entry.end()), "one epoch, two entries at {first}");
+            }
+            Some(_) => {
+                // Log matching: an entry of another epoch at `first` (and all after it) is not
+                // the sender's and was never committed.
+                assert!(first >= self.committed, "truncating committed offset {first}");
+                self.tail.retain(|e| e.first < first);
+                self.storage(StorageOp::Truncate { from: first });
+                self.end = first;
+                self.append(entry.clone(), committed);
+            }
+            None if first == self.end => self.append(entry.clone(), committed),
+            None => {
+                // Inside one of this log's entries: no sequencer's log cuts there.
+                let from_offset = self.committed;
+                self.reply_now(from, Message::NeedFrom {
+                    epoch,
+                    from: from_offset,
+                });
+                return;
+            }
+        }
+        self.learn_committed(committed.min(entry.end()));
+        self.reply_after(from, Message::Stored {
+            epoch,
+            end: entry.end(),
+        }, false);
+    }
+
+    fn append(&mut self, entry: Entry, committed: u64) {
+        assert_eq!(entry.first, self.end, "append must follow the log's end");
+        self.end = entry.end();
+        self.last_epoch = entry.epoch;
+        self.storage(StorageOp::Append {
+            entry: entry.clone(),
+            committed: committed.min(entry.end()).max(self.committed),
+        });
+        self.tail.push_back(entry);
+    }
+
+    fn learn_committed(&mut self, offset: u64) {
+        if offset <= self.committed {
+            return;
+        }
+        assert!(offset <= self.end, "committed {offset} beyond the log's end");
+        self.committed = offset;
+        let committed = self.committed;
+        self.tail.retain(|e| e.end() > committed);
+        self.effects.push(ReplicaEffect::Committed { offset });
+    }
+
+    fn storage(&mut self, op: StorageOp) {
+        let op_id = self.next_op;
+        self.next_op += 1;
+        self.effects.push(ReplicaEffect::Storage { op_id, op });
+    }
+
+    fn reply_now(&mut self, to: NodeId, message: Message) {
+        self.effects.push(ReplicaEffect::Send { to, message });
+    }
+
+    /// Answers once every storage operation issued so far is held: synced when `sync` or the
+    /// durability is `fsync`, written otherwise.
+    fn reply_after(&mut self, to: NodeId, message: Message, sync: bool) {
+        let needs_sync = sync || self.durability == Durability::Fsync;
+        self.pending.push_back(Pending {
+            after_op: self.next_op - 1,
+            needs_sync,
+            to,
+            message,
+        });
+        self.release();
+    }
+
+    fn release(&mut self) {
+        // Answers leave in order: one waiting for a sync holds back those behind it, which
+        // only delays them.
+        while let Some(pending) = self.pending.front() {
+            let done = if pending.needs_sync {
+                pending.after_op <= self.synced
+            } else {
+                pending.after_op <= self.written
+            };
+            if !done {
+                break;
+            }
+            let Some(pending) = self.pending.pop_front() else {
+                break;
+            };
+            // A replica never answers an epoch below its sealed one: what it stored for that
+            // epoch was in the digest it gave the recovery that sealed it.
+            let stale = matches!(
+                pending.message,
+                Message::Stored { epoch, .. } if epoch < self.sealed
+            );
+            if !stale {
+                self.effects.push(ReplicaEffect::Send {
+                    to: pending.to,
+                    message: pending.message,
+                });
+            }
+        }
+    }
+}
