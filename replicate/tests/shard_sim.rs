@@ -105,7 +105,10 @@ fn first_failure(mutation: Mutation, seeds: u64) -> Option<String> {
 fn skipping_the_seal_is_caught() {
     let failure = first_failure(Mutation::SkipSealing, 2_000);
     eprintln!("skip sealing: {failure:?}");
-    assert!(failure.is_some(), "no seed caught a recovery that does not seal");
+    assert!(
+        failure.is_some(),
+        "no seed caught a recovery that does not seal"
+    );
 }
 
 /// Acknowledging when one replica holds a batch loses it when that replica is not among those
@@ -114,5 +117,8 @@ fn skipping_the_seal_is_caught() {
 fn acknowledging_before_a_quorum_is_caught() {
     let failure = first_failure(Mutation::AckBeforeQuorum, 2_000);
     eprintln!("ack before quorum: {failure:?}");
-    assert!(failure.is_some(), "no seed caught acknowledgements before a quorum");
+    assert!(
+        failure.is_some(),
+        "no seed caught acknowledgements before a quorum"
+    );
 }

@@ -112,16 +112,21 @@ impl Recovery {
                         [a, b] => a.end() == b.first,
                         _ => true,
                     })
-                    && tail.last().is_none_or(|e| e.end() == end && e.epoch == last_epoch)
+                    && tail
+                        .last()
+                        .is_none_or(|e| e.end() == end && e.epoch == last_epoch)
                     && tail.first().is_none_or(|e| e.first <= committed)
                     && (!tail.is_empty() || committed == end);
                 if consistent {
-                    self.digests.insert(from, Digest {
-                        committed,
-                        tail,
-                        end,
-                        last_epoch,
-                    });
+                    self.digests.insert(
+                        from,
+                        Digest {
+                            committed,
+                            tail,
+                            end,
+                            last_epoch,
+                        },
+                    );
                 }
             }
             _ => {}
@@ -131,7 +136,10 @@ impl Recovery {
     /// A timer tick: seal again the replicas that have not answered (messages get lost).
     pub fn on_tick(&mut self) {
         self.tick += 1;
-        if self.tick.is_multiple_of(self.config.resend_after_ticks.max(1)) {
+        if self
+            .tick
+            .is_multiple_of(self.config.resend_after_ticks.max(1))
+        {
             self.seal_missing();
         }
     }
@@ -144,7 +152,12 @@ impl Recovery {
         if self.digests.len() < seal_quorum(self.config.replicas.len()) {
             return RecoveryOutcome::Pending;
         }
-        let committed = self.digests.values().map(|d| d.committed).max().unwrap_or(0);
+        let committed = self
+            .digests
+            .values()
+            .map(|d| d.committed)
+            .max()
+            .unwrap_or(0);
         // Highest last epoch, then longest; ties go to the lowest node id (any is right).
         let Some(best) = self
             .digests
@@ -183,5 +196,204 @@ impl Recovery {
                 self.outgoing.push((replica, Message::Seal { epoch }));
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use super::*;
+    use crate::shard::{Durability, Replica, ReplicaEffect, SequencerEffect};
+
+    const NODES: [NodeId; 3] = [NodeId(1), NodeId(2), NodeId(3)];
+
+    fn config(epoch: u64) -> SequencerConfig {
+        SequencerConfig {
+            node: NodeId(1),
+            epoch: Epoch(epoch),
+            replicas: NODES.to_vec(),
+            in_flight_entries_max: 8,
+            uncommitted_entries_max: 8,
+            retained_entries_max: 8,
+            resend_after_ticks: 3,
+        }
+    }
+
+    fn entry(first: u64, count: u64, epoch: u64, tag: u8) -> Entry {
+        Entry {
+            first,
+            count,
+            epoch: Epoch(epoch),
+            bytes: Arc::from([tag].as_slice()),
+        }
+    }
+
+    /// A replica holding `entries` (stored by their own epochs' sequencers), knowing
+    /// `committed`.
+    fn replica(entries: &[Entry], committed: u64) -> Replica {
+        let end = entries.last().map_or(0, |e| e.end());
+        let last = entries.last().map_or(Epoch(0), |e| e.epoch);
+        let sealed = last;
+        Replica::restore(
+            Durability::Fsync,
+            sealed,
+            committed,
+            end,
+            last,
+            entries.to_vec(),
+        )
+    }
+
+    /// Delivers messages between the recovery/sequencer on node 1 and the given replicas
+    /// (others are unreachable) until nothing moves; returns the sequencer if recovery ended.
+    fn converge(
+        mut recovery: Recovery,
+        replicas: &mut [(NodeId, Replica)],
+    ) -> (Option<Sequencer>, Vec<u64>) {
+        let mut to_replicas: Vec<(NodeId, Message)> = recovery.take_messages();
+        let mut sequencer: Option<Sequencer> = None;
+        let mut commits = Vec::new();
+        for _ in 0..100 {
+            let mut to_sequencer = Vec::new();
+            for (to, message) in std::mem::take(&mut to_replicas) {
+                if let Some((_, r)) = replicas.iter_mut().find(|(id, _)| *id == to) {
+                    r.on_message(NodeId(1), message);
+                    r.on_synced(r.last_op_id());
+                }
+            }
+            for (id, r) in replicas.iter_mut() {
+                for effect in r.take_effects() {
+                    if let ReplicaEffect::Send { message, .. } = effect {
+                        to_sequencer.push((*id, message));
+                    }
+                }
+            }
+            if to_sequencer.is_empty() {
+                break;
+            }
+            for (from, message) in to_sequencer {
+                match sequencer.as_mut() {
+                    Some(s) => s.on_message(from, message),
+                    None => recovery.on_message(from, message),
+                }
+            }
+            if sequencer.is_none() {
+                if let RecoveryOutcome::Done(s) = recovery.outcome() {
+                    sequencer = Some(*s);
+                }
+            }
+            if let Some(s) = sequencer.as_mut() {
+                for effect in s.take_effects() {
+                    match effect {
+                        SequencerEffect::Send { to, message } => to_replicas.push((to, message)),
+                        SequencerEffect::Committed { offset } => commits.push(offset),
+                        _ => {}
+                    }
+                }
+            }
+        }
+        (sequencer, commits)
+    }
+
+    /// An acknowledged record held by only W = 2 replicas survives a recovery that hears one
+    /// of them and the replica that lacks it: the longer log (same last epoch) is adopted.
+    #[test]
+    fn an_acknowledged_record_on_only_w_replicas_is_kept() {
+        let acked = [entry(0, 1, 1, 10), entry(1, 1, 1, 11)];
+        let mut replicas = vec![
+            (NodeId(2), replica(&acked, 0)),
+            (NodeId(3), replica(&acked[..1], 0)),
+        ];
+        let (sequencer, _) = converge(Recovery::new(config(2)), &mut replicas);
+        let sequencer = sequencer.expect("recovery ends with two of three replicas");
+        assert_eq!(
+            sequencer.next_offset(),
+            2,
+            "continues after the kept record"
+        );
+        let kept: Vec<Entry> = sequencer.entries().cloned().collect();
+        assert_eq!(kept, acked.to_vec());
+        // Node 3 was repaired: it now holds the record too.
+        assert_eq!(replicas[1].1.end(), 2);
+    }
+
+    /// A higher last epoch beats a longer log: the longer one's suffix was never committed
+    /// (epoch 2's recovery did not adopt it), and it is truncated when re-replicated.
+    #[test]
+    fn a_never_committed_suffix_is_truncated() {
+        let common = entry(0, 1, 1, 10);
+        let stale = [common.clone(), entry(1, 1, 1, 11), entry(2, 1, 1, 12)];
+        let newer = [common, entry(1, 1, 2, 20)];
+        let mut replicas = vec![
+            (NodeId(2), replica(&stale, 1)),
+            (NodeId(3), replica(&newer, 1)),
+        ];
+        let (sequencer, _) = converge(Recovery::new(config(3)), &mut replicas);
+        let mut sequencer = sequencer.expect("recovery ends");
+        assert_eq!(sequencer.next_offset(), 2);
+        // Node 2's suffix at 1.. was replaced by epoch 2's entry.
+        assert_eq!(replicas[0].1.end(), 2);
+        // The adopted entry commits with the first append of epoch 3.
+        sequencer.append(Arc::from([30u8].as_slice()), 1).unwrap();
+        let first_sends: Vec<(NodeId, Message)> = sequencer
+            .take_effects()
+            .into_iter()
+            .filter_map(|e| match e {
+                SequencerEffect::Send { to, message } => Some((to, message)),
+                _ => None,
+            })
+            .collect();
+        let mut commits = Vec::new();
+        for (to, message) in first_sends {
+            if let Some((_, r)) = replicas.iter_mut().find(|(id, _)| *id == to) {
+                r.on_message(NodeId(1), message);
+                r.on_synced(r.last_op_id());
+                for effect in r.take_effects() {
+                    if let ReplicaEffect::Send { message, .. } = effect {
+                        sequencer.on_message(to, message);
+                    }
+                }
+            }
+        }
+        for effect in sequencer.take_effects() {
+            if let SequencerEffect::Committed { offset } = effect {
+                commits.push(offset);
+            }
+        }
+        assert_eq!(commits, vec![3]);
+    }
+
+    /// A hole: an offset no sealed replica holds was never acknowledged, so the adopted log
+    /// ends before it and the next append reuses it.
+    #[test]
+    fn recovery_ends_the_log_at_a_hole() {
+        let mut replicas = vec![
+            (NodeId(2), replica(&[entry(0, 2, 1, 10)], 0)),
+            (NodeId(3), replica(&[], 0)),
+        ];
+        let (sequencer, _) = converge(Recovery::new(config(2)), &mut replicas);
+        assert_eq!(sequencer.map(|s| s.next_offset()), Some(2));
+    }
+
+    /// With fewer than R−W+1 replicas reachable, recovery does not finish (it cannot know it
+    /// has seen every acknowledged record).
+    #[test]
+    fn recovery_waits_for_enough_seals() {
+        let mut replicas = vec![(NodeId(2), replica(&[entry(0, 1, 1, 10)], 0))];
+        let (sequencer, _) = converge(Recovery::new(config(2)), &mut replicas);
+        assert!(sequencer.is_none());
+    }
+
+    /// A replica sealed higher deposes the recovery.
+    #[test]
+    fn a_higher_seal_deposes_the_recovery() {
+        let mut recovery = Recovery::new(config(2));
+        recovery.take_messages();
+        recovery.on_message(NodeId(2), Message::Sealed { sealed: Epoch(3) });
+        assert!(matches!(
+            recovery.outcome(),
+            RecoveryOutcome::Deposed { by: Epoch(3) }
+        ));
     }
 }

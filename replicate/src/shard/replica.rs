@@ -124,10 +124,14 @@ impl Replica {
         tail: Vec<Entry>,
         mutation: Mutation,
     ) -> Replica {
-        assert!(committed <= end, "committed {committed} beyond the log's end {end}");
+        assert!(
+            committed <= end,
+            "committed {committed} beyond the log's end {end}"
+        );
         let tail: VecDeque<Entry> = tail.into_iter().filter(|e| e.end() > committed).collect();
         assert!(
-            tail.back().is_none_or(|e| e.end() == end && e.epoch == last_epoch),
+            tail.back()
+                .is_none_or(|e| e.end() == end && e.epoch == last_epoch),
             "the tail does not end the log"
         );
         Replica {
@@ -161,6 +165,11 @@ impl Replica {
     /// The offset after the log's last entry.
     pub fn end(&self) -> u64 {
         self.end
+    }
+
+    /// The number of the last storage operation issued (0 before the first).
+    pub fn last_op_id(&self) -> u64 {
+        self.next_op - 1
     }
 
     /// The effects produced since the last call.
@@ -203,9 +212,12 @@ impl Replica {
 
     fn on_seal(&mut self, from: NodeId, epoch: Epoch) {
         if epoch < self.sealed {
-            self.reply_now(from, Message::Sealed {
-                sealed: self.sealed,
-            });
+            self.reply_now(
+                from,
+                Message::Sealed {
+                    sealed: self.sealed,
+                },
+            );
             return;
         }
         if epoch > self.sealed && self.mutation != Mutation::SkipSealing {
@@ -233,9 +245,12 @@ impl Replica {
         committed: u64,
     ) {
         if epoch < self.sealed {
-            self.reply_now(from, Message::Sealed {
-                sealed: self.sealed,
-            });
+            self.reply_now(
+                from,
+                Message::Sealed {
+                    sealed: self.sealed,
+                },
+            );
             return;
         }
         if entry.count == 0 || entry.epoch > epoch {
@@ -247,45 +262,25 @@ impl Replica {
             self.sealed = epoch;
             self.storage(StorageOp::Seal { epoch });
         }
-        let first = entry.first;
-        if first > self.end {
-            let from_offset = self.end;
-            self.reply_now(from, Message::NeedFrom {
-                epoch,
-                from: from_offset,
-            });
-            return;
-        }
         if entry.end() <= self.committed {
             // Both logs hold the committed prefix: this one matches through the entry's end.
-            self.reply_after(from, Message::Stored {
-                epoch,
-                end: entry.end(),
-            }, false);
+            self.stored(from, epoch, entry.end());
             return;
         }
-        if first < self.committed {
-            // Not on an entry boundary of the committed prefix: not a sequencer's store.
-            let from_offset = self.committed;
-            self.reply_now(from, Message::NeedFrom {
-                epoch,
-                from: from_offset,
-            });
-            return;
-        }
-        if first > self.committed {
-            let prev = self.tail.iter().find(|e| e.end() == first).map(|e| e.epoch);
-            if prev.is_none() || prev != prev_epoch {
-                let from_offset = self.committed;
-                self.reply_now(from, Message::NeedFrom {
-                    epoch,
-                    from: from_offset,
-                });
+        let existing = match self.follows(&entry, prev_epoch) {
+            Ok(existing) => existing,
+            Err(resume) => {
+                self.reply_now(
+                    from,
+                    Message::NeedFrom {
+                        epoch,
+                        from: resume,
+                    },
+                );
                 return;
             }
-        }
-        // The log matches the sender's up to `first`. What is at `first` already?
-        let existing = self.tail.iter().position(|e| e.first == first);
+        };
+        let first = entry.first;
         match existing {
             Some(index) if self.tail.get(index).is_some_and(|e| e.epoch == entry.epoch) => {
                 let held = self.tail.get(index).map(|e| e.end());
@@ -294,28 +289,51 @@ impl Replica {
             Some(_) => {
                 // Log matching: an entry of another epoch at `first` (and all after it) is not
                 // the sender's and was never committed.
-                assert!(first >= self.committed, "truncating committed offset {first}");
+                assert!(
+                    first >= self.committed,
+                    "truncating committed offset {first}"
+                );
                 self.tail.retain(|e| e.first < first);
                 self.storage(StorageOp::Truncate { from: first });
                 self.end = first;
                 self.append(entry.clone(), committed);
             }
-            None if first == self.end => self.append(entry.clone(), committed),
-            None => {
-                // Inside one of this log's entries: no sequencer's log cuts there.
-                let from_offset = self.committed;
-                self.reply_now(from, Message::NeedFrom {
-                    epoch,
-                    from: from_offset,
-                });
-                return;
-            }
+            None => self.append(entry.clone(), committed),
         }
         self.learn_committed(committed.min(entry.end()));
-        self.reply_after(from, Message::Stored {
-            epoch,
-            end: entry.end(),
-        }, false);
+        self.stored(from, epoch, entry.end());
+    }
+
+    /// Whether `entry` (ending above the committed offset) follows this log, Raft's
+    /// log-matching check: `Ok` with the index in the tail of an entry already starting at its
+    /// offset, or `Err` with the offset the sender should resume from.
+    fn follows(&self, entry: &Entry, prev_epoch: Option<Epoch>) -> Result<Option<usize>, u64> {
+        let first = entry.first;
+        if first > self.end {
+            return Err(self.end);
+        }
+        if first < self.committed {
+            // Not on an entry boundary of the committed prefix: not a sequencer's store.
+            return Err(self.committed);
+        }
+        if first > self.committed {
+            // Below the committed offset every legitimate log agrees; above, the entry before
+            // must be the sender's.
+            let prev = self.tail.iter().find(|e| e.end() == first).map(|e| e.epoch);
+            if prev.is_none() || prev != prev_epoch {
+                return Err(self.committed);
+            }
+        }
+        match self.tail.iter().position(|e| e.first == first) {
+            Some(index) => Ok(Some(index)),
+            None if first == self.end => Ok(None),
+            // Inside one of this log's entries: no sequencer's log cuts there.
+            None => Err(self.committed),
+        }
+    }
+
+    fn stored(&mut self, to: NodeId, epoch: Epoch, end: u64) {
+        self.reply_after(to, Message::Stored { epoch, end }, false);
     }
 
     fn append(&mut self, entry: Entry, committed: u64) {
@@ -333,7 +351,10 @@ impl Replica {
         if offset <= self.committed {
             return;
         }
-        assert!(offset <= self.end, "committed {offset} beyond the log's end");
+        assert!(
+            offset <= self.end,
+            "committed {offset} beyond the log's end"
+        );
         self.committed = offset;
         let committed = self.committed;
         self.tail.retain(|e| e.end() > committed);
@@ -391,5 +412,196 @@ impl Replica {
                 });
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use super::*;
+
+    fn entry(first: u64, count: u64, epoch: u64) -> Entry {
+        Entry {
+            first,
+            count,
+            epoch: Epoch(epoch),
+            bytes: Arc::from([first as u8].as_slice()),
+        }
+    }
+
+    fn store(epoch: u64, entry: Entry, prev: Option<u64>, committed: u64) -> Message {
+        Message::Store {
+            epoch: Epoch(epoch),
+            entry,
+            prev_epoch: prev.map(Epoch),
+            committed,
+        }
+    }
+
+    /// The storage operations and the messages among `effects`.
+    fn split(effects: &[ReplicaEffect]) -> (Vec<StorageOp>, Vec<Message>) {
+        let (mut ops, mut sends) = (Vec::new(), Vec::new());
+        for effect in effects {
+            match effect {
+                ReplicaEffect::Storage { op, .. } => ops.push(op.clone()),
+                ReplicaEffect::Send { message, .. } => sends.push(message.clone()),
+                ReplicaEffect::Committed { .. } => {}
+            }
+        }
+        (ops, sends)
+    }
+
+    fn sends(effects: &[ReplicaEffect]) -> Vec<Message> {
+        split(effects).1
+    }
+
+    fn ops(effects: &[ReplicaEffect]) -> Vec<StorageOp> {
+        split(effects).0
+    }
+
+    /// Applies every storage op (written and synced) and returns all effects.
+    fn settle(replica: &mut Replica) -> Vec<ReplicaEffect> {
+        let mut all = replica.take_effects();
+        replica.on_synced(replica.last_op_id());
+        all.extend(replica.take_effects());
+        all
+    }
+
+    const S: NodeId = NodeId(1);
+
+    /// A store from an epoch below the sealed one is refused with the sealed epoch, and nothing
+    /// is written: a deposed sequencer learns it and cannot count this replica.
+    #[test]
+    fn a_stale_epoch_is_refused() {
+        let mut replica = Replica::new(Durability::Fsync);
+        replica.on_message(S, Message::Seal { epoch: Epoch(2) });
+        settle(&mut replica);
+        replica.on_message(S, store(1, entry(0, 1, 1), None, 0));
+        let effects = replica.take_effects();
+        assert!(ops(&effects).is_empty());
+        assert_eq!(sends(&effects), vec![Message::Sealed { sealed: Epoch(2) }]);
+    }
+
+    /// The digest answering a seal leaves only once the seal is synced, even for `memory`
+    /// durability: a seal a crash forgets would let the old sequencer reach W again.
+    #[test]
+    fn a_seal_is_answered_after_it_is_synced() {
+        let mut replica = Replica::new(Durability::Memory);
+        replica.on_message(S, Message::Seal { epoch: Epoch(3) });
+        let effects = replica.take_effects();
+        assert_eq!(ops(&effects), vec![StorageOp::Seal { epoch: Epoch(3) }]);
+        assert!(sends(&effects).is_empty());
+        replica.on_written(1);
+        assert!(sends(&replica.take_effects()).is_empty());
+        replica.on_synced(1);
+        assert!(matches!(
+            sends(&replica.take_effects()).as_slice(),
+            [Message::Digest {
+                epoch: Epoch(3),
+                ..
+            }]
+        ));
+        assert_eq!(replica.sealed(), Epoch(3));
+    }
+
+    /// `fsync` answers a store after the sync, `memory` after the write.
+    #[test]
+    fn a_store_is_answered_by_durability() {
+        let mut fsync = Replica::new(Durability::Fsync);
+        fsync.on_message(S, store(1, entry(0, 2, 1), None, 0));
+        fsync.on_written(2);
+        assert!(sends(&fsync.take_effects()).is_empty());
+        fsync.on_synced(2);
+        let stored = Message::Stored {
+            epoch: Epoch(1),
+            end: 2,
+        };
+        assert_eq!(sends(&fsync.take_effects()), vec![stored.clone()]);
+
+        let mut memory = Replica::new(Durability::Memory);
+        memory.on_message(S, store(1, entry(0, 2, 1), None, 0));
+        memory.on_written(2);
+        assert_eq!(sends(&memory.take_effects()), vec![stored]);
+    }
+
+    /// A store whose previous entry does not match is refused with the committed offset (below
+    /// which every legitimate log agrees), and a store past the end with the end.
+    #[test]
+    fn a_store_that_does_not_follow_the_log_is_refused() {
+        let mut replica = Replica::new(Durability::Fsync);
+        replica.on_message(S, store(1, entry(0, 1, 1), None, 0));
+        replica.on_message(S, store(1, entry(1, 1, 1), Some(1), 1));
+        settle(&mut replica);
+        assert_eq!(replica.committed(), 1);
+        replica.on_message(S, store(2, entry(2, 1, 2), Some(2), 1));
+        assert_eq!(
+            sends(&settle(&mut replica)),
+            vec![Message::NeedFrom {
+                epoch: Epoch(2),
+                from: 1
+            }]
+        );
+        replica.on_message(S, store(2, entry(5, 1, 2), Some(2), 1));
+        assert_eq!(
+            sends(&settle(&mut replica)),
+            vec![Message::NeedFrom {
+                epoch: Epoch(2),
+                from: 2
+            }]
+        );
+    }
+
+    /// A never-committed suffix of an older epoch is truncated when the new sequencer's entry
+    /// at the same offset differs; the committed prefix stays.
+    #[test]
+    fn a_conflicting_suffix_is_truncated() {
+        let mut replica = Replica::new(Durability::Fsync);
+        replica.on_message(S, store(1, entry(0, 1, 1), None, 0));
+        replica.on_message(S, store(1, entry(1, 2, 1), Some(1), 1));
+        replica.on_message(S, store(1, entry(3, 1, 1), Some(1), 1));
+        settle(&mut replica);
+        assert_eq!((replica.committed(), replica.end()), (1, 4));
+        replica.on_message(S, store(2, entry(1, 1, 2), Some(1), 1));
+        let effects = settle(&mut replica);
+        assert_eq!(
+            ops(&effects),
+            vec![
+                StorageOp::Seal { epoch: Epoch(2) },
+                StorageOp::Truncate { from: 1 },
+                StorageOp::Append {
+                    entry: entry(1, 1, 2),
+                    committed: 1
+                },
+            ]
+        );
+        assert_eq!(replica.end(), 2);
+        assert_eq!(
+            sends(&effects),
+            vec![Message::Stored {
+                epoch: Epoch(2),
+                end: 2
+            }]
+        );
+        // The older epoch is now refused.
+        replica.on_message(S, store(1, entry(2, 1, 1), Some(1), 1));
+        assert_eq!(
+            sends(&replica.take_effects()),
+            vec![Message::Sealed { sealed: Epoch(2) }]
+        );
+    }
+
+    /// A replica learns the committed offset only up to the end of what matched the sender's
+    /// log: a stale entry beyond it is never readable.
+    #[test]
+    fn the_committed_offset_stops_at_the_matched_prefix() {
+        let mut replica = Replica::new(Durability::Fsync);
+        replica.on_message(S, store(1, entry(0, 1, 1), None, 0));
+        replica.on_message(S, store(1, entry(1, 1, 1), Some(1), 0));
+        settle(&mut replica);
+        // Epoch 2 committed up to 5, but sends this replica only its entry at 0.
+        replica.on_message(S, store(2, entry(0, 1, 1), None, 5));
+        settle(&mut replica);
+        assert_eq!(replica.committed(), 1);
     }
 }

@@ -148,7 +148,10 @@ impl Sequencer {
             tail.last().is_none_or(|e| e.end() == end),
             "the tail must end the log"
         );
-        assert!(base <= committed && committed <= end, "committed outside the log");
+        assert!(
+            base <= committed && committed <= end,
+            "committed outside the log"
+        );
         let quorum = if mutation == Mutation::AckBeforeQuorum {
             1
         } else {
@@ -382,7 +385,11 @@ impl Sequencer {
             if in_flight >= self.config.in_flight_entries_max {
                 return;
             }
-            let Some(entry) = self.log.iter().find(|e| e.first == progress.send_from).cloned()
+            let Some(entry) = self
+                .log
+                .iter()
+                .find(|e| e.first == progress.send_from)
+                .cloned()
             else {
                 // Not an entry boundary (a confused answer): start over from what it matched.
                 if let Some(p) = self.progress.get_mut(&replica) {
@@ -436,7 +443,8 @@ impl Sequencer {
         }
         assert!(candidate <= self.next, "commit beyond the log");
         self.committed = candidate;
-        self.effects.push(SequencerEffect::Committed { offset: candidate });
+        self.effects
+            .push(SequencerEffect::Committed { offset: candidate });
     }
 
     /// Drops committed entries beyond the retained count (never the uncommitted ones).
@@ -451,5 +459,181 @@ impl Sequencer {
                 _ => break,
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(epoch: u64) -> SequencerConfig {
+        SequencerConfig {
+            node: NodeId(1),
+            epoch: Epoch(epoch),
+            replicas: vec![NodeId(1), NodeId(2), NodeId(3)],
+            in_flight_entries_max: 8,
+            uncommitted_entries_max: 4,
+            retained_entries_max: 8,
+            resend_after_ticks: 3,
+        }
+    }
+
+    fn stored(epoch: u64, end: u64) -> Message {
+        Message::Stored {
+            epoch: Epoch(epoch),
+            end,
+        }
+    }
+
+    fn committed(effects: &[SequencerEffect]) -> Vec<u64> {
+        effects
+            .iter()
+            .filter_map(|e| match e {
+                SequencerEffect::Committed { offset } => Some(*offset),
+                _ => None,
+            })
+            .collect()
+    }
+
+    fn bytes() -> Arc<[u8]> {
+        Arc::from([7u8].as_slice())
+    }
+
+    /// An append is acknowledged only when W = 2 of 3 replicas hold it, its own node's
+    /// included.
+    #[test]
+    fn an_append_commits_at_a_write_quorum() {
+        let mut sequencer = Sequencer::new(config(1), Vec::new(), 0, 0);
+        assert_eq!(sequencer.append(bytes(), 2), Ok(0));
+        let sent = sequencer.take_effects();
+        assert_eq!(sent.len(), 3, "one store per replica");
+        sequencer.on_message(NodeId(1), stored(1, 2));
+        assert!(committed(&sequencer.take_effects()).is_empty());
+        sequencer.on_message(NodeId(1), stored(1, 2));
+        assert!(
+            committed(&sequencer.take_effects()).is_empty(),
+            "a duplicate answer is not a second replica"
+        );
+        sequencer.on_message(NodeId(3), stored(1, 2));
+        assert_eq!(committed(&sequencer.take_effects()), vec![2]);
+        assert_eq!(sequencer.committed(), 2);
+    }
+
+    /// Answers for another epoch count for nothing.
+    #[test]
+    fn answers_of_another_epoch_are_ignored() {
+        let mut sequencer = Sequencer::new(config(2), Vec::new(), 0, 0);
+        sequencer.append(bytes(), 1).unwrap();
+        sequencer.take_effects();
+        sequencer.on_message(NodeId(1), stored(1, 1));
+        sequencer.on_message(NodeId(2), stored(1, 1));
+        assert!(committed(&sequencer.take_effects()).is_empty());
+    }
+
+    /// A deposed sequencer acknowledges nothing, even when quorum answers arrive afterwards
+    /// (a paused sequencer waking up in a later epoch), and refuses appends.
+    #[test]
+    fn a_deposed_sequencer_acknowledges_nothing() {
+        let mut sequencer = Sequencer::new(config(1), Vec::new(), 0, 0);
+        sequencer.append(bytes(), 1).unwrap();
+        sequencer.take_effects();
+        sequencer.on_message(NodeId(2), Message::Sealed { sealed: Epoch(2) });
+        assert_eq!(
+            sequencer.take_effects(),
+            vec![SequencerEffect::Deposed { by: Epoch(2) }]
+        );
+        sequencer.on_message(NodeId(1), stored(1, 1));
+        sequencer.on_message(NodeId(3), stored(1, 1));
+        assert!(sequencer.take_effects().is_empty());
+        assert_eq!(
+            sequencer.append(bytes(), 1),
+            Err(AppendError::Deposed { epoch: Epoch(1) })
+        );
+    }
+
+    /// Recovered entries of an older epoch do not commit by counting their copies (Raft's
+    /// rule); they commit with the first own entry on W replicas.
+    #[test]
+    fn recovered_entries_commit_with_the_first_own_entry() {
+        let old = Entry {
+            first: 0,
+            count: 3,
+            epoch: Epoch(1),
+            bytes: bytes(),
+        };
+        let mut sequencer = Sequencer::new(config(2), vec![old], 3, 0);
+        sequencer.take_effects();
+        sequencer.on_message(NodeId(1), stored(2, 3));
+        sequencer.on_message(NodeId(2), stored(2, 3));
+        assert!(committed(&sequencer.take_effects()).is_empty());
+        assert_eq!(sequencer.append(bytes(), 1), Ok(3));
+        sequencer.on_message(NodeId(1), stored(2, 4));
+        sequencer.on_message(NodeId(2), stored(2, 4));
+        assert_eq!(committed(&sequencer.take_effects()), vec![4]);
+    }
+
+    /// Appends beyond the uncommitted limit are refused, not queued without bound.
+    #[test]
+    fn appends_beyond_the_uncommitted_limit_are_refused() {
+        let mut sequencer = Sequencer::new(config(1), Vec::new(), 0, 0);
+        for _ in 0..4 {
+            sequencer.append(bytes(), 1).unwrap();
+        }
+        assert_eq!(
+            sequencer.append(bytes(), 1),
+            Err(AppendError::Backpressure { uncommitted: 4 })
+        );
+        assert_eq!(sequencer.append(bytes(), 0), Err(AppendError::Empty));
+    }
+
+    /// A replica that needs entries below the in-memory window gets them read back, then sent.
+    #[test]
+    fn a_lagging_replica_is_served_from_a_read() {
+        let tail = vec![Entry {
+            first: 5,
+            count: 1,
+            epoch: Epoch(1),
+            bytes: bytes(),
+        }];
+        let mut sequencer = Sequencer::new(config(2), tail, 6, 5);
+        sequencer.take_effects();
+        sequencer.on_message(
+            NodeId(3),
+            Message::NeedFrom {
+                epoch: Epoch(2),
+                from: 2,
+            },
+        );
+        assert_eq!(
+            sequencer.take_effects(),
+            vec![SequencerEffect::ReadCommitted { from: 2, to: 5 }]
+        );
+        let read = vec![
+            Entry {
+                first: 2,
+                count: 2,
+                epoch: Epoch(1),
+                bytes: bytes(),
+            },
+            Entry {
+                first: 4,
+                count: 1,
+                epoch: Epoch(1),
+                bytes: bytes(),
+            },
+        ];
+        sequencer.on_read(read);
+        let firsts: Vec<u64> = sequencer
+            .take_effects()
+            .iter()
+            .filter_map(|e| match e {
+                SequencerEffect::Send {
+                    to: NodeId(3),
+                    message: Message::Store { entry, .. },
+                } => Some(entry.first),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(firsts, vec![2, 4, 5]);
     }
 }

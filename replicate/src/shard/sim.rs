@@ -375,18 +375,21 @@ impl World {
     fn new(seed: u64, config: SimConfig) -> World {
         let mut nodes = BTreeMap::new();
         for id in 1..=config.replicas {
-            nodes.insert(NodeId(id), Node {
-                replica: None,
-                role: Role::None,
-                incarnation: 0,
-                paused: false,
-                deferred: Vec::new(),
-                live: Image::default(),
-                synced: Image::default(),
-                unsynced: VecDeque::new(),
-                started_epoch: Epoch(0),
-                appends: Vec::new(),
-            });
+            nodes.insert(
+                NodeId(id),
+                Node {
+                    replica: None,
+                    role: Role::None,
+                    incarnation: 0,
+                    paused: false,
+                    deferred: Vec::new(),
+                    live: Image::default(),
+                    synced: Image::default(),
+                    unsynced: VecDeque::new(),
+                    started_epoch: Epoch(0),
+                    appends: Vec::new(),
+                },
+            );
         }
         World {
             config,
@@ -470,7 +473,12 @@ impl World {
                 ),
             };
             let replica = node.replica.as_ref().map_or("down".to_string(), |r| {
-                format!("sealed {} committed {} end {}", r.sealed(), r.committed(), r.end())
+                format!(
+                    "sealed {} committed {} end {}",
+                    r.sealed(),
+                    r.committed(),
+                    r.end()
+                )
             });
             out.push(format!(
                 "{}: {replica}; {role}{}",
@@ -524,10 +532,13 @@ impl World {
         node.role = Role::None;
         node.incarnation += 1;
         let incarnation = node.incarnation;
-        self.schedule(self.config.tick_ms, Event::Tick {
-            node: id,
-            incarnation,
-        });
+        self.schedule(
+            self.config.tick_ms,
+            Event::Tick {
+                node: id,
+                incarnation,
+            },
+        );
         self.start_recovery_if_named(id)
     }
 
@@ -792,16 +803,22 @@ impl World {
                 node.unsynced.push_back((op_id, op));
                 let written = self.rng.below(2);
                 let synced = written + self.rng.below(self.config.sync_ms_max + 1);
-                self.schedule(written, Event::Written {
-                    node: id,
-                    incarnation,
-                    op_id,
-                });
-                self.schedule(synced, Event::Synced {
-                    node: id,
-                    incarnation,
-                    op_id,
-                });
+                self.schedule(
+                    written,
+                    Event::Written {
+                        node: id,
+                        incarnation,
+                        op_id,
+                    },
+                );
+                self.schedule(
+                    synced,
+                    Event::Synced {
+                        node: id,
+                        incarnation,
+                        op_id,
+                    },
+                );
                 Ok(())
             }
             ReplicaEffect::Send { to, message } => {
@@ -895,12 +912,15 @@ impl World {
             .cloned()
             .collect();
         let delay = 1 + self.rng.below(self.config.delay_ms_max);
-        self.schedule(delay, Event::Read {
-            node: id,
-            incarnation,
-            epoch,
-            entries,
-        });
+        self.schedule(
+            delay,
+            Event::Read {
+                node: id,
+                incarnation,
+                epoch,
+                entries,
+            },
+        );
         Ok(())
     }
 
@@ -915,11 +935,14 @@ impl World {
         if self.rng.chance(self.config.duplicate_per_million) {
             let delay = 1 + self.rng.below(self.config.delay_ms_max);
             let copy = message.clone();
-            self.schedule(delay, Event::Deliver {
-                from,
-                to,
-                message: copy,
-            });
+            self.schedule(
+                delay,
+                Event::Deliver {
+                    from,
+                    to,
+                    message: copy,
+                },
+            );
         }
         let delay = 1 + self.rng.below(self.config.delay_ms_max);
         self.schedule(delay, Event::Deliver { from, to, message });
