@@ -605,3 +605,110 @@ mod tests {
         assert_eq!(replica.committed(), 1);
     }
 }
+
+#[cfg(test)]
+mod proptests {
+    //! Log matching under any delivery order: a replica holding a stale log of epoch 1 gets
+    //! the stores of epoch 2's log (which shares a prefix with it) lost, duplicated and
+    //! reordered at will, with any committed offset epoch 2 could have had when sending.
+
+    use std::sync::Arc;
+
+    use proptest::prelude::*;
+
+    use super::*;
+
+    /// A log of entries with the given counts and epochs, `tag` marking the writer.
+    fn log(shape: &[(u64, u64)], tag: u8) -> Vec<Entry> {
+        let mut first = 0;
+        shape
+            .iter()
+            .map(|&(count, epoch)| {
+                let entry = Entry {
+                    first,
+                    count,
+                    epoch: Epoch(epoch),
+                    bytes: Arc::from([tag, first as u8].as_slice()),
+                };
+                first += count;
+                entry
+            })
+            .collect()
+    }
+
+    fn apply(stored: &mut Vec<Entry>, op: &StorageOp) {
+        match op {
+            StorageOp::Seal { .. } => {}
+            StorageOp::Truncate { from } => stored.retain(|e| e.first < *from),
+            StorageOp::Append { entry, .. } => stored.push(entry.clone()),
+        }
+    }
+
+    proptest! {
+        #[test]
+        fn a_replica_only_ever_matches_the_sequencer_log(
+            shared in 0usize..4,
+            stale in proptest::collection::vec(1u64..4, 0..6),
+            fresh in proptest::collection::vec(1u64..4, 1..8),
+            deliveries in proptest::collection::vec((0usize..16, 0u64..=100), 1..60),
+        ) {
+            // Epoch 1's log: `shared` entries then a stale suffix; epoch 2's: the same
+            // `shared` entries, then its own.
+            let common: Vec<(u64, u64)> = stale.iter().take(shared).map(|&c| (c, 1)).collect();
+            let shared = common.len();
+            let old_shape: Vec<(u64, u64)> = stale.iter().map(|&c| (c, 1)).collect();
+            let mut new_shape = common.clone();
+            new_shape.extend(fresh.iter().map(|&c| (c, 2)));
+            let old = log(&old_shape, 1);
+            let new = log(&new_shape, 2);
+            let mut new = new;
+            // The shared prefix is the same entries (bytes included).
+            for (n, o) in new.iter_mut().zip(old.iter()).take(shared) {
+                *n = o.clone();
+            }
+            let end = old.last().map_or(0, Entry::end);
+            let last = old.last().map_or(Epoch(0), |e| e.epoch);
+            let mut replica = Replica::restore(
+                Durability::Fsync, last, 0, end, last, old.clone(),
+            );
+            let mut stored = old.clone();
+            // What epoch 2 could have committed: some prefix of its log that ends after its
+            // adopted part (here: any of its entry ends after the shared prefix).
+            for (pick, committed_pct) in deliveries {
+                let Some(entry) = new.get(pick % new.len()).cloned() else { continue };
+                let index = pick % new.len();
+                let prev_epoch = index.checked_sub(1).and_then(|i| new.get(i)).map(|e| e.epoch);
+                let ends: Vec<u64> = new.iter().map(Entry::end).collect();
+                let committed_index = (committed_pct as usize * ends.len()) / 101;
+                let committed = if committed_index == 0 { 0 } else { ends[committed_index - 1] };
+                replica.on_message(NodeId(1), Message::Store {
+                    epoch: Epoch(2),
+                    entry,
+                    prev_epoch,
+                    committed,
+                });
+                replica.on_synced(replica.last_op_id());
+                for effect in replica.take_effects() {
+                    match effect {
+                        ReplicaEffect::Storage { op, .. } => apply(&mut stored, &op),
+                        ReplicaEffect::Send { message: Message::Stored { end, .. }, .. } => {
+                            // "My log matches yours up to `end`."
+                            let mine: Vec<&Entry> =
+                                stored.iter().take_while(|e| e.end() <= end).collect();
+                            let theirs: Vec<&Entry> =
+                                new.iter().take_while(|e| e.end() <= end).collect();
+                            prop_assert_eq!(mine, theirs);
+                        }
+                        _ => {}
+                    }
+                }
+                // Below its committed offset the replica holds epoch 2's log.
+                let c = replica.committed();
+                let mine: Vec<&Entry> = stored.iter().take_while(|e| e.end() <= c).collect();
+                let theirs: Vec<&Entry> = new.iter().take_while(|e| e.end() <= c).collect();
+                prop_assert_eq!(mine, theirs);
+                prop_assert_eq!(stored.last().map_or(0, Entry::end), replica.end());
+            }
+        }
+    }
+}
