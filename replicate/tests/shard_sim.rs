@@ -38,6 +38,7 @@ fn run_seeds(config: &SimConfig, default_seeds: u64) -> SimReport {
                 total.crashes += report.crashes;
                 total.failovers += report.failovers;
                 total.delivered += report.delivered;
+                total.catch_up_reads += report.catch_up_reads;
             }
             Err(failure) => panic!("{failure}"),
         }
@@ -45,8 +46,8 @@ fn run_seeds(config: &SimConfig, default_seeds: u64) -> SimReport {
     let seconds = started.elapsed().as_secs_f64();
     eprintln!(
         "{seeds} seeds from {first} (R={}, {:?}): {} committed offsets, {} acknowledged \
-         appends, {} committing epochs, {} failovers, {} crashes, {} messages; {:.1} s, {:.0} \
-         seeds/hour",
+         appends, {} committing epochs, {} failovers, {} crashes, {} messages, {} catch-up reads; \
+         {:.1} s, {:.0} seeds/hour",
         config.replicas,
         config.durability,
         total.committed,
@@ -55,6 +56,7 @@ fn run_seeds(config: &SimConfig, default_seeds: u64) -> SimReport {
         total.failovers,
         total.crashes,
         total.delivered,
+        total.catch_up_reads,
         seconds,
         seeds as f64 / seconds.max(1e-9) * 3600.0
     );
@@ -66,6 +68,10 @@ fn three_replicas_keep_every_check_under_faults() {
     let total = run_seeds(&SimConfig::default(), 7_000);
     // The runs did what they are for: appends acknowledged, epochs changed, nodes crashed.
     assert!(total.acknowledged > 0 && total.crashes > 0 && total.committing_epochs > 1);
+    assert!(
+        total.catch_up_reads > 0,
+        "no lagging replica was caught up from a read"
+    );
 }
 
 #[test]

@@ -51,6 +51,15 @@ pub enum RecoveryOutcome {
         /// The higher epoch.
         by: Epoch,
     },
+    /// More than R−W replicas lost synced data (outside the fault model): a sealed replica
+    /// knows offsets below `committed` committed, but the most up-to-date log ends at
+    /// `adopted_end`. The shard must report the gap, never continue over it.
+    DataLoss {
+        /// The highest committed offset a sealed replica knew.
+        committed: u64,
+        /// The end of the most up-to-date log among the sealed replicas.
+        adopted_end: u64,
+    },
 }
 
 /// A recovery for one epoch on the node metadata named its sequencer.
@@ -167,11 +176,12 @@ impl Recovery {
         else {
             return RecoveryOutcome::Pending;
         };
-        assert!(
-            committed <= best.end,
-            "the most up-to-date digest (end {}) lacks committed offset {committed}",
-            best.end
-        );
+        if committed > best.end {
+            return RecoveryOutcome::DataLoss {
+                committed,
+                adopted_end: best.end,
+            };
+        }
         // Keep only the adopted tail from the entry holding `committed` (what lies below is
         // committed, identical everywhere, and read back on demand).
         let tail: Vec<Entry> = best
@@ -383,6 +393,43 @@ mod tests {
         let mut replicas = vec![(NodeId(2), replica(&[entry(0, 1, 1, 10)], 0))];
         let (sequencer, _) = converge(Recovery::new(config(2)), &mut replicas);
         assert!(sequencer.is_none());
+    }
+
+    /// A sealed replica knows offset 3 committed but the most up-to-date log ends at 1: data
+    /// was lost beyond the fault model, and recovery reports it rather than reuse offsets.
+    #[test]
+    fn a_committed_offset_past_every_log_is_data_loss() {
+        let mut recovery = Recovery::new(config(3));
+        recovery.take_messages();
+        // Node 2 knew offsets below 3 committed (its log ends there, in epoch 1); node 3's
+        // log, with a higher last epoch, ends at 1: it wins the ranking and lacks 1..3.
+        recovery.on_message(
+            NodeId(2),
+            Message::Digest {
+                epoch: Epoch(3),
+                committed: 3,
+                tail: Vec::new(),
+                end: 3,
+                last_epoch: Epoch(1),
+            },
+        );
+        recovery.on_message(
+            NodeId(3),
+            Message::Digest {
+                epoch: Epoch(3),
+                committed: 0,
+                tail: vec![entry(0, 1, 2, 20)],
+                end: 1,
+                last_epoch: Epoch(3),
+            },
+        );
+        assert!(matches!(
+            recovery.outcome(),
+            RecoveryOutcome::DataLoss {
+                committed: 3,
+                adopted_end: 1
+            }
+        ));
     }
 
     /// A replica sealed higher deposes the recovery.

@@ -107,6 +107,8 @@ pub struct SimReport {
     pub failovers: u64,
     /// Messages delivered.
     pub delivered: u64,
+    /// Committed entries a sequencer read back for a lagging replica.
+    pub catch_up_reads: u64,
 }
 
 /// A broken check: the seed replays it.
@@ -771,6 +773,16 @@ impl World {
                     progressed = true;
                 }
                 Some(RecoveryOutcome::Deposed { .. }) => node.role = Role::None,
+                Some(RecoveryOutcome::DataLoss {
+                    committed,
+                    adopted_end,
+                }) => {
+                    return Err(format!(
+                        "node {} recovering lost data inside the fault model: committed \
+                         {committed}, most up-to-date log ends at {adopted_end}",
+                        id.0
+                    ));
+                }
                 Some(RecoveryOutcome::Pending) | None => {}
             }
             progressed |= !replica_effects.is_empty() || !sends.is_empty();
@@ -903,6 +915,7 @@ impl World {
         let Some(&source) = self.rng.pick(&sources) else {
             return Ok(());
         };
+        self.report.catch_up_reads += 1;
         let entries: Vec<Entry> = self
             .node(source)?
             .live
