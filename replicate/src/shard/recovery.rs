@@ -420,7 +420,7 @@ mod tests {
                 committed: 0,
                 tail: vec![entry(0, 1, 2, 20)],
                 end: 1,
-                last_epoch: Epoch(3),
+                last_epoch: Epoch(2),
             },
         );
         assert!(matches!(
