@@ -28,8 +28,9 @@ pub struct SequencerConfig {
     pub in_flight_entries_max: usize,
     /// Appended entries not yet committed, at most (appends beyond are refused).
     pub uncommitted_entries_max: usize,
-    /// Committed entries kept in memory for replicas that lag; older ones are read back
-    /// through [`SequencerEffect::ReadCommitted`].
+    /// Committed entries kept in memory for replicas that lag (at least 1: the last one
+    /// carries the committed offset to caught-up replicas); older ones are read back through
+    /// [`SequencerEffect::ReadCommitted`].
     pub retained_entries_max: usize,
     /// Ticks without progress from a replica before its unacknowledged entries are resent.
     pub resend_after_ticks: u64,
@@ -142,6 +143,13 @@ impl Sequencer {
         assert!(
             config.replicas.contains(&config.node),
             "the sequencer's node is one of the replicas"
+        );
+        assert!(
+            config.in_flight_entries_max >= 1
+                && config.uncommitted_entries_max >= 1
+                && config.retained_entries_max >= 1
+                && config.resend_after_ticks >= 1,
+            "sequencer limits must be at least 1: {config:?}"
         );
         let base = tail.first().map_or(end, |e| e.first);
         assert!(
