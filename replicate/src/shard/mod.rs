@@ -121,8 +121,8 @@ pub enum Message {
         epoch: Epoch,
         /// The offset this replica knows committed.
         committed: u64,
-        /// Its entries from the one holding `committed` (or from `committed` if it starts
-        /// there) to its end.
+        /// Its entries from the one ending at `committed` (none when `committed` is 0) to its
+        /// end.
         tail: Vec<Entry>,
         /// Its log's end (the offset after its last entry).
         end: u64,

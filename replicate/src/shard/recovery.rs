@@ -182,12 +182,13 @@ impl Recovery {
                 adopted_end: best.end,
             };
         }
-        // Keep only the adopted tail from the entry holding `committed` (what lies below is
-        // committed, identical everywhere, and read back on demand).
+        // Keep the adopted tail from the entry ending at `committed` (what lies below is
+        // committed, identical everywhere, and read back on demand); that entry's epoch lets
+        // the sequencer's first store be checked by replicas that do not know `committed`.
         let tail: Vec<Entry> = best
             .tail
             .into_iter()
-            .filter(|e| e.end() > committed)
+            .filter(|e| e.end() >= committed)
             .collect();
         let sequencer = Sequencer::new_mutated(
             self.config.clone(),

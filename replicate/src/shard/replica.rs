@@ -78,7 +78,8 @@ pub struct Replica {
     end: u64,
     /// The epoch of the log's last entry.
     last_epoch: Epoch,
-    /// The entries ending above `committed`, in order (the part that can still change).
+    /// The entries ending at or above `committed`, in order: the part that can still change,
+    /// and the entry ending at `committed` (whose epoch lets a new sequencer check the next).
     tail: VecDeque<Entry>,
     next_op: u64,
     written: u64,
@@ -94,8 +95,8 @@ impl Replica {
     }
 
     /// A replica rebuilt from its storage: the sealed epoch, the committed offset kept with the
-    /// last entry, the log's end and last entry's epoch, and the entries ending above
-    /// `committed`.
+    /// last entry, the log's end and last entry's epoch, and the entries ending at or above
+    /// `committed` (others are ignored).
     pub fn restore(
         durability: Durability,
         sealed: Epoch,
@@ -128,7 +129,7 @@ impl Replica {
             committed <= end,
             "committed {committed} beyond the log's end {end}"
         );
-        let tail: VecDeque<Entry> = tail.into_iter().filter(|e| e.end() > committed).collect();
+        let tail: VecDeque<Entry> = tail.into_iter().filter(|e| e.end() >= committed).collect();
         assert!(
             tail.back()
                 .is_none_or(|e| e.end() == end && e.epoch == last_epoch),
@@ -316,6 +317,16 @@ impl Replica {
             // Not on an entry boundary of the committed prefix: not a sequencer's store.
             return Err(self.committed);
         }
+        let same = self
+            .tail
+            .iter()
+            .position(|e| e.first == first && e.epoch == entry.epoch && e.count == entry.count);
+        if let Some(index) = same {
+            // Log matching: two logs holding an entry of one epoch at one offset are equal up
+            // to its end (every entry was accepted only after the one before it matched), so
+            // no previous epoch is needed to recognise it.
+            return Ok(Some(index));
+        }
         if first > self.committed {
             // Below the committed offset every legitimate log agrees; above, the entry before
             // must be the sender's.
@@ -357,7 +368,7 @@ impl Replica {
         );
         self.committed = offset;
         let committed = self.committed;
-        self.tail.retain(|e| e.end() > committed);
+        self.tail.retain(|e| e.end() >= committed);
         self.effects.push(ReplicaEffect::Committed { offset });
     }
 

@@ -52,8 +52,11 @@ pub enum SequencerEffect {
         /// The new committed offset.
         offset: u64,
     },
-    /// Read the committed entries covering `[from, to)` (from this node's log or a peer's) and
-    /// hand them to [`Sequencer::on_read`]: a replica needs entries no longer in memory.
+    /// Read the committed entries covering `[from, to)` and hand them to
+    /// [`Sequencer::on_read`]: a replica needs entries no longer in memory. This node's own log
+    /// holds them when [`Sequencer::matched`] of this node reaches `to` (entries leave memory
+    /// only then); otherwise (entries below the log recovery adopted) a replica whose committed
+    /// offset reaches `to` does.
     ReadCommitted {
         /// The first offset needed.
         from: u64,
@@ -127,8 +130,8 @@ pub struct Sequencer {
 
 impl Sequencer {
     /// The sequencer of `config.epoch`, continuing the log recovery adopted: `tail` holds its
-    /// entries from the one at or containing `committed`, `end` is its end, `committed` the
-    /// highest committed offset any sealed replica knew.
+    /// entries from the one ending at `committed` (or containing it), `end` is its end,
+    /// `committed` the highest committed offset any sealed replica knew.
     pub fn new(config: SequencerConfig, tail: Vec<Entry>, end: u64, committed: u64) -> Sequencer {
         Sequencer::new_mutated(config, tail, end, committed, Mutation::None)
     }
@@ -151,11 +154,19 @@ impl Sequencer {
                 && config.resend_after_ticks >= 1,
             "sequencer limits must be at least 1: {config:?}"
         );
-        let base = tail.first().map_or(end, |e| e.first);
         assert!(
             tail.last().is_none_or(|e| e.end() == end),
             "the tail must end the log"
         );
+        // Entries ending at or below `committed` only tell the epoch before the first entry
+        // sent (so replicas that do not know `committed` can check it); keep just that.
+        let mut tail: VecDeque<Entry> = tail.into();
+        let mut base_prev_epoch = None;
+        while let Some(anchor) = tail.front().filter(|e| e.end() <= committed) {
+            base_prev_epoch = Some(anchor.epoch);
+            tail.pop_front();
+        }
+        let base = tail.front().map_or(end, |e| e.first);
         assert!(
             base <= committed && committed <= end,
             "committed outside the log"
@@ -182,9 +193,9 @@ impl Sequencer {
         let mut sequencer = Sequencer {
             config,
             quorum,
-            log: tail.into(),
+            log: tail,
             base,
-            base_prev_epoch: None,
+            base_prev_epoch,
             next: end,
             own_start: end,
             committed,
@@ -214,6 +225,11 @@ impl Sequencer {
     /// The next offset it will assign.
     pub fn next_offset(&self) -> u64 {
         self.next
+    }
+
+    /// Where `replica`'s log is known to match this sequencer's (0 when unknown).
+    pub fn matched(&self, replica: NodeId) -> u64 {
+        self.progress.get(&replica).map_or(0, |p| p.matched)
     }
 
     /// The entries it holds in memory (from the oldest retained one to the newest).
@@ -385,10 +401,13 @@ impl Sequencer {
                 }
                 return;
             }
+            // Sent since the replica's last answer or rewind (not since `matched`, which a
+            // rewind can leave far behind).
+            let since = progress.matched.max(progress.resume);
             let in_flight = self
                 .log
                 .iter()
-                .filter(|e| e.first >= progress.matched && e.first < progress.send_from)
+                .filter(|e| e.first >= since && e.first < progress.send_from)
                 .count();
             if in_flight >= self.config.in_flight_entries_max {
                 return;
@@ -455,11 +474,18 @@ impl Sequencer {
             .push(SequencerEffect::Committed { offset: candidate });
     }
 
-    /// Drops committed entries beyond the retained count (never the uncommitted ones).
+    /// Drops committed entries beyond the retained count: only those this node's own replica
+    /// also holds, so that [`SequencerEffect::ReadCommitted`] can always be served from the
+    /// local log (other replicas may not know them committed yet, so they could not serve it).
     fn trim(&mut self) {
+        let own = self
+            .progress
+            .get(&self.config.node)
+            .map_or(0, |p| p.matched);
+        let floor = self.committed.min(own);
         while self.log.len() > self.config.retained_entries_max {
             match self.log.front() {
-                Some(first) if first.end() <= self.committed => {
+                Some(first) if first.end() <= floor => {
                     self.base = first.end();
                     self.base_prev_epoch = Some(first.epoch);
                     self.log.pop_front();
@@ -501,6 +527,32 @@ mod tests {
                 _ => None,
             })
             .collect()
+    }
+
+    /// The first offsets of the stores sent to `to`.
+    fn stores_to(to: NodeId, effects: &[SequencerEffect]) -> Vec<u64> {
+        let mut firsts = Vec::new();
+        for effect in effects {
+            if let SequencerEffect::Send {
+                to: addressee,
+                message: Message::Store { entry, .. },
+            } = effect
+            {
+                if *addressee == to {
+                    firsts.push(entry.first);
+                }
+            }
+        }
+        firsts
+    }
+
+    fn entry(first: u64, count: u64, epoch: u64) -> Entry {
+        Entry {
+            first,
+            count,
+            epoch: Epoch(epoch),
+            bytes: bytes(),
+        }
     }
 
     fn bytes() -> Arc<[u8]> {
@@ -563,12 +615,7 @@ mod tests {
     /// rule); they commit with the first own entry on W replicas.
     #[test]
     fn recovered_entries_commit_with_the_first_own_entry() {
-        let old = Entry {
-            first: 0,
-            count: 3,
-            epoch: Epoch(1),
-            bytes: bytes(),
-        };
+        let old = entry(0, 3, 1);
         let mut sequencer = Sequencer::new(config(2), vec![old], 3, 0);
         sequencer.take_effects();
         sequencer.on_message(NodeId(1), stored(2, 3));
@@ -597,12 +644,7 @@ mod tests {
     /// A replica that needs entries below the in-memory window gets them read back, then sent.
     #[test]
     fn a_lagging_replica_is_served_from_a_read() {
-        let tail = vec![Entry {
-            first: 5,
-            count: 1,
-            epoch: Epoch(1),
-            bytes: bytes(),
-        }];
+        let tail = vec![entry(5, 1, 1)];
         let mut sequencer = Sequencer::new(config(2), tail, 6, 5);
         sequencer.take_effects();
         sequencer.on_message(
@@ -616,32 +658,62 @@ mod tests {
             sequencer.take_effects(),
             vec![SequencerEffect::ReadCommitted { from: 2, to: 5 }]
         );
-        let read = vec![
-            Entry {
-                first: 2,
-                count: 2,
-                epoch: Epoch(1),
-                bytes: bytes(),
-            },
-            Entry {
-                first: 4,
-                count: 1,
-                epoch: Epoch(1),
-                bytes: bytes(),
-            },
-        ];
+        let read = vec![entry(2, 2, 1), entry(4, 1, 1)];
         sequencer.on_read(read);
-        let firsts: Vec<u64> = sequencer
+        assert_eq!(
+            stores_to(NodeId(3), &sequencer.take_effects()),
+            vec![2, 4, 5]
+        );
+    }
+
+    /// Regression (simulator seed 1987 at R=5): after entries were read back below the
+    /// recovered log, a silent replica whose `matched` was still 0 counted all of them as in
+    /// flight and was never sent anything again; the window now counts from its last rewind.
+    #[test]
+    fn entries_read_back_do_not_fill_another_replica_window() {
+        let one = |first: u64| entry(first, 1, 1);
+        let config = SequencerConfig {
+            in_flight_entries_max: 2,
+            resend_after_ticks: 1,
+            ..config(2)
+        };
+        let mut sequencer = Sequencer::new(config, vec![one(5), one(6)], 7, 5);
+        sequencer.take_effects();
+        sequencer.on_message(
+            NodeId(3),
+            Message::NeedFrom {
+                epoch: Epoch(2),
+                from: 0,
+            },
+        );
+        sequencer.on_read((0..5).map(one).collect());
+        sequencer.take_effects();
+        sequencer.on_tick();
+        assert_eq!(stores_to(NodeId(2), &sequencer.take_effects()), vec![5, 6]);
+    }
+
+    /// Regression (simulator seed 10519 at R=5): recovery adopted a log ending at the committed
+    /// offset that no live replica knew any more (the one that knew it restarted); the first
+    /// stores carried no previous epoch, every replica asked for older entries nobody could
+    /// vouch for, and the shard stalled. The entry ending at the committed offset now gives
+    /// the first store its previous epoch.
+    #[test]
+    fn the_first_store_after_recovery_names_the_previous_epoch() {
+        let anchor = entry(17, 2, 1);
+        let mut sequencer = Sequencer::new(config(3), vec![anchor], 19, 19);
+        assert_eq!(sequencer.entries().count(), 0);
+        sequencer.append(bytes(), 1).unwrap();
+        let prevs: Vec<Option<Epoch>> = sequencer
             .take_effects()
             .iter()
             .filter_map(|e| match e {
                 SequencerEffect::Send {
-                    to: NodeId(3),
-                    message: Message::Store { entry, .. },
-                } => Some(entry.first),
+                    message: Message::Store { prev_epoch, .. },
+                    ..
+                } => Some(*prev_epoch),
                 _ => None,
             })
             .collect();
-        assert_eq!(firsts, vec![2, 4, 5]);
+        assert_eq!(prevs, vec![Some(Epoch(1)); 3]);
     }
 }

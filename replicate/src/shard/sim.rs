@@ -519,7 +519,7 @@ impl World {
         let tail: Vec<Entry> = image
             .entries
             .iter()
-            .filter(|e| e.end() > committed)
+            .filter(|e| e.end() >= committed)
             .cloned()
             .collect();
         node.replica = Some(Replica::restore_mutated(
@@ -898,24 +898,24 @@ impl World {
         Ok(())
     }
 
-    /// A sequencer reads committed entries back from a peer that knows them committed.
+    /// A sequencer reads committed entries back: from its own node's log when it matched
+    /// them, else from a reachable peer that knows them committed.
     fn read(&mut self, id: NodeId, incarnation: u64, from: u64, to: u64) -> Result<(), String> {
-        let epoch = match &self.node(id)?.role {
-            Role::Sequencing(s) => s.epoch(),
+        let (epoch, own_matched) = match &self.node(id)?.role {
+            Role::Sequencing(s) => (s.epoch(), s.matched(id)),
             _ => return Ok(()),
         };
         let mut sources: Vec<NodeId> = Vec::new();
         for (&peer, node) in &self.nodes {
             let knows = node.replica.as_ref().is_some_and(|r| r.committed() >= to);
-            let reachable = peer == id || !self.cut.contains(&(peer, id));
-            if knows && reachable && !node.paused {
+            let reachable = !self.cut.contains(&(peer, id)) && !node.paused;
+            if (peer == id && own_matched >= to) || (knows && reachable) {
                 sources.push(peer);
             }
         }
         let Some(&source) = self.rng.pick(&sources) else {
-            return Ok(());
+            return Ok(()); // Nobody can serve it now: the sequencer asks again on a tick.
         };
-        self.report.catch_up_reads += 1;
         let entries: Vec<Entry> = self
             .node(source)?
             .live
@@ -924,7 +924,20 @@ impl World {
             .filter(|e| e.end() > from && e.first < to)
             .cloned()
             .collect();
-        let delay = 1 + self.rng.below(self.config.delay_ms_max);
+        if entries.first().is_none_or(|e| e.first > from)
+            || entries.last().is_none_or(|e| e.end() != to)
+        {
+            return Err(format!(
+                "node {} cannot serve [{from}, {to}) to the sequencer on node {}",
+                source.0, id.0
+            ));
+        }
+        self.report.catch_up_reads += 1;
+        let delay = if source == id {
+            0
+        } else {
+            1 + self.rng.below(self.config.delay_ms_max)
+        };
         self.schedule(
             delay,
             Event::Read {
