@@ -328,6 +328,12 @@ pub enum NodeCommand {
     Status,
     /// List the cluster's nodes: id, state, address, version and role in the metadata group.
     List,
+    /// Remove a node from the cluster for good (it must own no shards of live streams); the
+    /// node stops when it learns so, and its data directory will not start again.
+    Remove {
+        /// The node's id.
+        id: u64,
+    },
 }
 
 /// `runnel cluster …`

@@ -123,7 +123,8 @@ fn classify(error: &ClientError) -> (ExitCode, String) {
             let exit = match code {
                 ErrorCode::UnknownStream
                 | ErrorCode::UnknownShard
-                | ErrorCode::UnknownSubscription => ExitCode::NotFound,
+                | ErrorCode::UnknownSubscription
+                | ErrorCode::UnknownNode => ExitCode::NotFound,
                 _ => ExitCode::Refused,
             };
             (exit, code.to_string())

@@ -218,6 +218,24 @@ impl Client {
         }
     }
 
+    /// Removes node `node` from the cluster for good: it leaves the metadata group and the
+    /// node list, placement never uses it again, and the node stops when it learns so (its
+    /// data directory then refuses to start). Refused with `NodeOwnsShards` while it owns
+    /// shards of live streams, `UnknownNode` when no node has that id, and `WouldLoseQuorum`
+    /// when the metadata group could not commit without it. Returns once the removal is
+    /// applied on the node the client reached. Not retried once sent.
+    pub async fn remove_node(&self, node: u64) -> Result<(), ClientError> {
+        match self
+            .inner
+            .nodes
+            .call_admin(&Request::RemoveNode(node), Safety::AtMostOnce)
+            .await?
+        {
+            Response::RemoveNodeOk(removed) if removed == node => Ok(()),
+            other => Err(unexpected("RemoveNode", &other)),
+        }
+    }
+
     /// Makes every record of `shard` before `offset` unreadable; returns the shard's first
     /// readable offset now. Sent to the core that owns the shard.
     pub async fn trim(

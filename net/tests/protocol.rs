@@ -319,6 +319,7 @@ fn request() -> impl Strategy<Value = Request> {
         Just(Request::GetNodeStatus),
         Just(Request::ListNodes),
         Just(Request::InitCluster),
+        any::<u64>().prop_map(Request::RemoveNode),
     ]
 }
 
@@ -465,6 +466,7 @@ fn response() -> impl Strategy<Value = Response> {
         prop::collection::vec(node_info(), 0..5)
             .prop_map(|nodes| Response::NodeList(NodeList { nodes })),
         Just(Response::InitClusterOk),
+        any::<u64>().prop_map(Response::RemoveNodeOk),
     ]
 }
 
@@ -713,7 +715,7 @@ proptest! {
 #[test]
 fn error_codes_have_stable_numbers() {
     let numbers: Vec<u16> = ErrorCode::all().map(ErrorCode::number).collect();
-    assert_eq!(numbers, (1..=25).collect::<Vec<u16>>());
+    assert_eq!(numbers, (1..=28).collect::<Vec<u16>>());
     for code in ErrorCode::all() {
         assert_eq!(ErrorCode::from_number(code.number()), code);
     }
@@ -724,6 +726,9 @@ fn error_codes_have_stable_numbers() {
     assert_eq!(ErrorCode::NotAssigned.number(), 23);
     assert_eq!(ErrorCode::StreamHasSubscriptions.number(), 24);
     assert_eq!(ErrorCode::NotLeader.number(), 25);
+    assert_eq!(ErrorCode::NodeOwnsShards.number(), 26);
+    assert_eq!(ErrorCode::UnknownNode.number(), 27);
+    assert_eq!(ErrorCode::WouldLoseQuorum.number(), 28);
 
     // Code 0 means "unspecified" and is refused.
     let mut error = ErrorResponse::new(ErrorCode::Other(0), "zero");

@@ -87,6 +87,22 @@ fn a_group_of_one_grows_to_three_voters_under_faults() {
     assert!(total.acknowledged > 0 && total.crashes > 0);
 }
 
+/// One of four voters is removed halfway through the faults (it may lead): the leader drops
+/// it from the group (a removed leader hands its role over first), and the group of the
+/// three left still commits after the faults.
+#[test]
+fn removed_members_leave_the_group_under_faults() {
+    let config = SimConfig {
+        members: 4,
+        initial_voters: 4,
+        target_voters: 3,
+        removed_members: 1,
+        ..SimConfig::default()
+    };
+    let total = run_seeds(&config, 300);
+    assert!(total.acknowledged > 0 && total.crashes > 0);
+}
+
 /// Crashes and restarts every few tens of milliseconds (the setting that exposes a lost vote
 /// below) break nothing when votes are kept.
 #[test]

@@ -43,6 +43,7 @@ fn commands() -> Vec<Command> {
                 durability: Durability::Fsync,
             },
             now_ms: 1_763_726_400_000,
+            avoid: Vec::new(),
         },
         Command::CreateStream {
             config: StreamConfig {
@@ -53,6 +54,7 @@ fn commands() -> Vec<Command> {
                 durability: Durability::Memory,
             },
             now_ms: 1_763_726_400_100,
+            avoid: Vec::new(),
         },
         Command::SplitShard {
             shard: ShardId(1),

@@ -45,6 +45,7 @@ fn stream(stream: &str, shard_count: u32, now_ms: u64) -> Command {
             durability: Durability::Fsync,
         },
         now_ms,
+        avoid: Vec::new(),
     }
 }
 

@@ -3,15 +3,16 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::rc::Rc;
 
-use runnel_core::ShardId;
+use runnel_core::{Offset, ShardId};
 use runnel_net::protocol::{
     Durability as WireDurability, ShardInfo, ShardStatus as WireStatus, StreamInfo,
 };
 use runnel_replicate::metadata::{Durability, MetadataState, NodeId, Shard, ShardStatus, Stream};
 
-use crate::ask::{Answer, Question};
 use crate::cluster::NodeState;
 use crate::core::Core;
+use crate::mesh::codec::{put_count, put_u64, Reader};
+use crate::mesh::{MeshError, RemoteService, Service, WireError};
 
 /// Most shards described in one envelope (the rest: `shards_truncated`).
 pub const SHARDS_PER_ENVELOPE_MAX: usize = 256;
@@ -78,9 +79,72 @@ pub fn stream_info(
     }
 }
 
-/// Answer to [`Question::Offsets`]: the start and next offsets of those of `shards` this core
-/// owns, opening the logs whose offsets it does not know yet.
-pub async fn local_offsets(core: &Core, shards: &[ShardId]) -> Answer {
+/// `shard.offsets`: the start and next offsets of those of the asked core's shards it owns
+/// (shard lists and stream descriptions are answered by whichever core the request reached,
+/// which knows only its own shards' logs). Answered with `(shard, start offset, next offset)`
+/// of each shard asked about that the core owns; shards it does not own are left out.
+pub struct ShardOffsets;
+
+impl Service for ShardOffsets {
+    const NAME: &'static str = "shard.offsets";
+    type Request = Vec<ShardId>;
+    type Response = Vec<(ShardId, Offset, Offset)>;
+}
+
+/// Bytes of one `(shard, start, next)` of a `shard.offsets` response.
+const SHARD_OFFSETS_BYTES: usize = 8 + 8 + 8;
+
+impl RemoteService for ShardOffsets {
+    fn encode_request(request: &Vec<ShardId>, out: &mut Vec<u8>) {
+        put_count(out, request.len());
+        for shard in request {
+            put_u64(out, shard.0);
+        }
+    }
+
+    fn decode_request(bytes: &[u8]) -> Result<Vec<ShardId>, WireError> {
+        let mut reader = Reader::new(bytes);
+        let shards = reader.u64_list("shards", ShardId)?;
+        reader.finish()?;
+        Ok(shards)
+    }
+
+    fn encode_response(response: &Vec<(ShardId, Offset, Offset)>, out: &mut Vec<u8>) {
+        put_count(out, response.len());
+        for (shard, start, next) in response {
+            put_u64(out, shard.0);
+            put_u64(out, start.0);
+            put_u64(out, next.0);
+        }
+    }
+
+    fn decode_response(bytes: &[u8]) -> Result<Vec<(ShardId, Offset, Offset)>, WireError> {
+        let mut reader = Reader::new(bytes);
+        let count = reader.count("offsets", SHARD_OFFSETS_BYTES)?;
+        let mut offsets = Vec::with_capacity(count);
+        for _ in 0..count {
+            offsets.push((
+                ShardId(reader.u64("shard")?),
+                Offset(reader.u64("start")?),
+                Offset(reader.u64("next")?),
+            ));
+        }
+        reader.finish()?;
+        Ok(offsets)
+    }
+}
+
+/// Registers the `shard.offsets` service on `core`.
+pub fn register(core: &Core) {
+    core.mesh
+        .register_remote::<ShardOffsets, _, _>(|core, shards| async move {
+            Ok::<_, MeshError>(local_offsets(&core, &shards).await)
+        });
+}
+
+/// The start and next offsets of those of `shards` this core owns, opening the logs whose
+/// offsets it does not know yet.
+pub async fn local_offsets(core: &Core, shards: &[ShardId]) -> Vec<(ShardId, Offset, Offset)> {
     let mut offsets = Vec::with_capacity(shards.len());
     for id in shards {
         let Some(local) = core.local_shard(*id) else {
@@ -98,7 +162,7 @@ pub async fn local_offsets(core: &Core, shards: &[ShardId]) -> Answer {
             offsets.push((*id, start, next));
         }
     }
-    Answer::Offsets(offsets)
+    offsets
 }
 
 /// How long a description waits for other nodes' offsets, in milliseconds.
@@ -143,13 +207,12 @@ pub async fn fill_offsets(core: &Rc<Core>, shards: &mut [ShardInfo]) {
     let mut remote = Vec::new();
     let mut answers = Vec::new();
     for ((node, other), ids) in by_core {
-        let question = Question::Offsets { shards: ids };
         if node == here {
-            answers.push(core.ask_at(NodeId(node), other, question).await);
+            answers.push(core.call::<ShardOffsets>(other, ids).await);
         } else {
             let core = Rc::clone(core);
             remote.push(glommio::spawn_local(async move {
-                core.ask_at(NodeId(node), other, question).await
+                core.call_at::<ShardOffsets>(NodeId(node), other, ids).await
             }));
         }
     }
@@ -168,7 +231,7 @@ pub async fn fill_offsets(core: &Rc<Core>, shards: &mut [ShardInfo]) {
         }
     }
     for answer in answers {
-        let Answer::Offsets(offsets) = answer else {
+        let Ok(offsets) = answer else {
             continue;
         };
         for (id, start, next) in offsets {
@@ -177,5 +240,37 @@ pub async fn fill_offsets(core: &Rc<Core>, shards: &mut [ShardInfo]) {
                 shard.next_offset = Some(next);
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::mesh::codec::check_encoding;
+
+    /// Requests and responses of `shard.offsets` round-trip; truncations and trailing bytes
+    /// are errors; a forged count is refused before anything is allocated.
+    #[test]
+    fn shard_offsets_encodings_round_trip() {
+        let requests = [vec![ShardId(1), ShardId(5)], Vec::new()];
+        check_encoding(
+            &requests,
+            ShardOffsets::encode_request,
+            ShardOffsets::decode_request,
+        );
+        let responses = [vec![(ShardId(1), Offset(0), Offset(600))], Vec::new()];
+        check_encoding(
+            &responses,
+            ShardOffsets::encode_response,
+            ShardOffsets::decode_response,
+        );
+        assert_eq!(
+            ShardOffsets::decode_response(&u32::MAX.to_le_bytes()),
+            Err(WireError::CountTooLarge {
+                field: "offsets",
+                count: u64::from(u32::MAX),
+                bytes_left: 0
+            })
+        );
     }
 }

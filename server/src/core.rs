@@ -22,24 +22,27 @@ use runnel_core::ShardId;
 use runnel_net::protocol::{ErrorCode, ErrorResponse};
 use runnel_replicate::metadata::Durability;
 use runnel_replicate::metadata::{
-    decode_command, encode_command, Applied, Command, MetadataError, MetadataState, NodeId, Shard,
+    decode_command, Applied, Command, MetadataError, MetadataState, NodeId, Shard,
 };
 use runnel_segment::event::Event;
 use runnel_segment::log::ReadBound;
 use runnel_segment::{DmaStorage, LogConfig, ShardLog};
 
-use crate::ask::{Answer, Pending, Question};
 use crate::cluster::ClusterView;
 use crate::config::NodeConfig;
 use crate::error::FatalError;
 use crate::group::{MetaGroup, RecordError};
 use crate::local::LocalShard;
+use crate::mesh::{Envelope, Mesh, MeshError, MeshHost, RemoteService, Service};
 use crate::proposer::{Host, Proposer};
 use crate::select::{first_of, First};
 use crate::stop::NodeStop;
 use crate::subscription::Subscriptions;
 
-/// Messages between cores.
+/// Messages between cores: core 0's ordered distribution of the metadata and the cores'
+/// lifecycle, and the calls of the feature services (`Mesh`, [`crate::mesh`]). The former are
+/// one-way messages whose order matters (commands apply in index order), which is why they are
+/// not services.
 #[derive(Debug)]
 pub enum CoreMessage {
     /// Core 0 → all: apply this command (encoded) at this index.
@@ -63,55 +66,8 @@ pub enum CoreMessage {
         /// Its applied index.
         index: u64,
     },
-    /// A core → core 0: please propose this command (encoded).
-    Propose {
-        /// Matches the answer to the question.
-        id: u64,
-        /// The asking core.
-        from: u32,
-        /// The encoded command.
-        command: Vec<u8>,
-    },
-    /// Core 0 → a core: the outcome of a proposal.
-    Proposed {
-        /// The proposal's id.
-        id: u64,
-        /// Ok, or the error code and message to answer with.
-        result: ProposalOutcome,
-    },
-    /// A core → another: please answer this question.
-    Ask {
-        /// Matches the answer to the question.
-        id: u64,
-        /// The asking core.
-        from: u32,
-        /// The question.
-        question: Question,
-    },
-    /// A core → core 0: please ask core `core` of node `node` (another node) this question
-    /// over the peer transport; answered with `Answer`.
-    AskPeer {
-        /// Matches the answer to the question.
-        id: u64,
-        /// The asking core.
-        from: u32,
-        /// The node asked.
-        node: NodeId,
-        /// Its core asked.
-        core: u32,
-        /// The metadata index the asking core had applied (the other node answers from at
-        /// least this state).
-        applied_index: u64,
-        /// The question.
-        question: Question,
-    },
-    /// The answer to an `Ask` or an `AskPeer`.
-    Answer {
-        /// The question's id.
-        id: u64,
-        /// The answer.
-        answer: Answer,
-    },
+    /// A call of a mesh service, or its reply (`crate::mesh`).
+    Mesh(Envelope),
     /// A core → core 0, while the node stops: this core's last proposals are done; core 0
     /// may close the metadata log once every core said so.
     Stopped {
@@ -122,9 +78,6 @@ pub enum CoreMessage {
 
 /// How often a core waiting on other cores checks whether the node is stopping, in milliseconds.
 pub const STOP_POLL_MS: u64 = 100;
-
-/// The answer to a forwarded proposal: Ok, or an error code number and message.
-pub type ProposalOutcome = Result<(), (u16, String)>;
 
 /// New shard logs core 0 creates at once (each holds a descriptor while it is created).
 pub const CREATES_IN_FLIGHT_MAX: usize = 256;
@@ -163,8 +116,8 @@ pub struct Core {
     group: RefCell<Option<Rc<MetaGroup>>>,
     acked: RefCell<Vec<u64>>,
     acked_changed: Event,
-    proposals: Pending<ProposalOutcome>,
-    answers: Pending<Answer>,
+    /// This core's side of the core mesh: the feature services' handlers, the calls awaited.
+    pub mesh: Mesh<Core>,
     /// Core 0: which cores finished their last proposals while stopping.
     stopped: RefCell<Vec<bool>>,
     stopped_changed: Event,
@@ -198,6 +151,10 @@ pub fn metadata_error(error: &MetadataError) -> ErrorResponse {
         MetadataError::ShardNotFound { .. } => ErrorCode::UnknownShard,
         MetadataError::ShardSealed { .. } => ErrorCode::ShardSealed,
         MetadataError::StreamHasSubscriptions { .. } => ErrorCode::StreamHasSubscriptions,
+        MetadataError::NodeOwnsShards { .. } => ErrorCode::NodeOwnsShards,
+        MetadataError::NodeNotFound { .. } => ErrorCode::UnknownNode,
+        MetadataError::LastNode { .. } => ErrorCode::WouldLoseQuorum,
+        MetadataError::NoAvailableNodes { .. } => ErrorCode::Unavailable,
         MetadataError::InvalidConfig { .. }
         | MetadataError::NotEnoughNodes { .. }
         | MetadataError::LimitExceeded { .. }
@@ -239,8 +196,7 @@ impl Core {
             group: RefCell::new(None),
             acked: RefCell::new(vec![0; cores]),
             acked_changed: Event::default(),
-            proposals: Pending::default(),
-            answers: Pending::default(),
+            mesh: Mesh::new(index, cores),
             stopped: RefCell::new(vec![false; cores]),
             stopped_changed: Event::default(),
             closing: Cell::new(false),
@@ -507,10 +463,11 @@ impl Core {
     }
 
     /// Core 0: proposes a command through this node's proposer (this node must lead the
-    /// metadata group); its index once committed and applied here.
+    /// metadata group); its index once committed and applied here. A create gets the nodes
+    /// this leader sees unavailable as nodes to avoid (`crate::cluster`).
     pub async fn propose_here(&self, command: Command) -> Result<u64, ErrorResponse> {
         match &self.proposer {
-            Some(proposer) => proposer.propose(command).await,
+            Some(proposer) => proposer.propose(self.placement_hints(command)).await,
             None => Err(ErrorResponse::new(
                 ErrorCode::Internal,
                 "core 0 has no metadata proposer",
@@ -520,8 +477,8 @@ impl Core {
 
     /// Proposes a metadata command and returns once it is committed and applied on this node
     /// (or refused): on core 0, through the proposer when this node leads the metadata group
-    /// and through the leader otherwise; elsewhere through core 0.
-    pub async fn propose(&self, command: Command) -> Result<(), ErrorResponse> {
+    /// and through the leader otherwise; elsewhere through core 0 (`crate::proposal`).
+    pub async fn propose(self: &Rc<Self>, command: Command) -> Result<(), ErrorResponse> {
         if self.index == 0 {
             let Some(group) = self.group() else {
                 return Err(ErrorResponse::new(
@@ -534,82 +491,36 @@ impl Core {
             }
             return group.forward(self, &command).await.map(|_| ());
         }
-        let id = self.proposals.register();
-        self.send(
-            0,
-            CoreMessage::Propose {
-                id,
-                from: self.index,
-                command: encode_command(&command),
-            },
-        )
-        .await;
         // Proposals are still answered while the node stops (its last progress commits), until
         // this core closes.
-        match self.proposals.wait(id, || self.closing.get()).await {
-            Some(result) => result.map_err(|(code, message)| {
-                ErrorResponse::new(ErrorCode::from_number(code), message)
-            }),
-            None => Err(ErrorResponse::new(
+        match self.call::<crate::proposal::Propose>(0, command).await {
+            Ok(result) => result,
+            Err(MeshError::Stopping) => Err(ErrorResponse::new(
                 ErrorCode::Unavailable,
                 "the node is stopping",
             )),
+            Err(error) => Err(ErrorResponse::new(ErrorCode::Internal, error.to_string())),
         }
     }
 
-    /// Asks core `target` a question (answered in place when `target` is this core);
-    /// `Answer::Failed` if the node stops first.
-    pub async fn ask(self: &Rc<Self>, target: u32, question: Question) -> Answer {
-        if target == self.index {
-            return crate::subscription::answer(self, question).await;
-        }
-        let id = self.answers.register();
-        self.send(
-            target,
-            CoreMessage::Ask {
-                id,
-                from: self.index,
-                question,
-            },
-        )
-        .await;
-        self.wait_answer(id).await
+    /// Calls service `S` on core `to` of this node (in place when `to` is this core).
+    pub async fn call<S: Service>(
+        self: &Rc<Self>,
+        to: u32,
+        request: S::Request,
+    ) -> Result<S::Response, MeshError> {
+        Mesh::call::<S>(self, to, request).await
     }
 
-    /// Asks core `target` of node `node` a question: over the mesh on this node, through
-    /// core 0 and the peer transport on another (`crate::ask`'s `remote.rs`). Every failure
-    /// is an `Answer::Failed` saying what failed.
-    pub async fn ask_at(self: &Rc<Self>, node: NodeId, target: u32, question: Question) -> Answer {
-        if node == self.node_id() {
-            return self.ask(target, question).await;
-        }
-        let applied_index = self.metadata.borrow().applied_index();
-        if self.index == 0 {
-            return crate::ask::ask_peer(self, node, target, applied_index, question).await;
-        }
-        let id = self.answers.register();
-        self.send(
-            0,
-            CoreMessage::AskPeer {
-                id,
-                from: self.index,
-                node,
-                core: target,
-                applied_index,
-                question,
-            },
-        )
-        .await;
-        self.wait_answer(id).await
-    }
-
-    /// The answer to the question registered as `id`; `Answer::Failed` if this core closes
-    /// first.
-    async fn wait_answer(&self, id: u64) -> Answer {
-        self.answers
-            .wait(id, || self.closing.get())
-            .await
-            .unwrap_or_else(|| Answer::Failed("the node is stopping".into()))
+    /// Calls remote service `S` on core `to` of node `node`: over the mesh on this node,
+    /// through core 0 and the peer transport on another (`crate::mesh::remote`).
+    pub async fn call_at<S: RemoteService>(
+        self: &Rc<Self>,
+        node: NodeId,
+        to: u32,
+        request: S::Request,
+    ) -> Result<S::Response, MeshError> {
+        crate::mesh::remote::call_at::<S>(self, node, to, request).await
     }
 
     /// Core 0, before commands that create shards are recorded: creates each new shard's log
@@ -773,48 +684,7 @@ impl Core {
                 }
                 self.acked_changed.notify();
             }
-            CoreMessage::Propose { id, from, command } => {
-                // Proposals run concurrently with this core's other work.
-                let core = Rc::clone(self);
-                glommio::spawn_local(async move {
-                    let result = match decode_command(&command) {
-                        Ok(command) => core
-                            .propose(command)
-                            .await
-                            .map_err(|e| (e.code.number(), e.message)),
-                        Err(e) => Err((ErrorCode::InvalidRequest.number(), e.to_string())),
-                    };
-                    core.send(from, CoreMessage::Proposed { id, result }).await;
-                })
-                .detach();
-            }
-            CoreMessage::Proposed { id, result } => self.proposals.fulfil(id, result),
-            CoreMessage::Ask { id, from, question } => {
-                // Answers may await I/O: they run beside this core's other work.
-                let core = Rc::clone(self);
-                glommio::spawn_local(async move {
-                    let answer = crate::subscription::answer(&core, question).await;
-                    core.send(from, CoreMessage::Answer { id, answer }).await;
-                })
-                .detach();
-            }
-            CoreMessage::AskPeer {
-                id,
-                from,
-                node,
-                core: target,
-                applied_index,
-                question,
-            } => {
-                let core = Rc::clone(self);
-                glommio::spawn_local(async move {
-                    let answer =
-                        crate::ask::ask_peer(&core, node, target, applied_index, question).await;
-                    core.send(from, CoreMessage::Answer { id, answer }).await;
-                })
-                .detach();
-            }
-            CoreMessage::Answer { id, answer } => self.answers.fulfil(id, answer),
+            CoreMessage::Mesh(envelope) => Mesh::receive(self, envelope),
             CoreMessage::Stopped { core } => {
                 if let Some(slot) = self.stopped.borrow_mut().get_mut(core as usize) {
                     *slot = true;
@@ -883,8 +753,21 @@ impl Core {
             self.close_log(&shard).await;
         }
         self.acked_changed.notify();
-        self.proposals.wake_all();
-        self.answers.wake_all();
+        self.mesh.wake_all();
+    }
+}
+
+impl MeshHost for Core {
+    fn mesh(&self) -> &Mesh<Core> {
+        &self.mesh
+    }
+
+    async fn send_envelope(&self, to: u32, envelope: Envelope) {
+        self.send(to, CoreMessage::Mesh(envelope)).await;
+    }
+
+    fn mesh_closing(&self) -> bool {
+        self.closing.get()
     }
 }
 

@@ -8,6 +8,8 @@
 //!   file, fsync, rename, fsync of the directory) and checked on every start. Format in
 //!   `docs/operations.md` ("The data directory"): four text lines, the last a CRC-32 of the
 //!   first three, so a damaged file is refused rather than read as another id.
+//! - `<data_dir>/removed`: written (atomically, like `node`) when the node learns it was
+//!   removed from its cluster; a directory holding it is refused on every later start.
 
 use std::fs::{File, OpenOptions};
 use std::io::{ErrorKind, Read, Write};
@@ -21,6 +23,8 @@ use crate::error::FatalError;
 pub const LOCK_FILE: &str = "lock";
 /// The identity file, relative to the data directory.
 pub const NODE_FILE: &str = "node";
+/// The file that marks a removed node's data directory, relative to the data directory.
+pub const REMOVED_FILE: &str = "removed";
 /// The first line of the identity file.
 const NODE_FILE_MAGIC: &str = "runnel node identity";
 /// The identity file's format version.
@@ -175,20 +179,54 @@ pub fn write_node_id(data_dir: &Path, node_id: u64) -> Result<(), FatalError> {
     if path.exists() {
         return check_node_id(data_dir, node_id);
     }
-    let temporary = data_dir.join(format!("{NODE_FILE}.tmp"));
+    write_atomically(data_dir, NODE_FILE, &node_file_text(node_id))?;
+    tracing::info!(node = node_id, file = %path.display(), "recorded this node's identity");
+    Ok(())
+}
+
+/// Writes `text` to `<data_dir>/<name>` atomically and durably: a temporary file, fsync,
+/// rename, fsync of the directory.
+fn write_atomically(data_dir: &Path, name: &str, text: &str) -> Result<(), FatalError> {
+    let path = data_dir.join(name);
+    let temporary = data_dir.join(format!("{name}.tmp"));
     let io = |what: &str, p: &Path, e: std::io::Error| {
         FatalError::Io(format!("{what} {}: {e}", p.display()))
     };
     let mut file = File::create(&temporary).map_err(|e| io("create", &temporary, e))?;
-    file.write_all(node_file_text(node_id).as_bytes())
+    file.write_all(text.as_bytes())
         .and_then(|()| file.sync_all())
         .map_err(|e| io("write", &temporary, e))?;
     std::fs::rename(&temporary, &path).map_err(|e| io("rename to", &path, e))?;
     File::open(data_dir)
         .and_then(|dir| dir.sync_all())
-        .map_err(|e| io("sync", data_dir, e))?;
-    tracing::info!(node = node_id, file = %path.display(), "recorded this node's identity");
+        .map_err(|e| io("sync", data_dir, e))
+}
+
+/// Marks the data directory as a removed node's: every later start is refused.
+pub fn mark_removed(data_dir: &Path, node_id: u64) -> Result<(), FatalError> {
+    let text = format!(
+        "node {node_id} was removed from its cluster (runnel node remove); this directory \
+         cannot serve again\n"
+    );
+    write_atomically(data_dir, REMOVED_FILE, &text)
+}
+
+/// Refuses a data directory whose node was removed from its cluster.
+pub fn check_not_removed(data_dir: &Path, node_id: u64) -> Result<(), FatalError> {
+    if data_dir.join(REMOVED_FILE).exists() {
+        return Err(removed(data_dir, node_id));
+    }
     Ok(())
+}
+
+/// The reason a removed node stops, and the refusal of its data directory.
+pub fn removed(data_dir: &Path, node_id: u64) -> FatalError {
+    FatalError::Removed(format!(
+        "node {node_id} was removed from its cluster (runnel node remove); its data directory \
+         {} cannot serve again: to join the cluster as a new node, wipe the directory (or give \
+         another --data-dir) and start it with seeds",
+        data_dir.display()
+    ))
 }
 
 #[cfg(test)]
@@ -247,5 +285,17 @@ mod tests {
         ] {
             assert!(parse_node_file(broken).is_err(), "{broken:?}");
         }
+    }
+
+    /// A directory marked removed is refused on start, naming the way back in; an unmarked
+    /// one is not.
+    #[test]
+    fn a_removed_nodes_directory_is_refused() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        check_not_removed(dir.path(), 3).expect("not removed");
+        mark_removed(dir.path(), 3).expect("marked");
+        let error = check_not_removed(dir.path(), 3).expect_err("removed");
+        assert_eq!(error.exit_code(), 10);
+        assert!(error.to_string().contains("wipe the directory"), "{error}");
     }
 }

@@ -42,6 +42,10 @@ pub enum FatalError {
     /// acknowledged end): the node does not start over it, and changes nothing on disk.
     #[error("corruption: {0}")]
     Corruption(String),
+    /// The node was removed from its cluster (`runnel node remove`): it stopped when it
+    /// learnt so, and its data directory is refused from then on.
+    #[error("removed: {0}")]
+    Removed(String),
 }
 
 impl FatalError {
@@ -56,6 +60,7 @@ impl FatalError {
             FatalError::DataDirLocked { .. } => 7,
             FatalError::Identity(_) => 8,
             FatalError::Corruption(_) => 9,
+            FatalError::Removed(_) => 10,
         }
     }
 }

@@ -24,7 +24,8 @@ use std::time::{Duration, Instant};
 use runnel_core::ShardId;
 use runnel_net::protocol::{ErrorCode, ErrorResponse};
 use runnel_replicate::group::{
-    Advanced, GroupError, GroupMember, GroupStore, MemberConfig, Message, Persist, StoredSnapshot,
+    Advanced, GroupError, GroupMember, GroupStore, MemberConfig, MembershipChange, Message,
+    Persist, StoredSnapshot,
 };
 use runnel_replicate::metadata::{
     decode_command, encode_command, encode_snapshot, Applied, Command, MetadataError, Node, NodeId,
@@ -52,6 +53,14 @@ pub const LEADER_WAIT: Duration = Duration::from_secs(3);
 const PING_TICKS: u64 = 5;
 /// Ticks between two join requests of a node outside the group.
 const JOIN_TICKS: u64 = 20;
+/// How long the leader waits, after a node's removal is applied, for that node to hold the
+/// removal in its log before dropping it from the group (a node that is down is dropped at
+/// once): a running node must learn it was removed, and once out of the group it is sent
+/// nothing more.
+const REMOVAL_GRACE: Duration = Duration::from_secs(3);
+/// How long a node that learnt it was removed waits to see itself out of the group before it
+/// stops anyway: its vote may still be needed to commit its own removal.
+const REMOVED_EXIT_WAIT: Duration = Duration::from_secs(5);
 
 /// Why a proposed batch was not applied.
 #[derive(Debug)]
@@ -98,6 +107,11 @@ pub struct MetaGroup {
     running: Cell<bool>,
     /// `runnel cluster init` asked this node to found a group: answered once done.
     found_requested: RefCell<Option<Rc<FoundReply>>>,
+    /// Nodes whose removal this node applied: at which index, and when.
+    removals: RefCell<HashMap<u64, (u64, Instant)>>,
+    /// When this node applied its own removal: it hands over its leadership, waits to be out
+    /// of the group (at most [`REMOVED_EXIT_WAIT`]) and stops.
+    removed_at: Cell<Option<Instant>>,
 }
 
 /// The answer to a request to found a group.
@@ -182,6 +196,8 @@ impl MetaGroup {
             finished: Event::default(),
             running: Cell::new(false),
             found_requested: RefCell::new(None),
+            removals: RefCell::new(HashMap::new()),
+            removed_at: Cell::new(None),
         })
     }
 
@@ -662,6 +678,10 @@ impl MetaGroup {
             self.ping(core);
             self.refresh_view(core);
         }
+        if let Some(at) = self.removed_at.get() {
+            self.leave(core, at);
+            return;
+        }
         if !self.batch_active.get() {
             self.membership_step(core);
         }
@@ -732,6 +752,11 @@ impl MetaGroup {
             .member
             .borrow()
             .membership_step(&nodes, core.config.cluster.voters);
+        if let Some(MembershipChange::Remove(node)) = step {
+            if !self.may_drop(core, node) {
+                return;
+            }
+        }
         if let Some(change) = step {
             let id = self.next_proposal.get();
             self.next_proposal.set(id + 1);
@@ -739,6 +764,96 @@ impl MetaGroup {
             if let Err(error) = self.member.borrow_mut().propose_membership(id, change) {
                 tracing::debug!(%error, "membership change not proposed");
             }
+        }
+    }
+
+    /// Node `node`'s removal was applied at `index`. This node, if it is the one removed,
+    /// marks its data directory (every later start is refused) and begins to leave; another
+    /// node remembers the removal until the group drops the removed node.
+    fn node_removed(&self, core: &Core, node: u64, index: u64) -> Result<(), FatalError> {
+        if node == core.config.node_id {
+            crate::data_dir::mark_removed(&core.config.data_dir, node)?;
+            tracing::error!(
+                node,
+                index,
+                "this node was removed from the cluster (runnel node remove); it stops once \
+                 the group has let it go, and its data directory will not serve again"
+            );
+            self.removed_at.set(Some(Instant::now()));
+        } else {
+            tracing::info!(node, index, "a node was removed from the cluster");
+            self.removals
+                .borrow_mut()
+                .insert(node, (index, Instant::now()));
+        }
+        self.refresh_view(core);
+        Ok(())
+    }
+
+    /// Whether the leader may drop removed node `node` from the group now: once the node holds
+    /// its removal in its log, or is not reachable, or [`REMOVAL_GRACE`] passed.
+    fn may_drop(&self, core: &Core, node: u64) -> bool {
+        let Some(&(index, at)) = self.removals.borrow().get(&node) else {
+            return true;
+        };
+        let holds_it = self
+            .member
+            .borrow()
+            .matched(node)
+            .is_some_and(|matched| matched >= index);
+        let reachable = core
+            .cluster
+            .nodes()
+            .iter()
+            .find(|view| view.id == node)
+            .is_none_or(|view| matches!(view.state, NodeState::Starting | NodeState::Running));
+        holds_it || !reachable || at.elapsed() >= REMOVAL_GRACE
+    }
+
+    /// Closes the peer connections of removed nodes the group no longer holds.
+    fn forget_departed(&self) {
+        let Some(peers) = &self.peers else {
+            return;
+        };
+        let members = self.member_ids();
+        for (&node, _) in self.removals.borrow().iter() {
+            if !members.contains(&node) {
+                peers.forget(node);
+            }
+        }
+    }
+
+    /// A removed node leaving: a leader hands its role to another voter; a follower stops
+    /// once the group no longer holds it, or after [`REMOVED_EXIT_WAIT`].
+    fn leave(&self, core: &Core, removed_at: Instant) {
+        let me = core.config.node_id;
+        if self.is_leader() {
+            if self.ticks.get().is_multiple_of(PING_TICKS) {
+                // To a voter still registered (another removed node would hand it back).
+                let metadata = core.metadata.borrow();
+                let to = {
+                    let member = self.member.borrow();
+                    member
+                        .members()
+                        .voters
+                        .iter()
+                        .copied()
+                        .filter(|&id| id != me && metadata.node(NodeId(id)).is_some())
+                        .max_by_key(|&id| member.matched(id).unwrap_or(0))
+                };
+                drop(metadata);
+                if let Some(to) = to {
+                    tracing::info!(to, "handing the metadata group's leadership over");
+                    self.member.borrow_mut().transfer_leader(to);
+                }
+            }
+            if removed_at.elapsed() < REMOVED_EXIT_WAIT * 2 {
+                return;
+            }
+        }
+        let out_of_group = !self.member_ids().contains(&me);
+        if out_of_group || removed_at.elapsed() >= REMOVED_EXIT_WAIT {
+            core.fail(crate::data_dir::removed(&core.config.data_dir, me));
         }
     }
 
@@ -776,14 +891,16 @@ impl MetaGroup {
                         PeerRequest::Ask {
                             core: target,
                             applied_index,
-                            question,
+                            service,
+                            request,
                         } => PeerResponse::Answered(
-                            crate::ask::answer_from_peer(
+                            crate::mesh::remote::answer_from_peer(
                                 &core,
                                 from,
                                 target,
                                 applied_index,
-                                question,
+                                service,
+                                &request,
                             )
                             .await,
                         ),
@@ -797,7 +914,9 @@ impl MetaGroup {
     }
 
     fn heard(&self, hello: NodeHello) {
-        if let Some(peers) = &self.peers {
+        // A removed node may still talk until it learns so: its connection is not redialled.
+        let removed = self.removals.borrow().contains_key(&hello.node);
+        if let (Some(peers), false) = (&self.peers, removed) {
             peers.set_address(hello.node, &hello.address);
         }
         self.hellos
@@ -881,6 +1000,7 @@ impl MetaGroup {
                 if let Some(commit) = advanced.commit {
                     self.set_commit(commit).await?;
                 }
+                self.forget_departed();
                 self.refresh_view(core);
             }
             if let Some(snapshot) = &advanced.compacted {
@@ -1007,8 +1127,14 @@ impl MetaGroup {
             })?;
             self.create_new_logs(core, index, &command).await;
             let outcome = core.apply(index, &command).await?;
-            if matches!(outcome, Ok(Applied::NodeRegistered { .. })) {
-                self.learn_addresses(core);
+            match &outcome {
+                Ok(Applied::NodeRegistered { node, .. }) => {
+                    // A node registered again under a removed id is a new node.
+                    self.removals.borrow_mut().remove(&node.id.0);
+                    self.learn_addresses(core);
+                }
+                Ok(Applied::NodeRemoved { node }) => self.node_removed(core, node.id.0, index)?,
+                _ => {}
             }
             distributed.push((index, entry.data.to_vec()));
             if let Some(Some(proposal)) = outcomes.get(&index) {

@@ -328,6 +328,7 @@ async fn handle(core: &Rc<Core>, request: Request, payload: &[Bytes]) -> Answer 
             core.propose(Command::CreateStream {
                 config,
                 now_ms: now_ms().max(0) as u64,
+                avoid: Vec::new(),
             })
             .await?;
             describe(core, &create.name).await
@@ -462,6 +463,10 @@ async fn handle(core: &Rc<Core>, request: Request, payload: &[Bytes]) -> Answer 
         }
         Request::ListNodes => Ok(Response::NodeList(crate::cluster::node_list(&core.cluster))),
         Request::InitCluster => core.init_cluster().await.map(|()| Response::InitClusterOk),
+        Request::RemoveNode(node) => core
+            .remove_node(node)
+            .await
+            .map(|()| Response::RemoveNodeOk(node)),
         Request::CreateSubscription(create) => subscription::create(core, create).await,
         Request::ListSubscriptions(list) => subscription::list(core, list),
         Request::DescribeSubscription(describe) => {

@@ -13,7 +13,6 @@
 //! reason and an exit code), or acknowledge after a storage fault.
 
 pub mod allocations;
-pub mod ask;
 pub mod cluster;
 pub mod config;
 pub mod convert;
@@ -26,10 +25,12 @@ pub mod handler;
 pub mod identity;
 pub mod local;
 pub mod malloc;
+pub mod mesh;
 pub mod metadata_log;
 pub mod node;
 pub mod open_files;
 pub mod peer;
+pub mod proposal;
 pub mod proposer;
 mod select;
 pub mod stop;

@@ -46,6 +46,7 @@ fn run() -> Result<(), FatalError> {
     // also while cores that did not stop in time are still running.
     std::mem::forget(data_dir::lock(&config.data_dir)?);
     data_dir::check_node_id(&config.data_dir, config.node_id)?;
+    data_dir::check_not_removed(&config.data_dir, config.node_id)?;
     let (identity, certificate) = identity::load_or_create(&config)?;
     tracing::info!(
         node = config.node_id,

@@ -311,6 +311,7 @@ async fn run_core(
         stop,
         cluster,
     ));
+    register_services(&core);
     // Core 0's metadata proposer: one task, until the core closes.
     glommio::spawn_local(Rc::clone(&core).run_proposer()).detach();
     // Every core listens to every other core.
@@ -385,6 +386,15 @@ async fn run_core(
     core.close().await;
     tracing::info!(core = index, "stopped");
     Ok(())
+}
+
+/// Registers every feature's services of the core mesh on `core` (`crate::mesh`): each
+/// feature module registers its own handlers; a new feature adds its line here.
+fn register_services(core: &Core) {
+    crate::mesh::remote::register(core);
+    crate::proposal::register(core);
+    crate::subscription::services::register(core);
+    crate::convert::register(core);
 }
 
 /// Core 0: opens this node's member of the metadata group (founding a group of one, joining,
@@ -504,7 +514,7 @@ fn claim_data_dir(core: &Core) -> Result<(), FatalError> {
 /// re-places the shards of cores this node no longer has (`core % cores`), so a restart with
 /// fewer cores serves every shard; it is also proposed when the node is unchanged but a shard
 /// still sits on a missing core (data from a build that did not re-place).
-async fn register_node(core: &Core) -> Result<(), FatalError> {
+async fn register_node(core: &Rc<Core>) -> Result<(), FatalError> {
     let config = &core.config;
     let node = Node {
         id: NodeId(config.node_id),

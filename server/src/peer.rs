@@ -450,6 +450,19 @@ impl Peers {
             .set(Duration::from_millis(self.limits.backoff_initial_ms));
     }
 
+    /// Forgets node `id` (removed from the cluster): its address, its queued messages and its
+    /// connection go; nothing is sent to it until an address is set again.
+    pub fn forget(&self, id: u64) {
+        let Some(peer) = self.peers.borrow().get(&id).cloned() else {
+            return;
+        };
+        *peer.address.borrow_mut() = None;
+        peer.drain();
+        if let Some(connection) = peer.live_link() {
+            peer.drop_link(&connection, PeerCloseCode::Done, b"the node was removed");
+        }
+    }
+
     /// One-way send to node `id`: queued and sent in order on a long-lived connection (dialled
     /// on demand, re-dialled with backoff after failure); dropped, never blocking, when the
     /// peer is unreachable or its queue is full (raft retries). Never awaits.

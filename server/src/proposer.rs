@@ -706,6 +706,7 @@ mod tests {
                 durability: Durability::Fsync,
             },
             now_ms: 1_700_000_000_000,
+            avoid: Vec::new(),
         }
     }
 

@@ -19,11 +19,12 @@ use runnel_net::tls::{cluster_server_config, peer_client_config, CertificateAuth
 use runnel_net::{EndpointOptions, NodeCertificate, TransportLimits, PEER_ALPN};
 use runnel_replicate::consumer::{MemberId, MemberInfo};
 use runnel_replicate::metadata::SubscriptionId;
-use runnel_server::ask::{Answer, Question};
+use runnel_server::mesh::{RemoteService, Service};
 use runnel_server::peer::{
     is_peer_connection, peer_transport_limits, Inbound, NodeHello, PeerCloseCode, PeerError,
     PeerLimits, PeerMessage, PeerRefusal, PeerRequest, PeerResponse, PeerTarget, Peers,
 };
+use runnel_server::subscription::services::Members;
 use rustls::pki_types::CertificateDer;
 
 /// A guard against hangs, not a performance bound.
@@ -262,17 +263,25 @@ async fn receive_all(peers: &Peers, from: u64, requests: usize) -> TestResult<us
                     PeerRequest::Ask {
                         core,
                         applied_index,
-                        question: Question::Members { subscription },
-                    } => PeerResponse::Answered(Answer::Members(vec![MemberInfo {
-                        id: MemberId(applied_index),
-                        name: format!("on core {core}"),
-                        shards: vec![ShardId(subscription.0)],
-                        session_timeout_ms: 10_000,
-                        joined_ms: 1,
-                        last_seen_ms: 2,
-                    }])),
+                        service,
+                        request,
+                    } if service == Members::ID => {
+                        let subscription =
+                            Members::decode_request(&request).map_err(|e| e.to_string())?;
+                        let members = vec![MemberInfo {
+                            id: MemberId(applied_index),
+                            name: format!("on core {core}"),
+                            shards: vec![ShardId(subscription.0)],
+                            session_timeout_ms: 10_000,
+                            joined_ms: 1,
+                            last_seen_ms: 2,
+                        }];
+                        let mut response = Vec::new();
+                        Members::encode_response(&members, &mut response);
+                        PeerResponse::Answered(Ok(response))
+                    }
                     PeerRequest::Ask { .. } => {
-                        PeerResponse::Answered(Answer::Failed("not asked in this test".into()))
+                        PeerResponse::Answered(Err("not asked in this test".into()))
                     }
                 });
             }
@@ -364,7 +373,9 @@ fn messages_flow_both_ways_in_order_and_requests_are_answered() {
             )
             .await;
         assert_eq!(unknown, Err(PeerError::NoAddress { node: 9 }));
-        // A question for one of node 2's cores comes back with its typed answer.
+        // A call of a service on one of node 2's cores comes back with its encoded response.
+        let mut request = Vec::new();
+        Members::encode_request(&SubscriptionId(7), &mut request);
         let asked = node
             .peers
             .request(
@@ -372,24 +383,26 @@ fn messages_flow_both_ways_in_order_and_requests_are_answered() {
                 PeerRequest::Ask {
                     core: 1,
                     applied_index: 42,
-                    question: Question::Members {
-                        subscription: SubscriptionId(7),
-                    },
+                    service: Members::ID,
+                    request,
                 },
                 DEADLINE,
             )
             .await
             .map_err(|e| e.to_string())?;
+        let PeerResponse::Answered(Ok(response)) = asked else {
+            return Err(format!("node 2 answered {asked:?}"));
+        };
         assert_eq!(
-            asked,
-            PeerResponse::Answered(Answer::Members(vec![MemberInfo {
+            Members::decode_response(&response).map_err(|e| e.to_string())?,
+            vec![MemberInfo {
                 id: MemberId(42),
                 name: "on core 1".into(),
                 shards: vec![ShardId(7)],
                 session_timeout_ms: 10_000,
                 joined_ms: 1,
                 last_seen_ms: 2,
-            }]))
+            }]
         );
         receiving.await?;
         barrier(&done, 2).await?;

@@ -238,6 +238,44 @@ impl LocalCluster {
         node.paused = false;
     }
 
+    /// Waits up to `timeout` for node `k` to exit by itself; its exit code (`None` for a
+    /// signal), or `Err` if it still runs.
+    pub fn wait_exit(&mut self, k: u64, timeout: Duration) -> Result<Option<i32>, String> {
+        let node = self.node_mut(k);
+        let code = node.server.wait_exit(timeout)?;
+        node.killed = true;
+        node.paused = false;
+        Ok(code)
+    }
+
+    /// Starts node `k` again (it must have exited) with its data directory and flags,
+    /// expecting it to exit by itself.
+    pub fn run_to_exit(&self, k: u64) -> crate::server::Exited {
+        self.node(k).server.run_again_to_exit()
+    }
+
+    /// Runs `runnel <args>` against node `k` (`--output json`): its standard output, or its
+    /// exit status and standard error.
+    pub fn cli(&self, k: u64, args: &[&str]) -> Result<String, String> {
+        let output = Command::new(cli_binary())
+            .args(["--url", &self.url(k)])
+            .arg("--ca-cert")
+            .arg(&self.ca_path)
+            .args(["--output", "json"])
+            .args(args)
+            .output()
+            .map_err(|e| format!("cannot run {}: {e}", cli_binary().display()))?;
+        if !output.status.success() {
+            return Err(format!(
+                "runnel {} through node {k} exited with {}: {}",
+                args.join(" "),
+                output.status,
+                String::from_utf8_lossy(&output.stderr).trim()
+            ));
+        }
+        Ok(String::from_utf8_lossy(&output.stdout).into_owned())
+    }
+
     /// SIGKILLs every node (resuming paused ones first is not needed: SIGKILL ends a stopped
     /// process too). Also done on drop.
     pub fn stop_all(&mut self) {

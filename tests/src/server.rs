@@ -225,6 +225,33 @@ impl TestServer {
         status.code()
     }
 
+    /// Waits up to `timeout` for the process to exit by itself; its exit code (`None` for a
+    /// signal), or `Err` if it still runs.
+    pub fn wait_exit(&mut self, timeout: Duration) -> Result<Option<i32>, String> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let Some(child) = self.child.as_mut() else {
+                return Err("the server is not running".to_owned());
+            };
+            if let Some(status) = child.try_wait().map_err(|e| e.to_string())? {
+                self.child = None;
+                self.drain();
+                return Ok(status.code());
+            }
+            if Instant::now() >= deadline {
+                return Err(format!("still running after {timeout:?}"));
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Starts the server again on the same data directory, ports and flags, expecting it to
+    /// exit by itself (see [`run_to_exit`]).
+    pub fn run_again_to_exit(&self) -> Exited {
+        let args: Vec<&str> = self.extra_args.iter().map(String::as_str).collect();
+        run_to_exit(&self.data_dir, self.base_port, self.cores, &args)
+    }
+
     /// Restarts on the same data directory and ports.
     pub fn restart(&mut self) {
         self.kill();

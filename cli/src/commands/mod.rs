@@ -49,6 +49,7 @@ pub async fn run(cli: Cli, output: &mut Output) -> Result<(), CliError> {
         Command::Consume(args) => consume::run(&client, args, output).await,
         Command::Node(NodeCommand::Status) => node::status(&client, output).await,
         Command::Node(NodeCommand::List) => node::list(&client, output).await,
+        Command::Node(NodeCommand::Remove { id }) => node::remove(&client, id, output).await,
         Command::Cluster(ClusterCommand::Init) => node::init_cluster(&client, output).await,
     };
     let flushed = output.flush();

@@ -1,4 +1,4 @@
-//! `node status`, `node list` and `cluster init`.
+//! `node status`, `node list`, `node remove` and `cluster init`.
 
 use runnel_client::Client;
 use serde::Serialize;
@@ -30,6 +30,25 @@ pub async fn list(client: &Client, output: &mut Output) -> Result<(), CliError> 
     match output.format() {
         OutputFormat::Table => output.text(&document.table().render()),
         OutputFormat::Json => output.json(&document),
+    }
+}
+
+/// Removes node `id` from the cluster.
+pub async fn remove(client: &Client, id: u64, output: &mut Output) -> Result<(), CliError> {
+    client.remove_node(id).await?;
+    match output.format() {
+        OutputFormat::Table => output.text(&format!("removed node {id}\n")),
+        OutputFormat::Json => {
+            #[derive(Serialize)]
+            struct Removed {
+                removed: bool,
+                node_id: u64,
+            }
+            output.json(&Removed {
+                removed: true,
+                node_id: id,
+            })
+        }
     }
 }
 

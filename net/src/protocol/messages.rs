@@ -262,6 +262,8 @@ pub enum Request {
     ListNodes,
     /// Founds the cluster on the node asked; answered by [`Response::InitClusterOk`].
     InitCluster,
+    /// Removes the node with this id from the cluster; answered by [`Response::RemoveNodeOk`].
+    RemoveNode(u64),
 }
 
 impl Request {
@@ -289,6 +291,7 @@ impl Request {
             Request::Ack(_) => "Ack",
             Request::ListNodes => "ListNodes",
             Request::InitCluster => "InitCluster",
+            Request::RemoveNode(_) => "RemoveNode",
         }
     }
 
@@ -358,13 +361,20 @@ pub enum ErrorCode {
     /// The metadata group's leader is elsewhere or unknown (an election is under way, or the
     /// cluster is not initialised yet): retry.
     NotLeader,
+    /// RemoveNode of a node that still owns shards of live streams: delete those streams first
+    /// (moving shards waits for replication).
+    NodeOwnsShards,
+    /// No registered node has that id.
+    UnknownNode,
+    /// RemoveNode refused: the metadata group could not commit without the node.
+    WouldLoseQuorum,
     /// A code this build does not know (sent by a newer peer), kept as received. Never
     /// one of the numbers above.
     Other(u16),
 }
 
 /// `(code, number)` for every named code: the one table both directions use.
-const ERROR_CODES: [(ErrorCode, u16); 25] = [
+const ERROR_CODES: [(ErrorCode, u16); 28] = [
     (ErrorCode::Internal, 1),
     (ErrorCode::InvalidRequest, 2),
     (ErrorCode::UnsupportedVersion, 3),
@@ -390,6 +400,9 @@ const ERROR_CODES: [(ErrorCode, u16); 25] = [
     (ErrorCode::NotAssigned, 23),
     (ErrorCode::StreamHasSubscriptions, 24),
     (ErrorCode::NotLeader, 25),
+    (ErrorCode::NodeOwnsShards, 26),
+    (ErrorCode::UnknownNode, 27),
+    (ErrorCode::WouldLoseQuorum, 28),
 ];
 
 impl ErrorCode {
@@ -699,6 +712,8 @@ pub enum Response {
     NodeList(NodeList),
     /// Answer to [`Request::InitCluster`].
     InitClusterOk,
+    /// Answer to [`Request::RemoveNode`]: the node with this id is removed.
+    RemoveNodeOk(u64),
 }
 
 impl Response {
@@ -727,6 +742,7 @@ impl Response {
             Response::LeaveOk => "LeaveOk",
             Response::NodeList(_) => "NodeList",
             Response::InitClusterOk => "InitClusterOk",
+            Response::RemoveNodeOk(_) => "RemoveNodeOk",
         }
     }
 

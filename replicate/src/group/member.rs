@@ -324,7 +324,8 @@ impl GroupMember {
     /// `target_voters` voters among `nodes` (every node known to the cluster), the others
     /// being learners: first every node joins as a learner, then learners whose log is within
     /// [`CAUGHT_UP_ENTRIES`] of the leader's commit index are promoted, one change at a time
-    /// (a voter that cannot keep up would slow every commit). `None` when there
+    /// (a voter that cannot keep up would slow every commit). A member missing from `nodes`
+    /// (a removed node), other than this one, is removed from the group. `None` when there
     /// is nothing to do, when this member does not lead, or while a change is pending.
     pub fn membership_step(&self, nodes: &[u64], target_voters: usize) -> Option<MembershipChange> {
         if !self.is_leader() || self.raw.raft.pending_conf_index > self.applied_index() {
@@ -334,6 +335,17 @@ impl GroupMember {
         let known = |id: &u64| members.voters.contains(id) || members.learners.contains(id);
         if let Some(&new) = nodes.iter().find(|id| !known(id)) {
             return Some(MembershipChange::AddLearner(new));
+        }
+        // A member the cluster no longer knows was removed (every other member was registered
+        // before it was added): it leaves the group. The leader never removes itself here; a
+        // removed leader hands its role over first (`transfer_leader`).
+        if let Some(&gone) = members
+            .voters
+            .iter()
+            .chain(&members.learners)
+            .find(|&&id| id != self.id() && !nodes.contains(&id))
+        {
+            return Some(MembershipChange::Remove(gone));
         }
         if members.voters.len() >= target_voters {
             return None;
@@ -350,6 +362,33 @@ impl GroupMember {
                 })
             })
             .map(MembershipChange::AddVoter)
+    }
+
+    /// The highest log index the leader knows `peer` holds (`None` when this member does not
+    /// lead or `peer` is not a member).
+    pub fn matched(&self, peer: u64) -> Option<u64> {
+        if !self.is_leader() {
+            return None;
+        }
+        self.raw
+            .raft
+            .prs()
+            .get(peer)
+            .map(|progress| progress.matched)
+    }
+
+    /// Asks the leader to hand its role to voter `to` (raft-rs's leadership transfer: `to` is
+    /// brought up to date, then told to stand at once; the leader takes no proposal
+    /// meanwhile, and gives up after an election timeout). Nothing happens when this member
+    /// does not lead, or while a transfer is under way: a new target would abort it, and a
+    /// caller that asks again each time with whichever voter looks best could keep the group
+    /// transferring, and refusing proposals, for ever (the simulator found that).
+    pub fn transfer_leader(&mut self, to: u64) {
+        self.assert_idle();
+        if self.is_leader() && self.raw.raft.lead_transferee.is_none() {
+            self.raw.transfer_leader(to);
+        }
+        self.after_input();
     }
 
     /// What became of a snapshot message this member sent to `to`: `delivered` when the peer
@@ -426,6 +465,7 @@ impl GroupMember {
         advanced.send.extend(light.take_messages());
         self.apply(light.take_committed_entries(), &mut advanced)?;
         self.raw.advance_apply();
+        self.step_down_if_removed();
         advanced.compacted = self.maybe_compact();
         self.after_input();
         Ok(advanced)
@@ -530,6 +570,20 @@ impl GroupMember {
 
     /// raft-rs resets the election timer whenever the term or the role changes: the member
     /// then draws the new timeout from its own generator.
+    /// raft-rs 0.7 leaves a leader that applied its own removal in charge (its TODO says to
+    /// step down), and then panics on the next append response (the leader has no progress of
+    /// its own): such a leader steps down into the next term, as etcd's does, once the ready
+    /// cycle is over (raft-rs asserts the hard state does not change within one). The
+    /// simulator found it: a leader proposes a member's removal and loses its role, and that
+    /// member is elected and commits its own removal.
+    fn step_down_if_removed(&mut self) {
+        let removed = !self.members().voters.contains(&self.id());
+        if self.raw.raft.state == raft::StateRole::Leader && removed {
+            let term = self.raw.raft.term + 1;
+            self.raw.raft.become_follower(term, raft::INVALID_ID);
+        }
+    }
+
     fn after_input(&mut self) {
         let now = (
             self.raw.raft.term,

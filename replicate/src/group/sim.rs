@@ -52,6 +52,10 @@ pub struct SimConfig {
     pub initial_voters: u64,
     /// Voters the leader grows the group to (the others stay learners).
     pub target_voters: u64,
+    /// Members removed from the cluster halfway through the faults (the highest ids): from
+    /// then on the leader's list of nodes lacks them, a removed leader hands its role over,
+    /// and at the end the leader's group must not hold them. They keep running, never told.
+    pub removed_members: u64,
     /// Virtual time with faults.
     pub faulty_ms: u64,
     /// Virtual time after the faults stop, in which the group must commit again.
@@ -87,6 +91,7 @@ impl Default for SimConfig {
             members: 3,
             initial_voters: 3,
             target_voters: 3,
+            removed_members: 0,
             faulty_ms: 6_000,
             healing_ms: 4_000,
             tick_ms: 10,
@@ -181,6 +186,8 @@ enum Input {
     Tick,
     Propose(u64, Command),
     Membership(u64, MembershipChange),
+    /// A removed leader hands its role to this voter.
+    TransferLeader(u64),
 }
 
 struct Slot {
@@ -415,12 +422,30 @@ impl World {
                 self.describe()
             ));
         }
-        let voters = self
+        let leader = self
             .slots
             .values()
             .filter_map(|slot| slot.member.as_ref())
-            .find(|member| member.is_leader())
-            .map(|leader| leader.members().voters.len() as u64);
+            .find(|member| member.is_leader());
+        let registered = self.registered();
+        if let Some(leader) = leader {
+            let members = leader.members();
+            let held: Vec<u64> = members
+                .voters
+                .iter()
+                .chain(&members.learners)
+                .copied()
+                .filter(|id| !registered.contains(id))
+                .collect();
+            if !held.is_empty() {
+                return Err(format!(
+                    "the group still holds removed members {held:?} (leader {}); members: {}",
+                    leader.id(),
+                    self.describe()
+                ));
+            }
+        }
+        let voters = leader.map(|leader| leader.members().voters.len() as u64);
         self.report.voters_at_end = voters.unwrap_or(0);
         if self.report.voters_at_end != self.config.target_voters {
             return Err(format!(
@@ -564,8 +589,27 @@ impl World {
             }
             Event::Membership => {
                 self.schedule(MEMBERSHIP_EVERY_MS, Event::Membership);
-                let ids: Vec<u64> = self.slots.keys().copied().collect();
+                let ids = self.registered();
                 let target = self.config.target_voters as usize;
+                let transfers: Vec<(u64, u64)> = self
+                    .slots
+                    .iter()
+                    .filter(|(id, _)| !ids.contains(id))
+                    .filter_map(|(&id, slot)| {
+                        let member = slot.member.as_ref().filter(|m| m.is_leader())?;
+                        let to = member
+                            .members()
+                            .voters
+                            .iter()
+                            .copied()
+                            .filter(|voter| ids.contains(voter))
+                            .max_by_key(|&voter| member.matched(voter).unwrap_or(0))?;
+                        Some((id, to))
+                    })
+                    .collect();
+                for (id, to) in transfers {
+                    self.input(id, Input::TransferLeader(to))?;
+                }
                 let changes: Vec<(u64, MembershipChange)> = self
                     .slots
                     .iter()
@@ -586,7 +630,20 @@ impl World {
         }
     }
 
+    /// The nodes the cluster knows now: every member, less the removed ones once they are
+    /// removed.
+    fn registered(&self) -> Vec<u64> {
+        let removing = self.now_ms >= self.config.faulty_ms / 2;
+        let kept = self.config.members - self.config.removed_members;
+        self.slots
+            .keys()
+            .copied()
+            .filter(|&id| !removing || id <= kept)
+            .collect()
+    }
+
     fn input(&mut self, id: u64, input: Input) -> Result<(), String> {
+        let registered = self.registered();
         let slot = self.slot(id)?;
         let Some(member) = slot.member.as_mut() else {
             return Ok(());
@@ -597,10 +654,17 @@ impl World {
         }
         match input {
             // raft-rs ignores stale messages itself; an error is a message of another group,
-            // which this simulation never sends.
-            Input::Message(message) => member
-                .step(*message)
-                .map_err(|e| format!("member {id} refused a message: {e}"))?,
+            // which this simulation never sends, or one from a removed member, which keeps
+            // talking because nobody tells it (the server drops those alike).
+            Input::Message(message) => {
+                let from = message.from;
+                let removed = !registered.contains(&from);
+                if let Err(error) = member.step(*message) {
+                    if !removed {
+                        return Err(format!("member {id} refused a message: {error}"));
+                    }
+                }
+            }
             Input::Tick => member.tick(),
             Input::SnapshotSent { to, delivered } => member.snapshot_sent(to, delivered),
             Input::Propose(proposal, command) => {
@@ -612,6 +676,7 @@ impl World {
                 // Refused when leadership moved meanwhile; the next look tries again.
                 let _ = member.propose_membership(proposal, change);
             }
+            Input::TransferLeader(to) => member.transfer_leader(to),
         }
         self.drive(id)
     }
@@ -880,6 +945,7 @@ impl World {
                     durability: Durability::Fsync,
                 },
                 now_ms,
+                avoid: Vec::new(),
             },
             3 => Command::DeleteStream {
                 name,

@@ -488,6 +488,7 @@ mod tests {
             Command::CreateStream {
                 config: config("orders", 2),
                 now_ms: 1,
+                avoid: Vec::new(),
             },
         ];
         for (i, command) in commands.iter().enumerate() {
@@ -513,6 +514,7 @@ mod tests {
         let command = Command::CreateStream {
             config: config("payments", 1),
             now_ms: 2,
+            avoid: Vec::new(),
         };
         let mut proposed = false;
         while let Some(persist) = member.ready() {

@@ -7,7 +7,7 @@
 use runnel_core::{Offset, ShardId, StreamName};
 
 use super::error::MetadataError;
-use super::node::Node;
+use super::node::{Node, NodeId};
 use super::shard::Shard;
 use super::stream::{Stream, StreamConfig};
 use super::subscription::{Subscription, SubscriptionConfig, SubscriptionId, SubscriptionName};
@@ -22,13 +22,28 @@ pub enum Command {
         /// The node and what it offers.
         node: Node,
     },
+    /// Removes a node for good: it leaves the placement ring and the list of nodes. Refused
+    /// while it owns shards of live streams ([`super::MetadataError::NodeOwnsShards`]) and for
+    /// the last node. Its id is not retired: a node started afresh (an empty data directory)
+    /// may register under it again.
+    RemoveNode {
+        /// The node.
+        node: NodeId,
+    },
     /// Creates a stream with `config.shard_count` open shards splitting the key space evenly,
-    /// placed round-robin over the registered cores.
+    /// placed round-robin over the registered cores of the nodes not in `avoid`.
     CreateStream {
         /// The stream's configuration.
         config: StreamConfig,
         /// The proposer's clock, in milliseconds since the Unix epoch: the creation time.
         now_ms: u64,
+        /// Nodes that get none of the new shards: those the proposer saw unavailable. Node
+        /// states are each node's own knowledge, so the proposer writes what it knows into the
+        /// command and every replica places alike. Ids of unregistered nodes are ignored; when
+        /// every registered node is listed the create is refused
+        /// ([`super::MetadataError::NoAvailableNodes`]). Empty in entries written before it
+        /// existed.
+        avoid: Vec<NodeId>,
     },
     /// Deletes a stream and every shard of it, open or sealed. Their ids stay retired.
     ///
@@ -139,6 +154,11 @@ pub enum Applied {
         /// Shards that were on cores the node no longer has, now on `core % cores`, in id
         /// order.
         replaced: Vec<Shard>,
+    },
+    /// A node was removed.
+    NodeRemoved {
+        /// The node as it was.
+        node: Node,
     },
     /// A stream was created.
     StreamCreated {

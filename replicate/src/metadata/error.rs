@@ -41,6 +41,39 @@ pub enum MetadataError {
     /// No node is registered, so there is nowhere to place a shard.
     #[error("no node is registered: shards cannot be placed")]
     NoNodes,
+    /// Every registered node is on the command's list of nodes to avoid (unavailable as the
+    /// proposer saw them): there is nowhere to place a new shard now.
+    #[error("no node is available for new shards: all {avoided} registered nodes are unavailable")]
+    NoAvailableNodes {
+        /// Nodes registered (and all avoided).
+        avoided: u64,
+    },
+    /// No registered node has that id.
+    #[error("node {node} is not registered")]
+    NodeNotFound {
+        /// The id given.
+        node: NodeId,
+    },
+    /// A node cannot be removed while it owns shards of live streams: with one replica per
+    /// shard their data lives only there, and moving shards waits for replication.
+    #[error(
+        "node {node} owns {shards} shards of streams {streams:?}: delete those streams before \
+         removing it (moving shards to other nodes waits for replication)"
+    )]
+    NodeOwnsShards {
+        /// The node.
+        node: NodeId,
+        /// How many shards (open or sealed) it owns.
+        shards: u64,
+        /// The streams they belong to, in name order.
+        streams: Vec<StreamName>,
+    },
+    /// The last registered node cannot be removed: the cluster would have none.
+    #[error("node {node} is the last node of the cluster and cannot be removed")]
+    LastNode {
+        /// The node.
+        node: NodeId,
+    },
     /// The replication factor asks for more distinct nodes than are registered.
     #[error(
         "replication factor {replication_factor} needs as many nodes, but {nodes} are registered"

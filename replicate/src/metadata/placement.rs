@@ -5,8 +5,8 @@
 //! later rounds). Consecutive shards therefore land on different nodes before they share one.
 //! The state keeps a cursor that counts placements; shard *k* goes to slot `cursor % slots`.
 //! Registering a node or changing its cores reshapes the ring; shards already placed stay put.
-
-use std::collections::BTreeMap;
+//! A command may name nodes to avoid (those its proposer saw unavailable): the ring of that
+//! command leaves them out.
 
 use super::node::{Node, NodeId};
 use super::shard::Placement;
@@ -22,9 +22,12 @@ pub(crate) struct CoreRing {
 }
 
 impl CoreRing {
-    /// The ring of `nodes`, or `None` when they offer no core at all.
-    pub(crate) fn new(nodes: &BTreeMap<NodeId, Node>) -> Option<CoreRing> {
-        let nodes: Vec<(NodeId, u32)> = nodes.values().map(|node| (node.id, node.cores)).collect();
+    /// The ring of `nodes` (in id order), or `None` when they offer no core at all.
+    pub(crate) fn new<'a>(nodes: impl IntoIterator<Item = &'a Node>) -> Option<CoreRing> {
+        let nodes: Vec<(NodeId, u32)> = nodes
+            .into_iter()
+            .map(|node| (node.id, node.cores))
+            .collect();
         let cores_max = nodes.iter().map(|&(_, cores)| cores).max()?;
         // with_exactly[c]: nodes with exactly c cores; round r holds the nodes with > r cores.
         let mut with_exactly = vec![0u64; usize::try_from(cores_max).ok()? + 1];
@@ -77,6 +80,8 @@ impl CoreRing {
 
 #[cfg(test)]
 mod tests {
+    use std::collections::BTreeMap;
+
     use super::*;
 
     fn nodes(cores: &[(u64, u32)]) -> BTreeMap<NodeId, Node> {
@@ -104,7 +109,7 @@ mod tests {
 
     #[test]
     fn ring_interleaves_nodes_before_filling_cores() {
-        let ring = CoreRing::new(&nodes(&[(7, 3), (2, 1), (5, 2)])).expect("cores");
+        let ring = CoreRing::new(nodes(&[(7, 3), (2, 1), (5, 2)]).values()).expect("cores");
         let slots: Vec<Placement> = (0..7).map(|cursor| ring.slot(cursor)).collect();
         assert_eq!(
             slots,
@@ -123,7 +128,7 @@ mod tests {
 
     #[test]
     fn no_nodes_means_no_ring() {
-        assert!(CoreRing::new(&BTreeMap::new()).is_none());
-        assert!(CoreRing::new(&nodes(&[(1, 0)])).is_none());
+        assert!(CoreRing::new(std::iter::empty()).is_none());
+        assert!(CoreRing::new(nodes(&[(1, 0)]).values()).is_none());
     }
 }

@@ -51,6 +51,11 @@ enum Op {
         retention_ms: u64,
         memory: bool,
         now_ms: u64,
+        /// Node ids (1 to 5) the create avoids.
+        avoid: Vec<u64>,
+    },
+    Remove {
+        node: u64,
     },
     Delete {
         name: usize,
@@ -117,15 +122,19 @@ fn create_strategy() -> impl Strategy<Value = Op> {
         retention_ms,
         any::<bool>(),
         any::<u64>(),
+        prop_oneof![3 => Just(Vec::new()), 1 => vec(1u64..=5, 1..4)],
     )
         .prop_map(
-            |(name, shard_count, replication_factor, retention_ms, memory, now_ms)| Op::Create {
-                name,
-                shard_count,
-                replication_factor,
-                retention_ms,
-                memory,
-                now_ms,
+            |(name, shard_count, replication_factor, retention_ms, memory, now_ms, avoid)| {
+                Op::Create {
+                    name,
+                    shard_count,
+                    replication_factor,
+                    retention_ms,
+                    memory,
+                    now_ms,
+                    avoid,
+                }
             },
         )
 }
@@ -188,6 +197,7 @@ fn op_strategy() -> impl Strategy<Value = Op> {
     prop_oneof![
         2 => commit_batch_strategy(),
         2 => register_strategy(),
+        1 => (1u64..=5).prop_map(|node| Op::Remove { node }),
         3 => create_strategy(),
         1 => (0..NAMES.len(), any::<bool>()).prop_map(|(name, force)| Op::Delete { name, force }),
         4 => (any::<usize>(), any::<u64>()).prop_map(|(pick, now_ms)| Op::Split { pick, now_ms }),
@@ -291,6 +301,7 @@ fn to_command(op: &Op, state: &MetadataState) -> Command {
             retention_ms,
             memory,
             now_ms,
+            ref avoid,
         } => Command::CreateStream {
             config: StreamConfig {
                 name: name(NAMES[stream]),
@@ -304,7 +315,9 @@ fn to_command(op: &Op, state: &MetadataState) -> Command {
                 },
             },
             now_ms,
+            avoid: avoid.iter().map(|&id| NodeId(id)).collect(),
         },
+        Op::Remove { node } => Command::RemoveNode { node: NodeId(node) },
         Op::Delete {
             name: stream,
             force,

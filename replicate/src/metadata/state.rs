@@ -94,7 +94,12 @@ impl MetadataState {
         self.check_index(index)?;
         let outcome = match command {
             Command::RegisterNode { node } => self.register_node(node),
-            Command::CreateStream { config, now_ms } => self.create_stream(config, *now_ms),
+            Command::RemoveNode { node } => self.remove_node(*node),
+            Command::CreateStream {
+                config,
+                now_ms,
+                avoid,
+            } => self.create_stream(config, *now_ms, avoid),
             Command::DeleteStream { name, force } => self.delete_stream(name, *force),
             Command::SplitShard { shard, now_ms } => self.split_shard(*shard, *now_ms),
             Command::MergeShards {
@@ -140,8 +145,13 @@ impl MetadataState {
         self.check_index(index)?;
         match command {
             Command::RegisterNode { node } => self.check_register_node(node).map(|_| Vec::new()),
-            Command::CreateStream { config, now_ms } => self
-                .plan_create_stream(config, *now_ms)
+            Command::RemoveNode { node } => self.check_remove_node(*node).map(|_| Vec::new()),
+            Command::CreateStream {
+                config,
+                now_ms,
+                avoid,
+            } => self
+                .plan_create_stream(config, *now_ms, avoid)
                 .map(|(_, shards)| shards),
             Command::DeleteStream { name, force } => {
                 self.check_delete_stream(name, *force).map(|_| Vec::new())
@@ -295,12 +305,50 @@ impl MetadataState {
         })
     }
 
+    /// The checks of a `RemoveNode`; returns the node.
+    fn check_remove_node(&self, id: NodeId) -> Result<&Node, MetadataError> {
+        let node = self
+            .nodes
+            .get(&id)
+            .ok_or(MetadataError::NodeNotFound { node: id })?;
+        let mut shards = 0u64;
+        let mut streams = BTreeSet::new();
+        for shard in self.shards.values() {
+            if shard.placement.node == id {
+                shards += 1;
+                if let Some(name) = self.routing.stream_name(shard.stream) {
+                    streams.insert(name.clone());
+                }
+            }
+        }
+        if shards > 0 {
+            return Err(MetadataError::NodeOwnsShards {
+                node: id,
+                shards,
+                streams: streams.into_iter().collect(),
+            });
+        }
+        if self.nodes.len() == 1 {
+            return Err(MetadataError::LastNode { node: id });
+        }
+        Ok(node)
+    }
+
+    fn remove_node(&mut self, id: NodeId) -> Result<Applied, MetadataError> {
+        self.check_remove_node(id)?;
+
+        // Accepted: from here on nothing fails.
+        let node = self.nodes.remove(&id).expect("the node was found above");
+        Ok(Applied::NodeRemoved { node })
+    }
+
     /// The checks of a `CreateStream`; returns the stream's id and its shards as it would
     /// create them.
     fn plan_create_stream(
         &self,
         config: &StreamConfig,
         now_ms: u64,
+        avoid: &[NodeId],
     ) -> Result<(StreamId, Vec<Shard>), MetadataError> {
         config.validate()?;
         if self.streams.contains_key(&config.name) {
@@ -308,7 +356,7 @@ impl MetadataState {
                 name: config.name.clone(),
             });
         }
-        let ring = self.core_ring()?;
+        let ring = self.core_ring_avoiding(avoid)?;
         let nodes = self.nodes.len() as u64;
         if u64::from(config.replication_factor) > nodes {
             return Err(MetadataError::NotEnoughNodes {
@@ -343,8 +391,9 @@ impl MetadataState {
         &mut self,
         config: &StreamConfig,
         now_ms: u64,
+        avoid: &[NodeId],
     ) -> Result<Applied, MetadataError> {
-        let (stream_id, shards) = self.plan_create_stream(config, now_ms)?;
+        let (stream_id, shards) = self.plan_create_stream(config, now_ms, avoid)?;
 
         // Accepted: from here on nothing fails.
         self.next_stream_id = stream_id.0 + 1;
@@ -485,7 +534,19 @@ impl MetadataState {
 
     /// The ring of registered cores.
     pub(crate) fn core_ring(&self) -> Result<CoreRing, MetadataError> {
-        CoreRing::new(&self.nodes).ok_or(MetadataError::NoNodes)
+        self.core_ring_avoiding(&[])
+    }
+
+    /// The ring of the cores of registered nodes not in `avoid`.
+    pub(crate) fn core_ring_avoiding(&self, avoid: &[NodeId]) -> Result<CoreRing, MetadataError> {
+        if self.nodes.is_empty() {
+            return Err(MetadataError::NoNodes);
+        }
+        CoreRing::new(self.nodes.values().filter(|node| !avoid.contains(&node.id))).ok_or(
+            MetadataError::NoAvailableNodes {
+                avoided: self.nodes.len() as u64,
+            },
+        )
     }
 }
 

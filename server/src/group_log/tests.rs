@@ -273,6 +273,7 @@ fn command(i: u64) -> Command {
             durability: Durability::Fsync,
         },
         now_ms: 1_700_000_000_000 + i,
+        avoid: Vec::new(),
     }
 }
 

@@ -7,9 +7,7 @@
 
 use thiserror::Error;
 
-use crate::ask::{
-    decode_answer, decode_question, encode_answer, encode_question, Answer, AskWireError, Question,
-};
+use crate::mesh::ServiceId;
 
 /// The frame format this build writes and reads (byte 0 of every frame).
 pub const FRAME_VERSION: u8 = 1;
@@ -69,15 +67,17 @@ pub enum PeerRequest {
     },
     /// A node outside the group asks to be let in.
     Join(NodeHello),
-    /// Ask core `core` of the receiving node a question (`crate::ask`), once the receiving
-    /// node applied metadata index `applied_index`.
+    /// Call service `service` of core `core` of the receiving node (`crate::mesh::remote`),
+    /// once the receiving node applied metadata index `applied_index`.
     Ask {
-        /// The core asked.
+        /// The core called.
         core: u32,
-        /// The metadata index the asking core had applied.
+        /// The metadata index the calling core had applied.
         applied_index: u64,
-        /// The question.
-        question: Question,
+        /// The service called.
+        service: ServiceId,
+        /// The request, encoded by the service's codec.
+        request: Vec<u8>,
     },
 }
 
@@ -88,8 +88,9 @@ pub enum PeerResponse {
     Proposed(Result<u64, PeerRefusal>),
     /// The answer to `Join`.
     Joined(Result<(), PeerRefusal>),
-    /// The answer to `Ask` (a failure is `Answer::Failed`).
-    Answered(Answer),
+    /// The answer to `Ask`: the response encoded by the service's codec, or why there is
+    /// none (for people).
+    Answered(Result<Vec<u8>, String>),
 }
 
 /// Why a node refused a request.
@@ -266,14 +267,6 @@ pub enum FrameError {
     /// Reading the stream failed (the connection or stream was lost or reset).
     #[error("reading a peer stream failed: {0}")]
     Read(String),
-    /// The question of an `Ask` or the answer of an `Answered` does not decode.
-    #[error("peer frame of kind {kind}: {error}")]
-    Ask {
-        /// The frame kind.
-        kind: u8,
-        /// What is wrong with its question or answer.
-        error: AskWireError,
-    },
 }
 
 /// A frame's encoding: header and body in one buffer, ready to write.
@@ -296,13 +289,22 @@ pub fn encode(frame: &Frame) -> Result<Vec<u8>, FrameError> {
         Frame::Request(PeerRequest::Ask {
             core,
             applied_index,
-            question,
+            service,
+            request,
         }) => {
             out.extend_from_slice(&core.to_le_bytes());
             put_u64(&mut out, *applied_index);
-            encode_question(&mut out, question);
+            out.extend_from_slice(&service.0.to_le_bytes());
+            out.extend_from_slice(request);
         }
-        Frame::Response(PeerResponse::Answered(answer)) => encode_answer(&mut out, answer),
+        Frame::Response(PeerResponse::Answered(Ok(response))) => {
+            out.push(0);
+            out.extend_from_slice(response);
+        }
+        Frame::Response(PeerResponse::Answered(Err(reason))) => {
+            out.push(1);
+            put_string(&mut out, "reason", reason)?;
+        }
         Frame::Response(
             PeerResponse::Proposed(Err(refusal)) | PeerResponse::Joined(Err(refusal)),
         ) => {
@@ -427,23 +429,18 @@ pub(crate) fn decode_body(header: &Header, body: Vec<u8>) -> Result<Frame, Frame
             false => Ok(()),
             true => Err(fields.refusal()?),
         })),
-        // The question and the answer take the rest of the body (their own codec checks it).
-        kind::ASK => {
-            let core = fields.u32("core")?;
-            let applied_index = fields.u64("applied_index")?;
-            let question =
-                decode_question(fields.rest()).map_err(|error| FrameError::Ask { kind, error })?;
-            Frame::Request(PeerRequest::Ask {
-                core,
-                applied_index,
-                question,
-            })
-        }
-        kind::ANSWERED => {
-            let answer =
-                decode_answer(fields.rest()).map_err(|error| FrameError::Ask { kind, error })?;
-            Frame::Response(PeerResponse::Answered(answer))
-        }
+        // A request and a response take the rest of the body: their service's codec reads
+        // them where the service is known (`crate::mesh::remote`).
+        kind::ASK => Frame::Request(PeerRequest::Ask {
+            core: fields.u32("core")?,
+            applied_index: fields.u64("applied_index")?,
+            service: ServiceId(fields.u32("service")?),
+            request: fields.rest().to_vec(),
+        }),
+        kind::ANSWERED => Frame::Response(PeerResponse::Answered(match fields.tag("result")? {
+            false => Ok(fields.rest().to_vec()),
+            true => Err(fields.string("reason")?),
+        })),
         other => return Err(FrameError::UnknownKind { kind: other }),
     };
     let left = body.len() - fields.at;
@@ -695,17 +692,19 @@ mod tests {
             Frame::Request(PeerRequest::Ask {
                 core: 1,
                 applied_index: 42,
-                question: Question::Assign {
-                    subscription: runnel_replicate::metadata::SubscriptionId(3),
-                    shard: runnel_core::ShardId(5),
-                    member: Some(runnel_replicate::consumer::MemberId(8)),
-                    epoch: 1,
-                    generation: 2,
-                },
+                service: ServiceId::of("subscription.members"),
+                request: 3_u64.to_le_bytes().to_vec(),
             }),
-            Frame::Response(PeerResponse::Answered(Answer::Done)),
-            Frame::Response(PeerResponse::Answered(Answer::Failed(
-                "node 2 core 1 did not answer".into(),
+            Frame::Request(PeerRequest::Ask {
+                core: 0,
+                applied_index: 0,
+                service: ServiceId(0),
+                request: Vec::new(),
+            }),
+            Frame::Response(PeerResponse::Answered(Ok(Vec::new()))),
+            Frame::Response(PeerResponse::Answered(Ok(vec![1, 2, 3]))),
+            Frame::Response(PeerResponse::Answered(Err(
+                "node 2 core 1 did not answer".into()
             ))),
         ]
     }
@@ -818,15 +817,16 @@ mod tests {
             decode(&frame(kind::PING, &ping), &limits).map(|_| ()),
             Err(FrameError::InvalidUtf8 { field: "address" })
         );
-        // An Ask whose question has an unknown tag.
+        // An Ask too short for its service id, and an Answered with an unknown result.
         assert_eq!(
-            decode(&frame(kind::ASK, &[0; 13]), &limits).map(|_| ()),
-            Err(FrameError::Ask {
-                kind: kind::ASK,
-                error: AskWireError::InvalidValue {
-                    field: "question",
-                    value: 0
-                }
+            decode(&frame(kind::ASK, &[0; 15]), &limits).map(|_| ()),
+            Err(FrameError::Truncated { field: "service" })
+        );
+        assert_eq!(
+            decode(&frame(kind::ANSWERED, &[2]), &limits).map(|_| ()),
+            Err(FrameError::InvalidValue {
+                field: "result",
+                value: 2
             })
         );
         // An unknown kind and a version from the future.

@@ -1,7 +1,7 @@
 //! Managing subscriptions: create, list, describe, delete. Any core of any node answers; what
 //! only other cores know (the group on the coordinator, live progress on the shards' owners)
-//! is asked with [`Core::ask_at`]: over the mesh on this node, through the peer transport on
-//! another.
+//! is asked with [`Core::call_at`] (the services of `services.rs`): over the mesh on this
+//! node, through the peer transport on another.
 
 use std::collections::BTreeMap;
 use std::rc::Rc;
@@ -18,8 +18,8 @@ use runnel_replicate::metadata::{
     SubscriptionStart,
 };
 
+use super::services::{Members, Prepare, Progress, ShardProgress};
 use super::{coordinator, shard_owners};
-use crate::ask::{Answer, Question, ShardProgress};
 use crate::convert::SHARDS_PER_ENVELOPE_MAX;
 use crate::core::{now_ms, Core};
 
@@ -57,10 +57,7 @@ pub async fn create(core: &Rc<Core>, create: CreateSubscription) -> Answered {
         (subscription.id, shard_owners(&state, subscription.stream))
     };
     for (node, other) in owners {
-        if let Answer::Failed(reason) = core
-            .ask_at(node, other, Question::Prepare { subscription: id })
-            .await
-        {
+        if let Err(reason) = core.call_at::<Prepare>(node, other, id).await {
             return Err(ErrorResponse::new(
                 ErrorCode::Unavailable,
                 format!(
@@ -111,22 +108,19 @@ pub async fn describe(core: &Rc<Core>, name: &str) -> Answered {
     let members = members(core, id).await?;
     let mut progress: BTreeMap<ShardId, ShardProgress> = BTreeMap::new();
     for (node, other) in owners {
-        match core
-            .ask_at(node, other, Question::Progress { subscription: id })
-            .await
-        {
-            Answer::Progress(shards) => {
-                progress.extend(shards.into_iter().map(|shard| (shard.shard, shard)))
-            }
+        match core.call_at::<Progress>(node, other, id).await {
+            Ok(shards) => progress.extend(shards.into_iter().map(|shard| (shard.shard, shard))),
             // Another node that does not answer leaves its shards' live progress unknown (the
             // committed offsets come from the metadata); this node's cores always answer.
-            Answer::Failed(reason) if node != core.node_id() => {
+            Err(reason) if node != core.node_id() => {
                 tracing::warn!(subscription = %name, %node, core = other, %reason, "live progress unknown");
             }
-            Answer::Failed(reason) => {
-                return Err(ErrorResponse::new(ErrorCode::Unavailable, reason))
+            Err(reason) => {
+                return Err(ErrorResponse::new(
+                    ErrorCode::Unavailable,
+                    reason.to_string(),
+                ))
             }
-            _ => {}
         }
     }
     let owners: BTreeMap<ShardId, &str> = members
@@ -202,17 +196,9 @@ pub async fn delete(core: &Rc<Core>, delete: DeleteSubscription) -> Answered {
 /// The members of `subscription`'s group, from its coordinator (on this node or another).
 async fn members(core: &Rc<Core>, id: SubscriptionId) -> Result<Vec<MemberInfo>, ErrorResponse> {
     let (node, coordinator) = coordinator(core, id);
-    match core
-        .ask_at(node, coordinator, Question::Members { subscription: id })
+    core.call_at::<Members>(node, coordinator, id)
         .await
-    {
-        Answer::Members(members) => Ok(members),
-        Answer::Failed(reason) => Err(ErrorResponse::new(ErrorCode::Unavailable, reason)),
-        _ => Err(ErrorResponse::new(
-            ErrorCode::Internal,
-            "the coordinator answered another question",
-        )),
-    }
+        .map_err(|reason| ErrorResponse::new(ErrorCode::Unavailable, reason.to_string()))
 }
 
 fn subscription_name(name: &str) -> Result<SubscriptionName, ErrorResponse> {

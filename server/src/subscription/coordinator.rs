@@ -20,8 +20,8 @@ use runnel_replicate::consumer::{Change, Group, JoinError, MemberId, MemberInfo}
 use runnel_replicate::metadata::SubscriptionId;
 use runnel_segment::event::Event;
 
+use super::services::{self, Assign};
 use super::{coordinator, subscription_id};
-use crate::ask::{Answer, Question};
 use crate::core::{now_ms, Core};
 use crate::select::{first_of, First};
 
@@ -43,7 +43,7 @@ struct MemberHandle {
 pub struct GroupSlot {
     subscription: SubscriptionId,
     /// When this group was created, in ms since the Unix epoch: owners let the assignments of
-    /// a group created later supersede this one's (see `Question::Assign`).
+    /// a group created later supersede this one's (see [`services::Assignment`]).
     epoch: u64,
     group: RefCell<Group>,
     handles: RefCell<HashMap<MemberId, Rc<MemberHandle>>>,
@@ -130,7 +130,7 @@ async fn apply(core: &Rc<Core>, slot: &GroupSlot, changes: &[Change]) {
                 .borrow()
                 .shard(change.shard)
                 .map(|shard| shard.placement)?;
-            let question = Question::Assign {
+            let assignment = services::Assignment {
                 subscription: slot.subscription,
                 shard: change.shard,
                 member: change.to,
@@ -139,7 +139,9 @@ async fn apply(core: &Rc<Core>, slot: &GroupSlot, changes: &[Change]) {
             };
             let (core, subscription, shard) = (Rc::clone(core), slot.subscription, change.shard);
             Some(glommio::spawn_local(async move {
-                if let Answer::Failed(reason) = core.ask_at(owner.node, owner.core, question).await
+                if let Err(reason) = core
+                    .call_at::<Assign>(owner.node, owner.core, assignment)
+                    .await
                 {
                     tracing::warn!(%subscription, %shard, node = %owner.node, core = owner.core, %reason, "assignment not applied");
                 }

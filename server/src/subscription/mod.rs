@@ -10,9 +10,10 @@
 //! [`ShardDispatch`](runnel_replicate::consumer::ShardDispatch) per subscription in a
 //! [`DispatchSlot`] (`slot.rs`), serves the assignee's consume stream from the shard's log
 //! without copying records (`consume.rs`), and persists the committed offset through the
-//! metadata log (`progress.rs`). The coordinator tells owners about assignments with
-//! [`Question::Assign`] ([`Core::ask_at`]: over the mesh, or through core 0 and the peer
-//! transport to an owner on another node), before it tells the member.
+//! metadata log (`progress.rs`). The coordinator tells owners about assignments with the mesh
+//! service [`services::Assign`] ([`Core::call_at`]: over the mesh, or through core 0 and the
+//! peer transport to an owner on another node), before it tells the member; `services.rs`
+//! holds every service this feature answers.
 //!
 //! Invariants: a shard is delivered only to the member the coordinator assigned it to; a record
 //! is never acked unless delivered; only acked records are ever committed, so a restart
@@ -23,6 +24,7 @@ mod admin;
 mod consume;
 mod coordinator;
 mod progress;
+pub mod services;
 mod slot;
 
 use std::cell::RefCell;
@@ -35,7 +37,6 @@ use runnel_replicate::metadata::{
     MetadataState, NodeId, StreamId, SubscriptionId, SubscriptionName,
 };
 
-use crate::ask::{Answer, Question};
 use crate::core::Core;
 
 pub use admin::{create, delete, describe, list};
@@ -158,38 +159,6 @@ fn shard_owners(state: &MetadataState, stream: StreamId) -> BTreeSet<(NodeId, u3
         .filter(|shard| shard.stream == stream)
         .map(|shard| (shard.placement.node, shard.placement.core))
         .collect()
-}
-
-/// Answers a question another core (or this one) asked: about subscriptions, or the offsets
-/// of this core's shards.
-pub async fn answer(core: &Rc<Core>, question: Question) -> Answer {
-    match question {
-        Question::Assign {
-            subscription,
-            shard,
-            member,
-            epoch,
-            generation,
-        } => match slot::get_or_create(core, subscription, shard).await {
-            Ok(slot) => {
-                slot.assign(member, epoch, generation);
-                Answer::Done
-            }
-            Err(error) => Answer::Failed(error.message),
-        },
-        Question::Prepare { subscription } => progress::prepare(core, subscription).await,
-        Question::Progress { subscription } => progress::local_progress(core, subscription).await,
-        Question::Members { subscription } => {
-            let group = core
-                .subscriptions
-                .groups
-                .borrow()
-                .get(&subscription)
-                .cloned();
-            Answer::Members(group.map(|group| group.members()).unwrap_or_default())
-        }
-        Question::Offsets { shards } => crate::convert::local_offsets(core, &shards).await,
-    }
 }
 
 #[cfg(test)]

@@ -14,9 +14,10 @@ use runnel_replicate::metadata::{
     Command, Durability, ProgressCommit, SubscriptionId, PROGRESS_BATCH_MAX,
 };
 
+use super::services::ShardProgress;
 use super::slot::{get_or_create, DispatchSlot};
-use crate::ask::{Answer, ShardProgress};
 use crate::core::{visible, Core};
+use crate::mesh::MeshError;
 
 /// Persists moved progress every commit interval until the node stops.
 pub async fn commit_progress(core: Rc<Core>) {
@@ -106,24 +107,27 @@ async fn commit(core: &Rc<Core>, slot: &DispatchSlot) -> bool {
 
 /// Resolves and persists where delivery starts on this core's shards of a subscription just
 /// created, so that `Latest` means "after the create was answered" across restarts too.
-pub async fn prepare(core: &Rc<Core>, subscription: SubscriptionId) -> Answer {
+pub async fn prepare(core: &Rc<Core>, subscription: SubscriptionId) -> Result<(), MeshError> {
     for shard in local_shards(core, subscription) {
         let slot = match get_or_create(core, subscription, shard).await {
             Ok(slot) => slot,
-            Err(error) => return Answer::Failed(error.message),
+            Err(error) => return Err(MeshError::failed(error.message)),
         };
         if slot.persisted.get().is_none() && !commit(core, &slot).await {
-            return Answer::Failed(format!(
+            return Err(MeshError::failed(format!(
                 "could not persist the start of shard {shard} of subscription {subscription}"
-            ));
+            )));
         }
     }
-    Answer::Done
+    Ok(())
 }
 
 /// The progress of this core's shards of `subscription`: from the live dispatch when there is
 /// one, else from the metadata.
-pub async fn local_progress(core: &Rc<Core>, subscription: SubscriptionId) -> Answer {
+pub async fn local_progress(
+    core: &Rc<Core>,
+    subscription: SubscriptionId,
+) -> Result<Vec<ShardProgress>, MeshError> {
     let mut progress = Vec::new();
     for shard in local_shards(core, subscription) {
         let Some(local) = core.local_shard(shard) else {
@@ -162,7 +166,7 @@ pub async fn local_progress(core: &Rc<Core>, subscription: SubscriptionId) -> An
                     // Not known without opening the log (not opened since the start).
                     None => match core.shard_log(&local).await {
                         Ok(log) => crate::local::visible_end(&log, bound),
-                        Err(error) => return Answer::Failed(error.message),
+                        Err(error) => return Err(MeshError::failed(error.message)),
                     },
                 };
                 ShardProgress {
@@ -174,7 +178,7 @@ pub async fn local_progress(core: &Rc<Core>, subscription: SubscriptionId) -> An
             }
         });
     }
-    Answer::Progress(progress)
+    Ok(progress)
 }
 
 /// The shards of `subscription`'s stream this core owns, in id order.

@@ -1,7 +1,8 @@
 //! The cluster messages (request and response numbers 96–127): listing the cluster's nodes
-//! (`ListNodes`, answered by a [`NodeList`]) and founding the cluster (`InitCluster`, answered
-//! by `InitClusterOk`). Both requests carry no fields; any node answers `ListNodes`, with the
-//! cluster as that node sees it.
+//! (`ListNodes`, answered by a [`NodeList`]), founding the cluster (`InitCluster`, answered
+//! by `InitClusterOk`) and removing a node (`RemoveNode`, answered by `RemoveNodeOk`, both
+//! carrying the node's id). Any node answers `ListNodes`, with the cluster as that node sees
+//! it, and `RemoveNode`.
 //!
 //! A node's address is the advertised `host:base_port` a client dials (core *i* listens on
 //! `base_port + i`); it is checked on decode to be 1 to [`NODE_ADDRESS_BYTES_MAX`] bytes
@@ -102,6 +103,17 @@ pub(crate) fn init_cluster_ok(fbb: &mut FlatBufferBuilder<'_>) -> WIPOffset<Unio
     wire::InitClusterOk::create(fbb, &wire::InitClusterOkArgs {}).as_union_value()
 }
 
+pub(crate) fn remove_node(fbb: &mut FlatBufferBuilder<'_>, node: u64) -> WIPOffset<UnionWIPOffset> {
+    wire::RemoveNode::create(fbb, &wire::RemoveNodeArgs { node }).as_union_value()
+}
+
+pub(crate) fn remove_node_ok(
+    fbb: &mut FlatBufferBuilder<'_>,
+    node: u64,
+) -> WIPOffset<UnionWIPOffset> {
+    wire::RemoveNodeOk::create(fbb, &wire::RemoveNodeOkArgs { node }).as_union_value()
+}
+
 pub(crate) fn node_list<'a>(
     fbb: &mut FlatBufferBuilder<'a>,
     list: &NodeList,
@@ -149,6 +161,10 @@ pub(crate) fn decode_request(root: &wire::Request<'_>) -> Option<Result<Request,
             .body_as_init_cluster()
             .ok_or_else(absent)
             .map(|_| Request::InitCluster),
+        wire::RequestBody::RemoveNode => root
+            .body_as_remove_node()
+            .ok_or_else(absent)
+            .map(|remove| Request::RemoveNode(remove.node())),
         _ => return None,
     };
     Some(decoded)
@@ -177,6 +193,10 @@ pub(crate) fn decode_response(
             .body_as_init_cluster_ok()
             .ok_or_else(absent)
             .map(|_| Response::InitClusterOk),
+        wire::ResponseBody::RemoveNodeOk => root
+            .body_as_remove_node_ok()
+            .ok_or_else(absent)
+            .map(|removed| Response::RemoveNodeOk(removed.node())),
         _ => return None,
     };
     Some(decoded)
@@ -239,11 +259,18 @@ mod tests {
         assert_eq!(Response::decode(&list.encode()), Ok(list));
         for response in [
             Response::InitClusterOk,
+            Response::RemoveNodeOk(3),
+            Response::RemoveNodeOk(u64::MAX),
             Response::NodeList(NodeList { nodes: vec![] }),
         ] {
             assert_eq!(Response::decode(&response.encode()), Ok(response));
         }
-        for request in [Request::ListNodes, Request::InitCluster] {
+        for request in [
+            Request::ListNodes,
+            Request::InitCluster,
+            Request::RemoveNode(0),
+            Request::RemoveNode(u64::MAX),
+        ] {
             assert_eq!(Request::decode(&request.encode()), Ok(request));
         }
     }

@@ -187,6 +187,10 @@ fn request_body<'a>(
         Request::Ack(ack) => (wire::RequestBody::Ack, subs::ack(fbb, ack)),
         Request::ListNodes => (wire::RequestBody::ListNodes, cluster::list_nodes(fbb)),
         Request::InitCluster => (wire::RequestBody::InitCluster, cluster::init_cluster(fbb)),
+        Request::RemoveNode(node) => (
+            wire::RequestBody::RemoveNode,
+            cluster::remove_node(fbb, *node),
+        ),
     }
 }
 
@@ -348,6 +352,10 @@ fn response_body<'a>(
         Response::ConsumeEnd(end) => (wire::ResponseBody::ConsumeEnd, subs::consume_end(fbb, end)),
         Response::LeaveOk => (wire::ResponseBody::LeaveOk, subs::leave_ok(fbb)),
         Response::NodeList(list) => (wire::ResponseBody::NodeList, cluster::node_list(fbb, list)),
+        Response::RemoveNodeOk(node) => (
+            wire::ResponseBody::RemoveNodeOk,
+            cluster::remove_node_ok(fbb, *node),
+        ),
         Response::InitClusterOk => (
             wire::ResponseBody::InitClusterOk,
             cluster::init_cluster_ok(fbb),

@@ -7,6 +7,11 @@
 //! name (which old entries lack), the flag picks the tag: tag 3 is the unforced delete it always
 //! was, tag 10 the forced one. Each value has exactly one encoding, and every entry written
 //! before subscriptions existed still decodes to what it meant.
+//!
+//! `CreateStream` gained the list of nodes to avoid the same way: tag 2 is a create that avoids
+//! no node (every entry written before the list existed), tag 33 one that avoids at least one
+//! (its list follows the create's fields; an empty list under tag 33 is refused, so each value
+//! keeps exactly one encoding).
 
 use runnel_core::{Offset, ShardId};
 
@@ -18,6 +23,7 @@ use super::items::{
 use super::wire::{Reader, Writer};
 use super::DecodeError;
 use crate::metadata::command::{Command, ProgressCommit};
+use crate::metadata::node::{NodeId, NODES_MAX};
 use crate::metadata::subscription::SubscriptionId;
 
 const TAG_REGISTER_NODE: u16 = 1;
@@ -33,6 +39,9 @@ const TAG_COMMIT_PROGRESS: u16 = 9;
 /// `DeleteStream` with `force: true`.
 const TAG_DELETE_STREAM_FORCED: u16 = 10;
 const TAG_COMMIT_PROGRESS_BATCH: u16 = 11;
+const TAG_REMOVE_NODE: u16 = 32;
+/// `CreateStream` with a non-empty `avoid` list.
+const TAG_CREATE_STREAM_AVOIDING: u16 = 33;
 
 /// Bytes of one commit of a progress batch: subscription, shard and offset, a u64 each.
 const PROGRESS_COMMIT_BYTES: usize = 24;
@@ -43,10 +52,28 @@ pub(crate) fn write(writer: &mut Writer, command: &Command) {
             writer.u16(TAG_REGISTER_NODE);
             write_node(writer, node);
         }
-        Command::CreateStream { config, now_ms } => {
-            writer.u16(TAG_CREATE_STREAM);
+        Command::RemoveNode { node } => {
+            writer.u16(TAG_REMOVE_NODE);
+            writer.u64(node.0);
+        }
+        Command::CreateStream {
+            config,
+            now_ms,
+            avoid,
+        } => {
+            writer.u16(if avoid.is_empty() {
+                TAG_CREATE_STREAM
+            } else {
+                TAG_CREATE_STREAM_AVOIDING
+            });
             write_stream_config(writer, config);
             writer.u64(*now_ms);
+            if !avoid.is_empty() {
+                writer.count(avoid.len());
+                for node in avoid {
+                    writer.u64(node.0);
+                }
+            }
         }
         Command::DeleteStream { name, force } => {
             writer.u16(if *force {
@@ -111,9 +138,18 @@ pub(crate) fn read(reader: &mut Reader<'_>) -> Result<Command, DecodeError> {
         TAG_REGISTER_NODE => Command::RegisterNode {
             node: read_node(reader)?,
         },
+        TAG_REMOVE_NODE => Command::RemoveNode {
+            node: NodeId(reader.u64("node")?),
+        },
         TAG_CREATE_STREAM => Command::CreateStream {
             config: read_stream_config(reader)?,
             now_ms: reader.u64("now_ms")?,
+            avoid: Vec::new(),
+        },
+        TAG_CREATE_STREAM_AVOIDING => Command::CreateStream {
+            config: read_stream_config(reader)?,
+            now_ms: reader.u64("now_ms")?,
+            avoid: read_avoided_nodes(reader)?,
         },
         TAG_DELETE_STREAM => Command::DeleteStream {
             name: read_stream_name(reader)?,
@@ -162,4 +198,20 @@ pub(crate) fn read(reader: &mut Reader<'_>) -> Result<Command, DecodeError> {
         tag => return Err(DecodeError::UnknownCommand { tag }),
     };
     Ok(command)
+}
+
+/// The `avoid` list of a `CreateStream` under tag 33: 1 to [`NODES_MAX`] node ids.
+fn read_avoided_nodes(reader: &mut Reader<'_>) -> Result<Vec<NodeId>, DecodeError> {
+    let count = reader.count("avoided nodes", 8)?;
+    if count == 0 || count > NODES_MAX {
+        return Err(DecodeError::InvalidValue {
+            field: "avoided nodes",
+            reason: format!("{count} nodes, allowed 1 to {NODES_MAX} under this tag"),
+        });
+    }
+    let mut avoid = Vec::with_capacity(count);
+    for _ in 0..count {
+        avoid.push(NodeId(reader.u64("avoided node")?));
+    }
+    Ok(avoid)
 }

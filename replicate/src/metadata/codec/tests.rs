@@ -10,7 +10,7 @@ use crate::metadata::testing::{
     config, name, node, subscription_config, subscription_name, Harness,
 };
 use crate::metadata::{
-    Durability, Placement, ProgressCommit, Shard, ShardStatus, StreamConfig, StreamId,
+    Durability, NodeId, Placement, ProgressCommit, Shard, ShardStatus, StreamConfig, StreamId,
     SubscriptionConfig, SubscriptionId, SubscriptionStart,
 };
 
@@ -24,6 +24,15 @@ fn frame(magic: u32, version: u8, body: impl FnOnce(&mut Writer)) -> Vec<u8> {
 fn all_commands() -> Vec<Command> {
     vec![
         Command::RegisterNode { node: node(7, 16) },
+        Command::RemoveNode { node: NodeId(7) },
+        Command::RemoveNode {
+            node: NodeId(u64::MAX),
+        },
+        Command::CreateStream {
+            config: config("orders", 2),
+            now_ms: 3,
+            avoid: vec![NodeId(2), NodeId(u64::MAX), NodeId(0)],
+        },
         Command::CreateStream {
             config: StreamConfig {
                 replication_factor: 3,
@@ -31,6 +40,7 @@ fn all_commands() -> Vec<Command> {
                 ..config("orders.eu-1", 8)
             },
             now_ms: 1_763_726_400_000,
+            avoid: Vec::new(),
         },
         Command::DeleteStream {
             name: name("orders"),
@@ -96,6 +106,63 @@ fn all_commands() -> Vec<Command> {
     ]
 }
 
+/// A create that avoids no node keeps the bytes creates always had (tag 2, nothing after
+/// `now_ms`), so logs written before the list existed replay unchanged; one that avoids nodes
+/// takes tag 33 and its list follows.
+#[test]
+fn a_create_takes_tag_13_only_when_it_avoids_nodes() {
+    let plain = Command::CreateStream {
+        config: config("orders", 2),
+        now_ms: 9,
+        avoid: Vec::new(),
+    };
+    let bytes = encode_command(&plain);
+    assert_eq!(bytes[FRAME_HEADER_LEN..FRAME_HEADER_LEN + 2], [2, 0]);
+    let avoiding = Command::CreateStream {
+        config: config("orders", 2),
+        now_ms: 9,
+        avoid: vec![NodeId(3)],
+    };
+    let longer = encode_command(&avoiding);
+    assert_eq!(longer[FRAME_HEADER_LEN..FRAME_HEADER_LEN + 2], [33, 0]);
+    // Same body after the tag, then a count of 1 and node 3.
+    let body_end = bytes.len() - 4;
+    assert_eq!(
+        longer[FRAME_HEADER_LEN + 2..body_end],
+        bytes[FRAME_HEADER_LEN + 2..body_end]
+    );
+    assert_eq!(
+        longer[body_end..longer.len() - 4],
+        [1, 0, 0, 0, 3, 0, 0, 0, 0, 0, 0, 0]
+    );
+    assert_eq!(decode_command(&longer), Ok(avoiding));
+}
+
+/// Tag 33 with an empty list is refused: that value's one encoding is tag 2.
+#[test]
+fn an_empty_avoid_list_under_tag_13_is_refused() {
+    let plain = encode_command(&Command::CreateStream {
+        config: config("orders", 2),
+        now_ms: 9,
+        avoid: Vec::new(),
+    });
+    let body = &plain[FRAME_HEADER_LEN + 2..plain.len() - 4];
+    let bytes = frame(COMMAND_MAGIC, COMMAND_FORMAT_VERSION, |writer| {
+        writer.u16(33);
+        for &byte in body {
+            writer.u8(byte);
+        }
+        writer.count(0);
+    });
+    assert!(matches!(
+        decode_command(&bytes),
+        Err(DecodeError::InvalidValue {
+            field: "avoided nodes",
+            ..
+        })
+    ));
+}
+
 /// The bytes of a progress batch as `docs/format/metadata.md` draws them.
 #[test]
 fn a_progress_batch_has_the_documented_bytes() {
@@ -132,10 +199,12 @@ fn busy_state() -> MetadataState {
         Command::CreateStream {
             config: config("orders", 3),
             now_ms: 10,
+            avoid: Vec::new(),
         },
         Command::CreateStream {
             config: config("clicks", 1),
             now_ms: 11,
+            avoid: Vec::new(),
         },
         Command::SplitShard {
             shard: ShardId(1),
@@ -468,6 +537,18 @@ fn command_bodies_are_checked_field_by_field() {
     assert_eq!(
         command(&|w| w.u16(12)),
         Err(DecodeError::UnknownCommand { tag: 12 })
+    );
+    assert_eq!(
+        command(&|w| w.u16(32)),
+        Err(DecodeError::Truncated {
+            field: "node",
+            needed: 8,
+            available: 0
+        })
+    );
+    assert_eq!(
+        command(&|w| w.u16(34)),
+        Err(DecodeError::UnknownCommand { tag: 34 })
     );
     // A length larger than the bytes left is refused before anything is allocated.
     assert_eq!(

@@ -14,6 +14,7 @@ fn create(stream: &str, shard_count: u32) -> Command {
     Command::CreateStream {
         config: config(stream, shard_count),
         now_ms: 1_000,
+        avoid: Vec::new(),
     }
 }
 
@@ -276,6 +277,7 @@ fn create_stream_allocates_ids_ranges_and_placements() {
     let Applied::StreamCreated { stream, shards } = harness.ok(Command::CreateStream {
         config: config.clone(),
         now_ms: 1_234,
+        avoid: Vec::new(),
     }) else {
         panic!("not a stream creation");
     };
@@ -338,7 +340,8 @@ fn create_stream_refuses_invalid_configurations() {
         assert!(matches!(
             harness.refused(Command::CreateStream {
                 config: bad,
-                now_ms: 0
+                now_ms: 0,
+                avoid: Vec::new(),
             }),
             MetadataError::InvalidConfig { .. }
         ));
@@ -346,6 +349,7 @@ fn create_stream_refuses_invalid_configurations() {
     harness.ok(Command::CreateStream {
         config: config("s", SHARD_COUNT_MAX),
         now_ms: 0,
+        avoid: Vec::new(),
     });
 }
 
@@ -374,7 +378,8 @@ fn create_stream_needs_nodes_for_its_replicas() {
     assert_eq!(
         harness.refused(Command::CreateStream {
             config: three.clone(),
-            now_ms: 0
+            now_ms: 0,
+            avoid: Vec::new(),
         }),
         MetadataError::NotEnoughNodes {
             replication_factor: 3,
@@ -385,6 +390,7 @@ fn create_stream_needs_nodes_for_its_replicas() {
     harness.ok(Command::CreateStream {
         config: three,
         now_ms: 0,
+        avoid: Vec::new(),
     });
 }
 
@@ -748,4 +754,108 @@ fn queries_list_in_order_and_route_every_key() {
         Err(missing)
     );
     assert_eq!(harness.state.stream_by_id(StreamId(99)), None);
+}
+
+fn create_avoiding(stream: &str, shard_count: u32, avoid: &[u64]) -> Command {
+    Command::CreateStream {
+        config: config(stream, shard_count),
+        now_ms: 1_000,
+        avoid: avoid.iter().map(|&id| NodeId(id)).collect(),
+    }
+}
+
+/// A node that owns shards of a live stream (open or sealed) cannot be removed: the refusal
+/// names how many shards and which streams; once the streams are deleted it can.
+#[test]
+fn remove_node_is_refused_while_it_owns_shards() {
+    let mut harness = Harness::with_nodes(3, 1);
+    // Shards 1-3 on nodes 1, 2, 3; shard 4 on node 1; shard 5 on node 2.
+    harness.ok(create("orders", 3));
+    harness.ok(create("clicks", 2));
+    assert_eq!(
+        harness.refused(Command::RemoveNode { node: NodeId(2) }),
+        MetadataError::NodeOwnsShards {
+            node: NodeId(2),
+            shards: 2,
+            streams: vec![name("clicks"), name("orders")],
+        }
+    );
+    harness.ok(Command::DeleteStream {
+        name: name("clicks"),
+        force: false,
+    });
+    assert_eq!(
+        harness.refused(Command::RemoveNode { node: NodeId(2) }),
+        MetadataError::NodeOwnsShards {
+            node: NodeId(2),
+            shards: 1,
+            streams: vec![name("orders")],
+        }
+    );
+    harness.ok(Command::DeleteStream {
+        name: name("orders"),
+        force: false,
+    });
+    let Applied::NodeRemoved { node: removed } =
+        harness.ok(Command::RemoveNode { node: NodeId(2) })
+    else {
+        panic!("not a removal");
+    };
+    assert_eq!(removed, node(2, 1));
+    assert_eq!(harness.state.node(NodeId(2)), None);
+    assert_eq!(
+        harness.refused(Command::RemoveNode { node: NodeId(2) }),
+        MetadataError::NodeNotFound { node: NodeId(2) }
+    );
+}
+
+/// A removed node's cores leave the ring: new shards go to the others only. The last node
+/// cannot be removed.
+#[test]
+fn removed_nodes_get_no_new_shards_and_the_last_stays() {
+    let mut harness = Harness::with_nodes(3, 1);
+    harness.ok(Command::RemoveNode { node: NodeId(2) });
+    let Applied::StreamCreated { shards, .. } = harness.ok(create("orders", 4)) else {
+        panic!("not a create");
+    };
+    assert!(shards.iter().all(|shard| shard.placement.node != NodeId(2)));
+    harness.ok(Command::DeleteStream {
+        name: name("orders"),
+        force: false,
+    });
+    harness.ok(Command::RemoveNode { node: NodeId(1) });
+    assert_eq!(
+        harness.refused(Command::RemoveNode { node: NodeId(3) }),
+        MetadataError::LastNode { node: NodeId(3) }
+    );
+}
+
+/// A create places its shards only on nodes it does not avoid (what its proposer saw
+/// unavailable), spreading them over what is left; ids of unknown nodes are ignored; a create
+/// that avoids every node is refused, and `check` agrees with `apply` on all of it.
+#[test]
+fn placement_skips_the_nodes_a_create_avoids() {
+    let mut harness = Harness::with_nodes(3, 2);
+    let Applied::StreamCreated { shards, .. } = harness.ok(create_avoiding("orders", 4, &[2, 99]))
+    else {
+        panic!("not a create");
+    };
+    let nodes: Vec<u64> = shards.iter().map(|shard| shard.placement.node.0).collect();
+    assert!(!nodes.contains(&2), "{nodes:?}");
+    assert!(nodes.contains(&1) && nodes.contains(&3), "{nodes:?}");
+    let Applied::StreamCreated { shards, .. } = harness.ok(create_avoiding("clicks", 3, &[1, 3]))
+    else {
+        panic!("not a create");
+    };
+    assert!(shards.iter().all(|shard| shard.placement.node == NodeId(2)));
+    let index = harness.state.applied_index() + 1;
+    let everything = create_avoiding("views", 1, &[3, 1, 2]);
+    assert_eq!(
+        harness.state.check(index, &everything),
+        Err(MetadataError::NoAvailableNodes { avoided: 3 })
+    );
+    assert_eq!(
+        harness.refused(everything),
+        MetadataError::NoAvailableNodes { avoided: 3 }
+    );
 }

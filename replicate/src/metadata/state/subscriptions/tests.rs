@@ -16,6 +16,7 @@ fn create_stream(stream: &str, shard_count: u32) -> Command {
     Command::CreateStream {
         config: config(stream, shard_count),
         now_ms: 1_000,
+        avoid: Vec::new(),
     }
 }
 
