@@ -7,6 +7,7 @@
 //! sees unavailable in the create, so every replica places alike), and whether a node may be
 //! removed without leaving the metadata group unable to commit.
 
+use std::rc::Rc;
 use std::sync::Mutex;
 
 use runnel_net::protocol::{ErrorCode, ErrorResponse};
@@ -135,7 +136,7 @@ impl crate::core::Core {
     /// commit without it, then proposes the removal (refused by the metadata while the node
     /// owns shards); answers once it is applied on this node. The group then drops the node
     /// from its members, and the node stops when it learns it was removed.
-    pub async fn remove_node(&self, id: u64) -> Result<(), ErrorResponse> {
+    pub async fn remove_node(self: &Rc<Self>, id: u64) -> Result<(), ErrorResponse> {
         check_removal(&self.cluster.nodes(), id)?;
         self.propose(Command::RemoveNode { node: NodeId(id) }).await
     }
