@@ -6,8 +6,9 @@
 //! ([`consumer`]: a group's membership and sticky shard assignment, and per shard the delivery
 //! window with acks, ack timeouts and redelivery); and the **metadata group** ([`group`]: the
 //! metadata state machine replicated by Raft, on raft-rs, with its deterministic simulator),
-//! which the server does not run yet. Later: the sequencer/replica protocol of a shard's data
-//! path.
+//! which the server does not run yet; and a replicated **shard's data path** ([`shard`]:
+//! sequencer, replica and recovery, with their deterministic simulator), which the server does
+//! not drive yet.
 //!
 //! Invariants: applying the same commands in the same order gives the same state and
 //! byte-identical snapshots on every replica; ids are never reused; a refused command changes
@@ -26,3 +27,4 @@
 pub mod consumer;
 pub mod group;
 pub mod metadata;
+pub mod shard;
