@@ -11,23 +11,17 @@
 
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
-use std::time::Duration;
 
 use runnel_core::{Offset, ShardId};
 use runnel_replicate::consumer::{MemberId, MemberInfo};
 use runnel_replicate::metadata::SubscriptionId;
-use runnel_segment::event::Event;
-
-use crate::select::first_of;
+use runnel_segment::runtime::Event;
 
 mod remote;
 mod wire;
 
 pub use remote::{answer_from_peer, ask_peer, ASK_METADATA_WAIT_MS, ASK_TIMEOUT_MS};
 pub use wire::{decode_answer, decode_question, encode_answer, encode_question, AskWireError};
-
-/// How often a wait checks whether the node is stopping.
-const STOP_CHECK_MS: u64 = 100;
 
 /// A question to another core (or to this one: then it is answered in place).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -141,7 +135,9 @@ impl<T> Pending<T> {
         self.changed.notify();
     }
 
-    /// Waits for the answer to `id`; `None` if `stopping()` became true first.
+    /// Waits for the answer to `id`; `None` if `stopping()` became true first. Whoever makes
+    /// `stopping()` true calls [`Pending::wake_all`] then: the wait sleeps until an answer
+    /// arrives or that call, and looks at nothing in between.
     pub async fn wait(&self, id: u64, stopping: impl Fn() -> bool) -> Option<T> {
         // The slot goes however the wait ends, also when the waiter gives up (drops this
         // future): an answer that comes later then finds no slot and is dropped.
@@ -155,8 +151,7 @@ impl<T> Pending<T> {
             if stopping() {
                 return None;
             }
-            let tick = glommio::timer::sleep(Duration::from_millis(STOP_CHECK_MS));
-            let _ = first_of(changed, tick, std::future::pending::<()>()).await;
+            changed.await;
         }
     }
 }
@@ -175,10 +170,13 @@ impl<T> Drop for Forget<'_, T> {
 
 #[cfg(test)]
 mod tests {
+    use std::cell::Cell;
+    use std::rc::Rc;
     use std::time::Duration;
 
+    use runnel_segment::runtime::{first_of, sleep, spawn, yield_now, First};
+
     use super::Pending;
-    use crate::select::{first_of, First};
 
     /// A waiter that gives up (its future dropped, as a description that stops waiting for a
     /// slow node does) leaves no slot behind, and the late answer is dropped.
@@ -189,7 +187,7 @@ mod tests {
             let id = pending.register();
             let waited = first_of(
                 pending.wait(id, || false),
-                glommio::timer::sleep(Duration::from_millis(10)),
+                sleep(Duration::from_millis(10)),
                 std::future::pending::<()>(),
             )
             .await;
@@ -203,6 +201,26 @@ mod tests {
                 pending.slots.borrow().is_empty(),
                 "a late answer is dropped"
             );
+        });
+    }
+
+    /// A wait ends when its waiter's stop condition becomes true and `wake_all` is called,
+    /// with no tick: nothing else could end it (no answer ever comes).
+    #[test]
+    fn wake_all_ends_a_wait_whose_condition_holds() {
+        runnel_segment::runtime::run("pending-wake-all", 1, || async {
+            let pending: Rc<Pending<u32>> = Rc::default();
+            let closing = Rc::new(Cell::new(false));
+            let id = pending.register();
+            let waiter = {
+                let (pending, closing) = (Rc::clone(&pending), Rc::clone(&closing));
+                spawn(async move { pending.wait(id, || closing.get()).await })
+            };
+            yield_now().await;
+            closing.set(true);
+            pending.wake_all();
+            assert_eq!(waiter.await, None, "the wait ended without an answer");
+            assert!(pending.slots.borrow().is_empty());
         });
     }
 }

@@ -9,6 +9,8 @@ use runnel_net::protocol::{
 };
 use runnel_replicate::metadata::{Durability, MetadataState, NodeId, Shard, ShardStatus, Stream};
 
+use runnel_segment::runtime::{sleep, spawn};
+
 use crate::ask::{Answer, Question};
 use crate::cluster::NodeState;
 use crate::core::Core;
@@ -148,7 +150,7 @@ pub async fn fill_offsets(core: &Rc<Core>, shards: &mut [ShardInfo]) {
             answers.push(core.ask_at(NodeId(node), other, question).await);
         } else {
             let core = Rc::clone(core);
-            remote.push(glommio::spawn_local(async move {
+            remote.push(spawn(async move {
                 core.ask_at(NodeId(node), other, question).await
             }));
         }
@@ -157,12 +159,8 @@ pub async fn fill_offsets(core: &Rc<Core>, shards: &mut [ShardInfo]) {
         std::time::Instant::now() + std::time::Duration::from_millis(REMOTE_OFFSETS_WAIT_MS);
     for task in remote {
         let left = deadline.saturating_duration_since(std::time::Instant::now());
-        if let crate::select::First::A(answer) = crate::select::first_of(
-            task,
-            glommio::timer::sleep(left),
-            std::future::pending::<()>(),
-        )
-        .await
+        if let runnel_segment::runtime::First::A(answer) =
+            runnel_segment::runtime::first_of(task, sleep(left), std::future::pending::<()>()).await
         {
             answers.push(answer);
         }

@@ -16,16 +16,15 @@ use std::rc::Rc;
 use std::sync::Arc;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
-use glommio::channels::channel_mesh::Senders;
-use glommio::{GlommioError, ResourceType};
 use runnel_core::ShardId;
 use runnel_net::protocol::{ErrorCode, ErrorResponse};
 use runnel_replicate::metadata::Durability;
 use runnel_replicate::metadata::{
     decode_command, encode_command, Applied, Command, MetadataError, MetadataState, NodeId, Shard,
 };
-use runnel_segment::event::Event;
 use runnel_segment::log::ReadBound;
+use runnel_segment::runtime::channel::{MeshSenders, SendError};
+use runnel_segment::runtime::{first_of, sleep, spawn, spawn_detached, Event, First};
 use runnel_segment::{DmaStorage, LogConfig, ShardLog};
 
 use crate::ask::{Answer, Pending, Question};
@@ -35,7 +34,6 @@ use crate::error::FatalError;
 use crate::group::{MetaGroup, RecordError};
 use crate::local::LocalShard;
 use crate::proposer::{Host, Proposer};
-use crate::select::{first_of, First};
 use crate::stop::NodeStop;
 use crate::subscription::Subscriptions;
 
@@ -120,9 +118,6 @@ pub enum CoreMessage {
     },
 }
 
-/// How often a core waiting on other cores checks whether the node is stopping, in milliseconds.
-pub const STOP_POLL_MS: u64 = 100;
-
 /// The answer to a forwarded proposal: Ok, or an error code number and message.
 pub type ProposalOutcome = Result<(), (u16, String)>;
 
@@ -156,7 +151,7 @@ pub struct Core {
     pub(crate) open_logs_max: Cell<Option<usize>>,
     /// This core's side of every subscription: dispatch of its shards, groups it coordinates.
     pub subscriptions: Subscriptions,
-    senders: Senders<CoreMessage>,
+    senders: MeshSenders<CoreMessage>,
     /// Core 0: the metadata proposer (it runs while this node leads the metadata group).
     proposer: Option<Proposer>,
     /// Core 0: this node's member of the metadata group, once started.
@@ -216,7 +211,7 @@ impl Core {
         index: u32,
         config: Arc<NodeConfig>,
         started: Instant,
-        senders: Senders<CoreMessage>,
+        senders: MeshSenders<CoreMessage>,
         stop: Arc<NodeStop>,
         cluster: Arc<ClusterView>,
     ) -> Core {
@@ -273,11 +268,20 @@ impl Core {
         self.stop.has_failed()
     }
 
-    /// Returns once the node is stopping (polled: the flag is set from any thread).
+    /// Returns once the node is stopping, woken by whichever thread stopped it.
     pub async fn until_stopping(&self) {
-        while !self.shutting_down() {
-            glommio::timer::sleep(std::time::Duration::from_millis(STOP_POLL_MS)).await;
-        }
+        self.stop.until_stopping().await;
+    }
+
+    /// Sleeps for `duration` (a periodic duty's interval); false if the node started stopping
+    /// first, or had already: the duty ends then.
+    pub async fn sleep_unless_stopping(&self, duration: std::time::Duration) -> bool {
+        let slept = first_of(
+            sleep(duration),
+            self.until_stopping(),
+            std::future::pending::<()>(),
+        );
+        matches!(slept.await, First::A(())) && !self.shutting_down()
     }
 
     /// Waits until core 0 finished replaying the metadata; false if the node stops first.
@@ -290,8 +294,7 @@ impl Core {
                 return false;
             }
             let changed = self.ready_changed.listen();
-            let tick = glommio::timer::sleep(std::time::Duration::from_millis(STOP_POLL_MS));
-            let _ = crate::select::first_of(changed, tick, std::future::pending::<()>()).await;
+            let _ = first_of(changed, self.until_stopping(), std::future::pending::<()>()).await;
         }
     }
 
@@ -465,10 +468,9 @@ impl Core {
             if all || self.shutting_down() {
                 return;
             }
-            // Another core that failed never acknowledges: the stop flag (set from its thread,
-            // which cannot notify this core's event) is polled.
-            let tick = glommio::timer::sleep(std::time::Duration::from_millis(STOP_POLL_MS));
-            let _ = first_of(changed, tick, std::future::pending::<()>()).await;
+            // Another core that failed never acknowledges: its failure stops the node, which
+            // ends this wait.
+            let _ = first_of(changed, self.until_stopping(), std::future::pending::<()>()).await;
         }
     }
 
@@ -484,7 +486,7 @@ impl Core {
     /// the node stops, and is then dropped.
     pub async fn send(&self, core: u32, message: CoreMessage) {
         let result = match self.senders.try_send_to(core as usize, message) {
-            Err(GlommioError::WouldBlock(ResourceType::Channel(message))) => {
+            Err(SendError::Full(message)) => {
                 match first_of(
                     self.senders.send_to(core as usize, message),
                     self.until_stopping(),
@@ -633,7 +635,7 @@ impl Core {
                 .iter()
                 .map(|(id, dir)| {
                     let (id, dir, config) = (*id, dir.clone(), config.clone());
-                    glommio::spawn_local(async move {
+                    spawn(async move {
                         // A directory of a shard the metadata does not know is left by a
                         // create that crashed before it was recorded: it holds nothing anyone
                         // was promised.
@@ -776,7 +778,7 @@ impl Core {
             CoreMessage::Propose { id, from, command } => {
                 // Proposals run concurrently with this core's other work.
                 let core = Rc::clone(self);
-                glommio::spawn_local(async move {
+                spawn_detached(async move {
                     let result = match decode_command(&command) {
                         Ok(command) => core
                             .propose(command)
@@ -785,18 +787,16 @@ impl Core {
                         Err(e) => Err((ErrorCode::InvalidRequest.number(), e.to_string())),
                     };
                     core.send(from, CoreMessage::Proposed { id, result }).await;
-                })
-                .detach();
+                });
             }
             CoreMessage::Proposed { id, result } => self.proposals.fulfil(id, result),
             CoreMessage::Ask { id, from, question } => {
                 // Answers may await I/O: they run beside this core's other work.
                 let core = Rc::clone(self);
-                glommio::spawn_local(async move {
+                spawn_detached(async move {
                     let answer = crate::subscription::answer(&core, question).await;
                     core.send(from, CoreMessage::Answer { id, answer }).await;
-                })
-                .detach();
+                });
             }
             CoreMessage::AskPeer {
                 id,
@@ -807,12 +807,11 @@ impl Core {
                 question,
             } => {
                 let core = Rc::clone(self);
-                glommio::spawn_local(async move {
+                spawn_detached(async move {
                     let answer =
                         crate::ask::ask_peer(&core, node, target, applied_index, question).await;
                     core.send(from, CoreMessage::Answer { id, answer }).await;
-                })
-                .detach();
+                });
             }
             CoreMessage::Answer { id, answer } => self.answers.fulfil(id, answer),
             CoreMessage::Stopped { core } => {
@@ -850,12 +849,7 @@ impl Core {
                 tracing::warn!("stopping without every core's last progress commits");
                 return;
             }
-            let _ = crate::select::first_of(
-                changed,
-                glommio::timer::sleep(left),
-                std::future::pending::<()>(),
-            )
-            .await;
+            let _ = first_of(changed, sleep(left), std::future::pending::<()>()).await;
         }
     }
 
@@ -864,6 +858,9 @@ impl Core {
     /// `Unavailable`.
     pub async fn close(&self) {
         self.closing.set(true);
+        // Waits for answers end now (the answers may never come: their cores are stopping).
+        self.proposals.wake_all();
+        self.answers.wake_all();
         if let Some(proposer) = &self.proposer {
             proposer.stop().await;
         }
@@ -883,8 +880,6 @@ impl Core {
             self.close_log(&shard).await;
         }
         self.acked_changed.notify();
-        self.proposals.wake_all();
-        self.answers.wake_all();
     }
 }
 

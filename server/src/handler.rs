@@ -3,7 +3,6 @@
 
 use std::cell::RefCell;
 use std::rc::Rc;
-use std::time::Duration;
 
 use bytes::Bytes;
 use runnel_core::{BatchError, CheckedChunks};
@@ -24,8 +23,8 @@ use crate::convert::{
 };
 use crate::core::{now_ms, Core};
 use crate::local::{visible_end, LocalShard, OpenLog};
-use crate::select::{first_of, First};
 use crate::subscription;
+use runnel_segment::runtime::{first_of, spawn, First};
 
 /// Most streams in one `StreamList` answer.
 const STREAMS_PER_PAGE_MAX: usize = 100;
@@ -51,7 +50,7 @@ type Answer = Result<Response, ErrorResponse>;
 pub async fn serve(core: Rc<Core>, endpoint: quinn::Endpoint) {
     while let Some(incoming) = endpoint.accept().await {
         let core = Rc::clone(&core);
-        glommio::spawn_local(async move {
+        spawn(async move {
             if let Err(reason) = connection(core, incoming).await {
                 tracing::debug!(%reason, "connection ended");
             }
@@ -129,8 +128,7 @@ async fn connection(core: Rc<Core>, incoming: quinn::Incoming) -> Result<(), Str
         let (send, recv) = connection.accept_bi().await.map_err(|e| e.to_string())?;
         let core = Rc::clone(&core);
         let pool = Rc::clone(&pool);
-        glommio::spawn_local(async move { request_stream(core, send, recv, limits, pool).await })
-            .detach();
+        spawn(async move { request_stream(core, send, recv, limits, pool).await }).detach();
     }
 }
 
@@ -584,7 +582,7 @@ async fn read_loop(
             match first_of(
                 log.wait_for(next, bound),
                 send.stopped(),
-                glommio::timer::sleep(Duration::from_millis(500)),
+                core.until_stopping(),
             )
             .await
             {
@@ -592,10 +590,7 @@ async fn read_loop(
                 First::A(Err(e)) => return Err(Some(log_error(&e))),
                 First::B(_) => return Err(None),
                 First::C(()) => {
-                    if core.shutting_down() {
-                        return Err(Some(error(ErrorCode::Unavailable, "the node is stopping")));
-                    }
-                    continue;
+                    return Err(Some(error(ErrorCode::Unavailable, "the node is stopping")));
                 }
             }
         }

@@ -23,11 +23,11 @@ use std::time::{Duration, Instant};
 
 use runnel_core::{Offset, ShardId};
 use runnel_net::protocol::{ErrorCode, ErrorResponse};
-use runnel_segment::event::Event;
 use runnel_segment::log::ReadBound;
+use runnel_segment::runtime::{spawn, Event};
 use runnel_segment::{DmaStorage, LogError, ShardLog};
 
-use crate::core::{Core, STOP_POLL_MS};
+use crate::core::Core;
 use crate::error::FatalError;
 
 /// An open shard log, shared by the requests and consumers using it.
@@ -35,6 +35,8 @@ pub type OpenLog = Rc<ShardLog<DmaStorage>>;
 
 /// Logs a core opens at once when it opens many (the check at start).
 pub const OPENS_IN_FLIGHT_MAX: usize = 64;
+/// How often each core closes the shard logs idle for long enough, in milliseconds.
+pub const IDLE_CLOSE_INTERVAL_MS: u64 = 1_000;
 
 /// A shard owned by this core, and its log, open or not.
 pub struct LocalShard {
@@ -391,7 +393,7 @@ impl Core {
                 .map(|local| {
                     let core = Rc::clone(self);
                     let local = Rc::clone(local);
-                    glommio::spawn_local(async move {
+                    spawn(async move {
                         match core.shard_log(&local).await {
                             Ok(log) => {
                                 // Closed unless a request holds it now.
@@ -421,11 +423,10 @@ impl Core {
         );
     }
 
-    /// Closes idle logs every second until the node stops.
+    /// Closes idle logs every [`IDLE_CLOSE_INTERVAL_MS`] until the node stops.
     pub async fn close_idle_logs_loop(self: Rc<Self>) {
-        let tick = Duration::from_millis(STOP_POLL_MS * 10);
-        while !self.shutting_down() {
-            glommio::timer::sleep(tick).await;
+        let tick = Duration::from_millis(IDLE_CLOSE_INTERVAL_MS);
+        while self.sleep_unless_stopping(tick).await {
             let closed = self.close_idle_logs().await;
             if closed > 0 {
                 tracing::debug!(core = self.index, closed, "closed idle shard logs");

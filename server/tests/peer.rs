@@ -1,5 +1,5 @@
 //! The node-to-node transport (`runnel_server::peer`) between real QUIC endpoints on loopback,
-//! each on its own glommio executor (thread), with certificates from a test CA: messages in
+//! each on its own executor (thread), with certificates from a test CA: messages in
 //! order both ways, requests to a node and to an address, re-dialling a restarted peer, and the
 //! connections a node must refuse (no client certificate, another CA's certificate, a
 //! malformed frame, a dialler that meant another node) without disturbing the others.
@@ -13,12 +13,12 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{mpsc, Arc};
 use std::time::{Duration, Instant};
 
-use glommio::{LocalExecutorBuilder, Placement};
 use runnel_core::ShardId;
 use runnel_net::tls::{cluster_server_config, peer_client_config, CertificateAuthority};
 use runnel_net::{EndpointOptions, NodeCertificate, TransportLimits, PEER_ALPN};
 use runnel_replicate::consumer::{MemberId, MemberInfo};
 use runnel_replicate::metadata::SubscriptionId;
+use runnel_segment::runtime::{self, Executor, Pinning};
 use runnel_server::ask::{Answer, Question};
 use runnel_server::peer::{
     is_peer_connection, peer_transport_limits, Inbound, NodeHello, PeerCloseCode, PeerError,
@@ -28,7 +28,7 @@ use rustls::pki_types::CertificateDer;
 
 /// A guard against hangs, not a performance bound.
 const DEADLINE: Duration = Duration::from_secs(60);
-/// glommio pins about 3× `io_memory` per executor; small, so that several fit a tight memlock.
+/// The runtime pins about 3× `io_memory` per executor; small, so that several fit a tight memlock.
 const TEST_IO_MEMORY_BYTES: usize = 64 << 10;
 
 type TestResult<T = ()> = Result<T, String>;
@@ -43,13 +43,15 @@ where
     let name = name.to_owned();
     std::thread::spawn(move || {
         let (sender, output) = mpsc::channel();
-        let handle = LocalExecutorBuilder::new(Placement::Unbound)
-            .name(&name)
-            .io_memory(TEST_IO_MEMORY_BYTES)
-            .spawn(move || async move {
+        let handle = Executor::start(
+            &name,
+            Pinning::Unbound,
+            TEST_IO_MEMORY_BYTES,
+            move || async move {
                 let _ = sender.send(make().await);
-            })
-            .map_err(|e| format!("start executor {name}: {e}"))?;
+            },
+        )
+        .map_err(|e| format!("start executor {name}: {e}"))?;
         let result = output
             .recv_timeout(DEADLINE * 2)
             .map_err(|e| format!("executor {name} gave no result: {e}"))?;
@@ -114,10 +116,10 @@ fn start_node(id: u64, credentials: &Credentials, port: u16) -> TestResult<Node>
     let peers = Peers::new(id, endpoint.clone(), client);
     let accepting = endpoint.clone();
     let weak = Rc::downgrade(&peers);
-    glommio::spawn_local(async move {
+    runtime::spawn(async move {
         while let Some(incoming) = accepting.accept().await {
             let weak = weak.clone();
-            glommio::spawn_local(async move {
+            runtime::spawn(async move {
                 // A handshake that fails (e.g. a certificate of another CA) ends here.
                 let Ok(connection) = incoming.await else {
                     return;
@@ -155,7 +157,7 @@ async fn receive<T>(channel: &mpsc::Receiver<T>, what: &str) -> TestResult<T> {
                 return Err(format!("{what}: nothing within {DEADLINE:?}"))
             }
             Err(mpsc::TryRecvError::Empty) => {
-                glommio::timer::sleep(Duration::from_millis(10)).await;
+                runtime::sleep(Duration::from_millis(10)).await;
             }
         }
     }
@@ -169,14 +171,14 @@ async fn barrier(count: &AtomicUsize, target: usize) -> TestResult {
         if Instant::now() > deadline {
             return Err("the other nodes did not finish".into());
         }
-        glommio::timer::sleep(Duration::from_millis(10)).await;
+        runtime::sleep(Duration::from_millis(10)).await;
     }
     Ok(())
 }
 
 /// The next inbound message or request, within the deadline.
 async fn next(peers: &Peers) -> TestResult<Inbound> {
-    glommio::timer::timeout(DEADLINE, async { Ok(peers.next().await) })
+    runtime::timeout(DEADLINE, peers.next())
         .await
         .map_err(|e| format!("no inbound message: {e}"))
 }
@@ -315,7 +317,7 @@ fn messages_flow_both_ways_in_order_and_requests_are_answered() {
         node.peers.set_address(2, &two);
         send_all(&node.peers, 2);
         let peers = Rc::clone(&node.peers);
-        let receiving = glommio::spawn_local(async move { receive_all(&peers, 2, 0).await });
+        let receiving = runtime::spawn(async move { receive_all(&peers, 2, 0).await });
         let proposed = node
             .peers
             .request(
@@ -462,7 +464,7 @@ fn sends_beyond_the_bounds_are_dropped_without_waiting() {
             if Instant::now() > deadline {
                 return Err("the queued messages were never dropped".into());
             }
-            glommio::timer::sleep(Duration::from_millis(20)).await;
+            runtime::sleep(Duration::from_millis(20)).await;
         }
         Ok(())
     }));
@@ -504,7 +506,7 @@ fn a_restarted_peer_is_dialled_again() {
             match start_node(2, &two, port) {
                 Ok(node) => break node,
                 Err(error) if Instant::now() > deadline => return Err(error),
-                Err(_) => glommio::timer::sleep(Duration::from_millis(20)).await,
+                Err(_) => runtime::sleep(Duration::from_millis(20)).await,
             }
         };
         restarted.send(()).map_err(|e| e.to_string())?;
@@ -538,7 +540,7 @@ fn a_restarted_peer_is_dialled_again() {
                 return Ok(());
             }
             node.peers.send(2, PeerMessage::Raft(vec![phase]));
-            glommio::timer::sleep(Duration::from_millis(20)).await;
+            runtime::sleep(Duration::from_millis(20)).await;
         }
     });
     join(node_two);

@@ -15,6 +15,8 @@ use runnel_replicate::metadata::{
 };
 
 use super::slot::{get_or_create, DispatchSlot};
+use runnel_segment::runtime::sleep;
+
 use crate::ask::{Answer, ShardProgress};
 use crate::core::{visible, Core};
 
@@ -22,7 +24,7 @@ use crate::core::{visible, Core};
 pub async fn commit_progress(core: Rc<Core>) {
     let interval = Duration::from_millis(core.config.subscriptions.commit_interval_ms);
     while !core.shutting_down() {
-        glommio::timer::sleep(interval).await;
+        sleep(interval).await;
         commit_moved(&core).await;
     }
 }
