@@ -55,7 +55,8 @@ pub struct Cli {
 /// Flags every command takes.
 #[derive(Debug, Clone, Args)]
 pub struct GlobalArgs {
-    /// The node to talk to: runnel://host[:port] (the port of its core 0).
+    /// The node to talk to: runnel://host[:port] (the port of its core 0), or several nodes
+    /// of one cluster, tried in order: runnel://host1:port,host2:port
     #[arg(long, global = true, env = "RUNNEL_URL", default_value = DEFAULT_URL)]
     pub url: String,
     /// The node's certificate (PEM) to trust [default: ./runnel-data/tls/cert.pem if it exists]

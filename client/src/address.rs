@@ -5,6 +5,11 @@
 //! an IPv4 address or a bracketed IPv6 address — and an optional port (default
 //! [`DEFAULT_PORT`]), then at most a trailing `/`. User info, paths, queries and fragments are
 //! refused rather than ignored, so a typo never connects somewhere unexpected.
+//!
+//! A client may name several nodes of one cluster, separated by commas
+//! (`runnel://host1:6570,host2:6570`, as Kafka's `bootstrap.servers` or NATS's server lists):
+//! [`ServerAddress::parse_list`] reads them; the client connects to the first that answers and
+//! turns to the others when the node it sends admin requests to cannot be reached.
 
 use std::fmt;
 use std::net::Ipv6Addr;
@@ -14,6 +19,9 @@ use crate::error::ClientError;
 
 /// The port of core 0 when a URL names none: the server's default base port (HStreamDB's).
 pub const DEFAULT_PORT: u16 = 6570;
+
+/// Most nodes one URL may name.
+pub const URL_NODES_MAX: usize = 64;
 
 /// Longest host name accepted, in bytes (the DNS limit).
 const HOST_BYTES_MAX: usize = 253;
@@ -28,13 +36,8 @@ pub struct ServerAddress {
 impl ServerAddress {
     /// Parses `runnel://host[:port][/]`.
     pub fn parse(url: &str) -> Result<ServerAddress, ClientError> {
-        let invalid = |reason: &str| ClientError::InvalidUrl {
-            url: url.chars().take(256).collect(),
-            reason: reason.to_owned(),
-        };
-        let (scheme, rest) = url
-            .split_once("://")
-            .ok_or_else(|| invalid("expected runnel://host:port"))?;
+        let invalid = |reason: &str| invalid_url(url, reason);
+        let (scheme, rest) = split_scheme(url)?;
         if !scheme.eq_ignore_ascii_case("runnel") {
             return Err(invalid("the scheme must be runnel://"));
         }
@@ -101,6 +104,30 @@ impl ServerAddress {
         })
     }
 
+    /// Parses `runnel://host[:port][,host[:port]]…[/]`: one or more nodes of one cluster, in
+    /// the order to try them. Each is checked as [`ServerAddress::parse`] checks one; an empty
+    /// entry, a repeated node or more than [`URL_NODES_MAX`] nodes are refused.
+    pub fn parse_list(url: &str) -> Result<Vec<ServerAddress>, ClientError> {
+        let invalid = |reason: &str| invalid_url(url, reason);
+        let (scheme, rest) = split_scheme(url)?;
+        let authorities = rest.strip_suffix('/').unwrap_or(rest);
+        let mut addresses: Vec<ServerAddress> = Vec::new();
+        for authority in authorities.split(',') {
+            if authority.is_empty() {
+                return Err(invalid("an empty node between commas"));
+            }
+            if addresses.len() == URL_NODES_MAX {
+                return Err(invalid("more than 64 nodes"));
+            }
+            let address = ServerAddress::parse(&format!("{scheme}://{authority}"))?;
+            if addresses.contains(&address) {
+                return Err(invalid("a node is named twice"));
+            }
+            addresses.push(address);
+        }
+        Ok(addresses)
+    }
+
     /// The host: a DNS name, an IPv4 address, or an IPv6 address without brackets.
     pub fn host(&self) -> &str {
         &self.host
@@ -110,6 +137,20 @@ impl ServerAddress {
     pub fn port(&self) -> u16 {
         self.port
     }
+}
+
+/// The refusal of `url` (shortened to 256 characters) for `reason`.
+fn invalid_url(url: &str, reason: &str) -> ClientError {
+    ClientError::InvalidUrl {
+        url: url.chars().take(256).collect(),
+        reason: reason.to_owned(),
+    }
+}
+
+/// `url`'s scheme and what follows `://`.
+fn split_scheme(url: &str) -> Result<(&str, &str), ClientError> {
+    url.split_once("://")
+        .ok_or_else(|| invalid_url(url, "expected runnel://host:port"))
 }
 
 impl FromStr for ServerAddress {
@@ -195,6 +236,46 @@ mod tests {
         assert!(ServerAddress::parse(&long).is_err());
     }
 
+    /// A list names nodes in order; one node is a list of one; every entry is checked.
+    #[test]
+    fn lists_of_nodes() {
+        let list = ServerAddress::parse_list("runnel://a:1,[::1]:2,b/").expect("valid");
+        let shown: Vec<String> = list.iter().map(ToString::to_string).collect();
+        assert_eq!(
+            shown,
+            ["runnel://a:1", "runnel://[::1]:2", "runnel://b:6570"]
+        );
+        assert_eq!(
+            ServerAddress::parse_list("runnel://a:1").expect("one"),
+            [ServerAddress::parse("runnel://a:1").expect("one")]
+        );
+        let too_many = format!(
+            "runnel://{}",
+            (1..=65)
+                .map(|p| format!("h:{p}"))
+                .collect::<Vec<_>>()
+                .join(",")
+        );
+        for url in [
+            "runnel://a:1,",
+            "runnel://,a:1",
+            "runnel://a:1,,b:2",
+            "runnel://a:1,b:0",
+            "runnel://a:1,http://b:2",
+            "runnel://a:1,b:2/x",
+            "runnel://a:1,a:1",
+            "http://a:1,b:2",
+            "a:1,b:2",
+            too_many.as_str(),
+        ] {
+            let outcome = ServerAddress::parse_list(url);
+            assert!(
+                matches!(outcome, Err(ClientError::InvalidUrl { .. })),
+                "{url:?}: {outcome:?}"
+            );
+        }
+    }
+
     proptest! {
         /// Display prints a URL that parses back to the same address.
         #[test]
@@ -208,6 +289,7 @@ mod tests {
         fn never_panics(url in ".{0,40}") {
             let _ = ServerAddress::parse(&url);
             let _ = ServerAddress::parse(&format!("runnel://{url}"));
+            let _ = ServerAddress::parse_list(&format!("runnel://{url}"));
         }
     }
 }

@@ -188,7 +188,7 @@ impl Client {
     pub async fn node_status(&self) -> Result<NodeStatus, ClientError> {
         let nodes = &self.inner.nodes;
         match nodes
-            .call_admin(&Request::GetNodeStatus, Safety::Idempotent)
+            .call_bootstrap(&Request::GetNodeStatus, Safety::Idempotent)
             .await?
         {
             Response::NodeStatus(status) => Ok(status),
@@ -210,7 +210,7 @@ impl Client {
         match self
             .inner
             .nodes
-            .call_admin(&Request::InitCluster, Safety::AtMostOnce)
+            .call_bootstrap(&Request::InitCluster, Safety::AtMostOnce)
             .await?
         {
             Response::InitClusterOk => Ok(()),

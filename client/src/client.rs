@@ -57,12 +57,43 @@ impl Client {
     /// Connects to the node at `url` (`runnel://host:port`, the port of the node's core 0) and
     /// completes the versioned handshake. Other cores are connected when first needed.
     ///
+    /// The URL may name several nodes of one cluster (`runnel://host1:6570,host2:6570`): they
+    /// are tried in order, each within `connect_timeout_ms`, and the first that answers is the
+    /// node the client reached; admin requests turn to the others (and to the nodes the
+    /// cluster lists) when it cannot be reached any more. Fails with the last node's error
+    /// when none answers.
+    ///
     /// Must be called within a tokio runtime (quinn's driver runs on it).
     pub async fn connect(url: &str, options: ClientOptions) -> Result<Client, ClientError> {
-        let address = ServerAddress::parse(url)?;
+        let addresses = ServerAddress::parse_list(url)?;
         options.validate()?;
-        let node = Node::connect(address, &options).await?;
-        let nodes = Nodes::new(node, &options);
+        let mut last = None;
+        let mut reached = None;
+        for (index, address) in addresses.iter().enumerate() {
+            match Node::connect(address.clone(), &options).await {
+                Ok(node) => {
+                    reached = Some((index, node));
+                    break;
+                }
+                Err(error) => {
+                    tracing::warn!(%address, %error, "cannot reach a node of the URL");
+                    last = Some(error);
+                }
+            }
+        }
+        let Some((index, node)) = reached else {
+            return Err(last.unwrap_or_else(|| ClientError::InvalidUrl {
+                url: url.chars().take(256).collect(),
+                reason: "no node".into(),
+            }));
+        };
+        let seeds = addresses
+            .into_iter()
+            .enumerate()
+            .filter(|&(i, _)| i != index)
+            .map(|(_, address)| address)
+            .collect();
+        let nodes = Nodes::new(node, seeds, &options);
         let hello = nodes.hello();
         // A batch must fit both the server's batch limit and one frame payload.
         let limits = Limits {
@@ -83,6 +114,11 @@ impl Client {
     /// limits.
     pub fn server_info(&self) -> &HelloOk {
         self.inner.nodes.hello()
+    }
+
+    /// The URL's node the client reached (the first of the URL's nodes that answered).
+    pub fn server_address(&self) -> &ServerAddress {
+        self.inner.nodes.bootstrap_address()
     }
 
     /// The batch limits appends keep: the server's record and batch sizes.

@@ -170,6 +170,11 @@ impl Node {
         &self.hello
     }
 
+    /// The address this node was dialled at.
+    pub fn address(&self) -> &ServerAddress {
+        &self.address
+    }
+
     /// The core the URL reached (core 0 normally): where metadata requests go.
     pub fn bootstrap_core(&self) -> u32 {
         self.hello.core

@@ -75,7 +75,7 @@ mod transport;
 #[cfg(test)]
 mod testing;
 
-pub use address::{ServerAddress, DEFAULT_PORT};
+pub use address::{ServerAddress, DEFAULT_PORT, URL_NODES_MAX};
 pub use admin::StreamSpec;
 pub use buffered::{AppendFuture, BufferedProducer, BufferedProducerConfig};
 pub use client::Client;

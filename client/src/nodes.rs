@@ -12,6 +12,14 @@
 //!
 //! A single node never lists nodes: its shards name its own id, which is the bootstrap node's.
 //! The table is bounded by [`NODES_MAX`] entries.
+//!
+//! Admin requests go to one node at a time, the bootstrap node first. When that node cannot be
+//! reached (the request failed on the connection, not with an answer, and sending it again is
+//! safe: it is idempotent or certainly never left), they turn to the other nodes the client
+//! knows — those of the last `NodeList`, then the URL's other nodes — in order, and stay with
+//! the first that answers. A request that may have been applied is never sent elsewhere: it
+//! fails with `OutcomeUnknown`, as on one node. `GetNodeStatus` and `InitCluster` are about
+//! the URL's node and always go there.
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -146,6 +154,11 @@ impl<C: Clone> NodeTable<C> {
 /// The bootstrap node and the other nodes of the cluster, with their connections.
 pub(crate) struct Nodes {
     bootstrap: Arc<Node>,
+    /// The URL's other nodes, in its order: where admin requests turn when no listed node
+    /// answers.
+    seeds: Vec<ServerAddress>,
+    /// Where admin requests go now: the bootstrap node until it cannot be reached.
+    admin: Mutex<Arc<Node>>,
     /// For dialling other nodes: the same trust, limits and timeouts as the bootstrap node,
     /// the server name taken from each address.
     options: ClientOptions,
@@ -158,9 +171,14 @@ pub(crate) struct Nodes {
 
 impl Nodes {
     /// The cluster as reached through `bootstrap`; other nodes are learned when needed.
-    pub fn new(bootstrap: Node, options: &ClientOptions) -> Nodes {
+    /// `seeds` are the URL's other nodes, tried for admin requests when the bootstrap node
+    /// and the listed nodes cannot be reached.
+    pub fn new(bootstrap: Node, seeds: Vec<ServerAddress>, options: &ClientOptions) -> Nodes {
+        let bootstrap = Arc::new(bootstrap);
         Nodes {
-            bootstrap: Arc::new(bootstrap),
+            admin: Mutex::new(Arc::clone(&bootstrap)),
+            bootstrap,
+            seeds,
             options: ClientOptions {
                 server_name: None,
                 ..options.clone()
@@ -178,16 +196,34 @@ impl Nodes {
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
+    /// The address the bootstrap node was dialled at (one of the URL's).
+    pub fn bootstrap_address(&self) -> &ServerAddress {
+        self.bootstrap.address()
+    }
+
     /// The bootstrap node's handshake answer.
     pub fn hello(&self) -> &HelloOk {
         self.bootstrap.hello()
     }
 
-    /// Where admin requests go: the bootstrap node, on the core the URL reached.
+    /// The node admin requests go to now.
+    fn admin_node(&self) -> Arc<Node> {
+        // Holds one pointer; a panic elsewhere cannot leave it half-written.
+        Arc::clone(
+            &self
+                .admin
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner),
+        )
+    }
+
+    /// Where admin requests go: the bootstrap node on the core the URL reached, or the node
+    /// they turned to (its core 0) when the bootstrap node could not be reached.
     pub fn admin(&self) -> ShardOwner {
+        let node = self.admin_node();
         ShardOwner {
-            node: self.bootstrap.hello().node_id,
-            core: self.bootstrap.bootstrap_core(),
+            node: node.hello().node_id,
+            core: node.bootstrap_core(),
         }
     }
 
@@ -207,9 +243,9 @@ impl Nodes {
         self.bootstrap.request_timeout()
     }
 
-    /// An admin request (streams, subscriptions, nodes): to the bootstrap node, which
-    /// forwards metadata changes to the metadata group's leader.
-    pub async fn call_admin(
+    /// A request about the URL's node itself (its status, initialising the cluster there):
+    /// to the bootstrap node only.
+    pub async fn call_bootstrap(
         &self,
         request: &Request,
         safety: Safety,
@@ -217,6 +253,79 @@ impl Nodes {
         self.bootstrap
             .call(self.bootstrap.bootstrap_core(), request, &[], safety)
             .await
+    }
+
+    /// An admin request (streams, subscriptions, nodes): to the admin node, which forwards
+    /// metadata changes to the metadata group's leader; to the next node the client knows
+    /// when that one cannot be reached and sending the request again is safe (see the module
+    /// documentation).
+    pub async fn call_admin(
+        &self,
+        request: &Request,
+        safety: Safety,
+    ) -> Result<Response, ClientError> {
+        let mut tried: Vec<u64> = Vec::new();
+        let mut node = self.admin_node();
+        loop {
+            let error = match node.call(node.bootstrap_core(), request, &[], safety).await {
+                Ok(response) => return Ok(response),
+                Err(error) => error,
+            };
+            if !unreachable(&error) {
+                return Err(error);
+            }
+            tried.push(node.hello().node_id);
+            let Some(next) = self.next_admin(&tried).await else {
+                return Err(error);
+            };
+            tracing::warn!(
+                request = request.kind(),
+                from = node.hello().node_id,
+                to = next.hello().node_id,
+                %error,
+                "admin node unreachable; turning to another node"
+            );
+            *self
+                .admin
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner) = Arc::clone(&next);
+            node = next;
+        }
+    }
+
+    /// The first node not in `tried` that answers: a listed node, then one of the URL's.
+    async fn next_admin(&self, tried: &[u64]) -> Option<Arc<Node>> {
+        let listed: Vec<u64> = {
+            let table = self.table();
+            table.entries.keys().copied().collect()
+        };
+        let bootstrap = self.hello().node_id;
+        for id in std::iter::once(bootstrap).chain(listed) {
+            if tried.contains(&id) {
+                continue;
+            }
+            if id == bootstrap {
+                return Some(Arc::clone(&self.bootstrap));
+            }
+            // Not `node()`: a node the table no longer knows is skipped, not listed for.
+            let lookup = self.table().lookup(id);
+            match lookup {
+                Lookup::Connected(node) => return Some(node),
+                Lookup::Address(address) => match self.dial(id, address).await {
+                    Ok(node) => return Some(node),
+                    Err(error) => tracing::debug!(node = id, %error, "cannot reach a node"),
+                },
+                Lookup::Unknown => {}
+            }
+        }
+        for address in &self.seeds {
+            match Node::connect(address.clone(), &self.options).await {
+                Ok(node) if !tried.contains(&node.hello().node_id) => return Some(Arc::new(node)),
+                Ok(node) => node.close().await,
+                Err(error) => tracing::debug!(%address, %error, "cannot reach a node"),
+            }
+        }
+        None
     }
 
     /// Lists the cluster's nodes (asking the bootstrap node) and learns their addresses.
@@ -252,6 +361,10 @@ impl Nodes {
     pub async fn node(&self, id: u64) -> Result<Arc<Node>, ClientError> {
         if id == self.hello().node_id {
             return Ok(Arc::clone(&self.bootstrap));
+        }
+        let admin = self.admin_node();
+        if admin.hello().node_id == id {
+            return Ok(admin);
         }
         let mut listed = false;
         loop {
@@ -362,7 +475,23 @@ impl Nodes {
         for node in others {
             node.close().await;
         }
+        let admin = self.admin_node();
+        if !Arc::ptr_eq(&admin, &self.bootstrap) {
+            admin.close().await;
+        }
         self.bootstrap.close().await;
+    }
+}
+
+/// Whether `error` says the node could not be reached (the connection failed or timed out,
+/// or no connection could be opened) rather than that it answered. Failures of requests that
+/// may have been applied arrive as `OutcomeUnknown` and are not among these.
+fn unreachable(error: &ClientError) -> bool {
+    match error {
+        ClientError::Connect { .. } | ClientError::Unreachable { .. } => true,
+        ClientError::Connection { .. } | ClientError::Timeout { .. } => true,
+        ClientError::Protocol { .. } => error.is_retriable(),
+        _ => false,
     }
 }
 

@@ -66,6 +66,26 @@ pub enum LogError {
         /// The offset the next append will get.
         next: Offset,
     },
+    /// An append at a given offset ([`crate::ShardLog::append_at`]) that is not the log's next
+    /// offset: offsets stay dense. Nothing was appended.
+    #[error("append at offset {requested} refused: the log's next offset is {next}")]
+    NotNextOffset {
+        /// The offset asked for.
+        requested: Offset,
+        /// The offset the next append gets.
+        next: Offset,
+    },
+    /// A suffix truncation ([`crate::ShardLog::truncate_from`]) at an offset inside a batch:
+    /// the log removes whole batches only. Nothing was changed.
+    #[error("cannot truncate at offset {requested}: it lies inside the batch {batch_base}..{batch_next}")]
+    NotBatchBoundary {
+        /// The offset asked for.
+        requested: Offset,
+        /// Base offset of the batch holding it.
+        batch_base: Offset,
+        /// The offset after that batch.
+        batch_next: Offset,
+    },
     /// The configuration does not hold together.
     #[error("invalid log configuration: {0}")]
     InvalidConfig(String),

@@ -42,10 +42,19 @@ pub(crate) const SEGMENT_DATA_START: u64 = BLOCK_BYTES as u64;
 pub(crate) const UNSYNCED_WRITES_MAX: u64 = 2;
 /// File name of the start file.
 pub(crate) const START_FILE_NAME: &str = "start";
+/// `"RNLC"` as a little-endian u32: the truncation record magic ("cut").
+pub(crate) const TRUNCATE_MAGIC: u32 = u32::from_le_bytes(*b"RNLC");
+/// Version of the truncation record layout.
+pub(crate) const TRUNCATE_FORMAT_VERSION: u16 = 1;
+/// Bytes of the truncation record that carry data.
+pub(crate) const TRUNCATE_FILE_LEN: usize = 36;
+/// File name of the truncation record: exists only while a suffix truncation is under way.
+pub(crate) const TRUNCATE_FILE_NAME: &str = "truncate";
 /// Extension of segment files.
 pub(crate) const SEGMENT_EXTENSION: &str = "seg";
 
 const _: () = assert!(SEGMENT_HEADER_LEN <= BLOCK_BYTES);
+const _: () = assert!(TRUNCATE_FILE_LEN <= BLOCK_BYTES);
 const _: () = assert!(SEGMENT_HEADER_LEN <= CHECKPOINT_SLOT_AT[0]);
 const _: () = assert!(CHECKPOINT_SLOT_AT[0] + CHECKPOINT_SLOT_LEN <= CHECKPOINT_SLOT_AT[1]);
 const _: () = assert!(CHECKPOINT_SLOT_AT[1] + CHECKPOINT_SLOT_LEN <= BLOCK_BYTES);
@@ -205,6 +214,80 @@ impl AckedCheckpoint {
             .filter_map(|&at| Self::decode_slot(block, at))
             .max_by_key(|c| c.sequence)
     }
+
+    /// Both slots of block 0, each if it holds a valid checkpoint (index = slot).
+    pub(crate) fn decode_slots(block: &[u8]) -> [Option<AckedCheckpoint>; 2] {
+        CHECKPOINT_SLOT_AT.map(|at| Self::decode_slot(block, at))
+    }
+}
+
+/// A suffix truncation under way: every record at and after `cut` goes. Written (atomically,
+/// by rename) before any file is changed and removed after the last step, so that recovery,
+/// finding it, completes the truncation: the log is the old one or the truncated one, never
+/// a mix.
+///
+/// Layout (little-endian): magic `RNLC` u32, version u16 = 1, reserved u16 = 0, cut u64,
+/// segment_base u64, position u64, CRC-32 of bytes 0..32 u32; zeros up to 4096.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct TruncationRecord {
+    /// The first offset removed: the log's next offset once the truncation is done.
+    pub cut: Offset,
+    /// Base offset of the segment holding the cut (the greatest base at or below `cut`): it
+    /// is shortened; every segment with a greater base is deleted.
+    pub segment_base: Offset,
+    /// File position of the cut in that segment: the start of the batch whose base offset is
+    /// `cut`, or the end of the segment's batches when `cut` is its next offset.
+    pub position: u64,
+}
+
+impl TruncationRecord {
+    /// Writes the record into the first [`TRUNCATE_FILE_LEN`] bytes of `block`.
+    pub(crate) fn encode_into(&self, block: &mut [u8]) {
+        put(block, 0, &TRUNCATE_MAGIC.to_le_bytes());
+        put(block, 4, &TRUNCATE_FORMAT_VERSION.to_le_bytes());
+        put(block, 6, &0u16.to_le_bytes());
+        put(block, 8, &self.cut.0.to_le_bytes());
+        put(block, 16, &self.segment_base.0.to_le_bytes());
+        put(block, 24, &self.position.to_le_bytes());
+        let crc = crc32fast::hash(block.get(..32).unwrap_or_default());
+        put(block, 32, &crc.to_le_bytes());
+    }
+
+    /// Reads a record, or says what is wrong with it.
+    pub(crate) fn decode(bytes: &[u8]) -> Result<TruncationRecord, String> {
+        let raw = bytes.get(..TRUNCATE_FILE_LEN).ok_or_else(|| {
+            format!(
+                "truncation record needs {TRUNCATE_FILE_LEN} bytes, has {}",
+                bytes.len()
+            )
+        })?;
+        if le_u32(raw, 0) != TRUNCATE_MAGIC {
+            return Err("truncation record magic is wrong".into());
+        }
+        if le_u16(raw, 4) != TRUNCATE_FORMAT_VERSION {
+            return Err("truncation record version is not supported".into());
+        }
+        let stored = le_u32(raw, 32);
+        let computed = crc32fast::hash(raw.get(..32).unwrap_or_default());
+        if stored != computed {
+            return Err(format!(
+                "truncation record CRC {stored:#010x}, computed {computed:#010x}"
+            ));
+        }
+        let record = TruncationRecord {
+            cut: Offset(le_u64(raw, 8)),
+            segment_base: Offset(le_u64(raw, 16)),
+            position: le_u64(raw, 24),
+        };
+        if record.segment_base > record.cut || record.position < SEGMENT_DATA_START {
+            return Err(format!(
+                "truncation record cuts at offset {} in the segment at {}, byte {}: \
+                 not a place in that segment",
+                record.cut, record.segment_base, record.position
+            ));
+        }
+        Ok(record)
+    }
 }
 
 /// Encodes the start file: magic, version, reserved, start offset, CRC.
@@ -337,6 +420,27 @@ mod tests {
     }
 
     #[test]
+    fn truncation_record_bytes_are_as_documented() {
+        let record = TruncationRecord {
+            cut: Offset(150),
+            segment_base: Offset(100),
+            position: 12288,
+        };
+        let mut block = vec![0u8; BLOCK_BYTES];
+        record.encode_into(&mut block);
+        let expected = vec![
+            0x52, 0x4e, 0x4c, 0x43, 0x01, 0x00, 0x00, 0x00, // magic "RNLC", version 1
+            0x96, 0, 0, 0, 0, 0, 0, 0, // cut 150
+            0x64, 0, 0, 0, 0, 0, 0, 0, // segment_base 100
+            0x00, 0x30, 0, 0, 0, 0, 0, 0, // position 12288
+            0xc2, 0xf1, 0x40, 0xd3, // CRC 0xd340f1c2, as in docs/format/segment.md
+        ];
+        assert_eq!(crc32fast::hash(&expected[..32]), 0xd340_f1c2);
+        assert_eq!(&block[..TRUNCATE_FILE_LEN], &expected[..]);
+        assert!(block[TRUNCATE_FILE_LEN..].iter().all(|&b| b == 0));
+    }
+
+    #[test]
     fn file_names_round_trip() {
         let name = segment_file_name(Offset(42));
         assert_eq!(name, "00000000000000000042.seg");
@@ -357,6 +461,24 @@ mod tests {
             let _ = SegmentHeader::decode(&bytes);
             let _ = decode_start(&bytes);
             let _ = AckedCheckpoint::decode_newest(&bytes);
+            let _ = TruncationRecord::decode(&bytes);
+        }
+
+        #[test]
+        fn truncation_record_round_trips_and_detects_damage(
+            cut in 0u64..u64::MAX / 2, back in 0u64..1000, position in 4096u64..1 << 40,
+            flip in 0usize..TRUNCATE_FILE_LEN,
+        ) {
+            let record = TruncationRecord {
+                cut: Offset(cut),
+                segment_base: Offset(cut.saturating_sub(back)),
+                position,
+            };
+            let mut block = vec![0u8; BLOCK_BYTES];
+            record.encode_into(&mut block);
+            prop_assert_eq!(TruncationRecord::decode(&block), Ok(record));
+            block[flip] ^= 0x10;
+            prop_assert!(TruncationRecord::decode(&block).is_err());
         }
 
         #[test]

@@ -64,11 +64,23 @@ impl SparseIndex {
     /// Position of the batch to start scanning from to find `offset`: the last indexed batch
     /// whose base offset is at most `offset`.
     pub(crate) fn position_for_offset(&self, offset: Offset) -> Option<u64> {
+        self.entry_for_offset(offset).map(|e| e.position)
+    }
+
+    /// The last indexed batch whose base offset is at most `offset`: where a walk of batch
+    /// headers to `offset` starts.
+    pub(crate) fn entry_for_offset(&self, offset: Offset) -> Option<IndexEntry> {
         let after = self.entries.partition_point(|e| e.base_offset <= offset);
         after
             .checked_sub(1)
             .and_then(|i| self.entries.get(i))
-            .map(|e| e.position)
+            .copied()
+    }
+
+    /// Forgets the entries of batches at or after `position` (a suffix truncation).
+    pub(crate) fn truncate_at(&mut self, position: u64) {
+        let kept = self.entries.partition_point(|e| e.position < position);
+        self.entries.truncate(kept);
     }
 
     /// Position of the batch to start scanning from to find the first batch whose largest

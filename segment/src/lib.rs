@@ -1,8 +1,9 @@
 //! `runnel-segment`: a shard's durable log on disk.
 //!
-//! Responsibility: append batches (assigning dense offsets), make them durable with group
-//! commit (one write + fdatasync carries everything that arrived meanwhile), read them back by
-//! offset or timestamp without copying records, tail new data, trim, apply retention, and
+//! Responsibility: append batches (assigning dense offsets, or at the offset a sequencer gave
+//! a replica), make them durable with group commit (one write + fdatasync carries everything
+//! that arrived meanwhile), read them back by offset or timestamp without copying records, tail
+//! new data, trim, apply retention, truncate an uncommitted suffix (a replica's recovery), and
 //! recover after a crash.
 //!
 //! Invariants: offsets are dense and each offset holds one batch's record forever; a batch is
@@ -34,9 +35,10 @@ mod recovery;
 pub mod runtime;
 mod segment;
 pub mod storage;
+mod truncate;
 
 pub use config::LogConfig;
 pub use error::LogError;
-pub use log::{Appended, LogStats, ReadBound, ShardLog};
+pub use log::{Appended, BatchEpoch, LogStats, ReadBound, ShardLog};
 pub use read::ReadChunk;
 pub use storage::{dma::DmaStorage, fault::FaultStorage, Storage};

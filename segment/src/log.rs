@@ -46,6 +46,10 @@ use crate::runtime::{both, sleep, spawn, TaskHandle};
 use crate::segment::Segment;
 use crate::storage::{Storage, StorageFile, WriteBuffer};
 
+mod replica;
+
+pub use replica::BatchEpoch;
+
 /// Where an appended batch landed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Appended {
@@ -79,6 +83,8 @@ pub struct LogStats {
     pub disk_reads: u64,
     /// Bytes of zeros written over reserved space ahead of the batches.
     pub bytes_zeroed: u64,
+    /// Suffix truncations done ([`ShardLog::truncate_from`]).
+    pub truncations: u64,
 }
 
 /// The tail buffer's first capacity beyond the kept partial block (one block): it doubles from
@@ -100,11 +106,11 @@ pub enum ReadBound {
     Below(Offset),
 }
 
-fn align_down(value: u64) -> u64 {
+pub(crate) fn align_down(value: u64) -> u64 {
     value - value % BLOCK_BYTES as u64
 }
 
-fn align_up(value: u64) -> u64 {
+pub(crate) fn align_up(value: u64) -> u64 {
     align_down(value + BLOCK_BYTES as u64 - 1)
 }
 
@@ -169,6 +175,11 @@ struct State<S: Storage> {
     zero_ahead: bool,
     /// The logical start: offsets below it are trimmed.
     start: Offset,
+    /// A suffix truncation asked for and not yet taken back by its caller: appends wait.
+    truncation: Option<replica::Truncation>,
+    /// Counts the flusher's truncation steps: odd while one changes the files and the state
+    /// (reads wait), even otherwise. A read that saw it change starts again.
+    truncations: u64,
     poisoned: Option<String>,
     closed: bool,
     roll_requested: bool,
@@ -193,6 +204,8 @@ struct Inner<S: Storage> {
     room: Event,
     /// Trim or retention finished.
     maintenance: Event,
+    /// A suffix truncation began or ended its changes, or the log was poisoned.
+    truncated: Event,
 }
 
 /// A shard's durable log. Single-threaded: use it on the executor that opened it.
@@ -274,20 +287,12 @@ impl<S: Storage> ShardLog<S> {
                 .map_err(|e| LogError::io("fdatasync segment", &active.path, e))?;
         }
         let mut acked = acked;
-        if active.write_bytes_max as usize != config.write_buffer_bytes
-            || active.version != SEGMENT_FORMAT_VERSION
-        {
+        if needs_new_layout(active, &config) {
             // The torn-write window and the layout are properties of the segment: a writer with
             // another buffer size, or a segment of an older layout, continues in a fresh
             // segment (or rewrites the header of an empty one).
             acked = None;
-            if active.is_empty() {
-                rewrite_header(active, &config).await?;
-            } else {
-                let next = active.next_offset;
-                seal_segment(active).await?;
-                write_index_file(&storage, &dir, SealedSegmentIndex::of(active)).await?;
-                let segment = create_segment(&storage, &dir, next, &config).await?;
+            if let Some(segment) = adopt_layout(&storage, &dir, active, &config).await? {
                 segments.insert(segment.base, segment);
             }
         }
@@ -327,6 +332,8 @@ impl<S: Storage> ShardLog<S> {
             writes_since_reservation: (0, 0),
             zero_ahead: true,
             start,
+            truncation: None,
+            truncations: 0,
             poisoned: None,
             closed: false,
             roll_requested: false,
@@ -344,6 +351,7 @@ impl<S: Storage> ShardLog<S> {
             durable: Event::default(),
             room: Event::default(),
             maintenance: Event::default(),
+            truncated: Event::default(),
         });
         let flusher = spawn(flusher(Rc::clone(&inner)));
         Ok(ShardLog {
@@ -369,9 +377,19 @@ impl<S: Storage> ShardLog<S> {
         batch: BatchView<'_>,
         epoch: Epoch,
     ) -> Result<Appended, LogError> {
+        self.append_view(batch, epoch, None).await
+    }
+
+    /// Appends a checked batch, at offset `at` when given (refused unless it is the next one).
+    async fn append_view(
+        &self,
+        batch: BatchView<'_>,
+        epoch: Epoch,
+        at: Option<Offset>,
+    ) -> Result<Appended, LogError> {
         loop {
             let room = self.inner.room.listen();
-            match self.try_append(batch, epoch)? {
+            match self.try_append(batch, epoch, at)? {
                 Step::Done(appended) => return Ok(appended),
                 Step::Wait => room.await,
             }
@@ -390,6 +408,22 @@ impl<S: Storage> ShardLog<S> {
         batch: &CheckedChunks<'_, C>,
         epoch: Epoch,
         limits: &Limits,
+        check: impl FnMut(usize, RecordRef<'_>) -> Result<(), E>,
+    ) -> Result<Appended, E>
+    where
+        C: AsRef<[u8]>,
+        E: From<LogError> + From<BatchError>,
+    {
+        self.place_chunks(batch, epoch, None, limits, check).await
+    }
+
+    /// [`Self::append_chunks`], at offset `at` when given (refused unless it is the next one).
+    async fn place_chunks<C, E>(
+        &self,
+        batch: &CheckedChunks<'_, C>,
+        epoch: Epoch,
+        at: Option<Offset>,
+        limits: &Limits,
         mut check: impl FnMut(usize, RecordRef<'_>) -> Result<(), E>,
     ) -> Result<Appended, E>
     where
@@ -398,7 +432,7 @@ impl<S: Storage> ShardLog<S> {
     {
         loop {
             let room = self.inner.room.listen();
-            let step = self.try_place(batch.len(), *batch.header(), epoch, |target| {
+            let step = self.try_place(batch.len(), *batch.header(), epoch, at, |target| {
                 batch.copy_into(target, limits, &mut check).map(|_| ())
             })?;
             match step {
@@ -415,9 +449,14 @@ impl<S: Storage> ShardLog<S> {
         Ok(appended)
     }
 
-    fn try_append(&self, view: BatchView<'_>, epoch: Epoch) -> Result<Step, LogError> {
+    fn try_append(
+        &self,
+        view: BatchView<'_>,
+        epoch: Epoch,
+        at: Option<Offset>,
+    ) -> Result<Step, LogError> {
         let bytes = view.as_bytes();
-        self.try_place(bytes.len(), *view.header(), epoch, |target| {
+        self.try_place(bytes.len(), *view.header(), epoch, at, |target| {
             target.copy_from_slice(bytes);
             Ok::<(), LogError>(())
         })
@@ -425,12 +464,14 @@ impl<S: Storage> ShardLog<S> {
 
     /// Takes a batch of `len` bytes whose checked header is `header` if there is room: `place`
     /// writes it into the tail buffer (and may refuse it), then its offsets are stamped.
-    /// `place` runs at most once per call, and only when the batch is taken or refused.
+    /// `place` runs at most once per call, and only when the batch is taken or refused. With
+    /// `at`, the batch is refused unless `at` is the next offset when it would be taken.
     fn try_place<E: From<LogError>>(
         &self,
         len: usize,
         header: BatchHeader,
         epoch: Epoch,
+        at: Option<Offset>,
         place: impl FnOnce(&mut [u8]) -> Result<(), E>,
     ) -> Result<Step, E> {
         let inner = &*self.inner;
@@ -455,7 +496,7 @@ impl<S: Storage> ShardLog<S> {
                 max,
             }));
         }
-        if state.roll_requested {
+        if state.roll_requested || state.truncation.is_some() {
             return Ok(Step::Wait);
         }
         let Some(active) = state.segments.values_mut().next_back() else {
@@ -504,6 +545,12 @@ impl<S: Storage> ShardLog<S> {
             state.reserve_wanted = state.reserve_wanted.max(end);
             inner.appended.notify();
             return Ok(Step::Wait);
+        }
+        if let Some(requested) = at.filter(|&at| at != state.next_offset) {
+            return Err(E::from(LogError::NotNextOffset {
+                requested,
+                next: state.next_offset,
+            }));
         }
         let target = tail
             .buffer
@@ -603,8 +650,24 @@ impl<S: Storage> ShardLog<S> {
 
     /// Reads whole batches starting with the one holding `from`, up to about `max_bytes`
     /// (at least one batch), seeing no further than `bound`. An empty chunk means there is
-    /// nothing at `from` yet.
+    /// nothing at `from` yet. A read never returns batches a suffix truncation removed: one
+    /// that overlaps a truncation is made again after it.
     pub async fn read(
+        &self,
+        from: Offset,
+        max_bytes: usize,
+        bound: ReadBound,
+    ) -> Result<ReadChunk<S>, LogError> {
+        loop {
+            let generation = self.settled_truncations().await;
+            let result = self.read_once(from, max_bytes, bound).await;
+            if self.inner.state.borrow().truncations == generation {
+                return result;
+            }
+        }
+    }
+
+    async fn read_once(
         &self,
         from: Offset,
         max_bytes: usize,
@@ -612,18 +675,7 @@ impl<S: Storage> ShardLog<S> {
     ) -> Result<ReadChunk<S>, LogError> {
         let (file, path, segment_base, mut pos, limit, bound) = {
             let state = self.inner.state.borrow();
-            if from < state.start {
-                return Err(LogError::Trimmed {
-                    requested: from,
-                    start: state.start,
-                });
-            }
-            if from > state.next_offset {
-                return Err(LogError::OffsetOutOfRange {
-                    requested: from,
-                    next: state.next_offset,
-                });
-            }
+            within_log(&state, from)?;
             let bound = bound_offset(&state, bound);
             if from >= bound {
                 return Ok(ReadChunk::empty(from));
@@ -634,12 +686,7 @@ impl<S: Storage> ShardLog<S> {
                     start: state.start,
                 });
             };
-            let is_active = state.segments.keys().next_back() == Some(&segment.base);
-            let limit = if is_active {
-                state.written_pos
-            } else {
-                segment.data_end
-            };
+            let limit = readable_end(&state, segment);
             let pos = segment
                 .index
                 .position_for_offset(from)
@@ -1106,6 +1153,34 @@ impl<S: Storage> Drop for MaintenanceGuard<'_, S> {
     }
 }
 
+/// How far batches of `segment` may be read: the written end in the active segment, the end
+/// of its batches in a sealed one.
+fn readable_end<S: Storage>(state: &State<S>, segment: &Segment<S::File>) -> u64 {
+    if state.segments.keys().next_back() == Some(&segment.base) {
+        state.written_pos
+    } else {
+        segment.data_end
+    }
+}
+
+/// Refuses an offset below the log's start (`Trimmed`) or beyond its next offset
+/// (`OffsetOutOfRange`).
+fn within_log<S: Storage>(state: &State<S>, offset: Offset) -> Result<(), LogError> {
+    if offset < state.start {
+        return Err(LogError::Trimmed {
+            requested: offset,
+            start: state.start,
+        });
+    }
+    if offset > state.next_offset {
+        return Err(LogError::OffsetOutOfRange {
+            requested: offset,
+            next: state.next_offset,
+        });
+    }
+    Ok(())
+}
+
 fn bound_offset<S: Storage>(state: &State<S>, bound: ReadBound) -> Offset {
     match bound {
         ReadBound::Durable => state.durable_offset,
@@ -1120,12 +1195,15 @@ fn poison<S: Storage>(inner: &Inner<S>, cause: String) {
     inner.durable.notify();
     inner.written.notify();
     inner.room.notify();
+    inner.truncated.notify();
 }
 
 /// What the flusher does next.
 enum Work<S: Storage> {
     Flush(FlushJob<S>),
     Roll,
+    /// Truncate the log's suffix from this offset (everything buffered was flushed).
+    Truncate(Offset),
     /// Record the durable end in block 0 on its own (the log went idle).
     Checkpoint(Rc<S::File>, S::Buffer),
     Stop,
@@ -1230,7 +1308,7 @@ async fn flusher<S: Storage>(inner: Rc<Inner<S>>) {
                     Err(error) => Err(error),
                 }
             }
-            Work::Roll => {
+            Work::Roll | Work::Truncate(_) => {
                 if let Some(reservation) = reserving.take() {
                     reservation.join().await;
                 }
@@ -1238,9 +1316,10 @@ async fn flusher<S: Storage>(inner: Rc<Inner<S>>) {
                     Some(previous) => previous.join().await,
                     None => Ok(()),
                 };
-                match previous {
-                    Ok(()) => roll(&inner).await,
-                    Err(error) => Err(error),
+                match (previous, work) {
+                    (Err(error), _) => Err(error),
+                    (Ok(()), Work::Truncate(cut)) => replica::truncate(&inner, cut).await,
+                    (Ok(()), _) => roll(&inner).await,
                 }
             }
         };
@@ -1375,7 +1454,12 @@ fn reservation_due<S: Storage>(inner: &Inner<S>) -> Option<Rc<S::File>> {
         return None;
     }
     let state = inner.state.borrow();
-    if state.reserving || state.roll_requested || state.closed || state.poisoned.is_some() {
+    if state.reserving
+        || state.roll_requested
+        || state.truncation.is_some()
+        || state.closed
+        || state.poisoned.is_some()
+    {
         return None;
     }
     let active = state.segments.values().next_back()?;
@@ -1661,6 +1745,9 @@ fn next_work<S: Storage>(inner: &Inner<S>) -> Option<Work<S>> {
     if roll_requested {
         return Some(Work::Roll);
     }
+    if let Some(cut) = replica::truncation_due(inner) {
+        return Some(Work::Truncate(cut));
+    }
     if closed {
         return Some(Work::Stop);
     }
@@ -1835,6 +1922,32 @@ async fn create_segment<S: Storage>(
     })
 }
 
+/// Whether appends cannot continue in `segment` as it is: its torn-write window
+/// (`write_bytes_max`) is not this writer's, or its layout is older.
+fn needs_new_layout<F>(segment: &Segment<F>, config: &LogConfig) -> bool {
+    segment.write_bytes_max as usize != config.write_buffer_bytes
+        || segment.version != SEGMENT_FORMAT_VERSION
+}
+
+/// Makes the last segment fit for appends by this writer when [`needs_new_layout`] says so:
+/// an empty one gets a new header (no checkpoints); one with batches is sealed (with its index
+/// file) and appends continue in the returned new segment at its next offset.
+async fn adopt_layout<S: Storage>(
+    storage: &S,
+    dir: &Path,
+    segment: &mut Segment<S::File>,
+    config: &LogConfig,
+) -> Result<Option<Segment<S::File>>, LogError> {
+    if segment.is_empty() {
+        rewrite_header(segment, config).await?;
+        return Ok(None);
+    }
+    let next = segment.next_offset;
+    seal_segment(segment).await?;
+    write_index_file(storage, dir, SealedSegmentIndex::of(segment)).await?;
+    Ok(Some(create_segment(storage, dir, next, config).await?))
+}
+
 async fn rewrite_header<F: StorageFile>(
     segment: &mut Segment<F>,
     config: &LogConfig,
@@ -1865,37 +1978,9 @@ async fn rewrite_header<F: StorageFile>(
 /// bytes can ever be mistaken for data by a later recovery: cuts the file after the block
 /// holding the last batch's end, rewrites that block with zeros after it, and syncs.
 async fn clean_torn_tail<F: StorageFile>(segment: &mut Segment<F>) -> Result<(), LogError> {
-    let path = &segment.path;
-    let keep_from = align_down(segment.data_end);
-    let partial = (segment.data_end - keep_from) as usize;
-    segment
-        .file
-        .truncate(align_up(segment.data_end))
-        .await
-        .map_err(|e| LogError::io("truncate torn tail", path, e))?;
+    crate::truncate::cut_after(&*segment.file, &segment.path, segment.data_end).await?;
     segment.reserved_bytes = align_up(segment.data_end);
-    if partial > 0 {
-        let kept = segment
-            .file
-            .read_at(keep_from, partial)
-            .await
-            .map_err(|e| LogError::io("read segment tail", path, e))?;
-        let mut block = segment.file.alloc(BLOCK_BYTES);
-        block.as_mut_slice().fill(0);
-        if let Some(target) = block.as_mut_slice().get_mut(..partial) {
-            target.copy_from_slice(kept.get(..partial).unwrap_or_default());
-        }
-        segment
-            .file
-            .write_at(block, keep_from)
-            .await
-            .map_err(|e| LogError::io("rewrite torn block", path, e))?;
-    }
-    segment
-        .file
-        .sync()
-        .await
-        .map_err(|e| LogError::io("fdatasync segment", path, e))
+    Ok(())
 }
 
 /// Builds the tail buffer for appending to `segment` after its last batch.
@@ -1903,16 +1988,24 @@ async fn open_tail<F: StorageFile>(
     segment: &Segment<F>,
     config: &LogConfig,
 ) -> Result<Tail<F::Buffer>, LogError> {
-    let keep_from = align_down(segment.data_end);
-    let partial = (segment.data_end - keep_from) as usize;
+    open_tail_at(&*segment.file, segment.data_end, config).await
+}
+
+/// Builds the tail buffer for appending to `file` after its batches, which end at `data_end`.
+async fn open_tail_at<F: StorageFile>(
+    file: &F,
+    data_end: u64,
+    config: &LogConfig,
+) -> Result<Tail<F::Buffer>, LogError> {
+    let keep_from = align_down(data_end);
+    let partial = (data_end - keep_from) as usize;
     let capacity = align_up(partial as u64 + TAIL_BYTES_MIN) as usize;
-    let mut buffer = segment.file.alloc(capacity.min(config.write_buffer_bytes));
+    let mut buffer = file.alloc(capacity.min(config.write_buffer_bytes));
     if partial > 0 {
-        let bytes = segment
-            .file
+        let bytes = file
             .read_at(keep_from, partial)
             .await
-            .map_err(|e| LogError::io("read segment tail", &segment.path, e))?;
+            .map_err(|e| LogError::io("read segment tail", file.path(), e))?;
         if let Some(target) = buffer.as_mut_slice().get_mut(..partial) {
             target.copy_from_slice(bytes.get(..partial).unwrap_or_default());
         }
@@ -1930,15 +2023,45 @@ async fn write_start_file<S: Storage>(
     dir: &Path,
     start: Offset,
 ) -> Result<(), LogError> {
-    let temporary = dir.join(format!("{START_FILE_NAME}.tmp"));
-    let path = dir.join(START_FILE_NAME);
     let mut block = vec![0u8; BLOCK_BYTES];
     encode_start(start, &mut block);
-    write_new_file(storage, &temporary, &block).await?;
+    replace_file(storage, dir, START_FILE_NAME, &block).await
+}
+
+/// Replaces the file `name` of `dir` with `bytes` (whole blocks) atomically: writes and syncs
+/// `<name>.tmp`, renames it over `name`, syncs the directory.
+pub(crate) async fn replace_file<S: Storage>(
+    storage: &S,
+    dir: &Path,
+    name: &str,
+    bytes: &[u8],
+) -> Result<(), LogError> {
+    let temporary = dir.join(format!("{name}.tmp"));
+    let path = dir.join(name);
+    write_new_file(storage, &temporary, bytes).await?;
     storage
         .rename(&temporary, &path)
         .await
-        .map_err(|e| LogError::io("rename start file", &path, e))?;
+        .map_err(|e| LogError::io("rename file", &path, e))?;
+    sync_directory(storage, dir).await
+}
+
+/// Removes the file `path` of `dir` and makes the removal durable.
+pub(crate) async fn remove_durably<S: Storage>(
+    storage: &S,
+    dir: &Path,
+    path: &Path,
+    op: &'static str,
+) -> Result<(), LogError> {
+    storage
+        .remove(path)
+        .await
+        .map_err(|e| LogError::io(op, path, e))?;
+    sync_directory(storage, dir).await
+}
+
+/// fsync of the directory: its entries (creations, removals, renames) are durable.
+pub(crate) async fn sync_directory<S: Storage>(storage: &S, dir: &Path) -> Result<(), LogError> {
     storage
         .sync_dir(dir)
         .await

@@ -26,12 +26,13 @@ use crate::format::{
 };
 use crate::index::SparseIndex;
 use crate::index_file::{self, index_file_name, SealedSegmentIndex, INDEX_EXTENSION};
+use crate::log::remove_durably;
 use crate::read::ChunkReader;
 use crate::segment::Segment;
 use crate::storage::{Storage, StorageFile};
 
 /// The base offset in an index file name, or `None` for other files.
-fn parse_index_file_name(name: &str) -> Option<Offset> {
+pub(crate) fn parse_index_file_name(name: &str) -> Option<Offset> {
     let stem = name.strip_suffix(INDEX_EXTENSION)?.strip_suffix('.')?;
     parse_segment_file_name(&format!("{stem}.seg"))
 }
@@ -52,7 +53,12 @@ pub(crate) struct Recovered<F> {
     pub acked: Option<AckedCheckpoint>,
 }
 
-fn corruption(path: &Path, position: u64, offset: Offset, reason: impl Into<String>) -> LogError {
+pub(crate) fn corruption(
+    path: &Path,
+    position: u64,
+    offset: Offset,
+    reason: impl Into<String>,
+) -> LogError {
     LogError::Corruption {
         path: path.to_owned(),
         position,
@@ -70,10 +76,20 @@ pub(crate) async fn recover<S: Storage>(
         .create_dir_all(dir)
         .await
         .map_err(|e| LogError::io("create directory", dir, e))?;
-    let names = storage
+    let mut names = storage
         .list(dir)
         .await
         .map_err(|e| LogError::io("list directory", dir, e))?;
+    // A suffix truncation that a crash interrupted is finished first: its record was made
+    // durable before any file changed, so the log is the truncated one from then on (and the
+    // cut segment's checkpoints no longer claim what was removed).
+    if let Some(record) = crate::truncate::read_record(storage, dir, &names).await? {
+        crate::truncate::complete(storage, dir, &record).await?;
+        names = storage
+            .list(dir)
+            .await
+            .map_err(|e| LogError::io("list directory", dir, e))?;
+    }
     let mut bases: Vec<Offset> = names
         .iter()
         .filter_map(|n| parse_segment_file_name(n))
@@ -244,14 +260,7 @@ async fn remove_unborn_segment<S: Storage>(
     }
     drop(reader);
     drop(file);
-    storage
-        .remove(&path)
-        .await
-        .map_err(|e| LogError::io("remove unborn segment", &path, e))?;
-    storage
-        .sync_dir(dir)
-        .await
-        .map_err(|e| LogError::io("sync directory", dir, e))?;
+    remove_durably(storage, dir, &path, "remove unborn segment").await?;
     Ok(true)
 }
 
@@ -313,21 +322,41 @@ async fn read_start_file<S: Storage>(
     dir: &Path,
     names: &[String],
 ) -> Result<Option<Offset>, LogError> {
-    if !names.iter().any(|n| n == START_FILE_NAME) {
+    read_replaced_file(
+        storage,
+        dir,
+        names,
+        START_FILE_NAME,
+        crate::format::START_FILE_LEN,
+        decode_start,
+    )
+    .await
+}
+
+/// Reads and decodes the first `len` bytes of the file `name` of `dir`, if `names` holds it. Such
+/// a file (the start file, the truncation record) is only ever replaced by an atomic rename
+/// after its contents were synced, so one that does not decode is corruption, not a torn write.
+pub(crate) async fn read_replaced_file<S: Storage, T>(
+    storage: &S,
+    dir: &Path,
+    names: &[String],
+    name: &str,
+    len: usize,
+    decode: impl FnOnce(&[u8]) -> Result<T, String>,
+) -> Result<Option<T>, LogError> {
+    if !names.iter().any(|n| n == name) {
         return Ok(None);
     }
-    let path: PathBuf = dir.join(START_FILE_NAME);
+    let path: PathBuf = dir.join(name);
     let file = storage
         .open(&path)
         .await
-        .map_err(|e| LogError::io("open start file", &path, e))?;
+        .map_err(|e| LogError::io("open file", &path, e))?;
     let bytes = file
-        .read_at(0, crate::format::START_FILE_LEN)
+        .read_at(0, len)
         .await
-        .map_err(|e| LogError::io("read start file", &path, e))?;
-    // The start file is replaced by an atomic rename after its contents were synced, so a bad
-    // one is corruption, not a torn write.
-    decode_start(&bytes)
+        .map_err(|e| LogError::io("read file", &path, e))?;
+    decode(&bytes)
         .map(Some)
         .map_err(|reason| corruption(&path, 0, Offset(0), reason))
 }

@@ -935,6 +935,19 @@ impl Peers {
 
     fn heard_from(&self, id: u64) {
         self.heard.borrow_mut().insert(id, Instant::now());
+        // A node that just spoke is up: dialling it need not wait out a backoff earned while it
+        // was down (up to `backoff_max_ms`, during which a restarted node would get no Raft
+        // messages from here and stay behind, `Starting`).
+        if let Some(peer) = self.peers.borrow().get(&id) {
+            if peer.live_link().is_none() && peer.retry_at.take().is_some() {
+                peer.backoff
+                    .set(Duration::from_millis(self.limits.backoff_initial_ms));
+                tracing::debug!(
+                    peer = id,
+                    "heard from a peer in backoff; dialling it at once"
+                );
+            }
+        }
     }
 
     /// The next inbound message or request (one consumer: core 0's metadata driver). Pending

@@ -102,6 +102,16 @@ struct Node {
 /// Starts node `id` on `127.0.0.1:port` (0: any free port) with an accept loop that hands
 /// peer connections to its transport, as `handler::serve` does on core 0.
 fn start_node(id: u64, credentials: &Credentials, port: u16) -> TestResult<Node> {
+    start_node_with(id, credentials, port, PeerLimits::DEFAULT)
+}
+
+/// [`start_node`] with other transport limits.
+fn start_node_with(
+    id: u64,
+    credentials: &Credentials,
+    port: u16,
+    limits: PeerLimits,
+) -> TestResult<Node> {
     let ca = [credentials.ca.clone()];
     let server = cluster_server_config(credentials.node.identity(), &ca, &TransportLimits::DEFAULT)
         .map_err(|e| e.to_string())?;
@@ -113,7 +123,7 @@ fn start_node(id: u64, credentials: &Credentials, port: u16) -> TestResult<Node>
     .map_err(|e| format!("node {id} endpoint on port {port}: {e}"))?;
     let client = peer_client_config(credentials.node.identity(), &ca, &peer_transport_limits())
         .map_err(|e| e.to_string())?;
-    let peers = Peers::new(id, endpoint.clone(), client);
+    let peers = Peers::with_limits(id, endpoint.clone(), client, limits);
     let accepting = endpoint.clone();
     let weak = Rc::downgrade(&peers);
     runtime::spawn(async move {
@@ -542,6 +552,85 @@ fn a_restarted_peer_is_dialled_again() {
             node.peers.send(2, PeerMessage::Raft(vec![phase]));
             runtime::sleep(Duration::from_millis(20)).await;
         }
+    });
+    join(node_two);
+    join(node_one);
+}
+
+/// A node heard from is dialled at once, even inside a backoff earned while it was down: node 1
+/// fails to reach node 2 (nothing listens yet) and would wait ten minutes before dialling again;
+/// node 2 starts and speaks to node 1; node 1's next messages reach node 2 well within the
+/// test's deadline. (Before, a restarted node got no Raft messages for up to `backoff_max_ms`.)
+#[test]
+fn a_peer_heard_from_is_dialled_without_waiting_out_its_backoff() {
+    logs();
+    let ca = CertificateAuthority::new("test cluster").expect("CA");
+    let (one, two) = (credentials(&ca), credentials(&ca));
+    // A port nobody serves until node 2 starts on it.
+    let port_two = std::net::UdpSocket::bind((Ipv4Addr::LOCALHOST, 0))
+        .and_then(|socket| socket.local_addr())
+        .expect("a free port")
+        .port();
+    let (address_one, address_of_one) = mpsc::channel::<String>();
+    let (backing_off, backing_off_rx) = mpsc::channel::<()>();
+    let (finished, finished_rx) = mpsc::channel::<()>();
+    let node_one = spawn("backing-off-1", move || async move {
+        let mut limits = PeerLimits::DEFAULT;
+        limits.dial_timeout_ms = 500;
+        limits.backoff_initial_ms = 600_000;
+        limits.backoff_max_ms = 600_000;
+        let node = start_node_with(1, &one, 0, limits)?;
+        address_one
+            .send(node.address.clone())
+            .map_err(|e| e.to_string())?;
+        node.peers.set_address(
+            2,
+            &SocketAddr::from((Ipv4Addr::LOCALHOST, port_two)).to_string(),
+        );
+        // The first dial fails and starts the ten-minute backoff; messages are dropped.
+        let deadline = Instant::now() + DEADLINE;
+        while node.peers.dropped_messages(2) == 0 {
+            if Instant::now() > deadline {
+                return Err("a send to a port nobody serves was never dropped".into());
+            }
+            node.peers.send(2, PeerMessage::Raft(vec![0]));
+            glommio::timer::sleep(Duration::from_millis(20)).await;
+        }
+        backing_off.send(()).map_err(|e| e.to_string())?;
+        loop {
+            if let Inbound::Message { from: 2, .. } = next(&node.peers).await? {
+                break;
+            }
+        }
+        let deadline = Instant::now() + DEADLINE;
+        loop {
+            if finished_rx.try_recv().is_ok() {
+                return Ok(());
+            }
+            if Instant::now() > deadline {
+                return Err("node 2 never heard from node 1 after speaking to it".into());
+            }
+            node.peers.send(2, PeerMessage::Raft(vec![7]));
+            glommio::timer::sleep(Duration::from_millis(20)).await;
+        }
+    });
+    let node_two = spawn("speaking-2", move || async move {
+        receive(&backing_off_rx, "node 1 backing off").await?;
+        let node = start_node(2, &two, port_two)?;
+        let one = receive(&address_of_one, "node 1's address").await?;
+        node.peers.set_address(1, &one);
+        node.peers.send(1, PeerMessage::Raft(vec![2]));
+        loop {
+            match next(&node.peers).await? {
+                Inbound::Message {
+                    from: 1,
+                    message: PeerMessage::Raft(bytes),
+                } if bytes == [7] => break,
+                _ => {}
+            }
+        }
+        finished.send(()).map_err(|e| e.to_string())?;
+        Ok(())
     });
     join(node_two);
     join(node_one);

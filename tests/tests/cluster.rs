@@ -576,6 +576,90 @@ fn a_subscription_over_shards_of_every_node_delivers_each_record_once() {
     cluster.or_panic_with_logs(outcome, "subscription across nodes");
 }
 
+/// Admin requests outlive the node a client reached. With node 1 SIGKILLed: a client that
+/// reached node 1 and listed the nodes turns to another listed node (a listing, then a create);
+/// a client whose URL names nodes 1 and 2 and that never listed turns to node 2 for a create;
+/// and a new client given that URL connects to node 2. A create goes elsewhere only once its
+/// connection to node 1 has closed (after the short idle timeout here), so it was certainly
+/// never sent to node 1.
+#[test]
+fn admin_requests_turn_to_another_node_when_theirs_is_gone() {
+    let _serial = one_cluster_at_a_time();
+    let mut cluster = LocalCluster::start(3, 1);
+    cluster.wait_running(3, PATIENCE);
+    let options = ClientOptions {
+        connect_timeout_ms: 2_000,
+        request_timeout_ms: 2_000,
+        keep_alive_interval_ms: 300,
+        idle_timeout_ms: 1_000,
+        ..cluster.client_options()
+    };
+    let two_nodes = format!(
+        "{},{}",
+        cluster.url(1),
+        cluster.url(2).trim_start_matches("runnel://")
+    );
+    let rt = runtime();
+    let outcome = rt.block_on(async {
+        let listed = Client::connect(&cluster.url(1), options.clone())
+            .await
+            .map_err(|e| e.to_string())?;
+        listed
+            .list_nodes()
+            .await
+            .map_err(|e| format!("list nodes: {e}"))?;
+        let seeded = Client::connect(&two_nodes, options.clone())
+            .await
+            .map_err(|e| e.to_string())?;
+        if seeded.server_info().node_id != 1 {
+            return Err(format!(
+                "the URL's first node answers first: {:?}",
+                seeded.server_info()
+            ));
+        }
+        Ok((listed, seeded))
+    });
+    let (listed, seeded) = cluster.or_panic_with_logs(outcome, "clients before the kill");
+    cluster.kill(1);
+    let outcome = rt.block_on(async {
+        let names = stream_names(&listed)
+            .await
+            .map_err(|e| format!("list through a listed node: {e}"))?;
+        if !names.is_empty() {
+            return Err(format!("no stream yet: {names:?}"));
+        }
+        listed
+            .create_stream(StreamSpec::new("after-kill-1", Durability::Fsync))
+            .await
+            .map_err(|e| format!("create through a listed node: {e}"))?;
+        // Past the idle timeout the connection to node 1 is closed: the create is not sent there.
+        tokio::time::sleep(Duration::from_millis(
+            3 * u64::from(options.idle_timeout_ms),
+        ))
+        .await;
+        seeded
+            .create_stream(StreamSpec::new("after-kill-2", Durability::Fsync))
+            .await
+            .map_err(|e| format!("create through the URL's second node: {e}"))?;
+        let fresh = Client::connect(&two_nodes, options.clone())
+            .await
+            .map_err(|e| format!("connect with node 1 dead: {e}"))?;
+        if fresh.server_info().node_id != 2 {
+            return Err(format!(
+                "node 2 answers for the URL: {:?}",
+                fresh.server_info()
+            ));
+        }
+        let names = stream_names(&fresh).await?;
+        let want: BTreeSet<String> = ["after-kill-1", "after-kill-2"].map(String::from).into();
+        if names != want {
+            return Err(format!("node 2 lists both creates: {names:?}"));
+        }
+        Ok(())
+    });
+    cluster.or_panic_with_logs(outcome, "admin requests with node 1 dead");
+}
+
 /// Calls `check` until it returns `Ok` or `PATIENCE` passes (a liveness bound); then the last
 /// error.
 async fn poll_async<T, F, Fut>(mut check: F) -> Result<T, String>

@@ -47,7 +47,7 @@ pub async fn run(cli: Cli, output: &mut Output) -> Result<(), CliError> {
             subscription::delete(&client, &name, force, output).await
         }
         Command::Consume(args) => consume::run(&client, args, output).await,
-        Command::Node(NodeCommand::Status) => node::status(&client, &cli.global.url, output).await,
+        Command::Node(NodeCommand::Status) => node::status(&client, output).await,
         Command::Node(NodeCommand::List) => node::list(&client, output).await,
         Command::Cluster(ClusterCommand::Init) => node::init_cluster(&client, output).await,
     };

@@ -1,18 +1,17 @@
 //! `node status`, `node list` and `cluster init`.
 
-use runnel_client::{Client, ServerAddress};
+use runnel_client::Client;
 use serde::Serialize;
 
 use crate::args::OutputFormat;
 use crate::error::CliError;
 use crate::output::{NodeDocument, NodeListDocument, Output};
 
-/// Prints the status of the node at `url`.
-pub async fn status(client: &Client, url: &str, output: &mut Output) -> Result<(), CliError> {
+/// Prints the status of the node the client reached (the first of the URL's nodes that answered).
+pub async fn status(client: &Client, output: &mut Output) -> Result<(), CliError> {
     let status = client.node_status().await?;
-    // The URL parsed when connecting; its host is how this node is reached from here.
-    let address = ServerAddress::parse(url)?;
-    let document = NodeDocument::new(&status, address.host());
+    // The URL's node the client reached; its host is how this node is reached from here.
+    let document = NodeDocument::new(&status, client.server_address().host());
     match output.format() {
         OutputFormat::Table => {
             let (node, cores) = document.tables();
