@@ -594,7 +594,7 @@ fn a_peer_heard_from_is_dialled_without_waiting_out_its_backoff() {
                 return Err("a send to a port nobody serves was never dropped".into());
             }
             node.peers.send(2, PeerMessage::Raft(vec![0]));
-            glommio::timer::sleep(Duration::from_millis(20)).await;
+            runtime::sleep(Duration::from_millis(20)).await;
         }
         backing_off.send(()).map_err(|e| e.to_string())?;
         loop {
@@ -611,7 +611,7 @@ fn a_peer_heard_from_is_dialled_without_waiting_out_its_backoff() {
                 return Err("node 2 never heard from node 1 after speaking to it".into());
             }
             node.peers.send(2, PeerMessage::Raft(vec![7]));
-            glommio::timer::sleep(Duration::from_millis(20)).await;
+            runtime::sleep(Duration::from_millis(20)).await;
         }
     });
     let node_two = spawn("speaking-2", move || async move {
