@@ -26,7 +26,6 @@
 pub mod cache;
 pub mod config;
 pub mod error;
-pub mod event;
 mod format;
 mod index;
 mod index_file;

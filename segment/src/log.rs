@@ -33,7 +33,6 @@ use runnel_core::{
 use crate::cache::BatchCache;
 use crate::config::{LogConfig, BLOCK_BYTES, RESERVE_STEP_BYTES_MIN, ZERO_AHEAD_WRITE_BYTES_MAX};
 use crate::error::{is_no_space, LogError};
-use crate::event::Event;
 use crate::format::{
     encode_start, segment_file_name, AckedCheckpoint, SegmentHeader, SEGMENT_DATA_START,
     SEGMENT_FORMAT_VERSION, START_FILE_NAME,
@@ -42,6 +41,7 @@ use crate::index::SparseIndex;
 use crate::index_file::{self, index_file_name, SealedSegmentIndex};
 use crate::read::{ChunkReader, ReadChunk};
 use crate::recovery::recover;
+use crate::runtime::Event;
 use crate::runtime::{both, sleep, spawn, TaskHandle};
 use crate::segment::Segment;
 use crate::storage::{Storage, StorageFile, WriteBuffer};

@@ -1,108 +1,64 @@
-//! The one place that knows glommio's executor API, so another io_uring runtime can replace it.
+//! The runtime: the one module that knows glommio's executor API, so that a maintained fork or
+//! another io_uring runtime can replace it by rewriting this module (and the storage backend in
+//! `storage/dma.rs`) without touching the server.
 //!
-//! glommio pins about three times `io_memory` per executor (one registration per ring) against
-//! `RLIMIT_MEMLOCK`; [`io_memory_bytes`] sizes it from the limit so that many executors fit
-//! (tests run many at once). With too little, glommio runs without registered buffers.
+//! What it offers, thread-per-core: start an executor on its own thread, pinned or not, with
+//! its `io_memory` sized from `RLIMIT_MEMLOCK` ([`executor`]); spawn tasks on the current
+//! executor, detached or with a handle, and run blocking work off it ([`task`]); sleep and
+//! deadlines ([`time`]); wait for the first or both of several futures ([`select`]); wake-ups
+//! within one executor ([`Event`]) and across threads ([`Latch`]); channels between tasks of
+//! one executor and the mesh of channels between executors ([`channel`]); buffered files for
+//! small logs that are not segments ([`file`]).
+//!
+//! Invariants: everything here except [`Latch`] and the [`channel::Mesh`] builder is `!Send`
+//! and used on the executor that created it. A [`Latch`] is the only way one thread wakes tasks
+//! of another: it stores the wakers of its waiters and wakes them from the raising thread (an
+//! executor routes a wake from a foreign thread through its own notification fd), so a waiter
+//! needs no polling tick however the latch is raised.
+//!
+//! Must never: block an executor thread (blocking work goes to [`spawn_blocking`]), or let a
+//! glommio type out of this module (the QUIC adapter in `runnel-net` and the DMA storage keep
+//! their own, since `net` and `segment` may not depend on each other).
 
-use std::future::Future;
+pub mod channel;
+mod event;
+pub mod executor;
+pub mod file;
+mod latch;
+mod select;
+mod task;
+pub mod time;
 
-use glommio::{LocalExecutorBuilder, Placement};
+pub use event::{yield_now, Event, Listen, YieldNow};
+pub use executor::{io_memory_bytes, memlock_limit_bytes, run, Executor, Pinning};
+pub use executor::{IO_MEMORY_BYTES_MAX, IO_MEMORY_BYTES_MIN};
+pub use latch::{Latch, LatchWait};
+pub use select::{both, first_of, First};
+pub use task::{spawn, spawn_blocking, spawn_detached, TaskHandle};
+pub use time::{sleep, sleep_until, timeout, Elapsed};
 
-/// Smallest `io_memory` glommio accepts.
-pub const IO_MEMORY_BYTES_MIN: usize = 64 << 10;
-/// Largest `io_memory` worth registering.
-pub const IO_MEMORY_BYTES_MAX: usize = 16 << 20;
-
-/// The process's `RLIMIT_MEMLOCK` soft limit in bytes (`u64::MAX` when unlimited, 0 when it
-/// cannot be read).
-#[allow(unsafe_code)]
-pub fn memlock_limit_bytes() -> u64 {
-    let mut limit = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
-    // SAFETY: getrlimit only writes into the struct we own and pass by pointer.
-    let rc = unsafe { libc::getrlimit(libc::RLIMIT_MEMLOCK, &mut limit) };
-    if rc != 0 {
-        return 0;
-    }
-    if limit.rlim_cur == libc::RLIM_INFINITY {
-        u64::MAX
-    } else {
-        limit.rlim_cur
-    }
-}
-
-/// `io_memory` for one of `executors` executors sharing the memlock limit: a quarter of each
-/// one's share (glommio pins ~3×), clamped to [64 KiB, 16 MiB].
-pub fn io_memory_bytes(executors: usize) -> usize {
-    let share = memlock_limit_bytes() / (4 * executors.max(1) as u64);
-    (share.min(IO_MEMORY_BYTES_MAX as u64) as usize).max(IO_MEMORY_BYTES_MIN)
-}
-
-/// Runs `make()`'s future to completion on a new, unpinned glommio executor on its own
-/// thread, sized for `executors` executors in the process, and returns its output.
-pub fn run<T, F, Fut>(name: &str, executors: usize, make: F) -> T
-where
-    T: Send + 'static,
-    F: FnOnce() -> Fut + Send + 'static,
-    Fut: Future<Output = T> + 'static,
-{
-    let handle = LocalExecutorBuilder::new(Placement::Unbound)
-        .name(name)
-        .io_memory(io_memory_bytes(executors))
-        .spawn(make)
-        .unwrap_or_else(|e| panic!("cannot start glommio executor {name}: {e}"));
-    handle
-        .join()
-        .unwrap_or_else(|e| panic!("glommio executor {name} failed: {e}"))
-}
-
-/// A background task on the current executor; dropping the handle cancels the task.
-pub struct TaskHandle<T>(glommio::Task<T>);
-
-impl<T> TaskHandle<T> {
-    /// Waits for the task's output.
-    pub async fn join(self) -> T {
-        self.0.await
-    }
-}
-
-/// Spawns a task on the current executor.
-pub fn spawn<T: 'static>(future: impl Future<Output = T> + 'static) -> TaskHandle<T> {
-    TaskHandle(glommio::spawn_local(future))
-}
-
-/// Sleeps on the current executor's timer wheel.
-pub async fn sleep(duration: std::time::Duration) {
-    glommio::timer::sleep(duration).await;
-}
-
-/// Runs two futures concurrently on the current task and returns both outputs.
-pub async fn both<A: Future, B: Future>(a: A, b: B) -> (A::Output, B::Output) {
-    let mut a = std::pin::pin!(a);
-    let mut b = std::pin::pin!(b);
-    let mut a_out = None;
-    let mut b_out = None;
-    std::future::poll_fn(|cx| {
-        if a_out.is_none() {
-            if let std::task::Poll::Ready(v) = a.as_mut().poll(cx) {
-                a_out = Some(v);
-            }
-        }
-        if b_out.is_none() {
-            if let std::task::Poll::Ready(v) = b.as_mut().poll(cx) {
-                b_out = Some(v);
-            }
-        }
-        match (a_out.take(), b_out.take()) {
-            (Some(a), Some(b)) => std::task::Poll::Ready((a, b)),
-            (a_done, b_done) => {
-                a_out = a_done;
-                b_out = b_done;
-                std::task::Poll::Pending
-            }
-        }
-    })
-    .await
+/// Why the runtime could not do what was asked.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum RuntimeError {
+    /// An executor could not be started (its thread, its io_uring rings, its pinning).
+    #[error("cannot start executor {name}: {reason}")]
+    Start {
+        /// The executor's name.
+        name: String,
+        /// What the runtime said.
+        reason: String,
+    },
+    /// An executor's thread ended with a panic.
+    #[error("executor {name} panicked")]
+    Panicked {
+        /// The executor's name.
+        name: String,
+    },
+    /// An executor could not join the mesh of channels between executors.
+    #[error("cannot join the mesh: {reason}")]
+    Mesh {
+        /// What the runtime said.
+        reason: String,
+    },
 }

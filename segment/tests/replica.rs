@@ -395,7 +395,7 @@ fn readers_and_waiters_at_the_end_see_the_new_end() {
         let cut = held[12].base;
         log.truncate_from(Offset(cut)).await.expect("truncate");
         for _ in 0..20 {
-            runnel_segment::event::yield_now().await;
+            runnel_segment::runtime::yield_now().await;
         }
         assert!(!woke.get(), "nothing is at the old end any more");
         assert!(matches!(
@@ -591,7 +591,7 @@ fn a_crash_at_any_step_of_a_truncation_reopens_as_the_old_or_the_truncated_log()
                     }
                 });
                 for _ in 0..steps {
-                    runnel_segment::event::yield_now().await;
+                    runnel_segment::runtime::yield_now().await;
                 }
                 let finished_before = done.get();
                 let images: Vec<FaultStorage> = (0..4).map(|seed| storage.crash(seed)).collect();

@@ -13,6 +13,7 @@ use crate::cluster::NodeState;
 use crate::core::Core;
 use crate::mesh::codec::{put_count, put_u64, Reader};
 use crate::mesh::{MeshError, RemoteService, Service, WireError};
+use runnel_segment::runtime::{sleep, spawn};
 
 /// Most shards described in one envelope (the rest: `shards_truncated`).
 pub const SHARDS_PER_ENVELOPE_MAX: usize = 256;
@@ -211,7 +212,7 @@ pub async fn fill_offsets(core: &Rc<Core>, shards: &mut [ShardInfo]) {
             answers.push(core.call::<ShardOffsets>(other, ids).await);
         } else {
             let core = Rc::clone(core);
-            remote.push(glommio::spawn_local(async move {
+            remote.push(spawn(async move {
                 core.call_at::<ShardOffsets>(NodeId(node), other, ids).await
             }));
         }
@@ -220,12 +221,8 @@ pub async fn fill_offsets(core: &Rc<Core>, shards: &mut [ShardInfo]) {
         std::time::Instant::now() + std::time::Duration::from_millis(REMOTE_OFFSETS_WAIT_MS);
     for task in remote {
         let left = deadline.saturating_duration_since(std::time::Instant::now());
-        if let crate::select::First::A(answer) = crate::select::first_of(
-            task,
-            glommio::timer::sleep(left),
-            std::future::pending::<()>(),
-        )
-        .await
+        if let runnel_segment::runtime::First::A(answer) =
+            runnel_segment::runtime::first_of(task, sleep(left), std::future::pending::<()>()).await
         {
             answers.push(answer);
         }

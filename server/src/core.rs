@@ -16,16 +16,15 @@ use std::rc::Rc;
 use std::sync::Arc;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
-use glommio::channels::channel_mesh::Senders;
-use glommio::{GlommioError, ResourceType};
 use runnel_core::ShardId;
 use runnel_net::protocol::{ErrorCode, ErrorResponse};
 use runnel_replicate::metadata::Durability;
 use runnel_replicate::metadata::{
     decode_command, Applied, Command, MetadataError, MetadataState, NodeId, Shard,
 };
-use runnel_segment::event::Event;
 use runnel_segment::log::ReadBound;
+use runnel_segment::runtime::channel::{MeshSenders, SendError};
+use runnel_segment::runtime::{first_of, sleep, spawn, Event, First};
 use runnel_segment::{DmaStorage, LogConfig, ShardLog};
 
 use crate::cluster::ClusterView;
@@ -35,7 +34,6 @@ use crate::group::{MetaGroup, RecordError};
 use crate::local::LocalShard;
 use crate::mesh::{Envelope, Mesh, MeshError, MeshHost, RemoteService, Service};
 use crate::proposer::{Host, Proposer};
-use crate::select::{first_of, First};
 use crate::stop::NodeStop;
 use crate::subscription::Subscriptions;
 
@@ -76,9 +74,6 @@ pub enum CoreMessage {
     },
 }
 
-/// How often a core waiting on other cores checks whether the node is stopping, in milliseconds.
-pub const STOP_POLL_MS: u64 = 100;
-
 /// New shard logs core 0 creates at once (each holds a descriptor while it is created).
 pub const CREATES_IN_FLIGHT_MAX: usize = 256;
 
@@ -109,7 +104,7 @@ pub struct Core {
     pub(crate) open_logs_max: Cell<Option<usize>>,
     /// This core's side of every subscription: dispatch of its shards, groups it coordinates.
     pub subscriptions: Subscriptions,
-    senders: Senders<CoreMessage>,
+    senders: MeshSenders<CoreMessage>,
     /// Core 0: the metadata proposer (it runs while this node leads the metadata group).
     proposer: Option<Proposer>,
     /// Core 0: this node's member of the metadata group, once started.
@@ -173,7 +168,7 @@ impl Core {
         index: u32,
         config: Arc<NodeConfig>,
         started: Instant,
-        senders: Senders<CoreMessage>,
+        senders: MeshSenders<CoreMessage>,
         stop: Arc<NodeStop>,
         cluster: Arc<ClusterView>,
     ) -> Core {
@@ -229,11 +224,20 @@ impl Core {
         self.stop.has_failed()
     }
 
-    /// Returns once the node is stopping (polled: the flag is set from any thread).
+    /// Returns once the node is stopping, woken by whichever thread stopped it.
     pub async fn until_stopping(&self) {
-        while !self.shutting_down() {
-            glommio::timer::sleep(std::time::Duration::from_millis(STOP_POLL_MS)).await;
-        }
+        self.stop.until_stopping().await;
+    }
+
+    /// Sleeps for `duration` (a periodic duty's interval); false if the node started stopping
+    /// first, or had already: the duty ends then.
+    pub async fn sleep_unless_stopping(&self, duration: std::time::Duration) -> bool {
+        let slept = first_of(
+            sleep(duration),
+            self.until_stopping(),
+            std::future::pending::<()>(),
+        );
+        matches!(slept.await, First::A(())) && !self.shutting_down()
     }
 
     /// Waits until core 0 finished replaying the metadata; false if the node stops first.
@@ -246,8 +250,7 @@ impl Core {
                 return false;
             }
             let changed = self.ready_changed.listen();
-            let tick = glommio::timer::sleep(std::time::Duration::from_millis(STOP_POLL_MS));
-            let _ = crate::select::first_of(changed, tick, std::future::pending::<()>()).await;
+            let _ = first_of(changed, self.until_stopping(), std::future::pending::<()>()).await;
         }
     }
 
@@ -421,10 +424,9 @@ impl Core {
             if all || self.shutting_down() {
                 return;
             }
-            // Another core that failed never acknowledges: the stop flag (set from its thread,
-            // which cannot notify this core's event) is polled.
-            let tick = glommio::timer::sleep(std::time::Duration::from_millis(STOP_POLL_MS));
-            let _ = first_of(changed, tick, std::future::pending::<()>()).await;
+            // Another core that failed never acknowledges: its failure stops the node, which
+            // ends this wait.
+            let _ = first_of(changed, self.until_stopping(), std::future::pending::<()>()).await;
         }
     }
 
@@ -440,7 +442,7 @@ impl Core {
     /// the node stops, and is then dropped.
     pub async fn send(&self, core: u32, message: CoreMessage) {
         let result = match self.senders.try_send_to(core as usize, message) {
-            Err(GlommioError::WouldBlock(ResourceType::Channel(message))) => {
+            Err(SendError::Full(message)) => {
                 match first_of(
                     self.senders.send_to(core as usize, message),
                     self.until_stopping(),
@@ -544,7 +546,7 @@ impl Core {
                 .iter()
                 .map(|(id, dir)| {
                     let (id, dir, config) = (*id, dir.clone(), config.clone());
-                    glommio::spawn_local(async move {
+                    spawn(async move {
                         // A directory of a shard the metadata does not know is left by a
                         // create that crashed before it was recorded: it holds nothing anyone
                         // was promised.
@@ -720,12 +722,7 @@ impl Core {
                 tracing::warn!("stopping without every core's last progress commits");
                 return;
             }
-            let _ = crate::select::first_of(
-                changed,
-                glommio::timer::sleep(left),
-                std::future::pending::<()>(),
-            )
-            .await;
+            let _ = first_of(changed, sleep(left), std::future::pending::<()>()).await;
         }
     }
 
@@ -734,6 +731,8 @@ impl Core {
     /// `Unavailable`.
     pub async fn close(&self) {
         self.closing.set(true);
+        // Waits for answers end now (the answers may never come: their cores are stopping).
+        self.mesh.wake_all();
         if let Some(proposer) = &self.proposer {
             proposer.stop().await;
         }

@@ -30,7 +30,7 @@ use runnel_replicate::group::{
 use runnel_replicate::metadata::{
     decode_command, encode_command, encode_snapshot, Applied, Command, MetadataError, Node, NodeId,
 };
-use runnel_segment::event::Event;
+use runnel_segment::runtime::{first_of, sleep, spawn, Event, First};
 
 use crate::cluster::{NodeState, NodeView, VERSION};
 use crate::core::Core;
@@ -41,7 +41,6 @@ use crate::peer::{
     Inbound, NodeHello, PeerError, PeerMessage, PeerRefusal, PeerRequest, PeerResponse, PeerTarget,
     Peers,
 };
-use crate::select::{first_of, First};
 
 /// How long a forwarded proposal may take, end to end.
 pub const FORWARD_TIMEOUT: Duration = Duration::from_secs(5);
@@ -271,7 +270,7 @@ impl MetaGroup {
             }
             let _ = first_of(
                 changed,
-                glommio::timer::sleep(left.min(Duration::from_millis(100))),
+                sleep(left.min(Duration::from_millis(100))),
                 std::future::pending::<()>(),
             )
             .await;
@@ -288,7 +287,7 @@ impl MetaGroup {
             if Instant::now() >= deadline || self.stopping.get() {
                 return None;
             }
-            glommio::timer::sleep(Duration::from_millis(20)).await;
+            sleep(Duration::from_millis(20)).await;
         }
     }
 
@@ -322,7 +321,7 @@ impl MetaGroup {
             }
             let _ = first_of(
                 changed,
-                glommio::timer::sleep(left.min(Duration::from_millis(50))),
+                sleep(left.min(Duration::from_millis(50))),
                 std::future::pending::<()>(),
             )
             .await;
@@ -425,7 +424,7 @@ impl MetaGroup {
                     let retryable = refusal.code == ErrorCode::NotLeader.number()
                         || refusal.code == ErrorCode::Unavailable.number();
                     if retryable && Instant::now() < deadline {
-                        glommio::timer::sleep(Duration::from_millis(50)).await;
+                        sleep(Duration::from_millis(50)).await;
                         continue;
                     }
                     return Err(ErrorResponse::new(
@@ -449,7 +448,7 @@ impl MetaGroup {
                             | PeerError::InvalidAddress { .. }
                     );
                     if not_sent && Instant::now() < deadline {
-                        glommio::timer::sleep(Duration::from_millis(50)).await;
+                        sleep(Duration::from_millis(50)).await;
                         continue;
                     }
                     return Err(unavailable(format!(
@@ -529,7 +528,7 @@ impl MetaGroup {
                     None => std::future::pending().await,
                 }
             };
-            match first_of(glommio::timer::sleep(left), inbound, input).await {
+            match first_of(sleep(left), inbound, input).await {
                 // The tick itself runs at the top of the loop.
                 First::A(()) => {}
                 First::B(inbound) => self.on_inbound(core, inbound),
@@ -568,7 +567,7 @@ impl MetaGroup {
         let naming = Rc::clone(&self.naming_cluster);
         let core = Rc::clone(core);
         let id = new_cluster_id(core.config.node_id);
-        glommio::spawn_local(async move {
+        runnel_segment::runtime::spawn(async move {
             // Refused when another leader named it first: the next look finds the id.
             if let Err(error) = core.propose(Command::SetClusterId { id }).await {
                 tracing::debug!(%error.message, "naming the cluster");
@@ -606,7 +605,7 @@ impl MetaGroup {
             }
             let _ = first_of(
                 done,
-                glommio::timer::sleep(Duration::from_millis(100)),
+                sleep(Duration::from_millis(100)),
                 std::future::pending::<()>(),
             )
             .await;
@@ -636,7 +635,7 @@ impl MetaGroup {
         tracing::info!(node = config.node_id, "founded a new cluster");
         // Registers this node once it leads (the driver goes on meanwhile).
         let core = Rc::clone(core);
-        glommio::spawn_local(async move {
+        spawn(async move {
             let node = Node {
                 id: NodeId(core.config.node_id),
                 cores: core.config.cores as u32,
@@ -759,7 +758,7 @@ impl MetaGroup {
         };
         for seed in &core.config.cluster.seeds {
             let (peers, seed, hello) = (Rc::clone(peers), seed.clone(), self.hello(core));
-            glommio::spawn_local(async move {
+            spawn(async move {
                 let request = PeerRequest::Join(hello);
                 match peers
                     .request(PeerTarget::Address(seed.clone()), request, FORWARD_TIMEOUT)
@@ -915,7 +914,7 @@ impl MetaGroup {
                 reply,
             } => {
                 let core = Rc::clone(core);
-                glommio::spawn_local(async move {
+                spawn(async move {
                     let response = match request {
                         PeerRequest::Propose { command } => {
                             PeerResponse::Proposed(Self::serve_proposal(&core, &command).await)

@@ -15,7 +15,7 @@
 //! incomplete final write (never synced, so never acknowledged) is cut. A complete frame whose
 //! checksum fails, anywhere, is damage: the node does not start ([`FatalError::Corruption`]).
 //!
-//! I/O goes through glommio's buffered files on the calling executor (core 0); directory
+//! I/O goes through the runtime's buffered files on the calling executor (core 0); directory
 //! entries are created, renamed and removed with the standard library, as the shard logs do.
 //!
 //! [`GroupMember::ready`]: runnel_replicate::group::GroupMember::ready
@@ -28,8 +28,8 @@ mod tests;
 use std::io;
 use std::path::{Path, PathBuf};
 
-use glommio::io::{BufferedFile, OpenOptions};
 use runnel_replicate::group::{Entry, GroupStore, HardState, Persist, StoredSnapshot};
+use runnel_segment::runtime::file::{self, BufferedFile};
 
 use crate::error::FatalError;
 use crate::metadata_log::{AppendError, MetadataLog};
@@ -135,10 +135,6 @@ pub struct GroupLog {
     failed: bool,
 }
 
-fn io_error(error: glommio::GlommioError<()>) -> io::Error {
-    io::Error::from(error)
-}
-
 fn is_no_space(error: &io::Error) -> bool {
     matches!(
         error.raw_os_error(),
@@ -172,8 +168,7 @@ async fn write_all(file: &BufferedFile, bytes: &[u8], position: u64) -> io::Resu
                 bytes[written..written + piece].to_vec(),
                 position + written as u64,
             )
-            .await
-            .map_err(io_error)?;
+            .await?;
         if count == 0 {
             return Err(io::Error::new(
                 io::ErrorKind::WriteZero,
@@ -195,28 +190,14 @@ async fn sync(file: &BufferedFile, path: &Path) -> Result<(), FatalError> {
 /// Makes the directory's entries durable.
 async fn sync_dir(dir: &Path) -> Result<(), FatalError> {
     let absolute = std::path::absolute(dir).map_err(|e| metadata_error("resolve", dir, e))?;
-    let directory = glommio::io::Directory::open(&absolute)
+    file::sync_dir(&absolute)
         .await
-        .map_err(|e| metadata_error("open the directory", dir, e))?;
-    directory
-        .sync()
-        .await
-        .map_err(|e| metadata_error("sync the directory", dir, e))?;
-    directory
-        .close()
-        .await
-        .map_err(|e| metadata_error("close the directory", dir, e))
+        .map_err(|e| metadata_error("sync the directory", dir, e))
 }
 
 /// Creates `path` (which must not exist) for reading and writing.
 async fn create_file(path: &Path) -> io::Result<BufferedFile> {
-    OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create_new(true)
-        .buffered_open(path)
-        .await
-        .map_err(io_error)
+    BufferedFile::create_new(path).await
 }
 
 /// The bytes of a whole file: header, snapshot, entries, hard state, as one write.
@@ -272,10 +253,7 @@ impl GroupLog {
             Err(e) => return Err(metadata_error("remove", &tmp, e)),
         }
         let path = dir.join(LOG_FILE);
-        let file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .buffered_open(&path)
+        let file = BufferedFile::open(&path)
             .await
             .map_err(|e| metadata_error("open", &path, e))?;
         let size = file

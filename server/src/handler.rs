@@ -3,7 +3,6 @@
 
 use std::cell::RefCell;
 use std::rc::Rc;
-use std::time::Duration;
 
 use bytes::Bytes;
 use runnel_core::BatchError;
@@ -26,8 +25,8 @@ use crate::convert::{
 use crate::core::{now_ms, Core};
 use crate::local::{visible_end, OpenError};
 use crate::ownership::{OwnedShard, ShardError};
-use crate::select::{first_of, First};
 use crate::subscription;
+use runnel_segment::runtime::{first_of, spawn, First};
 
 /// Most streams in one `StreamList` answer.
 const STREAMS_PER_PAGE_MAX: usize = 100;
@@ -53,7 +52,7 @@ type Answer = Result<Response, ErrorResponse>;
 pub async fn serve(core: Rc<Core>, endpoint: quinn::Endpoint) {
     while let Some(incoming) = endpoint.accept().await {
         let core = Rc::clone(&core);
-        glommio::spawn_local(async move {
+        spawn(async move {
             if let Err(reason) = connection(core, incoming).await {
                 tracing::debug!(%reason, "connection ended");
             }
@@ -131,8 +130,7 @@ async fn connection(core: Rc<Core>, incoming: quinn::Incoming) -> Result<(), Str
         let (send, recv) = connection.accept_bi().await.map_err(|e| e.to_string())?;
         let core = Rc::clone(&core);
         let pool = Rc::clone(&pool);
-        glommio::spawn_local(async move { request_stream(core, send, recv, limits, pool).await })
-            .detach();
+        spawn(async move { request_stream(core, send, recv, limits, pool).await }).detach();
     }
 }
 
@@ -532,7 +530,7 @@ async fn read_loop(
             match first_of(
                 log.wait_for(next, bound),
                 send.stopped(),
-                glommio::timer::sleep(Duration::from_millis(500)),
+                core.until_stopping(),
             )
             .await
             {
@@ -540,10 +538,7 @@ async fn read_loop(
                 First::A(Err(e)) => return Err(Some(log_error(&e))),
                 First::B(_) => return Err(None),
                 First::C(()) => {
-                    if core.shutting_down() {
-                        return Err(Some(error(ErrorCode::Unavailable, "the node is stopping")));
-                    }
-                    continue;
+                    return Err(Some(error(ErrorCode::Unavailable, "the node is stopping")));
                 }
             }
         }

@@ -2,7 +2,9 @@
 //!
 //! Responsibility: wire the storage engine (`runnel-segment`), the metadata state machine
 //! (`runnel-replicate`) and the QUIC protocol (`runnel-net`) into one process that runs one
-//! glommio executor per core, each owning its shards and serving its own QUIC endpoint.
+//! executor per core, each owning its shards and serving its own QUIC endpoint. Executors,
+//! tasks, timers, channels and wake-ups come from `runnel_segment::runtime`, the one module
+//! that knows the async runtime (glommio): this crate never names it.
 //!
 //! Invariants: a shard is owned by exactly one core and its state never leaves that core; an
 //! append is acknowledged only as its stream's durability promises; the configuration is
@@ -34,6 +36,5 @@ pub mod ownership;
 pub mod peer;
 pub mod proposal;
 pub mod proposer;
-mod select;
 pub mod stop;
 pub mod subscription;

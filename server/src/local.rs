@@ -23,11 +23,11 @@ use std::time::{Duration, Instant};
 
 use runnel_core::{Offset, ShardId};
 use runnel_net::protocol::ErrorResponse;
-use runnel_segment::event::Event;
 use runnel_segment::log::ReadBound;
+use runnel_segment::runtime::{spawn, Event};
 use runnel_segment::{DmaStorage, LogError, ShardLog};
 
-use crate::core::{Core, STOP_POLL_MS};
+use crate::core::Core;
 use crate::error::FatalError;
 
 /// An open shard log, shared by the requests and consumers using it.
@@ -60,6 +60,8 @@ pub enum OpenError {
 
 /// Logs a core opens at once when it opens many (the check at start).
 pub const OPENS_IN_FLIGHT_MAX: usize = 64;
+/// How often each core closes the shard logs idle for long enough, in milliseconds.
+pub const IDLE_CLOSE_INTERVAL_MS: u64 = 1_000;
 
 /// A shard owned by this core, and its log, open or not.
 pub struct LocalShard {
@@ -419,7 +421,7 @@ impl Core {
                 .map(|local| {
                     let core = Rc::clone(self);
                     let local = Rc::clone(local);
-                    glommio::spawn_local(async move {
+                    spawn(async move {
                         match core.open_log(&local).await {
                             Ok(log) => {
                                 // Closed unless a request holds it now.
@@ -449,11 +451,10 @@ impl Core {
         );
     }
 
-    /// Closes idle logs every second until the node stops.
+    /// Closes idle logs every [`IDLE_CLOSE_INTERVAL_MS`] until the node stops.
     pub async fn close_idle_logs_loop(self: Rc<Self>) {
-        let tick = Duration::from_millis(STOP_POLL_MS * 10);
-        while !self.shutting_down() {
-            glommio::timer::sleep(tick).await;
+        let tick = Duration::from_millis(IDLE_CLOSE_INTERVAL_MS);
+        while self.sleep_unless_stopping(tick).await {
             let closed = self.close_idle_logs().await;
             if closed > 0 {
                 tracing::debug!(core = self.index, closed, "closed idle shard logs");

@@ -59,20 +59,23 @@ fn run() -> Result<(), FatalError> {
         env!("CARGO_PKG_VERSION")
     );
     runnel_server::open_files::raise_limit();
-    let mut running = node::start(config, identity)?;
+    let running = node::start(config, identity)?;
     let signals = signal_hook::iterator::Signals::new([SIGINT, SIGTERM]);
     let mut signals =
         signals.map_err(|e| FatalError::Io(format!("cannot install signal handlers: {e}")))?;
-    loop {
-        if let Some(signal) = signals.pending().next() {
-            tracing::info!(signal, "stopping");
-            break;
-        }
-        // A core never stops on its own unless something is wrong; the first fatal error of
-        // any core is the reason the process exits with.
-        if running.wait_stopping(Duration::from_millis(100)) {
-            break;
-        }
-    }
+    // A signal stops the node from its own thread: the stop wakes every core, and this thread.
+    let stop = running.stop_signal();
+    std::thread::Builder::new()
+        .name("runnel-signals".into())
+        .spawn(move || {
+            if let Some(signal) = signals.forever().next() {
+                tracing::info!(signal, "stopping");
+                stop.request();
+            }
+        })
+        .map_err(|e| FatalError::Io(format!("cannot start the signal thread: {e}")))?;
+    // A core never stops on its own unless something is wrong; the first fatal error of any
+    // core is the reason the process exits with.
+    running.wait_stopping(Duration::MAX);
     running.stop_and_join()
 }

@@ -369,7 +369,7 @@ impl<H: MeshHost> Mesh<H> {
             } => {
                 let answering = host.mesh().handle(host, service, request);
                 let host = Rc::clone(host);
-                glommio::spawn_local(async move {
+                runnel_segment::runtime::spawn(async move {
                     let outcome = answering.await;
                     host.send_envelope(from, Envelope::Reply { id, outcome })
                         .await;

@@ -1,17 +1,18 @@
-//! Starting and stopping a node: one glommio executor per core, joined by a channel mesh;
-//! core 0 replays the metadata and leads it; every core serves its QUIC endpoint.
+//! Starting and stopping a node: one executor per core (`runnel_segment::runtime`), joined by
+//! a channel mesh; core 0 replays the metadata and leads it; every core serves its QUIC
+//! endpoint. Each core waits for the node's stop signal, which wakes it from any thread.
 
 use std::net::SocketAddr;
 use std::rc::Rc;
 use std::sync::{mpsc, Arc};
 use std::time::{Duration, Instant};
 
-use glommio::channels::channel_mesh::MeshBuilder;
-use glommio::{LocalExecutorBuilder, Placement};
 use runnel_net::protocol::ErrorCode;
 use runnel_net::{endpoint, server_config, EndpointOptions, Identity, TransportLimits};
 use runnel_replicate::group::GroupStore;
 use runnel_replicate::metadata::{Command, Node, NodeId};
+use runnel_segment::runtime::channel::Mesh;
+use runnel_segment::runtime::{first_of, sleep, spawn_detached, Executor, First, Pinning};
 
 use crate::cluster::ClusterView;
 use crate::config::NodeConfig;
@@ -25,8 +26,6 @@ use crate::stop::NodeStop;
 
 /// Messages a core may have queued to another before senders wait.
 const MESH_CHANNEL_CAPACITY: usize = 1024;
-/// How often each core checks whether the node is stopping.
-const SHUTDOWN_POLL_MS: u64 = 100;
 /// How long a stopping core may spend persisting its subscriptions' progress, in milliseconds.
 const LAST_COMMITS_MS: u64 = 3_000;
 /// How long a clean stop may take before the process exits anyway (code 6): the last progress
@@ -43,7 +42,7 @@ pub struct RunningNode {
     /// Each core sends its index here when its executor ends, however it ends.
     exits: mpsc::Receiver<u32>,
     exited: Vec<bool>,
-    threads: Vec<glommio::ExecutorJoinHandle<()>>,
+    threads: Vec<Executor<()>>,
 }
 
 impl RunningNode {
@@ -52,20 +51,17 @@ impl RunningNode {
         self.stop.request();
     }
 
-    /// Waits up to `timeout` for the node to start stopping by itself: a core recorded a
-    /// fatal error, or a core's executor ended although nobody asked (recorded as fatal).
-    /// True once the node is stopping for any reason.
-    pub fn wait_stopping(&mut self, timeout: Duration) -> bool {
-        if let Ok(core) = self.exits.recv_timeout(timeout) {
-            self.mark_exited(core);
-            if !self.stop.is_stopping() {
-                self.stop.fail(
-                    core,
-                    FatalError::Executor(format!("core {core} stopped unexpectedly")),
-                );
-            }
-        }
-        self.stop.is_stopping()
+    /// The node's stop signal, for another thread to stop it (a signal handler's thread).
+    pub fn stop_signal(&self) -> Arc<NodeStop> {
+        Arc::clone(&self.stop)
+    }
+
+    /// Blocks up to `timeout` until the node is stopping: asked to (a signal), a core recorded
+    /// a fatal error, or a core's executor ended although nobody asked (recorded as fatal by
+    /// the core's exit notice). True once the node is stopping for any reason; woken by the
+    /// stop itself, without polling.
+    pub fn wait_stopping(&self, timeout: Duration) -> bool {
+        self.stop.wait_blocking(timeout)
     }
 
     fn mark_exited(&mut self, core: u32) {
@@ -130,8 +126,8 @@ impl RunningNode {
     }
 }
 
-/// Tells `main` that a core's executor ended, however it ended (a panic included: then the
-/// node fails with that reason).
+/// Tells `main` that a core's executor ended, however it ended: a panic, or an end nobody
+/// asked for, fails the node with that reason (which wakes `main` and every other core).
 struct ExitNotice {
     core: u32,
     stop: Arc<NodeStop>,
@@ -140,10 +136,15 @@ struct ExitNotice {
 
 impl Drop for ExitNotice {
     fn drop(&mut self) {
+        let core = self.core;
         if std::thread::panicking() {
-            let core = self.core;
             self.stop
                 .fail(core, FatalError::Executor(format!("core {core} panicked")));
+        } else if !self.stop.is_stopping() {
+            self.stop.fail(
+                core,
+                FatalError::Executor(format!("core {core} stopped unexpectedly")),
+            );
         }
         let _ = self.exits.send(self.core);
     }
@@ -170,15 +171,15 @@ pub fn start(config: NodeConfig, identity: Identity) -> Result<RunningNode, Fata
     let stop = Arc::new(NodeStop::default());
     let cluster = Arc::new(ClusterView::default());
     let (exit_sender, exits) = mpsc::channel();
-    let mesh = MeshBuilder::full(config.cores, MESH_CHANNEL_CAPACITY);
+    let mesh = Mesh::full(config.cores, MESH_CHANNEL_CAPACITY);
     let started = Instant::now();
     let io_memory = runnel_segment::runtime::io_memory_bytes(config.cores);
     let mut threads = Vec::with_capacity(config.cores);
     for index in 0..config.cores {
-        let placement = if config.pin_cores {
-            Placement::Fixed(index)
+        let pinning = if config.pin_cores {
+            Pinning::Cpu(index)
         } else {
-            Placement::Unbound
+            Pinning::Unbound
         };
         let cluster = Arc::clone(&cluster);
         let peer_client = peer_client.clone();
@@ -189,34 +190,32 @@ pub fn start(config: NodeConfig, identity: Identity) -> Result<RunningNode, Fata
             server.clone(),
             exit_sender.clone(),
         );
-        let spawned = LocalExecutorBuilder::new(placement)
-            .name(&format!("runnel-core-{index}"))
-            .io_memory(io_memory)
-            .spawn(move || async move {
-                crate::allocations::count_as_core(index);
-                let core = index as u32;
-                let _notice = ExitNotice {
-                    core,
-                    stop: Arc::clone(&stop_for_core),
-                    exits: exit_sender,
-                };
-                let result = run_core(
-                    core,
-                    config,
-                    mesh,
-                    server,
-                    Arc::clone(&stop_for_core),
-                    Shared {
-                        started,
-                        cluster,
-                        peer_client,
-                    },
-                )
-                .await;
-                if let Err(error) = result {
-                    stop_for_core.fail(core, error);
-                }
-            });
+        let name = format!("runnel-core-{index}");
+        let spawned = Executor::start(&name, pinning, io_memory, move || async move {
+            crate::allocations::count_as_core(index);
+            let core = index as u32;
+            let _notice = ExitNotice {
+                core,
+                stop: Arc::clone(&stop_for_core),
+                exits: exit_sender,
+            };
+            let result = run_core(
+                core,
+                config,
+                mesh,
+                server,
+                Arc::clone(&stop_for_core),
+                Shared {
+                    started,
+                    cluster,
+                    peer_client,
+                },
+            )
+            .await;
+            if let Err(error) = result {
+                stop_for_core.fail(core, error);
+            }
+        });
         match spawned {
             Ok(thread) => threads.push(thread),
             Err(e) => {
@@ -265,7 +264,7 @@ async fn listen(
                     tracing::info!(core = index, %address, "the port is still held; retrying");
                     warned = true;
                 }
-                glommio::timer::sleep(Duration::from_millis(50)).await;
+                sleep(Duration::from_millis(50)).await;
             }
             Err(error) => {
                 return Err(FatalError::Io(format!(
@@ -289,7 +288,7 @@ struct Shared {
 async fn run_core(
     index: u32,
     config: Arc<NodeConfig>,
-    mesh: MeshBuilder<CoreMessage, glommio::channels::channel_mesh::Full>,
+    mesh: Mesh<CoreMessage>,
     server: quinn::ServerConfig,
     stop: Arc<NodeStop>,
     shared: Shared,
@@ -299,7 +298,7 @@ async fn run_core(
         cluster,
         peer_client,
     } = shared;
-    let (senders, mut receivers) = mesh
+    let (senders, receivers) = mesh
         .join()
         .await
         .map_err(|e| FatalError::Executor(format!("core {index} could not join the mesh: {e}")))?;
@@ -313,19 +312,18 @@ async fn run_core(
     ));
     register_services(&core);
     // Core 0's metadata proposer: one task, until the core closes.
-    glommio::spawn_local(Rc::clone(&core).run_proposer()).detach();
+    spawn_detached(Rc::clone(&core).run_proposer());
     // Every core listens to every other core.
-    for (_, receiver) in receivers.streams() {
+    for receiver in receivers {
         let core = Rc::clone(&core);
-        glommio::spawn_local(async move {
+        spawn_detached(async move {
             while let Some(message) = receiver.recv().await {
                 if let Err(error) = core.on_message(message).await {
                     core.fail(error);
                     return;
                 }
             }
-        })
-        .detach();
+        });
     }
     let address = SocketAddr::new(config.listen_address, config.base_port + index as u16);
     let listen = || listen(index, address, server.clone());
@@ -350,18 +348,16 @@ async fn run_core(
         None => listen().await?,
     };
     tracing::info!(core = index, %address, "listening");
-    glommio::spawn_local(serve(Rc::clone(&core), endpoint.clone())).detach();
-    glommio::spawn_local(retention(Rc::clone(&core))).detach();
-    glommio::spawn_local(Rc::clone(&core).close_idle_logs_loop()).detach();
+    spawn_detached(serve(Rc::clone(&core), endpoint.clone()));
+    spawn_detached(retention(Rc::clone(&core)));
+    spawn_detached(Rc::clone(&core).close_idle_logs_loop());
     {
         let core = Rc::clone(&core);
-        glommio::spawn_local(async move { core.verify_logs().await }).detach();
+        spawn_detached(async move { core.verify_logs().await });
     }
-    glommio::spawn_local(crate::subscription::commit_progress(Rc::clone(&core))).detach();
-    glommio::spawn_local(crate::subscription::expire_members(Rc::clone(&core))).detach();
-    while !core.shutting_down() {
-        glommio::timer::sleep(Duration::from_millis(SHUTDOWN_POLL_MS)).await;
-    }
+    spawn_detached(crate::subscription::commit_progress(Rc::clone(&core)));
+    spawn_detached(crate::subscription::expire_members(Rc::clone(&core)));
+    core.until_stopping().await;
     if let Some(peers) = core.peers.borrow_mut().take() {
         peers.close();
     }
@@ -375,12 +371,7 @@ async fn run_core(
     if !core.failed() {
         let last_commits = crate::subscription::progress_commit_pass(&core);
         let deadline = Duration::from_millis(LAST_COMMITS_MS);
-        let _ = crate::select::first_of(
-            last_commits,
-            glommio::timer::sleep(deadline),
-            std::future::pending::<()>(),
-        )
-        .await;
+        let _ = first_of(last_commits, sleep(deadline), std::future::pending::<()>()).await;
         core.finish_proposals(deadline).await;
     }
     core.close().await;
@@ -455,15 +446,15 @@ async fn start_group(
         });
     }
     let commit = group.replay_target();
-    glommio::spawn_local(Rc::clone(&group).run(Rc::clone(core))).detach();
+    spawn_detached(Rc::clone(&group).run(Rc::clone(core)));
     if group.is_member() {
         // Replays what this member had committed (raft-rs hands it back after the snapshot).
-        while !group
-            .wait_applied(core, commit, Duration::from_secs(1))
-            .await
-        {
-            if core.shutting_down() {
-                return Ok(false);
+        loop {
+            let applied = group.wait_applied(core, commit, Duration::from_secs(1));
+            match first_of(applied, core.until_stopping(), std::future::pending::<()>()).await {
+                First::A(true) => break,
+                First::A(false) => {}
+                First::B(()) | First::C(()) => return Ok(false),
             }
         }
         claim_data_dir(core)?;
@@ -552,20 +543,19 @@ async fn register_node(core: &Rc<Core>) -> Result<(), FatalError> {
                     && !core.shutting_down() =>
             {
                 tracing::warn!(%error.message, "registering this node: waiting for the metadata leader");
-                glommio::timer::sleep(Duration::from_millis(500)).await;
+                sleep(Duration::from_millis(500)).await;
             }
             Err(error) => return Err(FatalError::Metadata(format!("register this node: {error}"))),
         }
     }
 }
 
-/// Deletes expired segments of this core's shards now and then: of the open logs, and of the
-/// closed ones whose close recorded that retention would now delete something (those are
-/// opened for it).
+/// Deletes expired segments of this core's shards every `log.retention_check_interval_ms`
+/// until the node stops: of the open logs, and of the closed ones whose close recorded that
+/// retention would now delete something (those are opened for it).
 async fn retention(core: Rc<Core>) {
     let interval = Duration::from_millis(core.config.log.retention_check_interval_ms);
-    while !core.shutting_down() {
-        glommio::timer::sleep(interval.min(Duration::from_millis(1000))).await;
+    while core.sleep_unless_stopping(interval).await {
         let now = now_ms();
         let shards: Vec<_> = core
             .shards

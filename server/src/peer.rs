@@ -29,21 +29,19 @@ use std::path::Path;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
-use glommio::channels::local_channel::{self, LocalReceiver, LocalSender};
 use runnel_net::tls::{
     cluster_server_config, has_verified_client_certificate, load_ca, negotiated_alpn,
     peer_client_config,
 };
 use runnel_net::{Identity, TlsError, TransportLimits, PEER_ALPN};
-use runnel_segment::event::Event;
+use runnel_segment::runtime::channel::{self, LocalReceiver, LocalSender};
+use runnel_segment::runtime::{first_of, sleep, spawn, spawn_blocking, Event, First};
 use thiserror::Error;
 
 pub use frame::{
     decode, encode, read_frame, Frame, FrameError, FrameLimits, Hello, NodeHello, PeerMessage,
     PeerRefusal, PeerRequest, PeerResponse, FRAME_HEADER_BYTES, FRAME_VERSION, STRING_BYTES_MAX,
 };
-
-use crate::select::{first_of, First};
 
 /// Application close codes of peer connections (their own space, apart from the client
 /// protocol's `CloseCode`: the ALPN tells which applies).
@@ -394,7 +392,7 @@ impl Peers {
             "a peer's queue must hold the largest Raft message"
         );
         assert!(limits.inbound_max > 0 && limits.queue_messages_max > 0);
-        let (inbound_sender, inbound) = local_channel::new_bounded(limits.inbound_max);
+        let (inbound_sender, inbound) = channel::local(limits.inbound_max);
         Rc::new_cyclic(|me| Peers {
             me: me.clone(),
             my_id,
@@ -517,7 +515,7 @@ impl Peers {
         if !peer.writer_started.get() {
             if let Some(peers) = self.me.upgrade() {
                 peer.writer_started.set(true);
-                glommio::spawn_local(async move { peers.write_messages(peer).await }).detach();
+                spawn(async move { peers.write_messages(peer).await }).detach();
             }
         }
     }
@@ -695,7 +693,7 @@ impl Peers {
         };
         match first_of(
             dialling,
-            glommio::timer::sleep(Duration::from_millis(timeout_ms)),
+            sleep(Duration::from_millis(timeout_ms)),
             std::future::pending::<()>(),
         )
         .await
@@ -750,13 +748,7 @@ impl Peers {
                 Err(error) => Err(PeerError::Frame(error)),
             }
         };
-        match first_of(
-            asking,
-            glommio::timer::sleep(timeout),
-            std::future::pending::<()>(),
-        )
-        .await
-        {
+        match first_of(asking, sleep(timeout), std::future::pending::<()>()).await {
             First::A(outcome) => outcome,
             First::B(()) | First::C(()) => Err(PeerError::Timeout {
                 timeout_ms: timeout.as_millis() as u64,
@@ -786,7 +778,7 @@ impl Peers {
             return;
         }
         let peers = Rc::clone(self);
-        glommio::spawn_local(async move {
+        spawn(async move {
             let id = connection.stable_id();
             peers.accepted.borrow_mut().insert(id, connection.clone());
             let remote = connection.remote_address();
@@ -822,22 +814,17 @@ impl Peers {
                 Err(error) => Err(error.to_string()),
             }
         };
-        let (mut messages, hello) = match first_of(
-            opening,
-            glommio::timer::sleep(hello_timeout),
-            std::future::pending::<()>(),
-        )
-        .await
-        {
-            First::A(Ok(opened)) => opened,
-            First::A(Err(reason)) => return Err((PeerCloseCode::NoHello, reason)),
-            First::B(()) | First::C(()) => {
-                return Err((
-                    PeerCloseCode::NoHello,
-                    format!("no Hello within {} ms", hello_timeout.as_millis()),
-                ))
-            }
-        };
+        let (mut messages, hello) =
+            match first_of(opening, sleep(hello_timeout), std::future::pending::<()>()).await {
+                First::A(Ok(opened)) => opened,
+                First::A(Err(reason)) => return Err((PeerCloseCode::NoHello, reason)),
+                First::B(()) | First::C(()) => {
+                    return Err((
+                        PeerCloseCode::NoHello,
+                        format!("no Hello within {} ms", hello_timeout.as_millis()),
+                    ))
+                }
+            };
         if let Some(to) = hello.to.filter(|to| *to != self.my_id) {
             return Err((
                 PeerCloseCode::WrongNode,
@@ -865,8 +852,7 @@ impl Peers {
         {
             let peers = Rc::clone(self);
             let connection = connection.clone();
-            glommio::spawn_local(async move { peers.accept_requests(from, connection).await })
-                .detach();
+            spawn(async move { peers.accept_requests(from, connection).await }).detach();
         }
         loop {
             match read_frame(&mut messages, &self.limits.frames).await {
@@ -923,7 +909,7 @@ impl Peers {
         while let Ok((send, recv)) = connection.accept_bi().await {
             let peers = Rc::clone(&self);
             let connection = connection.clone();
-            glommio::spawn_local(async move {
+            spawn(async move {
                 if let Err(error) = peers.answer(from, send, recv).await {
                     tracing::warn!(peer = from, %error, "closing a peer connection");
                     connection.close(
@@ -956,7 +942,7 @@ impl Peers {
             Err(error) => return Err(error),
         };
         self.heard_from(from);
-        let (sender, answers) = local_channel::new_bounded(1);
+        let (sender, answers) = channel::local(1);
         let reply = Reply { sender };
         if self
             .inbound_sender
@@ -1072,9 +1058,7 @@ async fn resolve(address: &str) -> Result<(SocketAddr, String), PeerError> {
         return Ok((socket, host));
     }
     let owned = address.to_owned();
-    let resolved = glommio::executor()
-        .spawn_blocking(move || owned.to_socket_addrs().map(|mut all| all.next()))
-        .await;
+    let resolved = spawn_blocking(move || owned.to_socket_addrs().map(|mut all| all.next())).await;
     match resolved {
         Ok(Some(socket)) => Ok((socket, host)),
         Ok(None) => Err(invalid("resolves to no address".into())),

@@ -42,7 +42,7 @@ use runnel_net::protocol::{ErrorCode, ErrorResponse};
 use runnel_replicate::metadata::{
     encode_command, Applied, Command, MetadataError, MetadataState, Shard,
 };
-use runnel_segment::event::Event;
+use runnel_segment::runtime::Event;
 
 use crate::core::metadata_error;
 use crate::error::FatalError;
@@ -587,7 +587,7 @@ fn answer(batch: Vec<Proposal>, outcomes: impl IntoIterator<Item = Result<u64, E
 #[cfg(test)]
 mod tests {
     //! The batch logic against a fake node (no cores, no shard logs) and a real metadata log
-    //! in a temporary directory, on a glommio executor.
+    //! in a temporary directory, on an executor of the runtime.
 
     use std::cell::{Cell, Ref, RefCell};
     use std::path::PathBuf;
@@ -599,7 +599,7 @@ mod tests {
         Applied, Command, Durability, MetadataError, MetadataState, Node, NodeId, Shard,
         StreamConfig,
     };
-    use runnel_segment::event::yield_now;
+    use runnel_segment::runtime::{spawn, yield_now};
 
     use super::{Host, Proposer};
     use crate::error::FatalError;
@@ -714,7 +714,7 @@ mod tests {
         outcome.as_ref().err().map(|e| e.code)
     }
 
-    /// Runs `test` on a glommio executor with a fresh proposer.
+    /// Runs `test` on an executor with a fresh proposer.
     fn with_proposer<F, Fut>(test: F)
     where
         F: FnOnce(Rc<Proposer>) -> Fut + Send + 'static,
@@ -737,7 +737,7 @@ mod tests {
             .into_iter()
             .map(|command| {
                 let proposer = Rc::clone(proposer);
-                glommio::spawn_local(async move { proposer.propose(command).await })
+                spawn(async move { proposer.propose(command).await })
             })
             .collect();
         while proposer.queue.borrow().len() < count {
@@ -854,7 +854,7 @@ mod tests {
             let host = Rc::new(FakeHost::new(1_000));
             let runner = {
                 let (proposer, host) = (Rc::clone(&proposer), Rc::clone(&host));
-                glommio::spawn_local(async move { proposer.run(&*host).await })
+                spawn(async move { proposer.run(&*host).await })
             };
             assert!(proposer.propose(register()).await.is_ok());
             let tasks: Vec<_> = (0..300)
@@ -862,7 +862,7 @@ mod tests {
                     let proposer = Rc::clone(&proposer);
                     // Every tenth create repeats the name of the one before it.
                     let name = format!("s{}", if i % 10 == 9 { i - 1 } else { i });
-                    glommio::spawn_local(async move { proposer.propose(create(&name)).await })
+                    spawn(async move { proposer.propose(create(&name)).await })
                 })
                 .collect();
             let mut outcomes = Vec::new();
@@ -897,7 +897,7 @@ mod tests {
                 .into_iter()
                 .map(|name| {
                     let proposer = Rc::clone(&proposer);
-                    glommio::spawn_local(async move { proposer.propose(create(name)).await })
+                    spawn(async move { proposer.propose(create(name)).await })
                 })
                 .collect();
             while proposer.queue.borrow().len() < 2 {

@@ -1,5 +1,5 @@
 //! The node-to-node transport (`runnel_server::peer`) between real QUIC endpoints on loopback,
-//! each on its own glommio executor (thread), with certificates from a test CA: messages in
+//! each on its own executor (thread), with certificates from a test CA: messages in
 //! order both ways, requests to a node and to an address, re-dialling a restarted peer, and the
 //! connections a node must refuse (no client certificate, another CA's certificate, a
 //! malformed frame, a dialler that meant another node) without disturbing the others.
@@ -13,12 +13,12 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{mpsc, Arc};
 use std::time::{Duration, Instant};
 
-use glommio::{LocalExecutorBuilder, Placement};
 use runnel_core::ShardId;
 use runnel_net::tls::{cluster_server_config, peer_client_config, CertificateAuthority};
 use runnel_net::{EndpointOptions, NodeCertificate, TransportLimits, PEER_ALPN};
 use runnel_replicate::consumer::{MemberId, MemberInfo};
 use runnel_replicate::metadata::SubscriptionId;
+use runnel_segment::runtime::{self, Executor, Pinning};
 use runnel_server::mesh::{RemoteService, Service};
 use runnel_server::peer::{
     is_peer_connection, peer_transport_limits, Inbound, NodeHello, PeerCloseCode, PeerError,
@@ -29,7 +29,7 @@ use rustls::pki_types::CertificateDer;
 
 /// A guard against hangs, not a performance bound.
 const DEADLINE: Duration = Duration::from_secs(60);
-/// glommio pins about 3× `io_memory` per executor; small, so that several fit a tight memlock.
+/// The runtime pins about 3× `io_memory` per executor; small, so that several fit a tight memlock.
 const TEST_IO_MEMORY_BYTES: usize = 64 << 10;
 
 type TestResult<T = ()> = Result<T, String>;
@@ -44,13 +44,15 @@ where
     let name = name.to_owned();
     std::thread::spawn(move || {
         let (sender, output) = mpsc::channel();
-        let handle = LocalExecutorBuilder::new(Placement::Unbound)
-            .name(&name)
-            .io_memory(TEST_IO_MEMORY_BYTES)
-            .spawn(move || async move {
+        let handle = Executor::start(
+            &name,
+            Pinning::Unbound,
+            TEST_IO_MEMORY_BYTES,
+            move || async move {
                 let _ = sender.send(make().await);
-            })
-            .map_err(|e| format!("start executor {name}: {e}"))?;
+            },
+        )
+        .map_err(|e| format!("start executor {name}: {e}"))?;
         let result = output
             .recv_timeout(DEADLINE * 2)
             .map_err(|e| format!("executor {name} gave no result: {e}"))?;
@@ -125,10 +127,10 @@ fn start_node_with(
     let peers = Peers::with_limits(id, endpoint.clone(), client, limits);
     let accepting = endpoint.clone();
     let weak = Rc::downgrade(&peers);
-    glommio::spawn_local(async move {
+    runtime::spawn(async move {
         while let Some(incoming) = accepting.accept().await {
             let weak = weak.clone();
-            glommio::spawn_local(async move {
+            runtime::spawn(async move {
                 // A handshake that fails (e.g. a certificate of another CA) ends here.
                 let Ok(connection) = incoming.await else {
                     return;
@@ -166,7 +168,7 @@ async fn receive<T>(channel: &mpsc::Receiver<T>, what: &str) -> TestResult<T> {
                 return Err(format!("{what}: nothing within {DEADLINE:?}"))
             }
             Err(mpsc::TryRecvError::Empty) => {
-                glommio::timer::sleep(Duration::from_millis(10)).await;
+                runtime::sleep(Duration::from_millis(10)).await;
             }
         }
     }
@@ -180,14 +182,14 @@ async fn barrier(count: &AtomicUsize, target: usize) -> TestResult {
         if Instant::now() > deadline {
             return Err("the other nodes did not finish".into());
         }
-        glommio::timer::sleep(Duration::from_millis(10)).await;
+        runtime::sleep(Duration::from_millis(10)).await;
     }
     Ok(())
 }
 
 /// The next inbound message or request, within the deadline.
 async fn next(peers: &Peers) -> TestResult<Inbound> {
-    glommio::timer::timeout(DEADLINE, async { Ok(peers.next().await) })
+    runtime::timeout(DEADLINE, peers.next())
         .await
         .map_err(|e| format!("no inbound message: {e}"))
 }
@@ -334,7 +336,7 @@ fn messages_flow_both_ways_in_order_and_requests_are_answered() {
         node.peers.set_address(2, &two);
         send_all(&node.peers, 2);
         let peers = Rc::clone(&node.peers);
-        let receiving = glommio::spawn_local(async move { receive_all(&peers, 2, 0).await });
+        let receiving = runtime::spawn(async move { receive_all(&peers, 2, 0).await });
         let proposed = node
             .peers
             .request(
@@ -485,7 +487,7 @@ fn sends_beyond_the_bounds_are_dropped_without_waiting() {
             if Instant::now() > deadline {
                 return Err("the queued messages were never dropped".into());
             }
-            glommio::timer::sleep(Duration::from_millis(20)).await;
+            runtime::sleep(Duration::from_millis(20)).await;
         }
         Ok(())
     }));
@@ -527,7 +529,7 @@ fn a_restarted_peer_is_dialled_again() {
             match start_node(2, &two, port) {
                 Ok(node) => break node,
                 Err(error) if Instant::now() > deadline => return Err(error),
-                Err(_) => glommio::timer::sleep(Duration::from_millis(20)).await,
+                Err(_) => runtime::sleep(Duration::from_millis(20)).await,
             }
         };
         restarted.send(()).map_err(|e| e.to_string())?;
@@ -561,7 +563,7 @@ fn a_restarted_peer_is_dialled_again() {
                 return Ok(());
             }
             node.peers.send(2, PeerMessage::Raft(vec![phase]));
-            glommio::timer::sleep(Duration::from_millis(20)).await;
+            runtime::sleep(Duration::from_millis(20)).await;
         }
     });
     join(node_two);
@@ -605,7 +607,7 @@ fn a_peer_heard_from_is_dialled_without_waiting_out_its_backoff() {
                 return Err("a send to a port nobody serves was never dropped".into());
             }
             node.peers.send(2, PeerMessage::Raft(vec![0]));
-            glommio::timer::sleep(Duration::from_millis(20)).await;
+            runtime::sleep(Duration::from_millis(20)).await;
         }
         backing_off.send(()).map_err(|e| e.to_string())?;
         loop {
@@ -622,7 +624,7 @@ fn a_peer_heard_from_is_dialled_without_waiting_out_its_backoff() {
                 return Err("node 2 never heard from node 1 after speaking to it".into());
             }
             node.peers.send(2, PeerMessage::Raft(vec![7]));
-            glommio::timer::sleep(Duration::from_millis(20)).await;
+            runtime::sleep(Duration::from_millis(20)).await;
         }
     });
     let node_two = spawn("speaking-2", move || async move {
@@ -662,7 +664,7 @@ fn a_node_of_another_cluster_is_refused() {
         first.peers.set_cluster(Some(0xa));
         second.peers.set_cluster(Some(0xb));
         let answering = Rc::clone(&second.peers);
-        glommio::spawn_local(async move {
+        runtime::spawn(async move {
             loop {
                 if let Inbound::Request { reply, .. } = answering.next().await {
                     reply.send(PeerResponse::Joined(Ok(())));

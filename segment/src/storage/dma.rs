@@ -10,7 +10,7 @@ use std::rc::Rc;
 
 use glommio::io::{DmaBuffer, DmaFile, OpenOptions, ReadResult};
 
-use crate::event::Event;
+use crate::runtime::Event;
 
 use super::{ReadBuffer, Storage, StorageFile, WriteBuffer};
 

@@ -20,7 +20,7 @@ use std::rc::Rc;
 use runnel_core::batch::AlignedBytes;
 
 use super::{ReadBuffer, Storage, StorageFile, WriteBuffer};
-use crate::event::yield_now;
+use crate::runtime::yield_now;
 
 /// Sector size: the unit a torn write keeps or loses.
 pub const SECTOR_BYTES: usize = 512;

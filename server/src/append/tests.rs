@@ -6,7 +6,6 @@ use std::rc::Rc;
 use std::sync::Arc;
 use std::time::Instant;
 
-use glommio::channels::channel_mesh::MeshBuilder;
 use runnel_core::batch::AlignedBytes;
 use runnel_core::{
     BatchBuilder, BatchError, Limits, Record, ShardId, StreamName, BATCH_HEADER_LEN,
@@ -15,6 +14,7 @@ use runnel_net::protocol::{ErrorCode, ErrorResponse};
 use runnel_replicate::metadata::{
     Applied, Command, Durability, Node, NodeId, Placement, Shard, StreamConfig,
 };
+use runnel_segment::runtime::channel::Mesh;
 
 use super::{AppendError, AppendRequest, Appended};
 use crate::cluster::ClusterView;
@@ -52,7 +52,7 @@ impl Fixture {
             cores: 1,
             ..NodeConfig::default()
         };
-        let (senders, _receivers) = MeshBuilder::<CoreMessage, _>::full(1, 16)
+        let (senders, _receivers) = Mesh::<CoreMessage>::full(1, 16)
             .join()
             .await
             .expect("a mesh of one core");

@@ -1,4 +1,4 @@
-//! The group log on real files, on a glommio executor: against the in-memory store under
+//! The group log on real files, on an executor of the runtime: against the in-memory store under
 //! random writes, compactions and reopens; under a real member; torn tails, damage, and the
 //! migration from the old metadata log.
 
@@ -18,7 +18,7 @@ use super::{migrate, GroupLog, GROUP_DIR, LOG_FILE};
 use crate::error::FatalError;
 use crate::metadata_log::MetadataLog;
 
-/// Runs `test` on a glommio executor with a fresh temporary data directory.
+/// Runs `test` on an executor with a fresh temporary data directory.
 fn on_executor<F, Fut>(test: F)
 where
     F: FnOnce(PathBuf) -> Fut + Send + 'static,

@@ -6,14 +6,8 @@
 
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
-use std::time::Duration;
 
-use runnel_segment::event::Event;
-
-use crate::select::first_of;
-
-/// How often a wait checks whether the node is stopping.
-const STOP_CHECK_MS: u64 = 100;
+use runnel_segment::runtime::Event;
 
 /// Answers awaited by one core, by id.
 pub struct Pending<T> {
@@ -73,8 +67,7 @@ impl<T> Pending<T> {
             if stopping() {
                 return None;
             }
-            let tick = glommio::timer::sleep(Duration::from_millis(STOP_CHECK_MS));
-            let _ = first_of(changed, tick, std::future::pending::<()>()).await;
+            changed.await;
         }
     }
 }
@@ -93,10 +86,13 @@ impl<T> Drop for Forget<'_, T> {
 
 #[cfg(test)]
 mod tests {
+    use std::cell::Cell;
+    use std::rc::Rc;
     use std::time::Duration;
 
+    use runnel_segment::runtime::{first_of, sleep, spawn, yield_now, First};
+
     use super::Pending;
-    use crate::select::{first_of, First};
 
     /// A waiter that gives up (its future dropped, as a description that stops waiting for a
     /// slow node does) leaves no slot behind, and the late answer is dropped.
@@ -107,7 +103,7 @@ mod tests {
             let id = pending.register();
             let waited = first_of(
                 pending.wait(id, || false),
-                glommio::timer::sleep(Duration::from_millis(10)),
+                sleep(Duration::from_millis(10)),
                 std::future::pending::<()>(),
             )
             .await;
@@ -121,6 +117,26 @@ mod tests {
                 pending.slots.borrow().is_empty(),
                 "a late answer is dropped"
             );
+        });
+    }
+
+    /// A wait ends when its waiter's stop condition becomes true and `wake_all` is called,
+    /// with no tick: nothing else could end it (no answer ever comes).
+    #[test]
+    fn wake_all_ends_a_wait_whose_condition_holds() {
+        runnel_segment::runtime::run("pending-wake-all", 1, || async {
+            let pending: Rc<Pending<u32>> = Rc::default();
+            let closing = Rc::new(Cell::new(false));
+            let id = pending.register();
+            let waiter = {
+                let (pending, closing) = (Rc::clone(&pending), Rc::clone(&closing));
+                spawn(async move { pending.wait(id, || closing.get()).await })
+            };
+            yield_now().await;
+            closing.set(true);
+            pending.wake_all();
+            assert_eq!(waiter.await, None, "the wait ended without an answer");
+            assert!(pending.slots.borrow().is_empty());
         });
     }
 }

@@ -6,19 +6,19 @@ use std::cell::Cell;
 use std::rc::Rc;
 use std::time::Duration;
 
-use glommio::channels::channel_mesh::{Full, MeshBuilder, Senders};
+use runnel_segment::runtime::channel::{Mesh as Channels, MeshSenders};
+use runnel_segment::runtime::{first_of, sleep, spawn, First, TaskHandle};
 
 use super::codec::{put_string, put_u64, Reader};
 use super::{
     AnyValue, Envelope, Mesh, MeshError, MeshHost, RemoteService, Service, ServiceId, WireError,
 };
-use crate::select::{first_of, First};
 
 /// One core of the test: its mesh side and its senders.
 struct TestCore {
     index: u32,
     mesh: Mesh<TestCore>,
-    senders: Senders<Envelope>,
+    senders: MeshSenders<Envelope>,
     closing: Cell<bool>,
 }
 
@@ -74,11 +74,8 @@ service!(
 
 /// Joins core `index` of `builder`, registers the test services, and serves calls from the
 /// other core (until its senders go: the returned task then ends).
-async fn start(
-    index: u32,
-    builder: MeshBuilder<Envelope, Full>,
-) -> (Rc<TestCore>, Vec<glommio::Task<()>>) {
-    let (senders, mut receivers) = builder.join().await.expect("join the mesh");
+async fn start(index: u32, builder: Channels<Envelope>) -> (Rc<TestCore>, Vec<TaskHandle<()>>) {
+    let (senders, receivers) = builder.join().await.expect("join the mesh");
     let core = Rc::new(TestCore {
         index,
         mesh: Mesh::new(index, 2),
@@ -87,17 +84,16 @@ async fn start(
     });
     core.mesh
         .register::<Echo, _, _>(|core: Rc<TestCore>, text| async move {
-            glommio::timer::sleep(Duration::from_millis(1)).await;
+            sleep(Duration::from_millis(1)).await;
             Ok(format!("{text} from core {}", core.index))
         });
     core.mesh
         .register::<Silent, _, _>(|_, ()| std::future::pending());
     let serving = receivers
-        .streams()
         .into_iter()
-        .map(|(_, receiver)| {
+        .map(|receiver| {
             let core = Rc::clone(&core);
-            glommio::spawn_local(async move {
+            spawn(async move {
                 while let Some(envelope) = receiver.recv().await {
                     Mesh::receive(&core, envelope);
                 }
@@ -108,12 +104,12 @@ async fn start(
 }
 
 /// Core 1 serves until core 0 ends (its envelopes stop when core 0's senders go).
-fn serve_core_one(builder: MeshBuilder<Envelope, Full>) -> std::thread::JoinHandle<()> {
+fn serve_core_one(builder: Channels<Envelope>) -> std::thread::JoinHandle<()> {
     std::thread::spawn(move || {
         runnel_segment::runtime::run("mesh-test-1", 2, move || async move {
             let (_core, serving) = start(1, builder).await;
             for task in serving {
-                task.await;
+                task.join().await;
             }
         })
     })
@@ -124,7 +120,7 @@ fn serve_core_one(builder: MeshBuilder<Envelope, Full>) -> std::thread::JoinHand
 /// answered as errors, never a panic.
 #[test]
 fn calls_cross_cores_typed_and_errors_are_answers() {
-    let builder = MeshBuilder::full(2, 16);
+    let builder = Channels::full(2, 16);
     let one = serve_core_one(builder.clone());
     runnel_segment::runtime::run("mesh-test-0", 2, move || async move {
         let (core, _serving) = start(0, builder).await;
@@ -163,13 +159,13 @@ fn calls_cross_cores_typed_and_errors_are_answers() {
 /// whose caller gives up leaves none either.
 #[test]
 fn a_closing_core_ends_its_calls() {
-    let builder = MeshBuilder::full(2, 16);
+    let builder = Channels::full(2, 16);
     let one = serve_core_one(builder.clone());
     runnel_segment::runtime::run("mesh-test-0", 2, move || async move {
         let (core, _serving) = start(0, builder).await;
         let given_up = first_of(
             Mesh::call::<Silent>(&core, 1, ()),
-            glommio::timer::sleep(Duration::from_millis(10)),
+            sleep(Duration::from_millis(10)),
             std::future::pending::<()>(),
         )
         .await;
@@ -177,13 +173,13 @@ fn a_closing_core_ends_its_calls() {
         assert!(core.mesh.pending.is_empty(), "the given-up call left");
         let calling = {
             let core = Rc::clone(&core);
-            glommio::spawn_local(async move { Mesh::call::<Silent>(&core, 1, ()).await })
+            spawn(async move { Mesh::call::<Silent>(&core, 1, ()).await })
         };
         // Lets the call reach core 1 (either way, it ends the same).
-        glommio::timer::sleep(Duration::from_millis(1)).await;
+        sleep(Duration::from_millis(1)).await;
         core.closing.set(true);
         core.mesh.wake_all();
-        assert_eq!(calling.await, Err(MeshError::Stopping));
+        assert_eq!(calling.join().await, Err(MeshError::Stopping));
         assert!(core.mesh.pending.is_empty(), "the ended call left");
     });
     one.join().expect("core 1");

@@ -29,10 +29,7 @@ use runnel_segment::LogError;
 use super::slot::{get_or_create, DispatchSlot};
 use super::subscription_id;
 use crate::core::{now_ms, Core};
-use crate::select::{first_of, First};
-
-/// Longest wait before the loop looks at the node's state again, in milliseconds.
-const IDLE_CHECK_MS: u64 = 500;
+use runnel_segment::runtime::{first_of, sleep, First};
 
 /// Serves a `Consume` stream until the shard is revoked, the member goes away, the
 /// subscription is deleted or the node stops.
@@ -219,7 +216,7 @@ async fn serve_loop(
             // waits for acks to make room for a whole batch: wait for the next event rather
             // than plan again at once.
         }
-        match wait(slot, member, end, reader, recv).await {
+        match wait(core, slot, member, end, reader, recv).await {
             Wake::Look => {}
             Wake::Frame(Ok(Some(Request::Ack(ack)))) => {
                 let result = apply_ack(slot, member, &ack);
@@ -244,8 +241,9 @@ async fn serve_loop(
 
 /// Waits for the first of: a frame from the member, new records (only while the budget has
 /// room, or the loop would spin on records it may not send), the next ack deadline, a change
-/// of the slot, or the idle check.
+/// of the slot (a new assignee or stream, the subscription deleted), or the node stopping.
 async fn wait(
+    core: &Core,
     slot: &DispatchSlot,
     member: MemberId,
     end: runnel_core::Offset,
@@ -262,9 +260,6 @@ async fn wait(
         )
     };
     let now = now_ms().max(0) as u64;
-    let sleep_ms = deadline.map_or(IDLE_CHECK_MS, |deadline| {
-        deadline.saturating_sub(now).clamp(1, IDLE_CHECK_MS)
-    });
     let frame = async {
         reader
             .read_request(recv)
@@ -281,15 +276,18 @@ async fn wait(
             std::future::pending::<()>().await;
         }
     };
-    let others = async {
-        let _ = first_of(
-            records,
-            changed,
-            glommio::timer::sleep(Duration::from_millis(sleep_ms)),
-        )
-        .await;
+    let ack_deadline = async {
+        match deadline {
+            Some(deadline) => {
+                sleep(Duration::from_millis(deadline.saturating_sub(now).max(1))).await;
+            }
+            None => std::future::pending::<()>().await,
+        }
     };
-    match first_of(frame, others, std::future::pending::<()>()).await {
+    let others = async {
+        let _ = first_of(records, changed, ack_deadline).await;
+    };
+    match first_of(frame, others, core.until_stopping()).await {
         First::A(frame) => Wake::Frame(frame),
         First::B(()) | First::C(()) => Wake::Look,
     }

@@ -18,17 +18,15 @@ use runnel_net::protocol::{
 };
 use runnel_replicate::consumer::{Change, Group, JoinError, MemberId, MemberInfo};
 use runnel_replicate::metadata::SubscriptionId;
-use runnel_segment::event::Event;
+use runnel_segment::runtime::{first_of, spawn, Event, First};
 
 use super::services::{self, Assign};
 use super::{coordinator, subscription_id};
 use crate::core::{now_ms, Core};
-use crate::select::{first_of, First};
 
-/// How often each core looks for members past their session timeout.
+/// How often each core looks for members past their session timeout (a real deadline: a
+/// session ends at most this late).
 const EXPIRY_CHECK_MS: u64 = 250;
-/// Longest wait of a join stream before it looks at the node's state again.
-const IDLE_CHECK_MS: u64 = 500;
 
 /// What a join stream's task needs to hear about its member.
 #[derive(Default)]
@@ -138,7 +136,7 @@ async fn apply(core: &Rc<Core>, slot: &GroupSlot, changes: &[Change]) {
                 generation,
             };
             let (core, subscription, shard) = (Rc::clone(core), slot.subscription, change.shard);
-            Some(glommio::spawn_local(async move {
+            Some(spawn(async move {
                 if let Err(reason) = core
                     .call_at::<Assign>(owner.node, owner.core, assignment)
                     .await
@@ -167,8 +165,10 @@ async fn apply(core: &Rc<Core>, slot: &GroupSlot, changes: &[Change]) {
 /// Expels, on every group this core coordinates, the members past their session timeout.
 /// Runs until the node stops.
 pub async fn expire_members(core: Rc<Core>) {
-    while !core.shutting_down() {
-        glommio::timer::sleep(Duration::from_millis(EXPIRY_CHECK_MS)).await;
+    while core
+        .sleep_unless_stopping(Duration::from_millis(EXPIRY_CHECK_MS))
+        .await
+    {
         for slot in core.subscriptions.groups() {
             let (expelled, changes) = slot.group.borrow_mut().expire(now_ms().max(0) as u64);
             if expelled.is_empty() {
@@ -259,8 +259,10 @@ async fn run(
                     .await
                     .map(|frame| frame.map(|(request, _)| request))
             };
-            let tick = glommio::timer::sleep(Duration::from_millis(IDLE_CHECK_MS));
-            match first_of(frame, handle.changed.listen(), tick).await {
+            // Every other reason to look again (an assignment, an expulsion, the subscription
+            // deleted) notifies `changed`; the node stopping ends the wait from any thread.
+            let stopping = core.until_stopping();
+            match first_of(frame, handle.changed.listen(), stopping).await {
                 First::A(Ok(Some(Request::Heartbeat))) => {
                     slot.group
                         .borrow_mut()

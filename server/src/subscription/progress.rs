@@ -18,12 +18,13 @@ use super::services::ShardProgress;
 use super::slot::{get_or_create, DispatchSlot};
 use crate::core::{visible, Core};
 use crate::mesh::MeshError;
+use runnel_segment::runtime::sleep;
 
 /// Persists moved progress every commit interval until the node stops.
 pub async fn commit_progress(core: Rc<Core>) {
     let interval = Duration::from_millis(core.config.subscriptions.commit_interval_ms);
     while !core.shutting_down() {
-        glommio::timer::sleep(interval).await;
+        sleep(interval).await;
         commit_moved(&core).await;
     }
 }

@@ -13,8 +13,8 @@ use runnel_core::{Offset, ShardId};
 use runnel_net::protocol::{ConsumeEndReason, ErrorCode, ErrorResponse};
 use runnel_replicate::consumer::{DispatchConfig, MemberId, ShardDispatch};
 use runnel_replicate::metadata::{SubscriptionId, SubscriptionStart};
-use runnel_segment::event::Event;
 use runnel_segment::log::ReadBound;
+use runnel_segment::runtime::Event;
 
 use crate::core::{visible, Core};
 use crate::local::{visible_end, OpenLog};

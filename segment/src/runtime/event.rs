@@ -1,5 +1,7 @@
-//! A single-threaded wake-up primitive (also used by the server): tasks wait until the log's state changed, then check
-//! again. Waiters are woken all at once; a waiter re-checks its condition in a loop.
+//! A wake-up within one executor: tasks wait until some state changed, then check again.
+//! Waiters are woken all at once; a waiter takes its `listen()` before checking its condition
+//! and re-checks it in a loop, so no change is missed. For a wake-up from another thread, see
+//! [`Latch`](super::Latch).
 
 use std::cell::{Cell, RefCell};
 use std::future::Future;
