@@ -89,6 +89,10 @@ pub struct MetaGroup {
     input_ready: Event,
     outcomes: RefCell<HashMap<u64, Option<Result<Outcome, ErrorResponse>>>>,
     applied_changed: Event,
+    /// Notified when the term or leader changes (see `log_leader`).
+    leader_changed: Event,
+    /// Notified once, when the group starts stopping: every wait ends at once.
+    stop_event: Event,
     next_proposal: Cell<u64>,
     /// A proposer batch is staged or in flight: no membership change is proposed meanwhile
     /// (the batch's indexes were predicted from the committed state).
@@ -186,6 +190,8 @@ impl MetaGroup {
             input_ready: Event::default(),
             outcomes: RefCell::new(HashMap::new()),
             applied_changed: Event::default(),
+            leader_changed: Event::default(),
+            stop_event: Event::default(),
             next_proposal: Cell::new(1),
             batch_active: Cell::new(false),
             prepared: RefCell::new(HashSet::new()),
@@ -261,6 +267,7 @@ impl MetaGroup {
         let deadline = Instant::now() + timeout;
         loop {
             let changed = self.applied_changed.listen();
+            let stopped = self.stop_event.listen();
             if core.metadata.borrow().applied_index() >= index {
                 return true;
             }
@@ -268,12 +275,7 @@ impl MetaGroup {
             if left.is_zero() || self.stopping.get() {
                 return false;
             }
-            let _ = first_of(
-                changed,
-                sleep(left.min(Duration::from_millis(100))),
-                std::future::pending::<()>(),
-            )
-            .await;
+            let _ = first_of(changed, sleep(left), stopped).await;
         }
     }
 
@@ -281,13 +283,16 @@ impl MetaGroup {
     async fn known_leader(&self) -> Option<u64> {
         let deadline = Instant::now() + LEADER_WAIT;
         loop {
+            let changed = self.leader_changed.listen();
+            let stopped = self.stop_event.listen();
             if let Some(leader) = self.leader() {
                 return Some(leader);
             }
-            if Instant::now() >= deadline || self.stopping.get() {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() || self.stopping.get() {
                 return None;
             }
-            sleep(Duration::from_millis(20)).await;
+            let _ = first_of(changed, sleep(left), stopped).await;
         }
     }
 
@@ -298,6 +303,7 @@ impl MetaGroup {
         let deadline = Instant::now() + LEADER_WAIT;
         loop {
             let changed = self.applied_changed.listen();
+            let stopped = self.stop_event.listen();
             {
                 let member = self.member.borrow();
                 if !member.is_leader() {
@@ -319,12 +325,7 @@ impl MetaGroup {
                     "the metadata leader is busy with earlier entries; retry",
                 ));
             }
-            let _ = first_of(
-                changed,
-                sleep(left.min(Duration::from_millis(50))),
-                std::future::pending::<()>(),
-            )
-            .await;
+            let _ = first_of(changed, sleep(left), stopped).await;
         }
     }
 
@@ -484,6 +485,7 @@ impl MetaGroup {
     /// Stops the driver and waits for it.
     pub async fn stop(&self) {
         self.stopping.set(true);
+        self.stop_event.notify();
         self.input_ready.notify();
         loop {
             let finished = self.finished.listen();
@@ -585,6 +587,7 @@ impl MetaGroup {
         };
         if now != self.seen_leader.get() {
             self.seen_leader.set(now);
+            self.leader_changed.notify();
             tracing::info!(term = now.0, leader = ?now.1, "metadata group leader");
         }
     }
@@ -597,18 +600,14 @@ impl MetaGroup {
         self.input_ready.notify();
         loop {
             let done = reply.done.listen();
+            let stopped = self.stop_event.listen();
             if let Some(outcome) = reply.outcome.borrow_mut().take() {
                 return outcome;
             }
             if self.stopping.get() {
                 return Err(unavailable("the node is stopping"));
             }
-            let _ = first_of(
-                done,
-                sleep(Duration::from_millis(100)),
-                std::future::pending::<()>(),
-            )
-            .await;
+            let _ = first_of(done, stopped, std::future::pending::<()>()).await;
         }
     }
 
