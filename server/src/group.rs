@@ -1073,11 +1073,19 @@ impl MetaGroup {
         result.map_err(store_error)
     }
 
+    /// Writes a compaction's snapshot. Without room it is skipped: the log on disk keeps its
+    /// entries (the next compaction tries again), and the node goes on.
     async fn compact(&self, snapshot: &StoredSnapshot) -> Result<(), FatalError> {
         let mut disk = self.take_disk()?;
         let result = disk.compact(snapshot).await;
         *self.disk.borrow_mut() = Some(disk);
-        result.map_err(store_error)
+        match result {
+            Err(AppendError::NoSpace(message)) => {
+                tracing::warn!(%message, "no room for a metadata snapshot; the log keeps its entries");
+                Ok(())
+            }
+            other => other.map_err(store_error),
+        }
     }
 
     /// Hands `messages` to the peer transport; returns the peers a snapshot was handed over

@@ -133,7 +133,15 @@ pub struct GroupLog {
     image: Image,
     /// A write failed in a way that leaves the file's state unknown: every later call fails.
     failed: bool,
+    /// The file's blocks are allocated up to here (past `end`: see [`RESERVE_BYTES`]).
+    reserved_to: u64,
 }
+
+/// Bytes kept allocated past the log's end (renewed when less than half is left), so that
+/// metadata changes — the deletes that free space among them — can still be recorded when the
+/// disk fills. Best effort: a disk already full, or a filesystem without `fallocate`, leaves
+/// the log as it would be without.
+pub const RESERVE_BYTES: u64 = 1 << 20;
 
 fn is_no_space(error: &io::Error) -> bool {
     matches!(
@@ -304,7 +312,10 @@ impl GroupLog {
             end: replayed.end,
             image: Image::from_store(&store),
             failed: false,
+            reserved_to: 0,
         };
+        let mut log = log;
+        log.keep_reserve();
         Ok(Some((log, store)))
     }
 
@@ -336,17 +347,40 @@ impl GroupLog {
         sync_dir(&tmp_dir).await?;
         std::fs::rename(&tmp_dir, &dir).map_err(|e| metadata_error("rename", &tmp_dir, e))?;
         sync_dir(data_dir).await?;
-        Ok(GroupLog {
+        let mut log = GroupLog {
             dir,
             file,
             end: bytes.len() as u64,
             image: Image::from_store(initial),
             failed: false,
-        })
+            reserved_to: 0,
+        };
+        log.keep_reserve();
+        Ok(log)
     }
 
     fn path(&self) -> PathBuf {
         self.dir.join(LOG_FILE)
+    }
+
+    /// Renews the allocation past the end when less than half of [`RESERVE_BYTES`] is left.
+    fn keep_reserve(&mut self) {
+        if self.reserved_to.saturating_sub(self.end) >= RESERVE_BYTES / 2 {
+            return;
+        }
+        match self.file.reserve(self.end, RESERVE_BYTES) {
+            Ok(()) => self.reserved_to = self.end + RESERVE_BYTES,
+            Err(error) => {
+                self.reserved_to = self.end;
+                tracing::debug!(%error, "cannot reserve room past the metadata group log's end");
+            }
+        }
+    }
+
+    /// Whether the log has its reserve: the blocks of `RESERVE_BYTES / 2` past its end are
+    /// allocated.
+    pub fn has_reserve(&self) -> bool {
+        self.reserved_to.saturating_sub(self.end) >= RESERVE_BYTES / 2
     }
 
     fn check_usable(&self) -> Result<(), AppendError> {
@@ -434,6 +468,8 @@ impl GroupLog {
             // Cut what part of the write went in, so the next write follows the last whole
             // one directly (a cut needs no room).
             let no_space = is_no_space(&error);
+            // (The cut also frees the blocks reserved past the end.)
+            self.reserved_to = self.end;
             if !no_space || self.file.truncate(self.end).await.is_err() {
                 self.failed = true;
             }
@@ -444,6 +480,7 @@ impl GroupLog {
             return Err(AppendError::Fatal(error));
         }
         self.end += bytes.len() as u64;
+        self.keep_reserve();
         Ok(())
     }
 
@@ -473,6 +510,8 @@ impl GroupLog {
         // The old file is gone from the directory; its descriptor only remains.
         let _closed = old.close().await;
         self.end = bytes.len() as u64;
+        self.reserved_to = 0;
+        self.keep_reserve();
         self.image = image;
         Ok(())
     }

@@ -63,6 +63,32 @@ impl BufferedFile {
         self.0.truncate(size).await.map_err(io_error)
     }
 
+    /// Allocates the blocks of `[offset, offset + length)` without changing the file's size
+    /// (`fallocate` with `FALLOC_FL_KEEP_SIZE`): later writes there need no free space.
+    #[allow(unsafe_code)]
+    pub fn reserve(&self, offset: u64, length: u64) -> io::Result<()> {
+        use std::os::fd::AsRawFd;
+        let (Ok(offset), Ok(length)) =
+            (libc::off_t::try_from(offset), libc::off_t::try_from(length))
+        else {
+            return Err(io::Error::from(io::ErrorKind::InvalidInput));
+        };
+        // SAFETY: fallocate only acts on the descriptor this file owns for its lifetime.
+        let rc = unsafe {
+            libc::fallocate(
+                self.0.as_raw_fd(),
+                libc::FALLOC_FL_KEEP_SIZE,
+                offset,
+                length,
+            )
+        };
+        if rc == 0 {
+            Ok(())
+        } else {
+            Err(io::Error::last_os_error())
+        }
+    }
+
     /// Makes the file's data durable (fdatasync).
     pub async fn fdatasync(&self) -> io::Result<()> {
         self.0.fdatasync().await.map_err(io_error)

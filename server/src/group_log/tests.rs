@@ -540,3 +540,38 @@ fn migration_keeps_the_old_metadata_log_state() {
             .is_some());
     });
 }
+
+/// The log keeps room allocated past its end (its size unchanged), after creating, after
+/// writes that use more than half of it, and after reopening; the blocks are really there.
+#[test]
+fn the_log_keeps_room_past_its_end() {
+    on_executor(|data_dir| async move {
+        let mut log = GroupLog::create(&data_dir, &GroupStore::founding(&[1]))
+            .await
+            .expect("create");
+        assert!(log.has_reserve(), "reserved at creation");
+        let path = log_path(&data_dir);
+        let allocated = |path: &Path| {
+            use std::os::unix::fs::MetadataExt;
+            let metadata = std::fs::metadata(path).expect("stat");
+            (metadata.len(), metadata.blocks() * 512)
+        };
+        let (size, blocks) = allocated(&path);
+        assert!(blocks >= size + super::RESERVE_BYTES / 2, "{size} bytes in {blocks}");
+        // Entries of 64 KiB until more than the whole reserve was written.
+        let data = vec![7u8; 64 << 10];
+        let mut index = 2;
+        while allocated(&path).0 < size + 2 * super::RESERVE_BYTES {
+            log.write(&persist(vec![entry(index, 1, 0, &data)], None))
+                .await
+                .expect("write");
+            assert!(log.has_reserve(), "renewed after the write of entry {index}");
+            index += 1;
+        }
+        let (size, blocks) = allocated(&path);
+        assert!(blocks >= size + super::RESERVE_BYTES / 2, "{size} bytes in {blocks}");
+        drop(log);
+        let (log, _) = reopen(&data_dir).await;
+        assert!(log.has_reserve(), "reserved after reopening");
+    });
+}
