@@ -557,7 +557,10 @@ fn the_log_keeps_room_past_its_end() {
             (metadata.len(), metadata.blocks() * 512)
         };
         let (size, blocks) = allocated(&path);
-        assert!(blocks >= size + super::RESERVE_BYTES / 2, "{size} bytes in {blocks}");
+        assert!(
+            blocks >= size + super::RESERVE_BYTES / 2,
+            "{size} bytes in {blocks}"
+        );
         // Entries of 64 KiB until more than the whole reserve was written.
         let data = vec![7u8; 64 << 10];
         let mut index = 2;
@@ -565,11 +568,17 @@ fn the_log_keeps_room_past_its_end() {
             log.write(&persist(vec![entry(index, 1, 0, &data)], None))
                 .await
                 .expect("write");
-            assert!(log.has_reserve(), "renewed after the write of entry {index}");
+            assert!(
+                log.has_reserve(),
+                "renewed after the write of entry {index}"
+            );
             index += 1;
         }
         let (size, blocks) = allocated(&path);
-        assert!(blocks >= size + super::RESERVE_BYTES / 2, "{size} bytes in {blocks}");
+        assert!(
+            blocks >= size + super::RESERVE_BYTES / 2,
+            "{size} bytes in {blocks}"
+        );
         drop(log);
         let (log, _) = reopen(&data_dir).await;
         assert!(log.has_reserve(), "reserved after reopening");
