@@ -1312,15 +1312,7 @@ impl MetaGroup {
     }
 }
 
-/// A new cluster's id: random (std's per-process random hash keys over the node id and the
-/// time), never 0. Not a secret: it only tells clusters apart.
+/// A new cluster's id: random, never 0. Not a secret: it only tells clusters apart.
 fn new_cluster_id(node: u64) -> u64 {
-    use std::hash::{BuildHasher, Hasher};
-    let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
-    hasher.write_u64(node);
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_nanos());
-    hasher.write_u128(now);
-    hasher.finish().max(1)
+    crate::peer::random_id(node).max(1)
 }

@@ -364,6 +364,10 @@ pub struct Peers {
     heard: RefCell<HashMap<u64, Instant>>,
     /// The cluster this node belongs to, once its metadata names one.
     cluster: Cell<Option<u64>>,
+    /// This process's incarnation, sent in every `Hello`.
+    incarnation: u64,
+    /// The incarnation each node's last `Hello` carried.
+    incarnations: RefCell<HashMap<u64, u64>>,
     inbound_sender: LocalSender<Inbound>,
     inbound: LocalReceiver<Inbound>,
     /// Accepted connections, by stable id, to close them with the transport.
@@ -402,6 +406,8 @@ impl Peers {
             peers: RefCell::new(HashMap::new()),
             heard: RefCell::new(HashMap::new()),
             cluster: Cell::new(None),
+            incarnation: random_id(my_id),
+            incarnations: RefCell::new(HashMap::new()),
             inbound_sender,
             inbound,
             accepted: RefCell::new(HashMap::new()),
@@ -684,6 +690,7 @@ impl Peers {
                 from: self.my_id,
                 to,
                 cluster: self.cluster.get(),
+                incarnation: self.incarnation,
             }))?;
             stream
                 .write_all(&hello)
@@ -847,6 +854,7 @@ impl Peers {
             }
         }
         let from = hello.from;
+        self.restarted(from, hello.incarnation);
         self.heard_from(from);
         tracing::debug!(peer = from, remote = %connection.remote_address(), "peer connected");
         {
@@ -978,6 +986,31 @@ impl Peers {
         Ok(())
     }
 
+    /// A `Hello` from node `id` carried `incarnation`. Another one than before means the node
+    /// restarted: the connection to its old process is dropped and it is dialled afresh. (A
+    /// killed process sends no close, and its successor on the same port ignores the old
+    /// connection's packets: without this, messages to the node went on into that connection
+    /// until its idle timeout, 10 s, and a restarted node heard nothing from here that long.)
+    fn restarted(&self, id: u64, incarnation: u64) {
+        let previous = self.incarnations.borrow_mut().insert(id, incarnation);
+        if previous.is_none_or(|previous| previous == incarnation) {
+            return;
+        }
+        let peer = self.peers.borrow().get(&id).cloned();
+        if let Some(peer) = peer {
+            if let Some(connection) = peer.live_link() {
+                tracing::info!(
+                    peer = id,
+                    "peer restarted; dropping the connection to its old process"
+                );
+                peer.drop_link(&connection, PeerCloseCode::Done, b"the peer restarted");
+            }
+            peer.retry_at.set(None);
+            peer.backoff
+                .set(Duration::from_millis(self.limits.backoff_initial_ms));
+        }
+    }
+
     fn heard_from(&self, id: u64) {
         self.heard.borrow_mut().insert(id, Instant::now());
         // A node that just spoke is up: dialling it need not wait out a backoff earned while it
@@ -1012,6 +1045,16 @@ impl Peers {
             .borrow()
             .get(&id)
             .map_or(0, |peer| peer.dropped.get())
+    }
+
+    /// The QUIC connection that carries messages to node `id` now (its `stable_id`), if any:
+    /// for diagnostics and tests.
+    pub fn link_id(&self, id: u64) -> Option<usize> {
+        self.peers
+            .borrow()
+            .get(&id)
+            .and_then(|peer| peer.live_link())
+            .map(|connection| connection.stable_id())
     }
 
     /// When each node was last heard from (any message or request from it), for failure
@@ -1064,4 +1107,17 @@ async fn resolve(address: &str) -> Result<(SocketAddr, String), PeerError> {
         Ok(None) => Err(invalid("resolves to no address".into())),
         Err(error) => Err(invalid(error.to_string())),
     }
+}
+
+/// A random id (std's per-process random hash keys over `node` and the time): a process's
+/// incarnation, a new cluster's id.
+pub(crate) fn random_id(node: u64) -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
+    hasher.write_u64(node);
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos());
+    hasher.write_u128(now);
+    hasher.finish()
 }

@@ -699,6 +699,74 @@ fn a_node_of_another_cluster_is_refused() {
     join(outcome);
 }
 
+/// A node that restarted (a `Hello` from another process of it) gets a new connection: the one
+/// to its old process is dropped at once. (A SIGKILLed process sends no close, and its successor
+/// ignores the old connection's packets, so messages went into it until its idle timeout.) The
+/// restart is played by raw connections as node 2, two processes one after the other.
+#[test]
+fn a_restarted_peer_gets_a_new_connection_at_once() {
+    logs();
+    let ca = CertificateAuthority::new("test cluster").expect("CA");
+    let (one, two) = (credentials(&ca), credentials(&ca));
+    let outcome = spawn("restarts", move || async move {
+        let first = start_node(1, &one, 0)?;
+        let second = start_node(2, &two, 0)?;
+        first.peers.set_address(2, &second.address);
+        let deadline = Instant::now() + DEADLINE;
+        let old_link = loop {
+            first.peers.send(2, PeerMessage::Raft(vec![1]));
+            if let Some(link) = first.peers.link_id(2) {
+                break link;
+            }
+            if Instant::now() > deadline {
+                return Err("node 1 never connected to node 2".into());
+            }
+            runtime::sleep(Duration::from_millis(10)).await;
+        };
+        let raw = runnel_net::endpoint(
+            SocketAddr::from((Ipv4Addr::LOCALHOST, 0)),
+            None,
+            &EndpointOptions::default(),
+        )
+        .map_err(|e| e.to_string())?;
+        let as_two = || {
+            peer_client_config(
+                two.node.identity(),
+                std::slice::from_ref(&two.ca),
+                &TransportLimits::DEFAULT,
+            )
+            .map_err(|e| e.to_string())
+        };
+        // Node 2's process 7 speaks to node 1: the first incarnation node 1 sees; nothing moves.
+        let seven = raw_connect(&raw, as_two()?, &first.address)
+            .await?
+            .map_err(|e| e.to_string())?;
+        let _seven = raw_uni(&seven, &incarnation_hello(2, 1, 7, &[])?).await?;
+        while first.peers.last_heard(2).is_none() {
+            if Instant::now() > deadline {
+                return Err("node 1 never heard process 7".into());
+            }
+            runtime::sleep(Duration::from_millis(10)).await;
+        }
+        let heard = first.peers.last_heard(2);
+        // Process 8 (node 2 restarted): the link to the old process goes.
+        let eight = raw_connect(&raw, as_two()?, &first.address)
+            .await?
+            .map_err(|e| e.to_string())?;
+        let _eight = raw_uni(&eight, &incarnation_hello(2, 1, 8, &[])?).await?;
+        while first.peers.link_id(2) == Some(old_link) {
+            if Instant::now() > deadline {
+                return Err(format!(
+                    "node 1 kept its connection to node 2's old process (heard {heard:?})"
+                ));
+            }
+            runtime::sleep(Duration::from_millis(10)).await;
+        }
+        Ok(())
+    });
+    join(outcome);
+}
+
 /// Waits for a raw test client's connection to end, and checks the server's close code when
 /// it arrives. (A close sent just after the handshake may not get out: quinn holds it back
 /// while MTU discovery's large probes fill the congestion window, and the client then learns
@@ -744,10 +812,16 @@ async fn raw_connect(
 
 /// A `Hello` from `from` to `to`, followed by `after`.
 fn hello_frame(from: u64, to: u64, after: &[u8]) -> TestResult<Vec<u8>> {
+    incarnation_hello(from, to, 1, after)
+}
+
+/// A `Hello` from process `incarnation` of node `from` to `to`, followed by `after`.
+fn incarnation_hello(from: u64, to: u64, incarnation: u64, after: &[u8]) -> TestResult<Vec<u8>> {
     let hello = runnel_server::peer::Hello {
         from,
         to: Some(to),
         cluster: None,
+        incarnation,
     };
     let bytes = runnel_server::peer::encode(&runnel_server::peer::Frame::Hello(hello))
         .map_err(|e| e.to_string())?;

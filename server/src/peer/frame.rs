@@ -113,6 +113,9 @@ pub struct Hello {
     pub to: Option<u64>,
     /// The dialler's cluster id; None before it joined a cluster (a new node dialling seeds).
     pub cluster: Option<u64>,
+    /// The dialler's process: random, chosen when its transport starts. Another one from the
+    /// same node means the node restarted.
+    pub incarnation: u64,
 }
 
 /// Any frame.
@@ -279,6 +282,7 @@ pub fn encode(frame: &Frame) -> Result<Vec<u8>, FrameError> {
             put_u64(&mut out, hello.from);
             put_option(&mut out, hello.to);
             put_option(&mut out, hello.cluster);
+            put_u64(&mut out, hello.incarnation);
         }
         Frame::Message(PeerMessage::Raft(bytes)) => out.extend_from_slice(bytes),
         Frame::Message(PeerMessage::Ping(hello)) => put_node_hello(&mut out, hello)?,
@@ -422,6 +426,7 @@ pub(crate) fn decode_body(header: &Header, body: Vec<u8>) -> Result<Frame, Frame
             from: fields.u64("from")?,
             to: fields.option("to")?,
             cluster: fields.option("cluster")?,
+            incarnation: fields.u64("incarnation")?,
         }),
         kind::PING => Frame::Message(PeerMessage::Ping(fields.node_hello()?)),
         kind::JOIN => Frame::Request(PeerRequest::Join(fields.node_hello()?)),
@@ -672,11 +677,13 @@ mod tests {
                 from: 1,
                 to: Some(2),
                 cluster: Some(3),
+                incarnation: 4,
             }),
             Frame::Hello(Hello {
                 from: 7,
                 to: None,
                 cluster: None,
+                incarnation: u64::MAX,
             }),
             Frame::Message(PeerMessage::Raft(vec![8, 1, 16, 2, 24, 3])),
             Frame::Message(PeerMessage::Raft(Vec::new())),
@@ -737,11 +744,13 @@ mod tests {
             from: 1,
             to: Some(2),
             cluster: Some(0x0102_0304_0506_0708),
+            incarnation: 0x1122_3344_5566_7788,
         }))?;
         let body = [
-            1, 0, 0, 0, 0, 0, 0, 0, 1, 2, 0, 0, 0, 0, 0, 0, 0, 1, 8, 7, 6, 5, 4, 3, 2, 1,
+            1, 0, 0, 0, 0, 0, 0, 0, 1, 2, 0, 0, 0, 0, 0, 0, 0, 1, 8, 7, 6, 5, 4, 3, 2, 1, 0x88,
+            0x77, 0x66, 0x55, 0x44, 0x33, 0x22, 0x11,
         ];
-        let mut expected = vec![1, 1, 0, 0, 26, 0, 0, 0];
+        let mut expected = vec![1, 1, 0, 0, 34, 0, 0, 0];
         let crc = crc32fast::hash(&[expected.as_slice(), &body].concat());
         expected.extend_from_slice(&crc.to_le_bytes());
         expected.extend_from_slice(&body);
