@@ -28,3 +28,4 @@ pub mod consumer;
 pub mod group;
 pub mod metadata;
 pub mod shard;
+pub mod sim;

@@ -13,19 +13,12 @@ use std::time::Instant;
 
 use runnel_replicate::group::sim::{run, Mutation, SimConfig, SimReport};
 
-fn env_u64(name: &str, default: u64) -> u64 {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
-
 fn run_seeds(config: &SimConfig, default_seeds: u64) -> SimReport {
-    let seeds = env_u64("RUNNEL_SIM_SEEDS", default_seeds);
-    let first = env_u64("RUNNEL_SIM_FIRST_SEED", 1);
+    let range = runnel_replicate::sim::seeds(default_seeds);
+    let (first, seeds) = (range.start, range.end - range.start);
     let started = Instant::now();
     let mut total = SimReport::default();
-    for seed in first..first + seeds {
+    for seed in range {
         match run(seed, config) {
             Ok(report) => {
                 total.committed += report.committed;

@@ -333,18 +333,9 @@ impl Ord for EventBox {
 /// ours) is a failure of the run like a broken check.
 pub fn run(seed: u64, config: &SimConfig) -> Result<SimReport, SimFailure> {
     let mut world = World::new(seed, config.clone());
-    let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| world.run()));
-    let what = match outcome {
-        Ok(Ok(())) => return Ok(world.report),
-        Ok(Err(what)) => what,
-        Err(panic) => {
-            let message = panic
-                .downcast_ref::<String>()
-                .cloned()
-                .or_else(|| panic.downcast_ref::<&str>().map(|s| (*s).to_string()))
-                .unwrap_or_default();
-            format!("panic: {message}")
-        }
+    let what = match crate::sim::catch_panic(|| world.run()) {
+        Ok(()) => return Ok(world.report),
+        Err(what) => what,
     };
     Err(SimFailure {
         seed,
