@@ -211,14 +211,22 @@ impl Replica {
         self.release();
     }
 
+    /// Answers `Sealed` to a message from an epoch below the sealed one; true if it was.
+    fn refused_as_stale(&mut self, from: NodeId, epoch: Epoch) -> bool {
+        if epoch >= self.sealed {
+            return false;
+        }
+        self.reply_now(
+            from,
+            Message::Sealed {
+                sealed: self.sealed,
+            },
+        );
+        true
+    }
+
     fn on_seal(&mut self, from: NodeId, epoch: Epoch) {
-        if epoch < self.sealed {
-            self.reply_now(
-                from,
-                Message::Sealed {
-                    sealed: self.sealed,
-                },
-            );
+        if self.refused_as_stale(from, epoch) {
             return;
         }
         if epoch > self.sealed && self.mutation != Mutation::SkipSealing {
@@ -245,13 +253,7 @@ impl Replica {
         prev_epoch: Option<Epoch>,
         committed: u64,
     ) {
-        if epoch < self.sealed {
-            self.reply_now(
-                from,
-                Message::Sealed {
-                    sealed: self.sealed,
-                },
-            );
+        if self.refused_as_stale(from, epoch) {
             return;
         }
         if entry.count == 0 || entry.epoch > epoch {
