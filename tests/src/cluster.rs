@@ -23,6 +23,8 @@ use crate::server::{free_ports, server_binary, TestServer};
 pub const TEST_CLUSTER_CONFIG: &str =
     "[cluster]\nunavailable_after_ms = 1000\ndead_after_ms = 60000\n";
 
+/// The fault file of a node started by [`LocalCluster::start_with_faults`], in its directory.
+pub const FAULT_FILE: &str = "faults";
 /// How long one `node list` call may take (connect and answer) before it counts as no answer.
 const NODE_LIST_TIMEOUT_MS: u32 = 2_000;
 /// Pause between two polls of a condition.
@@ -84,6 +86,17 @@ impl LocalCluster {
     /// by all of them. Node 1 founds the cluster (`--init-cluster true`); the others get
     /// `--init-cluster false` and every other node as a seed.
     pub fn start_with_config(n: usize, cores: u16, config_toml: &str) -> LocalCluster {
+        LocalCluster::start_inner(n, cores, config_toml, false)
+    }
+
+    /// [`LocalCluster::start_with_config`] with fault injection on: each node reads the fault
+    /// file `node-<k>/faults` (`--fault-injection-file`), which [`LocalCluster::isolate`],
+    /// [`LocalCluster::set_faults`] and [`LocalCluster::heal_all`] write.
+    pub fn start_with_faults(n: usize, cores: u16, config_toml: &str) -> LocalCluster {
+        LocalCluster::start_inner(n, cores, config_toml, true)
+    }
+
+    fn start_inner(n: usize, cores: u16, config_toml: &str, faults: bool) -> LocalCluster {
         assert!(n >= 1, "a cluster has at least one node");
         for binary in [server_binary(), cli_binary()] {
             assert!(
@@ -126,6 +139,10 @@ impl LocalCluster {
             if !seeds.is_empty() {
                 args.push("--seeds".to_owned());
                 args.push(seeds.join(","));
+            }
+            if faults {
+                args.push("--fault-injection-file".to_owned());
+                args.push(path_arg(&dir.join(FAULT_FILE)));
             }
             let server = TestServer::start_at(dir.join("data"), port, cores, args);
             nodes.push(ClusterNode {
@@ -395,6 +412,38 @@ impl LocalCluster {
             agreed.ok_or_else(|| "no node serving".to_owned())
         });
         self.or_panic_with_logs(result, "no agreed metadata leader")
+    }
+
+    /// Replaces node `k`'s fault rules with `rules` (the fault file's text: `isolate N…`,
+    /// `drop-to N…`, `drop-from N…`, one a line; empty heals). The file is replaced whole
+    /// (written aside, then renamed), and the node applies it within its poll interval
+    /// (100 ms). Needs [`LocalCluster::start_with_faults`].
+    pub fn set_faults(&self, k: u64, rules: &str) {
+        let path = self.root.path().join(format!("node-{k}")).join(FAULT_FILE);
+        let aside = path.with_extension("new");
+        std::fs::write(&aside, rules).expect("write a fault file");
+        std::fs::rename(&aside, &path).expect("replace a fault file");
+    }
+
+    /// Cuts node `k` off from every other node, both ways: it drops their peer frames and
+    /// they drop its. Clients still reach every node.
+    pub fn isolate(&self, k: u64) {
+        let others: Vec<String> = self
+            .ids()
+            .filter(|&other| other != k)
+            .map(|other| other.to_string())
+            .collect();
+        self.set_faults(k, &format!("isolate {}\n", others.join(" ")));
+        for other in self.ids().filter(|&other| other != k) {
+            self.set_faults(other, &format!("isolate {k}\n"));
+        }
+    }
+
+    /// Removes every fault rule of every node.
+    pub fn heal_all(&self) {
+        for k in self.ids() {
+            self.set_faults(k, "");
+        }
     }
 
     /// The value, or a panic with `what`, the last reason and every node's log.
