@@ -461,6 +461,17 @@ impl Drop for LocalCluster {
     }
 }
 
+/// Serializes the tests of one test binary that start clusters: several three-node clusters on
+/// a small machine starve each other's heartbeats, and nodes would be marked `Unavailable`
+/// for that. Hold the guard for the test's length.
+pub fn one_cluster_at_a_time() -> std::sync::MutexGuard<'static, ()> {
+    static ONE_CLUSTER_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    // A failed test poisons the lock; the next one may still run.
+    ONE_CLUSTER_AT_A_TIME
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
 /// Calls `check` until it returns `Ok` or `timeout` passes; then the last error. A liveness
 /// bound, not a timing assertion: conditions that will hold are given far longer than needed.
 pub fn poll<T>(
