@@ -50,6 +50,9 @@ pub struct Settings {
     pub replication_factor: u8,
     /// Whether producers are idempotent (then a duplicate fails the run).
     pub idempotent: bool,
+    /// The stream's durability: with `Memory` and R = 1 a killed node may lose acknowledged
+    /// records (reported, not a failure).
+    pub durability: Durability,
     /// Concurrent producers, each sending one record at a time.
     pub producers: u32,
     /// Faults the nemesis injects, one after another.
@@ -73,6 +76,7 @@ impl Settings {
             shards: 3,
             replication_factor: 1,
             idempotent: false,
+            durability: Durability::Fsync,
             producers: 4,
             faults: 6,
             fault_ms: (1_500, 3_000),
@@ -83,7 +87,8 @@ impl Settings {
 
     /// The CI settings changed by the environment: `RUNNEL_JEPSEN_SEED` (default 1),
     /// `RUNNEL_JEPSEN_FAULTS` (default 6; the long run uses 100 or more),
-    /// `RUNNEL_JEPSEN_R` (default 1), `RUNNEL_JEPSEN_IDEMPOTENT` (0/1, default 0).
+    /// `RUNNEL_JEPSEN_R` (default 1), `RUNNEL_JEPSEN_IDEMPOTENT` (0/1, default 0),
+    /// `RUNNEL_JEPSEN_DURABILITY` (`fsync` or `memory`, default `fsync`).
     pub fn from_env() -> Settings {
         let number = |name: &str, default: u64| -> u64 {
             match std::env::var(name) {
@@ -99,6 +104,11 @@ impl Settings {
         settings.replication_factor =
             u8::try_from(number("RUNNEL_JEPSEN_R", 1)).expect("RUNNEL_JEPSEN_R is 1, 3 or 5");
         settings.idempotent = number("RUNNEL_JEPSEN_IDEMPOTENT", 0) != 0;
+        settings.durability = match std::env::var("RUNNEL_JEPSEN_DURABILITY").as_deref() {
+            Err(_) | Ok("fsync") => Durability::Fsync,
+            Ok("memory") => Durability::Memory,
+            Ok(other) => panic!("RUNNEL_JEPSEN_DURABILITY={other:?} is not fsync or memory"),
+        };
         settings
     }
 
@@ -107,6 +117,7 @@ impl Settings {
         Promise {
             replication_factor: self.replication_factor,
             idempotent: self.idempotent,
+            fsync: self.durability == Durability::Fsync,
         }
     }
 }
@@ -349,7 +360,7 @@ async fn create_stream(url: &str, options: &ClientOptions, settings: &Settings) 
         .expect("connect to the cluster");
     client
         .create_stream(
-            StreamSpec::new(STREAM, Durability::Fsync)
+            StreamSpec::new(STREAM, settings.durability)
                 .shard_count(settings.shards)
                 .replication_factor(settings.replication_factor),
         )
