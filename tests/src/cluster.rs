@@ -71,6 +71,8 @@ pub struct LocalCluster {
 
 struct ClusterNode {
     server: TestServer,
+    /// The fault rules last written to its fault file.
+    faults: String,
     paused: bool,
     killed: bool,
 }
@@ -147,6 +149,7 @@ impl LocalCluster {
             let server = TestServer::start_at(dir.join("data"), port, cores, args);
             nodes.push(ClusterNode {
                 server,
+                faults: String::new(),
                 paused: false,
                 killed: false,
             });
@@ -416,32 +419,58 @@ impl LocalCluster {
 
     /// Replaces node `k`'s fault rules with `rules` (the fault file's text: `isolate N…`,
     /// `drop-to N…`, `drop-from N…`, one a line; empty heals). The file is replaced whole
-    /// (written aside, then renamed), and the node applies it within its poll interval
-    /// (100 ms). Needs [`LocalCluster::start_with_faults`].
-    pub fn set_faults(&self, k: u64, rules: &str) {
+    /// (written aside, then renamed); if the node is serving and the rules changed, this
+    /// returns once its log says it applied them (it reads the file every 100 ms), so what
+    /// happens afterwards happens under the new rules. A stopped or paused node applies them
+    /// when it runs again. Needs [`LocalCluster::start_with_faults`].
+    pub fn set_faults(&mut self, k: u64, rules: &str) {
+        const APPLIED: &str = "fault injection: peer rules changed";
+        let changed = self.node(k).faults != rules;
+        let wait = changed && self.is_serving(k);
+        let applied_before = if wait {
+            self.log(k).matches(APPLIED).count()
+        } else {
+            0
+        };
         let path = self.root.path().join(format!("node-{k}")).join(FAULT_FILE);
         let aside = path.with_extension("new");
         std::fs::write(&aside, rules).expect("write a fault file");
         std::fs::rename(&aside, &path).expect("replace a fault file");
+        rules.clone_into(&mut self.node_mut(k).faults);
+        if !wait {
+            return;
+        }
+        let applied = poll(Duration::from_secs(60), || {
+            let count = self.log(k).matches(APPLIED).count();
+            if count > applied_before {
+                Ok(())
+            } else {
+                Err(format!(
+                    "node {k} has not applied the fault rules {rules:?}"
+                ))
+            }
+        });
+        self.or_panic_with_logs(applied, "fault rules");
     }
 
     /// Cuts node `k` off from every other node, both ways: it drops their peer frames and
     /// they drop its. Clients still reach every node.
-    pub fn isolate(&self, k: u64) {
+    pub fn isolate(&mut self, k: u64) {
         let others: Vec<String> = self
             .ids()
             .filter(|&other| other != k)
             .map(|other| other.to_string())
             .collect();
         self.set_faults(k, &format!("isolate {}\n", others.join(" ")));
-        for other in self.ids().filter(|&other| other != k) {
+        let ids: Vec<u64> = self.ids().filter(|&other| other != k).collect();
+        for other in ids {
             self.set_faults(other, &format!("isolate {k}\n"));
         }
     }
 
     /// Removes every fault rule of every node.
-    pub fn heal_all(&self) {
-        for k in self.ids() {
+    pub fn heal_all(&mut self) {
+        for k in self.ids().collect::<Vec<_>>() {
             self.set_faults(k, "");
         }
     }

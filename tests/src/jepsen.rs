@@ -293,10 +293,13 @@ pub fn run(settings: &Settings) -> Outcome {
                 cluster.resume(node);
             }
             Fault::Isolate => {
+                // The cut is the time between every node applying it and the first node
+                // healing: a send both started and acknowledged inside it had no majority.
                 cluster.isolate(node);
+                let from_ms = started.elapsed().as_millis() as u64;
                 std::thread::sleep(Duration::from_millis(hold_ms));
-                cluster.heal_all();
                 let until_ms = started.elapsed().as_millis() as u64;
+                cluster.heal_all();
                 let sequenced_shards = sequencers
                     .iter()
                     .filter(|(_, &sequencer)| sequencer == node)
@@ -304,7 +307,7 @@ pub fn run(settings: &Settings) -> Outcome {
                     .collect();
                 shared.history().isolations.push(Isolation {
                     node,
-                    from_ms: at_ms,
+                    from_ms,
                     until_ms,
                     sequenced_shards,
                 });
