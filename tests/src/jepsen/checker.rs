@@ -132,6 +132,9 @@ pub struct Report {
     /// Appends acknowledged entirely while the sequencer of their shard was cut off from the
     /// other nodes (a minority side committing: allowed only when R = 1).
     pub minority_acks: usize,
+    /// Per shard: acknowledged appends, and the offset after the last record of its final
+    /// log (where a stuck shard shows).
+    pub shards: BTreeMap<u64, (usize, u64)>,
     /// Examples of each problem, for the failure message.
     pub examples: Vec<String>,
 }
@@ -192,6 +195,9 @@ impl fmt::Display for Report {
             self.unexpected,
             self.minority_acks
         )?;
+        for (shard, (acked, end)) in &self.shards {
+            writeln!(f, "  shard {shard}: {acked} acked, final log ends at {end}")?;
+        }
         for example in &self.examples {
             writeln!(f, "  {example}")?;
         }
@@ -265,6 +271,12 @@ pub fn check(history: &History) -> Report {
                 seen.insert(at, record);
             }
         }
+    }
+    for ack in &history.acks {
+        report.shards.entry(ack.at.0).or_default().0 += 1;
+    }
+    for (&shard, log) in &history.final_log {
+        report.shards.entry(shard).or_default().1 = log.last().map_or(0, |(offset, _)| offset + 1);
     }
     let acked: BTreeSet<RecordKey> = history.acks.iter().map(|ack| ack.record).collect();
     for ack in &history.acks {
@@ -367,6 +379,7 @@ mod tests {
         let report = check(&clean());
         assert_eq!(report.acked, 3);
         assert_eq!(report.final_records, 3);
+        assert_eq!(report.shards.get(&7), Some(&(3, 3)), "{report}");
         assert!(report.violations(R3_IDEMPOTENT).is_empty(), "{report}");
         assert_eq!(RecordKey::parse(&key(4, 99).value()), Some(key(4, 99)));
         assert_eq!(RecordKey::parse(b"not json"), None);
