@@ -62,6 +62,7 @@ mod connection;
 mod consumer;
 mod endpoint;
 mod error;
+mod idempotence;
 mod nodes;
 mod options;
 mod producer;
