@@ -1,6 +1,7 @@
 //! The idempotent producer: a [`Transport`] that stamps every batch with a producer id and a
 //! per-shard sequence before it sends it, so that the server recognises a batch it stored
-//! already and answers it with its first offsets (`docs/sdk.md`, "Idempotent producer").
+//! already and answers it with its first offsets (the crate documentation, "Idempotent
+//! producer").
 //!
 //! Per shard, a **session**: a producer id and the sequence of the next record. A batch takes
 //! its stamp when it is sent and keeps it across every retry of that send (the QUIC
