@@ -232,8 +232,13 @@ impl StoredBatch {
 /// One step of the schedule.
 #[derive(Debug, Clone)]
 enum Step {
-    /// The network delivers (again) the `pick`-th batch in flight of producer `producer`.
-    Deliver { producer: usize, pick: usize },
+    /// The network delivers (again) the `pick`-th batch producer `producer` sent (acknowledged
+    /// or not: a late copy), and the answer is lost if `lost`.
+    Deliver {
+        producer: usize,
+        pick: usize,
+        lost: bool,
+    },
     /// A non-idempotent batch of `count` records.
     Other { count: u32 },
     /// The server restarts.
@@ -242,7 +247,8 @@ enum Step {
 
 fn step() -> impl Strategy<Value = Step> {
     prop_oneof![
-        6 => (0..3usize, 0..8usize).prop_map(|(producer, pick)| Step::Deliver { producer, pick }),
+        6 => (0..3usize, 0..8usize, proptest::bool::weighted(0.3))
+            .prop_map(|(producer, pick, lost)| Step::Deliver { producer, pick, lost }),
         1 => (1..20u32).prop_map(|count| Step::Other { count }),
         1 => Just(Step::Restart),
     ]
@@ -281,25 +287,47 @@ impl Client {
         }
     }
 
-    /// Delivers the `pick`-th unacknowledged sent batch (sending the next one first if there
-    /// is room), records the answer.
-    fn deliver(&mut self, shard: &mut Shard, pick: usize, window: usize) {
-        let unacked = self.acked[..self.sent]
+    /// Sends the next batch if it is fewer than `window` batches after the oldest one not
+    /// acknowledged (a producer's in-flight window: at most [`BATCHES_PER_PRODUCER`], which
+    /// the table remembers, so that every batch in flight can still be judged).
+    fn send_next(&mut self, window: usize) {
+        let oldest = self
+            .acked
             .iter()
-            .filter(|a| a.is_none())
-            .count();
-        if unacked < window && self.sent < self.sizes.len() {
+            .position(Option::is_none)
+            .unwrap_or(self.sizes.len());
+        if self.sent < self.sizes.len() && self.sent < oldest + window {
             self.sent += 1;
         }
-        let candidates: Vec<usize> = (0..self.sent)
-            .filter(|&i| self.acked[i].is_none())
-            .collect();
-        let Some(&index) = candidates.get(pick % candidates.len().max(1)) else {
+    }
+
+    /// Sends the next batch if the window allows, then delivers the
+    /// `pick`-th batch sent (any, acknowledged or not) and learns the answer unless `lost`.
+    /// An answer for a batch acknowledged before must name the same offsets.
+    fn deliver(&mut self, shard: &mut Shard, pick: usize, lost: bool, window: usize) {
+        self.send_next(window);
+        if self.sent == 0 {
             return;
-        };
+        }
+        let index = pick % self.sent;
         let answer = shard.append(stamp(self.id, self.sequences[index]), self.sizes[index]);
-        if let Ok(base) = answer {
+        if let (Ok(base), Some(first)) = (answer, self.acked[index]) {
+            assert_eq!(base, first, "a copy answered with other offsets");
+        }
+        if let (Ok(base), false) = (answer, lost) {
             self.acked[index] = Some(base);
+        }
+    }
+
+    /// Delivers the oldest unacknowledged batch, answer kept.
+    fn deliver_oldest(&mut self, shard: &mut Shard, window: usize) {
+        let oldest = self.acked.iter().position(Option::is_none).unwrap_or(0);
+        self.send_next(window);
+        if oldest < self.sent {
+            let answer = shard.append(stamp(self.id, self.sequences[oldest]), self.sizes[oldest]);
+            if let Ok(base) = answer {
+                self.acked[oldest] = Some(base);
+            }
         }
     }
 }
@@ -315,7 +343,7 @@ proptest! {
     fn retries_and_reorders_store_each_batch_once(
         sizes in proptest::collection::vec(proptest::collection::vec(1..6u32, 1..12), 3),
         steps in proptest::collection::vec(step(), 0..120),
-        window in 1..6usize,
+        window in 1..=BATCHES_PER_PRODUCER,
     ) {
         let config = ProducerTableConfig { producers_max: 8, window_records: 1_000_000 };
         let mut shard = Shard { log: Vec::new(), table: ProducerTable::new(config) };
@@ -326,8 +354,8 @@ proptest! {
             .collect();
         for step in steps {
             match step {
-                Step::Deliver { producer, pick } => {
-                    clients[producer].deliver(&mut shard, pick, window);
+                Step::Deliver { producer, pick, lost } => {
+                    clients[producer].deliver(&mut shard, pick, lost, window);
                 }
                 Step::Other { count } => {
                     shard.append(ProducerStamp::default(), count).expect("not checked");
@@ -338,7 +366,7 @@ proptest! {
         for client in &mut clients {
             let mut rounds = 0;
             while client.acked.iter().any(Option::is_none) {
-                client.deliver(&mut shard, 0, window);
+                client.deliver_oldest(&mut shard, window);
                 rounds += 1;
                 prop_assert!(rounds < 1_000, "producer {} makes no progress", client.id);
             }
