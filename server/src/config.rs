@@ -60,11 +60,29 @@ pub struct LogSection {
     pub read_cache_bytes: usize,
     /// Bytes the batch caches of all shard logs of one core hold together. Default 64 MiB.
     pub read_cache_core_bytes: usize,
+    /// Idempotent producers each shard remembers (`crate::dedup`); beyond it the least
+    /// recently active is forgotten. Default 4,096; positive.
+    pub idempotent_producers_max: usize,
+    /// An idempotent producer whose last batch is more than this many records behind its
+    /// shard's end is forgotten; also the most records read to rebuild a shard's producers
+    /// after a start. Default 1,000,000.
+    pub idempotent_window_records: u64,
+}
+
+impl LogSection {
+    /// The bounds of each shard's idempotent-producer table.
+    pub fn producer_table(&self) -> runnel_replicate::producers::ProducerTableConfig {
+        runnel_replicate::producers::ProducerTableConfig {
+            producers_max: self.idempotent_producers_max,
+            window_records: self.idempotent_window_records,
+        }
+    }
 }
 
 impl Default for LogSection {
     fn default() -> Self {
         let log = LogConfig::default();
+        let producers = runnel_replicate::producers::ProducerTableConfig::default();
         LogSection {
             segment_bytes_max: log.segment_bytes_max,
             write_buffer_bytes: log.write_buffer_bytes,
@@ -74,6 +92,8 @@ impl Default for LogSection {
             open_logs_max: 0,
             read_cache_bytes: log.read_cache_bytes,
             read_cache_core_bytes: log.read_cache_core_bytes,
+            idempotent_producers_max: producers.producers_max,
+            idempotent_window_records: producers.window_records,
         }
     }
 }
@@ -463,6 +483,9 @@ impl NodeConfig {
         if self.log.retention_check_interval_ms == 0 {
             return invalid("log.retention_check_interval_ms must be positive".into());
         }
+        if self.log.idempotent_producers_max == 0 {
+            return invalid("log.idempotent_producers_max must be positive".into());
+        }
         if self.log.idle_close_ms == 0 {
             return invalid("log.idle_close_ms must be positive".into());
         }
@@ -605,6 +628,29 @@ mod tests {
                 "--{id} names no default: {help:?}"
             );
         }
+    }
+
+    /// The idempotent-producer bounds are read from `[log]` and a table of none is refused.
+    #[test]
+    fn idempotent_producer_bounds() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let path = dir.path().join("node.toml");
+        std::fs::write(
+            &path,
+            "[log]\nidempotent_producers_max = 7\nidempotent_window_records = 500\n",
+        )
+        .expect("write");
+        let mut config = NodeConfig::from_file(&path).expect("valid");
+        let table = config.log.producer_table();
+        assert_eq!((table.producers_max, table.window_records), (7, 500));
+        config.cores = 1;
+        assert!(config.validate().is_ok());
+        config.log.idempotent_producers_max = 0;
+        let error = config.validate().expect_err("no producers");
+        assert!(
+            error.to_string().contains("idempotent_producers_max"),
+            "{error}"
+        );
     }
 
     #[test]

@@ -225,8 +225,8 @@ impl Core {
                 }
             };
             if load {
-                let rebuilt =
-                    rebuild(log, ProducerTableConfig::default(), ReadBound::Written).await;
+                let config = self.config.log.producer_table();
+                let rebuilt = rebuild(log, config, ReadBound::Written).await;
                 let failed = match rebuilt {
                     Ok(table) => {
                         tracing::debug!(core = self.index, %shard, producers = table.producer_count(), "producer table rebuilt");
