@@ -579,7 +579,8 @@ mod tests {
         let path = dir.path().join("runnel.toml");
         std::fs::write(
             &path,
-            "node_id = 7\nbase_port = 7000\ncores = 3\n[log]\nsegment_bytes_max = 67108864\n",
+            "node_id = 7\nbase_port = 7000\ncores = 3\n[log]\nsegment_bytes_max = 67108864\n\
+             idempotent_producers_max = 7\n",
         )
         .expect("write config");
         let flags = Flags {
@@ -592,6 +593,7 @@ mod tests {
         assert_eq!(config.base_port, 8000, "the flag wins over the file");
         assert_eq!(config.cores, 3, "the file wins over the machine");
         assert_eq!(config.log.segment_bytes_max, 64 << 20);
+        assert_eq!(config.log.producer_table().producers_max, 7);
         assert_eq!(
             config.log.write_buffer_bytes,
             4 << 20,
@@ -630,29 +632,6 @@ mod tests {
         }
     }
 
-    /// The idempotent-producer bounds are read from `[log]` and a table of none is refused.
-    #[test]
-    fn idempotent_producer_bounds() {
-        let dir = tempfile::tempdir().expect("temp dir");
-        let path = dir.path().join("node.toml");
-        std::fs::write(
-            &path,
-            "[log]\nidempotent_producers_max = 7\nidempotent_window_records = 500\n",
-        )
-        .expect("write");
-        let mut config = NodeConfig::from_file(&path).expect("valid");
-        let table = config.log.producer_table();
-        assert_eq!((table.producers_max, table.window_records), (7, 500));
-        config.cores = 1;
-        assert!(config.validate().is_ok());
-        config.log.idempotent_producers_max = 0;
-        let error = config.validate().expect_err("no producers");
-        assert!(
-            error.to_string().contains("idempotent_producers_max"),
-            "{error}"
-        );
-    }
-
     #[test]
     fn bad_files_and_values_get_clear_errors() {
         let dir = tempfile::tempdir().expect("temp dir");
@@ -679,6 +658,13 @@ mod tests {
         config.tls_cert_path = Some("cert.pem".into());
         assert!(config.validate().is_err(), "cert without key");
         config.tls_cert_path = None;
+        config.log.idempotent_producers_max = 0;
+        let error = config.validate().expect_err("no idempotent producers");
+        assert!(
+            error.to_string().contains("idempotent_producers_max"),
+            "{error}"
+        );
+        config.log.idempotent_producers_max = 1;
         config.subscriptions.session_timeout_ms = 50;
         assert!(
             config.validate().is_err(),
