@@ -130,6 +130,17 @@ pub fn runnel_server_path(given: Option<&Path>) -> Result<PathBuf, String> {
 /// The command line of a `runnel-server` on `data_dir`, loopback, `cores` executors (not
 /// pinned: the benchmark's client shares the machine), warnings only in its log.
 pub fn runnel_command(server: &Path, data_dir: &Path, base_port: u16, cores: usize) -> Command {
+    runnel_command_pinned(server, data_dir, base_port, cores, false)
+}
+
+/// [`runnel_command`], with the executors pinned to CPUs 0.. when `pin_cores` is set.
+pub fn runnel_command_pinned(
+    server: &Path,
+    data_dir: &Path,
+    base_port: u16,
+    cores: usize,
+    pin_cores: bool,
+) -> Command {
     let mut command = Command::new(server);
     command
         .arg("--data-dir")
@@ -139,7 +150,7 @@ pub fn runnel_command(server: &Path, data_dir: &Path, base_port: u16, cores: usi
         .arg("--cores")
         .arg(cores.to_string())
         .arg("--pin-cores")
-        .arg("false")
+        .arg(pin_cores.to_string())
         .env("RUNNEL_LOG", "warn");
     command
 }
