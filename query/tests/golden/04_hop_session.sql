@@ -1,0 +1,31 @@
+-- HOP windows: a record is in size/advance windows. SESSION windows: merge when a record
+-- bridges two sessions (the two old rows are retracted, the merged one inserted).
+CREATE STREAM s WITH (TIMESTAMP = 't');
+SELECT k, COUNT(*) AS n, window_start, window_end FROM HOP(s, INTERVAL 10 SECOND, INTERVAL 5 SECOND) GROUP BY k EMIT CHANGES;
+--> query 1
+INSERT INTO s (k, t) VALUES ('a', 7000);
+--> q1 + {"k":"a","n":1,"window_start":0,"window_end":10000}
+--> q1 + {"k":"a","n":1,"window_start":5000,"window_end":15000}
+TERMINATE QUERY 1;
+--> query 1 terminated
+SELECT k, COUNT(*) AS n, SUM(v) AS total, window_start, window_end FROM SESSION(s, INTERVAL 5 SECOND) GROUP BY k GRACE PERIOD INTERVAL 10 SECOND EMIT CHANGES;
+--> query 2
+INSERT INTO s (k, v, t) VALUES ('a', 1, 1000);
+--> q2 + {"k":"a","n":1,"total":1,"window_start":1000,"window_end":6000}
+INSERT INTO s (k, v, t) VALUES ('a', 2, 10000);
+--> q2 + {"k":"a","n":1,"total":2,"window_start":10000,"window_end":15000}
+-- 5999 is 4999 after 1000 and 4001 before 10000: it bridges the two sessions.
+INSERT INTO s (k, v, t) VALUES ('a', 4, 5999);
+--> q2 - {"k":"a","n":1,"total":1,"window_start":1000,"window_end":6000}
+--> q2 - {"k":"a","n":1,"total":2,"window_start":10000,"window_end":15000}
+--> q2 + {"k":"a","n":3,"total":7,"window_start":1000,"window_end":15000}
+-- Exactly gap after the last record (t = end): a new session, not the same one.
+INSERT INTO s (k, v, t) VALUES ('a', 8, 20000);
+--> q2 + {"k":"a","n":1,"total":8,"window_start":20000,"window_end":25000}
+SELECT k, COUNT(*) AS n, window_start, window_end FROM SESSION(s, INTERVAL 5 SECOND) GROUP BY k EMIT FINAL;
+--> query 3
+INSERT INTO s (k, t) VALUES ('b', 1000), ('b', 3000), ('b', 8000), ('b', 13000);
+--> q2 + {"k":"b","n":1,"total":null,"window_start":8000,"window_end":13000}
+--> q3 + {"k":"b","n":2,"window_start":1000,"window_end":8000}
+--> q2 + {"k":"b","n":1,"total":null,"window_start":13000,"window_end":18000}
+--> q3 + {"k":"b","n":1,"window_start":8000,"window_end":13000}
