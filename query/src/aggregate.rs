@@ -72,10 +72,16 @@ impl Accumulator {
                 if !value.is_number() {
                     return Err(SqlError::mismatch("SUM", "number", value));
                 }
-                *sum = if sum.is_null() { value.clone() } else { arithmetic(Arithmetic::Add, sum, value)? };
+                *sum = if sum.is_null() {
+                    value.clone()
+                } else {
+                    arithmetic(Arithmetic::Add, sum, value)?
+                };
             }
             Accumulator::Avg { sum, count } => {
-                let f = value.as_f64().ok_or_else(|| SqlError::mismatch("AVG", "number", value))?;
+                let f = value
+                    .as_f64()
+                    .ok_or_else(|| SqlError::mismatch("AVG", "number", value))?;
                 *sum += f;
                 *count += 1;
             }

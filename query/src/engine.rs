@@ -102,9 +102,14 @@ impl ViewTable {
     fn apply(&mut self, change: &Change) {
         match (&change.key, change.kind) {
             (Some(key), ChangeKind::Insert) => {
-                let sequence = self.keyed.get(key).map(|(s, _)| *s).unwrap_or(self.sequence);
+                let sequence = self
+                    .keyed
+                    .get(key)
+                    .map(|(s, _)| *s)
+                    .unwrap_or(self.sequence);
                 self.sequence += 1;
-                self.keyed.insert(key.clone(), (sequence, change.row.clone()));
+                self.keyed
+                    .insert(key.clone(), (sequence, change.row.clone()));
             }
             (Some(key), ChangeKind::Retract) => {
                 self.keyed.remove(key);
@@ -121,7 +126,11 @@ impl ViewTable {
     fn rows(&self) -> Vec<Row> {
         let mut keyed: Vec<&(u64, Row)> = self.keyed.values().collect();
         keyed.sort_by_key(|(s, _)| *s);
-        keyed.into_iter().map(|(_, r)| r.clone()).chain(self.appended.iter().cloned()).collect()
+        keyed
+            .into_iter()
+            .map(|(_, r)| r.clone())
+            .chain(self.appended.iter().cloned())
+            .collect()
     }
 }
 
@@ -169,7 +178,11 @@ impl Catalog for Engine {
                 is_view: false,
             });
         }
-        self.views.get(name).map(|(_, v)| SourceInfo { columns: v.columns.clone(), is_view: true, ..SourceInfo::default() })
+        self.views.get(name).map(|(_, v)| SourceInfo {
+            columns: v.columns.clone(),
+            is_view: true,
+            ..SourceInfo::default()
+        })
     }
 }
 
@@ -191,9 +204,16 @@ impl Engine {
 
     fn run(&mut self, statement: Statement, sql: &str) -> Result<Vec<Effect>, SqlError> {
         Ok(match statement {
-            Statement::CreateStream { name, options, select } => {
+            Statement::CreateStream {
+                name,
+                options,
+                select,
+            } => {
                 if self.source(&name).is_some() {
-                    return Err(SqlError::AlreadyExists { kind: "stream", name });
+                    return Err(SqlError::AlreadyExists {
+                        kind: "stream",
+                        name,
+                    });
                 }
                 let mut effects = Vec::new();
                 let mut columns = None;
@@ -203,10 +223,22 @@ impl Engine {
                     columns = plan.columns();
                     started = Some(self.start(sql, plan, Sink::Stream(name.clone())));
                 }
-                self.streams.insert(name.clone(), StreamEntry { options: options.clone(), columns });
-                effects.push(Effect::CreateStream { name: name.clone(), options });
+                self.streams.insert(
+                    name.clone(),
+                    StreamEntry {
+                        options: options.clone(),
+                        columns,
+                    },
+                );
+                effects.push(Effect::CreateStream {
+                    name: name.clone(),
+                    options,
+                });
                 if let Some(id) = started {
-                    effects.push(Effect::QueryStarted { id, sink: Sink::Stream(name) });
+                    effects.push(Effect::QueryStarted {
+                        id,
+                        sink: Sink::Stream(name),
+                    });
                 }
                 effects
             }
@@ -215,34 +247,64 @@ impl Engine {
                     return Err(SqlError::AlreadyExists { kind: "view", name });
                 }
                 let plan = self.plan_persistent(&select)?;
-                let table = ViewTable { columns: plan.columns(), ..ViewTable::default() };
+                let table = ViewTable {
+                    columns: plan.columns(),
+                    ..ViewTable::default()
+                };
                 let id = self.start(sql, plan, Sink::View(name.clone()));
                 self.views.insert(name.clone(), (id, table));
-                vec![Effect::QueryStarted { id, sink: Sink::View(name) }]
+                vec![Effect::QueryStarted {
+                    id,
+                    sink: Sink::View(name),
+                }]
             }
-            Statement::InsertValues { stream, position, rows } => {
+            Statement::InsertValues {
+                stream,
+                position,
+                rows,
+            } => {
                 self.writable(&stream, position)?;
-                vec![Effect::Append { stream, records: rows }]
+                vec![Effect::Append {
+                    stream,
+                    records: rows,
+                }]
             }
-            Statement::InsertSelect { stream, position, select } => {
+            Statement::InsertSelect {
+                stream,
+                position,
+                select,
+            } => {
                 self.writable(&stream, position)?;
                 let plan = self.plan_persistent(&select)?;
                 let id = self.start(sql, plan, Sink::Stream(stream.clone()));
-                vec![Effect::QueryStarted { id, sink: Sink::Stream(stream) }]
+                vec![Effect::QueryStarted {
+                    id,
+                    sink: Sink::Stream(stream),
+                }]
             }
             Statement::Select(select) => {
                 if select.emit.is_some() {
                     let plan = plan::plan(&select, self)?;
                     let id = self.start(sql, plan, Sink::Client);
-                    vec![Effect::QueryStarted { id, sink: Sink::Client }]
+                    vec![Effect::QueryStarted {
+                        id,
+                        sink: Sink::Client,
+                    }]
                 } else {
                     vec![self.pull(&select)?]
                 }
             }
             Statement::Show(kind) => vec![self.show(kind)],
-            Statement::Drop { kind, name, if_exists } => vec![self.drop(kind, &name, if_exists)?],
+            Statement::Drop {
+                kind,
+                name,
+                if_exists,
+            } => vec![self.drop(kind, &name, if_exists)?],
             Statement::Control(control, id) => {
-                let entry = self.queries.get_mut(&id).ok_or(SqlError::UnknownQuery(id))?;
+                let entry = self
+                    .queries
+                    .get_mut(&id)
+                    .ok_or(SqlError::UnknownQuery(id))?;
                 vec![match control {
                     QueryControl::Pause => {
                         entry.paused = true;
@@ -257,12 +319,24 @@ impl Engine {
             }
             Statement::Explain(inner) => {
                 let select = match &*inner {
-                    Statement::Select(s) | Statement::CreateView { select: s, .. } | Statement::InsertSelect { select: s, .. } => s,
-                    Statement::CreateStream { select: Some(s), .. } => s,
-                    _ => return Err(SqlError::unsupported(Position::default(), "EXPLAIN of a statement without SELECT")),
+                    Statement::Select(s)
+                    | Statement::CreateView { select: s, .. }
+                    | Statement::InsertSelect { select: s, .. } => s,
+                    Statement::CreateStream {
+                        select: Some(s), ..
+                    } => s,
+                    _ => {
+                        return Err(SqlError::unsupported(
+                            Position::default(),
+                            "EXPLAIN of a statement without SELECT",
+                        ))
+                    }
                 };
                 let plan = plan::plan(select, self)?;
-                vec![Effect::Rows { columns: vec!["plan".into()], rows: vec![vec![Value::String(plan.explain())]] }]
+                vec![Effect::Rows {
+                    columns: vec!["plan".into()],
+                    rows: vec![vec![Value::String(plan.explain())]],
+                }]
             }
         })
     }
@@ -271,7 +345,10 @@ impl Engine {
         if self.streams.contains_key(stream) {
             Ok(())
         } else {
-            Err(SqlError::UnknownStream { name: stream.to_string(), position })
+            Err(SqlError::UnknownStream {
+                name: stream.to_string(),
+                position,
+            })
         }
     }
 
@@ -280,7 +357,10 @@ impl Engine {
         let plan = plan::plan(select, self)?;
         for s in &plan.sources {
             if !self.streams.contains_key(&s.stream) {
-                return Err(SqlError::unsupported(select.position, format!("`{}` is a view: continuous queries read streams", s.stream)));
+                return Err(SqlError::unsupported(
+                    select.position,
+                    format!("`{}` is a view: continuous queries read streams", s.stream),
+                ));
             }
         }
         Ok(plan)
@@ -289,7 +369,15 @@ impl Engine {
     fn start(&mut self, sql: &str, plan: Plan, sink: Sink) -> u64 {
         self.next_query_id += 1;
         let id = self.next_query_id;
-        self.queries.insert(id, QueryEntry { sql: sql.trim().to_string(), sink, paused: false, query: ContinuousQuery::new(plan) });
+        self.queries.insert(
+            id,
+            QueryEntry {
+                sql: sql.trim().to_string(),
+                sink,
+                paused: false,
+                query: ContinuousQuery::new(plan),
+            },
+        );
         id
     }
 
@@ -303,14 +391,30 @@ impl Engine {
     }
 
     fn drop(&mut self, kind: ObjectKind, name: &str, if_exists: bool) -> Result<Effect, SqlError> {
-        let absent = || if if_exists { Ok(Effect::Nothing) } else { Err(SqlError::UnknownStream { name: name.to_string(), position: Position::default() }) };
+        let absent = || {
+            if if_exists {
+                Ok(Effect::Nothing)
+            } else {
+                Err(SqlError::UnknownStream {
+                    name: name.to_string(),
+                    position: Position::default(),
+                })
+            }
+        };
         match kind {
             ObjectKind::Stream => {
                 if !self.streams.contains_key(name) {
                     return absent();
                 }
-                if let Some((id, _)) = self.queries.iter().find(|(_, q)| q.query.reads(name) || q.sink == Sink::Stream(name.to_string())) {
-                    return Err(SqlError::InUse { name: name.to_string(), query: *id });
+                if let Some((id, _)) = self
+                    .queries
+                    .iter()
+                    .find(|(_, q)| q.query.reads(name) || q.sink == Sink::Stream(name.to_string()))
+                {
+                    return Err(SqlError::InUse {
+                        name: name.to_string(),
+                        query: *id,
+                    });
                 }
                 self.streams.remove(name);
                 Ok(Effect::DropStream(name.to_string()))
@@ -326,7 +430,11 @@ impl Engine {
             ObjectKind::Query => {
                 let id: u64 = name.trim_start_matches(['q', 'Q']).parse().unwrap_or(0);
                 if !self.queries.contains_key(&id) {
-                    return if if_exists { Ok(Effect::Nothing) } else { Err(SqlError::UnknownQuery(id)) };
+                    return if if_exists {
+                        Ok(Effect::Nothing)
+                    } else {
+                        Err(SqlError::UnknownQuery(id))
+                    };
                 }
                 Ok(self.terminate(id))
             }
@@ -339,10 +447,26 @@ impl Engine {
                 vec!["name", "timestamp", "grace_ms"],
                 self.streams
                     .iter()
-                    .map(|(n, s)| vec![Value::from(n.clone()), s.options.timestamp_column.clone().map(Value::from).unwrap_or(Value::Null), s.options.grace_ms.map(Value::from).unwrap_or(Value::Null)])
+                    .map(|(n, s)| {
+                        vec![
+                            Value::from(n.clone()),
+                            s.options
+                                .timestamp_column
+                                .clone()
+                                .map(Value::from)
+                                .unwrap_or(Value::Null),
+                            s.options.grace_ms.map(Value::from).unwrap_or(Value::Null),
+                        ]
+                    })
                     .collect(),
             ),
-            ObjectKind::View => (vec!["name", "query"], self.views.iter().map(|(n, (id, _))| vec![Value::from(n.clone()), Value::from(*id)]).collect()),
+            ObjectKind::View => (
+                vec!["name", "query"],
+                self.views
+                    .iter()
+                    .map(|(n, (id, _))| vec![Value::from(n.clone()), Value::from(*id)])
+                    .collect(),
+            ),
             ObjectKind::Query => (
                 vec!["id", "status", "sink", "sql"],
                 self.queries
@@ -353,12 +477,20 @@ impl Engine {
                             Sink::View(v) => format!("view {v}"),
                             Sink::Client => "client".into(),
                         };
-                        vec![Value::from(*id), Value::from(if q.paused { "paused" } else { "running" }), Value::from(sink), Value::from(q.sql.clone())]
+                        vec![
+                            Value::from(*id),
+                            Value::from(if q.paused { "paused" } else { "running" }),
+                            Value::from(sink),
+                            Value::from(q.sql.clone()),
+                        ]
                     })
                     .collect(),
             ),
         };
-        Effect::Rows { columns: columns.into_iter().map(String::from).collect(), rows }
+        Effect::Rows {
+            columns: columns.into_iter().map(String::from).collect(),
+            rows,
+        }
     }
 
     /// A pull query: SELECT over a view, with WHERE, ORDER BY, LIMIT.
@@ -366,23 +498,42 @@ impl Engine {
         let plan = plan::plan(select, self)?;
         let source = &plan.sources[0];
         let Some((_, table)) = self.views.get(&source.stream) else {
-            return Err(SqlError::unsupported(select.position, format!("`{}` is a stream: add EMIT CHANGES for a push query, or SELECT from a view", source.stream)));
+            return Err(SqlError::unsupported(
+                select.position,
+                format!(
+                    "`{}` is a stream: add EMIT CHANGES for a push query, or SELECT from a view",
+                    source.stream
+                ),
+            ));
         };
         if plan.aggregate.is_some() || plan.window.is_some() || plan.join.is_some() {
-            return Err(SqlError::unsupported(select.position, "aggregates, windows and joins in a pull query (define a view)"));
+            return Err(SqlError::unsupported(
+                select.position,
+                "aggregates, windows and joins in a pull query (define a view)",
+            ));
         }
         let mut rows = Vec::new();
         for row in table.rows() {
             let record = row.to_json();
             let sides = [Some(&record)];
-            let context = Context { sides: &sides, ..Context::default() };
+            let context = Context {
+                sides: &sides,
+                ..Context::default()
+            };
             if let Some(filter) = &plan.filter {
                 if truth(&filter.eval(&context)?, "WHERE")? != Some(true) {
                     continue;
                 }
             }
             // Star over a view keeps the view's column order.
-            let projected = if matches!(plan.projection.as_slice(), [crate::plan::Projection::Star(_)]) { row.clone() } else { project(&plan.projection, &context, &plan)? };
+            let projected = if matches!(
+                plan.projection.as_slice(),
+                [crate::plan::Projection::Star(_)]
+            ) {
+                row.clone()
+            } else {
+                project(&plan.projection, &context, &plan)?
+            };
             rows.push(projected);
         }
         if !plan.order_by.is_empty() {
@@ -390,7 +541,12 @@ impl Engine {
             rows.sort_by(|a, b| {
                 let (ja, jb) = (a.to_json(), b.to_json());
                 for (expr, ascending) in &plan.order_by {
-                    let eval = |j: &Value| expr.eval(&Context { sides: &[Some(j)], ..Context::default() });
+                    let eval = |j: &Value| {
+                        expr.eval(&Context {
+                            sides: &[Some(j)],
+                            ..Context::default()
+                        })
+                    };
                     match (eval(&ja), eval(&jb)) {
                         (Ok(x), Ok(y)) => {
                             let order = total_order(&x, &y);
@@ -412,9 +568,15 @@ impl Engine {
         }
         let columns = match plan.columns().or_else(|| table.columns.clone()) {
             Some(c) => c,
-            None => rows.first().map(|r| r.0.iter().map(|(n, _)| n.clone()).collect()).unwrap_or_default(),
+            None => rows
+                .first()
+                .map(|r| r.0.iter().map(|(n, _)| n.clone()).collect())
+                .unwrap_or_default(),
         };
-        let rows = rows.into_iter().map(|r| columns.iter().map(|c| r.get(c).clone()).collect()).collect();
+        let rows = rows
+            .into_iter()
+            .map(|r| columns.iter().map(|c| r.get(c).clone()).collect())
+            .collect();
         Ok(Effect::Rows { columns, rows })
     }
 
@@ -433,7 +595,11 @@ impl Engine {
                             table.apply(&change);
                         }
                     }
-                    sink => outputs.push(Output { query: *id, sink: sink.clone(), change }),
+                    sink => outputs.push(Output {
+                        query: *id,
+                        sink: sink.clone(),
+                        change,
+                    }),
                 }
             }
         }
@@ -452,7 +618,11 @@ impl Engine {
 
     /// Ends a push query (the client went away): no object is left behind.
     pub fn cancel(&mut self, id: u64) {
-        if self.queries.get(&id).is_some_and(|q| q.sink == Sink::Client) {
+        if self
+            .queries
+            .get(&id)
+            .is_some_and(|q| q.sink == Sink::Client)
+        {
             self.queries.remove(&id);
         }
     }
@@ -466,7 +636,13 @@ impl Engine {
                 .queries
                 .iter()
                 .filter(|(_, q)| q.sink != Sink::Client)
-                .map(|(id, q)| QuerySnapshot { id: *id, sql: q.sql.clone(), sink: q.sink.clone(), paused: q.paused, state: q.query.state().clone() })
+                .map(|(id, q)| QuerySnapshot {
+                    id: *id,
+                    sql: q.sql.clone(),
+                    sink: q.sink.clone(),
+                    paused: q.paused,
+                    state: q.query.state().clone(),
+                })
                 .collect(),
             next_query_id: self.next_query_id,
         }
@@ -474,19 +650,35 @@ impl Engine {
 
     /// An engine resumed from a snapshot: queries are planned again from their SQL.
     pub fn restore(snapshot: Snapshot) -> Result<Engine, SqlError> {
-        let mut engine = Engine { streams: snapshot.streams, views: snapshot.views, queries: BTreeMap::new(), next_query_id: snapshot.next_query_id };
+        let mut engine = Engine {
+            streams: snapshot.streams,
+            views: snapshot.views,
+            queries: BTreeMap::new(),
+            next_query_id: snapshot.next_query_id,
+        };
         for q in snapshot.queries {
             let select = parse::parse(&q.sql)?
                 .into_iter()
                 .next()
                 .and_then(|s| match s {
                     Statement::CreateStream { select, .. } => select,
-                    Statement::CreateView { select, .. } | Statement::InsertSelect { select, .. } => Some(select),
+                    Statement::CreateView { select, .. }
+                    | Statement::InsertSelect { select, .. } => Some(select),
                     _ => None,
                 })
-                .ok_or_else(|| SqlError::Checkpoint(format!("query {} has no SELECT: {}", q.id, q.sql)))?;
+                .ok_or_else(|| {
+                    SqlError::Checkpoint(format!("query {} has no SELECT: {}", q.id, q.sql))
+                })?;
             let plan = plan::plan(&select, &engine)?;
-            engine.queries.insert(q.id, QueryEntry { sql: q.sql, sink: q.sink, paused: q.paused, query: ContinuousQuery::with_state(plan, q.state) });
+            engine.queries.insert(
+                q.id,
+                QueryEntry {
+                    sql: q.sql,
+                    sink: q.sink,
+                    paused: q.paused,
+                    query: ContinuousQuery::with_state(plan, q.state),
+                },
+            );
         }
         Ok(engine)
     }

@@ -160,7 +160,9 @@ impl Expr {
             Expr::GroupKey(i) => context.keys.get(*i).cloned().unwrap_or(Value::Null),
             Expr::Aggregate(i) => context.aggregates.get(*i).cloned().unwrap_or(Value::Null),
             Expr::Not(e) => from_truth(truth(&e.eval(context)?, "NOT")?.map(|b| !b)),
-            Expr::Negate(e) => arithmetic(Arithmetic::Subtract, &Value::from(0), &e.eval(context)?)?,
+            Expr::Negate(e) => {
+                arithmetic(Arithmetic::Subtract, &Value::from(0), &e.eval(context)?)?
+            }
             Expr::Arithmetic(op, l, r) => arithmetic(*op, &l.eval(context)?, &r.eval(context)?)?,
             Expr::Compare(symbol, accepted, l, r) => {
                 let order = compare(&l.eval(context)?, &r.eval(context)?, symbol)?;
@@ -190,7 +192,10 @@ impl Expr {
                     _ => None,
                 })
             }
-            Expr::Concat(l, r) => match (value::text(&l.eval(context)?), value::text(&r.eval(context)?)) {
+            Expr::Concat(l, r) => match (
+                value::text(&l.eval(context)?),
+                value::text(&r.eval(context)?),
+            ) {
                 (Some(a), Some(b)) => Value::String(a + &b),
                 _ => Value::Null,
             },
@@ -213,7 +218,11 @@ impl Expr {
                 let Value::String(path) = path else {
                     return match path {
                         Value::Null => Ok(Value::Null),
-                        other => Err(SqlError::mismatch("#>", "a path string like '{a,0,b}'", &other)),
+                        other => Err(SqlError::mismatch(
+                            "#>",
+                            "a path string like '{a,0,b}'",
+                            &other,
+                        )),
                     };
                 };
                 let inner = path.trim().trim_start_matches('{').trim_end_matches('}');
@@ -278,8 +287,10 @@ impl Expr {
             }
             Expr::Between(e, low, high, negated) => {
                 let value = e.eval(context)?;
-                let above = compare(&value, &low.eval(context)?, "BETWEEN")?.map(|o| o != Ordering::Less);
-                let below = compare(&value, &high.eval(context)?, "BETWEEN")?.map(|o| o != Ordering::Greater);
+                let above =
+                    compare(&value, &low.eval(context)?, "BETWEEN")?.map(|o| o != Ordering::Less);
+                let below = compare(&value, &high.eval(context)?, "BETWEEN")?
+                    .map(|o| o != Ordering::Greater);
                 let inside = match (above, below) {
                     (Some(false), _) | (_, Some(false)) => Some(false),
                     (Some(true), Some(true)) => Some(true),
@@ -343,9 +354,17 @@ impl Expr {
             | Expr::And(l, r)
             | Expr::Or(l, r)
             | Expr::Concat(l, r)
-            | Expr::JsonGet { target: l, key: r, .. }
-            | Expr::JsonPath { target: l, path: r, .. }
-            | Expr::Like { target: l, pattern: r, .. } => {
+            | Expr::JsonGet {
+                target: l, key: r, ..
+            }
+            | Expr::JsonPath {
+                target: l, path: r, ..
+            }
+            | Expr::Like {
+                target: l,
+                pattern: r,
+                ..
+            } => {
                 l.visit(f);
                 r.visit(f);
             }
@@ -390,12 +409,17 @@ impl Expr {
 fn index(len: usize, i: i64) -> Option<usize> {
     let len = i64::try_from(len).ok()?;
     let i = if i < 0 { len + i } else { i };
-    (0..len).contains(&i).then(|| usize::try_from(i).ok()).flatten()
+    (0..len)
+        .contains(&i)
+        .then(|| usize::try_from(i).ok())
+        .flatten()
 }
 
 fn as_text(value: Value, text: bool) -> Result<Value, SqlError> {
     Ok(if text {
-        value::text(&value).map(Value::String).unwrap_or(Value::Null)
+        value::text(&value)
+            .map(Value::String)
+            .unwrap_or(Value::Null)
     } else {
         value
     })

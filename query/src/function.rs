@@ -168,11 +168,24 @@ impl Function {
         let name = self.name();
         let first = args.first().cloned().unwrap_or(Value::Null);
         match self {
-            Coalesce => return Ok(args.iter().find(|v| !v.is_null()).cloned().unwrap_or(Value::Null)),
-            IfNull => return Ok(if first.is_null() { args.get(1).cloned().unwrap_or(Value::Null) } else { first }),
+            Coalesce => {
+                return Ok(args
+                    .iter()
+                    .find(|v| !v.is_null())
+                    .cloned()
+                    .unwrap_or(Value::Null))
+            }
+            IfNull => {
+                return Ok(if first.is_null() {
+                    args.get(1).cloned().unwrap_or(Value::Null)
+                } else {
+                    first
+                })
+            }
             NullIf => {
                 let second = args.get(1).cloned().unwrap_or(Value::Null);
-                let equal = value::compare(&first, &second, "NULLIF")? == Some(std::cmp::Ordering::Equal);
+                let equal =
+                    value::compare(&first, &second, "NULLIF")? == Some(std::cmp::Ordering::Equal);
                 return Ok(if equal { Value::Null } else { first });
             }
             Concat => {
@@ -209,7 +222,10 @@ impl Function {
             }
             Abs | Ceil | Floor | Round | Sign => match numeric(&first, &name)? {
                 Some(Numeric::Int(i)) => match self {
-                    Abs => i.checked_abs().map(Value::from).ok_or_else(|| SqlError::Arithmetic("integer overflow in ABS".into()))?,
+                    Abs => i
+                        .checked_abs()
+                        .map(Value::from)
+                        .ok_or_else(|| SqlError::Arithmetic("integer overflow in ABS".into()))?,
                     Sign => Value::from(i.signum()),
                     _ => Value::from(i),
                 },
@@ -243,11 +259,23 @@ impl Function {
                 let ms = millis(&first, &name)?;
                 let civil = Civil::from_ms(ms);
                 match self {
-                    DateStr => Value::String(format!("{:04}-{:02}-{:02}", civil.year, civil.month, civil.day)),
-                    TimeStr => Value::String(format!("{:02}:{:02}:{:02}.{:03}", civil.hour, civil.minute, civil.second, civil.millis)),
+                    DateStr => Value::String(format!(
+                        "{:04}-{:02}-{:02}",
+                        civil.year, civil.month, civil.day
+                    )),
+                    TimeStr => Value::String(format!(
+                        "{:02}:{:02}:{:02}.{:03}",
+                        civil.hour, civil.minute, civil.second, civil.millis
+                    )),
                     TimestampStr => Value::String(format!(
                         "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}.{:03}Z",
-                        civil.year, civil.month, civil.day, civil.hour, civil.minute, civil.second, civil.millis
+                        civil.year,
+                        civil.month,
+                        civil.day,
+                        civil.hour,
+                        civil.minute,
+                        civil.second,
+                        civil.millis
                     )),
                     Year => Value::from(civil.year),
                     Month => Value::from(civil.month),
@@ -263,7 +291,13 @@ impl Function {
                     Some("minute") => 60_000,
                     Some("hour") => 3_600_000,
                     Some("day") => 86_400_000,
-                    _ => return Err(SqlError::mismatch("DATE_TRUNC", "'second', 'minute', 'hour' or 'day'", &first)),
+                    _ => {
+                        return Err(SqlError::mismatch(
+                            "DATE_TRUNC",
+                            "'second', 'minute', 'hour' or 'day'",
+                            &first,
+                        ))
+                    }
                 };
                 match args.get(1) {
                     Some(Value::Null) | None => Value::Null,
@@ -278,12 +312,16 @@ impl Function {
 fn substr(s: &str, args: &[Value]) -> Result<Value, SqlError> {
     let from = match args.first() {
         Some(Value::Null) | None => return Ok(Value::Null),
-        Some(v) => v.as_i64().ok_or_else(|| SqlError::mismatch("SUBSTR", "integer", v))?,
+        Some(v) => v
+            .as_i64()
+            .ok_or_else(|| SqlError::mismatch("SUBSTR", "integer", v))?,
     };
     let len = match args.get(1) {
         None => i64::MAX,
         Some(Value::Null) => return Ok(Value::Null),
-        Some(v) => v.as_i64().ok_or_else(|| SqlError::mismatch("SUBSTR", "integer", v))?,
+        Some(v) => v
+            .as_i64()
+            .ok_or_else(|| SqlError::mismatch("SUBSTR", "integer", v))?,
     };
     let skip = usize::try_from(from.max(1) - 1).unwrap_or(usize::MAX);
     let take = usize::try_from(len.max(0)).unwrap_or(usize::MAX);
@@ -316,11 +354,16 @@ impl Civil {
         let z = days + 719_468;
         let era = z.div_euclid(146_097);
         let day_of_era = z.rem_euclid(146_097);
-        let year_of_era = (day_of_era - day_of_era / 1460 + day_of_era / 36_524 - day_of_era / 146_096) / 365;
+        let year_of_era =
+            (day_of_era - day_of_era / 1460 + day_of_era / 36_524 - day_of_era / 146_096) / 365;
         let day_of_year = day_of_era - (365 * year_of_era + year_of_era / 4 - year_of_era / 100);
         let month_from_march = (5 * day_of_year + 2) / 153;
         let day = day_of_year - (153 * month_from_march + 2) / 5 + 1;
-        let month = if month_from_march < 10 { month_from_march + 3 } else { month_from_march - 9 };
+        let month = if month_from_march < 10 {
+            month_from_march + 3
+        } else {
+            month_from_march - 9
+        };
         let year = year_of_era + era * 400 + i64::from(month <= 2);
         Civil {
             year,

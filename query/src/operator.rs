@@ -11,7 +11,7 @@ use crate::aggregate::Accumulator;
 use crate::error::SqlError;
 use crate::expr::Context;
 use crate::parse::Emit;
-use crate::plan::{JoinKind, Plan, Projection, Window};
+use crate::plan::{AggregatePlan, JoinKind, Plan, Projection, Window};
 use crate::value::{truth, Change, ChangeKind, Record, Row};
 
 /// Counters of one query.
@@ -79,7 +79,10 @@ pub fn source_key(stream: &str, shard: u32) -> String {
 impl ContinuousQuery {
     /// A query with empty state.
     pub fn new(plan: Plan) -> Self {
-        ContinuousQuery { plan, state: QueryState::default() }
+        ContinuousQuery {
+            plan,
+            state: QueryState::default(),
+        }
     }
 
     /// A query resumed from a checkpoint.
@@ -99,7 +102,9 @@ impl ContinuousQuery {
 
     /// The watermark: highest event time minus the allowed lateness.
     pub fn watermark_ms(&self) -> Option<i64> {
-        self.state.max_event_time_ms.map(|m| m.saturating_sub(self.plan.grace_ms))
+        self.state
+            .max_event_time_ms
+            .map(|m| m.saturating_sub(self.plan.grace_ms))
     }
 
     /// Whether the query reads this stream.
@@ -112,7 +117,12 @@ impl ContinuousQuery {
     pub fn push(&mut self, stream: &str, shard: u32, record: &Record) -> Vec<Change> {
         let mut out = Vec::new();
         let key = source_key(stream, shard);
-        if self.state.offsets.get(&key).is_some_and(|&last| record.offset <= last) {
+        if self
+            .state
+            .offsets
+            .get(&key)
+            .is_some_and(|&last| record.offset <= last)
+        {
             return out;
         }
         self.state.offsets.insert(key, record.offset);
@@ -155,15 +165,22 @@ impl ContinuousQuery {
 
     /// Moves the watermark with a record's event time and closes what became final.
     fn advance(&mut self, time_ms: i64, out: &mut Vec<Change>) {
-        let max = self.state.max_event_time_ms.map_or(time_ms, |m| m.max(time_ms));
+        let max = self
+            .state
+            .max_event_time_ms
+            .map_or(time_ms, |m| m.max(time_ms));
         self.state.max_event_time_ms = Some(max);
-        let Some(watermark) = self.watermark_ms() else { return };
+        let Some(watermark) = self.watermark_ms() else {
+            return;
+        };
         while let Some((end, id)) = self.state.closing.first().cloned() {
             if end > watermark {
                 break;
             }
             self.state.closing.pop_first();
-            let Some(group) = self.state.groups.remove(&id) else { continue };
+            let Some(group) = self.state.groups.remove(&id) else {
+                continue;
+            };
             if let Some(Window::Session { .. }) = self.plan.window {
                 let session_key = key_text(&group.keys);
                 if let Some(list) = self.state.sessions.get_mut(&session_key) {
@@ -175,7 +192,11 @@ impl ContinuousQuery {
             }
             if self.plan.emit == Some(Emit::Final) {
                 match self.group_row(&group) {
-                    Ok(Some(row)) => out.push(Change { kind: ChangeKind::Insert, key: Some(id), row }),
+                    Ok(Some(row)) => out.push(Change {
+                        kind: ChangeKind::Insert,
+                        key: Some(id),
+                        row,
+                    }),
                     Ok(None) => {}
                     Err(e) => self.fail(e),
                 }
@@ -185,16 +206,21 @@ impl ContinuousQuery {
             let kind = join.kind;
             let within_ms = join.within_ms;
             for side in 0..2 {
-                let (expired, kept): (Vec<Buffered>, Vec<Buffered>) = std::mem::take(&mut self.state.buffers[side])
-                    .into_iter()
-                    .partition(|b| b.time_ms.saturating_add(within_ms) < watermark);
+                let (expired, kept): (Vec<Buffered>, Vec<Buffered>) =
+                    std::mem::take(&mut self.state.buffers[side])
+                        .into_iter()
+                        .partition(|b| b.time_ms.saturating_add(within_ms) < watermark);
                 self.state.buffers[side] = kept;
                 let outer = match side {
                     0 => matches!(kind, JoinKind::Left | JoinKind::Full),
                     _ => matches!(kind, JoinKind::Right | JoinKind::Full),
                 };
                 for b in expired.into_iter().filter(|b| outer && !b.matched) {
-                    let sides = if side == 0 { [Some(&b.value), None] } else { [None, Some(&b.value)] };
+                    let sides = if side == 0 {
+                        [Some(&b.value), None]
+                    } else {
+                        [None, Some(&b.value)]
+                    };
                     if let Err(e) = self.tuple(b.time_ms, &sides, out) {
                         self.fail(e);
                     }
@@ -203,12 +229,20 @@ impl ContinuousQuery {
         }
     }
 
-    fn join(&mut self, side: usize, time_ms: i64, value: &Value, out: &mut Vec<Change>) -> Result<(), SqlError> {
+    fn join(
+        &mut self,
+        side: usize,
+        time_ms: i64,
+        value: &Value,
+        out: &mut Vec<Change>,
+    ) -> Result<(), SqlError> {
         if self.watermark_ms().is_some_and(|w| time_ms < w) {
             self.state.metrics.records_late += 1;
             return Ok(());
         }
-        let Some(join) = self.plan.join.clone() else { return Ok(()) };
+        let Some(join) = self.plan.join.clone() else {
+            return Ok(());
+        };
         let other = 1 - side;
         let mut matched = false;
         let mut pairs = Vec::new();
@@ -216,8 +250,15 @@ impl ContinuousQuery {
             if (b.time_ms - time_ms).abs() > join.within_ms {
                 continue;
             }
-            let sides = if side == 0 { [Some(value), Some(&b.value)] } else { [Some(&b.value), Some(value)] };
-            let holds = join.on.eval(&Context { sides: &sides, ..Context::default() })?;
+            let sides = if side == 0 {
+                [Some(value), Some(&b.value)]
+            } else {
+                [Some(&b.value), Some(value)]
+            };
+            let holds = join.on.eval(&Context {
+                sides: &sides,
+                ..Context::default()
+            })?;
             if truth(&holds, "ON")? == Some(true) {
                 pairs.push(index);
             }
@@ -226,17 +267,33 @@ impl ContinuousQuery {
             matched = true;
             self.state.buffers[other][index].matched = true;
             let b = self.state.buffers[other][index].clone();
-            let sides = if side == 0 { [Some(value), Some(&b.value)] } else { [Some(&b.value), Some(value)] };
+            let sides = if side == 0 {
+                [Some(value), Some(&b.value)]
+            } else {
+                [Some(&b.value), Some(value)]
+            };
             self.tuple(time_ms.max(b.time_ms), &sides, out)?;
         }
-        self.state.buffers[side].push(Buffered { time_ms, value: value.clone(), matched });
+        self.state.buffers[side].push(Buffered {
+            time_ms,
+            value: value.clone(),
+            matched,
+        });
         Ok(())
     }
 
     /// One input tuple (a record, or a joined pair) through WHERE, the window, the aggregate
     /// and the projection.
-    fn tuple(&mut self, time_ms: i64, sides: &[Option<&Value>], out: &mut Vec<Change>) -> Result<(), SqlError> {
-        let input = Context { sides, ..Context::default() };
+    fn tuple(
+        &mut self,
+        time_ms: i64,
+        sides: &[Option<&Value>],
+        out: &mut Vec<Change>,
+    ) -> Result<(), SqlError> {
+        let input = Context {
+            sides,
+            ..Context::default()
+        };
         if let Some(filter) = &self.plan.filter {
             if truth(&filter.eval(&input)?, "WHERE")? != Some(true) {
                 return Ok(());
@@ -253,7 +310,10 @@ impl ContinuousQuery {
                 let start = time_ms.div_euclid(size_ms) * size_ms;
                 vec![Some((start, start + size_ms))]
             }
-            Some(Window::Hop { size_ms, advance_ms }) => {
+            Some(Window::Hop {
+                size_ms,
+                advance_ms,
+            }) => {
                 let mut start = time_ms.div_euclid(advance_ms) * advance_ms;
                 let mut all = Vec::new();
                 while start + size_ms > time_ms {
@@ -265,31 +325,41 @@ impl ContinuousQuery {
             }
             Some(Window::Session { .. }) => Vec::new(),
         };
-        let open: Vec<Option<(i64, i64)>> = windows.iter().copied().filter(|w| !w.is_some_and(|(_, end)| is_final(end))).collect();
+        let open: Vec<Option<(i64, i64)>> = windows
+            .iter()
+            .copied()
+            .filter(|w| !w.is_some_and(|(_, end)| is_final(end)))
+            .collect();
         if open.len() < windows.len() {
             self.state.metrics.records_late += 1;
         }
         let Some(aggregate) = self.plan.aggregate.clone() else {
             for window in open {
-                let row = project(&self.plan.projection, &Context { sides, window, ..Context::default() }, &self.plan)?;
-                out.push(Change { kind: ChangeKind::Insert, key: None, row });
+                let row = project(
+                    &self.plan.projection,
+                    &Context {
+                        sides,
+                        window,
+                        ..Context::default()
+                    },
+                    &self.plan,
+                )?;
+                out.push(Change {
+                    kind: ChangeKind::Insert,
+                    key: None,
+                    row,
+                });
             }
             return Ok(());
         };
-        let keys = aggregate.keys.iter().map(|k| k.eval(&input)).collect::<Result<Vec<_>, _>>()?;
-        let args = aggregate
-            .calls
-            .iter()
-            .map(|c| c.arg.as_ref().map(|a| a.eval(&input)).transpose())
-            .collect::<Result<Vec<_>, _>>()?;
+        let (keys, args) = group_inputs(&aggregate, &input)?;
         for window in open {
             let id = group_id(window, &keys);
-            let group = self.state.groups.entry(id.clone()).or_insert_with(|| Group {
-                window,
-                keys: keys.clone(),
-                accumulators: aggregate.calls.iter().map(|c| Accumulator::new(c.kind)).collect(),
-                emitted: None,
-            });
+            let group = self
+                .state
+                .groups
+                .entry(id.clone())
+                .or_insert_with(|| Group::new(window, &keys, &aggregate));
             for (accumulator, arg) in group.accumulators.iter_mut().zip(&args) {
                 accumulator.add(arg.as_ref())?;
             }
@@ -309,37 +379,50 @@ impl ContinuousQuery {
         is_final: impl Fn(i64) -> bool,
         out: &mut Vec<Change>,
     ) -> Result<(), SqlError> {
-        let Some(aggregate) = self.plan.aggregate.clone() else { return Ok(()) };
-        let input = Context { sides, ..Context::default() };
-        let keys = aggregate.keys.iter().map(|k| k.eval(&input)).collect::<Result<Vec<_>, _>>()?;
-        let args = aggregate
-            .calls
-            .iter()
-            .map(|c| c.arg.as_ref().map(|a| a.eval(&input)).transpose())
-            .collect::<Result<Vec<_>, _>>()?;
+        let Some(aggregate) = self.plan.aggregate.clone() else {
+            return Ok(());
+        };
+        let input = Context {
+            sides,
+            ..Context::default()
+        };
+        let (keys, args) = group_inputs(&aggregate, &input)?;
         let session_key = key_text(&keys);
         let (own_start, own_end) = (time_ms, time_ms.saturating_add(gap_ms));
-        let existing = self.state.sessions.get(&session_key).cloned().unwrap_or_default();
+        let existing = self
+            .state
+            .sessions
+            .get(&session_key)
+            .cloned()
+            .unwrap_or_default();
         // A record joins every open session it is closer than `gap` to: it bridges them.
-        let (overlapping, others): (Vec<(i64, i64)>, Vec<(i64, i64)>) =
-            existing.into_iter().partition(|&(start, end)| start < own_end && own_start < end);
-        let start = overlapping.iter().map(|w| w.0).chain([own_start]).min().unwrap_or(own_start);
-        let end = overlapping.iter().map(|w| w.1).chain([own_end]).max().unwrap_or(own_end);
+        let (overlapping, others): (Vec<Bounds>, Vec<Bounds>) = existing
+            .into_iter()
+            .partition(|&(start, end)| start < own_end && own_start < end);
+        let start = overlapping
+            .iter()
+            .map(|w| w.0)
+            .chain([own_start])
+            .min()
+            .unwrap_or(own_start);
+        let end = overlapping
+            .iter()
+            .map(|w| w.1)
+            .chain([own_end])
+            .max()
+            .unwrap_or(own_end);
         if is_final(end) {
             self.state.metrics.records_late += 1;
             return Ok(());
         }
         let id = group_id(Some((start, end)), &keys);
-        let mut merged = Group {
-            window: Some((start, end)),
-            keys: keys.clone(),
-            accumulators: aggregate.calls.iter().map(|c| Accumulator::new(c.kind)).collect(),
-            emitted: None,
-        };
+        let mut merged = Group::new(Some((start, end)), &keys, &aggregate);
         for window in &overlapping {
             let old_id = group_id(Some(*window), &keys);
             self.state.closing.remove(&(window.1, old_id.clone()));
-            let Some(old) = self.state.groups.remove(&old_id) else { continue };
+            let Some(old) = self.state.groups.remove(&old_id) else {
+                continue;
+            };
             for (into, from) in merged.accumulators.iter_mut().zip(&old.accumulators) {
                 into.merge(from)?;
             }
@@ -347,7 +430,11 @@ impl ContinuousQuery {
                 merged.emitted = old.emitted;
             } else if let Some(row) = old.emitted {
                 if self.plan.emit != Some(Emit::Final) {
-                    out.push(Change { kind: ChangeKind::Retract, key: Some(old_id), row });
+                    out.push(Change {
+                        kind: ChangeKind::Retract,
+                        key: Some(old_id),
+                        row,
+                    });
                 }
             }
         }
@@ -369,18 +456,30 @@ impl ContinuousQuery {
         if self.plan.emit == Some(Emit::Final) {
             return Ok(());
         }
-        let Some(group) = self.state.groups.get(id) else { return Ok(()) };
+        let Some(group) = self.state.groups.get(id) else {
+            return Ok(());
+        };
         let row = self.group_row(group)?;
-        let Some(group) = self.state.groups.get_mut(id) else { return Ok(()) };
+        let Some(group) = self.state.groups.get_mut(id) else {
+            return Ok(());
+        };
         match row {
             Some(row) if group.emitted.as_ref() != Some(&row) => {
                 group.emitted = Some(row.clone());
-                out.push(Change { kind: ChangeKind::Insert, key: Some(id.to_string()), row });
+                out.push(Change {
+                    kind: ChangeKind::Insert,
+                    key: Some(id.to_string()),
+                    row,
+                });
             }
             Some(_) => {}
             None => {
                 if let Some(old) = group.emitted.take() {
-                    out.push(Change { kind: ChangeKind::Retract, key: Some(id.to_string()), row: old });
+                    out.push(Change {
+                        kind: ChangeKind::Retract,
+                        key: Some(id.to_string()),
+                        row: old,
+                    });
                 }
             }
         }
@@ -390,7 +489,12 @@ impl ContinuousQuery {
     /// The group's output row, `None` when HAVING does not hold.
     fn group_row(&self, group: &Group) -> Result<Option<Row>, SqlError> {
         let aggregates: Vec<Value> = group.accumulators.iter().map(Accumulator::value).collect();
-        let context = Context { sides: &[], window: group.window, keys: &group.keys, aggregates: &aggregates };
+        let context = Context {
+            sides: &[],
+            window: group.window,
+            keys: &group.keys,
+            aggregates: &aggregates,
+        };
         if let Some(having) = self.plan.aggregate.as_ref().and_then(|a| a.having.as_ref()) {
             if truth(&having.eval(&context)?, "HAVING")? != Some(true) {
                 return Ok(None);
@@ -399,6 +503,41 @@ impl ContinuousQuery {
         project(&self.plan.projection, &context, &self.plan).map(Some)
     }
 }
+
+impl Group {
+    fn new(window: Option<Bounds>, keys: &[Value], aggregate: &AggregatePlan) -> Group {
+        Group {
+            window,
+            keys: keys.to_vec(),
+            accumulators: aggregate
+                .calls
+                .iter()
+                .map(|c| Accumulator::new(c.kind))
+                .collect(),
+            emitted: None,
+        }
+    }
+}
+
+/// The GROUP BY values and the aggregate arguments of one input tuple.
+type GroupInputs = (Vec<Value>, Vec<Option<Value>>);
+
+fn group_inputs(aggregate: &AggregatePlan, input: &Context<'_>) -> Result<GroupInputs, SqlError> {
+    let keys = aggregate
+        .keys
+        .iter()
+        .map(|k| k.eval(input))
+        .collect::<Result<Vec<_>, _>>()?;
+    let args = aggregate
+        .calls
+        .iter()
+        .map(|c| c.arg.as_ref().map(|a| a.eval(input)).transpose())
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok((keys, args))
+}
+
+/// A window's `(start, end)` in milliseconds.
+type Bounds = (i64, i64);
 
 fn key_text(keys: &[Value]) -> String {
     Value::Array(keys.to_vec()).to_string()
@@ -417,7 +556,11 @@ fn group_id(window: Option<(i64, i64)>, keys: &[Value]) -> String {
 }
 
 /// Evaluates the SELECT list.
-pub(crate) fn project(projection: &[Projection], context: &Context<'_>, plan: &Plan) -> Result<Row, SqlError> {
+pub(crate) fn project(
+    projection: &[Projection],
+    context: &Context<'_>,
+    plan: &Plan,
+) -> Result<Row, SqlError> {
     let mut row = Vec::with_capacity(projection.len());
     for item in projection {
         match item {
@@ -428,15 +571,20 @@ pub(crate) fn project(projection: &[Projection], context: &Context<'_>, plan: &P
                     if only.is_some_and(|o| o != side) {
                         continue;
                     }
-                    let alias = plan.sources.get(side).map(|s| s.alias.as_str()).unwrap_or_default();
-                    match record {
-                        Some(Value::Object(map)) => {
-                            for (k, v) in map {
-                                let name = if prefix { format!("{alias}.{k}") } else { k.clone() };
-                                row.push((name, v.clone()));
-                            }
+                    let alias = plan
+                        .sources
+                        .get(side)
+                        .map(|s| s.alias.as_str())
+                        .unwrap_or_default();
+                    if let Some(Value::Object(map)) = record {
+                        for (k, v) in map {
+                            let name = if prefix {
+                                format!("{alias}.{k}")
+                            } else {
+                                k.clone()
+                            };
+                            row.push((name, v.clone()));
                         }
-                        Some(_) | None => {}
                     }
                 }
             }

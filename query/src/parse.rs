@@ -155,7 +155,15 @@ pub enum Statement {
 pub fn parse(sql: &str) -> Result<Vec<Statement>, SqlError> {
     let tokens = Tokenizer::new(&RunnelDialect, sql)
         .tokenize_with_location()
-        .map_err(|e| SqlError::syntax(Position { line: e.location.line, column: e.location.column }, e.message))?;
+        .map_err(|e| {
+            SqlError::syntax(
+                Position {
+                    line: e.location.line,
+                    column: e.location.column,
+                },
+                e.message,
+            )
+        })?;
     let mut statements = Vec::new();
     let mut current = Vec::new();
     for token in tokens {
@@ -175,7 +183,9 @@ pub fn parse(sql: &str) -> Result<Vec<Statement>, SqlError> {
 }
 
 fn has_words(tokens: &[TokenWithSpan]) -> bool {
-    tokens.iter().any(|t| !matches!(t.token, Token::Whitespace(_) | Token::EOF))
+    tokens
+        .iter()
+        .any(|t| !matches!(t.token, Token::Whitespace(_) | Token::EOF))
 }
 
 /// Streaming clauses lifted out of a statement's tokens.
@@ -216,23 +226,42 @@ fn lift(tokens: Vec<TokenWithSpan>) -> Result<(Vec<TokenWithSpan>, Lifted), SqlE
             lifted.emit = Some(match next {
                 Some(t) if word_is(t, "CHANGES") => Emit::Changes,
                 Some(t) if word_is(t, "FINAL") => Emit::Final,
-                _ => return Err(SqlError::syntax(position_of(token), "expected CHANGES or FINAL after EMIT")),
+                _ => {
+                    return Err(SqlError::syntax(
+                        position_of(token),
+                        "expected CHANGES or FINAL after EMIT",
+                    ))
+                }
             });
             i += 2;
             continue;
         }
-        if depth == 0 && word_is(token, "GRACE") && significant.get(i + 1).is_some_and(|t| word_is(t, "PERIOD")) {
+        if depth == 0
+            && word_is(token, "GRACE")
+            && significant.get(i + 1).is_some_and(|t| word_is(t, "PERIOD"))
+        {
             // The interval runs to EMIT or the end of the statement.
             let start = i + 2;
             let mut end = start;
-            while end < significant.len() && !word_is(&significant[end], "EMIT") && significant[end].token != Token::EOF {
+            while end < significant.len()
+                && !word_is(&significant[end], "EMIT")
+                && significant[end].token != Token::EOF
+            {
                 end += 1;
             }
-            lifted.grace_ms = Some(interval_of_tokens(&significant[start..end], position_of(token))?);
+            lifted.grace_ms = Some(interval_of_tokens(
+                &significant[start..end],
+                position_of(token),
+            )?);
             i = end;
             continue;
         }
-        if depth == 0 && word_is(token, "WITHIN") && significant.get(i + 1).is_some_and(|t| t.token == Token::LParen) {
+        if depth == 0
+            && word_is(token, "WITHIN")
+            && significant
+                .get(i + 1)
+                .is_some_and(|t| t.token == Token::LParen)
+        {
             let start = i + 2;
             let mut end = start;
             let mut inner = 1usize;
@@ -250,9 +279,15 @@ fn lift(tokens: Vec<TokenWithSpan>) -> Result<(Vec<TokenWithSpan>, Lifted), SqlE
                 end += 1;
             }
             if end >= significant.len() {
-                return Err(SqlError::syntax(position_of(token), "WITHIN ( without its closing )"));
+                return Err(SqlError::syntax(
+                    position_of(token),
+                    "WITHIN ( without its closing )",
+                ));
             }
-            lifted.within_ms.push(interval_of_tokens(&significant[start..end], position_of(token))?);
+            lifted.within_ms.push(interval_of_tokens(
+                &significant[start..end],
+                position_of(token),
+            )?);
             i = end + 1;
             continue;
         }
@@ -264,9 +299,14 @@ fn lift(tokens: Vec<TokenWithSpan>) -> Result<(Vec<TokenWithSpan>, Lifted), SqlE
 
 fn interval_of_tokens(tokens: &[TokenWithSpan], at: Position) -> Result<i64, SqlError> {
     let mut parser = Parser::new(&RunnelDialect).with_tokens_with_locations(tokens.to_vec());
-    let expr = parser.parse_expr().map_err(|e| SqlError::from_parser(e, at))?;
+    let expr = parser
+        .parse_expr()
+        .map_err(|e| SqlError::from_parser(e, at))?;
     if parser.peek_token().token != Token::EOF {
-        return Err(SqlError::syntax(position_of(&parser.peek_token()), "expected the end of the interval"));
+        return Err(SqlError::syntax(
+            position_of(&parser.peek_token()),
+            "expected the end of the interval",
+        ));
     }
     interval_ms(&expr)
 }
@@ -275,14 +315,22 @@ fn interval_of_tokens(tokens: &[TokenWithSpan], at: Position) -> Result<i64, Sql
 pub fn interval_ms(expr: &ast::Expr) -> Result<i64, SqlError> {
     let at: Position = expr.span().start.into();
     let ast::Expr::Interval(interval) = expr else {
-        return Err(SqlError::syntax(at, format!("expected an INTERVAL, found `{expr}`")));
+        return Err(SqlError::syntax(
+            at,
+            format!("expected an INTERVAL, found `{expr}`"),
+        ));
     };
     let (amount, unit) = match (&*interval.value, &interval.leading_field) {
         (ast::Expr::Value(v), Some(field)) => {
             let amount = match &v.value {
                 ast::Value::Number(n, _) => n.clone(),
                 ast::Value::SingleQuotedString(s) => s.trim().to_string(),
-                other => return Err(SqlError::syntax(at, format!("bad interval amount `{other}`"))),
+                other => {
+                    return Err(SqlError::syntax(
+                        at,
+                        format!("bad interval amount `{other}`"),
+                    ))
+                }
             };
             (amount, field.to_string())
         }
@@ -293,9 +341,19 @@ pub fn interval_ms(expr: &ast::Expr) -> Result<i64, SqlError> {
                 let unit = parts.next().unwrap_or_default().to_string();
                 (amount, unit)
             }
-            other => return Err(SqlError::syntax(at, format!("interval `{other}` needs a unit"))),
+            other => {
+                return Err(SqlError::syntax(
+                    at,
+                    format!("interval `{other}` needs a unit"),
+                ))
+            }
         },
-        _ => return Err(SqlError::syntax(at, format!("unsupported interval `{expr}`"))),
+        _ => {
+            return Err(SqlError::syntax(
+                at,
+                format!("unsupported interval `{expr}`"),
+            ))
+        }
     };
     let unit_ms: i64 = match unit.to_ascii_uppercase().trim_end_matches('S') {
         "MILLISECOND" => 1,
@@ -304,11 +362,16 @@ pub fn interval_ms(expr: &ast::Expr) -> Result<i64, SqlError> {
         "HOUR" => 3_600_000,
         "DAY" => 86_400_000,
         "WEEK" => 7 * 86_400_000,
-        other => return Err(SqlError::syntax(at, format!("unknown interval unit `{other}`"))),
+        other => {
+            return Err(SqlError::syntax(
+                at,
+                format!("unknown interval unit `{other}`"),
+            ))
+        }
     };
-    let amount: i64 = amount
-        .parse()
-        .map_err(|_| SqlError::syntax(at, format!("interval amount `{amount}` is not an integer")))?;
+    let amount: i64 = amount.parse().map_err(|_| {
+        SqlError::syntax(at, format!("interval amount `{amount}` is not an integer"))
+    })?;
     amount
         .checked_mul(unit_ms)
         .ok_or_else(|| SqlError::syntax(at, "interval too large"))
@@ -326,11 +389,17 @@ fn parse_one(tokens: Vec<TokenWithSpan>) -> Result<Statement, SqlError> {
     let statement = statement(&mut parser, &mut lifted, start)?;
     let next = parser.peek_token();
     if next.token != Token::EOF {
-        return Err(SqlError::syntax(position_of(&next), format!("unexpected `{}`", next.token)));
+        return Err(SqlError::syntax(
+            position_of(&next),
+            format!("unexpected `{}`", next.token),
+        ));
     }
     if let Some(l) = lifted {
         if l.emit.is_some() || l.grace_ms.is_some() || !l.within_ms.is_empty() {
-            return Err(SqlError::syntax(start, "EMIT, GRACE PERIOD and WITHIN belong to a SELECT"));
+            return Err(SqlError::syntax(
+                start,
+                "EMIT, GRACE PERIOD and WITHIN belong to a SELECT",
+            ));
         }
     }
     Ok(statement)
@@ -340,7 +409,11 @@ fn err(at: Position) -> impl Fn(sqlparser::parser::ParserError) -> SqlError {
     move |e| SqlError::from_parser(e, at)
 }
 
-fn select(parser: &mut Parser<'_>, lifted: &mut Option<Lifted>, at: Position) -> Result<Select, SqlError> {
+fn select(
+    parser: &mut Parser<'_>,
+    lifted: &mut Option<Lifted>,
+    at: Position,
+) -> Result<Select, SqlError> {
     let position = position_of(&parser.peek_token());
     let query = parser.parse_query().map_err(err(at))?;
     let lifted = lifted.take().unwrap_or_default();
@@ -359,12 +432,21 @@ fn name(parser: &mut Parser<'_>, at: Position) -> Result<(String, Position), Sql
     Ok((ident.value, position))
 }
 
-fn statement(parser: &mut Parser<'_>, lifted: &mut Option<Lifted>, at: Position) -> Result<Statement, SqlError> {
+fn statement(
+    parser: &mut Parser<'_>,
+    lifted: &mut Option<Lifted>,
+    at: Position,
+) -> Result<Statement, SqlError> {
     let first = parser.peek_token();
     let word = match &first.token {
         Token::Word(w) => w.value.to_ascii_uppercase(),
         Token::LParen => "SELECT".to_string(),
-        other => return Err(SqlError::syntax(position_of(&first), format!("expected a statement, found `{other}`"))),
+        other => {
+            return Err(SqlError::syntax(
+                position_of(&first),
+                format!("expected a statement, found `{other}`"),
+            ))
+        }
     };
     match word.as_str() {
         "SELECT" | "WITH" | "VALUES" => Ok(Statement::Select(select(parser, lifted, at)?)),
@@ -386,13 +468,23 @@ fn statement(parser: &mut Parser<'_>, lifted: &mut Option<Lifted>, at: Position)
                 } else {
                     None
                 };
-                Ok(Statement::CreateStream { name, options, select })
+                Ok(Statement::CreateStream {
+                    name,
+                    options,
+                    select,
+                })
             } else if parser.parse_keyword(Keyword::VIEW) {
                 let (name, _) = name(parser, at)?;
                 parser.expect_keyword(Keyword::AS).map_err(err(at))?;
-                Ok(Statement::CreateView { name, select: select(parser, lifted, at)? })
+                Ok(Statement::CreateView {
+                    name,
+                    select: select(parser, lifted, at)?,
+                })
             } else {
-                Err(SqlError::syntax(position_of(&parser.peek_token()), "expected STREAM or VIEW after CREATE"))
+                Err(SqlError::syntax(
+                    position_of(&parser.peek_token()),
+                    "expected STREAM or VIEW after CREATE",
+                ))
             }
         }
         "INSERT" => {
@@ -427,12 +519,23 @@ fn statement(parser: &mut Parser<'_>, lifted: &mut Option<Lifted>, at: Position)
                     .into_iter()
                     .map(|values| insert_row(&columns, values, position))
                     .collect::<Result<Vec<_>, _>>()?;
-                Ok(Statement::InsertValues { stream, position, rows })
+                Ok(Statement::InsertValues {
+                    stream,
+                    position,
+                    rows,
+                })
             } else {
                 if !columns.is_empty() {
-                    return Err(SqlError::unsupported(position, "a column list with INSERT ... SELECT (the SELECT names the columns)"));
+                    return Err(SqlError::unsupported(
+                        position,
+                        "a column list with INSERT ... SELECT (the SELECT names the columns)",
+                    ));
                 }
-                Ok(Statement::InsertSelect { stream, position, select: select(parser, lifted, at)? })
+                Ok(Statement::InsertSelect {
+                    stream,
+                    position,
+                    select: select(parser, lifted, at)?,
+                })
             }
         }
         "SHOW" => {
@@ -448,10 +551,19 @@ fn statement(parser: &mut Parser<'_>, lifted: &mut Option<Lifted>, at: Position)
             let name = match &token.token {
                 Token::Word(w) => w.value.clone(),
                 Token::Number(n, _) => n.clone(),
-                other => return Err(SqlError::syntax(position_of(&token), format!("expected a name, found `{other}`"))),
+                other => {
+                    return Err(SqlError::syntax(
+                        position_of(&token),
+                        format!("expected a name, found `{other}`"),
+                    ))
+                }
             };
             if_exists |= parser.parse_keywords(&[Keyword::IF, Keyword::EXISTS]);
-            Ok(Statement::Drop { kind, name, if_exists })
+            Ok(Statement::Drop {
+                kind,
+                name,
+                if_exists,
+            })
         }
         "TERMINATE" | "PAUSE" | "RESUME" => {
             parser.next_token();
@@ -467,10 +579,14 @@ fn statement(parser: &mut Parser<'_>, lifted: &mut Option<Lifted>, at: Position)
                 Token::Word(w) => w.value.trim_start_matches(['q', 'Q']).parse().ok(),
                 _ => None,
             };
-            let id = id.ok_or_else(|| SqlError::syntax(position_of(&token), "expected a query id"))?;
+            let id =
+                id.ok_or_else(|| SqlError::syntax(position_of(&token), "expected a query id"))?;
             Ok(Statement::Control(control, id))
         }
-        other => Err(SqlError::syntax(position_of(&first), format!("unknown statement `{other}`"))),
+        other => Err(SqlError::syntax(
+            position_of(&first),
+            format!("unknown statement `{other}`"),
+        )),
     }
 }
 
@@ -485,8 +601,15 @@ fn object_kinds(parser: &mut Parser<'_>, plural: bool) -> Result<ObjectKind, Sql
         ("VIEWS", true) | ("VIEW", false) => ObjectKind::View,
         ("QUERIES", true) | ("QUERY", false) => ObjectKind::Query,
         _ => {
-            let expected = if plural { "STREAMS, VIEWS or QUERIES" } else { "STREAM, VIEW or QUERY" };
-            return Err(SqlError::syntax(position_of(&token), format!("expected {expected}")));
+            let expected = if plural {
+                "STREAMS, VIEWS or QUERIES"
+            } else {
+                "STREAM, VIEW or QUERY"
+            };
+            return Err(SqlError::syntax(
+                position_of(&token),
+                format!("expected {expected}"),
+            ));
         }
     };
     Ok(kind)
@@ -497,7 +620,11 @@ fn stream_options(parser: &mut Parser<'_>, at: Position) -> Result<StreamOptions
     let mut options = StreamOptions::default();
     loop {
         let key_position = position_of(&parser.peek_token());
-        let key = parser.parse_identifier().map_err(err(at))?.value.to_ascii_uppercase();
+        let key = parser
+            .parse_identifier()
+            .map_err(err(at))?
+            .value
+            .to_ascii_uppercase();
         parser.expect_token(&Token::Eq).map_err(err(at))?;
         let value = parser.parse_expr().map_err(err(at))?;
         let count = |value: &ast::Expr| -> Result<u32, SqlError> {
@@ -508,7 +635,9 @@ fn stream_options(parser: &mut Parser<'_>, at: Position) -> Result<StreamOptions
                 },
                 _ => None,
             }
-            .ok_or_else(|| SqlError::syntax(key_position, format!("{key} needs a positive integer")))
+            .ok_or_else(|| {
+                SqlError::syntax(key_position, format!("{key} needs a positive integer"))
+            })
         };
         match key.as_str() {
             "SHARDS" => options.shards = Some(count(&value)?),
@@ -518,12 +647,29 @@ fn stream_options(parser: &mut Parser<'_>, at: Position) -> Result<StreamOptions
             "TIMESTAMP" => match &value {
                 ast::Expr::Value(v) => match &v.value {
                     ast::Value::SingleQuotedString(s) => options.timestamp_column = Some(s.clone()),
-                    _ => return Err(SqlError::syntax(key_position, "TIMESTAMP needs a column name in quotes")),
+                    _ => {
+                        return Err(SqlError::syntax(
+                            key_position,
+                            "TIMESTAMP needs a column name in quotes",
+                        ))
+                    }
                 },
                 ast::Expr::Identifier(i) => options.timestamp_column = Some(i.value.clone()),
-                _ => return Err(SqlError::syntax(key_position, "TIMESTAMP needs a column name")),
+                _ => {
+                    return Err(SqlError::syntax(
+                        key_position,
+                        "TIMESTAMP needs a column name",
+                    ))
+                }
             },
-            _ => return Err(SqlError::syntax(key_position, format!("unknown stream option `{key}` (SHARDS, REPLICATE, DURATION, TIMESTAMP, GRACE)"))),
+            _ => {
+                return Err(SqlError::syntax(
+                    key_position,
+                    format!(
+                    "unknown stream option `{key}` (SHARDS, REPLICATE, DURATION, TIMESTAMP, GRACE)"
+                ),
+                ))
+            }
         }
         if parser.consume_token(&Token::Comma) {
             continue;
@@ -534,9 +680,16 @@ fn stream_options(parser: &mut Parser<'_>, at: Position) -> Result<StreamOptions
 }
 
 /// One VALUES row as a JSON object; values must be constants.
-fn insert_row(columns: &[String], values: Vec<ast::Expr>, at: Position) -> Result<serde_json::Value, SqlError> {
+fn insert_row(
+    columns: &[String],
+    values: Vec<ast::Expr>,
+    at: Position,
+) -> Result<serde_json::Value, SqlError> {
     if columns.len() != values.len() {
-        return Err(SqlError::syntax(at, format!("{} columns but {} values", columns.len(), values.len())));
+        return Err(SqlError::syntax(
+            at,
+            format!("{} columns but {} values", columns.len(), values.len()),
+        ));
     }
     let mut object = serde_json::Map::new();
     for (column, value) in columns.iter().zip(values) {

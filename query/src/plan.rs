@@ -163,7 +163,10 @@ impl Plan {
             parts.push(format!(
                 "event time of {}: {}",
                 s.stream,
-                s.timestamp_column.as_deref().map(|c| format!("column {c}")).unwrap_or_else(|| "record timestamp".into())
+                s.timestamp_column
+                    .as_deref()
+                    .map(|c| format!("column {c}"))
+                    .unwrap_or_else(|| "record timestamp".into())
             ));
         }
         if let Some(j) = &self.join {
@@ -209,13 +212,19 @@ pub fn plan(select: &Select, catalog: &dyn Catalog) -> Result<Plan, SqlError> {
         return Err(SqlError::unsupported(at, "WITH"));
     }
     let ast::SetExpr::Select(body) = &*query.body else {
-        return Err(SqlError::unsupported(at, "only SELECT ... FROM ... (no UNION, VALUES)"));
+        return Err(SqlError::unsupported(
+            at,
+            "only SELECT ... FROM ... (no UNION, VALUES)",
+        ));
     };
     if body.distinct.is_some() {
         return Err(SqlError::unsupported(at, "DISTINCT"));
     }
     let [from] = body.from.as_slice() else {
-        return Err(SqlError::unsupported(at, "FROM needs exactly one source (use JOIN for two)"));
+        return Err(SqlError::unsupported(
+            at,
+            "FROM needs exactly one source (use JOIN for two)",
+        ));
     };
     let mut sources = Vec::new();
     let window = source(&from.relation, catalog, &mut sources)?;
@@ -227,41 +236,67 @@ pub fn plan(select: &Select, catalog: &dyn Catalog) -> Result<Plan, SqlError> {
                 return Err(SqlError::unsupported(at, "a window over a join"));
             }
             if source(&j.relation, catalog, &mut sources)?.is_some() {
-                return Err(SqlError::unsupported(pos(&j.relation), "a window on the right side of a join"));
+                return Err(SqlError::unsupported(
+                    pos(&j.relation),
+                    "a window on the right side of a join",
+                ));
             }
             let (kind, constraint) = match &j.join_operator {
                 ast::JoinOperator::Join(c) | ast::JoinOperator::Inner(c) => (JoinKind::Inner, c),
                 ast::JoinOperator::Left(c) | ast::JoinOperator::LeftOuter(c) => (JoinKind::Left, c),
-                ast::JoinOperator::Right(c) | ast::JoinOperator::RightOuter(c) => (JoinKind::Right, c),
+                ast::JoinOperator::Right(c) | ast::JoinOperator::RightOuter(c) => {
+                    (JoinKind::Right, c)
+                }
                 ast::JoinOperator::FullOuter(c) => (JoinKind::Full, c),
                 _ => return Err(SqlError::unsupported(pos(&j.relation), "this kind of join")),
             };
             let ast::JoinConstraint::On(on) = constraint else {
                 return Err(SqlError::unsupported(pos(&j.relation), "joins need ON"));
             };
-            let within_ms = *select
-                .within_ms
-                .first()
-                .ok_or_else(|| SqlError::syntax(pos(on), "a stream-stream join needs WITHIN (INTERVAL ...)"))?;
-            let mut scope = Scope { sources: &sources, windowed: false, aggregate: None };
-            join = Some(JoinPlan { kind, on: scope.compile(on)?, within_ms });
+            let within_ms = *select.within_ms.first().ok_or_else(|| {
+                SqlError::syntax(pos(on), "a stream-stream join needs WITHIN (INTERVAL ...)")
+            })?;
+            let mut scope = Scope {
+                sources: &sources,
+                windowed: false,
+                aggregate: None,
+            };
+            join = Some(JoinPlan {
+                kind,
+                on: scope.compile(on)?,
+                within_ms,
+            });
         }
         _ => return Err(SqlError::unsupported(at, "more than one JOIN")),
     }
     let grace_ms = select
         .grace_ms
-        .or_else(|| sources.iter().filter_map(|s| catalog.source(&s.stream).and_then(|i| i.grace_ms)).max())
+        .or_else(|| {
+            sources
+                .iter()
+                .filter_map(|s| catalog.source(&s.stream).and_then(|i| i.grace_ms))
+                .max()
+        })
         .unwrap_or(0);
     if grace_ms < 0 {
         return Err(SqlError::syntax(at, "GRACE PERIOD must not be negative"));
     }
     let windowed = window.is_some();
     let filter = match &body.selection {
-        Some(e) => Some(Scope { sources: &sources, windowed: false, aggregate: None }.compile(e)?),
+        Some(e) => Some(
+            Scope {
+                sources: &sources,
+                windowed: false,
+                aggregate: None,
+            }
+            .compile(e)?,
+        ),
         None => None,
     };
     let group_by: Vec<&ast::Expr> = match &body.group_by {
-        ast::GroupByExpr::Expressions(exprs, modifiers) if modifiers.is_empty() => exprs.iter().collect(),
+        ast::GroupByExpr::Expressions(exprs, modifiers) if modifiers.is_empty() => {
+            exprs.iter().collect()
+        }
         _ => return Err(SqlError::unsupported(at, "GROUP BY ALL / modifiers")),
     };
     let mut aggregate_builder = AggregateBuilder {
@@ -269,13 +304,20 @@ pub fn plan(select: &Select, catalog: &dyn Catalog) -> Result<Plan, SqlError> {
         plan: AggregatePlan::default(),
     };
     for e in &group_by {
-        let key = Scope { sources: &sources, windowed: false, aggregate: None }.compile(e)?;
+        let key = Scope {
+            sources: &sources,
+            windowed: false,
+            aggregate: None,
+        }
+        .compile(e)?;
         aggregate_builder.plan.keys.push(key);
     }
     let has_aggregates = !group_by.is_empty()
         || body.having.is_some()
         || body.projection.iter().any(|item| match item {
-            ast::SelectItem::UnnamedExpr(e) | ast::SelectItem::ExprWithAlias { expr: e, .. } => contains_aggregate(e),
+            ast::SelectItem::UnnamedExpr(e) | ast::SelectItem::ExprWithAlias { expr: e, .. } => {
+                contains_aggregate(e)
+            }
             _ => false,
         });
     let mut projection = Vec::new();
@@ -292,11 +334,17 @@ pub fn plan(select: &Select, catalog: &dyn Catalog) -> Result<Plan, SqlError> {
                     projection.push(Projection::Column(name, scope.compile(e)?));
                 }
                 ast::SelectItem::ExprWithAlias { expr, alias } => {
-                    projection.push(Projection::Column(alias.value.clone(), scope.compile(expr)?));
+                    projection.push(Projection::Column(
+                        alias.value.clone(),
+                        scope.compile(expr)?,
+                    ));
                 }
                 ast::SelectItem::Wildcard(_) => {
                     if scope.aggregate.is_some() {
-                        return Err(SqlError::unsupported(pos(item), "* with GROUP BY or aggregates"));
+                        return Err(SqlError::unsupported(
+                            pos(item),
+                            "* with GROUP BY or aggregates",
+                        ));
                     }
                     projection.push(Projection::Star(None));
                 }
@@ -304,8 +352,14 @@ pub fn plan(select: &Select, catalog: &dyn Catalog) -> Result<Plan, SqlError> {
                     let name = kind.to_string();
                     let side = sources
                         .iter()
-                        .position(|s| s.alias.eq_ignore_ascii_case(&name) || s.stream.eq_ignore_ascii_case(&name))
-                        .ok_or_else(|| SqlError::UnknownStream { name: name.clone(), position: pos(item) })?;
+                        .position(|s| {
+                            s.alias.eq_ignore_ascii_case(&name)
+                                || s.stream.eq_ignore_ascii_case(&name)
+                        })
+                        .ok_or_else(|| SqlError::UnknownStream {
+                            name: name.clone(),
+                            position: pos(item),
+                        })?;
                     projection.push(Projection::Star(Some(side)));
                 }
                 other => return Err(SqlError::unsupported(pos(other), "this SELECT item")),
@@ -321,7 +375,10 @@ pub fn plan(select: &Select, catalog: &dyn Catalog) -> Result<Plan, SqlError> {
         return Err(SqlError::unsupported(at, "EMIT FINAL needs a windowed aggregate (TUMBLE, HOP or SESSION with GROUP BY or aggregates)"));
     }
     if matches!(window, Some(Window::Session { .. })) && aggregate.is_none() {
-        return Err(SqlError::unsupported(at, "SESSION windows need an aggregate"));
+        return Err(SqlError::unsupported(
+            at,
+            "SESSION windows need an aggregate",
+        ));
     }
     // ORDER BY and LIMIT are read against the output row (side 0 of a pull query's result).
     let output = PlanSource {
@@ -343,15 +400,33 @@ pub fn plan(select: &Select, catalog: &dyn Catalog) -> Result<Plan, SqlError> {
         };
         for e in exprs {
             let outputs = [output.clone()];
-            let compiled = Scope { sources: &outputs, windowed: false, aggregate: None }.compile(&e.expr)?;
-            order_by.push((compiled, !matches!(e.options.sort, Some(ast::OrderBySort::Desc))));
+            let compiled = Scope {
+                sources: &outputs,
+                windowed: false,
+                aggregate: None,
+            }
+            .compile(&e.expr)?;
+            order_by.push((
+                compiled,
+                !matches!(e.options.sort, Some(ast::OrderBySort::Desc)),
+            ));
         }
     }
     let limit = match &query.limit_clause {
         None => None,
-        Some(ast::LimitClause::LimitOffset { limit: Some(l), offset: None, .. }) => {
+        Some(ast::LimitClause::LimitOffset {
+            limit: Some(l),
+            offset: None,
+            ..
+        }) => {
             let v = constant(l)?;
-            Some(v.as_u64().and_then(|n| usize::try_from(n).ok()).ok_or_else(|| SqlError::syntax(pos(l), "LIMIT needs a non-negative integer"))?)
+            Some(
+                v.as_u64()
+                    .and_then(|n| usize::try_from(n).ok())
+                    .ok_or_else(|| {
+                        SqlError::syntax(pos(l), "LIMIT needs a non-negative integer")
+                    })?,
+            )
         }
         Some(_) => return Err(SqlError::unsupported(at, "OFFSET")),
     };
@@ -371,15 +446,30 @@ pub fn plan(select: &Select, catalog: &dyn Catalog) -> Result<Plan, SqlError> {
 
 /// Evaluates an expression that must not read any input (INSERT VALUES, LIMIT).
 pub fn constant(expr: &ast::Expr) -> Result<serde_json::Value, SqlError> {
-    let compiled = Scope { sources: &[], windowed: false, aggregate: None }.compile(expr)?;
+    let compiled = Scope {
+        sources: &[],
+        windowed: false,
+        aggregate: None,
+    }
+    .compile(expr)?;
     if !compiled.is_constant() {
-        return Err(SqlError::syntax(pos(expr), format!("`{expr}` must be a constant")));
+        return Err(SqlError::syntax(
+            pos(expr),
+            format!("`{expr}` must be a constant"),
+        ));
     }
     compiled.eval(&Context::default())
 }
 
-fn source(relation: &ast::TableFactor, catalog: &dyn Catalog, sources: &mut Vec<PlanSource>) -> Result<Option<Window>, SqlError> {
-    let ast::TableFactor::Table { name, alias, args, .. } = relation else {
+fn source(
+    relation: &ast::TableFactor,
+    catalog: &dyn Catalog,
+    sources: &mut Vec<PlanSource>,
+) -> Result<Option<Window>, SqlError> {
+    let ast::TableFactor::Table {
+        name, alias, args, ..
+    } = relation
+    else {
         return Err(SqlError::unsupported(pos(relation), "subqueries in FROM"));
     };
     let at = pos(relation);
@@ -400,34 +490,68 @@ fn source(relation: &ast::TableFactor, catalog: &dyn Catalog, sources: &mut Vec<
             };
             let stream = match first {
                 ast::Expr::Identifier(i) => i.value.clone(),
-                other => return Err(SqlError::syntax(pos(*other), format!("{function}'s first argument is a stream name"))),
+                other => {
+                    return Err(SqlError::syntax(
+                        pos(*other),
+                        format!("{function}'s first argument is a stream name"),
+                    ))
+                }
             };
-            let intervals = rest.iter().map(|e| interval_ms(e)).collect::<Result<Vec<_>, _>>()?;
+            let intervals = rest
+                .iter()
+                .map(|e| interval_ms(e))
+                .collect::<Result<Vec<_>, _>>()?;
             let window = match (function.as_str(), intervals.as_slice()) {
                 ("TUMBLE", [size_ms]) => Window::Tumble { size_ms: *size_ms },
-                ("HOP", [size_ms, advance_ms]) => Window::Hop { size_ms: *size_ms, advance_ms: *advance_ms },
+                ("HOP", [size_ms, advance_ms]) => Window::Hop {
+                    size_ms: *size_ms,
+                    advance_ms: *advance_ms,
+                },
                 ("SESSION", [gap_ms]) => Window::Session { gap_ms: *gap_ms },
                 ("TUMBLE" | "HOP" | "SESSION", _) => {
-                    return Err(SqlError::syntax(at, format!("{function} takes a stream and {} interval(s)", if function == "HOP" { 2 } else { 1 })))
+                    return Err(SqlError::syntax(
+                        at,
+                        format!(
+                            "{function} takes a stream and {} interval(s)",
+                            if function == "HOP" { 2 } else { 1 }
+                        ),
+                    ))
                 }
-                _ => return Err(SqlError::syntax(at, format!("unknown window function {function} (TUMBLE, HOP, SESSION)"))),
+                _ => {
+                    return Err(SqlError::syntax(
+                        at,
+                        format!("unknown window function {function} (TUMBLE, HOP, SESSION)"),
+                    ))
+                }
             };
             let positive = match window {
                 Window::Tumble { size_ms } => size_ms > 0,
-                Window::Hop { size_ms, advance_ms } => size_ms > 0 && advance_ms > 0 && advance_ms <= size_ms,
+                Window::Hop {
+                    size_ms,
+                    advance_ms,
+                } => size_ms > 0 && advance_ms > 0 && advance_ms <= size_ms,
                 Window::Session { gap_ms } => gap_ms > 0,
             };
             if !positive {
-                return Err(SqlError::syntax(at, "window sizes must be positive (and a HOP's advance at most its size)"));
+                return Err(SqlError::syntax(
+                    at,
+                    "window sizes must be positive (and a HOP's advance at most its size)",
+                ));
             }
             (stream, pos(*first), Some(window))
         }
     };
     let info = catalog
         .source(&stream)
-        .ok_or_else(|| SqlError::UnknownStream { name: stream.clone(), position: stream_at })?;
+        .ok_or_else(|| SqlError::UnknownStream {
+            name: stream.clone(),
+            position: stream_at,
+        })?;
     sources.push(PlanSource {
-        alias: alias.as_ref().map(|a| a.name.value.clone()).unwrap_or_else(|| stream.clone()),
+        alias: alias
+            .as_ref()
+            .map(|a| a.name.value.clone())
+            .unwrap_or_else(|| stream.clone()),
         stream,
         timestamp_column: info.timestamp_column,
         columns: info.columns,
@@ -438,9 +562,15 @@ fn source(relation: &ast::TableFactor, catalog: &dyn Catalog, sources: &mut Vec<
 fn column_name(expr: &ast::Expr) -> String {
     match expr {
         ast::Expr::Identifier(i) => i.value.clone(),
-        ast::Expr::CompoundIdentifier(parts) => parts.last().map(|i| i.value.clone()).unwrap_or_default(),
+        ast::Expr::CompoundIdentifier(parts) => {
+            parts.last().map(|i| i.value.clone()).unwrap_or_default()
+        }
         ast::Expr::Function(f) => f.name.to_string().to_lowercase(),
-        ast::Expr::BinaryOp { right, op: ast::BinaryOperator::Arrow | ast::BinaryOperator::LongArrow, .. } => match &**right {
+        ast::Expr::BinaryOp {
+            right,
+            op: ast::BinaryOperator::Arrow | ast::BinaryOperator::LongArrow,
+            ..
+        } => match &**right {
             ast::Expr::Value(v) => match &v.value {
                 ast::Value::SingleQuotedString(s) => s.clone(),
                 _ => expr.to_string(),
@@ -465,7 +595,9 @@ fn aggregate_kind(f: &ast::Function) -> Option<AggregateKind> {
 
 fn contains_aggregate(expr: &ast::Expr) -> bool {
     let text = expr.to_string().to_ascii_uppercase();
-    ["COUNT(", "SUM(", "AVG(", "MIN(", "MAX("].iter().any(|f| text.contains(f))
+    ["COUNT(", "SUM(", "AVG(", "MIN(", "MAX("]
+        .iter()
+        .any(|f| text.contains(f))
 }
 
 struct AggregateBuilder {
@@ -485,24 +617,44 @@ impl Scope<'_> {
         if let [only] = names.as_slice() {
             let lower = only.to_ascii_lowercase();
             if self.windowed && (lower == "window_start" || lower == "window_end") {
-                return Ok(if lower == "window_start" { Expr::WindowStart } else { Expr::WindowEnd });
+                return Ok(if lower == "window_start" {
+                    Expr::WindowStart
+                } else {
+                    Expr::WindowEnd
+                });
             }
         }
         // `s.a.b` where `s` names a source: that source's field `a.b`.
         if names.len() > 1 && self.sources.len() > 1 {
-            if let Some(side) = self.sources.iter().position(|s| s.alias.eq_ignore_ascii_case(&names[0])) {
+            if let Some(side) = self
+                .sources
+                .iter()
+                .position(|s| s.alias.eq_ignore_ascii_case(&names[0]))
+            {
                 return self.checked(side, names[1..].to_vec(), at);
             }
         }
-        if names.len() > 1 && self.sources.len() == 1 && self.sources[0].alias.eq_ignore_ascii_case(&names[0]) {
+        if names.len() > 1
+            && self.sources.len() == 1
+            && self.sources[0].alias.eq_ignore_ascii_case(&names[0])
+        {
             return self.checked(0, names[1..].to_vec(), at);
         }
         match self.sources.len() {
-            0 => Err(SqlError::UnknownColumn { name: names.join("."), position: at, hint: " (no source here)".into() }),
+            0 => Err(SqlError::UnknownColumn {
+                name: names.join("."),
+                position: at,
+                hint: " (no source here)".into(),
+            }),
             1 => self.checked(0, names, at),
             _ => {
                 let known: Vec<usize> = (0..self.sources.len())
-                    .filter(|&i| self.sources[i].columns.as_ref().is_some_and(|c| c.contains(&names[0])))
+                    .filter(|&i| {
+                        self.sources[i]
+                            .columns
+                            .as_ref()
+                            .is_some_and(|c| c.contains(&names[0]))
+                    })
                     .collect();
                 match known.as_slice() {
                     [side] => self.checked(*side, names, at),
@@ -552,7 +704,11 @@ impl Scope<'_> {
         }
         Ok(match e {
             ast::Expr::Identifier(i) => {
-                if self.aggregate.is_some() && !(self.windowed && ["window_start", "window_end"].contains(&i.value.to_ascii_lowercase().as_str())) {
+                if self.aggregate.is_some()
+                    && !(self.windowed
+                        && ["window_start", "window_end"]
+                            .contains(&i.value.to_ascii_lowercase().as_str()))
+                {
                     return Err(SqlError::UnknownColumn {
                         name: i.value.clone(),
                         position: at,
@@ -598,16 +754,37 @@ impl Scope<'_> {
                     B::And => Expr::And(l, r),
                     B::Or => Expr::Or(l, r),
                     B::StringConcat => Expr::Concat(l, r),
-                    B::Arrow => Expr::JsonGet { target: l, key: r, text: false },
-                    B::LongArrow => Expr::JsonGet { target: l, key: r, text: true },
-                    B::HashArrow => Expr::JsonPath { target: l, path: r, text: false },
-                    B::HashLongArrow => Expr::JsonPath { target: l, path: r, text: true },
+                    B::Arrow => Expr::JsonGet {
+                        target: l,
+                        key: r,
+                        text: false,
+                    },
+                    B::LongArrow => Expr::JsonGet {
+                        target: l,
+                        key: r,
+                        text: true,
+                    },
+                    B::HashArrow => Expr::JsonPath {
+                        target: l,
+                        path: r,
+                        text: false,
+                    },
+                    B::HashLongArrow => Expr::JsonPath {
+                        target: l,
+                        path: r,
+                        text: true,
+                    },
                     other => return Err(SqlError::unsupported(at, format!("operator {other}"))),
                 }
             }
             ast::Expr::IsNull(inner) => Expr::IsNull(self.boxed(inner)?, false),
             ast::Expr::IsNotNull(inner) => Expr::IsNull(self.boxed(inner)?, true),
-            ast::Expr::Case { operand, conditions, else_result, .. } => {
+            ast::Expr::Case {
+                operand,
+                conditions,
+                else_result,
+                ..
+            } => {
                 let operand = match operand {
                     Some(o) => Some(self.boxed(o)?),
                     None => None,
@@ -620,14 +797,28 @@ impl Scope<'_> {
                     Some(e) => Some(self.boxed(e)?),
                     None => None,
                 };
-                Expr::Case { operand, branches, otherwise }
+                Expr::Case {
+                    operand,
+                    branches,
+                    otherwise,
+                }
             }
-            ast::Expr::Cast { expr, data_type, .. } => {
+            ast::Expr::Cast {
+                expr, data_type, ..
+            } => {
                 let text = data_type.to_string().to_ascii_uppercase();
-                let base = text.split('(').next().unwrap_or_default().trim().to_string();
+                let base = text
+                    .split('(')
+                    .next()
+                    .unwrap_or_default()
+                    .trim()
+                    .to_string();
                 let to = match base.as_str() {
-                    "INT" | "INTEGER" | "BIGINT" | "SMALLINT" | "INT8" | "INT4" => CastType::Integer,
-                    "DOUBLE" | "DOUBLE PRECISION" | "FLOAT" | "REAL" | "NUMERIC" | "DECIMAL" | "FLOAT8" => CastType::Double,
+                    "INT" | "INTEGER" | "BIGINT" | "SMALLINT" | "INT8" | "INT4" => {
+                        CastType::Integer
+                    }
+                    "DOUBLE" | "DOUBLE PRECISION" | "FLOAT" | "REAL" | "NUMERIC" | "DECIMAL"
+                    | "FLOAT8" => CastType::Double,
                     "STRING" | "TEXT" | "VARCHAR" | "CHAR" => CastType::String,
                     "BOOLEAN" | "BOOL" => CastType::Boolean,
                     "JSON" | "JSONB" => CastType::Json,
@@ -635,25 +826,60 @@ impl Scope<'_> {
                 };
                 Expr::Cast(self.boxed(expr)?, to)
             }
-            ast::Expr::In { expr, target: ast::InTarget::List(list), negated, .. } => {
-                let list = list.iter().map(|x| self.compile(x)).collect::<Result<_, _>>()?;
+            ast::Expr::In {
+                expr,
+                target: ast::InTarget::List(list),
+                negated,
+                ..
+            } => {
+                let list = list
+                    .iter()
+                    .map(|x| self.compile(x))
+                    .collect::<Result<_, _>>()?;
                 Expr::InList(self.boxed(expr)?, list, *negated)
             }
-            ast::Expr::Between { expr, negated, low, high } => Expr::Between(self.boxed(expr)?, self.boxed(low)?, self.boxed(high)?, *negated),
-            ast::Expr::Like { negated, expr, pattern, escape_char: None, .. } => Expr::Like {
+            ast::Expr::Between {
+                expr,
+                negated,
+                low,
+                high,
+            } => Expr::Between(
+                self.boxed(expr)?,
+                self.boxed(low)?,
+                self.boxed(high)?,
+                *negated,
+            ),
+            ast::Expr::Like {
+                negated,
+                expr,
+                pattern,
+                escape_char: None,
+                ..
+            } => Expr::Like {
                 target: self.boxed(expr)?,
                 pattern: self.boxed(pattern)?,
                 negated: *negated,
                 case_insensitive: false,
             },
-            ast::Expr::ILike { negated, expr, pattern, escape_char: None, .. } => Expr::Like {
+            ast::Expr::ILike {
+                negated,
+                expr,
+                pattern,
+                escape_char: None,
+                ..
+            } => Expr::Like {
                 target: self.boxed(expr)?,
                 pattern: self.boxed(pattern)?,
                 negated: *negated,
                 case_insensitive: true,
             },
             ast::Expr::Function(f) => self.function(f, at)?,
-            ast::Expr::Trim { expr, trim_where: None, trim_what: None, trim_characters: None } => Expr::Call(Function::Trim, vec![self.compile(expr)?]),
+            ast::Expr::Trim {
+                expr,
+                trim_where: None,
+                trim_what: None,
+                trim_characters: None,
+            } => Expr::Call(Function::Trim, vec![self.compile(expr)?]),
             other => return Err(SqlError::unsupported(at, format!("expression `{other}`"))),
         })
     }
@@ -664,7 +890,10 @@ impl Scope<'_> {
             ast::FunctionArguments::None => Vec::new(),
             ast::FunctionArguments::List(list) => {
                 if list.duplicate_treatment.is_some() || !list.clauses.is_empty() {
-                    return Err(SqlError::unsupported(at, format!("DISTINCT or clauses in {name}(...)")));
+                    return Err(SqlError::unsupported(
+                        at,
+                        format!("DISTINCT or clauses in {name}(...)"),
+                    ));
                 }
                 list.args
                     .iter()
@@ -674,34 +903,53 @@ impl Scope<'_> {
                     })
                     .collect::<Result<_, _>>()?
             }
-            ast::FunctionArguments::Subquery(_) => return Err(SqlError::unsupported(at, "subqueries")),
+            ast::FunctionArguments::Subquery(_) => {
+                return Err(SqlError::unsupported(at, "subqueries"))
+            }
         };
         if f.over.is_some() || f.filter.is_some() {
             return Err(SqlError::unsupported(at, "OVER / FILTER"));
         }
         if let Some(kind) = aggregate_kind(f) {
             if self.aggregate.is_none() {
-                return Err(SqlError::unsupported(at, format!("{name} here (aggregates belong in SELECT and HAVING)")));
+                return Err(SqlError::unsupported(
+                    at,
+                    format!("{name} here (aggregates belong in SELECT and HAVING)"),
+                ));
             }
             let arg = match args.as_slice() {
                 [ast::FunctionArgExpr::Wildcard] if kind == AggregateKind::Count => None,
                 [ast::FunctionArgExpr::Expr(e)] => {
                     // The argument reads the input record, not the group.
                     let sources = self.sources;
-                    Some(Scope { sources, windowed: self.windowed, aggregate: None }.compile(e)?)
+                    Some(
+                        Scope {
+                            sources,
+                            windowed: self.windowed,
+                            aggregate: None,
+                        }
+                        .compile(e)?,
+                    )
                 }
                 _ => return Err(SqlError::syntax(at, format!("{name} takes one argument"))),
             };
             let calls = &mut self.aggregate.as_deref_mut().map(|b| &mut b.plan.calls);
             let Some(calls) = calls else {
-                return Err(SqlError::unsupported(at, "aggregate outside an aggregate query"));
+                return Err(SqlError::unsupported(
+                    at,
+                    "aggregate outside an aggregate query",
+                ));
             };
             calls.push(AggregateCall { kind, arg });
             return Ok(Expr::Aggregate(calls.len() - 1));
         }
-        let (function, min, max) = Function::from_name(&name).ok_or_else(|| SqlError::syntax(at, format!("unknown function {name}")))?;
+        let (function, min, max) = Function::from_name(&name)
+            .ok_or_else(|| SqlError::syntax(at, format!("unknown function {name}")))?;
         if args.len() < min || args.len() > max {
-            return Err(SqlError::syntax(at, format!("{name} takes {min}..{max} arguments, got {}", args.len())));
+            return Err(SqlError::syntax(
+                at,
+                format!("{name} takes {min}..{max} arguments, got {}", args.len()),
+            ));
         }
         let mut compiled = Vec::new();
         for a in args {
@@ -718,9 +966,14 @@ fn literal(v: &ast::Value, at: Position) -> Result<Expr, SqlError> {
     Ok(Expr::Literal(match v {
         ast::Value::Number(n, _) => match n.parse::<i64>() {
             Ok(i) => serde_json::Value::from(i),
-            Err(_) => crate::value::float(n.parse::<f64>().map_err(|_| SqlError::syntax(at, format!("bad number {n}")))?),
+            Err(_) => crate::value::float(
+                n.parse::<f64>()
+                    .map_err(|_| SqlError::syntax(at, format!("bad number {n}")))?,
+            ),
         },
-        ast::Value::SingleQuotedString(s) | ast::Value::DoubleQuotedString(s) => serde_json::Value::String(s.clone()),
+        ast::Value::SingleQuotedString(s) | ast::Value::DoubleQuotedString(s) => {
+            serde_json::Value::String(s.clone())
+        }
         ast::Value::Boolean(b) => serde_json::Value::Bool(*b),
         ast::Value::Null => serde_json::Value::Null,
         other => return Err(SqlError::unsupported(at, format!("literal {other}"))),

@@ -58,7 +58,12 @@ impl Script {
     fn directive(&mut self, line: &str, out: &mut String) {
         let mut words = line.trim_start_matches("--").split_whitespace();
         match words.next() {
-            Some("@time") => self.time_ms = words.next().and_then(|w| w.parse().ok()).unwrap_or(self.time_ms),
+            Some("@time") => {
+                self.time_ms = words
+                    .next()
+                    .and_then(|w| w.parse().ok())
+                    .unwrap_or(self.time_ms)
+            }
             Some("@restart") => {
                 let text = serde_json::to_string(&self.engine.snapshot()).unwrap_or_default();
                 let restored = serde_json::from_str::<Snapshot>(&text)
@@ -77,7 +82,10 @@ impl Script {
                         m.records_in,
                         m.records_late,
                         m.records_failed,
-                        m.last_error.as_ref().map(|e| format!(" ({e})")).unwrap_or_default()
+                        m.last_error
+                            .as_ref()
+                            .map(|e| format!(" ({e})"))
+                            .unwrap_or_default()
                     )),
                     None => out.push_str(&format!("--> no query {id}\n")),
                 }
@@ -105,20 +113,29 @@ impl Script {
                         out.push_str(&format!("--> {}\n", cells.join(" | ")));
                     }
                 }
-                Effect::QueryTerminated(id) => out.push_str(&format!("--> query {id} terminated\n")),
+                Effect::QueryTerminated(id) => {
+                    out.push_str(&format!("--> query {id} terminated\n"))
+                }
                 Effect::QueryPaused(id) => out.push_str(&format!("--> query {id} paused\n")),
                 Effect::QueryResumed(id) => {
                     out.push_str(&format!("--> query {id} resumed\n"));
                     // The server feeds a resumed query from its offsets; replaying the whole log
                     // does the same, since every query skips offsets it has consumed.
-                    let log: Vec<(String, Record)> = self.log.iter().flat_map(|(s, rs)| rs.iter().map(move |r| (s.clone(), r.clone()))).collect();
+                    let log: Vec<(String, Record)> = self
+                        .log
+                        .iter()
+                        .flat_map(|(s, rs)| rs.iter().map(move |r| (s.clone(), r.clone())))
+                        .collect();
                     let mut pending = VecDeque::new();
                     for (stream, record) in log {
                         self.feed(&stream, &record, &mut pending, out);
                     }
                     self.drain(pending, out);
                 }
-                Effect::CreateStream { .. } | Effect::DropStream(_) | Effect::ViewDropped(_) | Effect::Nothing => {}
+                Effect::CreateStream { .. }
+                | Effect::DropStream(_)
+                | Effect::ViewDropped(_)
+                | Effect::Nothing => {}
             }
         }
     }
@@ -126,7 +143,10 @@ impl Script {
     /// Appends records as the server would, and feeds them (and what queries append in turn)
     /// back to the engine, breadth first.
     fn append(&mut self, stream: &str, records: Vec<Value>, out: &mut String) {
-        let pending: VecDeque<(String, Value)> = records.into_iter().map(|r| (stream.to_string(), r)).collect();
+        let pending: VecDeque<(String, Value)> = records
+            .into_iter()
+            .map(|r| (stream.to_string(), r))
+            .collect();
         self.drain(pending, out);
     }
 
@@ -134,19 +154,34 @@ impl Script {
     fn drain(&mut self, mut pending: VecDeque<(String, Value)>, out: &mut String) {
         while let Some((stream, value)) = pending.pop_front() {
             let log = self.log.entry(stream.clone()).or_default();
-            let record = Record { event_time_ms: self.time_ms, offset: log.len() as u64, value };
+            let record = Record {
+                event_time_ms: self.time_ms,
+                offset: log.len() as u64,
+                value,
+            };
             log.push(record.clone());
             self.feed(&stream, &record, &mut pending, out);
         }
     }
 
-    fn feed(&mut self, stream: &str, record: &Record, pending: &mut VecDeque<(String, Value)>, out: &mut String) {
+    fn feed(
+        &mut self,
+        stream: &str,
+        record: &Record,
+        pending: &mut VecDeque<(String, Value)>,
+        out: &mut String,
+    ) {
         {
             for output in self.engine.push(stream, 0, record) {
                 match &output.sink {
-                    Sink::Client => out.push_str(&format!("--> q{} {}\n", output.query, output.change)),
+                    Sink::Client => {
+                        out.push_str(&format!("--> q{} {}\n", output.query, output.change))
+                    }
                     Sink::Stream(target) => {
-                        out.push_str(&format!("--> q{} -> {target} {}\n", output.query, output.change));
+                        out.push_str(&format!(
+                            "--> q{} -> {target} {}\n",
+                            output.query, output.change
+                        ));
                         let mut json = output.change.row.to_json();
                         if output.change.kind == crate::value::ChangeKind::Retract {
                             if let Value::Object(map) = &mut json {

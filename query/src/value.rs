@@ -142,7 +142,9 @@ pub(crate) fn numeric(value: &Value, context: &str) -> Result<Option<Numeric>, S
 
 /// A JSON number from a double; NaN and infinities (not representable in JSON) become NULL.
 pub fn float(f: f64) -> Value {
-    Number::from_f64(f).map(Value::Number).unwrap_or(Value::Null)
+    Number::from_f64(f)
+        .map(Value::Number)
+        .unwrap_or(Value::Null)
 }
 
 fn as_f64(n: Numeric) -> f64 {
@@ -230,7 +232,10 @@ fn compare_numbers(a: &Number, b: &Number) -> Ordering {
     match (a.as_i64(), b.as_i64()) {
         (Some(x), Some(y)) => x.cmp(&y),
         _ => {
-            let (x, y) = (a.as_f64().unwrap_or(f64::NAN), b.as_f64().unwrap_or(f64::NAN));
+            let (x, y) = (
+                a.as_f64().unwrap_or(f64::NAN),
+                b.as_f64().unwrap_or(f64::NAN),
+            );
             x.partial_cmp(&y).unwrap_or(Ordering::Equal)
         }
     }

@@ -15,7 +15,10 @@ fn docs_sql_examples_run() {
         let end = body.find("```").expect("closed block");
         let block = &body[..end];
         let actual = script.run(block);
-        assert_eq!(actual, block, "docs/sql.md block {blocks} differs; expected:\n{block}\nactual:\n{actual}");
+        assert_eq!(
+            actual, block,
+            "docs/sql.md block {blocks} differs; expected:\n{block}\nactual:\n{actual}"
+        );
         blocks += 1;
         rest = &body[end + 3..];
     }
