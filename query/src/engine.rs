@@ -17,8 +17,8 @@ use crate::value::{total_order, truth, Change, ChangeKind, Record, Row};
 /// Where a query's changes go.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Sink {
-    /// Appended to a stream (CREATE STREAM AS, INSERT SELECT): the caller appends `row.to_json()`
-    /// of each insert; a retraction is appended as `{"_retract": true, ...row}`.
+    /// Appended to a stream (CREATE STREAM AS, INSERT SELECT): the caller appends
+    /// [`Change::to_record`] (a retraction carries `"_retract": true`).
     Stream(String),
     /// Kept in a materialized view inside the engine.
     View(String),
