@@ -284,7 +284,7 @@ impl Engine {
             }
             Statement::Select(select) => {
                 if select.emit.is_some() {
-                    let plan = plan::plan(&select, self)?;
+                    let plan = self.plan_persistent(&select)?;
                     let id = self.start(sql, plan, Sink::Client);
                     vec![Effect::QueryStarted {
                         id,
@@ -353,7 +353,7 @@ impl Engine {
         }
     }
 
-    /// Plans the SELECT of a persistent query; its sources must be streams (views answer pulls).
+    /// Plans the SELECT of a continuous query; its sources must be streams (views answer pulls).
     fn plan_persistent(&self, select: &Select) -> Result<Plan, SqlError> {
         let plan = plan::plan(select, self)?;
         for s in &plan.sources {
@@ -616,6 +616,21 @@ impl Engine {
     /// The offsets a query has consumed, per `"stream#shard"`: resume feeding after them.
     pub fn offsets(&self, id: u64) -> Option<&BTreeMap<String, u64>> {
         self.queries.get(&id).map(|q| &q.query.state().offsets)
+    }
+
+    /// The streams a query reads: feed it their shards.
+    pub fn sources(&self, id: u64) -> Option<Vec<String>> {
+        self.queries.get(&id).map(|q| {
+            let mut streams: Vec<String> = q
+                .query
+                .plan()
+                .sources
+                .iter()
+                .map(|s| s.stream.clone())
+                .collect();
+            streams.dedup();
+            streams
+        })
     }
 
     /// A query's counters (late and failed records).

@@ -165,6 +165,7 @@ impl ContinuousQuery {
 
     /// Moves the watermark with a record's event time and closes what became final.
     fn advance(&mut self, time_ms: i64, out: &mut Vec<Change>) {
+        let before = self.watermark_ms();
         let max = self
             .state
             .max_event_time_ms
@@ -173,14 +174,21 @@ impl ContinuousQuery {
         let Some(watermark) = self.watermark_ms() else {
             return;
         };
+        assert!(
+            before.is_none_or(|b| b <= watermark),
+            "watermark moved back: {before:?} -> {watermark}"
+        );
         while let Some((end, id)) = self.state.closing.first().cloned() {
             if end > watermark {
                 break;
             }
             self.state.closing.pop_first();
-            let Some(group) = self.state.groups.remove(&id) else {
-                continue;
-            };
+            // Every entry of `closing` is a live group: groups leave both together.
+            let group = self
+                .state
+                .groups
+                .remove(&id)
+                .unwrap_or_else(|| panic!("closing window {id} has no group"));
             if let Some(Window::Session { .. }) = self.plan.window {
                 let session_key = key_text(&group.keys);
                 if let Some(list) = self.state.sessions.get_mut(&session_key) {
