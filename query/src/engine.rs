@@ -613,8 +613,8 @@ impl Engine {
         outputs
     }
 
-    /// The offsets a query has consumed, per `"stream#shard"`: resume feeding after them.
-    pub fn offsets(&self, id: u64) -> Option<&BTreeMap<String, u64>> {
+    /// The offsets a query has consumed, per stream and shard: resume feeding after them.
+    pub fn offsets(&self, id: u64) -> Option<&BTreeMap<String, BTreeMap<u32, u64>>> {
         self.queries.get(&id).map(|q| &q.query.state().offsets)
     }
 

@@ -3,6 +3,7 @@
 //! time seen minus the allowed lateness, and it only moves forward.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -49,8 +50,8 @@ struct Buffered {
 /// Everything a query must keep across a restart (serde): its checkpoint.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct QueryState {
-    /// The last offset consumed per source shard (`"stream#shard"`).
-    pub offsets: BTreeMap<String, u64>,
+    /// The last offset consumed, per source stream and shard.
+    pub offsets: BTreeMap<String, BTreeMap<u32, u64>>,
     /// The highest event time seen.
     pub max_event_time_ms: Option<i64>,
     /// Counters.
@@ -67,27 +68,26 @@ pub struct QueryState {
 /// A planned query with its state.
 #[derive(Debug, Clone)]
 pub struct ContinuousQuery {
-    plan: Plan,
+    /// Shared so the hot path can hold the plan while it changes the state.
+    plan: Arc<Plan>,
     state: QueryState,
-}
-
-/// The key of a source shard in a query's offsets.
-pub fn source_key(stream: &str, shard: u32) -> String {
-    format!("{stream}#{shard}")
 }
 
 impl ContinuousQuery {
     /// A query with empty state.
     pub fn new(plan: Plan) -> Self {
         ContinuousQuery {
-            plan,
+            plan: Arc::new(plan),
             state: QueryState::default(),
         }
     }
 
     /// A query resumed from a checkpoint.
     pub fn with_state(plan: Plan, state: QueryState) -> Self {
-        ContinuousQuery { plan, state }
+        ContinuousQuery {
+            plan: Arc::new(plan),
+            state,
+        }
     }
 
     /// The plan.
@@ -116,16 +116,17 @@ impl ContinuousQuery {
     /// below the shard's consumed offset is ignored (a replay after restoring a checkpoint).
     pub fn push(&mut self, stream: &str, shard: u32, record: &Record) -> Vec<Change> {
         let mut out = Vec::new();
-        let key = source_key(stream, shard);
-        if self
-            .state
-            .offsets
-            .get(&key)
+        let consumed = match self.state.offsets.get_mut(stream) {
+            Some(shards) => shards,
+            None => self.state.offsets.entry(stream.to_string()).or_default(),
+        };
+        if consumed
+            .get(&shard)
             .is_some_and(|&last| record.offset <= last)
         {
             return out;
         }
-        self.state.offsets.insert(key, record.offset);
+        consumed.insert(shard, record.offset);
         self.state.metrics.records_in += 1;
         for side in 0..self.plan.sources.len() {
             if self.plan.sources[side].stream != stream {
@@ -248,7 +249,8 @@ impl ContinuousQuery {
             self.state.metrics.records_late += 1;
             return Ok(());
         }
-        let Some(join) = self.plan.join.clone() else {
+        let plan = Arc::clone(&self.plan);
+        let Some(join) = &plan.join else {
             return Ok(());
         };
         let other = 1 - side;
@@ -341,7 +343,8 @@ impl ContinuousQuery {
         if open.len() < windows.len() {
             self.state.metrics.records_late += 1;
         }
-        let Some(aggregate) = self.plan.aggregate.clone() else {
+        let plan = Arc::clone(&self.plan);
+        let Some(aggregate) = &plan.aggregate else {
             for window in open {
                 let row = project(
                     &self.plan.projection,
@@ -360,19 +363,20 @@ impl ContinuousQuery {
             }
             return Ok(());
         };
-        let (keys, args) = group_inputs(&aggregate, &input)?;
+        let (keys, args) = group_inputs(aggregate, &input)?;
         for window in open {
             let id = group_id(window, &keys);
-            let group = self
-                .state
-                .groups
-                .entry(id.clone())
-                .or_insert_with(|| Group::new(window, &keys, &aggregate));
-            for (accumulator, arg) in group.accumulators.iter_mut().zip(&args) {
-                accumulator.add(arg.as_ref())?;
+            if !self.state.groups.contains_key(&id) {
+                if let Some((_, end)) = window {
+                    self.state.closing.insert((end, id.clone()));
+                }
+                let group = Group::new(window, &keys, aggregate);
+                self.state.groups.insert(id.clone(), group);
             }
-            if let Some((_, end)) = window {
-                self.state.closing.insert((end, id.clone()));
+            if let Some(group) = self.state.groups.get_mut(&id) {
+                for (accumulator, arg) in group.accumulators.iter_mut().zip(&args) {
+                    accumulator.add(arg.as_ref())?;
+                }
             }
             self.changed(&id, out)?;
         }
@@ -387,14 +391,15 @@ impl ContinuousQuery {
         is_final: impl Fn(i64) -> bool,
         out: &mut Vec<Change>,
     ) -> Result<(), SqlError> {
-        let Some(aggregate) = self.plan.aggregate.clone() else {
+        let plan = Arc::clone(&self.plan);
+        let Some(aggregate) = &plan.aggregate else {
             return Ok(());
         };
         let input = Context {
             sides,
             ..Context::default()
         };
-        let (keys, args) = group_inputs(&aggregate, &input)?;
+        let (keys, args) = group_inputs(aggregate, &input)?;
         let session_key = key_text(&keys);
         let (own_start, own_end) = (time_ms, time_ms.saturating_add(gap_ms));
         let existing = self
@@ -424,7 +429,7 @@ impl ContinuousQuery {
             return Ok(());
         }
         let id = group_id(Some((start, end)), &keys);
-        let mut merged = Group::new(Some((start, end)), &keys, &aggregate);
+        let mut merged = Group::new(Some((start, end)), &keys, aggregate);
         for window in &overlapping {
             let old_id = group_id(Some(*window), &keys);
             self.state.closing.remove(&(window.1, old_id.clone()));
@@ -552,15 +557,26 @@ fn key_text(keys: &[Value]) -> String {
 }
 
 /// A group's identity: its window and GROUP BY values, as JSON text (the changes' key).
+/// Written straight into one string: `[start,end,key…]` (the JSON array, without building it).
 fn group_id(window: Option<(i64, i64)>, keys: &[Value]) -> String {
-    match window {
-        Some((start, end)) => {
-            let mut all = vec![Value::from(start), Value::from(end)];
-            all.extend(keys.iter().cloned());
-            Value::Array(all).to_string()
-        }
-        None => key_text(keys),
+    use std::fmt::Write;
+    let mut id = String::with_capacity(32);
+    id.push('[');
+    let mut first = true;
+    if let Some((start, end)) = window {
+        // Writing to a String cannot fail.
+        let _ = write!(id, "{start},{end}");
+        first = false;
     }
+    for key in keys {
+        if !first {
+            id.push(',');
+        }
+        first = false;
+        let _ = write!(id, "{key}");
+    }
+    id.push(']');
+    id
 }
 
 /// Evaluates the SELECT list.
@@ -599,4 +615,19 @@ pub(crate) fn project(
         }
     }
     Ok(Row(row))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The group id is the JSON array of window bounds and keys (it keys views and changes).
+    #[test]
+    fn group_id_is_the_json_array() {
+        let keys = [Value::from("a\"b"), Value::Null, Value::from(1.5)];
+        let expected = serde_json::json!([-10, 0, "a\"b", null, 1.5]).to_string();
+        assert_eq!(group_id(Some((-10, 0)), &keys), expected);
+        assert_eq!(group_id(None, &keys), key_text(&keys));
+        assert_eq!(group_id(None, &[]), "[]");
+    }
 }
