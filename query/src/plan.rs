@@ -10,6 +10,9 @@ use crate::function::Function;
 use crate::parse::{interval_ms, Emit, Select};
 use crate::value::Arithmetic;
 
+/// The largest k of `TOPK(x, k)`: each group keeps k values.
+pub const TOPK_K_MAX: u32 = 1000;
+
 /// What the planner needs to know about a stream or view.
 #[derive(Debug, Clone, Default)]
 pub struct SourceInfo {
@@ -589,13 +592,15 @@ fn aggregate_kind(f: &ast::Function) -> Option<AggregateKind> {
         "AVG" => AggregateKind::Avg,
         "MIN" => AggregateKind::Min,
         "MAX" => AggregateKind::Max,
+        // k is read from the second argument; 0 until then.
+        "TOPK" => AggregateKind::TopK(0),
         _ => return None,
     })
 }
 
 fn contains_aggregate(expr: &ast::Expr) -> bool {
     let text = expr.to_string().to_ascii_uppercase();
-    ["COUNT(", "SUM(", "AVG(", "MIN(", "MAX("]
+    ["COUNT(", "SUM(", "AVG(", "MIN(", "MAX(", "TOPK("]
         .iter()
         .any(|f| text.contains(f))
 }
@@ -934,16 +939,28 @@ impl Scope<'_> {
         if f.over.is_some() || f.filter.is_some() {
             return Err(SqlError::unsupported(at, "OVER / FILTER"));
         }
-        if let Some(kind) = aggregate_kind(f) {
+        if let Some(mut kind) = aggregate_kind(f) {
             if self.aggregate.is_none() {
                 return Err(SqlError::unsupported(
                     at,
                     format!("{name} here (aggregates belong in SELECT and HAVING)"),
                 ));
             }
-            let arg = match args.as_slice() {
+            let mut args = args.as_slice();
+            if let (AggregateKind::TopK(_), [value, ast::FunctionArgExpr::Expr(k)]) = (kind, args) {
+                let k = constant(k)?
+                    .as_u64()
+                    .and_then(|k| u32::try_from(k).ok())
+                    .filter(|k| (1..=TOPK_K_MAX).contains(k))
+                    .ok_or_else(|| {
+                        SqlError::syntax(at, format!("TOPK's k is an integer in 1..={TOPK_K_MAX}"))
+                    })?;
+                kind = AggregateKind::TopK(k);
+                args = std::slice::from_ref(value);
+            }
+            let arg = match args {
                 [ast::FunctionArgExpr::Wildcard] if kind == AggregateKind::Count => None,
-                [ast::FunctionArgExpr::Expr(e)] => {
+                [ast::FunctionArgExpr::Expr(e)] if kind != AggregateKind::TopK(0) => {
                     // The argument reads the input record, not the group.
                     let sources = self.sources;
                     Some(
@@ -954,6 +971,9 @@ impl Scope<'_> {
                         }
                         .compile(e)?,
                     )
+                }
+                _ if matches!(kind, AggregateKind::TopK(_)) => {
+                    return Err(SqlError::syntax(at, "TOPK takes a value and k: TOPK(x, 3)"))
                 }
                 _ => return Err(SqlError::syntax(at, format!("{name} takes one argument"))),
             };

@@ -1,0 +1,174 @@
+//! Windows against a recomputation: for seeded out-of-order workloads with late records, the
+//! engine's EMIT FINAL rows (TUMBLE and HOP) and its view (EMIT CHANGES, open windows included)
+//! equal what a brute-force oracle computes from the definition: watermark = max event time
+//! seen before the record − grace; a record goes to each of its windows `[start, end)` whose
+//! end is above the watermark; a window is final, and emitted once, when the watermark ≥ end.
+
+use std::collections::BTreeMap;
+
+mod common;
+
+use common::Lcg;
+use runnel_query::{ChangeKind, Effect, Engine, Record, Sink};
+use serde_json::{json, Value};
+
+/// (window start, window end, key) -> (count, sum)
+type Table = BTreeMap<(i64, i64, String), (i64, i64)>;
+
+fn windows(ts: i64, size: i64, advance: i64) -> Vec<(i64, i64)> {
+    let mut all = Vec::new();
+    let mut start = ts.div_euclid(advance) * advance;
+    while start + size > ts {
+        all.push((start, start + size));
+        start -= advance;
+    }
+    all
+}
+
+/// The definition, computed the slow way: returns every accepted window's totals, the windows
+/// final at the end, and the number of records late for at least one window.
+fn oracle(
+    records: &[(i64, String, i64)],
+    grace: i64,
+    size: i64,
+    advance: i64,
+) -> (Table, Table, u64) {
+    let mut table = Table::new();
+    let mut max: Option<i64> = None;
+    let mut late = 0;
+    for (ts, key, v) in records {
+        let watermark = max.map(|m| m - grace);
+        let mut dropped = false;
+        for (start, end) in windows(*ts, size, advance) {
+            if watermark.is_some_and(|w| w >= end) {
+                dropped = true;
+                continue;
+            }
+            let entry = table.entry((start, end, key.clone())).or_default();
+            entry.0 += 1;
+            entry.1 += v;
+        }
+        late += u64::from(dropped);
+        max = Some(max.map_or(*ts, |m| m.max(*ts)));
+    }
+    let watermark = max.map_or(i64::MIN, |m| m - grace);
+    let finals = table
+        .iter()
+        .filter(|((_, end, _), _)| *end <= watermark)
+        .map(|(k, v)| (k.clone(), *v))
+        .collect();
+    (table, finals, late)
+}
+
+fn row_entry(row: &runnel_query::Row) -> ((i64, i64, String), (i64, i64)) {
+    let int = |name: &str| {
+        row.get(name)
+            .as_i64()
+            .unwrap_or_else(|| panic!("{name} in {row}"))
+    };
+    let key = row
+        .get("k")
+        .as_str()
+        .unwrap_or_else(|| panic!("k in {row}"))
+        .to_string();
+    (
+        (int("window_start"), int("window_end"), key),
+        (int("n"), int("s")),
+    )
+}
+
+#[test]
+fn tumble_and_hop_equal_the_definition() {
+    for seed in 1..=12u64 {
+        let mut lcg = Lcg(seed);
+        let grace = [0i64, 250, 1000, 3000][(seed % 4) as usize];
+        let records: Vec<(i64, String, i64)> = (0..1500)
+            .map(|i| {
+                let jitter = lcg.next(2500) as i64 + if lcg.next(40) == 0 { 5000 } else { 0 };
+                (
+                    i * 20 - jitter,
+                    format!("k{}", lcg.next(5)),
+                    lcg.next(10) as i64,
+                )
+            })
+            .collect();
+        let mut engine = Engine::new();
+        let setup = format!(
+            "CREATE STREAM s WITH (TIMESTAMP = 'ts');
+             SELECT k, COUNT(*) AS n, SUM(v) AS s, window_start, window_end FROM TUMBLE(s, INTERVAL 1 SECOND)
+               GROUP BY k GRACE PERIOD INTERVAL {grace} MILLISECONDS EMIT FINAL;
+             SELECT k, COUNT(*) AS n, SUM(v) AS s, window_start, window_end FROM HOP(s, INTERVAL 2 SECOND, INTERVAL 500 MILLISECOND)
+               GROUP BY k GRACE PERIOD INTERVAL {grace} MILLISECONDS EMIT FINAL;
+             CREATE VIEW v AS SELECT k, COUNT(*) AS n, SUM(v) AS s, window_start, window_end FROM TUMBLE(s, INTERVAL 1 SECOND)
+               GROUP BY k GRACE PERIOD INTERVAL {grace} MILLISECONDS;"
+        );
+        engine.execute(&setup).expect("setup");
+        let mut finals: [Table; 2] = [Table::new(), Table::new()];
+        for (offset, (ts, key, v)) in records.iter().enumerate() {
+            let record = Record {
+                event_time_ms: 0,
+                offset: offset as u64,
+                value: json!({"ts": ts, "k": key, "v": v}),
+            };
+            for output in engine.push("s", 0, &record) {
+                assert_eq!(output.sink, Sink::Client);
+                assert_eq!(
+                    output.change.kind,
+                    ChangeKind::Insert,
+                    "EMIT FINAL never retracts"
+                );
+                let (window, totals) = row_entry(&output.change.row);
+                let table = &mut finals[(output.query - 1) as usize];
+                assert!(
+                    table.insert(window.clone(), totals).is_none(),
+                    "seed {seed}: {window:?} emitted twice"
+                );
+            }
+        }
+        for (index, advance) in [(0usize, 1000i64), (1, 500)] {
+            let size = if index == 0 { 1000 } else { 2000 };
+            let (all, expected_finals, late) = oracle(&records, grace, size, advance);
+            assert_eq!(
+                finals[index],
+                expected_finals,
+                "seed {seed} grace {grace}: query {} finals",
+                index + 1
+            );
+            let metrics = engine.metrics(index as u64 + 1).expect("metrics");
+            assert_eq!(
+                metrics.records_late,
+                late,
+                "seed {seed}: late count of query {}",
+                index + 1
+            );
+            assert!(
+                late > 0 || grace >= 3000,
+                "seed {seed}: the workload should have late records"
+            );
+            if index == 0 {
+                let Effect::Rows { rows, columns } =
+                    &engine.execute("SELECT * FROM v;").expect("pull")[0]
+                else {
+                    panic!("pull returns rows")
+                };
+                let view: Table = rows
+                    .iter()
+                    .map(|r| {
+                        runnel_query::Row(
+                            columns
+                                .iter()
+                                .cloned()
+                                .zip(r.iter().cloned())
+                                .collect::<Vec<(String, Value)>>(),
+                        )
+                    })
+                    .map(|r| row_entry(&r))
+                    .collect();
+                assert_eq!(
+                    view, all,
+                    "seed {seed}: the view is every accepted record, open windows included"
+                );
+            }
+        }
+    }
+}
