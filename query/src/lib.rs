@@ -16,6 +16,7 @@
 #![deny(missing_docs)]
 
 pub mod aggregate;
+mod compile;
 pub mod engine;
 pub mod error;
 pub mod expr;
