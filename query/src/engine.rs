@@ -9,7 +9,7 @@ use serde_json::Value;
 
 use crate::error::{Position, SqlError};
 use crate::expr::Context;
-use crate::operator::{project, ContinuousQuery, QueryState};
+use crate::operator::{project, ContinuousQuery, Limits, QueryState};
 use crate::parse::{self, ObjectKind, QueryControl, Select, Statement, StreamOptions};
 use crate::plan::{self, Catalog, Plan, SourceInfo};
 use crate::value::{total_order, truth, Change, ChangeKind, Record, Row};
@@ -148,6 +148,7 @@ pub struct Engine {
     views: BTreeMap<String, (u64, ViewTable)>,
     queries: BTreeMap<u64, QueryEntry>,
     next_query_id: u64,
+    limits: Limits,
 }
 
 /// A checkpoint of the whole engine: catalog, query states (with their source offsets), views.
@@ -190,6 +191,14 @@ impl Engine {
     /// An empty engine.
     pub fn new() -> Self {
         Engine::default()
+    }
+
+    /// Sets the bounds of every query's state, now and for queries started later.
+    pub fn set_limits(&mut self, limits: Limits) {
+        self.limits = limits;
+        for entry in self.queries.values_mut() {
+            entry.query.set_limits(limits);
+        }
     }
 
     /// Runs the statements in `sql` (separated by `;`); one list of effects per statement. The
@@ -376,7 +385,11 @@ impl Engine {
                 sql: sql.trim().to_string(),
                 sink,
                 paused: false,
-                query: ContinuousQuery::new(plan),
+                query: {
+                    let mut query = ContinuousQuery::new(plan);
+                    query.set_limits(self.limits);
+                    query
+                },
             },
         );
         id
@@ -670,13 +683,15 @@ impl Engine {
         }
     }
 
-    /// An engine resumed from a snapshot: queries are planned again from their SQL.
+    /// An engine resumed from a snapshot: queries are planned again from their SQL. Limits are
+    /// not part of a snapshot (they are configuration): call [`Engine::set_limits`] after.
     pub fn restore(snapshot: Snapshot) -> Result<Engine, SqlError> {
         let mut engine = Engine {
             streams: snapshot.streams,
             views: snapshot.views,
             queries: BTreeMap::new(),
             next_query_id: snapshot.next_query_id,
+            limits: Limits::default(),
         };
         for q in snapshot.queries {
             let select = parse::parse(&q.sql)?

@@ -29,6 +29,6 @@ pub mod value;
 
 pub use engine::{Effect, Engine, Output, Sink, Snapshot};
 pub use error::{Position, SqlError};
-pub use operator::{ContinuousQuery, QueryMetrics, QueryState};
+pub use operator::{ContinuousQuery, Limits, QueryMetrics, QueryState};
 pub use parse::{parse, Emit, Statement};
 pub use value::{Change, ChangeKind, Record, Row};

@@ -25,6 +25,9 @@ pub struct QueryMetrics {
     pub records_late: u64,
     /// Records skipped because an expression failed on them (type mismatch, bad time column).
     pub records_failed: u64,
+    /// Records dropped because keeping them would pass a [`Limits`] bound (a new group, a
+    /// join buffer entry).
+    pub records_over_limit: u64,
     /// The last such failure.
     pub last_error: Option<String>,
 }
@@ -65,12 +68,33 @@ pub struct QueryState {
     buffers: [Vec<Buffered>; 2],
 }
 
+/// The bounds of one query's state. A record that would pass one is dropped and counted in
+/// `records_over_limit` (with the reason in `last_error`): the query goes on, visibly lossy,
+/// instead of growing without end.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// Groups held at once (windows × GROUP BY values; closed windows are released).
+    pub groups_max: usize,
+    /// Records waiting in one side's join buffer.
+    pub join_buffer_records_max: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            groups_max: 1_000_000,
+            join_buffer_records_max: 1_000_000,
+        }
+    }
+}
+
 /// A planned query with its state.
 #[derive(Debug, Clone)]
 pub struct ContinuousQuery {
     /// Shared so the hot path can hold the plan while it changes the state.
     plan: Arc<Plan>,
     state: QueryState,
+    limits: Limits,
 }
 
 impl ContinuousQuery {
@@ -79,6 +103,7 @@ impl ContinuousQuery {
         ContinuousQuery {
             plan: Arc::new(plan),
             state: QueryState::default(),
+            limits: Limits::default(),
         }
     }
 
@@ -87,7 +112,23 @@ impl ContinuousQuery {
         ContinuousQuery {
             plan: Arc::new(plan),
             state,
+            limits: Limits::default(),
         }
+    }
+
+    /// Sets the bounds of the query's state (they apply to what comes next).
+    pub fn set_limits(&mut self, limits: Limits) {
+        self.limits = limits;
+    }
+
+    /// Counts a record dropped at a bound; `false` when `held` is still below `max`.
+    fn over_limit(&mut self, held: usize, max: usize, what: &str) -> bool {
+        if held < max {
+            return false;
+        }
+        self.state.metrics.records_over_limit += 1;
+        self.state.metrics.last_error = Some(format!("{what} limit of {max} reached"));
+        true
     }
 
     /// The plan.
@@ -284,11 +325,14 @@ impl ContinuousQuery {
             };
             self.tuple(time_ms.max(b.time_ms), &sides, out)?;
         }
-        self.state.buffers[side].push(Buffered {
-            time_ms,
-            value: value.clone(),
-            matched,
-        });
+        let held = self.state.buffers[side].len();
+        if !self.over_limit(held, self.limits.join_buffer_records_max, "join buffer") {
+            self.state.buffers[side].push(Buffered {
+                time_ms,
+                value: value.clone(),
+                matched,
+            });
+        }
         Ok(())
     }
 
@@ -367,6 +411,9 @@ impl ContinuousQuery {
         for window in open {
             let id = group_id(window, &keys);
             if !self.state.groups.contains_key(&id) {
+                if self.over_limit(self.state.groups.len(), self.limits.groups_max, "groups") {
+                    continue;
+                }
                 if let Some((_, end)) = window {
                     self.state.closing.insert((end, id.clone()));
                 }
@@ -426,6 +473,11 @@ impl ContinuousQuery {
             .unwrap_or(own_end);
         if is_final(end) {
             self.state.metrics.records_late += 1;
+            return Ok(());
+        }
+        if overlapping.is_empty()
+            && self.over_limit(self.state.groups.len(), self.limits.groups_max, "groups")
+        {
             return Ok(());
         }
         let id = group_id(Some((start, end)), &keys);
