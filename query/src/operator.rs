@@ -64,6 +64,12 @@ pub struct QueryState {
     closing: BTreeSet<(i64, String)>,
     /// Open session windows per GROUP BY value (JSON text): `(start, end)`.
     sessions: BTreeMap<String, Vec<(i64, i64)>>,
+    /// Final sessions a record could still touch: `(end, GROUP BY values, start)`, kept while
+    /// `end > watermark - gap` (an accepted record has `t + gap > watermark`). A record that
+    /// would merge into one of them is late: its session is already final.
+    closed_sessions: BTreeMap<String, Vec<(i64, i64)>>,
+    /// The same final sessions by end, to release them: `(end, GROUP BY values, start)`.
+    closed_by_end: BTreeSet<(i64, String, i64)>,
     /// Join buffers: left, right.
     buffers: [Vec<Buffered>; 2],
 }
@@ -231,14 +237,22 @@ impl ContinuousQuery {
                 .groups
                 .remove(&id)
                 .unwrap_or_else(|| panic!("closing window {id} has no group"));
-            if let Some(Window::Session { .. }) = self.plan.window {
+            if let (Some(Window::Session { .. }), Some((start, end))) =
+                (self.plan.window, group.window)
+            {
                 let session_key = key_text(&group.keys);
                 if let Some(list) = self.state.sessions.get_mut(&session_key) {
-                    list.retain(|w| Some(*w) != group.window);
+                    list.retain(|w| *w != (start, end));
                     if list.is_empty() {
                         self.state.sessions.remove(&session_key);
                     }
                 }
+                self.state
+                    .closed_sessions
+                    .entry(session_key.clone())
+                    .or_default()
+                    .push((start, end));
+                self.state.closed_by_end.insert((end, session_key, start));
             }
             if self.plan.emit == Some(Emit::Final) {
                 match self.group_row(&group) {
@@ -249,6 +263,25 @@ impl ContinuousQuery {
                     }),
                     Ok(None) => {}
                     Err(e) => self.fail(e),
+                }
+            }
+        }
+        if let Some(Window::Session { gap_ms }) = self.plan.window {
+            let untouchable = watermark.saturating_sub(gap_ms);
+            while self
+                .state
+                .closed_by_end
+                .first()
+                .is_some_and(|(end, _, _)| *end <= untouchable)
+            {
+                let Some((end, key, start)) = self.state.closed_by_end.pop_first() else {
+                    break;
+                };
+                if let Some(list) = self.state.closed_sessions.get_mut(&key) {
+                    list.retain(|w| *w != (start, end));
+                    if list.is_empty() {
+                        self.state.closed_sessions.remove(&key);
+                    }
                 }
             }
         }
@@ -471,7 +504,13 @@ impl ContinuousQuery {
             .chain([own_end])
             .max()
             .unwrap_or(own_end);
-        if is_final(end) {
+        // Bridging into a final session would change a window already emitted: late.
+        let touches_final = self
+            .state
+            .closed_sessions
+            .get(&session_key)
+            .is_some_and(|list| list.iter().any(|&(s, e)| s < own_end && own_start < e));
+        if is_final(end) || touches_final {
             self.state.metrics.records_late += 1;
             return Ok(());
         }

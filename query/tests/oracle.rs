@@ -172,3 +172,115 @@ fn tumble_and_hop_equal_the_definition() {
         }
     }
 }
+
+/// Sessions of one key, the slow way: sort the times and cut where two neighbours are `gap`
+/// or more apart; a session is `[first, last + gap)` with its count.
+fn sessions(mut times: Vec<i64>, gap: i64) -> Vec<(i64, i64, i64)> {
+    times.sort_unstable();
+    let mut all: Vec<(i64, i64, i64)> = Vec::new();
+    for t in times {
+        match all.last_mut() {
+            Some((_, end, n)) if t < *end => {
+                *end = (*end).max(t + gap);
+                *n += 1;
+            }
+            _ => all.push((t, t + gap, 1)),
+        }
+    }
+    all
+}
+
+/// Session windows against the definition: records arrive out of order (never beyond the
+/// grace, so none is late), sessions merge when a record bridges them, and in the end the
+/// EMIT FINAL rows and the view (EMIT CHANGES with its retractions applied) both hold exactly
+/// the sessions a sort of each key's times gives.
+#[test]
+fn sessions_equal_the_definition() {
+    for seed in 1..=12u64 {
+        let mut lcg = Lcg(seed);
+        let gap = 300 + 100 * (seed as i64 % 4);
+        let grace = 2000;
+        // Out of order by less than the grace (none late), with a pause every 100 records so
+        // sessions end as well as merge.
+        let records: Vec<(i64, String)> = (0..1200)
+            .map(|i| {
+                let t = i * 25 + (i / 100) * 1000 - lcg.next(grace as u64 - 1) as i64;
+                (t, format!("k{}", lcg.next(4)))
+            })
+            .filter(|(t, _)| *t >= 0)
+            .collect();
+        let mut engine = Engine::new();
+        engine
+            .execute(&format!(
+                "CREATE STREAM s WITH (TIMESTAMP = 'ts', GRACE = INTERVAL {grace} MILLISECONDS);
+                 SELECT k, COUNT(*) AS n, window_start, window_end FROM SESSION(s, INTERVAL {gap} MILLISECONDS) GROUP BY k EMIT FINAL;
+                 CREATE VIEW v AS SELECT k, COUNT(*) AS n, window_start, window_end FROM SESSION(s, INTERVAL {gap} MILLISECONDS) GROUP BY k;"
+            ))
+            .expect("setup");
+        let mut finals = Vec::new();
+        let flush = (1_000_000_000i64, "flush".to_string());
+        for (offset, (ts, key)) in records.iter().chain([&flush]).enumerate() {
+            let record = Record {
+                event_time_ms: 0,
+                offset: offset as u64,
+                value: json!({"ts": ts, "k": key}),
+            };
+            for output in engine.push("s", 0, &record) {
+                let row = &output.change.row;
+                let int = |name: &str| row.get(name).as_i64().unwrap_or(i64::MIN);
+                finals.push((
+                    row.get("k").as_str().unwrap_or_default().to_string(),
+                    int("window_start"),
+                    int("window_end"),
+                    int("n"),
+                ));
+            }
+        }
+        assert_eq!(
+            engine.metrics(1).expect("query 1").records_late,
+            0,
+            "seed {seed}: nothing is late"
+        );
+        let mut by_key: BTreeMap<String, Vec<i64>> = BTreeMap::new();
+        for (t, key) in &records {
+            by_key.entry(key.clone()).or_default().push(*t);
+        }
+        let mut expected: Vec<(String, i64, i64, i64)> = by_key
+            .into_iter()
+            .flat_map(|(key, times)| {
+                sessions(times, gap)
+                    .into_iter()
+                    .map(move |(s, e, n)| (key.clone(), s, e, n))
+            })
+            .collect();
+        expected.sort();
+        finals.sort();
+        assert_eq!(
+            finals, expected,
+            "seed {seed} gap {gap}: EMIT FINAL sessions"
+        );
+        let Effect::Rows { rows, .. } = &engine
+            .execute("SELECT k, window_start, window_end, n FROM v WHERE k <> 'flush';")
+            .expect("pull")[0]
+        else {
+            panic!("pull returns rows")
+        };
+        let mut view: Vec<(String, i64, i64, i64)> = rows
+            .iter()
+            .map(|r| {
+                (
+                    r[0].as_str().unwrap_or_default().to_string(),
+                    r[1].as_i64().unwrap_or(0),
+                    r[2].as_i64().unwrap_or(0),
+                    r[3].as_i64().unwrap_or(0),
+                )
+            })
+            .collect();
+        view.sort();
+        assert_eq!(view, expected, "seed {seed} gap {gap}: the view's sessions");
+        assert!(
+            expected.len() > 20 && expected.iter().any(|s| s.3 > 3),
+            "seed {seed}: the workload should make many and long sessions"
+        );
+    }
+}
