@@ -64,12 +64,10 @@ pub struct QueryState {
     closing: BTreeSet<(i64, String)>,
     /// Open session windows per GROUP BY value (JSON text): `(start, end)`.
     sessions: BTreeMap<String, Vec<(i64, i64)>>,
-    /// Final sessions a record could still touch: `(end, GROUP BY values, start)`, kept while
-    /// `end > watermark - gap` (an accepted record has `t + gap > watermark`). A record that
-    /// would merge into one of them is late: its session is already final.
-    closed_sessions: BTreeMap<String, Vec<(i64, i64)>>,
-    /// The same final sessions by end, to release them: `(end, GROUP BY values, start)`.
-    closed_by_end: BTreeSet<(i64, String, i64)>,
+    /// Per GROUP BY value (JSON text) of a session query: the end of its last final session.
+    /// Open sessions start at or after it (sessions of a key never overlap), so a record before
+    /// it would touch or bridge into a final session: it is late. One integer per value seen.
+    session_final_until: BTreeMap<String, i64>,
     /// Join buffers: left, right.
     buffers: [Vec<Buffered>; 2],
 }
@@ -247,12 +245,12 @@ impl ContinuousQuery {
                         self.state.sessions.remove(&session_key);
                     }
                 }
-                self.state
-                    .closed_sessions
-                    .entry(session_key.clone())
-                    .or_default()
-                    .push((start, end));
-                self.state.closed_by_end.insert((end, session_key, start));
+                let until = self
+                    .state
+                    .session_final_until
+                    .entry(session_key)
+                    .or_insert(end);
+                *until = (*until).max(end);
             }
             if self.plan.emit == Some(Emit::Final) {
                 match self.group_row(&group) {
@@ -263,25 +261,6 @@ impl ContinuousQuery {
                     }),
                     Ok(None) => {}
                     Err(e) => self.fail(e),
-                }
-            }
-        }
-        if let Some(Window::Session { gap_ms }) = self.plan.window {
-            let untouchable = watermark.saturating_sub(gap_ms);
-            while self
-                .state
-                .closed_by_end
-                .first()
-                .is_some_and(|(end, _, _)| *end <= untouchable)
-            {
-                let Some((end, key, start)) = self.state.closed_by_end.pop_first() else {
-                    break;
-                };
-                if let Some(list) = self.state.closed_sessions.get_mut(&key) {
-                    list.retain(|w| *w != (start, end));
-                    if list.is_empty() {
-                        self.state.closed_sessions.remove(&key);
-                    }
                 }
             }
         }
@@ -507,13 +486,21 @@ impl ContinuousQuery {
         // Bridging into a final session would change a window already emitted: late.
         let touches_final = self
             .state
-            .closed_sessions
+            .session_final_until
             .get(&session_key)
-            .is_some_and(|list| list.iter().any(|&(s, e)| s < own_end && own_start < e));
+            .is_some_and(|&until| own_start < until);
         if is_final(end) || touches_final {
             self.state.metrics.records_late += 1;
             return Ok(());
         }
+        // Sessions of a key never overlap: an accepted session starts after every final one.
+        assert!(
+            self.state
+                .session_final_until
+                .get(&session_key)
+                .is_none_or(|&until| start >= until),
+            "session [{start}, {end}) would overlap a final session"
+        );
         if overlapping.is_empty()
             && self.over_limit(self.state.groups.len(), self.limits.groups_max, "groups")
         {

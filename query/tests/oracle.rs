@@ -173,6 +173,30 @@ fn tumble_and_hop_equal_the_definition() {
     }
 }
 
+/// Feeds the records, then one far in the future that closes every session; returns the
+/// rows the query emitted as (key, window_start, window_end, n).
+fn emitted_sessions(
+    engine: &mut Engine,
+    records: &[(i64, String)],
+) -> Vec<(String, i64, i64, i64)> {
+    let mut rows = Vec::new();
+    let flush = (1_000_000_000i64, "flush".to_string());
+    for (offset, (ts, key)) in records.iter().chain([&flush]).enumerate() {
+        let record = Record {
+            event_time_ms: 0,
+            offset: offset as u64,
+            value: json!({"ts": ts, "k": key}),
+        };
+        for output in engine.push("s", 0, &record) {
+            let row = &output.change.row;
+            let int = |name: &str| row.get(name).as_i64().unwrap_or(i64::MIN);
+            let key = row.get("k").as_str().unwrap_or_default().to_string();
+            rows.push((key, int("window_start"), int("window_end"), int("n")));
+        }
+    }
+    rows
+}
+
 /// Sessions of one key, the slow way: sort the times and cut where two neighbours are `gap`
 /// or more apart; a session is `[first, last + gap)` with its count.
 fn sessions(mut times: Vec<i64>, gap: i64) -> Vec<(i64, i64, i64)> {
@@ -217,25 +241,7 @@ fn sessions_equal_the_definition() {
                  CREATE VIEW v AS SELECT k, COUNT(*) AS n, window_start, window_end FROM SESSION(s, INTERVAL {gap} MILLISECONDS) GROUP BY k;"
             ))
             .expect("setup");
-        let mut finals = Vec::new();
-        let flush = (1_000_000_000i64, "flush".to_string());
-        for (offset, (ts, key)) in records.iter().chain([&flush]).enumerate() {
-            let record = Record {
-                event_time_ms: 0,
-                offset: offset as u64,
-                value: json!({"ts": ts, "k": key}),
-            };
-            for output in engine.push("s", 0, &record) {
-                let row = &output.change.row;
-                let int = |name: &str| row.get(name).as_i64().unwrap_or(i64::MIN);
-                finals.push((
-                    row.get("k").as_str().unwrap_or_default().to_string(),
-                    int("window_start"),
-                    int("window_end"),
-                    int("n"),
-                ));
-            }
-        }
+        let mut finals = emitted_sessions(&mut engine, &records);
         assert_eq!(
             engine.metrics(1).expect("query 1").records_late,
             0,
@@ -281,6 +287,59 @@ fn sessions_equal_the_definition() {
         assert!(
             expected.len() > 20 && expected.iter().any(|s| s.3 > 3),
             "seed {seed}: the workload should make many and long sessions"
+        );
+    }
+}
+
+/// With records out of order by more than the grace, some are late; still, the sessions a key
+/// emits never overlap (a record never reopens or extends a session already emitted), and
+/// every record is either counted in exactly one emitted session or counted as late.
+#[test]
+fn late_records_never_make_overlapping_sessions() {
+    for seed in 1..=12u64 {
+        let mut lcg = Lcg(seed);
+        let records: Vec<(i64, String)> = (0..1200)
+            .map(|i| {
+                (
+                    i * 25 + (lcg.next(60) as i64) * 20 - lcg.next(1999) as i64,
+                    format!("k{}", lcg.next(4)),
+                )
+            })
+            .collect();
+        let mut engine = Engine::new();
+        engine
+            .execute(
+                "CREATE STREAM s WITH (TIMESTAMP = 'ts');
+                 SELECT k, COUNT(*) AS n, window_start, window_end FROM SESSION(s, INTERVAL 400 MILLISECONDS)
+                   GROUP BY k GRACE PERIOD INTERVAL 1 SECOND EMIT FINAL;",
+            )
+            .expect("setup");
+        let mut emitted: BTreeMap<String, Vec<(i64, i64, i64)>> = BTreeMap::new();
+        for (key, start, end, n) in emitted_sessions(&mut engine, &records) {
+            emitted.entry(key).or_default().push((start, end, n));
+        }
+        let late = engine.metrics(1).expect("query 1").records_late;
+        assert!(
+            late > 0,
+            "seed {seed}: the workload should have late records"
+        );
+        let mut counted = 0;
+        for (key, mut sessions) in emitted {
+            sessions.sort_unstable();
+            for pair in sessions.windows(2) {
+                assert!(
+                    pair[0].1 <= pair[1].0,
+                    "seed {seed}: {key}'s sessions {:?} and {:?} overlap",
+                    pair[0],
+                    pair[1]
+                );
+            }
+            counted += sessions.iter().map(|s| s.2).sum::<i64>();
+        }
+        assert_eq!(
+            counted as u64 + late,
+            records.len() as u64,
+            "seed {seed}: every record is in one session or late"
         );
     }
 }
