@@ -58,8 +58,13 @@ pub enum Effect {
     QueryPaused(u64),
     /// A query resumed: feed it again from [`Engine::offsets`].
     QueryResumed(u64),
-    /// A view dropped.
-    ViewDropped(String),
+    /// A view dropped, with the query that kept it (stop feeding that query too).
+    ViewDropped {
+        /// The view.
+        name: String,
+        /// Its query, terminated with it.
+        query: u64,
+    },
     /// A table to show (pull query, SHOW, EXPLAIN).
     Rows {
         /// Column names.
@@ -444,7 +449,10 @@ impl Engine {
                 Some((id, _)) => {
                     let id = *id;
                     self.terminate(id);
-                    Ok(Effect::ViewDropped(name.to_string()))
+                    Ok(Effect::ViewDropped {
+                        name: name.to_string(),
+                        query: id,
+                    })
                 }
             },
             ObjectKind::Query => {
