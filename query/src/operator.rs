@@ -15,6 +15,10 @@ use crate::parse::Emit;
 use crate::plan::{AggregatePlan, JoinKind, Plan, Projection, Window};
 use crate::value::{truth, Change, ChangeKind, Record, Row};
 
+/// The largest event time (and interval) in milliseconds, about 35,700 years either side of
+/// the epoch: with times and window sizes bounded by it, window arithmetic cannot overflow.
+pub const TIME_MS_MAX: i64 = 1 << 50;
+
 /// Counters of one query.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct QueryMetrics {
@@ -191,6 +195,14 @@ impl ContinuousQuery {
                     }
                 },
             };
+            if !(-TIME_MS_MAX..=TIME_MS_MAX).contains(&time_ms) {
+                self.fail(SqlError::mismatch(
+                    "event time",
+                    &format!("milliseconds within ±{TIME_MS_MAX}"),
+                    &Value::from(time_ms),
+                ));
+                continue;
+            }
             let result = if self.plan.join.is_some() {
                 self.join(side, time_ms, &record.value, &mut out)
             } else {

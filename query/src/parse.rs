@@ -389,7 +389,8 @@ pub fn interval_ms(expr: &ast::Expr) -> Result<i64, SqlError> {
     })?;
     amount
         .checked_mul(unit_ms)
-        .ok_or_else(|| SqlError::syntax(at, "interval too large"))
+        .filter(|ms| ms.abs() <= crate::operator::TIME_MS_MAX)
+        .ok_or_else(|| SqlError::syntax(at, "interval too large (at most 2^50 ms)"))
 }
 
 fn parse_one(tokens: Vec<TokenWithSpan>) -> Result<Statement, SqlError> {

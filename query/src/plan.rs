@@ -12,6 +12,9 @@ use crate::parse::{interval_ms, Emit, Select};
 /// The largest k of `TOPK(x, k)`: each group keeps k values.
 pub const TOPK_K_MAX: u32 = 1000;
 
+/// The most windows a HOP puts one record in (size / advance): the work per record is bounded.
+pub const HOP_WINDOWS_MAX: i64 = 1000;
+
 /// What the planner needs to know about a stream or view.
 #[derive(Debug, Clone, Default)]
 pub struct SourceInfo {
@@ -531,13 +534,21 @@ fn source(
                 Window::Hop {
                     size_ms,
                     advance_ms,
-                } => size_ms > 0 && advance_ms > 0 && advance_ms <= size_ms,
+                } => {
+                    size_ms > 0
+                        && advance_ms > 0
+                        && advance_ms <= size_ms
+                        && size_ms / advance_ms <= HOP_WINDOWS_MAX
+                }
                 Window::Session { gap_ms } => gap_ms > 0,
             };
             if !positive {
                 return Err(SqlError::syntax(
                     at,
-                    "window sizes must be positive (and a HOP's advance at most its size)",
+                    format!(
+                        "window sizes must be positive (and a HOP's advance at most its size, \
+                         at least 1/{HOP_WINDOWS_MAX} of it)"
+                    ),
                 ));
             }
             (stream, pos(*first), Some(window))

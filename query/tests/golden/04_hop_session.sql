@@ -46,3 +46,8 @@ INSERT INTO ss (k, t) VALUES ('a', 30000);
 --> q4 + {"k":"a","n":2,"window_start":7000,"window_end":14500}
 -- @metrics 4
 --> query 4: in 5, late 1, failed 0
+-- A HOP puts a record in at most 1000 windows; intervals are bounded (2^50 ms).
+SELECT COUNT(*) FROM HOP(s, INTERVAL 1 DAY, INTERVAL 1 SECOND) EMIT CHANGES;
+--> error: syntax error at 1:22: window sizes must be positive (and a HOP's advance at most its size, at least 1/1000 of it)
+SELECT COUNT(*) FROM TUMBLE(s, INTERVAL 999999999 DAY) EMIT CHANGES;
+--> error: syntax error at 1:41: interval too large (at most 2^50 ms)
