@@ -68,14 +68,15 @@ pub struct Settings {
 }
 
 impl Settings {
-    /// The CI-sized run (about a minute): 3 nodes, 3 shards, R = 1, 6 faults.
+    /// The CI-sized run (about a minute): 3 nodes, 3 shards, R = 1, idempotent producers,
+    /// 6 faults.
     pub fn ci(seed: u64) -> Settings {
         Settings {
             seed,
             nodes: 3,
             shards: 3,
             replication_factor: 1,
-            idempotent: false,
+            idempotent: true,
             durability: Durability::Fsync,
             producers: 4,
             faults: 6,
@@ -87,7 +88,7 @@ impl Settings {
 
     /// The CI settings changed by the environment: `RUNNEL_JEPSEN_SEED` (default 1),
     /// `RUNNEL_JEPSEN_FAULTS` (default 6; the long run uses 100 or more),
-    /// `RUNNEL_JEPSEN_R` (default 1), `RUNNEL_JEPSEN_IDEMPOTENT` (0/1, default 0),
+    /// `RUNNEL_JEPSEN_R` (default 1), `RUNNEL_JEPSEN_IDEMPOTENT` (0/1, default 1),
     /// `RUNNEL_JEPSEN_DURABILITY` (`fsync` or `memory`, default `fsync`).
     pub fn from_env() -> Settings {
         let number = |name: &str, default: u64| -> u64 {
@@ -103,7 +104,7 @@ impl Settings {
         settings.faults = number("RUNNEL_JEPSEN_FAULTS", settings.faults as u64) as usize;
         settings.replication_factor =
             u8::try_from(number("RUNNEL_JEPSEN_R", 1)).expect("RUNNEL_JEPSEN_R is 1, 3 or 5");
-        settings.idempotent = number("RUNNEL_JEPSEN_IDEMPOTENT", 0) != 0;
+        settings.idempotent = number("RUNNEL_JEPSEN_IDEMPOTENT", 1) != 0;
         settings.durability = match std::env::var("RUNNEL_JEPSEN_DURABILITY").as_deref() {
             Err(_) | Ok("fsync") => Durability::Fsync,
             Ok("memory") => Durability::Memory,
@@ -239,6 +240,7 @@ pub fn run(settings: &Settings) -> Outcome {
             all_nodes.clone(),
             options.clone(),
             producer,
+            settings.idempotent,
             started,
         )));
     }
@@ -390,13 +392,15 @@ async fn connect(shared: &Shared, url: &str, options: &ClientOptions) -> Option<
     None
 }
 
-/// One producer: sends its records one at a time until the run stops, recording each as
-/// acknowledged (with its id) or of unknown outcome.
+/// One producer (idempotent if asked: the SDK then retries a send whose outcome is unknown,
+/// and the server stores it once): sends its records one at a time until the run stops,
+/// recording each as acknowledged (with its id) or of unknown outcome.
 async fn produce(
     shared: Arc<Shared>,
     url: String,
     options: ClientOptions,
     producer: u32,
+    idempotent: bool,
     started: Instant,
 ) {
     let mut n = 0u64;
@@ -408,8 +412,10 @@ async fn produce(
         let Some(connected) = client.as_ref() else {
             return;
         };
-        // The switch to the idempotent producer, once the SDK has one, is this line.
-        let sender = match connected.producer(STREAM) {
+        let sender = match connected
+            .producer(STREAM)
+            .map(|sender| sender.idempotent(idempotent))
+        {
             Ok(sender) => sender,
             Err(_) => {
                 client = None;
