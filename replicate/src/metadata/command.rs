@@ -39,7 +39,9 @@ pub enum Command {
         id: u64,
     },
     /// Creates a stream with `config.shard_count` open shards splitting the key space evenly,
-    /// placed round-robin over the registered cores of the nodes not in `avoid`.
+    /// placed round-robin over the registered cores of the nodes not in `avoid`, each with
+    /// `config.replication_factor` replicas on distinct nodes (refused with
+    /// [`super::MetadataError::NotEnoughNodes`] when fewer nodes are left).
     CreateStream {
         /// The stream's configuration.
         config: StreamConfig,

@@ -80,14 +80,16 @@ pub enum MetadataError {
         /// The node.
         node: NodeId,
     },
-    /// The replication factor asks for more distinct nodes than are registered.
+    /// The replication factor asks for more distinct nodes than can take replicas: the
+    /// registered nodes, less those the command avoids (a create's `avoid`, the nodes its
+    /// proposer saw unavailable).
     #[error(
-        "replication factor {replication_factor} needs as many nodes, but {nodes} are registered"
+        "replication factor {replication_factor} needs as many nodes, but {nodes} can take replicas"
     )]
     NotEnoughNodes {
         /// The stream's replication factor.
         replication_factor: u8,
-        /// Nodes registered now.
+        /// Nodes that could take a replica (registered, not avoided).
         nodes: u64,
     },
     /// A stream of that name exists already.

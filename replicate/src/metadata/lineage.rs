@@ -4,14 +4,16 @@
 //! ([`KeyRange::split`]); merging seals two adjacent open shards and opens one child with their
 //! union ([`KeyRange::merge`]). Data is never moved: sealed shards stay readable and record
 //! their children, and children record their parents, so a per-key reader can walk from the
-//! oldest shard to the newest. Children start at epoch 0 and are placed like new shards.
+//! oldest shard to the newest. Children start at epoch 0 and are placed like new shards, with
+//! replica sets of their stream's replication factor.
 
 use runnel_core::{Epoch, ShardId};
 
 use super::command::Applied;
 use super::error::MetadataError;
 use super::shard::{Shard, ShardStatus};
-use super::state::MetadataState;
+use super::state::{check_replication_factor, MetadataState};
+use super::stream::StreamId;
 
 impl MetadataState {
     /// The checks of a `SplitShard`; returns the two children as it would create them.
@@ -25,10 +27,11 @@ impl MetadataState {
             .key_range
             .split()
             .map_err(|_| MetadataError::ShardTooSmall { shard })?;
-        let stream = parent.stream;
+        let stream = self.stream_and_replication_factor(parent);
         self.check_room_for_shards(2)?;
         self.check_shard_ids(2)?;
         let ring = self.core_ring()?;
+        check_replication_factor(&ring, stream.1)?;
         Ok([low, high]
             .into_iter()
             .zip(0u64..)
@@ -81,7 +84,7 @@ impl MetadataState {
             .key_range
             .merge(&right_shard.key_range)
             .map_err(|_| not_adjacent)?;
-        let stream = left_shard.stream;
+        let stream = self.stream_and_replication_factor(left_shard);
         let parents = if left_shard.key_range.start() < right_shard.key_range.start() {
             vec![left, right]
         } else {
@@ -90,6 +93,7 @@ impl MetadataState {
         self.check_room_for_shards(1)?;
         self.check_shard_ids(1)?;
         let ring = self.core_ring()?;
+        check_replication_factor(&ring, stream.1)?;
         let child = self.planned_shard(0, &ring, stream, key_range, parents.clone(), now_ms);
         Ok((parents, child))
     }
@@ -135,6 +139,14 @@ impl MetadataState {
         Ok(Applied::EpochBumped {
             shard: shard.clone(),
         })
+    }
+
+    /// The stream of `shard` with its replication factor: what its children are placed by.
+    fn stream_and_replication_factor(&self, shard: &Shard) -> (StreamId, u8) {
+        let stream = self
+            .stream_by_id(shard.stream)
+            .expect("a shard's stream lives (an invariant)");
+        (stream.id, stream.config.replication_factor)
     }
 
     fn existing_shard(&self, shard: ShardId) -> Result<&Shard, MetadataError> {
