@@ -71,7 +71,8 @@ fn commands() -> Vec<Command> {
             right: ShardId(2),
             now_ms: 1_763_726_400_300,
         },
-        Command::BumpEpoch { shard: ShardId(5) },
+        // Tag 6: the unconditional bump of the first logs.
+        Command::BumpEpochUnconditionally { shard: ShardId(5) },
         // Tag 3: a delete without `force`, as every delete was before subscriptions.
         Command::DeleteStream {
             name: name("scratch"),

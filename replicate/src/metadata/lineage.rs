@@ -1,4 +1,4 @@
-//! Changes to a stream's shards after its creation: split, merge, and epoch bumps.
+//! Changes to a stream's shards after its creation: split, merge, and epoch bumps (failover).
 //!
 //! Splitting seals an open shard and opens two children with the halves of its range
 //! ([`KeyRange::split`]); merging seals two adjacent open shards and opens one child with their
@@ -11,7 +11,7 @@ use runnel_core::{Epoch, ShardId};
 
 use super::command::Applied;
 use super::error::MetadataError;
-use super::shard::{Shard, ShardStatus};
+use super::shard::{Placement, Shard, ShardStatus};
 use super::state::{check_replication_factor, MetadataState};
 use super::stream::StreamId;
 
@@ -117,8 +117,8 @@ impl MetadataState {
         Ok(Applied::ShardsMerged { parents, child })
     }
 
-    /// The checks of a `BumpEpoch`; returns the shard's next epoch.
-    pub(crate) fn check_bump_epoch(&self, shard: ShardId) -> Result<Epoch, MetadataError> {
+    /// The epoch after `shard`'s current one, whatever its status.
+    pub(crate) fn next_epoch(&self, shard: ShardId) -> Result<Epoch, MetadataError> {
         let epoch = self.existing_shard(shard)?.epoch;
         epoch
             .0
@@ -127,8 +127,53 @@ impl MetadataState {
             .ok_or(MetadataError::CounterExhausted { counter: "epoch" })
     }
 
-    pub(crate) fn bump_epoch(&mut self, shard: ShardId) -> Result<Applied, MetadataError> {
-        let next = self.check_bump_epoch(shard)?;
+    /// The checks of a `BumpEpoch`, in this order: the shard exists, is open, is still at
+    /// epoch `from`, and has a replica at `sequencer`; returns the epoch it gets.
+    pub(crate) fn check_bump_epoch(
+        &self,
+        shard: ShardId,
+        from: Epoch,
+        sequencer: Placement,
+    ) -> Result<Epoch, MetadataError> {
+        let found = self.open_shard(shard)?;
+        if found.epoch != from {
+            return Err(MetadataError::StaleEpoch {
+                shard,
+                from,
+                current: found.epoch,
+            });
+        }
+        if !found.replicas.contains(&sequencer) {
+            return Err(MetadataError::NotAReplica { shard, sequencer });
+        }
+        self.next_epoch(shard)
+    }
+
+    pub(crate) fn bump_epoch(
+        &mut self,
+        shard: ShardId,
+        from: Epoch,
+        sequencer: Placement,
+    ) -> Result<Applied, MetadataError> {
+        let next = self.check_bump_epoch(shard, from, sequencer)?;
+
+        // Accepted: from here on nothing fails.
+        let shard = self
+            .shards
+            .get_mut(&shard)
+            .expect("the shard was found above");
+        shard.epoch = next;
+        shard.placement = sequencer;
+        Ok(Applied::EpochBumped {
+            shard: shard.clone(),
+        })
+    }
+
+    pub(crate) fn bump_epoch_unconditionally(
+        &mut self,
+        shard: ShardId,
+    ) -> Result<Applied, MetadataError> {
+        let next = self.next_epoch(shard)?;
 
         // Accepted: from here on nothing fails.
         let shard = self

@@ -111,7 +111,12 @@ impl MetadataState {
                 right,
                 now_ms,
             } => self.merge_shards(*left, *right, *now_ms),
-            Command::BumpEpoch { shard } => self.bump_epoch(*shard),
+            Command::BumpEpoch {
+                shard,
+                from,
+                sequencer,
+            } => self.bump_epoch(*shard, *from, *sequencer),
+            Command::BumpEpochUnconditionally { shard } => self.bump_epoch_unconditionally(*shard),
             Command::CreateSubscription { config, now_ms } => {
                 self.create_subscription(config, *now_ms)
             }
@@ -169,7 +174,16 @@ impl MetadataState {
             } => self
                 .plan_merge(*left, *right, *now_ms)
                 .map(|(_, child)| vec![child]),
-            Command::BumpEpoch { shard } => self.check_bump_epoch(*shard).map(|_| Vec::new()),
+            Command::BumpEpoch {
+                shard,
+                from,
+                sequencer,
+            } => self
+                .check_bump_epoch(*shard, *from, *sequencer)
+                .map(|_| Vec::new()),
+            Command::BumpEpochUnconditionally { shard } => {
+                self.next_epoch(*shard).map(|_| Vec::new())
+            }
             Command::CreateSubscription { config, .. } => {
                 self.check_create_subscription(config).map(|_| Vec::new())
             }

@@ -1,5 +1,6 @@
 //! Unit tests of the snapshot's replica-set section (tag 9): one encoding per state, every
-//! malformed section refused, and states whose replica sets break an invariant refused.
+//! malformed section refused, and states whose replica sets break an invariant refused; and
+//! the encoding of the `BumpEpoch` command (tag 40) that moves a sequencer within its set.
 
 use runnel_core::ShardId;
 
@@ -202,4 +203,30 @@ fn replica_sets_that_break_an_invariant_are_refused() {
             "{what} was not refused"
         );
     }
+}
+
+/// The `BumpEpoch` example of docs/format/metadata.md, byte for byte.
+#[test]
+fn bump_epoch_encodes_as_documented() {
+    let command = Command::BumpEpoch {
+        shard: ShardId(5),
+        from: runnel_core::Epoch(1),
+        sequencer: Placement {
+            node: NodeId(2),
+            core: 0,
+        },
+    };
+    let expected: Vec<u8> = [
+        &b"RNLC"[..],
+        &[1, 1, 0, 0, 30, 0, 0, 0],
+        &[40, 0],
+        &5u64.to_le_bytes(),
+        &1u64.to_le_bytes(),
+        &2u64.to_le_bytes(),
+        &0u32.to_le_bytes(),
+        &[0xcf, 0xc9, 0x50, 0x2b],
+    ]
+    .concat();
+    assert_eq!(encode_command(&command), expected);
+    assert_eq!(decode_command(&expected), Ok(command));
 }

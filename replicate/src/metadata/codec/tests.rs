@@ -62,7 +62,15 @@ fn all_commands() -> Vec<Command> {
             right: ShardId(u64::MAX),
             now_ms: u64::MAX,
         },
-        Command::BumpEpoch { shard: ShardId(0) },
+        Command::BumpEpochUnconditionally { shard: ShardId(0) },
+        Command::BumpEpoch {
+            shard: ShardId(u64::MAX),
+            from: Epoch(u64::MAX),
+            sequencer: Placement {
+                node: NodeId(3),
+                core: u32::MAX,
+            },
+        },
         Command::CreateSubscription {
             config: subscription_config("billing", "orders"),
             now_ms: 1,
@@ -222,7 +230,15 @@ pub(super) fn busy_state() -> MetadataState {
             right: ShardId(3),
             now_ms: 13,
         },
-        Command::BumpEpoch { shard: ShardId(4) },
+        Command::BumpEpoch {
+            shard: ShardId(4),
+            from: Epoch(0),
+            // Shard 4 (clicks, R = 1) is on the ring's fourth slot; it stays its sequencer.
+            sequencer: Placement {
+                node: NodeId(2),
+                core: 1,
+            },
+        },
         Command::CreateSubscription {
             config: SubscriptionConfig {
                 start: SubscriptionStart::Earliest,

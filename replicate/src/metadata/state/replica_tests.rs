@@ -153,3 +153,103 @@ fn fewer_cores_move_every_replica_on_a_missing_core() {
         assert_replica_set(shard, 2);
     }
 }
+
+fn bump(shard: u64, from: u64, sequencer: Placement) -> Command {
+    Command::BumpEpoch {
+        shard: ShardId(shard),
+        from: runnel_core::Epoch(from),
+        sequencer,
+    }
+}
+
+/// `BumpEpoch` is a compare-and-set: it applies at the epoch it names, moves the sequencer to
+/// the replica it names and raises the epoch by one; the same bump again (a second proposer
+/// that saw the same failure) is refused as stale, and so is one from an older epoch.
+#[test]
+fn bump_epoch_is_a_compare_and_set_that_moves_the_sequencer() {
+    let mut harness = Harness::with_nodes(3, 1);
+    let shard = shards_of(harness.ok(create_replicated("orders", 1, 3, &[]))).remove(0);
+    let next = shard.replicas[1];
+    let index = harness.state.applied_index() + 1;
+    assert_eq!(
+        harness.state.check(index, &bump(1, 0, next)),
+        Ok(Vec::new())
+    );
+    let Applied::EpochBumped { shard: bumped } = harness.ok(bump(1, 0, next)) else {
+        panic!("not an epoch bump");
+    };
+    assert_eq!(bumped.epoch, runnel_core::Epoch(1));
+    assert_eq!(bumped.placement, next);
+    assert_eq!(bumped.replicas, shard.replicas, "the replica set stays");
+    assert_eq!(harness.state.shard(ShardId(1)), Some(&bumped));
+    assert_eq!(
+        harness.refused(bump(1, 0, shard.replicas[2])),
+        MetadataError::StaleEpoch {
+            shard: ShardId(1),
+            from: runnel_core::Epoch(0),
+            current: runnel_core::Epoch(1),
+        }
+    );
+    assert_eq!(
+        harness.refused(bump(1, 2, next)),
+        MetadataError::StaleEpoch {
+            shard: ShardId(1),
+            from: runnel_core::Epoch(2),
+            current: runnel_core::Epoch(1),
+        }
+    );
+    // Back to the first replica, at the new epoch.
+    harness.ok(bump(1, 1, shard.replicas[0]));
+    assert_eq!(
+        harness
+            .state
+            .shard(ShardId(1))
+            .map(|shard| (shard.epoch, shard.placement)),
+        Some((runnel_core::Epoch(2), shard.replicas[0]))
+    );
+}
+
+/// A bump naming a placement that holds no replica is refused (another core of a replica's
+/// node included), as is one of a sealed or unknown shard.
+#[test]
+fn bump_epoch_needs_a_replica_and_an_open_shard() {
+    let mut harness = Harness::with_nodes(3, 2);
+    shards_of(harness.ok(create_replicated("orders", 1, 2, &[])));
+    let shard = harness.state.shard(ShardId(1)).expect("shard").clone();
+    let outsider = harness
+        .state
+        .nodes()
+        .map(|node| node.id)
+        .find(|&node| !shard.has_replica_on(node))
+        .expect("three nodes, two replicas");
+    for sequencer in [
+        Placement {
+            node: outsider,
+            core: 0,
+        },
+        Placement {
+            node: shard.replicas[1].node,
+            core: 1 - shard.replicas[1].core,
+        },
+    ] {
+        assert_eq!(
+            harness.refused(bump(1, 0, sequencer)),
+            MetadataError::NotAReplica {
+                shard: ShardId(1),
+                sequencer
+            }
+        );
+    }
+    harness.ok(Command::SplitShard {
+        shard: ShardId(1),
+        now_ms: 2,
+    });
+    assert_eq!(
+        harness.refused(bump(1, 0, shard.replicas[1])),
+        MetadataError::ShardSealed { shard: ShardId(1) }
+    );
+    assert_eq!(
+        harness.refused(bump(9, 0, shard.replicas[1])),
+        MetadataError::ShardNotFound { shard: ShardId(9) }
+    );
+}
