@@ -171,7 +171,7 @@ impl Core {
 }
 
 /// The epoch after `from`, or the refusal the metadata would give.
-pub(crate) fn next_epoch(from: Epoch) -> Result<Epoch, ErrorResponse> {
+fn next_epoch(from: Epoch) -> Result<Epoch, ErrorResponse> {
     from.0.checked_add(1).map(Epoch).ok_or_else(|| {
         crate::core::metadata_error(
             &runnel_replicate::metadata::MetadataError::CounterExhausted { counter: "epoch" },
@@ -203,6 +203,14 @@ mod tests {
     use runnel_replicate::metadata::{Durability, Node, StreamConfig};
 
     use super::*;
+
+    /// Nodes 1, 2 and 3 in `states`.
+    fn views(states: [NodeState; 3]) -> Vec<NodeView> {
+        (1..)
+            .zip(states)
+            .map(|(id, state)| view(id, state))
+            .collect()
+    }
 
     fn view(id: u64, state: NodeState) -> NodeView {
         NodeView {
@@ -264,18 +272,14 @@ mod tests {
     #[test]
     fn sequencers_on_a_failed_node_move_to_the_first_running_replica() {
         let mut state = state(&[("r3", 3, 3), ("r1", 3, 1)]);
-        let running = [
-            view(1, NodeState::Running),
-            view(2, NodeState::Running),
-            view(3, NodeState::Running),
-        ];
+        let running = views([NodeState::Running, NodeState::Running, NodeState::Running]);
         assert_eq!(failovers(&state, &running), Vec::new());
 
-        let one_down = [
-            view(1, NodeState::Unavailable),
-            view(2, NodeState::Running),
-            view(3, NodeState::Running),
-        ];
+        let one_down = views([
+            NodeState::Unavailable,
+            NodeState::Running,
+            NodeState::Running,
+        ]);
         let planned = failovers(&state, &one_down);
         let on_node_1: Vec<ShardId> = state
             .shards()
@@ -321,17 +325,9 @@ mod tests {
             .filter(|shard| shard.placement.node == NodeId(1))
             .collect();
         assert!(!sequenced_by_1.is_empty());
-        let nodes = [
-            view(1, NodeState::Dead),
-            view(2, NodeState::Starting),
-            view(3, NodeState::Unavailable),
-        ];
+        let nodes = views([NodeState::Dead, NodeState::Starting, NodeState::Unavailable]);
         assert_eq!(failovers(&state, &nodes), Vec::new());
-        let nodes = [
-            view(1, NodeState::Dead),
-            view(2, NodeState::Running),
-            view(3, NodeState::Unavailable),
-        ];
+        let nodes = views([NodeState::Dead, NodeState::Running, NodeState::Unavailable]);
         for failover in failovers(&state, &nodes) {
             assert_eq!(failover.sequencer.node, NodeId(2));
             let shard = state.shard(failover.shard).expect("shard");

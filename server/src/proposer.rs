@@ -38,10 +38,9 @@ use std::path::PathBuf;
 use std::rc::Rc;
 use std::time::Instant;
 
-use runnel_core::{Epoch, ShardId};
 use runnel_net::protocol::{ErrorCode, ErrorResponse};
 use runnel_replicate::metadata::{
-    encode_command, Applied, Command, MetadataError, MetadataState, Placement, Shard,
+    encode_command, Applied, Command, MetadataError, MetadataState, Shard,
 };
 use runnel_segment::runtime::Event;
 
@@ -256,27 +255,6 @@ impl Proposer {
         });
         self.queued.notify();
         ticket.wait().await
-    }
-
-    /// Proposes `BumpEpoch` (a failover of `shard` to `sequencer`, a compare-and-set on
-    /// epoch `from`) and returns the shard's new epoch, `from + 1`, once it is committed and
-    /// applied; refused as [`Proposer::propose`] refuses (`InvalidRequest` for a stale epoch or
-    /// a sequencer that holds no replica). This node must lead; any core of any node calls
-    /// `Core::bump_epoch` instead, which reaches the leader.
-    pub async fn bump_epoch(
-        &self,
-        shard: ShardId,
-        from: Epoch,
-        sequencer: Placement,
-    ) -> Result<Epoch, ErrorResponse> {
-        let next = crate::failover::next_epoch(from)?;
-        self.propose(Command::BumpEpoch {
-            shard,
-            from,
-            sequencer,
-        })
-        .await?;
-        Ok(next)
     }
 
     /// Drains the queue, one batch at a time, until [`Proposer::stop`]. One task runs this.
