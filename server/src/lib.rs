@@ -23,6 +23,7 @@ pub mod core;
 pub mod data_dir;
 pub mod dedup;
 pub mod error;
+pub mod failover;
 pub mod group;
 pub mod group_log;
 pub mod handler;
