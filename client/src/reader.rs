@@ -23,7 +23,7 @@ use runnel_core::{
     BatchHeader, BatchView, Offset, Record, RecordId, RecordRef, ShardId, StreamName,
 };
 use runnel_net::protocol::{
-    CloseCode, FrameReader, Read, ReadChunk, ReadEnd, ReadFrom, Request, Response,
+    CloseCode, ErrorCode, FrameReader, Read, ReadChunk, ReadEnd, ReadFrom, Request, Response,
 };
 use tokio::time::Instant;
 
@@ -52,6 +52,8 @@ pub struct Reader {
     failures: u32,
     /// Times the shard's owner was looked up again since the last chunk.
     reroutes: u32,
+    /// Lost ranges the read passed (offsets a crash took before they were durable).
+    lost: Vec<Range<Offset>>,
 }
 
 enum State {
@@ -68,6 +70,8 @@ enum Event {
     Chunk(RecordBatch),
     End(ReadEnd),
     Failed(Failure),
+    /// The read reached a lost range; the log continues at this offset.
+    Lost(Offset),
 }
 
 impl std::fmt::Debug for Reader {
@@ -105,7 +109,15 @@ impl Reader {
             map: None,
             failures: 0,
             reroutes: 0,
+            lost: Vec::new(),
         }
+    }
+
+    /// The lost ranges this reader passed, in order: offsets a `memory`-durability shard
+    /// handed out (maybe acknowledged) and lost in a crash. They hold nothing, forever; the
+    /// reader went on after each (and logged it). Empty unless such a loss happened.
+    pub fn lost_ranges(&self) -> &[Range<Offset>] {
+        &self.lost
     }
 
     /// The same reader, tailing if `tail`: once caught up it waits for new records instead
@@ -190,6 +202,19 @@ impl Reader {
                     return Ok(None);
                 }
                 Event::Failed(failure) => self.recover(failure).await?,
+                Event::Lost(to) => {
+                    let from = Offset(self.wanted().start);
+                    self.stop_stream();
+                    if to <= from {
+                        return Err(ClientError::UnexpectedResponse {
+                            request: "Read",
+                            response: format!("a lost range ending at {to}, reading at {from}"),
+                        });
+                    }
+                    tracing::warn!(stream = %self.stream, shard = %self.shard, %from, %to, "offsets lost in a crash before they were durable (memory durability); reading on at {to}");
+                    self.lost.push(from..to);
+                    self.position = Some(to);
+                }
             }
         }
     }
@@ -311,9 +336,10 @@ async fn read_event(
             }
         }
         Ok(Some((Response::ReadEnd(end), _))) => Event::End(end),
-        Ok(Some((Response::Error(error), _))) => {
-            Event::Failed(Failure::refused(ClientError::server("Read", error)))
-        }
+        Ok(Some((Response::Error(error), _))) => match (error.code, error.next_offset) {
+            (ErrorCode::LostRange, Some(to)) => Event::Lost(to),
+            _ => Event::Failed(Failure::refused(ClientError::server("Read", error))),
+        },
         Ok(Some((other, _))) => {
             Event::Failed(Failure::maybe_delivered(ClientError::UnexpectedResponse {
                 request: "Read",

@@ -59,6 +59,11 @@ pub struct LogConfig {
     /// Bytes the batch caches of all logs on one core may hold together; a log that would
     /// exceed it evicts its own oldest entries, or keeps nothing. Default 64 MiB.
     pub read_cache_core_bytes: usize,
+    /// How many offsets beyond the next one an offset reservation covers, when appends may be
+    /// acknowledged before they are durable ([`crate::ShardLog::reserve_offsets_durably`]):
+    /// one replacement of the reservation file (two fdatasyncs) per this many offsets, and at
+    /// most this many more offsets in the lost range a crash leaves. Default 65,536.
+    pub offset_reserve_step: u64,
 }
 
 impl Default for LogConfig {
@@ -77,6 +82,7 @@ impl Default for LogConfig {
             acked_checkpoint_idle_ms: 100,
             read_cache_bytes: 16 << 20,
             read_cache_core_bytes: 64 << 20,
+            offset_reserve_step: 1 << 16,
         }
     }
 }
@@ -117,6 +123,9 @@ impl LogConfig {
             return Err(format!(
                 "reserve_step_bytes_max must be at least {RESERVE_STEP_BYTES_MIN}"
             ));
+        }
+        if self.offset_reserve_step == 0 {
+            return Err("offset_reserve_step must be positive".into());
         }
         if self.index_interval_bytes == 0 {
             return Err("index_interval_bytes must be positive".into());

@@ -66,6 +66,19 @@ pub enum LogError {
         /// The offset the next append will get.
         next: Offset,
     },
+    /// The offset is in a lost range: it was handed out by an append acknowledged before it
+    /// was durable (`memory` durability) and lost in a crash. It holds nothing, forever; the
+    /// log continues at `to`. A notice for readers and consumers (skip to `to`, count the
+    /// loss), not a failure of the log.
+    #[error("offsets {from} to {to} (exclusive) were lost in a crash before they were durable; {requested} is among them")]
+    LostRange {
+        /// The offset asked for.
+        requested: Offset,
+        /// The first lost offset.
+        from: Offset,
+        /// The offset after the lost range: the next one that may hold a record.
+        to: Offset,
+    },
     /// An append at a given offset ([`crate::ShardLog::append_at`]) that is not the log's next
     /// offset: offsets stay dense. Nothing was appended.
     #[error("append at offset {requested} refused: the log's next offset is {next}")]

@@ -71,6 +71,11 @@ pub(crate) struct SegmentHeader {
     /// The most bytes one write of the writer could carry: the window in which a power loss
     /// can leave torn data, used by recovery to tell a torn tail from corruption.
     pub write_bytes_max: u32,
+    /// How many offsets just below `base_offset` are a **lost range**: handed out by a writer
+    /// that acknowledged before fdatasync (`memory` durability, see [`ReservedFile`]) and lost
+    /// in a crash. They hold nothing, forever. 0 (every segment written before this field
+    /// existed): the previous segment ends at `base_offset`. Bytes 32..40 of the header.
+    pub lost_before: u64,
 }
 
 fn le_u16(bytes: &[u8], at: usize) -> u16 {
@@ -107,7 +112,8 @@ impl SegmentHeader {
         put(block, 16, &self.created_ms.to_le_bytes());
         put(block, 24, &self.write_bytes_max.to_le_bytes());
         put(block, 28, &(BLOCK_BYTES as u32).to_le_bytes());
-        put(block, 32, &[0u8; 28]);
+        put(block, 32, &self.lost_before.to_le_bytes());
+        put(block, 40, &[0u8; 20]);
         let crc = crc32fast::hash(block.get(..60).unwrap_or_default());
         put(block, 60, &crc.to_le_bytes());
     }
@@ -152,6 +158,64 @@ impl SegmentHeader {
             base_offset: Offset(le_u64(raw, 8)),
             created_ms: le_u64(raw, 16) as i64,
             write_bytes_max: le_u32(raw, 24),
+            lost_before: le_u64(raw, 32),
+        })
+    }
+}
+
+/// `"RNLR"` as a little-endian u32: the offset reservation file's magic.
+pub(crate) const RESERVED_MAGIC: u32 = u32::from_le_bytes(*b"RNLR");
+/// Version of the offset reservation file.
+pub(crate) const RESERVED_FORMAT_VERSION: u16 = 1;
+/// Bytes of the offset reservation file that carry data.
+pub(crate) const RESERVED_FILE_LEN: usize = 20;
+/// File name of the offset reservation file.
+pub(crate) const RESERVED_FILE_NAME: &str = "reserved";
+
+/// The offset reservation file (`reserved`): offsets below `end` may have been handed out
+/// (and acknowledged before they were durable). Layout (little-endian): magic `RNLR` u32,
+/// version u16 = 1, reserved u16 = 0, end u64, CRC-32 of bytes 0..16 u32. Replaced atomically
+/// by rename, like the start file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct ReservedFile {
+    /// Offsets below this may have been handed out.
+    pub end: Offset,
+}
+
+impl ReservedFile {
+    /// Writes the record into the first [`RESERVED_FILE_LEN`] bytes of `block`.
+    pub(crate) fn encode_into(&self, block: &mut [u8]) {
+        put(block, 0, &RESERVED_MAGIC.to_le_bytes());
+        put(block, 4, &RESERVED_FORMAT_VERSION.to_le_bytes());
+        put(block, 6, &0u16.to_le_bytes());
+        put(block, 8, &self.end.0.to_le_bytes());
+        let crc = crc32fast::hash(block.get(..16).unwrap_or_default());
+        put(block, 16, &crc.to_le_bytes());
+    }
+
+    /// Reads the record, or says what is wrong with it.
+    pub(crate) fn decode(bytes: &[u8]) -> Result<ReservedFile, String> {
+        let raw = bytes.get(..RESERVED_FILE_LEN).ok_or_else(|| {
+            format!(
+                "reserved file needs {RESERVED_FILE_LEN} bytes, has {}",
+                bytes.len()
+            )
+        })?;
+        if le_u32(raw, 0) != RESERVED_MAGIC {
+            return Err("reserved file magic is wrong".into());
+        }
+        if le_u16(raw, 4) != RESERVED_FORMAT_VERSION {
+            return Err("reserved file version is not supported".into());
+        }
+        let stored = le_u32(raw, 16);
+        let computed = crc32fast::hash(raw.get(..16).unwrap_or_default());
+        if stored != computed {
+            return Err(format!(
+                "reserved file CRC {stored:#010x}, computed {computed:#010x}"
+            ));
+        }
+        Ok(ReservedFile {
+            end: Offset(le_u64(raw, 8)),
         })
     }
 }
@@ -351,6 +415,7 @@ mod tests {
             base_offset: Offset(1234),
             created_ms: 1_700_000_000_000,
             write_bytes_max: 4 << 20,
+            lost_before: 0,
         };
         let mut block = vec![0u8; BLOCK_BYTES];
         header.encode_into(&mut block);
@@ -396,6 +461,7 @@ mod tests {
             base_offset: Offset(100),
             created_ms: 1,
             write_bytes_max: 1 << 20,
+            lost_before: 0,
         };
         header.encode_into(&mut block);
         assert_eq!(SegmentHeader::decode(&block), Ok(header));
@@ -410,6 +476,7 @@ mod tests {
             base_offset: Offset(7),
             created_ms: 2,
             write_bytes_max: 4 << 20,
+            lost_before: 0,
         };
         v1.encode_into(&mut block);
         assert_eq!(SegmentHeader::decode(&block), Ok(v1));
@@ -417,6 +484,42 @@ mod tests {
         v3.encode_into(&mut block);
         let error = SegmentHeader::decode(&block).expect_err("version 3 is unknown");
         assert!(error.contains("version 3"), "{error}");
+    }
+
+    #[test]
+    fn lost_range_header_and_reserved_file_round_trip_and_are_checked() {
+        // A segment preceded by a lost range names its length at bytes 32..40, under the CRC.
+        let mut block = vec![0u8; BLOCK_BYTES];
+        let header = SegmentHeader {
+            version: SEGMENT_FORMAT_VERSION,
+            base_offset: Offset(300),
+            created_ms: 1,
+            write_bytes_max: 1 << 20,
+            lost_before: 166,
+        };
+        header.encode_into(&mut block);
+        assert_eq!(block[32..40], 166u64.to_le_bytes());
+        assert_eq!(SegmentHeader::decode(&block), Ok(header));
+        block[33] ^= 1;
+        assert!(
+            SegmentHeader::decode(&block).is_err(),
+            "the CRC covers the field"
+        );
+        let reserved = ReservedFile {
+            end: Offset(65_636),
+        };
+        let mut block = vec![0u8; BLOCK_BYTES];
+        reserved.encode_into(&mut block);
+        assert_eq!(
+            block[..16],
+            [0x52, 0x4e, 0x4c, 0x52, 1, 0, 0, 0, 0x64, 0x00, 0x01, 0, 0, 0, 0, 0]
+        );
+        assert_eq!(ReservedFile::decode(&block), Ok(reserved));
+        for byte in 0..RESERVED_FILE_LEN {
+            let mut damaged = block.clone();
+            damaged[byte] ^= 0x01;
+            assert!(ReservedFile::decode(&damaged).is_err(), "byte {byte}");
+        }
     }
 
     #[test]
@@ -460,6 +563,7 @@ mod tests {
         fn decoders_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..128)) {
             let _ = SegmentHeader::decode(&bytes);
             let _ = decode_start(&bytes);
+            let _ = ReservedFile::decode(&bytes);
             let _ = AckedCheckpoint::decode_newest(&bytes);
             let _ = TruncationRecord::decode(&bytes);
         }

@@ -34,8 +34,8 @@ use crate::cache::BatchCache;
 use crate::config::{LogConfig, BLOCK_BYTES, RESERVE_STEP_BYTES_MIN, ZERO_AHEAD_WRITE_BYTES_MAX};
 use crate::error::{is_no_space, LogError};
 use crate::format::{
-    encode_start, segment_file_name, AckedCheckpoint, SegmentHeader, SEGMENT_DATA_START,
-    SEGMENT_FORMAT_VERSION, START_FILE_NAME,
+    encode_start, segment_file_name, AckedCheckpoint, ReservedFile, SegmentHeader,
+    RESERVED_FILE_NAME, SEGMENT_DATA_START, SEGMENT_FORMAT_VERSION, START_FILE_NAME,
 };
 use crate::index::SparseIndex;
 use crate::index_file::{self, index_file_name, SealedSegmentIndex};
@@ -85,6 +85,13 @@ pub struct LogStats {
     pub bytes_zeroed: u64,
     /// Suffix truncations done ([`ShardLog::truncate_from`]).
     pub truncations: u64,
+    /// Offset reservations made durable ([`ShardLog::reserve_offsets_durably`]).
+    pub offset_reservations: u64,
+    /// Lost ranges this open found (offsets handed out before a crash and lost with it) and
+    /// recorded in the log: 0 or 1.
+    pub lost_ranges: u64,
+    /// Offsets in those lost ranges.
+    pub lost_offsets: u64,
 }
 
 /// The tail buffer's first capacity beyond the kept partial block (one block): it doubles from
@@ -187,6 +194,15 @@ struct State<S: Storage> {
     stats: LogStats,
     /// The last buffers written, for reads close behind the end.
     cache: BatchCache<S::Buffer>,
+    /// Offsets below this may have been handed out: what the reservation file says (`None`:
+    /// there is none).
+    reserved_on_disk: Option<Offset>,
+    /// Whether appends may be acknowledged before they are durable
+    /// ([`ShardLog::reserve_offsets_durably`]): then no offset at or beyond
+    /// `reserved_on_disk` is handed out.
+    reserving_offsets_required: bool,
+    /// A write of the reservation file is in flight.
+    reserving_offsets: bool,
 }
 
 struct Inner<S: Storage> {
@@ -206,6 +222,8 @@ struct Inner<S: Storage> {
     maintenance: Event,
     /// A suffix truncation began or ended its changes, or the log was poisoned.
     truncated: Event,
+    /// A reservation of offsets finished (or failed).
+    offsets_reserved: Event,
 }
 
 /// A shard's durable log. Single-threaded: use it on the executor that opened it.
@@ -217,6 +235,8 @@ pub struct ShardLog<S: Storage> {
 enum Step {
     Done(Appended),
     Wait,
+    /// Offsets up to (excluding) this one must be reserved durably first.
+    Reserve(Offset),
 }
 
 /// One write + sync the flusher performs.
@@ -260,6 +280,7 @@ impl<S: Storage> ShardLog<S> {
         config.validate().map_err(LogError::InvalidConfig)?;
         let dir = dir.into();
         let recovered = recover(&storage, &dir, &config).await?;
+        let reserved_on_disk = recovered.reserved;
         let start = recovered.start;
         let acked = recovered.acked;
         let mut segments: BTreeMap<Offset, Segment<S::File>> = recovered
@@ -295,6 +316,14 @@ impl<S: Storage> ShardLog<S> {
             if let Some(segment) = adopt_layout(&storage, &dir, active, &config).await? {
                 segments.insert(segment.base, segment);
             }
+        }
+        let mut stats = LogStats::default();
+        if let Some(lost) =
+            record_lost_range(&storage, &dir, &mut segments, reserved_on_disk, &config).await?
+        {
+            acked = None;
+            stats.lost_ranges = 1;
+            stats.lost_offsets = lost;
         }
         let active = segments
             .values()
@@ -338,8 +367,11 @@ impl<S: Storage> ShardLog<S> {
             closed: false,
             roll_requested: false,
             maintenance_busy: false,
-            stats: LogStats::default(),
+            stats,
             cache: BatchCache::new(config.read_cache_bytes, config.read_cache_core_bytes),
+            reserved_on_disk,
+            reserving_offsets_required: false,
+            reserving_offsets: false,
         };
         let inner = Rc::new(Inner {
             storage,
@@ -352,6 +384,7 @@ impl<S: Storage> ShardLog<S> {
             room: Event::default(),
             maintenance: Event::default(),
             truncated: Event::default(),
+            offsets_reserved: Event::default(),
         });
         let flusher = spawn(flusher(Rc::clone(&inner)));
         Ok(ShardLog {
@@ -392,6 +425,7 @@ impl<S: Storage> ShardLog<S> {
             match self.try_append(batch, epoch, at)? {
                 Step::Done(appended) => return Ok(appended),
                 Step::Wait => room.await,
+                Step::Reserve(needed) => self.reserve_offsets_through(needed).await?,
             }
         }
     }
@@ -438,6 +472,7 @@ impl<S: Storage> ShardLog<S> {
             match step {
                 Step::Done(appended) => return Ok(appended),
                 Step::Wait => room.await,
+                Step::Reserve(needed) => self.reserve_offsets_through(needed).await?,
             }
         }
     }
@@ -552,6 +587,10 @@ impl<S: Storage> ShardLog<S> {
                 next: state.next_offset,
             }));
         }
+        let needed = Offset(state.next_offset.0 + u64::from(header.record_count));
+        if state.reserving_offsets_required && state.reserved_on_disk.is_none_or(|r| r < needed) {
+            return Ok(Step::Reserve(needed));
+        }
         let target = tail
             .buffer
             .as_mut_slice()
@@ -574,6 +613,11 @@ impl<S: Storage> ShardLog<S> {
         }
         let header: BatchHeader =
             stamp_header(target, header, state.next_offset, epoch).map_err(LogError::from)?;
+        assert!(
+            !state.reserving_offsets_required
+                || state.reserved_on_disk >= Some(header.next_offset()),
+            "an offset that may be acknowledged before it is durable is reserved durably first"
+        );
         let position = tail.file_pos + tail.fill as u64;
         active.note_batch(&header, position, inner.config.index_interval_bytes);
         tail.fill += len;
@@ -583,6 +627,67 @@ impl<S: Storage> ShardLog<S> {
             base_offset: header.base_offset,
             last_offset: header.last_offset(),
         }))
+    }
+
+    /// Tells the log that its appends may be acknowledged before they are durable (`memory`
+    /// durability): from now on, until it is closed, no offset is handed out before the
+    /// reservation file (`reserved`, fdatasync'd) covers it, so that after a crash the offsets
+    /// handed out and lost are known and never handed out again (they become a lost range, see
+    /// [`LogError::LostRange`]). Reservations go `LogConfig::offset_reserve_step` offsets ahead:
+    /// one file replacement per that many offsets. Idempotent; costs nothing until the next
+    /// append.
+    pub fn reserve_offsets_durably(&self) {
+        self.inner.state.borrow_mut().reserving_offsets_required = true;
+    }
+
+    /// Makes the reservation cover every offset below `needed`: one reservation at a time;
+    /// concurrent callers wait for it and look again.
+    async fn reserve_offsets_through(&self, needed: Offset) -> Result<(), LogError> {
+        let inner = &*self.inner;
+        let end = loop {
+            let changed = inner.offsets_reserved.listen();
+            {
+                let mut state = inner.state.borrow_mut();
+                if let Some(cause) = &state.poisoned {
+                    return Err(LogError::Poisoned {
+                        cause: cause.clone(),
+                    });
+                }
+                if state.reserved_on_disk.is_some_and(|r| r >= needed) {
+                    return Ok(());
+                }
+                if !state.reserving_offsets {
+                    state.reserving_offsets = true;
+                    break Offset(
+                        needed
+                            .0
+                            .max(state.next_offset.0)
+                            .saturating_add(inner.config.offset_reserve_step),
+                    );
+                }
+            }
+            changed.await;
+        };
+        let result = write_reserved_file(&inner.storage, &inner.dir, end).await;
+        {
+            let mut state = inner.state.borrow_mut();
+            state.reserving_offsets = false;
+            if result.is_ok() {
+                assert!(
+                    state.reserved_on_disk.is_none_or(|r| r <= end),
+                    "a reservation never shrinks while appends may use it"
+                );
+                state.reserved_on_disk = Some(end);
+                state.stats.offset_reservations += 1;
+            }
+        }
+        if let Err(error) = &result {
+            // The file may or may not have been replaced: nothing is handed out beyond what is
+            // known to be reserved, and the log stops, as for a failed fdatasync.
+            poison(inner, format!("offset reservation failed: {error}"));
+        }
+        inner.offsets_reserved.notify();
+        result
     }
 
     /// Waits until every batch up to and including `offset` is durable.
@@ -676,6 +781,7 @@ impl<S: Storage> ShardLog<S> {
         let (file, path, segment_base, mut pos, limit, bound) = {
             let state = self.inner.state.borrow();
             within_log(&state, from)?;
+            within_lost_range(&state, from)?;
             let bound = bound_offset(&state, bound);
             if from >= bound {
                 return Ok(ReadChunk::empty(from));
@@ -1069,6 +1175,26 @@ impl<S: Storage> ShardLog<S> {
         self.inner.durable.notify();
         self.inner.written.notify();
         self.inner.room.notify();
+        self.inner.offsets_reserved.notify();
+        let shrink = {
+            let state = self.inner.state.borrow();
+            // After a clean close everything handed out is durable: the reservation shrinks to
+            // the end, so the next open records no lost range.
+            match state.reserved_on_disk {
+                Some(end) if state.poisoned.is_none() && end > state.durable_offset => {
+                    assert_eq!(
+                        state.durable_offset, state.next_offset,
+                        "a log closes after everything was made durable"
+                    );
+                    Some(state.durable_offset)
+                }
+                _ => None,
+            }
+        };
+        if let Some(end) = shrink {
+            write_reserved_file(&self.inner.storage, &self.inner.dir, end).await?;
+            self.inner.state.borrow_mut().reserved_on_disk = Some(end);
+        }
         let mut state = self.inner.state.borrow_mut();
         state.cache.clear();
         match &state.poisoned {
@@ -1177,6 +1303,22 @@ fn within_log<S: Storage>(state: &State<S>, offset: Offset) -> Result<(), LogErr
             requested: offset,
             next: state.next_offset,
         });
+    }
+    Ok(())
+}
+
+/// Refuses an offset in a lost range (`LostRange`): it holds nothing, forever.
+fn within_lost_range<S: Storage>(state: &State<S>, offset: Offset) -> Result<(), LogError> {
+    let after = Offset(offset.0.saturating_add(1));
+    if let Some((_, segment)) = state.segments.range(after..).next() {
+        let lost_from = Offset(segment.base.0.saturating_sub(segment.lost_before));
+        if offset >= lost_from {
+            return Err(LogError::LostRange {
+                requested: offset,
+                from: lost_from,
+                to: segment.base,
+            });
+        }
     }
     Ok(())
 }
@@ -1671,6 +1813,7 @@ fn take_checkpoint_block<S: Storage>(inner: &Inner<S>) -> Option<(Rc<S::File>, S
         active.base,
         active.created_ms,
         active.write_bytes_max,
+        active.lost_before,
     );
     for slot in state.checkpoints.iter().flatten() {
         slot.encode_into(block.as_mut_slice());
@@ -1869,6 +2012,7 @@ fn header_block<F: StorageFile>(
     base: Offset,
     created_ms: i64,
     write_bytes_max: u32,
+    lost_before: u64,
 ) -> F::Buffer {
     let mut block = file.alloc(BLOCK_BYTES);
     block.as_mut_slice().fill(0);
@@ -1877,6 +2021,7 @@ fn header_block<F: StorageFile>(
         base_offset: base,
         created_ms,
         write_bytes_max,
+        lost_before,
     }
     .encode_into(block.as_mut_slice());
     block
@@ -1890,13 +2035,30 @@ async fn create_segment<S: Storage>(
     base: Offset,
     config: &LogConfig,
 ) -> Result<Segment<S::File>, LogError> {
+    create_segment_after(storage, dir, base, 0, config).await
+}
+
+/// [`create_segment`] of a segment preceded by a lost range of `lost_before` offsets.
+async fn create_segment_after<S: Storage>(
+    storage: &S,
+    dir: &Path,
+    base: Offset,
+    lost_before: u64,
+    config: &LogConfig,
+) -> Result<Segment<S::File>, LogError> {
     let path = dir.join(segment_file_name(base));
     let file = storage
         .create(&path)
         .await
         .map_err(|e| LogError::io("create segment", &path, e))?;
     let created_ms = now_ms();
-    let block = header_block(&file, base, created_ms, config.write_buffer_bytes as u32);
+    let block = header_block(
+        &file,
+        base,
+        created_ms,
+        config.write_buffer_bytes as u32,
+        lost_before,
+    );
     file.write_at(block, 0)
         .await
         .map_err(|e| LogError::io("write segment header", &path, e))?;
@@ -1919,6 +2081,7 @@ async fn create_segment<S: Storage>(
         version: SEGMENT_FORMAT_VERSION,
         reserved_bytes: SEGMENT_DATA_START,
         index: SparseIndex::default(),
+        lost_before,
     })
 }
 
@@ -1957,6 +2120,7 @@ async fn rewrite_header<F: StorageFile>(
         segment.base,
         segment.created_ms,
         config.write_buffer_bytes as u32,
+        segment.lost_before,
     );
     let path = segment.path.clone();
     segment
@@ -2016,6 +2180,44 @@ async fn open_tail_at<F: StorageFile>(
         fill: partial,
         written: partial,
     })
+}
+
+/// Replaces the offset reservation file: offsets below `end` may be handed out.
+async fn write_reserved_file<S: Storage>(
+    storage: &S,
+    dir: &Path,
+    end: Offset,
+) -> Result<(), LogError> {
+    let mut block = vec![0u8; BLOCK_BYTES];
+    ReservedFile { end }.encode_into(&mut block);
+    replace_file(storage, dir, RESERVED_FILE_NAME, &block).await
+}
+
+/// When the reservation file says offsets up to `reserved` may have been handed out and the
+/// recovered log ends before it, a crash lost them (they were acknowledged before they were
+/// durable): the active segment is sealed and a new one starts at `reserved`, its header
+/// naming the lost range, so that those offsets are never handed out again and readers are
+/// told what they held is gone. Returns the number of lost offsets. Each step is durable
+/// before the next; a crash between them leaves a log this function continues from.
+async fn record_lost_range<S: Storage>(
+    storage: &S,
+    dir: &Path,
+    segments: &mut BTreeMap<Offset, Segment<S::File>>,
+    reserved: Option<Offset>,
+    config: &LogConfig,
+) -> Result<Option<u64>, LogError> {
+    let Some(active) = segments.values().next_back() else {
+        return Ok(None);
+    };
+    let Some(reserved) = reserved.filter(|&r| r > active.next_offset) else {
+        return Ok(None);
+    };
+    let lost = reserved.0 - active.next_offset.0;
+    seal_segment(active).await?;
+    write_index_file(storage, dir, SealedSegmentIndex::of(active)).await?;
+    let segment = create_segment_after(storage, dir, reserved, lost, config).await?;
+    segments.insert(segment.base, segment);
+    Ok(Some(lost))
 }
 
 async fn write_start_file<S: Storage>(

@@ -51,6 +51,8 @@ pub(crate) struct Recovered<F> {
     pub dirty_tail: bool,
     /// The newest acknowledged-end checkpoint of the last segment (format version 2).
     pub acked: Option<AckedCheckpoint>,
+    /// The offset reservation file's end: offsets below it may have been handed out.
+    pub reserved: Option<Offset>,
 }
 
 pub(crate) fn corruption(
@@ -96,6 +98,16 @@ pub(crate) async fn recover<S: Storage>(
         .collect();
     bases.sort();
     let start_from_file = read_start_file(storage, dir, &names).await?;
+    let reserved = read_replaced_file(
+        storage,
+        dir,
+        &names,
+        crate::format::RESERVED_FILE_NAME,
+        crate::format::RESERVED_FILE_LEN,
+        crate::format::ReservedFile::decode,
+    )
+    .await?
+    .map(|file| file.end);
     if let Some(last) = bases.last().copied() {
         if remove_unborn_segment(storage, dir, last).await? {
             bases.pop();
@@ -141,7 +153,9 @@ pub(crate) async fn recover<S: Storage>(
             ));
         }
         if let Some(previous) = segments.last() {
-            if previous.next_offset != *base {
+            // A lost range (offsets handed out under `memory` durability, then lost in a
+            // crash) is the one gap allowed, and only as the segment's header declares it.
+            if previous.next_offset.0 != base.0.saturating_sub(header.lost_before) {
                 return Err(corruption(
                     &path,
                     0,
@@ -168,6 +182,7 @@ pub(crate) async fn recover<S: Storage>(
                     version: header.version,
                     reserved_bytes: size,
                     index: sealed.index,
+                    lost_before: header.lost_before,
                 });
                 continue;
             }
@@ -184,6 +199,7 @@ pub(crate) async fn recover<S: Storage>(
             version: header.version,
             reserved_bytes: size,
             index: SparseIndex::default(),
+            lost_before: header.lost_before,
         };
         let checkpoint = checkpoint.filter(|_| is_last);
         dirty_tail = scan_segment(&mut segment, size, is_last, checkpoint, config).await?;
@@ -215,6 +231,7 @@ pub(crate) async fn recover<S: Storage>(
         start,
         dirty_tail,
         acked,
+        reserved,
     })
 }
 

@@ -32,6 +32,8 @@ pub(crate) struct Segment<F> {
     pub reserved_bytes: u64,
     /// Sparse offset and time index.
     pub index: SparseIndex,
+    /// Offsets just below `base` that are a lost range (from its header; 0: none).
+    pub lost_before: u64,
 }
 
 impl<F> Segment<F> {

@@ -12,7 +12,10 @@
 //! 4. the log copies the batch once, from those chunks into its tail buffer, and validates the
 //!    archive there, checking each record's key against the shard's range in the same pass
 //!    ([`runnel_segment::ShardLog::append_chunks`]); refused at any step, nothing is appended;
-//! 5. for a stream with `fsync` durability, the answer waits until the batch is durable.
+//! 5. for a stream with `fsync` durability, the answer waits until the batch is durable; with
+//!    `memory` durability the log hands out only offsets covered by its durable offset
+//!    reservation ([`runnel_segment::ShardLog::reserve_offsets_durably`]), so none of them is
+//!    handed out again after a crash.
 //!
 //! A batch with a producer stamp (an idempotent producer's) is judged between 3 and 4
 //! ([`crate::dedup`]): a duplicate is answered with the offsets it got the first time (once
@@ -138,6 +141,11 @@ impl Core {
             return Err(AppendError::Sealed { shard: facts.id });
         }
         let header = checked.header();
+        if facts.durability == Durability::Memory {
+            // Acknowledged before it is durable: the offset must be reserved durably first, so
+            // a crash can never hand it out again (ARCHITECTURE §6, contract point 2).
+            owned.log.reserve_offsets_durably();
+        }
         let pending =
             match (self.dedup(facts.id, &owned.log, header.producer, header.record_count)).await? {
                 Dedup::Store(pending) => pending,

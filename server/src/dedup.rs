@@ -91,6 +91,11 @@ pub async fn rebuild(
                 from = start;
                 continue;
             }
+            // A lost range holds no batch, so no producer's either.
+            Err(LogError::LostRange { to, .. }) if to > from => {
+                from = to;
+                continue;
+            }
             Err(error) => return Err(error),
         };
         if chunk.is_empty() {

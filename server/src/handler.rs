@@ -196,6 +196,7 @@ pub(crate) fn log_error(error: &LogError) -> ErrorResponse {
         LogError::Trimmed { .. } => ErrorCode::Trimmed,
         LogError::OffsetOutOfRange { .. } => ErrorCode::OffsetOutOfRange,
         LogError::Closed => ErrorCode::Unavailable,
+        LogError::LostRange { .. } => ErrorCode::LostRange,
         _ => ErrorCode::Internal,
     };
     let mut response = error_response_with_offsets(code, error.to_string(), error);
@@ -214,6 +215,7 @@ fn error_response_with_offsets(
     match error {
         LogError::Trimmed { start, .. } => response.start_offset = Some(*start),
         LogError::OffsetOutOfRange { next, .. } => response.next_offset = Some(*next),
+        LogError::LostRange { to, .. } => response.next_offset = Some(*to),
         _ => {}
     }
     response

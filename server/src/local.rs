@@ -250,6 +250,14 @@ impl Core {
                 return Err(self.open_failed(local.id, &dir, error));
             }
         };
+        let lost_offsets = log.stats().lost_offsets;
+        if lost_offsets > 0 {
+            tracing::warn!(
+                core = self.index, shard = %local.id, lost_offsets, next = %log.next_offset(),
+                "a crash lost offsets handed out before they were durable (memory durability): \
+                 recorded as a lost range, never handed out again"
+            );
+        }
         local.last_used.set(Instant::now());
         *local.slot.borrow_mut() = Slot::Open(Rc::clone(&log));
         self.open_logs.borrow_mut().insert(local.id);

@@ -391,13 +391,17 @@ pub enum ErrorCode {
     UnknownNode,
     /// RemoveNode refused: the metadata group could not commit without the node.
     WouldLoseQuorum,
+    /// A read reached a lost range: offsets handed out by appends acknowledged before they were
+    /// durable (`memory` durability) and lost in a crash. They hold nothing, forever;
+    /// `next_offset` is where the log continues. A notice: the reader goes on from there.
+    LostRange,
     /// A code this build does not know (sent by a newer peer), kept as received. Never
     /// one of the numbers above.
     Other(u16),
 }
 
 /// `(code, number)` for every named code: the one table both directions use.
-const ERROR_CODES: [(ErrorCode, u16); 28] = [
+const ERROR_CODES: [(ErrorCode, u16); 29] = [
     (ErrorCode::Internal, 1),
     (ErrorCode::InvalidRequest, 2),
     (ErrorCode::UnsupportedVersion, 3),
@@ -426,6 +430,7 @@ const ERROR_CODES: [(ErrorCode, u16); 28] = [
     (ErrorCode::NodeOwnsShards, 26),
     (ErrorCode::UnknownNode, 27),
     (ErrorCode::WouldLoseQuorum, 28),
+    (ErrorCode::LostRange, 29),
 ];
 
 impl ErrorCode {

@@ -165,6 +165,15 @@ async fn serve_loop(
                     );
                     continue;
                 }
+                Err(LogError::LostRange { from, to, .. }) => {
+                    let skipped = slot.dispatch.borrow_mut().skip_to(to);
+                    tracing::warn!(
+                        subscription = %slot.subscription, shard = %slot.shard, records = skipped,
+                        "offsets {from} to {to} (exclusive) were lost in a crash before they \
+                         were durable (memory durability); delivery continues at {to}"
+                    );
+                    continue;
+                }
                 Err(error) => return Err(Some(crate::handler::log_error(&error))),
             };
             let mut chunk = chunk;
