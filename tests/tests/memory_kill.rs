@@ -44,8 +44,9 @@ async fn connect(server: &TestServer) -> Client {
         .expect("connect")
 }
 
-/// What the producers were told: record id → value.
-type Acknowledged = Arc<Mutex<HashMap<RecordId, Vec<u8>>>>;
+/// What the producers were told: record id → every value acknowledged at it (one, unless an
+/// offset was handed out twice).
+type Acknowledged = Arc<Mutex<HashMap<RecordId, Vec<Vec<u8>>>>>;
 
 /// Runs `PRODUCERS` producers for `run` (each stops at its first failure), then `end` (a kill,
 /// or nothing) while they still send.
@@ -80,7 +81,8 @@ async fn produce(
                         .await
                     {
                         Ok(id) => {
-                            acknowledged.lock().expect("lock").insert(id, value);
+                            let mut acknowledged = acknowledged.lock().expect("lock");
+                            acknowledged.entry(id).or_default().push(value);
                         }
                         Err(_) => return,
                     }
@@ -179,7 +181,23 @@ async fn memory_durability_never_gives_an_acknowledged_offset_to_another_record(
         acknowledged.len()
     );
     let mut lost_acknowledged = 0usize;
-    for (id, value) in acknowledged.iter() {
+    let reused: Vec<String> = acknowledged
+        .iter()
+        .filter(|(_, values)| values.len() > 1)
+        .take(5)
+        .map(|(id, values)| {
+            let values: Vec<_> = values.iter().map(|v| String::from_utf8_lossy(v)).collect();
+            format!("{id}: {values:?}")
+        })
+        .collect();
+    assert!(
+        reused.is_empty(),
+        "offsets acknowledged for two different records, e.g. {reused:?}"
+    );
+    for (id, values) in acknowledged.iter() {
+        let Some(value) = values.first() else {
+            continue;
+        };
         match seen.get(id) {
             Some(found) => assert_eq!(
                 String::from_utf8_lossy(found),
