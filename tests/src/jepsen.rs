@@ -349,7 +349,14 @@ pub fn run(settings: &Settings) -> Outcome {
     drop(readers);
     runtime.shutdown_timeout(Duration::from_secs(5));
     let mut history = std::mem::take(&mut *shared.history());
-    history.final_log = final_log;
+    history.final_lost = final_log
+        .iter()
+        .map(|(&shard, (_, lost))| (shard, lost.clone()))
+        .collect();
+    history.final_log = final_log
+        .into_iter()
+        .map(|(shard, (log, _))| (shard, log))
+        .collect();
     let report = checker::check(&history);
     Outcome {
         report,
@@ -524,7 +531,7 @@ async fn read_everything(
     url: &str,
     options: &ClientOptions,
     shards: &[u64],
-) -> Result<BTreeMap<u64, Vec<(u64, RecordKey)>>, String> {
+) -> Result<BTreeMap<u64, FinalRead>, String> {
     let deadline = tokio::time::Instant::now() + PATIENCE;
     let mut logs = BTreeMap::new();
     for &shard in shards {
@@ -544,11 +551,10 @@ async fn read_everything(
     Ok(logs)
 }
 
-async fn read_shard(
-    url: &str,
-    options: &ClientOptions,
-    shard: u64,
-) -> Result<Vec<(u64, RecordKey)>, String> {
+/// One shard's final read: (offset, record) in the order read, and the lost ranges reported.
+type FinalRead = (Vec<(u64, RecordKey)>, Vec<std::ops::Range<u64>>);
+
+async fn read_shard(url: &str, options: &ClientOptions, shard: u64) -> Result<FinalRead, String> {
     let client = Client::connect(url, options.clone())
         .await
         .map_err(|e| e.to_string())?;
@@ -571,7 +577,12 @@ async fn read_shard(
             log.push((id.offset.0, key));
         }
     }
-    Ok(log)
+    let lost = reader
+        .lost_ranges()
+        .iter()
+        .map(|range| range.start.0..range.end.0)
+        .collect();
+    Ok((log, lost))
 }
 
 /// Each shard's sequencer node, as the first serving node lists them (empty if none answers).

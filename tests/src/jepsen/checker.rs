@@ -90,6 +90,9 @@ pub struct History {
     pub final_log: BTreeMap<u64, Vec<(u64, RecordKey)>>,
     /// The first offset of each shard's final read (0 unless trimmed).
     pub final_start: BTreeMap<u64, u64>,
+    /// Lost ranges the final read was told of, per shard (`start..end` offsets): offsets a
+    /// `memory`-durability shard handed out and a crash took before they were durable.
+    pub final_lost: BTreeMap<u64, Vec<std::ops::Range<u64>>>,
     /// The node cut-offs of the run.
     pub isolations: Vec<Isolation>,
 }
@@ -125,8 +128,12 @@ pub struct Report {
     /// Records seen by readers during the run that were never acknowledged and are not in
     /// the final log (reads of something never committed).
     pub uncommitted_reads: usize,
-    /// Offsets missing inside a shard's final log (offsets not dense), or the same offset twice.
+    /// Offsets missing inside a shard's final log (offsets not dense) where no lost range was
+    /// reported, or the same offset twice.
     pub gaps: usize,
+    /// Reported lost ranges the final log skips (allowed only with `memory` and R = 1, like a
+    /// loss).
+    pub lost_ranges: usize,
     /// Records in the final log that no producer sent (not the workload's, or invented).
     pub unexpected: usize,
     /// Appends acknowledged entirely while the sequencer of their shard was cut off from the
@@ -162,6 +169,7 @@ impl Report {
         if promise.fsync || promise.replication_factor > 1 {
             must_be_zero(self.lost, "acknowledged records lost");
             must_be_zero(self.uncommitted_reads, "reads of never-committed records");
+            must_be_zero(self.lost_ranges, "lost ranges");
         }
         must_be_zero(self.inconsistent, "inconsistent offsets");
         must_be_zero(self.gaps, "gaps in a shard's offsets");
@@ -186,12 +194,13 @@ impl fmt::Display for Report {
         writeln!(
             f,
             "lost {}, inconsistent offsets {}, duplicates {}, uncommitted reads {}, gaps {}, \
-             unexpected {}, minority acks {}",
+             lost ranges {}, unexpected {}, minority acks {}",
             self.lost,
             self.inconsistent,
             self.duplicates,
             self.uncommitted_reads,
             self.gaps,
+            self.lost_ranges,
             self.unexpected,
             self.minority_acks
         )?;
@@ -219,7 +228,16 @@ pub fn check(history: &History) -> Report {
         let mut expected = history.final_start.get(&shard).copied().unwrap_or(0);
         for &(offset, record) in log {
             report.final_records += 1;
-            if offset != expected {
+            let reported = history
+                .final_lost
+                .get(&shard)
+                .is_some_and(|ranges| ranges.contains(&(expected..offset)));
+            if offset != expected && reported {
+                report.lost_ranges += 1;
+                report.example(format!(
+                    "shard {shard}: offsets {expected} to {offset} (exclusive) reported lost"
+                ));
+            } else if offset != expected {
                 report.gaps += 1;
                 report.example(format!(
                     "shard {shard}: offset {offset} follows {} in the final read",
@@ -445,6 +463,11 @@ mod tests {
         assert_eq!(report.uncommitted_reads, 1, "{report}");
         assert_eq!(report.gaps, 1, "{report}");
         assert_eq!(report.violations(R1).len(), 2, "{report}");
+        // The same hole reported by the reader as a lost range is no gap, but a lost range,
+        // which only `memory` durability with one replica allows.
+        history.final_lost.insert(8, vec![0..1]);
+        let report = check(&history);
+        assert_eq!((report.gaps, report.lost_ranges), (0, 1), "{report}");
     }
 
     /// An append acknowledged while its shard's sequencer was cut off is a minority commit:
