@@ -465,7 +465,9 @@ mod tests {
         assert_eq!(report.violations(R1).len(), 2, "{report}");
         // The same hole reported by the reader as a lost range is no gap, but a lost range,
         // which only `memory` durability with one replica allows.
-        history.final_lost.insert(8, vec![0..1]);
+        history
+            .final_lost
+            .insert(8, std::iter::once(0..1).collect());
         let report = check(&history);
         assert_eq!((report.gaps, report.lost_ranges), (0, 1), "{report}");
     }
