@@ -483,7 +483,7 @@ async fn read_loop(
     // A replicated shard's readers see its replica's committed offset, never past it.
     let replicated = core.replicated.host(shard.id);
     let bound_offset = || match &replicated {
-        Some(host) => host.visible_end().min(log.written_offset()),
+        Some(host) => host.visible_end(),
         None => visible_end(&log, bound),
     };
     let mut next = match read.from {

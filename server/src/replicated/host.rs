@@ -184,15 +184,21 @@ impl ShardHost {
         self.set.borrow().clone()
     }
 
-    /// Readers of this replica see offsets below this one (its committed offset).
+    /// Readers of this replica see offsets below this one: its committed offset, as far as
+    /// its log holds it (the storage operations trail the replica's state).
     pub fn visible_end(&self) -> Offset {
-        Offset(self.visible.get())
+        Offset(self.visible.get()).min(self.log.written_offset())
     }
 
     /// The epoch and committed offset of this node's sequencer (`(Epoch(0), 0)` when it never
     /// sequenced).
     pub fn sequenced(&self) -> (Epoch, u64) {
         self.sequenced.get()
+    }
+
+    /// The storage fault that stopped this replica, if one did.
+    pub fn failure(&self) -> Option<String> {
+        self.failed.borrow().clone()
     }
 
     /// This replica's sealed epoch.
@@ -662,6 +668,8 @@ impl ShardHost {
                         "a replica appends at the offset its sequencer gave"
                     );
                     self.replica.borrow_mut().on_written(op_id);
+                    // Readers bounded by the written end may see further now.
+                    self.changed.notify();
                     self.pump();
                     unsynced = Some((op_id, entry.end()));
                 }

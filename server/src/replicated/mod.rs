@@ -20,6 +20,9 @@ pub mod host;
 pub mod state;
 pub mod wire;
 
+#[cfg(test)]
+mod tests;
+
 use std::cell::RefCell;
 use std::collections::{HashMap, HashSet};
 use std::rc::Rc;
