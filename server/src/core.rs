@@ -158,7 +158,9 @@ pub fn metadata_error(error: &MetadataError) -> ErrorResponse {
         | MetadataError::NotAdjacent { .. }
         | MetadataError::ShardTooSmall { .. }
         | MetadataError::InvalidSubscriptionConfig { .. }
-        | MetadataError::ShardNotInSubscription { .. } => ErrorCode::InvalidRequest,
+        | MetadataError::ShardNotInSubscription { .. }
+        | MetadataError::StaleEpoch { .. }
+        | MetadataError::NotAReplica { .. } => ErrorCode::InvalidRequest,
         _ => ErrorCode::Internal,
     };
     ErrorResponse::new(code, error.to_string())
