@@ -211,15 +211,11 @@ impl ShardHost {
         matches!(&*self.role.borrow(), Role::Sequencing(s) if !s.is_deposed())
     }
 
-    /// Whether metadata must name a new epoch before this shard takes appends again (this
-    /// node is named sequencer of an epoch its replica already saw), and the epoch to bump
-    /// from.
-    pub fn needs_new_epoch(&self) -> Option<Epoch> {
-        match &*self.role.borrow() {
-            Role::Stale { epoch, .. } => Some(*epoch),
-            Role::Deposed => None,
-            _ => None,
-        }
+    /// Whether metadata must name a new epoch before this shard takes appends again: this
+    /// core is named sequencer of an epoch its replica already saw (a previous run of this
+    /// node may have sequenced it).
+    pub fn needs_new_epoch(&self) -> bool {
+        matches!(&*self.role.borrow(), Role::Stale { .. })
     }
 
     /// Takes a new replica set (metadata changed): starts recovering when this core became

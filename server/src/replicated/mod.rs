@@ -31,7 +31,7 @@ use std::time::Duration;
 
 use runnel_core::batch::AlignedBytes;
 use runnel_core::{BatchView, CheckedChunks, Limits, Offset, ShardId, StreamName};
-use runnel_replicate::metadata::{Durability, MetadataState, NodeId, Placement, Shard};
+use runnel_replicate::metadata::{Command, Durability, MetadataState, NodeId, Placement, Shard};
 use runnel_replicate::shard::Epoch;
 use runnel_segment::runtime::{first_of, sleep, spawn_detached, Event};
 use runnel_segment::{DmaStorage, ShardLog};
@@ -196,6 +196,7 @@ impl RemoteService for Deliver {
 pub struct ReplicatedShards {
     hosts: RefCell<HashMap<ShardId, Rc<ShardHost>>>,
     opening: RefCell<HashSet<ShardId>>,
+    bumping: RefCell<HashSet<ShardId>>,
     changed: Event,
 }
 
@@ -236,7 +237,7 @@ pub fn replica_set(state: &MetadataState, shard: &Shard) -> Option<ReplicaSet> {
 
 /// Every replica of `shard`, its sequencer's included.
 fn replicas_of(shard: &Shard) -> Vec<Placement> {
-    vec![shard.placement]
+    shard.replicas.clone()
 }
 
 /// Registers the service `replica.deliver` on `core`.
@@ -301,8 +302,14 @@ fn reconcile(core: &Rc<Core>) {
         .copied()
         .collect();
     for id in gone {
-        if let Some(host) = core.replicated.hosts.borrow_mut().remove(&id) {
+        let removed = core.replicated.hosts.borrow_mut().remove(&id);
+        if let Some(host) = removed {
             host.stop();
+            let deleted = core.metadata.borrow().shard(id).is_none();
+            if deleted {
+                let core = Rc::clone(core);
+                spawn_detached(async move { forget_deleted(&core, host).await });
+            }
         }
     }
     for (id, (set, retention)) in wanted {
@@ -310,6 +317,9 @@ fn reconcile(core: &Rc<Core>) {
             Some(host) => {
                 if host.set() != set {
                     host.update(set, core.index);
+                }
+                if host.needs_new_epoch() {
+                    ask_for_new_epoch(core, &host);
                 }
             }
             None => {
@@ -321,6 +331,51 @@ fn reconcile(core: &Rc<Core>) {
                     });
                 }
             }
+        }
+    }
+}
+
+/// Proposes `BumpEpoch` for a shard whose named sequencer (this core) finds its replica
+/// already sealed at the shard's epoch: the same core, one epoch later (at most one proposal in
+/// flight per shard; a refused one is fine: someone else bumped first).
+fn ask_for_new_epoch(core: &Rc<Core>, host: &Rc<ShardHost>) {
+    let shard = host.shard();
+    if !core.replicated.bumping.borrow_mut().insert(shard) {
+        return;
+    }
+    let set = host.set();
+    let command = Command::BumpEpoch {
+        shard,
+        from: set.epoch,
+        sequencer: set.sequencer,
+    };
+    let core = Rc::clone(core);
+    spawn_detached(async move {
+        tracing::info!(%shard, from = set.epoch.0, "asking metadata for a new epoch");
+        if let Err(error) = core.propose(command).await {
+            tracing::info!(%shard, error = %error.message, "epoch bump not applied");
+            sleep(Duration::from_millis(RECONCILE_INTERVAL_MS)).await;
+        }
+        core.replicated.bumping.borrow_mut().remove(&shard);
+        core.replicated.metadata_changed();
+    });
+}
+
+/// After a shard was deleted: closes this core's replica log of it and removes its directory
+/// (the core named in its placement does it in `Core::apply`; this is for the other replicas).
+async fn forget_deleted(core: &Rc<Core>, host: Rc<ShardHost>) {
+    let id = host.shard();
+    drop(host);
+    // The host's tasks end at their next wake-up and drop their hold of the log.
+    sleep(Duration::from_millis(host::TICK_MS * 2)).await;
+    let local = core.shards.borrow_mut().remove(&id);
+    if let Some(local) = local {
+        core.close_log(&local).await;
+    }
+    let dir = core.shard_dir(id);
+    if dir.exists() {
+        if let Err(error) = std::fs::remove_dir_all(&dir) {
+            tracing::warn!(shard = %id, %error, "removing a deleted shard's replica");
         }
     }
 }

@@ -312,7 +312,7 @@ fn a_restarted_sequencer_does_not_run_its_epoch_again() {
         let again = open(&dir, 1, set(0, 1, cluster.durability)).await;
         cluster.hosts.borrow_mut()[0] = Some(Rc::clone(&again));
         assert_eq!(again.sealed(), protocol_epoch(runnel_core::Epoch(0)));
-        assert_eq!(again.needs_new_epoch(), Some(Epoch(1)));
+        assert!(again.needs_new_epoch());
         assert!(matches!(
             again.append(batch(5, 2), 2, Duration::from_secs(1)).await,
             Err(ReplicationError::Deposed { .. })
