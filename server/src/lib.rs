@@ -22,6 +22,7 @@ pub mod convert;
 pub mod core;
 pub mod data_dir;
 pub mod error;
+pub mod failover;
 pub mod group;
 pub mod group_log;
 pub mod handler;

@@ -61,8 +61,8 @@ pub enum MetadataError {
         /// The id it has.
         existing: u64,
     },
-    /// A node cannot be removed while it owns shards of live streams: with one replica per
-    /// shard their data lives only there, and moving shards waits for replication.
+    /// A node cannot be removed while it holds a replica (sequencer or not) of a shard of a
+    /// live stream: re-placing replicas on other nodes (re-replication) is not built yet.
     #[error(
         "node {node} owns {shards} shards of streams {streams:?}: delete those streams before \
          removing it (moving shards to other nodes waits for replication)"
