@@ -120,8 +120,8 @@ pub use runnel_core::{
 };
 pub use runnel_net::protocol::{
     AckRefusal, AllocationCounts, CoreStatus, Durability, ErrorCode, HelloOk, NodeInfo, NodeState,
-    NodeStatus, ProtocolError, ReadEnd, ReadEndReason, ReadFrom, ShardInfo, ShardOwner,
-    ShardStatus, StreamInfo, SubscriptionConsumer, SubscriptionInfo, SubscriptionShard,
+    NodeStatus, ProtocolError, ReadEnd, ReadEndReason, ReadFrom, ReplicaPlacement, ShardInfo,
+    ShardOwner, ShardStatus, StreamInfo, SubscriptionConsumer, SubscriptionInfo, SubscriptionShard,
     SubscriptionStart, CONSUMER_NAME_BYTES_MAX,
 };
 

@@ -38,10 +38,11 @@ pub use messages::{
     CreateSubscription, DeleteStream, DeleteStreamOk, DeleteSubscription, DeleteSubscriptionOk,
     Delivery, DescribeStream, DescribeSubscription, Durability, ErrorCode, ErrorResponse, Hello,
     HelloOk, JoinOk, JoinSubscription, ListShards, ListStreams, ListSubscriptions, NodeInfo,
-    NodeList, NodeState, NodeStatus, Read, ReadChunk, ReadEnd, ReadEndReason, ReadFrom, Request,
-    Response, ShardInfo, ShardList, ShardOwner, ShardStatus, StreamInfo, StreamList,
-    SubscriptionConsumer, SubscriptionInfo, SubscriptionList, SubscriptionShard, SubscriptionStart,
-    Trim, TrimOk, CONSUMER_NAME_BYTES_MAX, REQUEST_IDENTIFIER, RESPONSE_IDENTIFIER,
+    NodeList, NodeState, NodeStatus, Read, ReadChunk, ReadEnd, ReadEndReason, ReadFrom,
+    ReplicaPlacement, Request, Response, ShardInfo, ShardList, ShardOwner, ShardStatus, StreamInfo,
+    StreamList, SubscriptionConsumer, SubscriptionInfo, SubscriptionList, SubscriptionShard,
+    SubscriptionStart, Trim, TrimOk, CONSUMER_NAME_BYTES_MAX, REQUEST_IDENTIFIER,
+    RESPONSE_IDENTIFIER,
 };
 pub use stream::{
     write_frame, write_request, write_response, Frame, FrameReader, FrameSink, FrameSource,

@@ -202,7 +202,10 @@ pub struct ClusterSection {
     /// One tick of the metadata group's clock, in milliseconds: elections start after 10–20
     /// ticks without a leader, heartbeats go every 2. Default 50.
     pub tick_ms: u64,
-    /// A node not heard from for this long is `Unavailable`, in milliseconds. Default 2000.
+    /// A node not heard from for this long is `Unavailable`, in milliseconds. Default 1000:
+    /// the metadata leader fails over the sequencers of an unavailable node
+    /// (`crate::failover`), and detection is most of the failover time (the leader hears
+    /// every node every 2 ticks, 100 ms by default, so 1 s is ten missed heartbeats).
     pub unavailable_after_ms: u64,
     /// A node not heard from for this long is `Dead`, in milliseconds. Default 30000.
     pub dead_after_ms: u64,
@@ -215,7 +218,7 @@ impl Default for ClusterSection {
             init: None,
             voters: 3,
             tick_ms: 50,
-            unavailable_after_ms: 2_000,
+            unavailable_after_ms: 1_000,
             dead_after_ms: 30_000,
         }
     }

@@ -126,6 +126,8 @@ pub struct Core {
     /// Core 0 of a node with a cluster CA: the node-to-node transport, to which the endpoint
     /// hands connections that negotiated `runnel-peer/1`. None elsewhere.
     pub peers: RefCell<Option<Rc<crate::peer::Peers>>>,
+    /// The replicated shards this core hosts a replica of (`crate::replicated`).
+    pub replicated: crate::replicated::ReplicatedShards,
 }
 
 /// Milliseconds since the Unix epoch.
@@ -156,7 +158,9 @@ pub fn metadata_error(error: &MetadataError) -> ErrorResponse {
         | MetadataError::NotAdjacent { .. }
         | MetadataError::ShardTooSmall { .. }
         | MetadataError::InvalidSubscriptionConfig { .. }
-        | MetadataError::ShardNotInSubscription { .. } => ErrorCode::InvalidRequest,
+        | MetadataError::ShardNotInSubscription { .. }
+        | MetadataError::StaleEpoch { .. }
+        | MetadataError::NotAReplica { .. } => ErrorCode::InvalidRequest,
         _ => ErrorCode::Internal,
     };
     ErrorResponse::new(code, error.to_string())
@@ -200,6 +204,7 @@ impl Core {
             stop,
             cluster,
             peers: RefCell::new(None),
+            replicated: crate::replicated::ReplicatedShards::default(),
         }
     }
 
@@ -337,6 +342,7 @@ impl Core {
         command: &Command,
     ) -> Result<Result<Applied, MetadataError>, FatalError> {
         let result = self.metadata.borrow_mut().apply(index, command);
+        self.replicated.metadata_changed();
         match &result {
             Ok(Applied::StreamCreated { stream, shards }) => {
                 self.open_local(shards, stream.config.retention_ms)
@@ -733,6 +739,7 @@ impl Core {
         self.closing.set(true);
         // Waits for answers end now (the answers may never come: their cores are stopping).
         self.mesh.wake_all();
+        self.replicated.stop_all();
         if let Some(proposer) = &self.proposer {
             proposer.stop().await;
         }

@@ -350,6 +350,7 @@ async fn run_core(
     tracing::info!(core = index, %address, "listening");
     spawn_detached(serve(Rc::clone(&core), endpoint.clone()));
     spawn_detached(retention(Rc::clone(&core)));
+    spawn_detached(crate::replicated::run(Rc::clone(&core)));
     spawn_detached(Rc::clone(&core).close_idle_logs_loop());
     {
         let core = Rc::clone(&core);
@@ -386,6 +387,7 @@ fn register_services(core: &Core) {
     crate::proposal::register(core);
     crate::subscription::services::register(core);
     crate::convert::register(core);
+    crate::replicated::register(core);
 }
 
 /// Core 0: opens this node's member of the metadata group (founding a group of one, joining,
