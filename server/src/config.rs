@@ -300,6 +300,10 @@ pub struct NodeConfig {
     pub subscriptions: SubscriptionsSection,
     /// The cluster: seeds, the metadata group, failure detection.
     pub cluster: ClusterSection,
+    /// **Test-only.** A fault file that core 0 reads every 100 ms and whose rules make this
+    /// node drop peer frames to and from chosen nodes (`isolate N…`, `drop-to N…`,
+    /// `drop-from N…`; see `docs/operations.md`). Unset (the default): no fault injection.
+    pub fault_injection_file: Option<PathBuf>,
 }
 
 impl Default for NodeConfig {
@@ -320,6 +324,7 @@ impl Default for NodeConfig {
             limits: LimitsSection::default(),
             subscriptions: SubscriptionsSection::default(),
             cluster: ClusterSection::default(),
+            fault_injection_file: None,
         }
     }
 }
@@ -379,6 +384,10 @@ pub struct Flags {
     /// false with seeds (then `runnel cluster init` founds it).
     #[arg(long, env = "RUNNEL_INIT_CLUSTER")]
     pub init_cluster: Option<bool>,
+    /// Test-only: drop peer frames as this fault file says (docs/operations.md, "Fault
+    /// injection"). Default: none (no fault injection).
+    #[arg(long, env = "RUNNEL_FAULT_INJECTION_FILE")]
+    pub fault_injection_file: Option<PathBuf>,
 }
 
 impl NodeConfig {
@@ -439,6 +448,9 @@ impl NodeConfig {
         }
         if let Some(v) = flags.init_cluster {
             config.cluster.init = Some(v);
+        }
+        if let Some(v) = &flags.fault_injection_file {
+            config.fault_injection_file = Some(v.clone());
         }
         if config.cores == 0 {
             config.cores = available_cores.max(1);
