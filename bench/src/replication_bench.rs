@@ -339,18 +339,13 @@ struct FailoverRow {
 }
 
 /// One append of one small record through `producer`, as a failover attempt.
-fn one_append(
-    producer: Producer,
-    n: usize,
-) -> impl std::future::Future<Output = Result<(), String>> + Send + 'static {
-    async move {
-        match producer
-            .send(Record::new(format!("after-{n}").into_bytes()))
-            .await
-        {
-            Ok(_) => Ok(()),
-            Err(error) => Err(format!("append {n}: {error}")),
-        }
+async fn one_append(producer: Producer, n: usize) -> Result<(), String> {
+    match producer
+        .send(Record::new(format!("after-{n}").into_bytes()))
+        .await
+    {
+        Ok(_) => Ok(()),
+        Err(error) => Err(format!("append {n}: {error}")),
     }
 }
 
@@ -358,21 +353,19 @@ fn one_append(
 /// looked up afresh), as a failover attempt: the SDK keeps a stream's shards until a server
 /// says they are stale, and a client whose cached sequencer was SIGKILLed only times out
 /// dialling it (see `docs/benchmarks.md`, "Replication (issue 11)").
-fn fresh_append(
+async fn fresh_append(
     url: String,
     options: ClientOptions,
     stream: &'static str,
     n: usize,
-) -> impl std::future::Future<Output = Result<(), String>> + Send + 'static {
-    async move {
-        let client = Client::connect(&url, options)
-            .await
-            .map_err(|e| format!("append {n}: connect to {url}: {e}"))?;
-        let producer = client.producer(stream).map_err(|e| e.to_string())?;
-        let outcome = one_append(producer, n).await;
-        client.close().await;
-        outcome
-    }
+) -> Result<(), String> {
+    let client = Client::connect(&url, options)
+        .await
+        .map_err(|e| format!("append {n}: connect to {url}: {e}"))?;
+    let producer = client.producer(stream).map_err(|e| e.to_string())?;
+    let outcome = one_append(producer, n).await;
+    client.close().await;
+    outcome
 }
 
 /// Producers appending one record at a time, errors ignored, until `stop` is set: the load
