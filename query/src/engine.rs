@@ -17,8 +17,8 @@ use crate::value::{total_order, truth, Change, ChangeKind, Record, Row};
 /// Where a query's changes go.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Sink {
-    /// Appended to a stream (CREATE STREAM AS, INSERT SELECT): the caller appends `row.to_json()`
-    /// of each insert; a retraction is appended as `{"_retract": true, ...row}`.
+    /// Appended to a stream (CREATE STREAM AS, INSERT SELECT): the caller appends
+    /// [`Change::to_record`] (a retraction carries `"_retract": true`).
     Stream(String),
     /// Kept in a materialized view inside the engine.
     View(String),
@@ -196,8 +196,8 @@ impl Engine {
     /// first failing statement stops the run (earlier ones have taken effect).
     pub fn execute(&mut self, sql: &str) -> Result<Vec<Effect>, SqlError> {
         let mut effects = Vec::new();
-        for statement in parse::parse(sql)? {
-            effects.extend(self.run(statement, sql)?);
+        for (statement, text) in parse::parse_with_text(sql)? {
+            effects.extend(self.run(statement, &text)?);
         }
         Ok(effects)
     }
@@ -299,7 +299,8 @@ impl Engine {
                 kind,
                 name,
                 if_exists,
-            } => vec![self.drop(kind, &name, if_exists)?],
+                position,
+            } => vec![self.drop(kind, &name, if_exists, position)?],
             Statement::Control(control, id) => {
                 let entry = self
                     .queries
@@ -390,14 +391,20 @@ impl Engine {
         Effect::QueryTerminated(id)
     }
 
-    fn drop(&mut self, kind: ObjectKind, name: &str, if_exists: bool) -> Result<Effect, SqlError> {
+    fn drop(
+        &mut self,
+        kind: ObjectKind,
+        name: &str,
+        if_exists: bool,
+        position: Position,
+    ) -> Result<Effect, SqlError> {
         let absent = || {
             if if_exists {
                 Ok(Effect::Nothing)
             } else {
                 Err(SqlError::UnknownStream {
                     name: name.to_string(),
-                    position: Position::default(),
+                    position,
                 })
             }
         };

@@ -106,7 +106,7 @@ pub enum CastType {
     String,
     /// BOOLEAN, BOOL.
     Boolean,
-    /// JSON: the value as is.
+    /// JSON: a string is parsed as JSON text; other values stay as they are.
     Json,
 }
 
@@ -430,6 +430,11 @@ pub fn cast(value: Value, to: CastType) -> Result<Value, SqlError> {
     let fail = |v: &Value, t: &str| SqlError::mismatch("CAST", t, v);
     Ok(match (to, value) {
         (_, Value::Null) => Value::Null,
+        // A string cast to JSON is parsed: `'{"a": 1}'::json` is an object.
+        (CastType::Json, Value::String(s)) => match serde_json::from_str(&s) {
+            Ok(v) => v,
+            Err(_) => return Err(fail(&Value::String(s), "JSON text")),
+        },
         (CastType::Json, v) => v,
         (CastType::Integer, Value::Number(n)) => match n.as_i64() {
             Some(i) => Value::from(i),

@@ -144,6 +144,8 @@ pub enum Statement {
         name: String,
         /// IF EXISTS: no error when absent.
         if_exists: bool,
+        /// Where the name is.
+        position: Position,
     },
     /// `TERMINATE | PAUSE | RESUME QUERY id`
     Control(QueryControl, u64),
@@ -153,6 +155,11 @@ pub enum Statement {
 
 /// Parses one or more statements separated by `;`.
 pub fn parse(sql: &str) -> Result<Vec<Statement>, SqlError> {
+    Ok(parse_with_text(sql)?.into_iter().map(|(s, _)| s).collect())
+}
+
+/// Parses one or more statements, each with its own text (what a persistent query stores).
+pub fn parse_with_text(sql: &str) -> Result<Vec<(Statement, String)>, SqlError> {
     let tokens = Tokenizer::new(&RunnelDialect, sql)
         .tokenize_with_location()
         .map_err(|e| {
@@ -169,7 +176,8 @@ pub fn parse(sql: &str) -> Result<Vec<Statement>, SqlError> {
     for token in tokens {
         if token.token == Token::SemiColon {
             if has_words(&current) {
-                statements.push(parse_one(std::mem::take(&mut current))?);
+                let text = text_of(&current);
+                statements.push((parse_one(std::mem::take(&mut current))?, text));
             }
             current.clear();
         } else {
@@ -177,9 +185,16 @@ pub fn parse(sql: &str) -> Result<Vec<Statement>, SqlError> {
         }
     }
     if has_words(&current) {
-        statements.push(parse_one(current)?);
+        let text = text_of(&current);
+        statements.push((parse_one(current)?, text));
     }
     Ok(statements)
+}
+
+/// The statement's text: its tokens, whitespace and comments included, print as written.
+fn text_of(tokens: &[TokenWithSpan]) -> String {
+    let text: String = tokens.iter().map(|t| t.token.to_string()).collect();
+    text.trim().to_string()
 }
 
 fn has_words(tokens: &[TokenWithSpan]) -> bool {
@@ -384,9 +399,11 @@ fn parse_one(tokens: Vec<TokenWithSpan>) -> Result<Statement, SqlError> {
         .map(position_of)
         .unwrap_or_default();
     let (tokens, lifted) = lift(tokens)?;
+    let end: Position = tokens.last().map(|t| t.span.end.into()).unwrap_or(start);
     let mut lifted = Some(lifted);
     let mut parser = Parser::new(&RunnelDialect).with_tokens_with_locations(tokens);
-    let statement = statement(&mut parser, &mut lifted, start)?;
+    // sqlparser reports no position at the end of the input: point just past the last token.
+    let statement = statement(&mut parser, &mut lifted, end)?;
     let next = parser.peek_token();
     if next.token != Token::EOF {
         return Err(SqlError::syntax(
@@ -563,6 +580,7 @@ fn statement(
                 kind,
                 name,
                 if_exists,
+                position: position_of(&token),
             })
         }
         "TERMINATE" | "PAUSE" | "RESUME" => {

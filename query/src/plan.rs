@@ -874,6 +874,30 @@ impl Scope<'_> {
                 case_insensitive: true,
             },
             ast::Expr::Function(f) => self.function(f, at)?,
+            ast::Expr::Substring {
+                expr,
+                substring_from,
+                substring_for,
+                ..
+            } => {
+                let mut args = vec![self.compile(expr)?];
+                args.push(match substring_from {
+                    Some(from) => self.compile(from)?,
+                    None => Expr::Literal(serde_json::Value::from(1)),
+                });
+                if let Some(length) = substring_for {
+                    args.push(self.compile(length)?);
+                }
+                Expr::Call(Function::Substr, args)
+            }
+            ast::Expr::Ceil {
+                expr,
+                field: ast::CeilFloorKind::DateTimeField(ast::DateTimeField::NoDateTime),
+            } => Expr::Call(Function::Ceil, vec![self.compile(expr)?]),
+            ast::Expr::Floor {
+                expr,
+                field: ast::CeilFloorKind::DateTimeField(ast::DateTimeField::NoDateTime),
+            } => Expr::Call(Function::Floor, vec![self.compile(expr)?]),
             ast::Expr::Trim {
                 expr,
                 trim_where: None,

@@ -182,12 +182,7 @@ impl Script {
                             "--> q{} -> {target} {}\n",
                             output.query, output.change
                         ));
-                        let mut json = output.change.row.to_json();
-                        if output.change.kind == crate::value::ChangeKind::Retract {
-                            if let Value::Object(map) = &mut json {
-                                map.insert("_retract".into(), Value::Bool(true));
-                            }
-                        }
+                        let json = output.change.to_record();
                         pending.push_back((target.clone(), json));
                     }
                     Sink::View(_) => {}

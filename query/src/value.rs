@@ -74,6 +74,23 @@ pub struct Change {
     pub row: Row,
 }
 
+/// The column that marks a retraction in an output stream's record.
+pub const RETRACT_COLUMN: &str = "_retract";
+
+impl Change {
+    /// The record a persistent query appends for this change: the row as a JSON object, with
+    /// `"_retract": true` added for a retraction.
+    pub fn to_record(&self) -> Value {
+        let mut record = self.row.to_json();
+        if self.kind == ChangeKind::Retract {
+            if let Value::Object(map) = &mut record {
+                map.insert(RETRACT_COLUMN.to_string(), Value::Bool(true));
+            }
+        }
+        record
+    }
+}
+
 impl std::fmt::Display for Change {
     /// `+ {row}` for an insert, `- {row}` for a retraction: the CLI's and the wire's form.
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {

@@ -7,7 +7,7 @@ SELECT * FROM nowhere EMIT CHANGES;
 --> error: unknown stream or view `nowhere` at 1:15
 SELECT city
 FROM weather WHERE (;
---> error: syntax error at 1:1: Expected: an expression, found: EOF
+--> error: syntax error at 2:21: Expected: an expression, found: EOF
 SELECT city FROM weather EMIT SOMETIMES;
 --> error: syntax error at 1:26: expected CHANGES or FINAL after EMIT
 CREATE STREAM weather;
@@ -27,7 +27,7 @@ INSERT INTO nowhere (a) VALUES (1);
 TERMINATE QUERY 42;
 --> error: unknown query 42
 DROP STREAM nope;
---> error: unknown stream or view `nope` at 0:0
+--> error: unknown stream or view `nope` at 1:13
 DROP STREAM IF EXISTS nope;
 EXPLAIN SELECT city, COUNT(*) AS n FROM TUMBLE(weather, INTERVAL '10' SECOND) GROUP BY city EMIT FINAL;
 --> plan

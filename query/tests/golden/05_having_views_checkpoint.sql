@@ -32,7 +32,7 @@ SHOW VIEWS;
 --> "totals" | 2
 SHOW QUERIES;
 --> id | status | sink | sql
---> 2 | "running" | "view totals" | "CREATE VIEW totals AS SELECT item, COUNT(*) AS n, SUM(qty) AS qty, AVG(qty) AS avg, MIN(qty) AS lo, MAX(qty) AS hi FROM orders GROUP BY item;"
+--> 2 | "running" | "view totals" | "CREATE VIEW totals AS SELECT item, COUNT(*) AS n, SUM(qty) AS qty, AVG(qty) AS avg, MIN(qty) AS lo, MAX(qty) AS hi FROM orders GROUP BY item"
 DROP STREAM orders;
 --> error: `orders` is used by query 2; terminate it first
 DROP VIEW totals;

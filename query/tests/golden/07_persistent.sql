@@ -20,5 +20,5 @@ INSERT INTO readings (city, temp) VALUES ('w', 41);
 --> q2 -> log + {"city":"w"}
 SHOW QUERIES;
 --> id | status | sink | sql
---> 1 | "running" | "stream hot" | "CREATE STREAM hot AS SELECT city, temp FROM readings WHERE temp > 30;"
---> 2 | "running" | "stream log" | "INSERT INTO log SELECT city FROM hot;"
+--> 1 | "running" | "stream hot" | "CREATE STREAM hot AS SELECT city, temp FROM readings WHERE temp > 30"
+--> 2 | "running" | "stream log" | "INSERT INTO log SELECT city FROM hot"
