@@ -36,5 +36,6 @@ pub mod ownership;
 pub mod peer;
 pub mod proposal;
 pub mod proposer;
+pub mod sql;
 pub mod stop;
 pub mod subscription;

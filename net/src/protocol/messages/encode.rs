@@ -366,7 +366,9 @@ fn response_body<'a>(
             wire::ResponseBody::InitClusterOk,
             cluster::init_cluster_ok(fbb),
         ),
-        Response::SqlResult(result) => (wire::ResponseBody::SqlResult, sql::sql_result(fbb, result)),
+        Response::SqlResult(result) => {
+            (wire::ResponseBody::SqlResult, sql::sql_result(fbb, result))
+        }
         Response::SqlChanges(changes) => (
             wire::ResponseBody::SqlChanges,
             sql::sql_changes(fbb, changes),

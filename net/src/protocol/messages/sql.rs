@@ -65,7 +65,11 @@ pub(crate) fn sql_result(
     result: &SqlResult,
 ) -> WIPOffset<UnionWIPOffset> {
     let message = Some(fbb.create_string(&result.message));
-    let columns: Vec<_> = result.columns.iter().map(|c| fbb.create_string(c)).collect();
+    let columns: Vec<_> = result
+        .columns
+        .iter()
+        .map(|c| fbb.create_string(c))
+        .collect();
     let columns = Some(fbb.create_vector(&columns));
     let rows: Vec<_> = result.rows.iter().map(|r| fbb.create_string(r)).collect();
     let rows = Some(fbb.create_vector(&rows));
@@ -109,14 +113,15 @@ pub(crate) fn sql_changes(
 pub(crate) fn decode_request(root: &wire::Request<'_>) -> Option<Result<Request, ProtocolError>> {
     let absent = || ProtocolError::invalid("Request.body", "absent for its type");
     let decoded = match root.body_type() {
-        wire::RequestBody::ExecuteSql => root
-            .body_as_execute_sql()
-            .ok_or_else(absent)
-            .map(|execute| {
-                Request::ExecuteSql(ExecuteSql {
-                    sql: execute.sql().to_owned(),
+        wire::RequestBody::ExecuteSql => {
+            root.body_as_execute_sql()
+                .ok_or_else(absent)
+                .map(|execute| {
+                    Request::ExecuteSql(ExecuteSql {
+                        sql: execute.sql().to_owned(),
+                    })
                 })
-            }),
+        }
         _ => return None,
     };
     Some(decoded)
@@ -143,20 +148,18 @@ pub(crate) fn decode_response(
                 query: r.query(),
             })
         }),
-        wire::ResponseBody::SqlChanges => {
-            root.body_as_sql_changes().ok_or_else(absent).map(|c| {
-                Response::SqlChanges(SqlChanges {
-                    changes: c
-                        .changes()
-                        .iter()
-                        .map(|change| SqlChange {
-                            retract: change.retract(),
-                            row: change.row().to_owned(),
-                        })
-                        .collect(),
-                })
+        wire::ResponseBody::SqlChanges => root.body_as_sql_changes().ok_or_else(absent).map(|c| {
+            Response::SqlChanges(SqlChanges {
+                changes: c
+                    .changes()
+                    .iter()
+                    .map(|change| SqlChange {
+                        retract: change.retract(),
+                        row: change.row().to_owned(),
+                    })
+                    .collect(),
             })
-        }
+        }),
         _ => return None,
     };
     Some(decoded)
