@@ -7,35 +7,15 @@
 //! `WAIT_MS_MAX` only so that a bug fails the test instead of hanging it.
 
 use std::collections::BTreeMap;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
-use runnel_client::{Client, ClientOptions, Record, SqlAnswer};
-use runnel_tests::sdk::read_all_values;
+use runnel_client::{Client, PushQuery, Record, SqlAnswer};
+use runnel_tests::sdk::{connect_impatient, now_ms, read_all_values};
 use runnel_tests::server::TestServer;
 use serde_json::{json, Value};
 
 /// Longest a condition is waited for before the test fails.
 const WAIT_MS_MAX: u64 = 60_000;
-
-fn now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as i64)
-}
-
-async fn connect(server: &TestServer) -> Client {
-    let options = ClientOptions {
-        ca_cert_path: Some(server.certificate()),
-        request_attempts_max: 1,
-        request_timeout_ms: 5_000,
-        idle_timeout_ms: 5_000,
-        keep_alive_interval_ms: 500,
-        ..ClientOptions::default()
-    };
-    Client::connect(&server.url(), options)
-        .await
-        .expect("connect")
-}
 
 /// The rows of a pull query, as JSON arrays.
 async fn rows(client: &Client, sql: &str) -> Vec<Vec<Value>> {
@@ -54,6 +34,14 @@ async fn wait_for_rows(client: &Client, sql: &str, expected: &[Vec<Value>]) -> V
     }
 }
 
+/// Starts a push query.
+async fn push_query(client: &Client, sql: &str) -> PushQuery {
+    match client.sql(sql).await.expect("push query") {
+        SqlAnswer::Push(query) => query,
+        SqlAnswer::Done(outcome) => panic!("a push query must stream, got {outcome:?}"),
+    }
+}
+
 /// The acceptance flow: CREATE STREAM, CREATE VIEW, INSERT, a pull query over the view, a
 /// push query that streams exactly the matching rows inserted after it started, and a
 /// statement error that names its position.
@@ -61,7 +49,7 @@ async fn wait_for_rows(client: &Client, sql: &str, expected: &[Vec<Value>]) -> V
 async fn statements_views_pull_and_push_queries() {
     let temp = tempfile::tempdir().expect("temp dir");
     let server = TestServer::start(temp.path(), 2);
-    let client = connect(&server).await;
+    let client = connect_impatient(&server).await;
     client
         .execute("CREATE STREAM weather;")
         .await
@@ -81,13 +69,11 @@ async fn statements_views_pull_and_push_queries() {
     let hot = wait_for_rows(&client, "SELECT * FROM hot;", &[vec![json!("x"), json!(2)]]).await;
     assert_eq!(hot, vec![vec![json!("x"), json!(2)]]);
 
-    let SqlAnswer::Push(mut push) = client
-        .sql("SELECT * FROM weather WHERE temp > 40 EMIT CHANGES;")
-        .await
-        .expect("push query")
-    else {
-        panic!("a push query must stream");
-    };
+    let mut push = push_query(
+        &client,
+        "SELECT * FROM weather WHERE temp > 40 EMIT CHANGES;",
+    )
+    .await;
     for t in [41, 10, 45] {
         client
             .execute(&format!(
@@ -130,18 +116,12 @@ async fn statements_views_pull_and_push_queries() {
 async fn a_push_query_ends_with_its_client_and_leaves_nothing() {
     let temp = tempfile::tempdir().expect("temp dir");
     let server = TestServer::start(temp.path(), 1);
-    let client = connect(&server).await;
+    let client = connect_impatient(&server).await;
     client
         .execute("CREATE STREAM events;")
         .await
         .expect("create");
-    let SqlAnswer::Push(mut push) = client
-        .sql("SELECT a FROM events EMIT CHANGES;")
-        .await
-        .expect("push query")
-    else {
-        panic!("a push query must stream");
-    };
+    let mut push = push_query(&client, "SELECT a FROM events EMIT CHANGES;").await;
     client
         .execute("INSERT INTO events (a) VALUES (1);")
         .await
@@ -183,7 +163,7 @@ async fn a_view_ends_exact_after_sigkill_and_restart_under_appends() {
     let temp = tempfile::tempdir().expect("temp dir");
     let mut server = TestServer::start(temp.path(), 2);
     {
-        let client = connect(&server).await;
+        let client = connect_impatient(&server).await;
         client
             .execute("CREATE STREAM readings WITH (SHARDS = 2);")
             .await
@@ -195,7 +175,7 @@ async fn a_view_ends_exact_after_sigkill_and_restart_under_appends() {
     }
     let mut next = 0i64;
     for _cycle in 0..3 {
-        let client = connect(&server).await;
+        let client = connect_impatient(&server).await;
         let producer = client.producer("readings").expect("producer");
         let appends = tokio::spawn(async move {
             let mut n = next;
@@ -230,7 +210,7 @@ async fn a_view_ends_exact_after_sigkill_and_restart_under_appends() {
         drop(client);
         server.restart();
     }
-    let client = connect(&server).await;
+    let client = connect_impatient(&server).await;
     let expected = recompute(&read_all_values(&client, "readings").await);
     assert!(!expected.is_empty());
     let answer = wait_for_rows(&client, "SELECT * FROM totals ORDER BY k;", &expected).await;

@@ -139,7 +139,8 @@ pub async fn serve(
     send: &mut quinn::SendStream,
     limits: &FrameLimits,
 ) {
-    let answer = match core.sql.borrow().clone() {
+    let sql = core.sql.borrow().clone();
+    let answer = match sql {
         _ if core.index != 0 => {
             let mut refusal =
                 ErrorResponse::new(ErrorCode::NotOwner, "SQL is served by core 0 of the node");
@@ -179,17 +180,15 @@ pub async fn serve(
     let Some((id, changes)) = executed.push else {
         return;
     };
-    loop {
-        match first_of(changes.recv(), send.stopped(), core.until_stopping()).await {
-            First::A(Some(batch)) => {
-                let frame = Response::SqlChanges(SqlChanges {
-                    changes: batch.iter().map(wire_change).collect(),
-                });
-                if write_response(send, &frame, &[], limits).await.is_err() {
-                    break;
-                }
-            }
-            First::A(None) | First::B(_) | First::C(()) => break,
+    // Until the query's channel closes, the client stops the stream, or the node stops.
+    while let First::A(Some(batch)) =
+        first_of(changes.recv(), send.stopped(), core.until_stopping()).await
+    {
+        let frame = Response::SqlChanges(SqlChanges {
+            changes: batch.iter().map(wire_change).collect(),
+        });
+        if write_response(send, &frame, &[], limits).await.is_err() {
+            break;
         }
     }
     node.cancel(id);
@@ -223,6 +222,17 @@ pub async fn execute_sql(
         .borrow_mut()
         .execute(sql)
         .map_err(|e| sql_error(&e))?;
+    // The queries that write streams this run creates: ended if the create is refused.
+    let writers: Vec<(u64, String)> = effects
+        .iter()
+        .filter_map(|effect| match effect {
+            Effect::QueryStarted {
+                id,
+                sink: Sink::Stream(name),
+            } => Some((*id, name.clone())),
+            _ => None,
+        })
+        .collect();
     let mut result = SqlResult::default();
     let mut messages = Vec::new();
     let mut push = None;
@@ -231,11 +241,12 @@ pub async fn execute_sql(
         match effect {
             Effect::CreateStream { name, options } => {
                 if let Err(error) = create_stream(core, &name, &options).await {
-                    // The metadata refused: the engine forgets the stream (and its query).
-                    let _ = node
-                        .engine
-                        .borrow_mut()
-                        .execute(&format!("DROP STREAM IF EXISTS {name}"));
+                    // The metadata refused: the engine forgets the stream and its query.
+                    let mut engine = node.engine.borrow_mut();
+                    for (id, _) in writers.iter().filter(|(_, target)| *target == name) {
+                        let _ = engine.execute(&format!("TERMINATE QUERY {id}"));
+                    }
+                    let _ = engine.execute(&format!("DROP STREAM IF EXISTS \"{name}\""));
                     return Err(error);
                 }
                 messages.push(format!("created stream {name}"));

@@ -81,11 +81,10 @@ pub fn register(core: &Core) {
 }
 
 async fn read(core: &Rc<Core>, request: ReadRequest) -> Result<Vec<SourceRecord>, MeshError> {
-    let failed = |error: String| MeshError::failed(error);
     let OwnedShard { log, shard } = core
         .owned_log(&request.stream, request.shard)
         .await
-        .map_err(|e| failed(e.to_string()))?;
+        .map_err(|e| MeshError::failed(e.to_string()))?;
     let visible = visible_end(&log, crate::core::visible(shard.durability));
     let from = Offset(request.from.max(log.start_offset().0));
     if from >= visible {
@@ -94,13 +93,13 @@ async fn read(core: &Rc<Core>, request: ReadRequest) -> Result<Vec<SourceRecord>
     let chunk = log
         .read(from, request.bytes_max, ReadBound::Below(visible))
         .await
-        .map_err(|e| failed(e.to_string()))?;
+        .map_err(|e| MeshError::failed(e.to_string()))?;
     let mut records = Vec::new();
     for batch in chunk.batches() {
         let base = batch.base_offset().0;
         for (index, record) in batch
             .records()
-            .map_err(|e| failed(e.to_string()))?
+            .map_err(|e| MeshError::failed(e.to_string()))?
             .enumerate()
         {
             let offset = base + index as u64;
