@@ -15,6 +15,7 @@ use runnel_net::protocol::{
     write_response, AllocationCounts, CoreStatus, ReadChunk as WireChunk, ResponseWriter,
 };
 use runnel_replicate::metadata::{Command, StreamConfig};
+use runnel_replicate::producers::SequenceError;
 use runnel_segment::log::ReadBound;
 use runnel_segment::LogError;
 
@@ -229,6 +230,27 @@ fn batch_error(error: &BatchError) -> ErrorResponse {
     ErrorResponse::new(code, error.to_string())
 }
 
+/// The protocol's answer to an idempotent producer's sequence the shard cannot place: a
+/// batch still being stored is `Busy` (the same request later may succeed); a reused sequence
+/// is an invalid batch; every other refusal is `OutOfOrderSequence` (nothing was stored, and
+/// whether an earlier attempt was cannot be told here).
+fn sequence_error(refusal: &SequenceError) -> ErrorResponse {
+    let code = match refusal {
+        SequenceError::InFlight { .. } => {
+            let mut response = error(ErrorCode::Busy, refusal.to_string());
+            response.retry_after_ms = Some(IN_FLIGHT_RETRY_AFTER_MS);
+            return response;
+        }
+        SequenceError::Mismatch { .. } | SequenceError::Overflow { .. } => ErrorCode::InvalidBatch,
+        _ => ErrorCode::OutOfOrderSequence,
+    };
+    error(code, refusal.to_string())
+}
+
+/// How long a producer whose previous batch is still being stored is asked to wait before
+/// sending it again, in milliseconds.
+const IN_FLIGHT_RETRY_AFTER_MS: u32 = 10;
+
 /// The protocol's answer to a refused append: the one place the append service's typed
 /// errors become wire errors.
 impl From<AppendError> for ErrorResponse {
@@ -241,6 +263,7 @@ impl From<AppendError> for ErrorResponse {
             AppendError::Log(error) => log_error(error),
             AppendError::NotOneBatch { .. } => error(ErrorCode::InvalidBatch, refusal.to_string()),
             AppendError::Replication(refusal) => crate::replicated::error_response(refusal),
+            AppendError::Sequence(sequence) => sequence_error(sequence),
         }
     }
 }

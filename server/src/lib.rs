@@ -21,6 +21,7 @@ pub mod config;
 pub mod convert;
 pub mod core;
 pub mod data_dir;
+pub mod dedup;
 pub mod error;
 pub mod failover;
 pub mod group;

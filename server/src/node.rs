@@ -424,6 +424,12 @@ async fn start_group(
     let peers = peer_client.map(|client| Peers::new(config.node_id, endpoint.clone(), client));
     // Peers' connections reach core 0's endpoint from now on (`handler::serve` hands them over).
     core.peers.borrow_mut().clone_from(&peers);
+    if let (Some(peers), Some(path)) = (&peers, &config.fault_injection_file) {
+        spawn_detached(crate::peer::watch_fault_file(
+            Rc::clone(peers),
+            path.clone(),
+        ));
+    }
     let group = Rc::new(MetaGroup::new(core, store, disk, peers)?);
     core.set_group(Rc::clone(&group));
     let (snapshot, snapshot_index) = group.start_state();
