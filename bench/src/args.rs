@@ -133,6 +133,13 @@ pub struct LoadArgs {
     /// Executors of the Runnel server (the client needs the other core).
     #[arg(long, default_value = "1", value_parser = positive_count)]
     pub server_cores: usize,
+    /// Pin the Runnel server's executors, one CPU each from CPU 0 (the server's default).
+    /// Without it the benchmark starts the server unpinned, as the client shares the
+    /// machine; on the 2-core development VM an unpinned executor drifts to the CPU where
+    /// other writers' I/O is queued, and its append p50 was 5× a pinned one's
+    /// (`docs/benchmarks.md`, *Where an append's latency goes*).
+    #[arg(long)]
+    pub server_pin_cores: bool,
     /// Rounds: every variant or system runs once per round, in turn, each on a fresh data
     /// directory, so that the machine's swings fall on all of them alike.
     #[arg(long, default_value = "2", value_parser = positive_count)]

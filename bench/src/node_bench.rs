@@ -167,7 +167,13 @@ async fn run_round(variant: &Variant, args: &NodeArgs) -> Result<RoundResult, St
         .clone()
         .unwrap_or_else(|| PathBuf::from("target"));
     std::fs::create_dir_all(&parent).map_err(|e| format!("create {}: {e}", parent.display()))?;
-    let system = RunnelSystem::start(&variant.server, &parent, args.load.server_cores).await?;
+    let system = RunnelSystem::start(
+        &variant.server,
+        &parent,
+        args.load.server_cores,
+        args.load.server_pin_cores,
+    )
+    .await?;
     let result = measure_round(&system, variant, args).await;
     let stopped = system.stop().await;
     let result = result?;

@@ -76,7 +76,9 @@ async fn run_system(
     let (throughput, latency) = match system {
         SystemArg::Runnel | SystemArg::RunnelMemory => {
             let server = runnel_server_path(load.server.as_deref())?;
-            let runnel = RunnelSystem::start(&server, parent, load.server_cores).await?;
+            let runnel =
+                RunnelSystem::start(&server, parent, load.server_cores, load.server_pin_cores)
+                    .await?;
             let durability = if system == SystemArg::Runnel {
                 Durability::Fsync
             } else {

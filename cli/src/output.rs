@@ -11,7 +11,8 @@
 use std::io::{BufWriter, Stdout, Write};
 
 use runnel_client::{
-    Durability, NodeStatus, Record, RecordId, RecordRef, ShardInfo, ShardStatus, StreamInfo,
+    Durability, NodeStatus, Record, RecordId, RecordRef, ReplicaPlacement, ShardInfo, ShardStatus,
+    StreamInfo,
 };
 use serde::Serialize;
 
@@ -123,13 +124,27 @@ pub struct ShardDocument {
     key_range_start: String,
     key_range_end: String,
     status: &'static str,
+    /// The sequencer's node (where appends go); `node` says the same, `sequencer` is the name
+    /// the replication tools read.
+    sequencer: u64,
     node: u64,
     core: u32,
     epoch: u64,
+    /// The node of every replica, the sequencer's included, in replica-set order.
+    replicas: Vec<u64>,
+    /// Every replica as node and core, in the same order.
+    replica_placements: Vec<ReplicaDocument>,
     start_offset: Option<u64>,
     next_offset: Option<u64>,
     parents: Vec<u64>,
     children: Vec<u64>,
+}
+
+/// One replica of a shard as JSON.
+#[derive(Debug, Serialize)]
+pub struct ReplicaDocument {
+    node: u64,
+    core: u32,
 }
 
 fn durability_name(durability: Durability) -> &'static str {
@@ -174,9 +189,19 @@ impl ShardDocument {
             key_range_start: hash_hex(shard.key_range.start()),
             key_range_end: hash_hex(shard.key_range.end()),
             status: status_name(shard.status),
+            sequencer: shard.node,
             node: shard.node,
             core: shard.core,
             epoch: shard.epoch.0,
+            replicas: shard.replicas.iter().map(|replica| replica.node).collect(),
+            replica_placements: shard
+                .replicas
+                .iter()
+                .map(|replica| ReplicaDocument {
+                    node: replica.node,
+                    core: replica.core,
+                })
+                .collect(),
             start_offset: shard.start_offset.map(|offset| offset.0),
             next_offset: shard.next_offset.map(|offset| offset.0),
             parents: shard.parents.iter().map(|id| id.0).collect(),
@@ -213,13 +238,14 @@ pub fn shard_table(shards: &[ShardInfo]) -> Table {
         "Key Range Start",
         "Key Range End",
         "Status",
-        "Node",
+        "Sequencer",
         "Core",
         "Epoch",
         "Start Offset",
         "Next Offset",
         "Parents",
         "Children",
+        "Replicas",
     ]);
     let optional =
         |value: Option<runnel_client::Offset>| value.map_or("-".into(), |o| o.to_string());
@@ -246,9 +272,23 @@ pub fn shard_table(shards: &[ShardInfo]) -> Table {
             optional(shard.next_offset),
             ids(&shard.parents),
             ids(&shard.children),
+            replica_nodes(&shard.replicas),
         ]);
     }
     table
+}
+
+/// The nodes of `replicas`, in order: `2,3,1`; a replica on another core than the first of
+/// its node shows it: `2:1`.
+fn replica_nodes(replicas: &[ReplicaPlacement]) -> String {
+    replicas
+        .iter()
+        .map(|replica| match replica.core {
+            0 => replica.node.to_string(),
+            core => format!("{}:{core}", replica.node),
+        })
+        .collect::<Vec<_>>()
+        .join(",")
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -510,6 +550,11 @@ mod tests {
                 next_offset: None,
                 parents: vec![],
                 children: vec![ShardId(3), ShardId(4)],
+                replicas: vec![
+                    ReplicaPlacement { node: 1, core: 0 },
+                    ReplicaPlacement { node: 2, core: 0 },
+                    ReplicaPlacement { node: 3, core: 1 },
+                ],
             }],
             shards_truncated: false,
         }
@@ -541,6 +586,9 @@ mod tests {
             text.contains("| 0            | -           | -       | 3,4      |"),
             "{text}"
         );
+        // Sequencer node 1, core 0, epoch 1; replicas on nodes 1, 2 and 3 (core 1 of node 3).
+        assert!(text.contains("| 1         | 0    | 1     |"), "{text}");
+        assert!(text.contains("| 3,4      | 1,2,3:1  |"), "{text}");
     }
 
     /// JSON documents name every field; shards only when asked for.
@@ -558,6 +606,12 @@ mod tests {
         );
         assert_eq!(json["shards"][0]["next_offset"], serde_json::Value::Null);
         assert_eq!(json["shards"][0]["children"], serde_json::json!([3, 4]));
+        assert_eq!(json["shards"][0]["sequencer"], 1);
+        assert_eq!(json["shards"][0]["replicas"], serde_json::json!([1, 2, 3]));
+        assert_eq!(
+            json["shards"][0]["replica_placements"][2],
+            serde_json::json!({"node": 3, "core": 1})
+        );
     }
 
     /// One record, one line of three tab-separated fields, whatever its bytes.

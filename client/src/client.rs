@@ -7,7 +7,7 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use runnel_core::{Limits, Offset, ShardId, StreamName};
+use runnel_core::{BatchHeader, Limits, Offset, ShardId, StreamName};
 use runnel_net::protocol::{
     Append, AppendOk, HelloOk, ReadFrom, Request, Response, ShardInfo, ShardOwner,
 };
@@ -240,6 +240,10 @@ impl ClientInner {
 }
 
 impl Transport for ClientInner {
+    fn plain(self: Arc<Self>) -> Arc<dyn Transport> {
+        self
+    }
+
     fn limits(&self) -> Limits {
         self.limits
     }
@@ -263,9 +267,18 @@ impl Transport for ClientInner {
                 stream: stream.clone(),
                 shard: shard.id,
             });
+            // A batch an idempotent producer stamped is recognised by the server if it arrives
+            // twice, so it may be sent again whatever happened to the first attempt.
+            let stamped =
+                BatchHeader::decode(batch).is_ok_and(|header| header.producer.producer_id != 0);
+            let safety = if stamped {
+                Safety::Deduplicated
+            } else {
+                Safety::AtMostOnce
+            };
             match self
                 .nodes
-                .call(owner(shard), &request, batch, Safety::AtMostOnce)
+                .call(owner(shard), &request, batch, safety)
                 .await?
             {
                 Response::AppendOk(ok) => Ok(ok),

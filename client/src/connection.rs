@@ -22,7 +22,7 @@ use crate::address::ServerAddress;
 use crate::endpoint::client_endpoint;
 use crate::error::ClientError;
 use crate::options::ClientOptions;
-use crate::retry::{Failure, RetryPolicy, Safety};
+use crate::retry::{Delivery, Failure, RetryPolicy, Safety};
 
 /// Most cores a node may announce: bounds the connection table a handshake can make us build.
 const CORES_MAX: u32 = 4096;
@@ -207,6 +207,7 @@ impl Node {
     ) -> Result<Response, ClientError> {
         let kind = request.kind();
         let mut attempt = 0;
+        let mut delivered_before = false;
         loop {
             attempt += 1;
             let deadline = Instant::now() + self.request_timeout;
@@ -215,8 +216,9 @@ impl Node {
                 Err(failure) => failure,
             };
             if attempt >= self.policy.attempts_max || !failure.may_retry(safety) {
-                return Err(failure.into_error(kind, safety));
+                return Err(failure.into_error(kind, safety, delivered_before));
             }
+            delivered_before |= failure.delivery == Delivery::MaybeDelivered;
             let delay = self.policy.delay(attempt, failure.retry_after_ms());
             tracing::debug!(request = kind, core, attempt, error = %failure.error, ?delay, "retrying");
             tokio::time::sleep(delay).await;

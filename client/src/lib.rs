@@ -17,7 +17,8 @@
 //! Must never: silently duplicate an append. A request is retried after a failure only when
 //! that is safe: idempotent requests always; appends (and stream or subscription creation or
 //! deletion) only when the request provably never reached the server, or the server refused
-//! it (`Busy`). Otherwise the caller gets [`ClientError::OutcomeUnknown`] and decides.
+//! it (`Busy`). Otherwise the caller gets [`ClientError::OutcomeUnknown`] and decides —
+//! unless the producer is idempotent (below).
 //! Fault model: the server may vanish, restart, move shards, or answer anything; the answer
 //! is a typed [`ClientError`], never a panic. A consumer survives a server restart by
 //! rejoining; what it had not acked is delivered again (at least once, never lost).
@@ -43,12 +44,35 @@
 //! # }
 //! ```
 //!
+//! # Idempotent producer
+//!
+//! `client.producer("orders")?.idempotent(true)`, or [`BufferedProducerConfig::idempotent`],
+//! makes retries safe: every batch carries a producer id and a per-shard sequence
+//! (`docs/format/batch.md`, "Producer stamp"), and a shard that stored a batch answers a copy
+//! of it with the first offsets instead of storing it again — across a server restart, and
+//! across a failover of a replicated shard. So an append whose outcome was unknown (the
+//! connection broke, or no answer came in time, after it was sent) is sent again, up to
+//! [`ClientOptions::request_attempts_max`] attempts (raise it to ride out a restart: the
+//! backoff between attempts is `retry_backoff_ms_min` doubling up to `retry_backoff_ms_max`).
+//! Only when every attempt failed after one may have been delivered is the answer
+//! [`ClientError::OutcomeUnknown`]. A producer that is not idempotent never sends an append
+//! again once it may have reached the server.
+//!
+//! It is off by default. Kafka turned it on by default (3.0) because its producer keeps five
+//! batches per partition in flight under it; ours sends one batch per shard at a time per
+//! producer while idempotent (the server then sees a producer's sequences in order), which
+//! costs nothing for a [`BufferedProducer`] at its default `in_flight_max` of 1 but serialises
+//! concurrent `send`s of one [`Producer`] to the same shard, which otherwise share the
+//! server's group commit. Producer ids are random (no round trip to ask for one); sessions
+//! are renewed after any failure (`idempotence.rs`).
+//!
 //! Map: [`Client`] (`client.rs`, admin calls in `admin.rs` and `subscription_admin.rs`),
 //! [`ClientOptions`] and [`ServerAddress`] (`options.rs`, `address.rs`), [`ClientError`]
 //! (`error.rs`), the nodes of a cluster (`nodes.rs`), the connections per core and the
 //! retry rules (`connection.rs`, `retry.rs`),
 //! the QUIC endpoint (`endpoint.rs`), TLS (`tls.rs`), key routing (`routing.rs`), appends
 //! shared by both producers (`append.rs`), [`Producer`], [`BufferedProducer`] (`buffered/`),
+//! the idempotent producer's stamping (`idempotence.rs`),
 //! [`Reader`] (`reader.rs`), [`Consumer`] (`consumer/`).
 
 #![deny(clippy::unwrap_used)]
@@ -62,6 +86,7 @@ mod connection;
 mod consumer;
 mod endpoint;
 mod error;
+mod idempotence;
 mod nodes;
 mod options;
 mod producer;
@@ -97,8 +122,8 @@ pub use runnel_core::{
 };
 pub use runnel_net::protocol::{
     AckRefusal, AllocationCounts, CoreStatus, Durability, ErrorCode, HelloOk, NodeInfo, NodeState,
-    NodeStatus, ProtocolError, ReadEnd, ReadEndReason, ReadFrom, ShardInfo, ShardOwner,
-    ShardStatus, StreamInfo, SubscriptionConsumer, SubscriptionInfo, SubscriptionShard,
+    NodeStatus, ProtocolError, ReadEnd, ReadEndReason, ReadFrom, ReplicaPlacement, ShardInfo,
+    ShardOwner, ShardStatus, StreamInfo, SubscriptionConsumer, SubscriptionInfo, SubscriptionShard,
     SubscriptionStart, CONSUMER_NAME_BYTES_MAX,
 };
 

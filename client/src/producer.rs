@@ -6,7 +6,10 @@
 //! open shards in turn. Order: the records of one `send_batch` that go to one shard are stored
 //! in the order given; different shards are written concurrently and independently (so a
 //! failure can leave some shards written: [`ClientError::PartialAppend`] says which records).
-//! No append is ever retried when it may have been stored (see the crate documentation).
+//! No append is ever retried when it may have been stored (see the crate documentation),
+//! unless the producer is idempotent ([`Producer::idempotent`]): then a retried batch the
+//! server stored already is answered with its first offsets, so an append whose outcome was
+//! unknown (a lost connection, a timeout) is sent again.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -36,6 +39,20 @@ impl std::fmt::Debug for Producer {
 impl Producer {
     pub(crate) fn new(transport: Arc<dyn Transport>, stream: StreamName) -> Producer {
         Producer { transport, stream }
+    }
+
+    /// This producer made idempotent (`true`) or not: each batch then carries a producer id
+    /// and a per-shard sequence, and the server stores a batch sent twice only once,
+    /// answering the copy with the first offsets. Appends with an unknown outcome (connection
+    /// lost or timed out after sending) are then retried, up to
+    /// [`ClientOptions::request_attempts_max`](crate::ClientOptions) attempts; only if all
+    /// fail is the outcome [`ClientError::OutcomeUnknown`]. The price: one batch per shard in
+    /// flight at a time for this producer (and its clones), so concurrent `send`s to one
+    /// shard are sent one after the other. Off by default (see `docs/sdk.md`). Each call
+    /// with `true` starts new producer sessions.
+    pub fn idempotent(mut self, enabled: bool) -> Producer {
+        self.transport = crate::idempotence::idempotent(self.transport, enabled);
+        self
     }
 
     /// The stream records go to.

@@ -212,7 +212,7 @@ impl Reader {
         let policy = self.inner.nodes.policy();
         if self.failures >= policy.attempts_max || !failure.may_retry(Safety::Idempotent) {
             self.failures = 0;
-            return Err(failure.into_error("Read", Safety::Idempotent));
+            return Err(failure.into_error("Read", Safety::Idempotent, false));
         }
         let delay = policy.delay(self.failures, failure.retry_after_ms());
         tracing::debug!(stream = %self.stream, shard = %self.shard, error = %failure.error, ?delay, "read failed, resuming");

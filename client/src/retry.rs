@@ -10,6 +10,12 @@
 //! only when `NotSent`, or when `Refused` with `Busy` or `NotLeader` (nothing was done).
 //! A failure in state `MaybeDelivered` of an at-most-once request becomes
 //! [`ClientError::OutcomeUnknown`].
+//!
+//! An idempotent producer's append ([`Safety::Deduplicated`]: its batch carries a producer
+//! stamp the server checks) is retried in every state, as an idempotent request is: a copy the
+//! server stored already is answered with its first offsets. If it still fails after an
+//! attempt that may have been delivered, the outcome is unknown all the same
+//! ([`ClientError::OutcomeUnknown`]), whatever the last attempt's error.
 
 use std::collections::hash_map::RandomState;
 use std::hash::BuildHasher;
@@ -31,6 +37,10 @@ pub(crate) enum Safety {
     /// Applying it twice is not (append: two copies; create or delete: a second answer that
     /// contradicts the first).
     AtMostOnce,
+    /// Applying it twice is detected by the server and answered as the first time (an
+    /// idempotent producer's append): retried like [`Safety::Idempotent`], but its failure after
+    /// a maybe-delivered attempt is an unknown outcome.
+    Deduplicated,
 }
 
 /// How far a failed request got.
@@ -84,7 +94,7 @@ impl Failure {
             return false;
         }
         match (self.delivery, safety) {
-            (Delivery::NotSent, _) | (_, Safety::Idempotent) => true,
+            (Delivery::NotSent, _) | (_, Safety::Idempotent | Safety::Deduplicated) => true,
             // Busy is admission control and NotLeader a metadata change no leader took: either
             // way nothing was done.
             (Delivery::Refused, Safety::AtMostOnce) => matches!(
@@ -95,9 +105,20 @@ impl Failure {
         }
     }
 
-    /// The error to give the caller once no further attempt is made.
-    pub fn into_error(self, request: &'static str, safety: Safety) -> ClientError {
-        if self.delivery == Delivery::MaybeDelivered && safety == Safety::AtMostOnce {
+    /// The error to give the caller once no further attempt is made; `delivered_before`: an
+    /// earlier attempt of the same request may have been delivered.
+    pub fn into_error(
+        self,
+        request: &'static str,
+        safety: Safety,
+        delivered_before: bool,
+    ) -> ClientError {
+        let unknown = match safety {
+            Safety::Idempotent => false,
+            Safety::AtMostOnce => self.delivery == Delivery::MaybeDelivered,
+            Safety::Deduplicated => self.delivery == Delivery::MaybeDelivered || delivered_before,
+        };
+        if unknown {
             return ClientError::OutcomeUnknown {
                 request,
                 source: Box::new(self.error),
@@ -198,7 +219,8 @@ mod tests {
     /// A maybe-delivered failure of an append surfaces as OutcomeUnknown, never plain.
     #[test]
     fn maybe_delivered_appends_surface_as_outcome_unknown() {
-        let error = Failure::maybe_delivered(lost()).into_error("Append", Safety::AtMostOnce);
+        let error =
+            Failure::maybe_delivered(lost()).into_error("Append", Safety::AtMostOnce, false);
         assert!(
             matches!(
                 error,
@@ -209,10 +231,36 @@ mod tests {
             ),
             "{error:?}"
         );
-        let error = Failure::maybe_delivered(lost()).into_error("Read", Safety::Idempotent);
+        let error = Failure::maybe_delivered(lost()).into_error("Read", Safety::Idempotent, true);
         assert!(matches!(error, ClientError::Connection { .. }), "{error:?}");
-        let error = Failure::not_sent(lost()).into_error("Append", Safety::AtMostOnce);
+        let error = Failure::not_sent(lost()).into_error("Append", Safety::AtMostOnce, false);
         assert!(matches!(error, ClientError::Connection { .. }), "{error:?}");
+    }
+
+    /// An idempotent producer's append is retried whatever happened to it (the server
+    /// recognises a copy it stored), and given up after a maybe-delivered attempt it is still
+    /// an unknown outcome, even when the last attempt was refused.
+    #[test]
+    fn deduplicated_appends_retry_everything_and_stay_unknown() {
+        use Safety::Deduplicated;
+        assert!(Failure::maybe_delivered(lost()).may_retry(Deduplicated));
+        assert!(Failure::refused(server(ErrorCode::Unavailable)).may_retry(Deduplicated));
+        assert!(!Failure::refused(server(ErrorCode::OutOfOrderSequence)).may_retry(Deduplicated));
+        let error = Failure::refused(server(ErrorCode::OutOfOrderSequence)).into_error(
+            "Append",
+            Deduplicated,
+            true,
+        );
+        assert!(
+            matches!(error, ClientError::OutcomeUnknown { .. }),
+            "{error:?}"
+        );
+        let error = Failure::refused(server(ErrorCode::OutOfOrderSequence)).into_error(
+            "Append",
+            Deduplicated,
+            false,
+        );
+        assert_eq!(error.code(), Some(ErrorCode::OutOfOrderSequence));
     }
 
     /// The doubling starts at min, stops at max, and the server's hint wins when longer.

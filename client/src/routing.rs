@@ -132,6 +132,7 @@ pub(crate) mod tests {
             next_offset: None,
             parents: Vec::new(),
             children: Vec::new(),
+            replicas: vec![runnel_net::protocol::ReplicaPlacement { node: 1, core }],
         }
     }
 

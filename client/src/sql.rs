@@ -138,7 +138,7 @@ impl Client {
         let (send, mut recv) = nodes
             .open_stream(target, &request, &[], None)
             .await
-            .map_err(|failure| failure.into_error("ExecuteSql", Safety::AtMostOnce))?;
+            .map_err(|failure| failure.into_error("ExecuteSql", Safety::AtMostOnce, false))?;
         let mut frames = FrameReader::new(nodes.frame_limits());
         let result = match frames.read_response(&mut recv).await {
             Ok(Some((Response::SqlResult(result), _))) => result,

@@ -9,7 +9,7 @@ use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
-use runnel_core::{hash128, BatchView, Limits, Offset, Record, ShardId, StreamName};
+use runnel_core::{hash128, BatchView, Limits, Offset, ProducerStamp, Record, ShardId, StreamName};
 use runnel_net::protocol::{AppendOk, ErrorCode, ErrorResponse, ShardInfo, ShardStatus};
 
 use crate::error::ClientError;
@@ -26,6 +26,8 @@ struct State {
     failures: VecDeque<ClientError>,
     /// Every batch stored: its shard and records.
     stored: Vec<(ShardId, Vec<Record>)>,
+    /// The producer stamp of every batch stored.
+    stamps: Vec<ProducerStamp>,
     append_calls: usize,
     map_fetches: usize,
     in_flight: usize,
@@ -128,6 +130,11 @@ impl FakeTransport {
         self.state().stored.clone()
     }
 
+    /// The producer stamp of the last batch stored (zeros if none).
+    pub fn last_stamp(&self) -> ProducerStamp {
+        self.state().stamps.last().copied().unwrap_or_default()
+    }
+
     /// Appends attempted, refused ones included.
     pub fn append_calls(&self) -> usize {
         self.state().append_calls
@@ -192,6 +199,7 @@ impl FakeTransport {
         *next += records.len() as u64;
         let last_offset = *next - 1;
         state.stored.push((shard_id, records));
+        state.stamps.push(view.header().producer);
         Ok(AppendOk {
             shard: shard_id,
             base_offset: Offset(base_offset),
@@ -201,6 +209,10 @@ impl FakeTransport {
 }
 
 impl Transport for FakeTransport {
+    fn plain(self: Arc<Self>) -> Arc<dyn Transport> {
+        self
+    }
+
     fn limits(&self) -> Limits {
         self.limits
     }

@@ -39,4 +39,8 @@ pub(crate) trait Transport: Send + Sync + 'static {
         shard: &'a ShardInfo,
         batch: &'a [u8],
     ) -> BoxFuture<'a, Result<AppendOk, ClientError>>;
+
+    /// The transport without idempotent stamping (itself unless it is the idempotent
+    /// producer's wrapper, `idempotence.rs`).
+    fn plain(self: Arc<Self>) -> Arc<dyn Transport>;
 }

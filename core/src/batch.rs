@@ -298,6 +298,12 @@ pub fn stamp_header(
             ),
         });
     }
+    write_header(batch, &header)?;
+    Ok(header)
+}
+
+/// Writes `header` (encoded, with its CRC) over the first bytes of `batch`.
+fn write_header(batch: &mut [u8], header: &BatchHeader) -> Result<(), BatchError> {
     let encoded = header.encode();
     let head = batch
         .get_mut(..BATCH_HEADER_LEN)
@@ -306,7 +312,16 @@ pub fn stamp_header(
             available: 0,
         })?;
     head.copy_from_slice(&encoded);
-    Ok(header)
+    Ok(())
+}
+
+/// Stamps an idempotent producer's id and sequence into an encoded batch, rewriting only the
+/// header (and its CRC), as an SDK does before each send of a batch whose stamp it assigns
+/// when it sends it. The payload and its CRC are untouched.
+pub fn stamp_producer(batch: &mut [u8], producer: ProducerStamp) -> Result<(), BatchError> {
+    let mut header = BatchHeader::decode(batch)?;
+    header.producer = producer;
+    write_header(batch, &header)
 }
 
 /// Refuses a batch whose header announces more bytes or records than `limits` allow.

@@ -39,8 +39,8 @@ pub use messages::{
     Delivery, DescribeStream, DescribeSubscription, Durability, ErrorCode, ErrorResponse,
     ExecuteSql, Hello, HelloOk, JoinOk, JoinSubscription, ListShards, ListStreams,
     ListSubscriptions, NodeInfo, NodeList, NodeState, NodeStatus, Read, ReadChunk, ReadEnd,
-    ReadEndReason, ReadFrom, Request, Response, ShardInfo, ShardList, ShardOwner, ShardStatus,
-    SqlChange, SqlChanges, SqlResult, StreamInfo, StreamList, SubscriptionConsumer,
+    ReadEndReason, ReadFrom, ReplicaPlacement, Request, Response, ShardInfo, ShardList, ShardOwner,
+    ShardStatus, SqlChange, SqlChanges, SqlResult, StreamInfo, StreamList, SubscriptionConsumer,
     SubscriptionInfo, SubscriptionList, SubscriptionShard, SubscriptionStart, Trim, TrimOk,
     CONSUMER_NAME_BYTES_MAX, REQUEST_IDENTIFIER, RESPONSE_IDENTIFIER,
 };

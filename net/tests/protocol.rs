@@ -192,10 +192,19 @@ fn shard_info() -> impl Strategy<Value = ShardInfo> {
             any::<u32>(),
         ),
         (any::<u64>(), any::<Option<u64>>(), any::<Option<u64>>()),
-        (shard_ids(), shard_ids()),
+        (
+            shard_ids(),
+            shard_ids(),
+            // At least one: none decodes as the sequencer alone (older servers).
+            prop::collection::vec((any::<u64>(), any::<u32>()), 1..8),
+        ),
     )
         .prop_map(
-            |((id, key_range, sealed, node, core), (epoch, start, next), (parents, children))| {
+            |(
+                (id, key_range, sealed, node, core),
+                (epoch, start, next),
+                (parents, children, replicas),
+            )| {
                 ShardInfo {
                     id: ShardId(id),
                     key_range,
@@ -211,6 +220,10 @@ fn shard_info() -> impl Strategy<Value = ShardInfo> {
                     next_offset: next.map(Offset),
                     parents,
                     children,
+                    replicas: replicas
+                        .into_iter()
+                        .map(|(node, core)| ReplicaPlacement { node, core })
+                        .collect(),
                 }
             },
         )

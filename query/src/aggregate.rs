@@ -20,6 +20,8 @@ pub enum AggregateKind {
     Min,
     /// MAX(x) over non-NULL values.
     Max,
+    /// TOPK(x, k): the k greatest non-NULL values, greatest first, as an array (HStreamDB's).
+    TopK(u32),
 }
 
 /// The running state of one aggregate in one group.
@@ -40,6 +42,13 @@ pub enum Accumulator {
     Min(Value),
     /// The greatest value so far (NULL before the first).
     Max(Value),
+    /// The k greatest values so far, greatest first.
+    TopK {
+        /// How many to keep.
+        k: u32,
+        /// At most k values, in descending order.
+        values: Vec<Value>,
+    },
 }
 
 impl Accumulator {
@@ -51,6 +60,10 @@ impl Accumulator {
             AggregateKind::Avg => Accumulator::Avg { sum: 0.0, count: 0 },
             AggregateKind::Min => Accumulator::Min(Value::Null),
             AggregateKind::Max => Accumulator::Max(Value::Null),
+            AggregateKind::TopK(k) => Accumulator::TopK {
+                k,
+                values: Vec::new(),
+            },
         }
     }
 
@@ -95,6 +108,16 @@ impl Accumulator {
                     *max = value.clone();
                 }
             }
+            Accumulator::TopK { k, values } => {
+                // Equal values keep their arrival order: the new one goes after them.
+                let at = values.partition_point(|v| total_order(v, value).is_ge());
+                let k = usize::try_from(*k).unwrap_or(usize::MAX);
+                if at < k {
+                    values.insert(at, value.clone());
+                    values.truncate(k);
+                }
+                assert!(values.len() <= k, "TOPK keeps at most k values");
+            }
         }
         Ok(())
     }
@@ -114,6 +137,11 @@ impl Accumulator {
                     me.add(Some(v))?;
                 }
             }
+            (me @ Accumulator::TopK { .. }, Accumulator::TopK { values, .. }) => {
+                for v in values {
+                    me.add(Some(v))?;
+                }
+            }
             (me, other) => panic!("merging accumulators of different kinds: {me:?} and {other:?}"),
         }
         Ok(())
@@ -126,6 +154,7 @@ impl Accumulator {
             Accumulator::Sum(v) | Accumulator::Min(v) | Accumulator::Max(v) => v.clone(),
             Accumulator::Avg { count: 0, .. } => Value::Null,
             Accumulator::Avg { sum, count } => float(*sum / *count as f64),
+            Accumulator::TopK { values, .. } => Value::Array(values.clone()),
         }
     }
 }

@@ -9,7 +9,7 @@ use serde_json::Value;
 
 use crate::error::{Position, SqlError};
 use crate::expr::Context;
-use crate::operator::{project, ContinuousQuery, QueryState};
+use crate::operator::{project, ContinuousQuery, Limits, QueryState};
 use crate::parse::{self, ObjectKind, QueryControl, Select, Statement, StreamOptions};
 use crate::plan::{self, Catalog, Plan, SourceInfo};
 use crate::value::{total_order, truth, Change, ChangeKind, Record, Row};
@@ -58,8 +58,13 @@ pub enum Effect {
     QueryPaused(u64),
     /// A query resumed: feed it again from [`Engine::offsets`].
     QueryResumed(u64),
-    /// A view dropped.
-    ViewDropped(String),
+    /// A view dropped, with the query that kept it (stop feeding that query too).
+    ViewDropped {
+        /// The view.
+        name: String,
+        /// Its query, terminated with it.
+        query: u64,
+    },
     /// A table to show (pull query, SHOW, EXPLAIN).
     Rows {
         /// Column names.
@@ -148,6 +153,7 @@ pub struct Engine {
     views: BTreeMap<String, (u64, ViewTable)>,
     queries: BTreeMap<u64, QueryEntry>,
     next_query_id: u64,
+    limits: Limits,
 }
 
 /// A checkpoint of the whole engine: catalog, query states (with their source offsets), views.
@@ -190,6 +196,14 @@ impl Engine {
     /// An empty engine.
     pub fn new() -> Self {
         Engine::default()
+    }
+
+    /// Sets the bounds of every query's state, now and for queries started later.
+    pub fn set_limits(&mut self, limits: Limits) {
+        self.limits = limits;
+        for entry in self.queries.values_mut() {
+            entry.query.set_limits(limits);
+        }
     }
 
     /// Runs the statements in `sql` (separated by `;`); one list of effects per statement. The
@@ -284,7 +298,7 @@ impl Engine {
             }
             Statement::Select(select) => {
                 if select.emit.is_some() {
-                    let plan = plan::plan(&select, self)?;
+                    let plan = self.plan_persistent(&select)?;
                     let id = self.start(sql, plan, Sink::Client);
                     vec![Effect::QueryStarted {
                         id,
@@ -353,7 +367,7 @@ impl Engine {
         }
     }
 
-    /// Plans the SELECT of a persistent query; its sources must be streams (views answer pulls).
+    /// Plans the SELECT of a continuous query; its sources must be streams (views answer pulls).
     fn plan_persistent(&self, select: &Select) -> Result<Plan, SqlError> {
         let plan = plan::plan(select, self)?;
         for s in &plan.sources {
@@ -376,7 +390,11 @@ impl Engine {
                 sql: sql.trim().to_string(),
                 sink,
                 paused: false,
-                query: ContinuousQuery::new(plan),
+                query: {
+                    let mut query = ContinuousQuery::new(plan);
+                    query.set_limits(self.limits);
+                    query
+                },
             },
         );
         id
@@ -431,7 +449,10 @@ impl Engine {
                 Some((id, _)) => {
                     let id = *id;
                     self.terminate(id);
-                    Ok(Effect::ViewDropped(name.to_string()))
+                    Ok(Effect::ViewDropped {
+                        name: name.to_string(),
+                        query: id,
+                    })
                 }
             },
             ObjectKind::Query => {
@@ -613,9 +634,24 @@ impl Engine {
         outputs
     }
 
-    /// The offsets a query has consumed, per `"stream#shard"`: resume feeding after them.
-    pub fn offsets(&self, id: u64) -> Option<&BTreeMap<String, u64>> {
+    /// The offsets a query has consumed, per stream and shard: resume feeding after them.
+    pub fn offsets(&self, id: u64) -> Option<&BTreeMap<String, BTreeMap<u32, u64>>> {
         self.queries.get(&id).map(|q| &q.query.state().offsets)
+    }
+
+    /// The streams a query reads: feed it their shards.
+    pub fn sources(&self, id: u64) -> Option<Vec<String>> {
+        self.queries.get(&id).map(|q| {
+            let mut streams: Vec<String> = q
+                .query
+                .plan()
+                .sources
+                .iter()
+                .map(|s| s.stream.clone())
+                .collect();
+            streams.dedup();
+            streams
+        })
     }
 
     /// A query's counters (late and failed records).
@@ -651,18 +687,19 @@ impl Engine {
         let Some(entry) = self.queries.get_mut(&id) else {
             return;
         };
-        let key = crate::operator::source_key(stream, shard);
-        if entry
-            .query
-            .state()
-            .offsets
-            .get(&key)
+        let consumed = entry.query.state().offsets.get(stream);
+        if consumed
+            .and_then(|shards| shards.get(&shard))
             .is_some_and(|&o| o >= last)
         {
             return;
         }
         let mut state = entry.query.state().clone();
-        state.offsets.insert(key, last);
+        state
+            .offsets
+            .entry(stream.to_string())
+            .or_default()
+            .insert(shard, last);
         entry.query = ContinuousQuery::with_state(entry.query.plan().clone(), state);
     }
 
@@ -698,13 +735,15 @@ impl Engine {
         }
     }
 
-    /// An engine resumed from a snapshot: queries are planned again from their SQL.
+    /// An engine resumed from a snapshot: queries are planned again from their SQL. Limits are
+    /// not part of a snapshot (they are configuration): call [`Engine::set_limits`] after.
     pub fn restore(snapshot: Snapshot) -> Result<Engine, SqlError> {
         let mut engine = Engine {
             streams: snapshot.streams,
             views: snapshot.views,
             queries: BTreeMap::new(),
             next_query_id: snapshot.next_query_id,
+            limits: Limits::default(),
         };
         for q in snapshot.queries {
             let select = parse::parse(&q.sql)?

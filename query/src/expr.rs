@@ -493,3 +493,108 @@ fn like(text: &str, pattern: &str) -> bool {
     }
     pattern[p..].iter().all(|c| *c == '%')
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn lit(v: Value) -> Box<Expr> {
+        Box::new(Expr::Literal(v))
+    }
+
+    #[test]
+    fn like_matches_sql_patterns() {
+        for (text, pattern, expected) in [
+            ("runnel", "run%", true),
+            ("runnel", "%nel", true),
+            ("runnel", "r_nn_l", true),
+            ("runnel", "r%n%l", true),
+            ("runnel", "run", false),
+            ("", "%", true),
+            ("abc", "a%c%", true),
+            ("abc", "%b", false),
+        ] {
+            assert_eq!(like(text, pattern), expected, "{text} LIKE {pattern}");
+        }
+    }
+
+    /// SQL's three-valued AND/OR: unknown AND false = false, unknown OR true = true.
+    #[test]
+    fn three_valued_logic() {
+        let (t, f, n) = (Value::Bool(true), Value::Bool(false), Value::Null);
+        let cases = [
+            (n.clone(), f.clone(), f.clone(), n.clone()),
+            (n.clone(), t.clone(), n.clone(), t.clone()),
+            (n.clone(), n.clone(), n.clone(), n.clone()),
+            (t.clone(), f.clone(), f.clone(), t.clone()),
+        ];
+        let context = Context::default();
+        for (a, b, and, or) in cases {
+            let e = Expr::And(lit(a.clone()), lit(b.clone()));
+            assert_eq!(e.eval(&context), Ok(and), "{a} AND {b}");
+            let e = Expr::Or(lit(a.clone()), lit(b.clone()));
+            assert_eq!(e.eval(&context), Ok(or), "{a} OR {b}");
+        }
+        assert_eq!(Expr::Not(lit(n)).eval(&context), Ok(Value::Null));
+    }
+
+    #[test]
+    fn missing_fields_are_null_and_paths_walk_objects() {
+        let record = serde_json::json!({"a": {"b": [1, {"c": "x"}]}});
+        let sides = [Some(&record)];
+        let context = Context {
+            sides: &sides,
+            ..Context::default()
+        };
+        let field = |path: &[&str]| Expr::Field {
+            side: 0,
+            path: path.iter().map(|s| s.to_string()).collect(),
+        };
+        assert_eq!(field(&["nope"]).eval(&context), Ok(Value::Null));
+        assert_eq!(
+            field(&["a", "nope", "deeper"]).eval(&context),
+            Ok(Value::Null)
+        );
+        let path = Expr::JsonPath {
+            target: Box::new(field(&["a"])),
+            path: lit(Value::from("{b,1,c}")),
+            text: true,
+        };
+        assert_eq!(path.eval(&context), Ok(Value::from("x")));
+        let last = Expr::JsonGet {
+            target: Box::new(field(&["a", "b"])),
+            key: lit(Value::from(-2)),
+            text: false,
+        };
+        assert_eq!(last.eval(&context), Ok(Value::from(1)));
+    }
+
+    #[test]
+    fn casts() {
+        assert_eq!(
+            cast(Value::from("42"), CastType::Integer),
+            Ok(Value::from(42))
+        );
+        assert_eq!(
+            cast(Value::from(2.9), CastType::Integer),
+            Ok(Value::from(2))
+        );
+        assert_eq!(
+            cast(Value::from(1), CastType::Double),
+            Ok(serde_json::json!(1.0))
+        );
+        assert_eq!(
+            cast(Value::from("yes"), CastType::Boolean),
+            Ok(Value::Bool(true))
+        );
+        assert_eq!(cast(Value::Null, CastType::Integer), Ok(Value::Null));
+        assert_eq!(
+            cast(Value::from("[1]"), CastType::Json),
+            Ok(serde_json::json!([1]))
+        );
+        assert!(matches!(
+            cast(Value::from("x"), CastType::Integer),
+            Err(SqlError::TypeMismatch { .. })
+        ));
+    }
+}

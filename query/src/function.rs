@@ -376,3 +376,73 @@ impl Civil {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn call(f: Function, args: &[Value]) -> Value {
+        f.call(args).unwrap_or_else(|e| panic!("{f:?}: {e}"))
+    }
+
+    /// Civil dates from milliseconds, including before the epoch and a leap day.
+    #[test]
+    fn dates_are_utc_civil_dates() {
+        assert_eq!(
+            call(Function::TimestampStr, &[Value::from(0)]),
+            Value::from("1970-01-01T00:00:00.000Z")
+        );
+        assert_eq!(
+            call(Function::TimestampStr, &[Value::from(-1)]),
+            Value::from("1969-12-31T23:59:59.999Z")
+        );
+        assert_eq!(
+            call(Function::DateStr, &[Value::from(951_782_400_000i64)]),
+            Value::from("2000-02-29")
+        );
+        assert_eq!(
+            call(Function::DateStr, &[Value::from(4_107_542_400_000i64)]),
+            Value::from("2100-03-01")
+        );
+        assert_eq!(
+            call(Function::DateTrunc, &[Value::from("hour"), Value::from(-1)]),
+            Value::from(-3_600_000)
+        );
+        assert_eq!(call(Function::Year, &[Value::Null]), Value::Null);
+    }
+
+    #[test]
+    fn null_helpers_and_strings() {
+        assert_eq!(
+            call(
+                Function::Coalesce,
+                &[Value::Null, Value::from(2), Value::from(3)]
+            ),
+            Value::from(2)
+        );
+        assert_eq!(
+            call(Function::IfNull, &[Value::Null, Value::from("d")]),
+            Value::from("d")
+        );
+        assert_eq!(
+            call(Function::NullIf, &[Value::from(1), Value::from(1)]),
+            Value::Null
+        );
+        assert_eq!(
+            call(
+                Function::Substr,
+                &[Value::from("héllo"), Value::from(2), Value::from(2)]
+            ),
+            Value::from("él")
+        );
+        assert_eq!(
+            call(Function::Strlen, &[Value::from("héllo")]),
+            Value::from(5)
+        );
+        assert!(matches!(
+            Function::ToUpper.call(&[Value::from(1)]),
+            Err(SqlError::TypeMismatch { .. })
+        ));
+        assert_eq!(Function::IsFloat.name(), "IS_FLOAT");
+    }
+}

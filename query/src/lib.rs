@@ -16,6 +16,7 @@
 #![deny(missing_docs)]
 
 pub mod aggregate;
+mod compile;
 pub mod engine;
 pub mod error;
 pub mod expr;
@@ -28,6 +29,6 @@ pub mod value;
 
 pub use engine::{Effect, Engine, Output, Sink, Snapshot};
 pub use error::{Position, SqlError};
-pub use operator::{ContinuousQuery, QueryMetrics, QueryState};
+pub use operator::{ContinuousQuery, Limits, QueryMetrics, QueryState};
 pub use parse::{parse, Emit, Statement};
 pub use value::{Change, ChangeKind, Record, Row};

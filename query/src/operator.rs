@@ -3,6 +3,7 @@
 //! time seen minus the allowed lateness, and it only moves forward.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -14,6 +15,10 @@ use crate::parse::Emit;
 use crate::plan::{AggregatePlan, JoinKind, Plan, Projection, Window};
 use crate::value::{truth, Change, ChangeKind, Record, Row};
 
+/// The largest event time (and interval) in milliseconds, about 35,700 years either side of
+/// the epoch: with times and window sizes bounded by it, window arithmetic cannot overflow.
+pub const TIME_MS_MAX: i64 = 1 << 50;
+
 /// Counters of one query.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct QueryMetrics {
@@ -24,6 +29,9 @@ pub struct QueryMetrics {
     pub records_late: u64,
     /// Records skipped because an expression failed on them (type mismatch, bad time column).
     pub records_failed: u64,
+    /// Records dropped because keeping them would pass a [`Limits`] bound (a new group, a
+    /// join buffer entry).
+    pub records_over_limit: u64,
     /// The last such failure.
     pub last_error: Option<String>,
 }
@@ -49,8 +57,8 @@ struct Buffered {
 /// Everything a query must keep across a restart (serde): its checkpoint.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct QueryState {
-    /// The last offset consumed per source shard (`"stream#shard"`).
-    pub offsets: BTreeMap<String, u64>,
+    /// The last offset consumed, per source stream and shard.
+    pub offsets: BTreeMap<String, BTreeMap<u32, u64>>,
     /// The highest event time seen.
     pub max_event_time_ms: Option<i64>,
     /// Counters.
@@ -60,34 +68,75 @@ pub struct QueryState {
     closing: BTreeSet<(i64, String)>,
     /// Open session windows per GROUP BY value (JSON text): `(start, end)`.
     sessions: BTreeMap<String, Vec<(i64, i64)>>,
+    /// Per GROUP BY value (JSON text) of a session query: the end of its last final session.
+    /// Open sessions start at or after it (sessions of a key never overlap), so a record before
+    /// it would touch or bridge into a final session: it is late. One integer per value seen.
+    session_final_until: BTreeMap<String, i64>,
     /// Join buffers: left, right.
     buffers: [Vec<Buffered>; 2],
+}
+
+/// The bounds of one query's state. A record that would pass one is dropped and counted in
+/// `records_over_limit` (with the reason in `last_error`): the query goes on, visibly lossy,
+/// instead of growing without end.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// Groups held at once (windows × GROUP BY values; closed windows are released).
+    pub groups_max: usize,
+    /// Records waiting in one side's join buffer.
+    pub join_buffer_records_max: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            groups_max: 1_000_000,
+            join_buffer_records_max: 1_000_000,
+        }
+    }
 }
 
 /// A planned query with its state.
 #[derive(Debug, Clone)]
 pub struct ContinuousQuery {
-    plan: Plan,
+    /// Shared so the hot path can hold the plan while it changes the state.
+    plan: Arc<Plan>,
     state: QueryState,
-}
-
-/// The key of a source shard in a query's offsets.
-pub fn source_key(stream: &str, shard: u32) -> String {
-    format!("{stream}#{shard}")
+    limits: Limits,
 }
 
 impl ContinuousQuery {
     /// A query with empty state.
     pub fn new(plan: Plan) -> Self {
         ContinuousQuery {
-            plan,
+            plan: Arc::new(plan),
             state: QueryState::default(),
+            limits: Limits::default(),
         }
     }
 
     /// A query resumed from a checkpoint.
     pub fn with_state(plan: Plan, state: QueryState) -> Self {
-        ContinuousQuery { plan, state }
+        ContinuousQuery {
+            plan: Arc::new(plan),
+            state,
+            limits: Limits::default(),
+        }
+    }
+
+    /// Sets the bounds of the query's state (they apply to what comes next).
+    pub fn set_limits(&mut self, limits: Limits) {
+        self.limits = limits;
+    }
+
+    /// Counts a record dropped at a bound; `false` when `held` is still below `max`.
+    fn over_limit(&mut self, held: usize, max: usize, what: &str) -> bool {
+        if held < max {
+            return false;
+        }
+        self.state.metrics.records_over_limit += 1;
+        self.state.metrics.last_error = Some(format!("{what} limit of {max} reached"));
+        true
     }
 
     /// The plan.
@@ -116,16 +165,17 @@ impl ContinuousQuery {
     /// below the shard's consumed offset is ignored (a replay after restoring a checkpoint).
     pub fn push(&mut self, stream: &str, shard: u32, record: &Record) -> Vec<Change> {
         let mut out = Vec::new();
-        let key = source_key(stream, shard);
-        if self
-            .state
-            .offsets
-            .get(&key)
+        let consumed = match self.state.offsets.get_mut(stream) {
+            Some(shards) => shards,
+            None => self.state.offsets.entry(stream.to_string()).or_default(),
+        };
+        if consumed
+            .get(&shard)
             .is_some_and(|&last| record.offset <= last)
         {
             return out;
         }
-        self.state.offsets.insert(key, record.offset);
+        consumed.insert(shard, record.offset);
         self.state.metrics.records_in += 1;
         for side in 0..self.plan.sources.len() {
             if self.plan.sources[side].stream != stream {
@@ -145,6 +195,14 @@ impl ContinuousQuery {
                     }
                 },
             };
+            if !(-TIME_MS_MAX..=TIME_MS_MAX).contains(&time_ms) {
+                self.fail(SqlError::mismatch(
+                    "event time",
+                    &format!("milliseconds within ±{TIME_MS_MAX}"),
+                    &Value::from(time_ms),
+                ));
+                continue;
+            }
             let result = if self.plan.join.is_some() {
                 self.join(side, time_ms, &record.value, &mut out)
             } else {
@@ -165,6 +223,7 @@ impl ContinuousQuery {
 
     /// Moves the watermark with a record's event time and closes what became final.
     fn advance(&mut self, time_ms: i64, out: &mut Vec<Change>) {
+        let before = self.watermark_ms();
         let max = self
             .state
             .max_event_time_ms
@@ -173,22 +232,37 @@ impl ContinuousQuery {
         let Some(watermark) = self.watermark_ms() else {
             return;
         };
+        assert!(
+            before.is_none_or(|b| b <= watermark),
+            "watermark moved back: {before:?} -> {watermark}"
+        );
         while let Some((end, id)) = self.state.closing.first().cloned() {
             if end > watermark {
                 break;
             }
             self.state.closing.pop_first();
-            let Some(group) = self.state.groups.remove(&id) else {
-                continue;
-            };
-            if let Some(Window::Session { .. }) = self.plan.window {
+            // Every entry of `closing` is a live group: groups leave both together.
+            let group = self
+                .state
+                .groups
+                .remove(&id)
+                .unwrap_or_else(|| panic!("closing window {id} has no group"));
+            if let (Some(Window::Session { .. }), Some((start, end))) =
+                (self.plan.window, group.window)
+            {
                 let session_key = key_text(&group.keys);
                 if let Some(list) = self.state.sessions.get_mut(&session_key) {
-                    list.retain(|w| Some(*w) != group.window);
+                    list.retain(|w| *w != (start, end));
                     if list.is_empty() {
                         self.state.sessions.remove(&session_key);
                     }
                 }
+                let until = self
+                    .state
+                    .session_final_until
+                    .entry(session_key)
+                    .or_insert(end);
+                *until = (*until).max(end);
             }
             if self.plan.emit == Some(Emit::Final) {
                 match self.group_row(&group) {
@@ -240,7 +314,8 @@ impl ContinuousQuery {
             self.state.metrics.records_late += 1;
             return Ok(());
         }
-        let Some(join) = self.plan.join.clone() else {
+        let plan = Arc::clone(&self.plan);
+        let Some(join) = &plan.join else {
             return Ok(());
         };
         let other = 1 - side;
@@ -274,11 +349,14 @@ impl ContinuousQuery {
             };
             self.tuple(time_ms.max(b.time_ms), &sides, out)?;
         }
-        self.state.buffers[side].push(Buffered {
-            time_ms,
-            value: value.clone(),
-            matched,
-        });
+        let held = self.state.buffers[side].len();
+        if !self.over_limit(held, self.limits.join_buffer_records_max, "join buffer") {
+            self.state.buffers[side].push(Buffered {
+                time_ms,
+                value: value.clone(),
+                matched,
+            });
+        }
         Ok(())
     }
 
@@ -333,7 +411,8 @@ impl ContinuousQuery {
         if open.len() < windows.len() {
             self.state.metrics.records_late += 1;
         }
-        let Some(aggregate) = self.plan.aggregate.clone() else {
+        let plan = Arc::clone(&self.plan);
+        let Some(aggregate) = &plan.aggregate else {
             for window in open {
                 let row = project(
                     &self.plan.projection,
@@ -352,19 +431,23 @@ impl ContinuousQuery {
             }
             return Ok(());
         };
-        let (keys, args) = group_inputs(&aggregate, &input)?;
+        let (keys, args) = group_inputs(aggregate, &input)?;
         for window in open {
             let id = group_id(window, &keys);
-            let group = self
-                .state
-                .groups
-                .entry(id.clone())
-                .or_insert_with(|| Group::new(window, &keys, &aggregate));
-            for (accumulator, arg) in group.accumulators.iter_mut().zip(&args) {
-                accumulator.add(arg.as_ref())?;
+            if !self.state.groups.contains_key(&id) {
+                if self.over_limit(self.state.groups.len(), self.limits.groups_max, "groups") {
+                    continue;
+                }
+                if let Some((_, end)) = window {
+                    self.state.closing.insert((end, id.clone()));
+                }
+                let group = Group::new(window, &keys, aggregate);
+                self.state.groups.insert(id.clone(), group);
             }
-            if let Some((_, end)) = window {
-                self.state.closing.insert((end, id.clone()));
+            if let Some(group) = self.state.groups.get_mut(&id) {
+                for (accumulator, arg) in group.accumulators.iter_mut().zip(&args) {
+                    accumulator.add(arg.as_ref())?;
+                }
             }
             self.changed(&id, out)?;
         }
@@ -379,14 +462,15 @@ impl ContinuousQuery {
         is_final: impl Fn(i64) -> bool,
         out: &mut Vec<Change>,
     ) -> Result<(), SqlError> {
-        let Some(aggregate) = self.plan.aggregate.clone() else {
+        let plan = Arc::clone(&self.plan);
+        let Some(aggregate) = &plan.aggregate else {
             return Ok(());
         };
         let input = Context {
             sides,
             ..Context::default()
         };
-        let (keys, args) = group_inputs(&aggregate, &input)?;
+        let (keys, args) = group_inputs(aggregate, &input)?;
         let session_key = key_text(&keys);
         let (own_start, own_end) = (time_ms, time_ms.saturating_add(gap_ms));
         let existing = self
@@ -411,12 +495,31 @@ impl ContinuousQuery {
             .chain([own_end])
             .max()
             .unwrap_or(own_end);
-        if is_final(end) {
+        // Bridging into a final session would change a window already emitted: late.
+        let touches_final = self
+            .state
+            .session_final_until
+            .get(&session_key)
+            .is_some_and(|&until| own_start < until);
+        if is_final(end) || touches_final {
             self.state.metrics.records_late += 1;
             return Ok(());
         }
+        // Sessions of a key never overlap: an accepted session starts after every final one.
+        assert!(
+            self.state
+                .session_final_until
+                .get(&session_key)
+                .is_none_or(|&until| start >= until),
+            "session [{start}, {end}) would overlap a final session"
+        );
+        if overlapping.is_empty()
+            && self.over_limit(self.state.groups.len(), self.limits.groups_max, "groups")
+        {
+            return Ok(());
+        }
         let id = group_id(Some((start, end)), &keys);
-        let mut merged = Group::new(Some((start, end)), &keys, &aggregate);
+        let mut merged = Group::new(Some((start, end)), &keys, aggregate);
         for window in &overlapping {
             let old_id = group_id(Some(*window), &keys);
             self.state.closing.remove(&(window.1, old_id.clone()));
@@ -544,15 +647,26 @@ fn key_text(keys: &[Value]) -> String {
 }
 
 /// A group's identity: its window and GROUP BY values, as JSON text (the changes' key).
+/// Written straight into one string: `[start,end,key…]` (the JSON array, without building it).
 fn group_id(window: Option<(i64, i64)>, keys: &[Value]) -> String {
-    match window {
-        Some((start, end)) => {
-            let mut all = vec![Value::from(start), Value::from(end)];
-            all.extend(keys.iter().cloned());
-            Value::Array(all).to_string()
-        }
-        None => key_text(keys),
+    use std::fmt::Write;
+    let mut id = String::with_capacity(32);
+    id.push('[');
+    let mut first = true;
+    if let Some((start, end)) = window {
+        // Writing to a String cannot fail.
+        let _ = write!(id, "{start},{end}");
+        first = false;
     }
+    for key in keys {
+        if !first {
+            id.push(',');
+        }
+        first = false;
+        let _ = write!(id, "{key}");
+    }
+    id.push(']');
+    id
 }
 
 /// Evaluates the SELECT list.
@@ -591,4 +705,19 @@ pub(crate) fn project(
         }
     }
     Ok(Row(row))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The group id is the JSON array of window bounds and keys (it keys views and changes).
+    #[test]
+    fn group_id_is_the_json_array() {
+        let keys = [Value::from("a\"b"), Value::Null, Value::from(1.5)];
+        let expected = serde_json::json!([-10, 0, "a\"b", null, 1.5]).to_string();
+        assert_eq!(group_id(Some((-10, 0)), &keys), expected);
+        assert_eq!(group_id(None, &keys), key_text(&keys));
+        assert_eq!(group_id(None, &[]), "[]");
+    }
 }

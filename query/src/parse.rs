@@ -389,7 +389,8 @@ pub fn interval_ms(expr: &ast::Expr) -> Result<i64, SqlError> {
     })?;
     amount
         .checked_mul(unit_ms)
-        .ok_or_else(|| SqlError::syntax(at, "interval too large"))
+        .filter(|ms| ms.abs() <= crate::operator::TIME_MS_MAX)
+        .ok_or_else(|| SqlError::syntax(at, "interval too large (at most 2^50 ms)"))
 }
 
 fn parse_one(tokens: Vec<TokenWithSpan>) -> Result<Statement, SqlError> {
@@ -715,4 +716,141 @@ fn insert_row(
         object.insert(column.clone(), expr);
     }
     Ok(serde_json::Value::Object(object))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn one(sql: &str) -> Statement {
+        let mut all = parse(sql).unwrap_or_else(|e| panic!("{sql}: {e}"));
+        assert_eq!(all.len(), 1, "{sql}");
+        all.remove(0)
+    }
+
+    fn select_of(sql: &str) -> Select {
+        match one(sql) {
+            Statement::Select(s) => s,
+            other => panic!("{sql}: not a SELECT: {other:?}"),
+        }
+    }
+
+    /// Both INTERVAL spellings users write (HStreamDB's docs and grammar disagree) and the
+    /// PostgreSQL one mean the same milliseconds.
+    #[test]
+    fn interval_spellings_agree() {
+        for text in [
+            "INTERVAL 10 SECOND",
+            "INTERVAL '10' SECOND",
+            "INTERVAL '10 seconds'",
+            "INTERVAL 10000 MILLISECONDS",
+        ] {
+            let s = select_of(&format!("SELECT 1 FROM s GRACE PERIOD {text} EMIT CHANGES"));
+            assert_eq!(s.grace_ms, Some(10_000), "{text}");
+        }
+        let s = select_of("SELECT 1 FROM s GRACE PERIOD INTERVAL 2 DAY");
+        assert_eq!(s.grace_ms, Some(172_800_000));
+        assert_eq!(s.emit, None);
+    }
+
+    /// EMIT, GRACE PERIOD and WITHIN are lifted at depth 0 only: a column named `emit` inside
+    /// parentheses is left to sqlparser.
+    #[test]
+    fn streaming_clauses_are_lifted() {
+        let s =
+            select_of("SELECT * FROM a JOIN b ON a.k = b.k WITHIN (INTERVAL 3 SECOND) EMIT FINAL");
+        assert_eq!(s.within_ms, vec![3000]);
+        assert_eq!(s.emit, Some(Emit::Final));
+        let s = select_of("SELECT COALESCE(\"emit\", 1) FROM s EMIT CHANGES");
+        assert_eq!(s.emit, Some(Emit::Changes));
+    }
+
+    #[test]
+    fn statements_parse_into_their_kinds() {
+        assert!(matches!(
+            one("SHOW QUERIES"),
+            Statement::Show(ObjectKind::Query)
+        ));
+        assert!(matches!(
+            one("DROP VIEW v IF EXISTS"),
+            Statement::Drop {
+                kind: ObjectKind::View,
+                if_exists: true,
+                ..
+            }
+        ));
+        assert!(matches!(
+            one("drop stream if exists s"),
+            Statement::Drop {
+                kind: ObjectKind::Stream,
+                if_exists: true,
+                ..
+            }
+        ));
+        assert!(matches!(
+            one("PAUSE QUERY 7"),
+            Statement::Control(QueryControl::Pause, 7)
+        ));
+        assert!(matches!(
+            one("EXPLAIN SELECT 1 FROM s EMIT CHANGES"),
+            Statement::Explain(_)
+        ));
+        match one(
+            "CREATE STREAM s WITH (TIMESTAMP = 'ts', SHARDS = 2) AS SELECT * FROM t EMIT CHANGES",
+        ) {
+            Statement::CreateStream {
+                options,
+                select: Some(select),
+                ..
+            } => {
+                assert_eq!(options.timestamp_column.as_deref(), Some("ts"));
+                assert_eq!(options.shards, Some(2));
+                assert_eq!(select.emit, Some(Emit::Changes));
+            }
+            other => panic!("{other:?}"),
+        }
+        match one("INSERT INTO s (a, b) VALUES (1, 'x'), (NULL, -2.5)") {
+            Statement::InsertValues { rows, .. } => {
+                assert_eq!(
+                    rows,
+                    vec![
+                        serde_json::json!({"a": 1, "b": "x"}),
+                        serde_json::json!({"a": null, "b": -2.5})
+                    ]
+                );
+            }
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(parse("SHOW STREAMS; SHOW VIEWS;").map(|v| v.len()), Ok(2));
+    }
+
+    #[test]
+    fn errors_name_the_position() {
+        let error = parse("SELECT a\n  FROM s EMIT LATER").err();
+        assert_eq!(
+            error,
+            Some(SqlError::Syntax {
+                position: Position {
+                    line: 2,
+                    column: 10
+                },
+                message: "expected CHANGES or FINAL after EMIT".into()
+            })
+        );
+        assert!(matches!(
+            parse("SELEC 1"),
+            Err(SqlError::Syntax {
+                position: Position { line: 1, column: 1 },
+                ..
+            })
+        ));
+        assert!(matches!(
+            parse("INSERT INTO s (a) VALUES (1, 2)"),
+            Err(SqlError::Syntax { .. })
+        ));
+        assert!(matches!(
+            parse("SELECT 1 FROM s GRACE PERIOD INTERVAL 1 FORTNIGHT"),
+            Err(SqlError::Syntax { .. })
+        ));
+    }
 }

@@ -134,7 +134,7 @@ impl Script {
                 }
                 Effect::CreateStream { .. }
                 | Effect::DropStream(_)
-                | Effect::ViewDropped(_)
+                | Effect::ViewDropped { .. }
                 | Effect::Nothing => {}
             }
         }

@@ -3,6 +3,9 @@
 //! before the snapshot, as a server replaying from slightly older offsets would) gives the same
 //! outputs, the same view and the same counters as one uninterrupted run.
 
+mod common;
+
+use common::Lcg;
 use runnel_query::{Effect, Engine, Record, Snapshot};
 use serde_json::{json, Value};
 
@@ -21,19 +24,6 @@ CREATE VIEW per_user AS SELECT user, COUNT(*) AS n, AVG(v) AS avg, window_start
 CREATE STREAM out_join AS SELECT c.user AS user, c.v AS v, p.page AS page
   FROM clicks c FULL JOIN pages p ON c.user = p.user WITHIN (INTERVAL 1 SECOND);
 ";
-
-/// A small deterministic generator (64-bit LCG): the test needs no random source.
-struct Lcg(u64);
-
-impl Lcg {
-    fn next(&mut self, bound: u64) -> u64 {
-        self.0 = self
-            .0
-            .wrapping_mul(6364136223846793005)
-            .wrapping_add(1442695040888963407);
-        (self.0 >> 33) % bound
-    }
-}
 
 /// (stream, shard, record): out of order by up to 2.5 s, some beyond the 3 s grace.
 fn workload(seed: u64, count: usize) -> Vec<(&'static str, u32, Record)> {

@@ -8,7 +8,9 @@
 //! metadata state machine replicated by Raft, on raft-rs, with its deterministic simulator),
 //! which the server does not run yet; and a replicated **shard's data path** ([`shard`]:
 //! sequencer, replica and recovery, with their deterministic simulator), which the server does
-//! not drive yet.
+//! not drive yet; and a shard's **idempotent producers** ([`producers`]: which batches a
+//! shard stored per producer id and sequence, so that a retried batch is answered with its
+//! first offsets instead of being stored twice).
 //!
 //! Invariants: applying the same commands in the same order gives the same state and
 //! byte-identical snapshots on every replica; ids are never reused; a refused command changes
@@ -27,5 +29,6 @@
 pub mod consumer;
 pub mod group;
 pub mod metadata;
+pub mod producers;
 pub mod shard;
 pub mod sim;

@@ -5,14 +5,20 @@
 //! come with a new command tag, a new snapshot section or a new format version (see
 //! docs/format/metadata.md).
 //!
+//! The snapshot was written before replica sets existed: it decodes to one-replica sets, and
+//! the state its commands replay to now is the same plus section 9, the replica sets
+//! (`before_replica_sets`).
+//!
 //! To regenerate after a deliberate version bump: `RUNNEL_WRITE_GOLDEN=1 cargo test -p
 //! runnel-replicate --test metadata_v1_golden`, and keep the old files for the old version's test.
+
+mod before_replica_sets;
 
 use runnel_core::{ShardId, StreamName};
 use runnel_replicate::metadata::codec::FRAME_OVERHEAD_LEN;
 use runnel_replicate::metadata::{
-    decode_command, decode_snapshot, encode_command, encode_snapshot, Command, Durability,
-    MetadataState, Node, NodeId, StreamConfig,
+    decode_command, encode_command, encode_snapshot, Command, Durability, MetadataState, Node,
+    NodeId, StreamConfig,
 };
 
 const GOLDEN_COMMANDS: &[u8] = include_bytes!("golden/metadata_commands_v1.bin");
@@ -65,7 +71,8 @@ fn commands() -> Vec<Command> {
             right: ShardId(2),
             now_ms: 1_763_726_400_300,
         },
-        Command::BumpEpoch { shard: ShardId(5) },
+        // Tag 6: the unconditional bump of the first logs.
+        Command::BumpEpochUnconditionally { shard: ShardId(5) },
         // Tag 3: a delete without `force`, as every delete was before subscriptions.
         Command::DeleteStream {
             name: name("scratch"),
@@ -97,7 +104,7 @@ fn version_1_bytes_are_stable() {
         std::fs::write(format!("{dir}metadata_snapshot_v1.bin"), &snapshot).expect("write");
     }
     assert_eq!(encoded, GOLDEN_COMMANDS, "command encoding changed");
-    assert_eq!(snapshot, GOLDEN_SNAPSHOT, "snapshot encoding changed");
+    before_replica_sets::assert_same_but_replica_sets(GOLDEN_SNAPSHOT, &state());
 }
 
 #[test]
@@ -113,9 +120,14 @@ fn version_1_bytes_still_decode_and_replay() {
     }
     assert_eq!(decoded, commands());
 
-    let restored = decode_snapshot(GOLDEN_SNAPSHOT).expect("golden snapshot decodes");
-    assert_eq!(restored, state());
+    let restored = before_replica_sets::assert_same_but_replica_sets(GOLDEN_SNAPSHOT, &state());
     assert_eq!(restored.applied_index(), 9);
+    // Replayed now, "orders" (R = 2 on two nodes) gets two replicas per shard.
+    assert!(state()
+        .open_shards(&name("orders"))
+        .expect("orders lives")
+        .iter()
+        .all(|shard| shard.replicas.len() == 2));
     let orders = restored.open_shards(&name("orders")).expect("orders lives");
     let ids: Vec<u64> = orders.iter().map(|shard| shard.id.0).collect();
     assert_eq!(ids, vec![5, 6, 7]);

@@ -14,6 +14,11 @@
 //!    ([`runnel_segment::ShardLog::append_chunks`]); refused at any step, nothing is appended;
 //! 5. for a stream with `fsync` durability, the answer waits until the batch is durable.
 //!
+//! A batch with a producer stamp (an idempotent producer's) is judged between 3 and 4
+//! ([`crate::dedup`]): a duplicate is answered with the offsets it got the first time (once
+//! they are as durable as the stream promises), a sequence the shard cannot place is refused
+//! ([`AppendError::Sequence`]), and a stored batch is recorded.
+//!
 //! A batch built in-process is one chunk ([`Core::append_batch`]): it takes the same path. The
 //! service allocates nothing on success; errors are typed ([`AppendError`]) and the QUIC
 //! handler turns them into the protocol's `ErrorResponse` in one place.
@@ -23,10 +28,11 @@ use runnel_replicate::metadata::Durability;
 use runnel_segment::LogError;
 
 use crate::core::Core;
+use crate::dedup::{Dedup, DedupError};
 use crate::ownership::ShardError;
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;
 
 /// One batch for one shard: the batch's bytes in the chunks they arrived in (a QUIC stream's
 /// received chunks, not joined), or in one chunk for a batch built in-process.
@@ -91,6 +97,21 @@ pub enum AppendError {
     /// The log refused the batch or failed to make it durable.
     #[error(transparent)]
     Log(#[from] LogError),
+    /// A replicated shard's sequencer refused the batch, or could not confirm it.
+    #[error(transparent)]
+    Replication(#[from] crate::replicated::ReplicationError),
+    /// The batch's producer stamp cannot be placed: nothing was stored (`crate::dedup`).
+    #[error(transparent)]
+    Sequence(#[from] runnel_replicate::producers::SequenceError),
+}
+
+impl From<DedupError> for AppendError {
+    fn from(error: DedupError) -> AppendError {
+        match error {
+            DedupError::Sequence(error) => AppendError::Sequence(error),
+            DedupError::Log(error) => AppendError::Log(error),
+        }
+    }
 }
 
 impl Core {
@@ -119,6 +140,29 @@ impl Core {
         if !facts.open {
             return Err(AppendError::Sealed { shard: facts.id });
         }
+        if let Some(host) = self.replicated.host(facts.id) {
+            // A replicated shard: its sequencer assigns the offsets and W replicas store it.
+            return crate::replicated::append(&host, &checked, batch, &facts, stream, &limits)
+                .await;
+        }
+        let header = checked.header();
+        let pending =
+            match (self.dedup(facts.id, &owned.log, header.producer, header.record_count)).await? {
+                Dedup::Store(pending) => pending,
+                Dedup::Duplicate {
+                    base_offset,
+                    last_offset,
+                } => {
+                    if facts.durability == Durability::Fsync {
+                        owned.log.wait_durable(last_offset).await?;
+                    }
+                    return Ok(Appended {
+                        shard: facts.id,
+                        base_offset,
+                        last_offset,
+                    });
+                }
+            };
         let appended = owned
             .log
             .append_chunks(
@@ -137,6 +181,7 @@ impl Core {
                 },
             )
             .await?;
+        pending.stored(appended.base_offset);
         assert!(
             appended.base_offset <= appended.last_offset,
             "an appended batch holds at least one record"

@@ -60,11 +60,29 @@ pub struct LogSection {
     pub read_cache_bytes: usize,
     /// Bytes the batch caches of all shard logs of one core hold together. Default 64 MiB.
     pub read_cache_core_bytes: usize,
+    /// Idempotent producers each shard remembers (`crate::dedup`); beyond it the least
+    /// recently active is forgotten. Default 4,096; positive.
+    pub idempotent_producers_max: usize,
+    /// An idempotent producer whose last batch is more than this many records behind its
+    /// shard's end is forgotten; also the most records read to rebuild a shard's producers
+    /// after a start. Default 1,000,000.
+    pub idempotent_window_records: u64,
+}
+
+impl LogSection {
+    /// The bounds of each shard's idempotent-producer table.
+    pub fn producer_table(&self) -> runnel_replicate::producers::ProducerTableConfig {
+        runnel_replicate::producers::ProducerTableConfig {
+            producers_max: self.idempotent_producers_max,
+            window_records: self.idempotent_window_records,
+        }
+    }
 }
 
 impl Default for LogSection {
     fn default() -> Self {
         let log = LogConfig::default();
+        let producers = runnel_replicate::producers::ProducerTableConfig::default();
         LogSection {
             segment_bytes_max: log.segment_bytes_max,
             write_buffer_bytes: log.write_buffer_bytes,
@@ -74,6 +92,8 @@ impl Default for LogSection {
             open_logs_max: 0,
             read_cache_bytes: log.read_cache_bytes,
             read_cache_core_bytes: log.read_cache_core_bytes,
+            idempotent_producers_max: producers.producers_max,
+            idempotent_window_records: producers.window_records,
         }
     }
 }
@@ -182,7 +202,10 @@ pub struct ClusterSection {
     /// One tick of the metadata group's clock, in milliseconds: elections start after 10–20
     /// ticks without a leader, heartbeats go every 2. Default 50.
     pub tick_ms: u64,
-    /// A node not heard from for this long is `Unavailable`, in milliseconds. Default 2000.
+    /// A node not heard from for this long is `Unavailable`, in milliseconds. Default 1000:
+    /// the metadata leader fails over the sequencers of an unavailable node
+    /// (`crate::failover`), and detection is most of the failover time (the leader hears
+    /// every node every 2 ticks, 100 ms by default, so 1 s is ten missed heartbeats).
     pub unavailable_after_ms: u64,
     /// A node not heard from for this long is `Dead`, in milliseconds. Default 30000.
     pub dead_after_ms: u64,
@@ -195,7 +218,7 @@ impl Default for ClusterSection {
             init: None,
             voters: 3,
             tick_ms: 50,
-            unavailable_after_ms: 2_000,
+            unavailable_after_ms: 1_000,
             dead_after_ms: 30_000,
         }
     }
@@ -277,6 +300,10 @@ pub struct NodeConfig {
     pub subscriptions: SubscriptionsSection,
     /// The cluster: seeds, the metadata group, failure detection.
     pub cluster: ClusterSection,
+    /// **Test-only.** A fault file that core 0 reads every 100 ms and whose rules make this
+    /// node drop peer frames to and from chosen nodes (`isolate N…`, `drop-to N…`,
+    /// `drop-from N…`; see `docs/operations.md`). Unset (the default): no fault injection.
+    pub fault_injection_file: Option<PathBuf>,
 }
 
 impl Default for NodeConfig {
@@ -297,6 +324,7 @@ impl Default for NodeConfig {
             limits: LimitsSection::default(),
             subscriptions: SubscriptionsSection::default(),
             cluster: ClusterSection::default(),
+            fault_injection_file: None,
         }
     }
 }
@@ -356,6 +384,10 @@ pub struct Flags {
     /// false with seeds (then `runnel cluster init` founds it).
     #[arg(long, env = "RUNNEL_INIT_CLUSTER")]
     pub init_cluster: Option<bool>,
+    /// Test-only: drop peer frames as this fault file says (docs/operations.md, "Fault
+    /// injection"). Default: none (no fault injection).
+    #[arg(long, env = "RUNNEL_FAULT_INJECTION_FILE")]
+    pub fault_injection_file: Option<PathBuf>,
 }
 
 impl NodeConfig {
@@ -417,6 +449,9 @@ impl NodeConfig {
         if let Some(v) = flags.init_cluster {
             config.cluster.init = Some(v);
         }
+        if let Some(v) = &flags.fault_injection_file {
+            config.fault_injection_file = Some(v.clone());
+        }
         if config.cores == 0 {
             config.cores = available_cores.max(1);
         }
@@ -462,6 +497,9 @@ impl NodeConfig {
         }
         if self.log.retention_check_interval_ms == 0 {
             return invalid("log.retention_check_interval_ms must be positive".into());
+        }
+        if self.log.idempotent_producers_max == 0 {
+            return invalid("log.idempotent_producers_max must be positive".into());
         }
         if self.log.idle_close_ms == 0 {
             return invalid("log.idle_close_ms must be positive".into());
@@ -556,7 +594,8 @@ mod tests {
         let path = dir.path().join("runnel.toml");
         std::fs::write(
             &path,
-            "node_id = 7\nbase_port = 7000\ncores = 3\n[log]\nsegment_bytes_max = 67108864\n",
+            "node_id = 7\nbase_port = 7000\ncores = 3\n[log]\nsegment_bytes_max = 67108864\n\
+             idempotent_producers_max = 7\n",
         )
         .expect("write config");
         let flags = Flags {
@@ -569,6 +608,7 @@ mod tests {
         assert_eq!(config.base_port, 8000, "the flag wins over the file");
         assert_eq!(config.cores, 3, "the file wins over the machine");
         assert_eq!(config.log.segment_bytes_max, 64 << 20);
+        assert_eq!(config.log.producer_table().producers_max, 7);
         assert_eq!(
             config.log.write_buffer_bytes,
             4 << 20,
@@ -633,6 +673,13 @@ mod tests {
         config.tls_cert_path = Some("cert.pem".into());
         assert!(config.validate().is_err(), "cert without key");
         config.tls_cert_path = None;
+        config.log.idempotent_producers_max = 0;
+        let error = config.validate().expect_err("no idempotent producers");
+        assert!(
+            error.to_string().contains("idempotent_producers_max"),
+            "{error}"
+        );
+        config.log.idempotent_producers_max = 1;
         config.subscriptions.session_timeout_ms = 50;
         assert!(
             config.validate().is_err(),

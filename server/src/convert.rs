@@ -5,7 +5,8 @@ use std::rc::Rc;
 
 use runnel_core::{Offset, ShardId};
 use runnel_net::protocol::{
-    Durability as WireDurability, ShardInfo, ShardStatus as WireStatus, StreamInfo,
+    Durability as WireDurability, ReplicaPlacement, ShardInfo, ShardStatus as WireStatus,
+    StreamInfo,
 };
 use runnel_replicate::metadata::{Durability, MetadataState, NodeId, Shard, ShardStatus, Stream};
 
@@ -15,8 +16,10 @@ use crate::mesh::codec::{put_count, put_u64, Reader};
 use crate::mesh::{MeshError, RemoteService, Service, WireError};
 use runnel_segment::runtime::{sleep, spawn};
 
-/// Most shards described in one envelope (the rest: `shards_truncated`).
-pub const SHARDS_PER_ENVELOPE_MAX: usize = 256;
+/// Most shards described in one envelope (the rest: `shards_truncated`, or the next page).
+/// 192 of the largest descriptions (seven replicas each) take about 50 KiB of the 64 KiB
+/// envelope; 256 no longer fit once shards listed their replicas.
+pub const SHARDS_PER_ENVELOPE_MAX: usize = 192;
 
 /// The protocol's name for a durability.
 pub fn durability_to_wire(durability: Durability) -> WireDurability {
@@ -52,6 +55,14 @@ pub fn shard_info(core: &Core, shard: &Shard) -> ShardInfo {
         next_offset: offsets.map(|(_, next)| next),
         parents: shard.parents.clone(),
         children: shard.children.clone(),
+        replicas: shard
+            .replicas
+            .iter()
+            .map(|replica| ReplicaPlacement {
+                node: replica.node.0,
+                core: replica.core,
+            })
+            .collect(),
     }
 }
 
@@ -244,6 +255,43 @@ pub async fn fill_offsets(core: &Rc<Core>, shards: &mut [ShardInfo]) {
 mod tests {
     use super::*;
     use crate::mesh::codec::check_encoding;
+    use runnel_core::{Epoch, KeyRange, StreamName};
+    use runnel_net::protocol::{Response, ShardList, ENVELOPE_BYTES_MAX};
+    use runnel_replicate::metadata::REPLICATION_FACTOR_MAX;
+
+    /// A page of shard descriptions fits one envelope even when every shard is as large as
+    /// one gets: all its replicas, both offsets, two parents, two children, the longest ids.
+    #[test]
+    fn a_full_page_of_the_largest_shards_fits_an_envelope() {
+        let shard = |id: u64| ShardInfo {
+            id: ShardId(u64::MAX - id),
+            key_range: KeyRange::FULL,
+            status: WireStatus::Sealed,
+            node: u64::MAX,
+            core: u32::MAX,
+            epoch: Epoch(u64::MAX),
+            start_offset: Some(Offset(u64::MAX)),
+            next_offset: Some(Offset(u64::MAX)),
+            parents: vec![ShardId(u64::MAX); 2],
+            children: vec![ShardId(u64::MAX); 2],
+            replicas: (0..u64::from(REPLICATION_FACTOR_MAX))
+                .map(|node| ReplicaPlacement {
+                    node: u64::MAX - node,
+                    core: u32::MAX,
+                })
+                .collect(),
+        };
+        let page = Response::ShardList(ShardList {
+            stream: StreamName::new("s".repeat(255)).expect("name"),
+            shards: (0..SHARDS_PER_ENVELOPE_MAX as u64).map(shard).collect(),
+            more: true,
+        });
+        let bytes = page.encode().len();
+        assert!(
+            bytes <= ENVELOPE_BYTES_MAX as usize,
+            "{bytes} bytes for {SHARDS_PER_ENVELOPE_MAX} shards"
+        );
+    }
 
     /// Requests and responses of `shard.offsets` round-trip; truncations and trailing bytes
     /// are errors; a forged count is refused before anything is allocated.

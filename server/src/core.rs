@@ -130,6 +130,8 @@ pub struct Core {
     pub sql: RefCell<Option<Rc<crate::sql::SqlNode>>>,
     /// Core 0: why SQL is unavailable (a checkpoint that cannot be restored).
     pub sql_unavailable: RefCell<Option<String>>,
+    /// The replicated shards this core hosts a replica of (`crate::replicated`).
+    pub replicated: crate::replicated::ReplicatedShards,
 }
 
 /// Milliseconds since the Unix epoch.
@@ -160,7 +162,9 @@ pub fn metadata_error(error: &MetadataError) -> ErrorResponse {
         | MetadataError::NotAdjacent { .. }
         | MetadataError::ShardTooSmall { .. }
         | MetadataError::InvalidSubscriptionConfig { .. }
-        | MetadataError::ShardNotInSubscription { .. } => ErrorCode::InvalidRequest,
+        | MetadataError::ShardNotInSubscription { .. }
+        | MetadataError::StaleEpoch { .. }
+        | MetadataError::NotAReplica { .. } => ErrorCode::InvalidRequest,
         _ => ErrorCode::Internal,
     };
     ErrorResponse::new(code, error.to_string())
@@ -206,6 +210,7 @@ impl Core {
             peers: RefCell::new(None),
             sql: RefCell::new(None),
             sql_unavailable: RefCell::new(None),
+            replicated: crate::replicated::ReplicatedShards::default(),
         }
     }
 
@@ -343,6 +348,7 @@ impl Core {
         command: &Command,
     ) -> Result<Result<Applied, MetadataError>, FatalError> {
         let result = self.metadata.borrow_mut().apply(index, command);
+        self.replicated.metadata_changed();
         match &result {
             Ok(Applied::StreamCreated { stream, shards }) => {
                 self.open_local(shards, stream.config.retention_ms)
@@ -739,6 +745,7 @@ impl Core {
         self.closing.set(true);
         // Waits for answers end now (the answers may never come: their cores are stopping).
         self.mesh.wake_all();
+        self.replicated.stop_all();
         if let Some(proposer) = &self.proposer {
             proposer.stop().await;
         }

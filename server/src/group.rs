@@ -114,6 +114,8 @@ pub struct MetaGroup {
     found_requested: RefCell<Option<Rc<FoundReply>>>,
     /// Nodes whose removal this node applied: at which index, and when.
     removals: RefCell<HashMap<u64, (u64, Instant)>>,
+    /// The failovers this node proposed as leader and has in flight (`crate::failover`).
+    failovers: crate::failover::Failovers,
     /// When this node applied its own removal: it hands over its leadership, waits to be out
     /// of the group (at most [`REMOVED_EXIT_WAIT`]) and stops.
     removed_at: Cell<Option<Instant>>,
@@ -205,6 +207,7 @@ impl MetaGroup {
             running: Cell::new(false),
             found_requested: RefCell::new(None),
             removals: RefCell::new(HashMap::new()),
+            failovers: crate::failover::Failovers::default(),
             removed_at: Cell::new(None),
         })
     }
@@ -710,6 +713,9 @@ impl MetaGroup {
         if ticks.is_multiple_of(PING_TICKS) {
             self.ping(core);
             self.refresh_view(core);
+            if self.is_leader() {
+                self.failovers.propose(core);
+            }
         }
         if let Some(at) = self.removed_at.get() {
             self.leave(core, at);

@@ -15,6 +15,7 @@ use runnel_net::protocol::{
     write_response, AllocationCounts, CoreStatus, ReadChunk as WireChunk, ResponseWriter,
 };
 use runnel_replicate::metadata::{Command, StreamConfig};
+use runnel_replicate::producers::SequenceError;
 use runnel_segment::log::ReadBound;
 use runnel_segment::LogError;
 
@@ -234,6 +235,27 @@ fn batch_error(error: &BatchError) -> ErrorResponse {
     ErrorResponse::new(code, error.to_string())
 }
 
+/// The protocol's answer to an idempotent producer's sequence the shard cannot place: a
+/// batch still being stored is `Busy` (the same request later may succeed); a reused sequence
+/// is an invalid batch; every other refusal is `OutOfOrderSequence` (nothing was stored, and
+/// whether an earlier attempt was cannot be told here).
+fn sequence_error(refusal: &SequenceError) -> ErrorResponse {
+    let code = match refusal {
+        SequenceError::InFlight { .. } => {
+            let mut response = error(ErrorCode::Busy, refusal.to_string());
+            response.retry_after_ms = Some(IN_FLIGHT_RETRY_AFTER_MS);
+            return response;
+        }
+        SequenceError::Mismatch { .. } | SequenceError::Overflow { .. } => ErrorCode::InvalidBatch,
+        _ => ErrorCode::OutOfOrderSequence,
+    };
+    error(code, refusal.to_string())
+}
+
+/// How long a producer whose previous batch is still being stored is asked to wait before
+/// sending it again, in milliseconds.
+const IN_FLIGHT_RETRY_AFTER_MS: u32 = 10;
+
 /// The protocol's answer to a refused append: the one place the append service's typed
 /// errors become wire errors.
 impl From<AppendError> for ErrorResponse {
@@ -245,6 +267,8 @@ impl From<AppendError> for ErrorResponse {
             AppendError::Batch(error) => batch_error(error),
             AppendError::Log(error) => log_error(error),
             AppendError::NotOneBatch { .. } => error(ErrorCode::InvalidBatch, refusal.to_string()),
+            AppendError::Replication(refusal) => crate::replicated::error_response(refusal),
+            AppendError::Sequence(sequence) => sequence_error(sequence),
         }
     }
 }
@@ -487,7 +511,12 @@ async fn read_loop(
         .await
         .map_err(|refusal| Some(refusal.into()))?;
     let bound = crate::core::visible(shard.durability);
-    let bound_offset = || visible_end(&log, bound);
+    // A replicated shard's readers see its replica's committed offset, never past it.
+    let replicated = core.replicated.host(shard.id);
+    let bound_offset = || match &replicated {
+        Some(host) => host.visible_end(),
+        None => visible_end(&log, bound),
+    };
     let mut next = match read.from {
         ReadFrom::Earliest => log.start_offset(),
         ReadFrom::Latest => bound_offset(),
@@ -535,13 +564,17 @@ async fn read_loop(
                 });
             }
             // Tailing: wait for new data, the client going away, or the node stopping.
-            match first_of(
-                log.wait_for(next, bound),
-                send.stopped(),
-                core.until_stopping(),
-            )
-            .await
-            {
+            let more = async {
+                match &replicated {
+                    Some(host) => {
+                        host.wait_changed(std::time::Duration::from_millis(1000))
+                            .await;
+                        Ok(())
+                    }
+                    None => log.wait_for(next, bound).await,
+                }
+            };
+            match first_of(more, send.stopped(), core.until_stopping()).await {
                 First::A(Ok(())) => continue,
                 First::A(Err(e)) => return Err(Some(log_error(&e))),
                 First::B(_) => return Err(None),

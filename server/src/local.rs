@@ -76,6 +76,8 @@ pub struct LocalShard {
     last_used: Cell<Instant>,
     /// The shard was deleted: an open that finishes now closes what it opened.
     deleted: Cell<bool>,
+    /// Its idempotent producers (`crate::dedup`), built when first needed.
+    pub producers: crate::dedup::ProducerSlot,
 }
 
 enum Slot {
@@ -115,6 +117,7 @@ impl LocalShard {
             changed: Event::default(),
             last_used: Cell::new(Instant::now()),
             deleted: Cell::new(false),
+            producers: crate::dedup::ProducerSlot::default(),
         }
     }
 

@@ -350,6 +350,7 @@ async fn run_core(
     tracing::info!(core = index, %address, "listening");
     spawn_detached(serve(Rc::clone(&core), endpoint.clone()));
     spawn_detached(retention(Rc::clone(&core)));
+    spawn_detached(crate::replicated::run(Rc::clone(&core)));
     spawn_detached(Rc::clone(&core).close_idle_logs_loop());
     {
         let core = Rc::clone(&core);
@@ -390,6 +391,7 @@ fn register_services(core: &Core) {
     crate::subscription::services::register(core);
     crate::convert::register(core);
     crate::sql::services::register(core);
+    crate::replicated::register(core);
 }
 
 /// Core 0: opens this node's member of the metadata group (founding a group of one, joining,
@@ -426,6 +428,12 @@ async fn start_group(
     let peers = peer_client.map(|client| Peers::new(config.node_id, endpoint.clone(), client));
     // Peers' connections reach core 0's endpoint from now on (`handler::serve` hands them over).
     core.peers.borrow_mut().clone_from(&peers);
+    if let (Some(peers), Some(path)) = (&peers, &config.fault_injection_file) {
+        spawn_detached(crate::peer::watch_fault_file(
+            Rc::clone(peers),
+            path.clone(),
+        ));
+    }
     let group = Rc::new(MetaGroup::new(core, store, disk, peers)?);
     core.set_group(Rc::clone(&group));
     let (snapshot, snapshot_index) = group.start_state();

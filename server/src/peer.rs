@@ -13,6 +13,9 @@
 //! order; each request is one bidirectional stream (the request frame, then the response).
 //! Frames are drawn in `docs/format/peer.md`.
 //!
+//! Tests may make a node drop peer frames to and from chosen nodes (`fault`: off unless the
+//! configuration names a fault file).
+//!
 //! Bounds: each peer's send queue (messages and bytes), the inbound queue, every frame's size
 //! (Raft messages up to 256 MiB, others 16 MiB), dials and requests (timeouts). Sending never
 //! waits: a message for a peer that is unreachable or whose queue is full is dropped, and the
@@ -20,6 +23,7 @@
 //! anything; a malformed frame closes that connection only. Failures are logged at warn,
 //! at most once per `warn_interval_ms` per peer.
 
+pub mod fault;
 mod frame;
 
 use std::cell::{Cell, RefCell};
@@ -38,6 +42,7 @@ use runnel_segment::runtime::channel::{self, LocalReceiver, LocalSender};
 use runnel_segment::runtime::{first_of, sleep, spawn, spawn_blocking, Event, First};
 use thiserror::Error;
 
+pub use fault::{watch_fault_file, FaultRules};
 pub use frame::{
     decode, encode, read_frame, Frame, FrameError, FrameLimits, Hello, NodeHello, PeerMessage,
     PeerRefusal, PeerRequest, PeerResponse, FRAME_HEADER_BYTES, FRAME_VERSION, STRING_BYTES_MAX,
@@ -373,6 +378,8 @@ pub struct Peers {
     /// Accepted connections, by stable id, to close them with the transport.
     accepted: RefCell<HashMap<usize, quinn::Connection>>,
     closed: Cell<bool>,
+    /// Frames dropped on purpose (tests only: `fault`); empty unless a fault file says so.
+    faults: RefCell<FaultRules>,
     /// This transport, for the tasks `send` starts.
     me: std::rc::Weak<Peers>,
 }
@@ -412,6 +419,7 @@ impl Peers {
             inbound,
             accepted: RefCell::new(HashMap::new()),
             closed: Cell::new(false),
+            faults: RefCell::new(FaultRules::default()),
         })
     }
 
@@ -429,6 +437,17 @@ impl Peers {
     /// The cluster id this node's `Hello`s carry.
     pub fn cluster(&self) -> Option<u64> {
         self.cluster.get()
+    }
+
+    /// Drops peer frames to and from nodes as `rules` say (fault injection, tests only: see
+    /// [`fault`]); empty rules heal.
+    pub fn set_faults(&self, rules: FaultRules) {
+        *self.faults.borrow_mut() = rules;
+    }
+
+    /// Whether [`Peers::close`] was called.
+    pub fn is_closed(&self) -> bool {
+        self.closed.get()
     }
 
     fn peer(&self, id: u64) -> Rc<Peer> {
@@ -493,6 +512,8 @@ impl Peers {
         let peer = self.peer(to);
         let refused = if to == self.my_id {
             Some("it is this node".to_string())
+        } else if self.faults.borrow().drops_to(to) {
+            Some("fault injection drops frames to it".to_string())
         } else if peer.address.borrow().is_none() {
             Some("no address is known".to_string())
         } else if peer.live_link().is_none()
@@ -721,6 +742,22 @@ impl Peers {
         request: PeerRequest,
         timeout: Duration,
     ) -> Result<PeerResponse, PeerError> {
+        let (cut_to, cut_from) = match &to {
+            PeerTarget::Node(id) => {
+                let faults = self.faults.borrow();
+                (faults.drops_to(*id), faults.drops_from(*id))
+            }
+            PeerTarget::Address(_) => (false, false),
+        };
+        let timed_out = || PeerError::Timeout {
+            timeout_ms: timeout.as_millis() as u64,
+        };
+        if cut_to {
+            // Fault injection: the request is lost on the way, so no answer ever comes.
+            sleep(timeout).await;
+            return Err(timed_out());
+        }
+        let started = Instant::now();
         let asking = async {
             let frame = encode(&Frame::Request(request))?;
             let (connection, own) = match &to {
@@ -755,12 +792,16 @@ impl Peers {
                 Err(error) => Err(PeerError::Frame(error)),
             }
         };
-        match first_of(asking, sleep(timeout), std::future::pending::<()>()).await {
+        let outcome = match first_of(asking, sleep(timeout), std::future::pending::<()>()).await {
             First::A(outcome) => outcome,
-            First::B(()) | First::C(()) => Err(PeerError::Timeout {
-                timeout_ms: timeout.as_millis() as u64,
-            }),
+            First::B(()) | First::C(()) => Err(timed_out()),
+        };
+        if cut_from {
+            // Fault injection: the request went out (and may have acted), its answer is lost.
+            sleep(timeout.saturating_sub(started.elapsed())).await;
+            return Err(timed_out());
         }
+        outcome
     }
 
     /// Takes an inbound connection (called by the endpoint's accept loop for connections that
@@ -855,7 +896,9 @@ impl Peers {
         }
         let from = hello.from;
         self.restarted(from, hello.incarnation);
-        self.heard_from(from);
+        if !self.faults.borrow().drops_from(from) {
+            self.heard_from(from);
+        }
         tracing::debug!(peer = from, remote = %connection.remote_address(), "peer connected");
         {
             let peers = Rc::clone(self);
@@ -864,6 +907,7 @@ impl Peers {
         }
         loop {
             match read_frame(&mut messages, &self.limits.frames).await {
+                Ok(Some(Frame::Message(_))) if self.faults.borrow().drops_from(from) => {}
                 Ok(Some(Frame::Message(message))) => {
                     self.heard_from(from);
                     // A Ping fills in an address not known yet (a node that just joined can be
@@ -949,6 +993,12 @@ impl Peers {
             Ok(None) | Err(FrameError::Read(_)) => return Ok(()),
             Err(error) => return Err(error),
         };
+        if self.faults.borrow().cuts(from) {
+            // Fault injection: the request (or its answer) is lost; the asker hears nothing
+            // until its own timeout, as on a partitioned network.
+            sleep(Duration::from_millis(fault::UNANSWERED_HOLD_MS)).await;
+            return Ok(());
+        }
         self.heard_from(from);
         let (sender, answers) = channel::local(1);
         let reply = Reply { sender };

@@ -23,6 +23,8 @@ use crate::server::{free_ports, server_binary, TestServer};
 pub const TEST_CLUSTER_CONFIG: &str =
     "[cluster]\nunavailable_after_ms = 1000\ndead_after_ms = 60000\n";
 
+/// The fault file of a node started by [`LocalCluster::start_with_faults`], in its directory.
+pub const FAULT_FILE: &str = "faults";
 /// How long one `node list` call may take (connect and answer) before it counts as no answer.
 const NODE_LIST_TIMEOUT_MS: u32 = 2_000;
 /// Pause between two polls of a condition.
@@ -69,6 +71,8 @@ pub struct LocalCluster {
 
 struct ClusterNode {
     server: TestServer,
+    /// The fault rules last written to its fault file.
+    faults: String,
     paused: bool,
     killed: bool,
 }
@@ -84,6 +88,17 @@ impl LocalCluster {
     /// by all of them. Node 1 founds the cluster (`--init-cluster true`); the others get
     /// `--init-cluster false` and every other node as a seed.
     pub fn start_with_config(n: usize, cores: u16, config_toml: &str) -> LocalCluster {
+        LocalCluster::start_inner(n, cores, config_toml, false)
+    }
+
+    /// [`LocalCluster::start_with_config`] with fault injection on: each node reads the fault
+    /// file `node-<k>/faults` (`--fault-injection-file`), which [`LocalCluster::isolate`],
+    /// [`LocalCluster::set_faults`] and [`LocalCluster::heal_all`] write.
+    pub fn start_with_faults(n: usize, cores: u16, config_toml: &str) -> LocalCluster {
+        LocalCluster::start_inner(n, cores, config_toml, true)
+    }
+
+    fn start_inner(n: usize, cores: u16, config_toml: &str, faults: bool) -> LocalCluster {
         assert!(n >= 1, "a cluster has at least one node");
         for binary in [server_binary(), cli_binary()] {
             assert!(
@@ -127,9 +142,14 @@ impl LocalCluster {
                 args.push("--seeds".to_owned());
                 args.push(seeds.join(","));
             }
+            if faults {
+                args.push("--fault-injection-file".to_owned());
+                args.push(path_arg(&dir.join(FAULT_FILE)));
+            }
             let server = TestServer::start_at(dir.join("data"), port, cores, args);
             nodes.push(ClusterNode {
                 server,
+                faults: String::new(),
                 paused: false,
                 killed: false,
             });
@@ -397,6 +417,64 @@ impl LocalCluster {
         self.or_panic_with_logs(result, "no agreed metadata leader")
     }
 
+    /// Replaces node `k`'s fault rules with `rules` (the fault file's text: `isolate N…`,
+    /// `drop-to N…`, `drop-from N…`, one a line; empty heals). The file is replaced whole
+    /// (written aside, then renamed); if the node is serving and the rules changed, this
+    /// returns once its log says it applied them (it reads the file every 100 ms), so what
+    /// happens afterwards happens under the new rules. A stopped or paused node applies them
+    /// when it runs again. Needs [`LocalCluster::start_with_faults`].
+    pub fn set_faults(&mut self, k: u64, rules: &str) {
+        const APPLIED: &str = "fault injection: peer rules changed";
+        let changed = self.node(k).faults != rules;
+        let wait = changed && self.is_serving(k);
+        let applied_before = if wait {
+            self.log(k).matches(APPLIED).count()
+        } else {
+            0
+        };
+        let path = self.root.path().join(format!("node-{k}")).join(FAULT_FILE);
+        let aside = path.with_extension("new");
+        std::fs::write(&aside, rules).expect("write a fault file");
+        std::fs::rename(&aside, &path).expect("replace a fault file");
+        rules.clone_into(&mut self.node_mut(k).faults);
+        if !wait {
+            return;
+        }
+        let applied = poll(Duration::from_secs(60), || {
+            let count = self.log(k).matches(APPLIED).count();
+            if count > applied_before {
+                Ok(())
+            } else {
+                Err(format!(
+                    "node {k} has not applied the fault rules {rules:?}"
+                ))
+            }
+        });
+        self.or_panic_with_logs(applied, "fault rules");
+    }
+
+    /// Cuts node `k` off from every other node, both ways: it drops their peer frames and
+    /// they drop its. Clients still reach every node.
+    pub fn isolate(&mut self, k: u64) {
+        let others: Vec<String> = self
+            .ids()
+            .filter(|&other| other != k)
+            .map(|other| other.to_string())
+            .collect();
+        self.set_faults(k, &format!("isolate {}\n", others.join(" ")));
+        let ids: Vec<u64> = self.ids().filter(|&other| other != k).collect();
+        for other in ids {
+            self.set_faults(other, &format!("isolate {k}\n"));
+        }
+    }
+
+    /// Removes every fault rule of every node.
+    pub fn heal_all(&mut self) {
+        for k in self.ids().collect::<Vec<_>>() {
+            self.set_faults(k, "");
+        }
+    }
+
     /// The value, or a panic with `what`, the last reason and every node's log.
     pub fn or_panic_with_logs<T>(&mut self, result: Result<T, String>, what: &str) -> T {
         match result {
@@ -410,6 +488,17 @@ impl Drop for LocalCluster {
     fn drop(&mut self) {
         self.stop_all();
     }
+}
+
+/// Serializes the tests of one test binary that start clusters: several three-node clusters on
+/// a small machine starve each other's heartbeats, and nodes would be marked `Unavailable`
+/// for that. Hold the guard for the test's length.
+pub fn one_cluster_at_a_time() -> std::sync::MutexGuard<'static, ()> {
+    static ONE_CLUSTER_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    // A failed test poisons the lock; the next one may still run.
+    ONE_CLUSTER_AT_A_TIME
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 /// Calls `check` until it returns `Ok` or `timeout` passes; then the last error. A liveness

@@ -18,22 +18,11 @@ use runnel_client::{
     Client, ClientOptions, Consumer, ConsumerOptions, Durability, Record, RecordId, ShardId,
     StreamSpec, SubscriptionSpec, SubscriptionStart,
 };
-use runnel_tests::cluster::{poll, runtime, LocalCluster};
+use runnel_tests::cluster::{one_cluster_at_a_time, poll, runtime, LocalCluster};
 
 /// Longest any wait in these tests may take before it fails the test: a liveness bound far
 /// above what the defaults need (an election takes well under 2 s).
 const PATIENCE: Duration = Duration::from_secs(60);
-
-/// One three-node cluster at a time: the tests' timeouts are generous, but several clusters
-/// on a small machine would still starve each other's heartbeats and mark nodes unavailable.
-static ONE_CLUSTER_AT_A_TIME: Mutex<()> = Mutex::new(());
-
-fn one_cluster_at_a_time() -> std::sync::MutexGuard<'static, ()> {
-    // A failed test poisons the lock; the next one may still run.
-    ONE_CLUSTER_AT_A_TIME
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner)
-}
 
 /// The stream names one node lists, or why it did not answer.
 async fn stream_names(client: &Client) -> Result<BTreeSet<String>, String> {

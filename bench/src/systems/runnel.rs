@@ -13,7 +13,7 @@ use runnel_client::{
 };
 
 use crate::pacing::{open_loop, OpenLoopResult};
-use crate::server_process::{free_udp_ports, runnel_command, udp_port_bound, ServerProcess};
+use crate::server_process::{free_udp_ports, runnel_command_pinned, udp_port_bound, ServerProcess};
 use crate::systems::{LatencyLoad, Workload};
 
 /// How long a fresh server may take to serve.
@@ -62,7 +62,12 @@ pub struct RunnelSystem {
 
 impl RunnelSystem {
     /// Starts `server` with `cores` executors on a new directory under `parent`, and connects.
-    pub async fn start(server: &Path, parent: &Path, cores: usize) -> Result<RunnelSystem, String> {
+    pub async fn start(
+        server: &Path,
+        parent: &Path,
+        cores: usize,
+        pin_cores: bool,
+    ) -> Result<RunnelSystem, String> {
         let dir = tempfile::Builder::new()
             .prefix("runnel-bench-node-")
             .tempdir_in(parent)
@@ -70,7 +75,7 @@ impl RunnelSystem {
         let data = dir.path().join("data");
         let base_port = free_udp_ports(cores)?;
         let mut process = ServerProcess::spawn(
-            runnel_command(server, &data, base_port, cores),
+            runnel_command_pinned(server, &data, base_port, cores, pin_cores),
             "runnel-server",
             &dir.path().join("server.log"),
         )?;

@@ -40,8 +40,11 @@ pub async fn run(client: &Client, args: AppendArgs, output: &mut Output) -> Resu
     let separator = args.key_separator.clone().map(String::into_bytes);
     let record_bytes_max = client.limits().record_bytes_max;
     let line_bytes_max = record_bytes_max + separator.as_ref().map_or(0, Vec::len) as u64 + 2;
+    // Idempotent: a batch whose connection broke after sending is sent again, and the node
+    // stores it once. It costs nothing here (one batch per shard in flight, the default).
     let config = BufferedProducerConfig {
         batch_records_max: args.batch_records as usize,
+        idempotent: true,
         ..BufferedProducerConfig::default()
     };
     let producer = client.buffered_producer(&args.name, config)?;

@@ -20,8 +20,9 @@
 //! travel on independent QUIC streams and may be stored in either order.
 //!
 //! Failures: every record's future gets its id or its error. A batch is never appended twice
-//! when it may have been stored ([`ClientError::OutcomeUnknown`]); a batch refused because
-//! the shards changed is routed again with fresh shards.
+//! when it may have been stored ([`ClientError::OutcomeUnknown`]), unless the producer is
+//! idempotent (`BufferedProducerConfig::idempotent`: the server recognises the copy); a batch
+//! refused because the shards changed is routed again with fresh shards.
 
 mod accumulator;
 mod ack;
@@ -76,6 +77,11 @@ pub struct BufferedProducerConfig {
     /// many shards sends fewer, larger requests (full batches are held by neither rule).
     /// Default 4, at most 64.
     pub partial_in_flight_max: usize,
+    /// Idempotent appends ([`Producer::idempotent`](crate::Producer::idempotent)): each batch
+    /// carries a producer id and a per-shard sequence, the server stores a batch sent twice
+    /// once, and appends with an unknown outcome are retried. One batch per shard is then in
+    /// flight at a time, whatever `in_flight_max` says. Default false.
+    pub idempotent: bool,
 }
 
 impl Default for BufferedProducerConfig {
@@ -87,6 +93,7 @@ impl Default for BufferedProducerConfig {
             buffer_bytes_max: 32 << 20,
             in_flight_max: 1,
             partial_in_flight_max: 4,
+            idempotent: false,
         }
     }
 }
@@ -177,6 +184,7 @@ impl BufferedProducer {
         stream: StreamName,
         config: BufferedProducerConfig,
     ) -> Result<BufferedProducer, ClientError> {
+        let transport = crate::idempotence::idempotent(transport, config.idempotent);
         let limits = transport.limits();
         let bounds = config.bounds(&limits)?;
         let runtime =

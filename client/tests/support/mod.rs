@@ -287,6 +287,7 @@ fn shard_info(id: u64, range: KeyRange, core: u32) -> ShardInfo {
         next_offset: None,
         parents: Vec::new(),
         children: Vec::new(),
+        replicas: vec![runnel_net::protocol::ReplicaPlacement { node: 1, core }],
     }
 }
 

@@ -319,3 +319,30 @@ proptest! {
         prop_assert_eq!(chunked(&chunks, &limits, refused), contiguous(&bytes, &limits, refused));
     }
 }
+
+/// `stamp_producer` changes bytes 56..72 and the header CRC only, and the batch stays valid.
+#[test]
+fn stamp_producer_rewrites_only_the_stamp_and_the_header_crc() {
+    let original = build(&[
+        Record::at(b"one".to_vec(), 5),
+        Record::at(b"two".to_vec(), 6),
+    ]);
+    let mut stamped = original.clone();
+    let stamp = ProducerStamp {
+        producer_id: 0x0102_0304_0506_0708,
+        sequence: 99,
+    };
+    stamp_producer(&mut stamped, stamp).expect("stamped");
+    let view = BatchView::validate(&stamped, &Limits::DEFAULT).expect("still valid");
+    assert_eq!(view.header().producer, stamp);
+    for (index, (before, after)) in original.iter().zip(stamped.iter()).enumerate() {
+        if before != after {
+            assert!(
+                (56..72).contains(&index) || (76..80).contains(&index),
+                "byte {index} changed"
+            );
+        }
+    }
+    let mut short = vec![0_u8; 40];
+    assert!(stamp_producer(&mut short, stamp).is_err());
+}

@@ -79,6 +79,29 @@ pub struct ShardInfo {
     pub parents: Vec<ShardId>,
     /// The shards that replaced this one once sealed.
     pub children: Vec<ShardId>,
+    /// Every replica of the shard, the sequencer's (`node`, `core`) included, in replica-set
+    /// order: the stream's replication factor entries on distinct nodes. A server older than
+    /// replica sets sends none; they decode as the sequencer alone.
+    pub replicas: Vec<ReplicaPlacement>,
+}
+
+impl ShardInfo {
+    /// Where the shard's sequencer runs (`node`, `core`): where appends go.
+    pub fn sequencer(&self) -> ReplicaPlacement {
+        ReplicaPlacement {
+            node: self.node,
+            core: self.core,
+        }
+    }
+}
+
+/// Where one replica of a shard runs: a node and one of its cores.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ReplicaPlacement {
+    /// The node.
+    pub node: u64,
+    /// The core on that node.
+    pub core: u32,
 }
 
 /// A stream's settings and, from `DescribeStream` and `CreateStream`, its shards.

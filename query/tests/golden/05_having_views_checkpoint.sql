@@ -38,3 +38,18 @@ DROP STREAM orders;
 DROP VIEW totals;
 SHOW VIEWS;
 --> name | query
+-- TOPK(x, k): the k greatest values of each group, greatest first; it survives a checkpoint.
+CREATE STREAM scores;
+CREATE VIEW best AS SELECT player, TOPK(points, 3) AS top, COUNT(*) AS n FROM scores GROUP BY player;
+--> query 3
+INSERT INTO scores (player, points) VALUES ('p', 5), ('p', 9), ('p', NULL), ('p', 1), ('q', 2);
+-- @restart
+INSERT INTO scores (player, points) VALUES ('p', 7), ('p', 9);
+SELECT * FROM best;
+--> player | top | n
+--> "p" | [9,9,7] | 6
+--> "q" | [2] | 1
+SELECT TOPK(points, 0) FROM scores GROUP BY player EMIT CHANGES;
+--> error: syntax error at 1:8: TOPK's k is an integer in 1..=1000
+SELECT TOPK(points) FROM scores GROUP BY player EMIT CHANGES;
+--> error: syntax error at 1:8: TOPK takes a value and k: TOPK(x, 3)

@@ -4,11 +4,11 @@
 //! codec (`docs/format/metadata.md` reserves them); a build that meets a tag it does not know
 //! refuses the entry with [`super::DecodeError::UnknownCommand`] instead of skipping it.
 
-use runnel_core::{Offset, ShardId, StreamName};
+use runnel_core::{Epoch, Offset, ShardId, StreamName};
 
 use super::error::MetadataError;
 use super::node::{Node, NodeId};
-use super::shard::Shard;
+use super::shard::{Placement, Shard};
 use super::stream::{Stream, StreamConfig};
 use super::subscription::{Subscription, SubscriptionConfig, SubscriptionId, SubscriptionName};
 
@@ -39,7 +39,9 @@ pub enum Command {
         id: u64,
     },
     /// Creates a stream with `config.shard_count` open shards splitting the key space evenly,
-    /// placed round-robin over the registered cores of the nodes not in `avoid`.
+    /// placed round-robin over the registered cores of the nodes not in `avoid`, each with
+    /// `config.replication_factor` replicas on distinct nodes (refused with
+    /// [`super::MetadataError::NotEnoughNodes`] when fewer nodes are left).
     CreateStream {
         /// The stream's configuration.
         config: StreamConfig,
@@ -82,9 +84,24 @@ pub enum Command {
         /// The proposer's clock, in milliseconds: the child's creation time.
         now_ms: u64,
     },
-    /// Raises a shard's epoch by one (a new sequencer generation, for failover). Sealed shards
-    /// too: their tail may still need recovery by a new sequencer.
+    /// Fails a shard's sequencer over: a compare-and-set that raises the epoch from `from` to
+    /// `from + 1` and names `sequencer` the shard's placement. Refused unless the shard is
+    /// open ([`super::MetadataError::ShardSealed`]), its epoch is still `from`
+    /// ([`super::MetadataError::StaleEpoch`]: another bump came first, so two proposers that
+    /// saw the same failure never bump twice) and `sequencer` is one of its replicas
+    /// ([`super::MetadataError::NotAReplica`]).
     BumpEpoch {
+        /// The shard.
+        shard: ShardId,
+        /// The epoch the proposer saw: the bump applies only if the shard is still at it.
+        from: Epoch,
+        /// The replica that becomes the sequencer of epoch `from + 1`.
+        sequencer: Placement,
+    },
+    /// The epoch bump of the first version 1 logs (tag 6): raises a shard's epoch by one,
+    /// open or sealed, without a compare and without moving the sequencer. Nothing proposes it
+    /// any more; it stays so that such logs replay as they did.
+    BumpEpochUnconditionally {
         /// The shard.
         shard: ShardId,
     },
@@ -204,9 +221,9 @@ pub enum Applied {
         /// The child.
         child: Shard,
     },
-    /// A shard's epoch was raised.
+    /// A shard's epoch was raised (by either bump command).
     EpochBumped {
-        /// The shard with its new epoch.
+        /// The shard with its new epoch and (after a `BumpEpoch`) its new sequencer.
         shard: Shard,
     },
     /// A subscription was created.

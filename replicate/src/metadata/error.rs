@@ -5,10 +5,11 @@
 //! consumed and nothing else changes. `OutOfOrder` means the caller offered the wrong index and
 //! nothing changed at all.
 
-use runnel_core::{ShardId, StreamName};
+use runnel_core::{Epoch, ShardId, StreamName};
 use thiserror::Error;
 
 use super::node::NodeId;
+use super::shard::Placement;
 use super::subscription::{SubscriptionId, SubscriptionName};
 
 /// A metadata command that could not be applied, with what is needed to report or act on it.
@@ -60,8 +61,8 @@ pub enum MetadataError {
         /// The id it has.
         existing: u64,
     },
-    /// A node cannot be removed while it owns shards of live streams: with one replica per
-    /// shard their data lives only there, and moving shards waits for replication.
+    /// A node cannot be removed while it holds a replica (sequencer or not) of a shard of a
+    /// live stream: re-placing replicas on other nodes (re-replication) is not built yet.
     #[error(
         "node {node} owns {shards} shards of streams {streams:?}: delete those streams before \
          removing it (moving shards to other nodes waits for replication)"
@@ -80,14 +81,16 @@ pub enum MetadataError {
         /// The node.
         node: NodeId,
     },
-    /// The replication factor asks for more distinct nodes than are registered.
+    /// The replication factor asks for more distinct nodes than can take replicas: the
+    /// registered nodes, less those the command avoids (a create's `avoid`, the nodes its
+    /// proposer saw unavailable).
     #[error(
-        "replication factor {replication_factor} needs as many nodes, but {nodes} are registered"
+        "replication factor {replication_factor} needs as many nodes, but {nodes} can take replicas"
     )]
     NotEnoughNodes {
         /// The stream's replication factor.
         replication_factor: u8,
-        /// Nodes registered now.
+        /// Nodes that could take a replica (registered, not avoided).
         nodes: u64,
     },
     /// A stream of that name exists already.
@@ -184,6 +187,24 @@ pub enum MetadataError {
         name: StreamName,
         /// Its subscriptions, in name order.
         subscriptions: Vec<SubscriptionName>,
+    },
+    /// A `BumpEpoch` saw an epoch the shard has left: another bump came first.
+    #[error("shard {shard} is at epoch {current}, not {from}: another failover came first")]
+    StaleEpoch {
+        /// The shard.
+        shard: ShardId,
+        /// The epoch the bump expected.
+        from: Epoch,
+        /// The shard's epoch now.
+        current: Epoch,
+    },
+    /// A `BumpEpoch` named a sequencer that is not one of the shard's replicas.
+    #[error("node {} core {} holds no replica of shard {shard}", .sequencer.node, .sequencer.core)]
+    NotAReplica {
+        /// The shard.
+        shard: ShardId,
+        /// The placement given.
+        sequencer: Placement,
     },
     /// A counter (stream ids, shard ids, subscription ids, an epoch) would pass `u64::MAX`.
     #[error("the {counter} counter is exhausted")]

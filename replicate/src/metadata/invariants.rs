@@ -21,7 +21,9 @@ impl MetadataState {
     /// - nodes, stream configurations and counts are within their limits and rules;
     /// - ids are at least 1 and below their counters (so they were allocated, never reused);
     /// - each stream's initial shards exist, have no parents and hold `split_space(shard_count)`;
-    /// - every shard belongs to a live stream and is placed on a registered node;
+    /// - every shard belongs to a live stream; its replicas are R (the stream's replication
+    ///   factor) on distinct registered nodes, or just `[placement]` (placed before replica
+    ///   sets), and its sequencer's placement is one of them;
     /// - lineage is symmetric, parents are older (smaller ids) than children, a sealed shard has
     ///   children and an open one none, children of a split cover their parent's range and the
     ///   parents of a merge cover their child's;
@@ -128,18 +130,10 @@ impl MetadataState {
             if id.0 == 0 || id.0 >= self.next_shard_id {
                 return Err(format!("shard {id} is not in 1..{}", self.next_shard_id));
             }
-            if !streams_by_id.contains_key(&shard.stream) {
-                return Err(format!(
-                    "shard {id} belongs to missing stream {}",
-                    shard.stream
-                ));
-            }
-            if !self.nodes.contains_key(&shard.placement.node) {
-                return Err(format!(
-                    "shard {id} is placed on unregistered node {}",
-                    shard.placement.node
-                ));
-            }
+            let stream = streams_by_id
+                .get(&shard.stream)
+                .ok_or_else(|| format!("shard {id} belongs to missing stream {}", shard.stream))?;
+            self.check_replicas(shard, stream.config.replication_factor)?;
             if (shard.status == ShardStatus::Sealed) == shard.children.is_empty() {
                 return Err(format!(
                     "shard {id} is {:?} with {} children",
@@ -153,6 +147,42 @@ impl MetadataState {
                 ));
             }
             self.check_lineage(shard)?;
+        }
+        Ok(())
+    }
+
+    /// Checks a shard's replica set: `replication_factor` replicas on distinct registered
+    /// nodes, the sequencer's among them. A set of exactly `[placement]` is also accepted
+    /// whatever the factor: a shard placed before replica sets existed decodes so.
+    fn check_replicas(&self, shard: &Shard, replication_factor: u8) -> Result<(), String> {
+        let id = shard.id;
+        if !shard.replicas.contains(&shard.placement) {
+            return Err(format!(
+                "shard {id}'s sequencer {:?} is not one of its replicas {:?}",
+                shard.placement, shard.replicas
+            ));
+        }
+        let legacy = shard.replicas == [shard.placement];
+        if shard.replicas.len() != usize::from(replication_factor) && !legacy {
+            return Err(format!(
+                "shard {id} has {} replicas, its stream's replication factor is {replication_factor}",
+                shard.replicas.len()
+            ));
+        }
+        let mut nodes = BTreeSet::new();
+        for replica in &shard.replicas {
+            if !self.nodes.contains_key(&replica.node) {
+                return Err(format!(
+                    "shard {id} has a replica on unregistered node {}",
+                    replica.node
+                ));
+            }
+            if !nodes.insert(replica.node) {
+                return Err(format!(
+                    "shard {id} has two replicas on node {}",
+                    replica.node
+                ));
+            }
         }
         Ok(())
     }

@@ -1,17 +1,19 @@
-//! Changes to a stream's shards after its creation: split, merge, and epoch bumps.
+//! Changes to a stream's shards after its creation: split, merge, and epoch bumps (failover).
 //!
 //! Splitting seals an open shard and opens two children with the halves of its range
 //! ([`KeyRange::split`]); merging seals two adjacent open shards and opens one child with their
 //! union ([`KeyRange::merge`]). Data is never moved: sealed shards stay readable and record
 //! their children, and children record their parents, so a per-key reader can walk from the
-//! oldest shard to the newest. Children start at epoch 0 and are placed like new shards.
+//! oldest shard to the newest. Children start at epoch 0 and are placed like new shards, with
+//! replica sets of their stream's replication factor.
 
 use runnel_core::{Epoch, ShardId};
 
 use super::command::Applied;
 use super::error::MetadataError;
-use super::shard::{Shard, ShardStatus};
-use super::state::MetadataState;
+use super::shard::{Placement, Shard, ShardStatus};
+use super::state::{check_replication_factor, MetadataState};
+use super::stream::StreamId;
 
 impl MetadataState {
     /// The checks of a `SplitShard`; returns the two children as it would create them.
@@ -25,10 +27,11 @@ impl MetadataState {
             .key_range
             .split()
             .map_err(|_| MetadataError::ShardTooSmall { shard })?;
-        let stream = parent.stream;
+        let stream = self.stream_and_replication_factor(parent);
         self.check_room_for_shards(2)?;
         self.check_shard_ids(2)?;
         let ring = self.core_ring()?;
+        check_replication_factor(&ring, stream.1)?;
         Ok([low, high]
             .into_iter()
             .zip(0u64..)
@@ -81,7 +84,7 @@ impl MetadataState {
             .key_range
             .merge(&right_shard.key_range)
             .map_err(|_| not_adjacent)?;
-        let stream = left_shard.stream;
+        let stream = self.stream_and_replication_factor(left_shard);
         let parents = if left_shard.key_range.start() < right_shard.key_range.start() {
             vec![left, right]
         } else {
@@ -90,6 +93,7 @@ impl MetadataState {
         self.check_room_for_shards(1)?;
         self.check_shard_ids(1)?;
         let ring = self.core_ring()?;
+        check_replication_factor(&ring, stream.1)?;
         let child = self.planned_shard(0, &ring, stream, key_range, parents.clone(), now_ms);
         Ok((parents, child))
     }
@@ -113,8 +117,8 @@ impl MetadataState {
         Ok(Applied::ShardsMerged { parents, child })
     }
 
-    /// The checks of a `BumpEpoch`; returns the shard's next epoch.
-    pub(crate) fn check_bump_epoch(&self, shard: ShardId) -> Result<Epoch, MetadataError> {
+    /// The epoch after `shard`'s current one, whatever its status.
+    pub(crate) fn next_epoch(&self, shard: ShardId) -> Result<Epoch, MetadataError> {
         let epoch = self.existing_shard(shard)?.epoch;
         epoch
             .0
@@ -123,8 +127,53 @@ impl MetadataState {
             .ok_or(MetadataError::CounterExhausted { counter: "epoch" })
     }
 
-    pub(crate) fn bump_epoch(&mut self, shard: ShardId) -> Result<Applied, MetadataError> {
-        let next = self.check_bump_epoch(shard)?;
+    /// The checks of a `BumpEpoch`, in this order: the shard exists, is open, is still at
+    /// epoch `from`, and has a replica at `sequencer`; returns the epoch it gets.
+    pub(crate) fn check_bump_epoch(
+        &self,
+        shard: ShardId,
+        from: Epoch,
+        sequencer: Placement,
+    ) -> Result<Epoch, MetadataError> {
+        let found = self.open_shard(shard)?;
+        if found.epoch != from {
+            return Err(MetadataError::StaleEpoch {
+                shard,
+                from,
+                current: found.epoch,
+            });
+        }
+        if !found.replicas.contains(&sequencer) {
+            return Err(MetadataError::NotAReplica { shard, sequencer });
+        }
+        self.next_epoch(shard)
+    }
+
+    pub(crate) fn bump_epoch(
+        &mut self,
+        shard: ShardId,
+        from: Epoch,
+        sequencer: Placement,
+    ) -> Result<Applied, MetadataError> {
+        let next = self.check_bump_epoch(shard, from, sequencer)?;
+
+        // Accepted: from here on nothing fails.
+        let shard = self
+            .shards
+            .get_mut(&shard)
+            .expect("the shard was found above");
+        shard.epoch = next;
+        shard.placement = sequencer;
+        Ok(Applied::EpochBumped {
+            shard: shard.clone(),
+        })
+    }
+
+    pub(crate) fn bump_epoch_unconditionally(
+        &mut self,
+        shard: ShardId,
+    ) -> Result<Applied, MetadataError> {
+        let next = self.next_epoch(shard)?;
 
         // Accepted: from here on nothing fails.
         let shard = self
@@ -135,6 +184,14 @@ impl MetadataState {
         Ok(Applied::EpochBumped {
             shard: shard.clone(),
         })
+    }
+
+    /// The stream of `shard` with its replication factor: what its children are placed by.
+    fn stream_and_replication_factor(&self, shard: &Shard) -> (StreamId, u8) {
+        let stream = self
+            .stream_by_id(shard.stream)
+            .expect("a shard's stream lives (an invariant)");
+        (stream.id, stream.config.replication_factor)
     }
 
     fn existing_shard(&self, shard: ShardId) -> Result<&Shard, MetadataError> {

@@ -20,12 +20,12 @@ use proptest::collection::vec;
 use proptest::prelude::*;
 use proptest::sample::Index;
 use proptest::test_runner::TestCaseError;
-use runnel_core::{Offset, ShardId, StreamName};
+use runnel_core::{Epoch, Offset, ShardId, StreamName};
 
 use super::testing::{name, resign, subscription_name};
 use super::{
     decode_command, decode_snapshot, encode_command, encode_snapshot, Applied, Command, Durability,
-    MetadataError, MetadataState, Node, NodeId, ProgressCommit, Shard, StreamConfig,
+    MetadataError, MetadataState, Node, NodeId, Placement, ProgressCommit, Shard, StreamConfig,
     SubscriptionConfig, SubscriptionId, SubscriptionStart, ACK_TIMEOUT_MS_MAX,
     MAX_UNACKED_RECORDS_LIMIT, SHARD_COUNT_MAX,
 };
@@ -360,9 +360,34 @@ fn to_command(op: &Op, state: &MetadataState) -> Command {
                 now_ms,
             }
         }
-        Op::Bump { pick } => Command::BumpEpoch {
-            shard: pick_shard(state, pick),
-        },
+        Op::Bump { pick } => {
+            let shard = pick_shard(state, pick);
+            let found = state.shard(shard);
+            if pick % 11 == 0 {
+                return Command::BumpEpochUnconditionally { shard };
+            }
+            // Mostly a bump that applies: the current epoch and one of the replicas; now and
+            // then a stale epoch or a placement that holds no replica.
+            let epoch = found.map_or(Epoch(0), |found| found.epoch);
+            let from = if pick % 5 == 0 {
+                Epoch(epoch.0.wrapping_sub(1))
+            } else {
+                epoch
+            };
+            let sequencer = found
+                .and_then(|found| found.replicas.get((pick / 3) % found.replicas.len().max(1)))
+                .copied()
+                .filter(|_| pick % 7 != 0)
+                .unwrap_or(Placement {
+                    node: NodeId((pick % 5) as u64),
+                    core: 0,
+                });
+            Command::BumpEpoch {
+                shard,
+                from,
+                sequencer,
+            }
+        }
         Op::Subscribe {
             name: subscription,
             stream,

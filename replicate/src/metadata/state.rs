@@ -111,7 +111,12 @@ impl MetadataState {
                 right,
                 now_ms,
             } => self.merge_shards(*left, *right, *now_ms),
-            Command::BumpEpoch { shard } => self.bump_epoch(*shard),
+            Command::BumpEpoch {
+                shard,
+                from,
+                sequencer,
+            } => self.bump_epoch(*shard, *from, *sequencer),
+            Command::BumpEpochUnconditionally { shard } => self.bump_epoch_unconditionally(*shard),
             Command::CreateSubscription { config, now_ms } => {
                 self.create_subscription(config, *now_ms)
             }
@@ -169,7 +174,16 @@ impl MetadataState {
             } => self
                 .plan_merge(*left, *right, *now_ms)
                 .map(|(_, child)| vec![child]),
-            Command::BumpEpoch { shard } => self.check_bump_epoch(*shard).map(|_| Vec::new()),
+            Command::BumpEpoch {
+                shard,
+                from,
+                sequencer,
+            } => self
+                .check_bump_epoch(*shard, *from, *sequencer)
+                .map(|_| Vec::new()),
+            Command::BumpEpochUnconditionally { shard } => {
+                self.next_epoch(*shard).map(|_| Vec::new())
+            }
             Command::CreateSubscription { config, .. } => {
                 self.check_create_subscription(config).map(|_| Vec::new())
             }
@@ -298,8 +312,14 @@ impl MetadataState {
         // it has: `core % cores`, no data moves (shard files are per shard, not per core).
         let mut replaced = Vec::new();
         for shard in self.shards.values_mut() {
-            if shard.placement.node == node.id && shard.placement.core >= node.cores {
-                shard.placement.core %= node.cores;
+            let mut moved = false;
+            for replica in shard.replicas.iter_mut().chain([&mut shard.placement]) {
+                if replica.node == node.id && replica.core >= node.cores {
+                    replica.core %= node.cores;
+                    moved = true;
+                }
+            }
+            if moved {
                 replaced.push(shard.clone());
             }
         }
@@ -319,7 +339,7 @@ impl MetadataState {
         let mut shards = 0u64;
         let mut streams = BTreeSet::new();
         for shard in self.shards.values() {
-            if shard.placement.node == id {
+            if shard.has_replica_on(id) {
                 shards += 1;
                 if let Some(name) = self.routing.stream_name(shard.stream) {
                     streams.insert(name.clone());
@@ -386,13 +406,7 @@ impl MetadataState {
             });
         }
         let ring = self.core_ring_avoiding(avoid)?;
-        let nodes = self.nodes.len() as u64;
-        if u64::from(config.replication_factor) > nodes {
-            return Err(MetadataError::NotEnoughNodes {
-                replication_factor: config.replication_factor,
-                nodes,
-            });
-        }
+        check_replication_factor(&ring, config.replication_factor)?;
         let shard_count = u64::from(config.shard_count);
         self.check_room_for_shards(shard_count)?;
         let stream_id = StreamId(self.next_stream_id);
@@ -410,7 +424,14 @@ impl MetadataState {
             .into_iter()
             .zip(0u64..)
             .map(|(key_range, nth)| {
-                self.planned_shard(nth, &ring, stream_id, key_range, Vec::new(), now_ms)
+                self.planned_shard(
+                    nth,
+                    &ring,
+                    (stream_id, config.replication_factor),
+                    key_range,
+                    Vec::new(),
+                    now_ms,
+                )
             })
             .collect();
         Ok((stream_id, shards))
@@ -519,18 +540,29 @@ impl MetadataState {
         }
     }
 
-    /// The `nth` shard a command that passed its checks (and [`Self::check_shard_ids`]) would
-    /// create: the next ids and placements, in order. Changes nothing; [`Self::take_planned`]
-    /// consumes them when the command is applied.
+    /// The `nth` shard a command that passed its checks (and [`Self::check_shard_ids`], and
+    /// [`check_replication_factor`] on `ring`) would create for `(stream, replication factor)`:
+    /// the next ids and placements, in order. Changes nothing; [`Self::take_planned`] consumes
+    /// them when the command is applied.
     pub(crate) fn planned_shard(
         &self,
         nth: u64,
         ring: &CoreRing,
-        stream: StreamId,
+        (stream, replication_factor): (StreamId, u8),
         key_range: KeyRange,
         parents: Vec<ShardId>,
         now_ms: u64,
     ) -> Shard {
+        // The cursor only picks a slot, so wrapping (after 2^64 placements) is harmless.
+        let replicas = ring
+            .replica_set(
+                self.placement_cursor.wrapping_add(nth),
+                usize::from(replication_factor),
+            )
+            .expect("the replication factor was checked against the ring");
+        let sequencer = *replicas
+            .first()
+            .expect("a replica set holds at least one replica");
         Shard {
             id: ShardId(self.next_shard_id + nth),
             stream,
@@ -539,8 +571,8 @@ impl MetadataState {
             parents,
             children: Vec::new(),
             epoch: Epoch(0),
-            // The cursor only picks a slot, so wrapping (after 2^64 placements) is harmless.
-            placement: ring.slot(self.placement_cursor.wrapping_add(nth)),
+            placement: sequencer,
+            replicas,
             created_ms: now_ms,
         }
     }
@@ -579,5 +611,23 @@ impl MetadataState {
     }
 }
 
+/// Checks that `ring` has `replication_factor` distinct nodes for a replica set: every shard
+/// a command creates has its R replicas on R distinct nodes, or the command is refused.
+pub(crate) fn check_replication_factor(
+    ring: &CoreRing,
+    replication_factor: u8,
+) -> Result<(), MetadataError> {
+    let nodes = ring.node_count();
+    if usize::from(replication_factor) > nodes {
+        return Err(MetadataError::NotEnoughNodes {
+            replication_factor,
+            nodes: nodes as u64,
+        });
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod replica_tests;
 #[cfg(test)]
 mod tests;

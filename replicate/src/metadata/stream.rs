@@ -44,7 +44,8 @@ pub struct StreamConfig {
     pub name: StreamName,
     /// Shards the stream is created with: 1 to [`SHARD_COUNT_MAX`].
     pub shard_count: u32,
-    /// Replicas per shard: 1 to [`REPLICATION_FACTOR_MAX`], and at most the registered nodes.
+    /// Replicas per shard: 1 to [`REPLICATION_FACTOR_MAX`], and at most the nodes that can
+    /// take replicas (registered, not avoided by the create).
     pub replication_factor: u8,
     /// How long records are kept (the backlog duration), in milliseconds; at least 1.
     pub retention_ms: u64,

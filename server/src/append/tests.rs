@@ -25,17 +25,17 @@ use crate::stop::NodeStop;
 
 /// Node 1's core 0, its data directory, and the stream `orders` of two shards: one placed
 /// here, one on node 2.
-struct Fixture {
-    core: Rc<Core>,
+pub(crate) struct Fixture {
+    pub core: Rc<Core>,
     _dir: tempfile::TempDir,
-    stream: StreamName,
-    here: Shard,
+    pub stream: StreamName,
+    pub here: Shard,
     elsewhere: Shard,
     next_index: u64,
 }
 
 /// Runs `test` on a fresh glommio executor (one test per executor, as a node's core runs).
-fn on_a_core<F, Fut>(test: F)
+pub(crate) fn on_a_core<F, Fut>(test: F)
 where
     F: FnOnce() -> Fut + Send + 'static,
     Fut: std::future::Future<Output = ()> + 'static,
@@ -44,7 +44,7 @@ where
 }
 
 impl Fixture {
-    async fn new(durability: Durability) -> Fixture {
+    pub async fn new(durability: Durability) -> Fixture {
         let dir = tempfile::tempdir().expect("a temporary directory");
         let config = NodeConfig {
             node_id: 1,
@@ -114,12 +114,12 @@ impl Fixture {
     }
 
     /// Appends `batch` to `shard` of the stream as a batch built in-process.
-    async fn append(&self, shard: ShardId, batch: &[u8]) -> Result<Appended, AppendError> {
+    pub async fn append(&self, shard: ShardId, batch: &[u8]) -> Result<Appended, AppendError> {
         self.core.append_batch(&self.stream, shard, batch).await
     }
 
     /// The offset the local shard's log gives its next record.
-    async fn next_offset(&self) -> u64 {
+    pub async fn next_offset(&self) -> u64 {
         let owned = self
             .core
             .owned_log(&self.stream, self.here.id)
@@ -129,14 +129,14 @@ impl Fixture {
     }
 
     /// A key that hashes into the local shard's range (`inside`) or out of it.
-    fn key(&self, inside: bool) -> Vec<u8> {
+    pub fn key(&self, inside: bool) -> Vec<u8> {
         (0..10_000)
             .map(|i| format!("key-{i}").into_bytes())
             .find(|key| self.here.key_range.contains_key(key) == inside)
             .expect("two shards split the key space in halves")
     }
 
-    async fn close(self) {
+    pub async fn close(self) {
         self.core.close().await;
     }
 }

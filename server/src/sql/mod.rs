@@ -302,7 +302,7 @@ pub async fn execute_sql(
                 messages.push(format!("resumed query {id}"));
                 changed = true;
             }
-            Effect::ViewDropped(name) => {
+            Effect::ViewDropped { name, .. } => {
                 messages.push(format!("dropped view {name}"));
                 changed = true;
             }

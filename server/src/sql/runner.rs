@@ -134,8 +134,10 @@ async fn round(core: &Rc<Core>, node: &SqlNode) -> Result<usize, String> {
             let offsets = engine.offsets(id);
             for stream in streams {
                 for (shard, owner) in local_shards(core, &stream) {
-                    let key = runnel_query::operator::source_key(&stream, shard.0 as u32);
-                    let next = offsets.and_then(|o| o.get(&key)).map_or(0, |last| last + 1);
+                    let next = offsets
+                        .and_then(|o| o.get(&stream))
+                        .and_then(|shards| shards.get(&(shard.0 as u32)))
+                        .map_or(0, |last| last + 1);
                     needed
                         .entry((stream.clone(), shard))
                         .and_modify(|(_, n)| *n = (*n).min(next))

@@ -431,7 +431,25 @@ fn shard_info(shard: &wire::ShardInfo<'_>) -> Result<ShardInfo, ProtocolError> {
         next_offset: shard.next_offset().map(Offset),
         parents: shard_ids(shard.parents()),
         children: shard_ids(shard.children()),
+        replicas: replicas(shard),
     })
+}
+
+/// A shard's replicas; a server older than replica sets sends none: the sequencer alone.
+fn replicas(shard: &wire::ShardInfo<'_>) -> Vec<ReplicaPlacement> {
+    match shard.replicas() {
+        Some(replicas) if !replicas.is_empty() => replicas
+            .iter()
+            .map(|replica| ReplicaPlacement {
+                node: replica.node(),
+                core: replica.core(),
+            })
+            .collect(),
+        _ => vec![ReplicaPlacement {
+            node: shard.node(),
+            core: shard.core(),
+        }],
+    }
 }
 
 fn shard_ids(ids: Option<Vector<'_, u64>>) -> Vec<ShardId> {
@@ -564,6 +582,8 @@ mod tests {
             next_offset: Some(Offset(id + 1)),
             parents: vec![ShardId(id)],
             children: vec![],
+            // The sequencer alone, which is sent as no list at all (as by older servers).
+            replicas: vec![ReplicaPlacement { node: id, core: 1 }],
         };
         let mut shards = Vec::new();
         let mut envelope = Vec::new();

@@ -410,6 +410,16 @@ fn shard_info<'a>(
     let parents = Some(fbb.create_vector(&parents));
     let children: Vec<u64> = shard.children.iter().map(|id| id.0).collect();
     let children = Some(fbb.create_vector(&children));
+    // A shard whose only replica is its sequencer (R = 1) sends no list: the decoder reads an
+    // absent list so, as it must for servers older than replica sets.
+    let replicas = (shard.replicas != [shard.sequencer()]).then(|| {
+        let replicas: Vec<wire::ReplicaPlacement> = shard
+            .replicas
+            .iter()
+            .map(|replica| wire::ReplicaPlacement::new(replica.node, replica.core))
+            .collect();
+        fbb.create_vector(&replicas)
+    });
     let key_start = hash128(shard.key_range.start());
     let key_end = hash128(shard.key_range.end());
     let args = wire::ShardInfoArgs {
@@ -427,6 +437,7 @@ fn shard_info<'a>(
         next_offset: shard.next_offset.map(|offset| offset.0),
         parents,
         children,
+        replicas,
     };
     wire::ShardInfo::create(fbb, &args)
 }

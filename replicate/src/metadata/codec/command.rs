@@ -8,16 +8,19 @@
 //! was, tag 10 the forced one. Each value has exactly one encoding, and every entry written
 //! before subscriptions existed still decodes to what it meant.
 //!
+//! `BumpEpoch` became a compare-and-set naming the new sequencer (tag 40); tag 6 stays the
+//! unconditional bump it was (`BumpEpochUnconditionally`), which nothing proposes any more.
+//!
 //! `CreateStream` gained the list of nodes to avoid the same way: tag 2 is a create that avoids
 //! no node (every entry written before the list existed), tag 33 one that avoids at least one
 //! (its list follows the create's fields; an empty list under tag 33 is refused, so each value
 //! keeps exactly one encoding).
 
-use runnel_core::{Offset, ShardId};
+use runnel_core::{Epoch, Offset, ShardId};
 
 use super::items::{
-    read_node, read_stream_config, read_stream_name, read_subscription_config,
-    read_subscription_name, write_node, write_stream_config, write_stream_name,
+    read_node, read_placement, read_stream_config, read_stream_name, read_subscription_config,
+    read_subscription_name, write_node, write_placement, write_stream_config, write_stream_name,
     write_subscription_config, write_subscription_name,
 };
 use super::wire::{Reader, Writer};
@@ -43,6 +46,9 @@ const TAG_REMOVE_NODE: u16 = 32;
 /// `CreateStream` with a non-empty `avoid` list.
 const TAG_CREATE_STREAM_AVOIDING: u16 = 33;
 const TAG_SET_CLUSTER_ID: u16 = 34;
+/// `BumpEpoch` with its compare (`from`) and new sequencer; tag 6 is the older, unconditional
+/// bump (`BumpEpochUnconditionally`).
+const TAG_BUMP_EPOCH_TO: u16 = 40;
 
 /// Bytes of one commit of a progress batch: subscription, shard and offset, a u64 each.
 const PROGRESS_COMMIT_BYTES: usize = 24;
@@ -103,7 +109,17 @@ pub(crate) fn write(writer: &mut Writer, command: &Command) {
             writer.u64(right.0);
             writer.u64(*now_ms);
         }
-        Command::BumpEpoch { shard } => {
+        Command::BumpEpoch {
+            shard,
+            from,
+            sequencer,
+        } => {
+            writer.u16(TAG_BUMP_EPOCH_TO);
+            writer.u64(shard.0);
+            writer.u64(from.0);
+            write_placement(writer, sequencer);
+        }
+        Command::BumpEpochUnconditionally { shard } => {
             writer.u16(TAG_BUMP_EPOCH);
             writer.u64(shard.0);
         }
@@ -176,8 +192,13 @@ pub(crate) fn read(reader: &mut Reader<'_>) -> Result<Command, DecodeError> {
             right: ShardId(reader.u64("right shard")?),
             now_ms: reader.u64("now_ms")?,
         },
-        TAG_BUMP_EPOCH => Command::BumpEpoch {
+        TAG_BUMP_EPOCH => Command::BumpEpochUnconditionally {
             shard: ShardId(reader.u64("shard")?),
+        },
+        TAG_BUMP_EPOCH_TO => Command::BumpEpoch {
+            shard: ShardId(reader.u64("shard")?),
+            from: Epoch(reader.u64("from epoch")?),
+            sequencer: read_placement(reader, "sequencer")?,
         },
         TAG_CREATE_SUBSCRIPTION => Command::CreateSubscription {
             config: read_subscription_config(reader)?,

@@ -10,7 +10,7 @@ use super::wire::{Reader, Writer};
 use super::DecodeError;
 use crate::metadata::node::{Node, NodeId};
 use crate::metadata::shard::{Placement, Shard, ShardStatus};
-use crate::metadata::stream::{Durability, Stream, StreamConfig, StreamId};
+use crate::metadata::stream::{Durability, Stream, StreamConfig, StreamId, REPLICATION_FACTOR_MAX};
 use crate::metadata::subscription::{
     Subscription, SubscriptionConfig, SubscriptionId, SubscriptionName, SubscriptionStart,
 };
@@ -28,6 +28,12 @@ pub(crate) const SHARD_BYTES_MIN: usize = 8 + 8 + 16 + 16 + 1 + 8 + 8 + 4 + 8 + 
 /// Fewest bytes a subscription takes: id, stream, created_ms, a configuration with one-byte
 /// names and no start timestamp, no committed offsets.
 pub(crate) const SUBSCRIPTION_BYTES_MIN: usize = 8 + 8 + 8 + (4 + 1 + 4 + 1 + 8 + 4 + 1) + 4;
+
+/// Bytes of one placement: a node id and a core.
+pub(crate) const PLACEMENT_BYTES: usize = 8 + 4;
+
+/// Fewest bytes a replica-set entry of a snapshot takes: a shard id and a one-replica list.
+pub(crate) const REPLICA_SET_BYTES_MIN: usize = 8 + 4 + PLACEMENT_BYTES;
 
 /// Bytes of one shard id in a list.
 const SHARD_ID_BYTES: usize = 8;
@@ -115,6 +121,51 @@ pub(crate) fn read_stream(reader: &mut Reader<'_>) -> Result<Stream, DecodeError
     })
 }
 
+pub(crate) fn write_placement(writer: &mut Writer, placement: &Placement) {
+    writer.u64(placement.node.0);
+    writer.u32(placement.core);
+}
+
+pub(crate) fn read_placement(
+    reader: &mut Reader<'_>,
+    field: &'static str,
+) -> Result<Placement, DecodeError> {
+    Ok(Placement {
+        node: NodeId(reader.u64(field)?),
+        core: reader.u32(field)?,
+    })
+}
+
+/// A shard's replica set as a snapshot's replica-set section holds it: the shard id, then
+/// the replicas (a count, then each placement).
+pub(crate) fn write_replica_set(writer: &mut Writer, shard: &Shard) {
+    writer.u64(shard.id.0);
+    writer.count(shard.replicas.len());
+    for replica in &shard.replicas {
+        write_placement(writer, replica);
+    }
+}
+
+/// The inverse of [`write_replica_set`]: a shard id and 1 to [`REPLICATION_FACTOR_MAX`]
+/// replicas.
+pub(crate) fn read_replica_set(
+    reader: &mut Reader<'_>,
+) -> Result<(ShardId, Vec<Placement>), DecodeError> {
+    let shard = ShardId(reader.u64("replica set shard")?);
+    let count = reader.count("replicas", PLACEMENT_BYTES)?;
+    if count == 0 || count > usize::from(REPLICATION_FACTOR_MAX) {
+        return Err(DecodeError::InvalidValue {
+            field: "replicas",
+            reason: format!("{count} replicas, allowed 1 to {REPLICATION_FACTOR_MAX}"),
+        });
+    }
+    let mut replicas = Vec::with_capacity(count);
+    for _ in 0..count {
+        replicas.push(read_placement(reader, "replica")?);
+    }
+    Ok((shard, replicas))
+}
+
 pub(crate) fn write_shard(writer: &mut Writer, shard: &Shard) {
     writer.u64(shard.id.0);
     writer.u64(shard.stream.0);
@@ -125,8 +176,7 @@ pub(crate) fn write_shard(writer: &mut Writer, shard: &Shard) {
         ShardStatus::Sealed => STATUS_SEALED,
     });
     writer.u64(shard.epoch.0);
-    writer.u64(shard.placement.node.0);
-    writer.u32(shard.placement.core);
+    write_placement(writer, &shard.placement);
     writer.u64(shard.created_ms);
     write_shard_ids(writer, &shard.parents);
     write_shard_ids(writer, &shard.children);
@@ -151,16 +201,17 @@ pub(crate) fn read_shard(reader: &mut Reader<'_>) -> Result<Shard, DecodeError> 
             })
         }
     };
+    let epoch = Epoch(reader.u64("shard epoch")?);
+    let placement = read_placement(reader, "placement")?;
     Ok(Shard {
         id,
         stream,
         key_range,
         status,
-        epoch: Epoch(reader.u64("shard epoch")?),
-        placement: Placement {
-            node: NodeId(reader.u64("placement node")?),
-            core: reader.u32("placement core")?,
-        },
+        epoch,
+        placement,
+        // The snapshot's replica-set section (tag 9) replaces this for shards with more.
+        replicas: vec![placement],
         created_ms: reader.u64("shard created_ms")?,
         parents: read_shard_ids(reader, "shard parents")?,
         children: read_shard_ids(reader, "shard children")?,

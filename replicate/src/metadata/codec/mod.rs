@@ -18,6 +18,8 @@ mod snapshot;
 mod wire;
 
 #[cfg(test)]
+mod replica_set_tests;
+#[cfg(test)]
 mod tests;
 
 use thiserror::Error;

@@ -15,8 +15,9 @@
 use std::collections::BTreeMap;
 
 use super::items::{
-    read_node, read_shard, read_stream, read_subscription, write_node, write_shard, write_stream,
-    write_subscription, NODE_BYTES_MIN, SHARD_BYTES_MIN, STREAM_BYTES_MIN, SUBSCRIPTION_BYTES_MIN,
+    read_node, read_replica_set, read_shard, read_stream, read_subscription, write_node,
+    write_replica_set, write_shard, write_stream, write_subscription, NODE_BYTES_MIN,
+    REPLICA_SET_BYTES_MIN, SHARD_BYTES_MIN, STREAM_BYTES_MIN, SUBSCRIPTION_BYTES_MIN,
 };
 use super::wire::{Reader, Writer};
 use super::DecodeError;
@@ -36,6 +37,10 @@ const SECTION_SHARDS: u16 = 4;
 const SECTION_SUBSCRIPTIONS: u16 = 5;
 /// The cluster id (a u64, not 0). Optional: absent before a leader named the cluster.
 const SECTION_CLUSTER: u16 = 6;
+/// The replica sets of the shards that have more than `[placement]`, in shard id order.
+/// Optional: absent when every shard has only its sequencer's replica (as every shard had
+/// before replica sets existed, which is what a shard missing here decodes to).
+const SECTION_REPLICA_SETS: u16 = 9;
 
 /// The subscription id counter of a state that never created a subscription.
 const NEXT_SUBSCRIPTION_ID_INITIAL: u64 = 1;
@@ -77,6 +82,19 @@ pub(crate) fn write(writer: &mut Writer, state: &MetadataState) {
     }
     if let Some(id) = state.cluster_id {
         writer.section(SECTION_CLUSTER, |writer| writer.u64(id));
+    }
+    let replicated: Vec<_> = state
+        .shards
+        .values()
+        .filter(|shard| shard.replicas != [shard.placement])
+        .collect();
+    if !replicated.is_empty() {
+        writer.section(SECTION_REPLICA_SETS, |writer| {
+            writer.count(replicated.len());
+            for shard in replicated {
+                write_replica_set(writer, shard);
+            }
+        });
     }
 }
 
@@ -152,6 +170,10 @@ pub(crate) fn read(mut reader: Reader<'_>) -> Result<MetadataState, DecodeError>
                 state.cluster_id = Some(id);
                 section.finish("cluster section")?;
             }
+            SECTION_REPLICA_SETS => {
+                read_replica_sets(&mut section, &mut state)?;
+                section.finish("replica sets section")?;
+            }
             _ => return Err(DecodeError::UnknownSection { tag }),
         }
         seen.push(tag);
@@ -169,6 +191,47 @@ pub(crate) fn read(mut reader: Reader<'_>) -> Result<MetadataState, DecodeError>
     state.routing = Routing::rebuild(state.streams.values(), state.shards.values());
     state.subscription_names = MetadataState::index_subscriptions(&state.subscriptions);
     Ok(state)
+}
+
+/// Reads the replica-set section into the shards read before it (section 4). Entries name
+/// existing shards in strictly ascending id order, and never hold just `[placement]` (the
+/// state an absent entry stands for), so each state keeps one encoding; the section is never
+/// empty.
+fn read_replica_sets(
+    reader: &mut Reader<'_>,
+    state: &mut MetadataState,
+) -> Result<(), DecodeError> {
+    let invalid = |reason: String| DecodeError::InvalidValue {
+        field: "replica sets",
+        reason,
+    };
+    let count = reader.count("replica sets", REPLICA_SET_BYTES_MIN)?;
+    if count == 0 {
+        return Err(invalid(
+            "the section is written only when it holds a set".to_string(),
+        ));
+    }
+    let mut previous = None;
+    for _ in 0..count {
+        let (id, replicas) = read_replica_set(reader)?;
+        if previous.is_some_and(|previous| previous >= id) {
+            return Err(invalid(
+                "shards are not in strictly ascending id order".to_string(),
+            ));
+        }
+        previous = Some(id);
+        let shard = state
+            .shards
+            .get_mut(&id)
+            .ok_or_else(|| invalid(format!("shard {id} is not in the shards section")))?;
+        if replicas == [shard.placement] {
+            return Err(invalid(format!(
+                "shard {id}'s set is just its sequencer, which is written by leaving it out"
+            )));
+        }
+        shard.replicas = replicas;
+    }
+    Ok(())
 }
 
 /// Reads a count, then that many `(key, value)` items whose keys must strictly ascend.

@@ -62,7 +62,15 @@ fn all_commands() -> Vec<Command> {
             right: ShardId(u64::MAX),
             now_ms: u64::MAX,
         },
-        Command::BumpEpoch { shard: ShardId(0) },
+        Command::BumpEpochUnconditionally { shard: ShardId(0) },
+        Command::BumpEpoch {
+            shard: ShardId(u64::MAX),
+            from: Epoch(u64::MAX),
+            sequencer: Placement {
+                node: NodeId(3),
+                core: u32::MAX,
+            },
+        },
         Command::CreateSubscription {
             config: subscription_config("billing", "orders"),
             now_ms: 1,
@@ -196,11 +204,15 @@ const DOCUMENTED_BATCH_CRC: [u8; 4] = [0x3a, 0xd1, 0xcf, 0xc0];
 /// A state with nodes, two streams (shards 1-3 and 4), a split (1 into 5, 6), a merge
 /// (2 and 3 into 7), subscriptions 1 (`billing` on `orders`, progress on shards 1 and 7) and 2
 /// (`audit` on `clicks`, progress on shard 4), and a deleted subscription 3.
-fn busy_state() -> MetadataState {
+pub(super) fn busy_state() -> MetadataState {
     let mut harness = Harness::with_nodes(2, 2);
     for command in [
         Command::CreateStream {
-            config: config("orders", 3),
+            // Two replicas per shard: the snapshot holds the replica-set section.
+            config: StreamConfig {
+                replication_factor: 2,
+                ..config("orders", 3)
+            },
             now_ms: 10,
             avoid: Vec::new(),
         },
@@ -218,7 +230,15 @@ fn busy_state() -> MetadataState {
             right: ShardId(3),
             now_ms: 13,
         },
-        Command::BumpEpoch { shard: ShardId(4) },
+        Command::BumpEpoch {
+            shard: ShardId(4),
+            from: Epoch(0),
+            // Shard 4 (clicks, R = 1) is on the ring's fourth slot; it stays its sequencer.
+            sequencer: Placement {
+                node: NodeId(2),
+                core: 1,
+            },
+        },
         Command::CreateSubscription {
             config: SubscriptionConfig {
                 start: SubscriptionStart::Earliest,
@@ -635,9 +655,9 @@ fn snapshot_sections_must_be_known_ascending_and_complete() {
     assert_eq!(
         snapshot(|w| {
             all(w);
-            w.section(9, |_| {});
+            w.section(10, |_| {});
         }),
-        Err(DecodeError::UnknownSection { tag: 9 })
+        Err(DecodeError::UnknownSection { tag: 10 })
     );
     assert_eq!(
         snapshot(|w| {
@@ -746,9 +766,9 @@ fn the_subscriptions_section_is_optional_and_never_empty() {
     assert_eq!(
         snapshot(|w| {
             with_counter(3)(w);
-            w.section(7, |_| {});
+            w.section(8, |_| {});
         }),
-        Err(DecodeError::UnknownSection { tag: 7 })
+        Err(DecodeError::UnknownSection { tag: 8 })
     );
 }
 
@@ -928,6 +948,10 @@ fn snapshots_that_break_an_invariant_are_refused() {
                             node: crate::metadata::NodeId(1),
                             core: 0,
                         },
+                        replicas: vec![Placement {
+                            node: crate::metadata::NodeId(1),
+                            core: 0,
+                        }],
                         created_ms: 0,
                     },
                 );

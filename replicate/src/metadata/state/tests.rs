@@ -653,10 +653,12 @@ fn merge_refuses_missing_sealed_and_non_adjacent_shards() {
     harness.ok(merge(3, 6));
 }
 
+/// The bump of the first logs (tag 6) raises the epoch of open and sealed shards alike,
+/// with no compare, and leaves the sequencer where it was.
 #[test]
-fn bump_epoch_raises_the_epoch_of_open_and_sealed_shards() {
+fn the_unconditional_bump_raises_the_epoch_of_open_and_sealed_shards() {
     let mut harness = Harness::with_nodes(1, 1);
-    let bump = |shard| Command::BumpEpoch {
+    let bump = |shard| Command::BumpEpochUnconditionally {
         shard: ShardId(shard),
     };
     assert_eq!(
@@ -664,11 +666,13 @@ fn bump_epoch_raises_the_epoch_of_open_and_sealed_shards() {
         MetadataError::ShardNotFound { shard: ShardId(1) }
     );
     harness.ok(create("orders", 1));
+    let placed = harness.state.shard(ShardId(1)).map(|shard| shard.placement);
     for expected in 1..=3 {
         let Applied::EpochBumped { shard } = harness.ok(bump(1)) else {
             panic!("not an epoch bump");
         };
         assert_eq!(shard.epoch, Epoch(expected));
+        assert_eq!(Some(shard.placement), placed);
         assert_eq!(harness.state.shard(ShardId(1)), Some(&shard));
     }
     harness.ok(split(1));
