@@ -97,12 +97,12 @@ pub enum AppendError {
     /// The log refused the batch or failed to make it durable.
     #[error(transparent)]
     Log(#[from] LogError),
-    /// The batch's producer stamp cannot be placed: nothing was stored (`crate::dedup`).
-    #[error(transparent)]
-    Sequence(#[from] runnel_replicate::producers::SequenceError),
     /// A replicated shard's sequencer refused the batch, or could not confirm it.
     #[error(transparent)]
     Replication(#[from] crate::replicated::ReplicationError),
+    /// The batch's producer stamp cannot be placed: nothing was stored (`crate::dedup`).
+    #[error(transparent)]
+    Sequence(#[from] runnel_replicate::producers::SequenceError),
 }
 
 impl From<DedupError> for AppendError {

@@ -164,8 +164,10 @@ fn the_sequencer_s_node_killed_a_new_sequencer_keeps_every_acknowledged_record()
     cluster.kill(sequencer);
     let resumed = rt.block_on(async {
         let deadline = tokio::time::Instant::now() + PATIENCE;
-        let producer = client.producer("r3").expect("producer");
         loop {
+            // A new client each time: it learns the shard's new owner afresh.
+            let fresh = cluster.client(other).await;
+            let producer = fresh.producer("r3").expect("producer");
             let value = b"after the failover".to_vec();
             match producer.send(Record::new(value.clone())).await {
                 Ok(id) => return Ok((id, value)),
@@ -178,6 +180,7 @@ fn the_sequencer_s_node_killed_a_new_sequencer_keeps_every_acknowledged_record()
     });
     let (id, value) = cluster.or_panic_with_logs(resumed, "append after the failover");
     acknowledged.insert(id, value);
-    let checked = rt.block_on(every_acknowledged_record_is_read(&client, &acknowledged));
+    let reader = rt.block_on(cluster.client(other));
+    let checked = rt.block_on(every_acknowledged_record_is_read(&reader, &acknowledged));
     cluster.or_panic_with_logs(checked, "read after the failover");
 }
