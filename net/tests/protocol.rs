@@ -351,15 +351,19 @@ fn error_response() -> impl Strategy<Value = ErrorResponse> {
         any::<Option<u32>>(),
         any::<Option<u64>>(),
         any::<Option<u64>>(),
+        any::<Option<(u64, u64)>>(),
     )
-        .prop_map(|(code, message, owner, retry, start, next)| ErrorResponse {
-            code,
-            message,
-            owner: owner.map(|(node, core)| ShardOwner { node, core }),
-            retry_after_ms: retry,
-            start_offset: start.map(Offset),
-            next_offset: next.map(Offset),
-        })
+        .prop_map(
+            |(code, message, owner, retry, start, next, sql_position)| ErrorResponse {
+                code,
+                message,
+                owner: owner.map(|(node, core)| ShardOwner { node, core }),
+                retry_after_ms: retry,
+                start_offset: start.map(Offset),
+                next_offset: next.map(Offset),
+                sql_position,
+            },
+        )
 }
 
 fn response() -> impl Strategy<Value = Response> {
@@ -728,7 +732,7 @@ proptest! {
 #[test]
 fn error_codes_have_stable_numbers() {
     let numbers: Vec<u16> = ErrorCode::all().map(ErrorCode::number).collect();
-    assert_eq!(numbers, (1..=28).collect::<Vec<u16>>());
+    assert_eq!(numbers, (1..=30).collect::<Vec<u16>>());
     for code in ErrorCode::all() {
         assert_eq!(ErrorCode::from_number(code.number()), code);
     }
@@ -742,6 +746,7 @@ fn error_codes_have_stable_numbers() {
     assert_eq!(ErrorCode::NodeOwnsShards.number(), 26);
     assert_eq!(ErrorCode::UnknownNode.number(), 27);
     assert_eq!(ErrorCode::WouldLoseQuorum.number(), 28);
+    assert_eq!(ErrorCode::LostRange.number(), 30);
 
     // Code 0 means "unspecified" and is refused.
     let mut error = ErrorResponse::new(ErrorCode::Other(0), "zero");

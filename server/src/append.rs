@@ -100,6 +100,9 @@ pub enum AppendError {
     /// The log refused the batch or failed to make it durable.
     #[error(transparent)]
     Log(#[from] LogError),
+    /// A replicated shard's sequencer refused the batch, or could not confirm it.
+    #[error(transparent)]
+    Replication(#[from] crate::replicated::ReplicationError),
     /// The batch's producer stamp cannot be placed: nothing was stored (`crate::dedup`).
     #[error(transparent)]
     Sequence(#[from] runnel_replicate::producers::SequenceError),
@@ -139,6 +142,11 @@ impl Core {
         }
         if !facts.open {
             return Err(AppendError::Sealed { shard: facts.id });
+        }
+        if let Some(host) = self.replicated.host(facts.id) {
+            // A replicated shard: its sequencer assigns the offsets and W replicas store it.
+            return crate::replicated::append(&host, &checked, batch, &facts, stream, &limits)
+                .await;
         }
         let header = checked.header();
         if facts.durability == Durability::Memory {

@@ -126,6 +126,12 @@ pub struct Core {
     /// Core 0 of a node with a cluster CA: the node-to-node transport, to which the endpoint
     /// hands connections that negotiated `runnel-peer/1`. None elsewhere.
     pub peers: RefCell<Option<Rc<crate::peer::Peers>>>,
+    /// Core 0: the node's SQL service, once its checkpoint is loaded (`crate::sql`).
+    pub sql: RefCell<Option<Rc<crate::sql::SqlNode>>>,
+    /// Core 0: why SQL is unavailable (a checkpoint that cannot be restored).
+    pub sql_unavailable: RefCell<Option<String>>,
+    /// The replicated shards this core hosts a replica of (`crate::replicated`).
+    pub replicated: crate::replicated::ReplicatedShards,
 }
 
 /// Milliseconds since the Unix epoch.
@@ -202,6 +208,9 @@ impl Core {
             stop,
             cluster,
             peers: RefCell::new(None),
+            sql: RefCell::new(None),
+            sql_unavailable: RefCell::new(None),
+            replicated: crate::replicated::ReplicatedShards::default(),
         }
     }
 
@@ -339,6 +348,7 @@ impl Core {
         command: &Command,
     ) -> Result<Result<Applied, MetadataError>, FatalError> {
         let result = self.metadata.borrow_mut().apply(index, command);
+        self.replicated.metadata_changed();
         match &result {
             Ok(Applied::StreamCreated { stream, shards }) => {
                 self.open_local(shards, stream.config.retention_ms)
@@ -735,6 +745,7 @@ impl Core {
         self.closing.set(true);
         // Waits for answers end now (the answers may never come: their cores are stopping).
         self.mesh.wake_all();
+        self.replicated.stop_all();
         if let Some(proposer) = &self.proposer {
             proposer.stop().await;
         }

@@ -160,6 +160,11 @@ async fn request_stream(
             subscription::serve_join(core, join, send, recv, reader, limits).await;
             return;
         }
+        Ok(Some((Request::ExecuteSql(execute), _))) => {
+            crate::sql::serve(&core, execute, &mut send, &limits).await;
+            let _ = send.finish();
+            return;
+        }
         Ok(Some((Request::Consume(consume), _))) => {
             subscription::serve_consume(core, consume, send, recv, reader, limits).await;
             return;
@@ -264,6 +269,7 @@ impl From<AppendError> for ErrorResponse {
             AppendError::Batch(error) => batch_error(error),
             AppendError::Log(error) => log_error(error),
             AppendError::NotOneBatch { .. } => error(ErrorCode::InvalidBatch, refusal.to_string()),
+            AppendError::Replication(refusal) => crate::replicated::error_response(refusal),
             AppendError::Sequence(sequence) => sequence_error(sequence),
         }
     }
@@ -446,7 +452,10 @@ async fn handle(core: &Rc<Core>, request: Request, payload: &[Bytes]) -> Answer 
             ErrorCode::InvalidRequest,
             "Ack is only valid on a Consume stream",
         )),
-        Request::Read(_) | Request::JoinSubscription(_) | Request::Consume(_) => Err(error(
+        Request::Read(_)
+        | Request::JoinSubscription(_)
+        | Request::Consume(_)
+        | Request::ExecuteSql(_) => Err(error(
             ErrorCode::Internal,
             "streaming requests are served by their own loops",
         )),
@@ -504,7 +513,12 @@ async fn read_loop(
         .await
         .map_err(|refusal| Some(refusal.into()))?;
     let bound = crate::core::visible(shard.durability);
-    let bound_offset = || visible_end(&log, bound);
+    // A replicated shard's readers see its replica's committed offset, never past it.
+    let replicated = core.replicated.host(shard.id);
+    let bound_offset = || match &replicated {
+        Some(host) => host.visible_end(),
+        None => visible_end(&log, bound),
+    };
     let mut next = match read.from {
         ReadFrom::Earliest => log.start_offset(),
         ReadFrom::Latest => bound_offset(),
@@ -552,13 +566,17 @@ async fn read_loop(
                 });
             }
             // Tailing: wait for new data, the client going away, or the node stopping.
-            match first_of(
-                log.wait_for(next, bound),
-                send.stopped(),
-                core.until_stopping(),
-            )
-            .await
-            {
+            let more = async {
+                match &replicated {
+                    Some(host) => {
+                        host.wait_changed(std::time::Duration::from_millis(1000))
+                            .await;
+                        Ok(())
+                    }
+                    None => log.wait_for(next, bound).await,
+                }
+            };
+            match first_of(more, send.stopped(), core.until_stopping()).await {
                 First::A(Ok(())) => continue,
                 First::A(Err(e)) => return Err(Some(log_error(&e))),
                 First::B(_) => return Err(None),

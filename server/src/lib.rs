@@ -38,5 +38,7 @@ pub mod ownership;
 pub mod peer;
 pub mod proposal;
 pub mod proposer;
+pub mod replicated;
+pub mod sql;
 pub mod stop;
 pub mod subscription;

@@ -350,6 +350,7 @@ async fn run_core(
     tracing::info!(core = index, %address, "listening");
     spawn_detached(serve(Rc::clone(&core), endpoint.clone()));
     spawn_detached(retention(Rc::clone(&core)));
+    spawn_detached(crate::replicated::run(Rc::clone(&core)));
     spawn_detached(Rc::clone(&core).close_idle_logs_loop());
     {
         let core = Rc::clone(&core);
@@ -357,6 +358,9 @@ async fn run_core(
     }
     spawn_detached(crate::subscription::commit_progress(Rc::clone(&core)));
     spawn_detached(crate::subscription::expire_members(Rc::clone(&core)));
+    if index == 0 {
+        spawn_detached(crate::sql::run(Rc::clone(&core)));
+    }
     core.until_stopping().await;
     if let Some(peers) = core.peers.borrow_mut().take() {
         peers.close();
@@ -386,6 +390,8 @@ fn register_services(core: &Core) {
     crate::proposal::register(core);
     crate::subscription::services::register(core);
     crate::convert::register(core);
+    crate::sql::services::register(core);
+    crate::replicated::register(core);
 }
 
 /// Core 0: opens this node's member of the metadata group (founding a group of one, joining,

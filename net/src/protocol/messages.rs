@@ -11,6 +11,7 @@
 pub mod cluster;
 mod decode;
 mod encode;
+pub mod sql;
 pub mod subscription;
 
 use std::fmt;
@@ -19,6 +20,7 @@ use runnel_core::{Epoch, KeyRange, Offset, RecordId, ShardId, StreamName};
 
 use super::error::ProtocolError;
 pub use cluster::{check_node_address, NodeInfo, NodeList, NodeState, NODE_ADDRESS_BYTES_MAX};
+pub use sql::{ExecuteSql, SqlChange, SqlChanges, SqlResult};
 pub use subscription::{
     check_consumer_name, Ack, AckRefusal, AckResult, AssignedShard, Assignment, Consume,
     ConsumeEnd, ConsumeEndReason, CreateSubscription, DeleteSubscription, DeleteSubscriptionOk,
@@ -287,6 +289,9 @@ pub enum Request {
     InitCluster,
     /// Removes the node with this id from the cluster; answered by [`Response::RemoveNodeOk`].
     RemoveNode(u64),
+    /// Runs SQL statements; answered by [`Response::SqlResult`] (then [`Response::SqlChanges`]
+    /// frames for a push query).
+    ExecuteSql(ExecuteSql),
 }
 
 impl Request {
@@ -315,6 +320,7 @@ impl Request {
             Request::ListNodes => "ListNodes",
             Request::InitCluster => "InitCluster",
             Request::RemoveNode(_) => "RemoveNode",
+            Request::ExecuteSql(_) => "ExecuteSql",
         }
     }
 
@@ -391,6 +397,8 @@ pub enum ErrorCode {
     UnknownNode,
     /// RemoveNode refused: the metadata group could not commit without the node.
     WouldLoseQuorum,
+    /// ExecuteSql: a statement failed; see [`ErrorResponse::sql_position`].
+    SqlError,
     /// A read reached a lost range: offsets handed out by appends acknowledged before they were
     /// durable (`memory` durability) and lost in a crash. They hold nothing, forever;
     /// `next_offset` is where the log continues. A notice: the reader goes on from there.
@@ -401,7 +409,7 @@ pub enum ErrorCode {
 }
 
 /// `(code, number)` for every named code: the one table both directions use.
-const ERROR_CODES: [(ErrorCode, u16); 29] = [
+const ERROR_CODES: [(ErrorCode, u16); 30] = [
     (ErrorCode::Internal, 1),
     (ErrorCode::InvalidRequest, 2),
     (ErrorCode::UnsupportedVersion, 3),
@@ -430,7 +438,8 @@ const ERROR_CODES: [(ErrorCode, u16); 29] = [
     (ErrorCode::NodeOwnsShards, 26),
     (ErrorCode::UnknownNode, 27),
     (ErrorCode::WouldLoseQuorum, 28),
-    (ErrorCode::LostRange, 29),
+    (ErrorCode::SqlError, 29),
+    (ErrorCode::LostRange, 30),
 ];
 
 impl ErrorCode {
@@ -501,6 +510,8 @@ pub struct ErrorResponse {
     pub start_offset: Option<Offset>,
     /// `OffsetOutOfRange`: the shard's next offset.
     pub next_offset: Option<Offset>,
+    /// `SqlError`: where in the statement text, `(line, column)` from 1.
+    pub sql_position: Option<(u64, u64)>,
 }
 
 impl ErrorResponse {
@@ -513,6 +524,7 @@ impl ErrorResponse {
             retry_after_ms: None,
             start_offset: None,
             next_offset: None,
+            sql_position: None,
         }
     }
 
@@ -742,6 +754,10 @@ pub enum Response {
     InitClusterOk,
     /// Answer to [`Request::RemoveNode`]: the node with this id is removed.
     RemoveNodeOk(u64),
+    /// Answer to [`Request::ExecuteSql`].
+    SqlResult(SqlResult),
+    /// On a push query's stream: rows as they come.
+    SqlChanges(SqlChanges),
 }
 
 impl Response {
@@ -771,6 +787,8 @@ impl Response {
             Response::NodeList(_) => "NodeList",
             Response::InitClusterOk => "InitClusterOk",
             Response::RemoveNodeOk(_) => "RemoveNodeOk",
+            Response::SqlResult(_) => "SqlResult",
+            Response::SqlChanges(_) => "SqlChanges",
         }
     }
 

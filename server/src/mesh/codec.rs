@@ -81,6 +81,12 @@ pub fn put_string(out: &mut Vec<u8>, value: &str) {
     out.extend_from_slice(value.as_bytes());
 }
 
+/// Appends a byte string: a `u32` length and the bytes.
+pub fn put_bytes(out: &mut Vec<u8>, value: &[u8]) {
+    put_count(out, value.len());
+    out.extend_from_slice(value);
+}
+
 /// A cursor over the encoded fields of one request or response.
 pub struct Reader<'a> {
     bytes: &'a [u8],
@@ -180,6 +186,17 @@ impl<'a> Reader<'a> {
             .ok_or(WireError::Truncated { field })?;
         self.at += len;
         String::from_utf8(bytes.to_vec()).map_err(|_| WireError::InvalidUtf8 { field })
+    }
+
+    /// A byte string (a `u32` length and the bytes), borrowed from the input.
+    pub fn bytes(&mut self, field: &'static str) -> Result<&'a [u8], WireError> {
+        let len = self.count(field, 1)?;
+        let bytes = self
+            .bytes
+            .get(self.at..self.at + len)
+            .ok_or(WireError::Truncated { field })?;
+        self.at += len;
+        Ok(bytes)
     }
 
     /// Ends reading: every byte must have been read.
