@@ -134,6 +134,23 @@ pub struct Outcome {
     pub nemesis: Vec<String>,
 }
 
+/// Writes every node's log (all its runs) to `dir/jepsen-seed<seed>-node<k>.log`
+/// (`RUNNEL_JEPSEN_LOGS=dir`): what to read when the checker finds something.
+fn save_logs(cluster: &mut LocalCluster, dir: &std::path::Path, seed: u64) {
+    if let Err(error) = std::fs::create_dir_all(dir) {
+        eprintln!("jepsen: cannot create {}: {error}", dir.display());
+        return;
+    }
+    let ids: Vec<u64> = cluster.ids().collect();
+    for k in ids {
+        let path = dir.join(format!("jepsen-seed{seed}-node{k}.log"));
+        match std::fs::write(&path, cluster.log(k)) {
+            Ok(()) => eprintln!("jepsen: node {k}'s log in {}", path.display()),
+            Err(error) => eprintln!("jepsen: cannot write {}: {error}", path.display()),
+        }
+    }
+}
+
 /// A small seeded generator (SplitMix64): the nemesis's schedule replays from the seed.
 #[derive(Debug, Clone)]
 pub struct Schedule {
@@ -346,6 +363,9 @@ pub fn run(settings: &Settings) -> Outcome {
     cluster.wait_running(settings.nodes, PATIENCE);
     let final_log = runtime.block_on(read_everything(&all_nodes, &options, &shard_ids));
     let final_log = cluster.or_panic_with_logs(final_log, "the final read");
+    if let Some(dir) = std::env::var_os("RUNNEL_JEPSEN_LOGS") {
+        save_logs(&mut cluster, std::path::Path::new(&dir), settings.seed);
+    }
     drop(readers);
     runtime.shutdown_timeout(Duration::from_secs(5));
     let mut history = std::mem::take(&mut *shared.history());
