@@ -88,7 +88,7 @@ impl Settings {
 
     /// The CI settings changed by the environment: `RUNNEL_JEPSEN_SEED` (default 1),
     /// `RUNNEL_JEPSEN_FAULTS` (default 6; the long run uses 100 or more),
-    /// `RUNNEL_JEPSEN_R` (default 1), `RUNNEL_JEPSEN_IDEMPOTENT` (0/1, default 1),
+    /// `RUNNEL_JEPSEN_R` (default 1; 3 once subscriptions stop at the committed offset), `RUNNEL_JEPSEN_IDEMPOTENT` (0/1, default 1),
     /// `RUNNEL_JEPSEN_DURABILITY` (`fsync` or `memory`, default `fsync`).
     pub fn from_env() -> Settings {
         let number = |name: &str, default: u64| -> u64 {
@@ -465,8 +465,9 @@ async fn produce(
     }
 }
 
-/// Records every record of a batch as seen during the run.
-fn seen(shared: &Shared, records: impl IntoIterator<Item = (Position, Vec<u8>)>) {
+/// Records every record of a batch as seen during the run (`consumed`: delivered to the
+/// subscription's consumer, else read by a tailing reader).
+fn seen(shared: &Shared, records: impl IntoIterator<Item = (Position, Vec<u8>)>, consumed: bool) {
     let mut history = shared.history();
     for (at, value) in records {
         // A value that is not the workload's is kept as an impossible record, so the
@@ -476,6 +477,9 @@ fn seen(shared: &Shared, records: impl IntoIterator<Item = (Position, Vec<u8>)>)
             n: u64::MAX,
         });
         history.live_reads.push((record, at));
+        if consumed {
+            history.consumed.insert((record, at));
+        }
     }
 }
 
@@ -501,7 +505,7 @@ async fn tail_shard(shared: Arc<Shared>, url: String, options: ClientOptions, sh
                 next = Some(id.offset.0 + 1);
                 records.push(((id.shard.0, id.offset.0), record.value().to_vec()));
             }
-            seen(&shared, records);
+            seen(&shared, records, false);
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
@@ -530,6 +534,7 @@ async fn consume(shared: Arc<Shared>, url: String, options: ClientOptions) {
                 records
                     .into_iter()
                     .map(|(id, record)| ((id.shard.0, id.offset.0), record.value)),
+                true,
             );
             if consumer.ack_delivery(&delivery).is_err() {
                 break;

@@ -308,9 +308,9 @@ impl ShardHost {
             Role::Replica => None,
             Role::Recovering { recovery, .. } => Some(recovery.epoch()),
             Role::Sequencing(sequencer) => Some(sequencer.epoch()),
-            Role::Stale { epoch, .. }
-            | Role::Deposed { epoch }
-            | Role::DataLoss { epoch, .. } => Some(*epoch),
+            Role::Stale { epoch, .. } | Role::Deposed { epoch } | Role::DataLoss { epoch, .. } => {
+                Some(*epoch)
+            }
         }
     }
 

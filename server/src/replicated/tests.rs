@@ -427,7 +427,10 @@ fn a_deposed_sequencer_named_again_in_a_later_epoch_recovers_it() {
             .until("node 2 sequences epoch 1", || second.is_sequencing())
             .await;
         let refused = first.append(batch(9, 2), 2, Duration::from_secs(5)).await;
-        assert!(refused.is_err(), "a deposed sequencer acknowledged {refused:?}");
+        assert!(
+            refused.is_err(),
+            "a deposed sequencer acknowledged {refused:?}"
+        );
         cluster
             .until("node 1 is deposed", || !first.is_sequencing())
             .await;
