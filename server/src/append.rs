@@ -148,6 +148,12 @@ impl Core {
             return crate::replicated::append(&host, &checked, batch, &facts, stream, &limits)
                 .await;
         }
+        if facts.replicated {
+            // Its replica is not open on this core yet (a restart, a new set): the log is
+            // the protocol's, and an append straight to it would be acknowledged by this
+            // replica alone, at offsets no sequencer assigned.
+            return Err(crate::replicated::ReplicationError::Recovering { shard: facts.id }.into());
+        }
         let header = checked.header();
         if facts.durability == Durability::Memory {
             // Acknowledged before it is durable: the offset must be reserved durably first, so

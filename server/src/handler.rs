@@ -515,6 +515,11 @@ async fn read_loop(
     let bound = crate::core::visible(shard.durability);
     // A replicated shard's readers see its replica's committed offset, never past it.
     let replicated = core.replicated.host(shard.id);
+    if replicated.is_none() && shard.replicated {
+        // Its replica is not open yet: nothing says what of its log is committed.
+        let refusal = crate::replicated::ReplicationError::Recovering { shard: shard.id };
+        return Err(Some(crate::replicated::error_response(&refusal)));
+    }
     let bound_offset = || match &replicated {
         Some(host) => host.visible_end(),
         None => visible_end(&log, bound),

@@ -35,6 +35,9 @@ pub struct ShardFacts {
     pub open: bool,
     /// Its stream's durability: when an append is acknowledged, and what readers see.
     pub durability: Durability,
+    /// Whether metadata gives it two replicas or more: its appends and reads go through its
+    /// replica's host (`crate::replicated`) only, never straight to the log.
+    pub replicated: bool,
 }
 
 /// Why this core does not serve a shard's data.
@@ -124,6 +127,7 @@ impl Core {
             epoch: shard_record.epoch,
             open: shard_record.is_open(),
             durability: stream_record.config.durability,
+            replicated: shard_record.replicas.len() >= 2,
         };
         Ok((local, facts))
     }

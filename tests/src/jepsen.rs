@@ -88,7 +88,7 @@ impl Settings {
 
     /// The CI settings changed by the environment: `RUNNEL_JEPSEN_SEED` (default 1),
     /// `RUNNEL_JEPSEN_FAULTS` (default 6; the long run uses 100 or more),
-    /// `RUNNEL_JEPSEN_R` (default 1), `RUNNEL_JEPSEN_IDEMPOTENT` (0/1, default 1),
+    /// `RUNNEL_JEPSEN_R` (default 1; 3 once subscriptions stop at the committed offset), `RUNNEL_JEPSEN_IDEMPOTENT` (0/1, default 1),
     /// `RUNNEL_JEPSEN_DURABILITY` (`fsync` or `memory`, default `fsync`).
     pub fn from_env() -> Settings {
         let number = |name: &str, default: u64| -> u64 {
@@ -132,6 +132,23 @@ pub struct Outcome {
     pub history: History,
     /// What the nemesis did, one line per fault, with times since the start.
     pub nemesis: Vec<String>,
+}
+
+/// Writes every node's log (all its runs) to `dir/jepsen-seed<seed>-node<k>.log`
+/// (`RUNNEL_JEPSEN_LOGS=dir`): what to read when the checker finds something.
+fn save_logs(cluster: &mut LocalCluster, dir: &std::path::Path, seed: u64) {
+    if let Err(error) = std::fs::create_dir_all(dir) {
+        eprintln!("jepsen: cannot create {}: {error}", dir.display());
+        return;
+    }
+    let ids: Vec<u64> = cluster.ids().collect();
+    for k in ids {
+        let path = dir.join(format!("jepsen-seed{seed}-node{k}.log"));
+        match std::fs::write(&path, cluster.log(k)) {
+            Ok(()) => eprintln!("jepsen: node {k}'s log in {}", path.display()),
+            Err(error) => eprintln!("jepsen: cannot write {}: {error}", path.display()),
+        }
+    }
 }
 
 /// A small seeded generator (SplitMix64): the nemesis's schedule replays from the seed.
@@ -346,6 +363,9 @@ pub fn run(settings: &Settings) -> Outcome {
     cluster.wait_running(settings.nodes, PATIENCE);
     let final_log = runtime.block_on(read_everything(&all_nodes, &options, &shard_ids));
     let final_log = cluster.or_panic_with_logs(final_log, "the final read");
+    if let Some(dir) = std::env::var_os("RUNNEL_JEPSEN_LOGS") {
+        save_logs(&mut cluster, std::path::Path::new(&dir), settings.seed);
+    }
     drop(readers);
     runtime.shutdown_timeout(Duration::from_secs(5));
     let mut history = std::mem::take(&mut *shared.history());
@@ -452,8 +472,9 @@ async fn produce(
     }
 }
 
-/// Records every record of a batch as seen during the run.
-fn seen(shared: &Shared, records: impl IntoIterator<Item = (Position, Vec<u8>)>) {
+/// Records every record of a batch as seen during the run (`consumed`: delivered to the
+/// subscription's consumer, else read by a tailing reader).
+fn seen(shared: &Shared, records: impl IntoIterator<Item = (Position, Vec<u8>)>, consumed: bool) {
     let mut history = shared.history();
     for (at, value) in records {
         // A value that is not the workload's is kept as an impossible record, so the
@@ -463,6 +484,9 @@ fn seen(shared: &Shared, records: impl IntoIterator<Item = (Position, Vec<u8>)>)
             n: u64::MAX,
         });
         history.live_reads.push((record, at));
+        if consumed {
+            history.consumed.insert((record, at));
+        }
     }
 }
 
@@ -488,7 +512,7 @@ async fn tail_shard(shared: Arc<Shared>, url: String, options: ClientOptions, sh
                 next = Some(id.offset.0 + 1);
                 records.push(((id.shard.0, id.offset.0), record.value().to_vec()));
             }
-            seen(&shared, records);
+            seen(&shared, records, false);
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
@@ -517,6 +541,7 @@ async fn consume(shared: Arc<Shared>, url: String, options: ClientOptions) {
                 records
                     .into_iter()
                     .map(|(id, record)| ((id.shard.0, id.offset.0), record.value)),
+                true,
             );
             if consumer.ack_delivery(&delivery).is_err() {
                 break;

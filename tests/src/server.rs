@@ -255,12 +255,17 @@ impl TestServer {
     /// Restarts on the same data directory and ports.
     pub fn restart(&mut self) {
         self.kill();
-        let next = TestServer::start_at(
+        let mut earlier = std::mem::take(&mut self.log_lines);
+        let mut next = TestServer::start_at(
             self.data_dir.clone(),
             self.base_port,
             self.cores,
             self.extra_args.clone(),
         );
+        // The log of every run of this server, the runs one after the other.
+        earlier.push("--- restarted ---".to_string());
+        earlier.append(&mut next.log_lines);
+        next.log_lines = earlier;
         *self = next;
     }
 }

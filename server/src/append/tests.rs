@@ -45,6 +45,11 @@ where
 
 impl Fixture {
     pub async fn new(durability: Durability) -> Fixture {
+        Fixture::replicated(durability, 1).await
+    }
+
+    /// The fixture with a stream of `replication_factor` replicas per shard.
+    pub async fn replicated(durability: Durability, replication_factor: u8) -> Fixture {
         let dir = tempfile::tempdir().expect("a temporary directory");
         let config = NodeConfig {
             node_id: 1,
@@ -77,7 +82,7 @@ impl Fixture {
         let config = StreamConfig {
             name: stream.clone(),
             shard_count: 2,
-            replication_factor: 1,
+            replication_factor,
             retention_ms: 86_400_000,
             durability,
         };
@@ -416,6 +421,32 @@ fn bytes_after_the_batch_refuse_the_append() {
         );
         assert_eq!(ErrorResponse::from(refusal).code, ErrorCode::InvalidBatch);
         assert_eq!(fixture.next_offset().await, 0, "nothing was appended");
+        fixture.close().await;
+    });
+}
+
+/// Issue 11, Jepsen seed 2 at R = 3: a restarted sequencer took appends in the moments before
+/// its replica's host opened, straight into the log at offsets no sequencer assigned,
+/// acknowledged by this node alone; the host then restored a log that moved under it
+/// ("the tail does not end the log"), and the shard's replicas disagreed. Until the host is
+/// open, a replicated shard refuses appends as retriable and stores nothing.
+#[test]
+fn a_replicated_shard_without_its_host_refuses_appends_and_stores_nothing() {
+    on_a_core(|| async {
+        let fixture = Fixture::replicated(Durability::Fsync, 2).await;
+        assert!(fixture.here.replicas.len() >= 2, "{:?}", fixture.here);
+        let key = fixture.key(true);
+        let refused = fixture.append(fixture.here.id, &batch(&[&key])).await;
+        assert!(
+            matches!(
+                refused,
+                Err(AppendError::Replication(
+                    crate::replicated::ReplicationError::Recovering { shard }
+                )) if shard == fixture.here.id
+            ),
+            "{refused:?}"
+        );
+        assert_eq!(fixture.next_offset().await, 0, "nothing stored");
         fixture.close().await;
     });
 }

@@ -68,10 +68,15 @@ enum Role {
     /// Named sequencer of an epoch this node's replica is already sealed at (or above): it
     /// waits for metadata to name a newer epoch.
     Stale { epoch: Epoch },
-    /// Deposed by a higher epoch.
-    Deposed,
-    /// Recovery found less than every replica ever committed: the shard refuses appends.
-    DataLoss { committed: u64, adopted_end: u64 },
+    /// Deposed by a higher epoch while sequencing (or recovering) `epoch`.
+    Deposed { epoch: Epoch },
+    /// Recovery of `epoch` found less than every replica ever committed: the shard refuses
+    /// appends (until metadata names a newer epoch).
+    DataLoss {
+        epoch: Epoch,
+        committed: u64,
+        adopted_end: u64,
+    },
 }
 
 /// A replicated shard hosted on this core.
@@ -91,8 +96,16 @@ pub struct ShardHost {
     /// The sequencer's committed offset, with its epoch (appends of that epoch end at or
     /// below it are acknowledged).
     sequenced: Cell<(Epoch, u64)>,
-    /// The replica's committed offset: readers see below it.
+    /// The replica's committed offset as far as the storage operations performed agree with
+    /// it: readers see below it, and the state file records no more. The replica's own runs
+    /// ahead while the operations issued before it learnt it wait (a `Truncate` of a divergent
+    /// suffix among them: until it is done the log still holds the old records there).
     visible: Cell<u64>,
+    /// Committed offsets the replica learnt, each with the last storage operation issued
+    /// before it: released into `visible` once that operation is performed.
+    unapplied_commits: RefCell<VecDeque<(u64, u64)>>,
+    /// The last storage operation performed (written, truncated or sealed).
+    performed_op: Cell<u64>,
     /// The committed offset or role changed.
     changed: Event,
     persisted: Cell<ReplicaState>,
@@ -133,6 +146,26 @@ impl ShardHost {
                 shard,
                 reason: error.to_string(),
             })?;
+        // What the disk holds is checked here, never asserted on: entries that do not end at
+        // the log's end (a log that moved while read, a damaged one) refuse this open, and
+        // the shard stays closed on this core until an open succeeds.
+        let tail: Vec<Entry> = tail.into_iter().filter(|e| e.end() <= end).collect();
+        let dense = tail.windows(2).all(|pair| match pair {
+            [a, b] => a.end() == b.first,
+            _ => true,
+        });
+        let ends_the_log = tail.last().map_or(committed == end, |e| e.end() == end);
+        if !dense || !ends_the_log {
+            return Err(ReplicationError::Storage {
+                shard,
+                reason: format!(
+                    "the log's entries from offset {} do not end at its end {end} (committed \
+                     {committed}): {:?}",
+                    committed.saturating_sub(1),
+                    tail.iter().map(|e| (e.first, e.count)).collect::<Vec<_>>()
+                ),
+            });
+        }
         let last_epoch = tail.last().map_or(Epoch(0), |e| e.epoch);
         let replica = Replica::restore(
             set.durability,
@@ -148,6 +181,8 @@ impl ShardHost {
             dir,
             log,
             visible: Cell::new(replica.committed()),
+            unapplied_commits: RefCell::new(VecDeque::new()),
+            performed_op: Cell::new(0),
             replica: RefCell::new(replica),
             set: RefCell::new(set.clone()),
             role: RefCell::new(Role::Replica),
@@ -273,8 +308,9 @@ impl ShardHost {
             Role::Replica => None,
             Role::Recovering { recovery, .. } => Some(recovery.epoch()),
             Role::Sequencing(sequencer) => Some(sequencer.epoch()),
-            Role::Stale { epoch, .. } => Some(*epoch),
-            Role::Deposed | Role::DataLoss { .. } => Some(protocol_epoch(self.set.borrow().epoch)),
+            Role::Stale { epoch, .. } | Role::Deposed { epoch } | Role::DataLoss { epoch, .. } => {
+                Some(*epoch)
+            }
         }
     }
 
@@ -300,7 +336,7 @@ impl ShardHost {
     }
 
     fn replica_tick(&self) {
-        let committed = self.replica.borrow().committed();
+        let committed = self.visible.get();
         if committed > self.persisted.get().committed {
             self.persist_due.set(true);
             self.ops_changed.notify();
@@ -444,12 +480,43 @@ impl ShardHost {
                 }
                 ReplicaEffect::Send { to, message } => self.send(to, message),
                 ReplicaEffect::Committed { offset } => {
-                    self.visible.set(offset);
-                    self.changed.notify();
+                    let after_op = self.replica.borrow().last_op_id();
+                    self.unapplied_commits
+                        .borrow_mut()
+                        .push_back((after_op, offset));
+                    self.release_commits();
                 }
             }
         }
         any
+    }
+
+    /// Makes visible the committed offsets whose storage operations are all performed.
+    fn release_commits(&self) {
+        let performed = self.performed_op.get();
+        let mut released = None;
+        {
+            let mut unapplied = self.unapplied_commits.borrow_mut();
+            while let Some(&(after_op, offset)) = unapplied.front() {
+                if after_op > performed {
+                    break;
+                }
+                unapplied.pop_front();
+                released = Some(offset);
+            }
+        }
+        if let Some(offset) = released {
+            if offset > self.visible.get() {
+                self.visible.set(offset);
+                self.changed.notify();
+            }
+        }
+    }
+
+    /// Storage performed operations up to `op_id` (written at least).
+    fn performed(&self, op_id: u64) {
+        self.performed_op.set(self.performed_op.get().max(op_id));
+        self.release_commits();
     }
 
     fn route_role(&self) -> bool {
@@ -485,7 +552,7 @@ impl ShardHost {
                     }
                     RecoveryOutcome::Deposed { by } => {
                         tracing::info!(shard = %self.shard, %epoch, %by, "recovery deposed");
-                        *role = Role::Deposed;
+                        *role = Role::Deposed { epoch };
                         self.changed.notify();
                     }
                     RecoveryOutcome::DataLoss {
@@ -496,6 +563,7 @@ impl ShardHost {
                             "DATA LOSS: the replicas reached hold less than was committed; \
                              the shard refuses appends");
                         *role = Role::DataLoss {
+                            epoch,
                             committed,
                             adopted_end,
                         };
@@ -523,7 +591,7 @@ impl ShardHost {
                         SequencerEffect::ReadCommitted { from, to } => self.read_back(from, to),
                         SequencerEffect::Deposed { by } => {
                             tracing::info!(shard = %self.shard, %epoch, %by, "sequencer deposed");
-                            *self.role.borrow_mut() = Role::Deposed;
+                            *self.role.borrow_mut() = Role::Deposed { epoch };
                             self.changed.notify();
                         }
                     }
@@ -553,6 +621,9 @@ impl ShardHost {
     /// task; [`Self::collect_reads`] hands them over at the next tick (if the read fails the
     /// sequencer asks again).
     fn read_back(&self, from: u64, to: u64) {
+        // Only what this log agrees is committed: beyond, it may still hold a divergent suffix
+        // its replica has yet to truncate. A read ending short is ignored and asked again.
+        let to = to.min(self.visible.get());
         let log = Rc::clone(&self.log);
         let slot: ReadSlot = Rc::new(RefCell::new(None));
         self.reads
@@ -626,6 +697,18 @@ impl ShardHost {
         }
     }
 
+    /// Performs the first `max` storage operations queued, as the storage task would; for
+    /// tests that stop a replica between two of them (a crash).
+    #[cfg(test)]
+    pub(super) async fn perform_queued(&self, max: usize) -> Result<(), String> {
+        let ops: Vec<(u64, StorageOp)> = {
+            let mut queued = self.ops.borrow_mut();
+            let take = max.min(queued.len());
+            queued.drain(..take).collect()
+        };
+        self.perform(ops).await
+    }
+
     async fn perform(&self, ops: Vec<(u64, StorageOp)>) -> Result<(), String> {
         let durability = self.set.borrow().durability;
         let mut unsynced: Option<(u64, u64)> = None;
@@ -635,10 +718,11 @@ impl ShardHost {
                     self.log.sync_all().await.map_err(|e| e.to_string())?;
                     let state = ReplicaState {
                         sealed: epoch.max(self.persisted.get().sealed),
-                        committed: self.durable_committed(),
+                        committed: self.durable_committed(self.visible.get()),
                     };
                     self.store_state(state).await?;
                     unsynced = None;
+                    self.performed(op_id);
                     self.synced(op_id);
                 }
                 StorageOp::Truncate { from } => {
@@ -647,6 +731,7 @@ impl ShardHost {
                         .await
                         .map_err(|e| e.to_string())?;
                     unsynced = None;
+                    self.performed(op_id);
                     self.synced(op_id);
                 }
                 StorageOp::Append { entry, .. } => {
@@ -663,6 +748,7 @@ impl ShardHost {
                         appended.base_offset.0, entry.first,
                         "a replica appends at the offset its sequencer gave"
                     );
+                    self.performed(op_id);
                     self.replica.borrow_mut().on_written(op_id);
                     // Readers bounded by the written end may see further now.
                     self.changed.notify();
@@ -686,16 +772,17 @@ impl ShardHost {
         self.pump();
     }
 
-    /// The replica's committed offset, as far as its log holds it durably.
-    fn durable_committed(&self) -> u64 {
-        let committed = self.replica.borrow().committed();
-        committed
+    /// `known` (a committed offset the log agrees with), as far as the log holds it durably,
+    /// and never below what the state file already says.
+    fn durable_committed(&self, known: u64) -> u64 {
+        known
             .min(self.log.durable_offset().0)
             .max(self.persisted.get().committed)
     }
 
+    /// Writes the committed offset the log agrees with to the state file.
     async fn persist_committed(&self) -> Result<(), String> {
-        let committed = self.durable_committed();
+        let committed = self.durable_committed(self.visible.get());
         let persisted = self.persisted.get();
         if committed <= persisted.committed {
             return Ok(());
@@ -784,12 +871,15 @@ type ReadSlot = Rc<RefCell<Option<Vec<Entry>>>>;
 
 fn role_refusal(shard: ShardId, role: &Role) -> ReplicationError {
     match role {
-        Role::Replica | Role::Deposed | Role::Stale { .. } => ReplicationError::Deposed { shard },
+        Role::Replica | Role::Deposed { .. } | Role::Stale { .. } => {
+            ReplicationError::Deposed { shard }
+        }
         Role::Recovering { .. } => ReplicationError::Recovering { shard },
         Role::Sequencing(_) => ReplicationError::Deposed { shard },
         Role::DataLoss {
             committed,
             adopted_end,
+            ..
         } => ReplicationError::DataLoss {
             shard,
             committed: *committed,

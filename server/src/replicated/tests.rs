@@ -73,6 +73,16 @@ async fn open(dir: &std::path::Path, node: u64, set: ReplicaSet) -> Rc<ShardHost
     host
 }
 
+/// A host whose storage operations only [`ShardHost::perform_queued`] performs.
+async fn open_without_storage(dir: &std::path::Path, node: u64, set: ReplicaSet) -> Rc<ShardHost> {
+    let log = ShardLog::open(DmaStorage, dir.join("log"), LogConfig::default())
+        .await
+        .expect("a log");
+    ShardHost::open(SHARD, NodeId(node), 0, dir.to_path_buf(), Rc::new(log), set)
+        .await
+        .expect("a host")
+}
+
 impl Cluster {
     async fn new(durability: Durability) -> Rc<Cluster> {
         let dirs: Vec<_> = (0..3)
@@ -328,6 +338,113 @@ fn a_restarted_sequencer_does_not_run_its_epoch_again() {
         let more = append_many(&again, 2, 5).await;
         assert_eq!(more.iter().map(|(f, _)| *f).min(), Some(20));
         assert_eq!(dense(&again).await, 30);
+        cluster.stop();
+    });
+}
+
+/// Issue 11, Jepsen R = 3: a replica's first store from a new sequencer seals it, truncates a
+/// divergent uncommitted suffix and appends; the seal's state file used to record the committed
+/// offset the replica had just learnt, above the truncation still queued. A crash between the
+/// two left a log whose old suffix the restored replica took for committed: readers saw it,
+/// and the new sequencer's stores never matched again (`NeedFrom` forever, the shard stuck).
+/// Readers, and the state file, only get a committed offset the performed operations agree
+/// with (the Jepsen run's "read during the run as p2#10, elsewhere as p0#10").
+#[test]
+fn a_crash_between_a_seal_and_its_truncation_keeps_no_divergent_suffix_committed() {
+    on_a_core(|| async {
+        let dir = tempfile::tempdir().expect("a temporary directory");
+        let replica_set = set(1, 1, Durability::Fsync);
+        let host = open_without_storage(dir.path(), 3, replica_set.clone()).await;
+        let entry = |first: u64, epoch: u64, tag: u64| runnel_replicate::shard::Entry {
+            first,
+            count: 1,
+            epoch: Epoch(epoch),
+            bytes: batch(tag, 1),
+        };
+        let store = |epoch: u64, entry, prev_epoch: Option<u64>, committed| {
+            runnel_replicate::shard::Message::Store {
+                epoch: Epoch(epoch),
+                entry,
+                prev_epoch: prev_epoch.map(Epoch),
+                committed,
+            }
+        };
+        // Epoch 1's sequencer (node 1) stores two entries here; the first is committed.
+        host.deliver(NodeId(1), vec![store(1, entry(0, 1, 10), None, 0)]);
+        host.deliver(NodeId(1), vec![store(1, entry(1, 1, 11), Some(1), 1)]);
+        host.perform_queued(usize::MAX).await.expect("stored");
+        assert_eq!(host.log().next_offset().0, 2);
+        // Epoch 2's sequencer (node 2) adopted another log: its entry at 1 replaces this one's,
+        // and offsets below 2 are committed in its log.
+        host.deliver(NodeId(2), vec![store(2, entry(1, 2, 21), Some(1), 2)]);
+        // The seal is performed, then the node crashes before the truncation. Until then
+        // readers must not see offset 1: the log still holds epoch 1's entry there.
+        host.perform_queued(1).await.expect("sealed");
+        assert!(
+            host.visible_end().0 <= 1,
+            "readers see below {} while offset 1 holds a never-committed entry",
+            host.visible_end().0
+        );
+        host.stop();
+        host.log().sync_all().await.expect("a sync");
+        drop(host);
+        sleep(Duration::from_millis(50)).await;
+        let again = open_without_storage(dir.path(), 3, replica_set).await;
+        let entries = read_entries(again.log(), 0, u64::MAX)
+            .await
+            .expect("the log reads");
+        let at_one = entries.iter().find(|e| e.first == 1).map(|e| e.epoch);
+        assert_eq!(at_one, Some(Epoch(1)), "the old suffix is still on disk");
+        assert!(
+            again.visible_end().0 <= 1,
+            "offset 1 holds epoch 1's entry, never committed, yet readers see below {}",
+            again.visible_end().0
+        );
+        assert_eq!(again.sealed(), Epoch(2), "the seal survived");
+        again.stop();
+    });
+}
+
+/// A sequencer deposed by a newer epoch it had not heard of, then named again for a later one
+/// in one metadata update (the two bumps applied before its core looked): it recovers that
+/// epoch and sequences. It used to take the new epoch for the one it was deposed in and stay
+/// deposed, the shard refusing appends for good.
+#[test]
+fn a_deposed_sequencer_named_again_in_a_later_epoch_recovers_it() {
+    on_a_core(|| async {
+        let cluster = Cluster::new(Durability::Fsync).await;
+        let first = cluster.host(1);
+        cluster
+            .until("node 1 sequences", || first.is_sequencing())
+            .await;
+        let acked = append_many(&first, 1, 3).await;
+        // Epoch 1 names node 2; node 1 does not hear of it.
+        for node in [2, 3] {
+            cluster.host(node).update(set(1, 2, cluster.durability), 0);
+        }
+        let second = cluster.host(2);
+        cluster
+            .until("node 2 sequences epoch 1", || second.is_sequencing())
+            .await;
+        let refused = first.append(batch(9, 2), 2, Duration::from_secs(5)).await;
+        assert!(
+            refused.is_err(),
+            "a deposed sequencer acknowledged {refused:?}"
+        );
+        cluster
+            .until("node 1 is deposed", || !first.is_sequencing())
+            .await;
+        // Epoch 2 names node 1 again; node 1 learns epochs 1 and 2 at once.
+        for node in 1..=3 {
+            cluster.host(node).update(set(2, 1, cluster.durability), 0);
+        }
+        cluster
+            .until("node 1 sequences epoch 2", || first.is_sequencing())
+            .await;
+        let more = append_many(&first, 2, 2).await;
+        holds(&first, &acked).await;
+        holds(&first, &more).await;
+        dense(&first).await;
         cluster.stop();
     });
 }

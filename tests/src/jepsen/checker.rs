@@ -85,6 +85,9 @@ pub struct History {
     pub unknown: BTreeSet<RecordKey>,
     /// What readers and consumers saw while the faults went on (repeats allowed).
     pub live_reads: Vec<(RecordKey, Position)>,
+    /// Of `live_reads`, those a subscription's consumer was delivered (the others a tailing
+    /// reader read): the examples name which path showed a record.
+    pub consumed: BTreeSet<(RecordKey, Position)>,
     /// Every shard's log after healing, read from its first offset: (offset, record), in
     /// the order read.
     pub final_log: BTreeMap<u64, Vec<(u64, RecordKey)>>,
@@ -269,12 +272,14 @@ pub fn check(history: &History) -> Report {
         .acks
         .iter()
         .map(|ack| (ack.record, ack.at, "acknowledged"))
-        .chain(
-            history
-                .live_reads
-                .iter()
-                .map(|&(record, at)| (record, at, "read during the run")),
-        );
+        .chain(history.live_reads.iter().map(|&(record, at)| {
+            let how = if history.consumed.contains(&(record, at)) {
+                "delivered to the consumer during the run"
+            } else {
+                "read during the run"
+            };
+            (record, at, how)
+        }));
     for (record, at, how) in observations {
         match seen.get(&at) {
             Some(&other) if other != record => {
@@ -320,8 +325,14 @@ pub fn check(history: &History) -> Report {
     for record in read_records {
         if !acked.contains(&record) && !stored.contains_key(&record) {
             report.uncommitted_reads += 1;
+            let consumed = history.consumed.iter().any(|(r, _)| *r == record);
+            let how = if consumed {
+                "delivered to the consumer"
+            } else {
+                "read by a reader"
+            };
             report.example(format!(
-                "{record} was read during the run, never acknowledged, and is not in the final log"
+                "{record} was {how} during the run, never acknowledged, and is not in the final log"
             ));
         }
     }
