@@ -10,7 +10,8 @@
 //! the core, woken when commands apply), runs each host's tasks (storage, timer, one sender per
 //! node), carries messages through the remote service `replica.deliver`, and appends to a
 //! replicated shard through its sequencer ([`append`]). Shards with one replica keep the local
-//! path of `crate::append`.
+//! path of `crate::append`. Reads are served by any core hosting a replica ([`readable_log`]),
+//! bounded by that replica's committed offset.
 //!
 //! Must never: acknowledge an append before its sequencer committed it (synced on W replicas
 //! for `fsync`), let readers past a replica's committed offset, or run a sequencer for an epoch
@@ -43,7 +44,7 @@ use crate::core::Core;
 use crate::local::LocalShard;
 use crate::mesh::codec::WireError;
 use crate::mesh::{MeshError, RemoteService, Service};
-use crate::ownership::ShardFacts;
+use crate::ownership::{OwnedShard, ShardError, ShardFacts};
 
 pub use host::ShardHost;
 use wire::{decode_shard_messages, encode_shard_messages, ShardMessages};
@@ -238,6 +239,63 @@ pub fn replica_set(state: &MetadataState, shard: &Shard) -> Option<ReplicaSet> {
 /// Every replica of `shard`, its sequencer's included.
 fn replicas_of(shard: &Shard) -> Vec<Placement> {
     shard.replicas.clone()
+}
+
+/// The log a read of `shard` is served from on this core, and the replica's host when the
+/// shard is replicated: readers of a replicated shard see only its committed records, which
+/// every replica holds alike, so any core hosting a replica serves them (bounded by that
+/// replica's committed offset, [`ShardHost::visible_end`]); an unreplicated shard is read on
+/// the core owning it. A replicated shard whose replica is not open here yet is refused with
+/// [`ShardError::NotLocalYet`] (retry) rather than read past its committed offset.
+pub async fn readable_log(
+    core: &Core,
+    stream: &StreamName,
+    shard: ShardId,
+) -> Result<(OwnedShard, Option<Rc<ShardHost>>), ShardError> {
+    let host = core.replicated.host(shard);
+    let facts = {
+        let state = core.metadata.borrow();
+        let stream_record = state
+            .stream(stream)
+            .ok_or_else(|| ShardError::UnknownStream {
+                stream: stream.clone(),
+            })?;
+        let shard_record = state
+            .shard(shard)
+            .filter(|record| record.stream == stream_record.id)
+            .ok_or_else(|| ShardError::UnknownShard {
+                stream: stream.clone(),
+                shard,
+            })?;
+        let replicated = replica_set(&state, shard_record).is_some();
+        if replicated
+            && host.is_none()
+            && shard_record
+                .replicas
+                .iter()
+                .any(|p| p.node == core.node_id() && p.core == core.index)
+        {
+            return Err(ShardError::NotLocalYet { shard });
+        }
+        ShardFacts {
+            id: shard_record.id,
+            key_range: shard_record.key_range,
+            epoch: shard_record.epoch,
+            open: shard_record.is_open(),
+            durability: stream_record.config.durability,
+        }
+    };
+    match host {
+        Some(host) => Ok((
+            OwnedShard {
+                log: Rc::clone(host.log()),
+                shard: facts,
+            },
+            Some(host),
+        )),
+        // Not a replica here: the owner's rules (this core, or "not owner" naming it).
+        None => Ok((core.owned_log(stream, shard).await?, None)),
+    }
 }
 
 /// Registers the service `replica.deliver` on `core`.
