@@ -41,6 +41,7 @@ use runnel_net::protocol::{ErrorCode, ErrorResponse};
 
 use crate::append::{AppendError, Appended};
 use crate::core::Core;
+use crate::dedup::Dedup;
 use crate::local::LocalShard;
 use crate::mesh::codec::WireError;
 use crate::mesh::{MeshError, RemoteService, Service};
@@ -544,10 +545,18 @@ async fn send_to(core: &Rc<Core>, host: &ShardHost, node: NodeId) {
 }
 
 /// Appends a checked batch to a replicated shard whose sequencer runs on this core: joins its
-/// chunks, validates its records (keys against the shard's range), hands it to the sequencer
-/// and returns once it is committed.
+/// chunks, validates its records (keys against the shard's range), judges its producer stamp
+/// (`crate::dedup`, [`Core::dedup_replicated`]), hands it to the sequencer and returns once it
+/// is committed.
+///
+/// A stamped batch whose commit is not confirmed in time while its epoch goes on may still
+/// commit: its producer stays "in flight" (a retry is told to wait) until it does, and the
+/// table then learns it, so the retry is answered as a duplicate with its offsets; if the
+/// epoch ends first, the next epoch's table is rebuilt from the log recovery adopted, which
+/// holds the batch or not.
 pub async fn append<C: AsRef<[u8]>>(
-    host: &ShardHost,
+    core: &Core,
+    host: &Rc<ShardHost>,
     checked: &CheckedChunks<'_, C>,
     chunks: &[C],
     facts: &ShardFacts,
@@ -572,17 +581,73 @@ pub async fn append<C: AsRef<[u8]>>(
         }),
         _ => Ok(()),
     })?;
+    let header = view.header();
     let count = u64::from(view.record_count());
-    let first = host
-        .append(
-            Arc::from(view.as_bytes()),
-            count,
-            Duration::from_millis(APPEND_COMMIT_TIMEOUT_MS),
-        )
-        .await?;
-    Ok(Appended {
+    let appended = |first: u64| Appended {
         shard: facts.id,
         base_offset: Offset(first),
         last_offset: Offset(first + count - 1),
-    })
+    };
+    let pending = match core
+        .dedup_replicated(host, header.producer, header.record_count)
+        .await?
+    {
+        Dedup::Store(pending) => pending,
+        // Answered with its original offsets once they are committed (an adopted entry
+        // commits with the epoch's first append): until then, "retry".
+        Dedup::Duplicate {
+            base_offset,
+            last_offset,
+        } => {
+            let timeout = Duration::from_millis(APPEND_COMMIT_TIMEOUT_MS);
+            let deadline = std::time::Instant::now() + timeout;
+            while host.visible_end() <= last_offset {
+                let left = deadline.saturating_duration_since(std::time::Instant::now());
+                if left.is_zero() || host.is_stopped() {
+                    return Err(ReplicationError::Recovering { shard: facts.id }.into());
+                }
+                host.wait_changed(left).await;
+            }
+            return Ok(Appended {
+                shard: facts.id,
+                base_offset,
+                last_offset,
+            });
+        }
+    };
+    let (epoch, first) = host.sequence(Arc::from(view.as_bytes()), count)?;
+    let timeout = Duration::from_millis(APPEND_COMMIT_TIMEOUT_MS);
+    match host.wait_committed(epoch, first, count, timeout).await {
+        Ok(()) => {
+            pending.stored(Offset(first));
+            Ok(appended(first))
+        }
+        Err(refusal) => {
+            if header.producer.producer_id != 0 && still_sequencing(host, epoch) {
+                let host = Rc::clone(host);
+                spawn_detached(async move {
+                    while still_sequencing(&host, epoch) {
+                        if host
+                            .wait_committed(epoch, first, count, timeout)
+                            .await
+                            .is_ok()
+                        {
+                            pending.stored(Offset(first));
+                            return;
+                        }
+                    }
+                    // The epoch ended: `pending` is dropped, and the next epoch's table is
+                    // rebuilt from the adopted log.
+                });
+            }
+            Err(refusal.into())
+        }
+    }
+}
+
+/// Whether `host` still sequences epoch `epoch`, sound (not stopped, no storage fault).
+fn still_sequencing(host: &ShardHost, epoch: Epoch) -> bool {
+    !host.is_stopped()
+        && host.failure().is_none()
+        && host.sequencing().is_ok_and(|(current, _)| current == epoch)
 }
