@@ -38,6 +38,10 @@ pub enum Bench {
     /// rounds, and the time from SIGKILL of the metadata leader to the next acknowledged
     /// create.
     Cluster(ClusterArgs),
+    /// Replicated shards on a 3-node loopback cluster: append throughput and latency of an
+    /// R=3 stream against an R=1 stream in alternating rounds, the time from SIGKILL of a
+    /// sequencer's node to the next acknowledged append, and a restarted replica's catch-up.
+    Replication(ReplicationArgs),
 }
 
 /// Parses `512M`, `1G`, `4096`, `64K`.
@@ -391,8 +395,103 @@ pub struct ClusterArgs {
     pub keep: bool,
 }
 
+/// The phases of `runnel-bench replication`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ReplicationPhase {
+    /// Append throughput and latency, R=3 against R=1, alternating rounds.
+    Append,
+    /// Time from SIGKILL of a sequencer's node to the next acknowledged append.
+    Failover,
+    /// A replica stopped while data is appended, restarted: time until it holds the data.
+    Catchup,
+}
+
+/// Options of `runnel-bench replication`.
+#[derive(Debug, Clone, Args)]
+pub struct ReplicationArgs {
+    /// Where the cluster's temporary directory goes (default ./target).
+    #[arg(long)]
+    pub dir: Option<PathBuf>,
+    /// The `runnel-server` binary (default: the one beside this benchmark's binary).
+    #[arg(long)]
+    pub server: Option<PathBuf>,
+    /// Executors per node (the three nodes are never pinned).
+    #[arg(long, default_value = "1", value_parser = positive_count)]
+    pub cores: usize,
+    /// Rounds of the append phase (each measures both streams) and of the failover phase.
+    #[arg(long, default_value = "4", value_parser = positive_count)]
+    pub rounds: usize,
+    /// Seconds each stream is appended to per round.
+    #[arg(long, default_value = "5", value_parser = positive_size)]
+    pub seconds: u64,
+    /// Appends in flight (closed loop: each task sends its next append once one is acked).
+    #[arg(long, default_value = "8", value_parser = positive_count)]
+    pub in_flight: usize,
+    /// Records per append request.
+    #[arg(long, default_value = "16", value_parser = positive_count)]
+    pub batch: usize,
+    /// Bytes of each record's value.
+    #[arg(long, default_value = "256", value_parser = positive_count)]
+    pub record_bytes: usize,
+    /// After the kill, an append starts every this many milliseconds.
+    #[arg(long, default_value = "20", value_parser = positive_size)]
+    pub attempt_interval_ms: u64,
+    /// Each append after the kill is abandoned after this many milliseconds.
+    #[arg(long, default_value = "1000", value_parser = positive_size)]
+    pub attempt_timeout_ms: u64,
+    /// Bytes appended while a replica is down in the catch-up phase (`64M`).
+    #[arg(long, default_value = "64M", value_parser = parse_size)]
+    pub catchup_bytes: u64,
+    /// Phases to run.
+    #[arg(long, value_delimiter = ',', default_value = "append,failover,catchup")]
+    pub phases: Vec<ReplicationPhase>,
+    /// Keep the cluster's directory (data and `node-K/node.log`) after the run.
+    #[arg(long)]
+    pub keep: bool,
+}
+
 #[cfg(test)]
 mod tests {
+
+    /// `replication` parses with its defaults and takes a phase list.
+    #[test]
+    fn replication_options_parse() {
+        let Bench::Replication(defaults) = Cli::try_parse_from(["runnel-bench", "replication"])
+            .expect("parse")
+            .command
+        else {
+            panic!("parsed the wrong benchmark")
+        };
+        assert_eq!(
+            (defaults.rounds, defaults.in_flight, defaults.batch),
+            (4, 8, 16)
+        );
+        assert_eq!(defaults.catchup_bytes, 64 << 20);
+        assert_eq!(
+            defaults.phases,
+            vec![
+                ReplicationPhase::Append,
+                ReplicationPhase::Failover,
+                ReplicationPhase::Catchup
+            ]
+        );
+        let Bench::Replication(args) = Cli::try_parse_from([
+            "runnel-bench",
+            "replication",
+            "--phases",
+            "failover",
+            "--catchup-bytes",
+            "8M",
+        ])
+        .expect("parse")
+        .command
+        else {
+            panic!("parsed the wrong benchmark")
+        };
+        assert_eq!(args.phases, vec![ReplicationPhase::Failover]);
+        assert_eq!(args.catchup_bytes, 8 << 20);
+        assert!(Cli::try_parse_from(["runnel-bench", "replication", "--in-flight", "0"]).is_err());
+    }
     use super::*;
 
     #[test]

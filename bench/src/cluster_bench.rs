@@ -266,28 +266,34 @@ pub struct FailoverRow {
     pub rejoin: Duration,
 }
 
-/// What the creates after a kill saw.
-struct FirstAck {
-    recovery: Duration,
-    attempts: usize,
-    failed: usize,
+/// What the attempts after a kill saw.
+pub struct FirstAck {
+    /// From the kill to the first acknowledgement.
+    pub recovery: Duration,
+    /// Attempts started until then.
+    pub attempts: usize,
+    /// Of `attempts`, those that ended in an error or their timeout before the first ack.
+    pub failed: usize,
 }
 
-/// Starts a create through `client` every `interval` (each bounded by `attempt_timeout`; at
-/// most `attempt_timeout / interval + 1` in flight, a start skipped past that) until one is
-/// acknowledged; returns the time from `killed_at` to that acknowledgement. Gives up
-/// `give_up` after the kill, with the last failure.
-async fn first_ack(
-    client: &Client,
+/// Starts `attempt(n)` (n = 0, 1, …) every `interval`, each bounded by `attempt_timeout` (at
+/// most `attempt_timeout / interval + 1` in flight, a start skipped past that), until one
+/// succeeds; returns the time from `killed_at` to that success. Gives up `give_up` after the
+/// kill, with the last failure.
+pub async fn first_ack<F, A>(
     killed_at: Instant,
-    names: &str,
     interval: Duration,
     attempt_timeout: Duration,
     give_up: Duration,
-) -> Result<FirstAck, String> {
+    mut attempt: A,
+) -> Result<FirstAck, String>
+where
+    A: FnMut(usize) -> F,
+    F: std::future::Future<Output = Result<(), String>> + Send + 'static,
+{
     assert!(
         !interval.is_zero(),
-        "a zero interval would start creates without bound"
+        "a zero interval would start attempts without bound"
     );
     let in_flight_max = (attempt_timeout.as_nanos() / interval.as_nanos()) as usize + 1;
     let mut tasks: tokio::task::JoinSet<Result<Instant, String>> = tokio::task::JoinSet::new();
@@ -313,7 +319,7 @@ async fn first_ack(
             () = tokio::time::sleep_until(next_start) => {
                 if killed_at.elapsed() >= give_up {
                     return Err(format!(
-                        "no create acknowledged {give_up:?} after the kill ({attempts} \
+                        "nothing acknowledged {give_up:?} after the kill ({attempts} \
                          started, {failed} failed; last failure: {last_failure})"
                     ));
                 }
@@ -321,14 +327,12 @@ async fn first_ack(
                 if tasks.len() >= in_flight_max {
                     continue;
                 }
-                let name = format!("{names}-{attempts:05}");
-                let client = client.clone();
+                let one = attempt(attempts);
                 tasks.spawn(async move {
-                    let spec = StreamSpec::new(&name, Durability::Fsync).shard_count(1);
-                    match tokio::time::timeout(attempt_timeout, client.create_stream(spec)).await {
-                        Ok(Ok(_)) => Ok(Instant::now()),
-                        Ok(Err(error)) => Err(format!("create {name}: {error}")),
-                        Err(_) => Err(format!("create {name}: no answer in {attempt_timeout:?}")),
+                    match tokio::time::timeout(attempt_timeout, one).await {
+                        Ok(Ok(())) => Ok(Instant::now()),
+                        Ok(Err(error)) => Err(error),
+                        Err(_) => Err(format!("no answer in {attempt_timeout:?}")),
                     }
                 });
                 attempts += 1;
@@ -378,12 +382,21 @@ fn failover_phase(
         let killed_at = Instant::now();
         cluster.kill(leader)?;
         let outcome = runtime.block_on(first_ack(
-            &client,
             killed_at,
-            &format!("after-{round}"),
             interval,
             attempt_timeout,
             FAILOVER_GIVE_UP,
+            |n| {
+                let client = client.clone();
+                let name = format!("after-{round}-{n:05}");
+                async move {
+                    let spec = StreamSpec::new(&name, Durability::Fsync).shard_count(1);
+                    match client.create_stream(spec).await {
+                        Ok(_) => Ok(()),
+                        Err(error) => Err(format!("create {name}: {error}")),
+                    }
+                }
+            },
         ));
         let acked = outcome.map_err(|error| cluster.failure(format!("round {round}: {error}")))?;
         let new_leader = runtime.block_on(async {

@@ -5,7 +5,7 @@
 //! shared and noisy. Latencies are recorded in hdrhistogram; open-loop (fixed-rate) latencies
 //! are measured from each request's *scheduled* time, which corrects coordinated omission.
 //!
-//! Usage: `cargo run --release -p runnel-bench -- log|node|peers|subscribe|streams|cluster [OPTIONS]`
+//! Usage: `cargo run --release -p runnel-bench -- log|node|peers|subscribe|streams|cluster|replication [OPTIONS]`
 //! (`--help` lists them).
 
 mod alloc_counter;
@@ -20,6 +20,7 @@ mod pacing;
 mod peers_bench;
 mod plot;
 mod proc_stat;
+mod replication_bench;
 mod report;
 mod server_process;
 mod stats;
@@ -43,6 +44,7 @@ fn main() {
         args::Bench::Subscribe(args) => subscribe_bench::run(args),
         args::Bench::Streams(args) => streams_bench::run(args),
         args::Bench::Cluster(args) => cluster_bench::run(args),
+        args::Bench::Replication(args) => replication_bench::run(args),
     };
     if let Err(message) = result {
         eprintln!("runnel-bench: {message}");

@@ -122,6 +122,12 @@ pub enum Command {
     /// Manage the cluster.
     #[command(subcommand)]
     Cluster(ClusterCommand),
+    /// Run SQL: one statement with -e, else an interactive shell (statements end with `;`).
+    Sql {
+        /// The statement to run (push queries print rows until Ctrl-C).
+        #[arg(short = 'e', long = "execute", value_name = "STATEMENT")]
+        execute: Option<String>,
+    },
 }
 
 /// `runnel stream …`

@@ -93,6 +93,7 @@ mod producer;
 mod reader;
 mod retry;
 mod routing;
+mod sql;
 mod subscription_admin;
 mod tls;
 mod transport;
@@ -111,6 +112,7 @@ pub use error::ClientError;
 pub use options::ClientOptions;
 pub use producer::Producer;
 pub use reader::{Reader, RecordBatch, RecordStream};
+pub use sql::{PushQuery, SqlAnswer, SqlOutcome, SqlRow};
 pub use subscription_admin::SubscriptionSpec;
 
 // The vocabulary of the SDK's signatures, so users need not depend on the inner crates.

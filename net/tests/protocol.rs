@@ -351,15 +351,19 @@ fn error_response() -> impl Strategy<Value = ErrorResponse> {
         any::<Option<u32>>(),
         any::<Option<u64>>(),
         any::<Option<u64>>(),
+        any::<Option<(u64, u64)>>(),
     )
-        .prop_map(|(code, message, owner, retry, start, next)| ErrorResponse {
-            code,
-            message,
-            owner: owner.map(|(node, core)| ShardOwner { node, core }),
-            retry_after_ms: retry,
-            start_offset: start.map(Offset),
-            next_offset: next.map(Offset),
-        })
+        .prop_map(
+            |(code, message, owner, retry, start, next, sql_position)| ErrorResponse {
+                code,
+                message,
+                owner: owner.map(|(node, core)| ShardOwner { node, core }),
+                retry_after_ms: retry,
+                start_offset: start.map(Offset),
+                next_offset: next.map(Offset),
+                sql_position,
+            },
+        )
 }
 
 fn response() -> impl Strategy<Value = Response> {

@@ -659,6 +659,50 @@ impl Engine {
         self.queries.get(&id).map(|q| &q.query.state().metrics)
     }
 
+    /// The running (not paused) queries and the streams each reads: what the server feeds.
+    pub fn feeds(&self) -> Vec<(u64, Vec<String>)> {
+        self.queries
+            .iter()
+            .filter(|(_, q)| !q.paused)
+            .map(|(id, q)| {
+                let mut streams: Vec<String> = q
+                    .query
+                    .plan()
+                    .sources
+                    .iter()
+                    .map(|s| s.stream.clone())
+                    .collect();
+                streams.dedup();
+                (*id, streams)
+            })
+            .collect()
+    }
+
+    /// Makes query `id` consume `stream`'s shard from `next_offset` on, as if it had consumed
+    /// the records before it: a push query starts at its sources' tails. Never moves back.
+    pub fn start_at(&mut self, id: u64, stream: &str, shard: u32, next_offset: u64) {
+        let Some(last) = next_offset.checked_sub(1) else {
+            return;
+        };
+        let Some(entry) = self.queries.get_mut(&id) else {
+            return;
+        };
+        let consumed = entry.query.state().offsets.get(stream);
+        if consumed
+            .and_then(|shards| shards.get(&shard))
+            .is_some_and(|&o| o >= last)
+        {
+            return;
+        }
+        let mut state = entry.query.state().clone();
+        state
+            .offsets
+            .entry(stream.to_string())
+            .or_default()
+            .insert(shard, last);
+        entry.query = ContinuousQuery::with_state(entry.query.plan().clone(), state);
+    }
+
     /// Ends a push query (the client went away): no object is left behind.
     pub fn cancel(&mut self, id: u64) {
         if self

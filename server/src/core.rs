@@ -126,6 +126,10 @@ pub struct Core {
     /// Core 0 of a node with a cluster CA: the node-to-node transport, to which the endpoint
     /// hands connections that negotiated `runnel-peer/1`. None elsewhere.
     pub peers: RefCell<Option<Rc<crate::peer::Peers>>>,
+    /// Core 0: the node's SQL service, once its checkpoint is loaded (`crate::sql`).
+    pub sql: RefCell<Option<Rc<crate::sql::SqlNode>>>,
+    /// Core 0: why SQL is unavailable (a checkpoint that cannot be restored).
+    pub sql_unavailable: RefCell<Option<String>>,
     /// The replicated shards this core hosts a replica of (`crate::replicated`).
     pub replicated: crate::replicated::ReplicatedShards,
 }
@@ -204,6 +208,8 @@ impl Core {
             stop,
             cluster,
             peers: RefCell::new(None),
+            sql: RefCell::new(None),
+            sql_unavailable: RefCell::new(None),
             replicated: crate::replicated::ReplicatedShards::default(),
         }
     }

@@ -160,6 +160,11 @@ async fn request_stream(
             subscription::serve_join(core, join, send, recv, reader, limits).await;
             return;
         }
+        Ok(Some((Request::ExecuteSql(execute), _))) => {
+            crate::sql::serve(&core, execute, &mut send, &limits).await;
+            let _ = send.finish();
+            return;
+        }
         Ok(Some((Request::Consume(consume), _))) => {
             subscription::serve_consume(core, consume, send, recv, reader, limits).await;
             return;
@@ -445,7 +450,10 @@ async fn handle(core: &Rc<Core>, request: Request, payload: &[Bytes]) -> Answer 
             ErrorCode::InvalidRequest,
             "Ack is only valid on a Consume stream",
         )),
-        Request::Read(_) | Request::JoinSubscription(_) | Request::Consume(_) => Err(error(
+        Request::Read(_)
+        | Request::JoinSubscription(_)
+        | Request::Consume(_)
+        | Request::ExecuteSql(_) => Err(error(
             ErrorCode::Internal,
             "streaming requests are served by their own loops",
         )),

@@ -39,5 +39,6 @@ pub mod peer;
 pub mod proposal;
 pub mod proposer;
 pub mod replicated;
+pub mod sql;
 pub mod stop;
 pub mod subscription;

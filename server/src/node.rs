@@ -358,6 +358,9 @@ async fn run_core(
     }
     spawn_detached(crate::subscription::commit_progress(Rc::clone(&core)));
     spawn_detached(crate::subscription::expire_members(Rc::clone(&core)));
+    if index == 0 {
+        spawn_detached(crate::sql::run(Rc::clone(&core)));
+    }
     core.until_stopping().await;
     if let Some(peers) = core.peers.borrow_mut().take() {
         peers.close();
@@ -387,6 +390,7 @@ fn register_services(core: &Core) {
     crate::proposal::register(core);
     crate::subscription::services::register(core);
     crate::convert::register(core);
+    crate::sql::services::register(core);
     crate::replicated::register(core);
 }
 

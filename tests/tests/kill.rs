@@ -9,34 +9,14 @@
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
-use runnel_client::{Client, ClientOptions, Durability, ReadFrom, Record, RecordId, StreamSpec};
+use runnel_client::{Durability, ReadFrom, Record, RecordId, StreamSpec};
+use runnel_tests::sdk::{connect_impatient, now_ms};
 use runnel_tests::server::TestServer;
 
 const CYCLES: usize = 4;
 const PRODUCERS: usize = 16;
-
-fn now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as i64)
-}
-
-async fn connect(server: &TestServer) -> Client {
-    let options = ClientOptions {
-        ca_cert_path: Some(server.certificate()),
-        request_attempts_max: 1,
-        // A killed server never answers: give up on an in-flight request quickly.
-        request_timeout_ms: 2_000,
-        idle_timeout_ms: 2_000,
-        keep_alive_interval_ms: 500,
-        ..ClientOptions::default()
-    };
-    Client::connect(&server.url(), options)
-        .await
-        .expect("connect")
-}
 
 /// What the producers were told: record id → value.
 type Acknowledged = Arc<Mutex<HashMap<RecordId, Vec<u8>>>>;
@@ -46,7 +26,7 @@ async fn acknowledged_records_survive_sigkill() {
     let temp = tempfile::tempdir().expect("temp dir");
     let mut server = TestServer::start(temp.path(), 2);
     {
-        let client = connect(&server).await;
+        let client = connect_impatient(&server).await;
         client
             .create_stream(StreamSpec::new("kill", Durability::Fsync).shard_count(4))
             .await
@@ -56,7 +36,7 @@ async fn acknowledged_records_survive_sigkill() {
     let mut failed_or_unknown = 0usize;
     let mut sequence = 0u64;
     for cycle in 0..CYCLES {
-        let client = connect(&server).await;
+        let client = connect_impatient(&server).await;
         let mut tasks = Vec::new();
         for producer_index in 0..PRODUCERS {
             let producer = client.producer("kill").expect("producer");
@@ -93,7 +73,7 @@ async fn acknowledged_records_survive_sigkill() {
         drop(client);
         server.restart();
     }
-    let client = connect(&server).await;
+    let client = connect_impatient(&server).await;
     let shards = client.list_shards("kill").await.expect("shards");
     let mut seen: HashMap<RecordId, Vec<u8>> = HashMap::new();
     for shard in &shards {

@@ -7,6 +7,7 @@ mod consume;
 mod node;
 mod read;
 mod shard;
+mod sql;
 mod stream;
 mod subscription;
 
@@ -51,6 +52,7 @@ pub async fn run(cli: Cli, output: &mut Output) -> Result<(), CliError> {
         Command::Node(NodeCommand::List) => node::list(&client, output).await,
         Command::Node(NodeCommand::Remove { id }) => node::remove(&client, id, output).await,
         Command::Cluster(ClusterCommand::Init) => node::init_cluster(&client, output).await,
+        Command::Sql { execute } => sql::run(&client, execute, output).await,
     };
     let flushed = output.flush();
     client.close().await;

@@ -11,6 +11,7 @@
 pub mod cluster;
 mod decode;
 mod encode;
+pub mod sql;
 pub mod subscription;
 
 use std::fmt;
@@ -19,6 +20,7 @@ use runnel_core::{Epoch, KeyRange, Offset, RecordId, ShardId, StreamName};
 
 use super::error::ProtocolError;
 pub use cluster::{check_node_address, NodeInfo, NodeList, NodeState, NODE_ADDRESS_BYTES_MAX};
+pub use sql::{ExecuteSql, SqlChange, SqlChanges, SqlResult};
 pub use subscription::{
     check_consumer_name, Ack, AckRefusal, AckResult, AssignedShard, Assignment, Consume,
     ConsumeEnd, ConsumeEndReason, CreateSubscription, DeleteSubscription, DeleteSubscriptionOk,
@@ -287,6 +289,9 @@ pub enum Request {
     InitCluster,
     /// Removes the node with this id from the cluster; answered by [`Response::RemoveNodeOk`].
     RemoveNode(u64),
+    /// Runs SQL statements; answered by [`Response::SqlResult`] (then [`Response::SqlChanges`]
+    /// frames for a push query).
+    ExecuteSql(ExecuteSql),
 }
 
 impl Request {
@@ -315,6 +320,7 @@ impl Request {
             Request::ListNodes => "ListNodes",
             Request::InitCluster => "InitCluster",
             Request::RemoveNode(_) => "RemoveNode",
+            Request::ExecuteSql(_) => "ExecuteSql",
         }
     }
 
@@ -391,13 +397,15 @@ pub enum ErrorCode {
     UnknownNode,
     /// RemoveNode refused: the metadata group could not commit without the node.
     WouldLoseQuorum,
+    /// ExecuteSql: a statement failed; see [`ErrorResponse::sql_position`].
+    SqlError,
     /// A code this build does not know (sent by a newer peer), kept as received. Never
     /// one of the numbers above.
     Other(u16),
 }
 
 /// `(code, number)` for every named code: the one table both directions use.
-const ERROR_CODES: [(ErrorCode, u16); 28] = [
+const ERROR_CODES: [(ErrorCode, u16); 29] = [
     (ErrorCode::Internal, 1),
     (ErrorCode::InvalidRequest, 2),
     (ErrorCode::UnsupportedVersion, 3),
@@ -426,6 +434,7 @@ const ERROR_CODES: [(ErrorCode, u16); 28] = [
     (ErrorCode::NodeOwnsShards, 26),
     (ErrorCode::UnknownNode, 27),
     (ErrorCode::WouldLoseQuorum, 28),
+    (ErrorCode::SqlError, 29),
 ];
 
 impl ErrorCode {
@@ -496,6 +505,8 @@ pub struct ErrorResponse {
     pub start_offset: Option<Offset>,
     /// `OffsetOutOfRange`: the shard's next offset.
     pub next_offset: Option<Offset>,
+    /// `SqlError`: where in the statement text, `(line, column)` from 1.
+    pub sql_position: Option<(u64, u64)>,
 }
 
 impl ErrorResponse {
@@ -508,6 +519,7 @@ impl ErrorResponse {
             retry_after_ms: None,
             start_offset: None,
             next_offset: None,
+            sql_position: None,
         }
     }
 
@@ -737,6 +749,10 @@ pub enum Response {
     InitClusterOk,
     /// Answer to [`Request::RemoveNode`]: the node with this id is removed.
     RemoveNodeOk(u64),
+    /// Answer to [`Request::ExecuteSql`].
+    SqlResult(SqlResult),
+    /// On a push query's stream: rows as they come.
+    SqlChanges(SqlChanges),
 }
 
 impl Response {
@@ -766,6 +782,8 @@ impl Response {
             Response::NodeList(_) => "NodeList",
             Response::InitClusterOk => "InitClusterOk",
             Response::RemoveNodeOk(_) => "RemoveNodeOk",
+            Response::SqlResult(_) => "SqlResult",
+            Response::SqlChanges(_) => "SqlChanges",
         }
     }
 

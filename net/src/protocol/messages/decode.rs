@@ -121,6 +121,9 @@ impl Request {
                 if let Some(decoded) = cluster::decode_request(&root) {
                     return decoded;
                 }
+                if let Some(decoded) = sql::decode_request(&root) {
+                    return decoded;
+                }
                 return Err(ProtocolError::UnknownKind {
                     envelope: "Request",
                     kind: unknown.0,
@@ -260,6 +263,9 @@ impl Response {
                 if let Some(decoded) = cluster::decode_response(&root) {
                     return decoded;
                 }
+                if let Some(decoded) = sql::decode_response(&root) {
+                    return decoded;
+                }
                 return Err(ProtocolError::UnknownKind {
                     envelope: "Response",
                     kind: unknown.0,
@@ -369,6 +375,7 @@ fn error_response(error: &wire::Error<'_>) -> Result<ErrorResponse, ProtocolErro
         retry_after_ms: error.retry_after_ms(),
         start_offset: error.start_offset().map(Offset),
         next_offset: error.next_offset().map(Offset),
+        sql_position: error.sql_line().zip(error.sql_column()),
     })
 }
 

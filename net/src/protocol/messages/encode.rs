@@ -191,6 +191,10 @@ fn request_body<'a>(
             wire::RequestBody::RemoveNode,
             cluster::remove_node(fbb, *node),
         ),
+        Request::ExecuteSql(execute) => (
+            wire::RequestBody::ExecuteSql,
+            sql::execute_sql(fbb, execute),
+        ),
     }
 }
 
@@ -209,6 +213,8 @@ fn response_body<'a>(
                 retry_after_ms: error.retry_after_ms,
                 start_offset: error.start_offset.map(|offset| offset.0),
                 next_offset: error.next_offset.map(|offset| offset.0),
+                sql_line: error.sql_position.map(|(line, _)| line),
+                sql_column: error.sql_position.map(|(_, column)| column),
             };
             let table = wire::Error::create(fbb, &args);
             (wire::ResponseBody::Error, table.as_union_value())
@@ -359,6 +365,13 @@ fn response_body<'a>(
         Response::InitClusterOk => (
             wire::ResponseBody::InitClusterOk,
             cluster::init_cluster_ok(fbb),
+        ),
+        Response::SqlResult(result) => {
+            (wire::ResponseBody::SqlResult, sql::sql_result(fbb, result))
+        }
+        Response::SqlChanges(changes) => (
+            wire::ResponseBody::SqlChanges,
+            sql::sql_changes(fbb, changes),
         ),
     }
 }
