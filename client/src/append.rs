@@ -220,9 +220,10 @@ pub(crate) async fn append_once(
 }
 
 /// Whether an append failed because the client's shards are stale (nothing was stored; the
-/// records may be routed again with fresh shards).
+/// records may be routed again with fresh shards): the server said so, or the shard's node
+/// could not be connected to (after a failover the shard lives on another node).
 pub(crate) fn is_stale(error: &ClientError) -> bool {
-    error.is_routing() || matches!(error, ClientError::NoRoute { .. })
+    error.is_routing() || error.is_connect_failure() || matches!(error, ClientError::NoRoute { .. })
 }
 
 /// Sets the outcome of each record of `batch`, whose first append ended in `first`: routes

@@ -210,7 +210,8 @@ impl ClientInner {
     }
 
     /// Sends a request about one shard to the core that owns it, refreshing the shards and
-    /// trying again when the server says another core owns it (at most a few times).
+    /// trying again when the server says another core owns it, or its node cannot be
+    /// connected to (at most a few times).
     pub(crate) async fn call_shard(
         &self,
         stream: &StreamName,
@@ -223,7 +224,10 @@ impl ClientInner {
         loop {
             let owner = self.owner_of(&map, shard);
             match self.nodes.call(owner, request, &[], safety).await {
-                Err(error) if error.is_routing() && reroutes < crate::append::REROUTES_MAX => {
+                Err(error)
+                    if (error.is_routing() || error.is_connect_failure())
+                        && reroutes < crate::append::REROUTES_MAX =>
+                {
                     reroutes += 1;
                     map = self.current_shards(stream, Some(&map)).await?;
                 }

@@ -270,6 +270,22 @@ impl ClientError {
             )
     }
 
+    /// Whether no connection to the node could be made (refused, unreachable, or no answer
+    /// to the connect itself): nothing was sent. For a shard's request this may mean the shard
+    /// moved off a dead node (a failover), so the caller refreshes the shards from another
+    /// node before the retry rather than dial the dead one again.
+    pub(crate) fn is_connect_failure(&self) -> bool {
+        matches!(
+            self,
+            ClientError::Connect { .. }
+                | ClientError::Unreachable { .. }
+                | ClientError::Timeout {
+                    request: "connect",
+                    ..
+                }
+        )
+    }
+
     /// A server's error answer to `request`.
     pub(crate) fn server(request: &'static str, error: ErrorResponse) -> ClientError {
         ClientError::Server {

@@ -223,7 +223,9 @@ impl Reader {
     /// up (returning the error). Either way the next attempt starts a new read.
     async fn recover(&mut self, failure: Failure) -> Result<(), ClientError> {
         self.stop_stream();
-        if failure.error.is_routing() && self.reroutes < REROUTES_MAX {
+        // Stale shards, or the owner's node gone (a failover): route again with fresh ones.
+        let reroute = failure.error.is_routing() || failure.error.is_connect_failure();
+        if reroute && self.reroutes < REROUTES_MAX {
             self.reroutes += 1;
             let stale = self.map.take();
             self.map = Some(

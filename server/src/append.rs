@@ -113,6 +113,7 @@ impl From<DedupError> for AppendError {
         match error {
             DedupError::Sequence(error) => AppendError::Sequence(error),
             DedupError::Log(error) => AppendError::Log(error),
+            DedupError::Replication(error) => AppendError::Replication(error),
         }
     }
 }
@@ -145,8 +146,10 @@ impl Core {
         }
         if let Some(host) = self.replicated.host(facts.id) {
             // A replicated shard: its sequencer assigns the offsets and W replicas store it.
-            return crate::replicated::append(&host, &checked, batch, &facts, stream, &limits)
-                .await;
+            return crate::replicated::append(
+                self, &host, &checked, batch, &facts, stream, &limits,
+            )
+            .await;
         }
         if facts.replicated {
             // Its replica is not open on this core yet (a restart, a new set): the log is

@@ -15,20 +15,30 @@
 //! serves a new sequencer after failover, over the log it adopted (`docs/replication.md`).
 //! The cost is one sequential read of at most the window, once per shard per process start,
 //! on the first idempotent append (measured in `dedup/tests.rs`).
+//!
+//! A replicated shard ([`Core::dedup_replicated`]) keeps its table on its sequencer's core for
+//! one sequencing epoch: a new epoch forgets it, and the first stamped batch rebuilds it from
+//! the log recovery adopted, up to its end, once this replica has written all of it (before,
+//! stamped batches are refused with "recovering, retry"). Adopted entries may not be committed
+//! yet (they commit with the epoch's first append), so the caller answers a duplicate only once
+//! its offsets are committed.
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
+use std::future::Future;
 use std::rc::Rc;
 
 use runnel_core::{Offset, ProducerStamp, ShardId};
 use runnel_replicate::producers::{
     Admission, ProducerTable, ProducerTableConfig, SequenceError, StoredBatch,
 };
+use runnel_replicate::shard::Epoch;
 use runnel_segment::log::ReadBound;
 use runnel_segment::runtime::Event;
 use runnel_segment::{DmaStorage, LogError, ShardLog};
 
 use crate::core::Core;
 use crate::local::LocalShard;
+use crate::replicated::{ReplicationError, ShardHost};
 
 #[cfg(test)]
 mod tests;
@@ -42,6 +52,8 @@ pub struct ProducerSlot {
     state: RefCell<SlotState>,
     /// The state changed (a rebuild finished or failed).
     changed: Event,
+    /// A replicated shard's: the sequencing epoch the table belongs to.
+    epoch: Cell<Option<Epoch>>,
 }
 
 #[derive(Default)]
@@ -176,6 +188,9 @@ pub enum DedupError {
     /// The table could not be rebuilt from the log.
     #[error(transparent)]
     Log(#[from] LogError),
+    /// A replicated shard's table cannot be had yet (not its sequencer, or recovering).
+    #[error(transparent)]
+    Replication(#[from] ReplicationError),
 }
 
 impl Core {
@@ -188,6 +203,64 @@ impl Core {
         producer: ProducerStamp,
         record_count: u32,
     ) -> Result<Dedup, DedupError> {
+        let config = self.config.log.producer_table();
+        self.judge(shard, producer, record_count, || {
+            rebuild(log, config, ReadBound::Written)
+        })
+        .await
+    }
+
+    /// Judges a batch of `record_count` records stamped `producer` for the replicated shard
+    /// `host` sequences on this core (see the module documentation): the table is the one of
+    /// the current sequencing epoch, rebuilt from the adopted log once it is committed here.
+    pub async fn dedup_replicated(
+        &self,
+        host: &ShardHost,
+        producer: ProducerStamp,
+        record_count: u32,
+    ) -> Result<Dedup, DedupError> {
+        let shard = host.shard();
+        let (epoch, adopted_end) = host.sequencing()?;
+        if let Some(local) = self.local_shard(shard) {
+            let slot = &local.producers;
+            if slot.epoch.get() != Some(epoch) {
+                // Another epoch's table (or none): it may miss what recovery adopted.
+                let mut state = slot.state.borrow_mut();
+                if !matches!(*state, SlotState::Loading) {
+                    *state = SlotState::Absent;
+                    slot.epoch.set(Some(epoch));
+                }
+            }
+        }
+        let config = self.config.log.producer_table();
+        self.judge(shard, producer, record_count, || async move {
+            if host.log().written_offset().0 < adopted_end {
+                // The adopted log is not all written here yet: a table built now could miss
+                // a batch stored before the failover.
+                return Err(DedupError::Replication(ReplicationError::Recovering {
+                    shard,
+                }));
+            }
+            let adopted = ReadBound::Below(Offset(adopted_end));
+            Ok(rebuild(host.log(), config, adopted).await?)
+        })
+        .await
+    }
+
+    /// The table's answer for a batch, rebuilding the table with `load` first if it is absent
+    /// (one rebuild at a time; other stamped batches wait for it).
+    async fn judge<F, Fut, E>(
+        &self,
+        shard: ShardId,
+        producer: ProducerStamp,
+        record_count: u32,
+        load: F,
+    ) -> Result<Dedup, DedupError>
+    where
+        F: Fn() -> Fut,
+        Fut: Future<Output = Result<ProducerTable, E>>,
+        DedupError: From<E>,
+    {
         let local = self.local_shard(shard);
         let pending = |local| Pending {
             local,
@@ -205,7 +278,7 @@ impl Core {
         };
         loop {
             let changed = local.producers.changed.listen();
-            let load = {
+            let start_loading = {
                 let mut state = local.producers.state.borrow_mut();
                 match &mut *state {
                     SlotState::Ready(table) => {
@@ -229,9 +302,8 @@ impl Core {
                     }
                 }
             };
-            if load {
-                let config = self.config.log.producer_table();
-                let rebuilt = rebuild(log, config, ReadBound::Written).await;
+            if start_loading {
+                let rebuilt = load().await;
                 let failed = match rebuilt {
                     Ok(table) => {
                         tracing::debug!(core = self.index, %shard, producers = table.producer_count(), "producer table rebuilt");

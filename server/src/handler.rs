@@ -508,13 +508,13 @@ async fn read_loop(
     send: &mut quinn::SendStream,
     limits: &FrameLimits,
 ) -> Result<ReadEnd, Option<ErrorResponse>> {
-    let OwnedShard { log, shard } = core
-        .owned_log(&read.stream, read.shard)
-        .await
-        .map_err(|refusal| Some(refusal.into()))?;
+    // A replicated shard is read on any core hosting a replica, up to that replica's
+    // committed offset, never past it.
+    let (OwnedShard { log, shard }, replicated) =
+        crate::replicated::readable_log(core, &read.stream, read.shard)
+            .await
+            .map_err(|refusal| Some(refusal.into()))?;
     let bound = crate::core::visible(shard.durability);
-    // A replicated shard's readers see its replica's committed offset, never past it.
-    let replicated = core.replicated.host(shard.id);
     if replicated.is_none() && shard.replicated {
         // Its replica is not open yet: nothing says what of its log is committed.
         let refusal = crate::replicated::ReplicationError::Recovering { shard: shard.id };

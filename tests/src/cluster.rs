@@ -196,6 +196,11 @@ impl LocalCluster {
         self.node(k).server.url()
     }
 
+    /// Node `k`'s server (its ports and certificate, for raw protocol tests).
+    pub fn server(&self, k: u64) -> &TestServer {
+        &self.node(k).server
+    }
+
     /// The CA certificate clients and nodes trust.
     pub fn ca_path(&self) -> &Path {
         &self.ca_path

@@ -23,8 +23,18 @@ pub async fn connect(
     core: u16,
     skip_hello: bool,
 ) -> (quinn::Endpoint, quinn::Connection) {
-    let certificate =
-        CertificateDer::from_pem_file(server.certificate()).expect("server certificate");
+    connect_trusting(server, &server.certificate(), core, skip_hello).await
+}
+
+/// [`connect`], trusting the certificate (or CA) at `trusted`: a cluster's nodes present
+/// certificates its CA signed (`LocalCluster::ca_path`).
+pub async fn connect_trusting(
+    server: &TestServer,
+    trusted: &std::path::Path,
+    core: u16,
+    skip_hello: bool,
+) -> (quinn::Endpoint, quinn::Connection) {
+    let certificate = CertificateDer::from_pem_file(trusted).expect("server certificate");
     let config =
         client_config(&[certificate], &TransportLimits::DEFAULT).expect("client TLS config");
     let mut endpoint =

@@ -116,6 +116,8 @@ pub struct ShardHost {
     pumping: Cell<bool>,
     /// Read-backs in flight for the sequencer: its epoch, and where the entries arrive.
     reads: RefCell<Vec<(Epoch, ReadSlot)>>,
+    /// The epoch this node last finished recovering, and where the log it adopted ends.
+    adopted: Cell<Option<(Epoch, u64)>>,
 }
 
 impl ShardHost {
@@ -199,6 +201,7 @@ impl ShardHost {
             stopped: Cell::new(false),
             pumping: Cell::new(false),
             reads: RefCell::new(Vec::new()),
+            adopted: Cell::new(None),
         });
         host.update(set, this_core);
         Ok(host)
@@ -343,6 +346,20 @@ impl ShardHost {
         }
     }
 
+    /// While this node sequences the shard: the epoch, and where the log recovery adopted
+    /// ends (what the epoch's first append continues). A refusal otherwise.
+    pub fn sequencing(&self) -> Result<(Epoch, u64), ReplicationError> {
+        let role = self.role.borrow();
+        match (&*role, self.adopted.get()) {
+            (Role::Sequencing(sequencer), Some((epoch, end)))
+                if !sequencer.is_deposed() && sequencer.epoch() == epoch =>
+            {
+                Ok((epoch, end))
+            }
+            (other, _) => Err(role_refusal(self.shard, other)),
+        }
+    }
+
     /// Appends a batch (checked by the caller) of `count` records through this node's
     /// sequencer; returns its first offset once it is committed.
     pub async fn append(
@@ -351,6 +368,14 @@ impl ShardHost {
         count: u64,
         timeout: Duration,
     ) -> Result<u64, ReplicationError> {
+        let (epoch, first) = self.sequence(bytes, count)?;
+        self.wait_committed(epoch, first, count, timeout).await?;
+        Ok(first)
+    }
+
+    /// Hands a batch of `count` records to this node's sequencer: its epoch and first offset
+    /// ([`Self::wait_committed`] then says when it is committed).
+    pub fn sequence(&self, bytes: Arc<[u8]>, count: u64) -> Result<(Epoch, u64), ReplicationError> {
         let shard = self.shard;
         if let Some(reason) = self.failed.borrow().clone() {
             return Err(ReplicationError::Storage { shard, reason });
@@ -374,13 +399,27 @@ impl ShardHost {
             }
         };
         self.pump();
+        Ok((epoch, first))
+    }
+
+    /// Waits until the `count` records from `first` that epoch `epoch` sequenced are
+    /// committed; [`ReplicationError::NoQuorum`] when `timeout` passes first or the epoch's
+    /// sequencer is deposed (they may be stored or not).
+    pub async fn wait_committed(
+        &self,
+        epoch: Epoch,
+        first: u64,
+        count: u64,
+        timeout: Duration,
+    ) -> Result<(), ReplicationError> {
+        let shard = self.shard;
         let end = first + count;
         let deadline = std::time::Instant::now() + timeout;
         loop {
             let changed = self.changed.listen();
             let (sequenced_epoch, committed) = self.sequenced.get();
             if sequenced_epoch == epoch && committed >= end {
-                return Ok(first);
+                return Ok(());
             }
             if let Some(reason) = self.failed.borrow().clone() {
                 return Err(ReplicationError::Storage { shard, reason });
@@ -546,6 +585,7 @@ impl ShardHost {
                             next = sequencer.next_offset(), committed = sequencer.committed(),
                             "recovered: sequencing");
                         self.sequenced.set((epoch, sequencer.committed()));
+                        self.adopted.set(Some((epoch, sequencer.next_offset())));
                         *role = Role::Sequencing(sequencer);
                         any = true;
                         self.changed.notify();

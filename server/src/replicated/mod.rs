@@ -10,7 +10,8 @@
 //! the core, woken when commands apply), runs each host's tasks (storage, timer, one sender per
 //! node), carries messages through the remote service `replica.deliver`, and appends to a
 //! replicated shard through its sequencer ([`append`]). Shards with one replica keep the local
-//! path of `crate::append`.
+//! path of `crate::append`. Reads are served by any core hosting a replica ([`readable_log`]),
+//! bounded by that replica's committed offset.
 //!
 //! Must never: acknowledge an append before its sequencer committed it (synced on W replicas
 //! for `fsync`), let readers past a replica's committed offset, or run a sequencer for an epoch
@@ -40,10 +41,11 @@ use runnel_net::protocol::{ErrorCode, ErrorResponse};
 
 use crate::append::{AppendError, Appended};
 use crate::core::Core;
+use crate::dedup::Dedup;
 use crate::local::LocalShard;
 use crate::mesh::codec::WireError;
 use crate::mesh::{MeshError, RemoteService, Service};
-use crate::ownership::ShardFacts;
+use crate::ownership::{OwnedShard, ShardError, ShardFacts};
 
 pub use host::ShardHost;
 use wire::{decode_shard_messages, encode_shard_messages, ShardMessages};
@@ -238,6 +240,64 @@ pub fn replica_set(state: &MetadataState, shard: &Shard) -> Option<ReplicaSet> {
 /// Every replica of `shard`, its sequencer's included.
 fn replicas_of(shard: &Shard) -> Vec<Placement> {
     shard.replicas.clone()
+}
+
+/// The log a read of `shard` is served from on this core, and the replica's host when the
+/// shard is replicated: readers of a replicated shard see only its committed records, which
+/// every replica holds alike, so any core hosting a replica serves them (bounded by that
+/// replica's committed offset, [`ShardHost::visible_end`]); an unreplicated shard is read on
+/// the core owning it. A replicated shard whose replica is not open here yet is refused with
+/// [`ShardError::NotLocalYet`] (retry) rather than read past its committed offset.
+pub async fn readable_log(
+    core: &Core,
+    stream: &StreamName,
+    shard: ShardId,
+) -> Result<(OwnedShard, Option<Rc<ShardHost>>), ShardError> {
+    let host = core.replicated.host(shard);
+    let facts = {
+        let state = core.metadata.borrow();
+        let stream_record = state
+            .stream(stream)
+            .ok_or_else(|| ShardError::UnknownStream {
+                stream: stream.clone(),
+            })?;
+        let shard_record = state
+            .shard(shard)
+            .filter(|record| record.stream == stream_record.id)
+            .ok_or_else(|| ShardError::UnknownShard {
+                stream: stream.clone(),
+                shard,
+            })?;
+        let replicated = replica_set(&state, shard_record).is_some();
+        if replicated
+            && host.is_none()
+            && shard_record
+                .replicas
+                .iter()
+                .any(|p| p.node == core.node_id() && p.core == core.index)
+        {
+            return Err(ShardError::NotLocalYet { shard });
+        }
+        ShardFacts {
+            id: shard_record.id,
+            key_range: shard_record.key_range,
+            epoch: shard_record.epoch,
+            open: shard_record.is_open(),
+            durability: stream_record.config.durability,
+            replicated,
+        }
+    };
+    match host {
+        Some(host) => Ok((
+            OwnedShard {
+                log: Rc::clone(host.log()),
+                shard: facts,
+            },
+            Some(host),
+        )),
+        // Not a replica here: the owner's rules (this core, or "not owner" naming it).
+        None => Ok((core.owned_log(stream, shard).await?, None)),
+    }
 }
 
 /// Registers the service `replica.deliver` on `core`.
@@ -486,10 +546,18 @@ async fn send_to(core: &Rc<Core>, host: &ShardHost, node: NodeId) {
 }
 
 /// Appends a checked batch to a replicated shard whose sequencer runs on this core: joins its
-/// chunks, validates its records (keys against the shard's range), hands it to the sequencer
-/// and returns once it is committed.
+/// chunks, validates its records (keys against the shard's range), judges its producer stamp
+/// (`crate::dedup`, [`Core::dedup_replicated`]), hands it to the sequencer and returns once it
+/// is committed.
+///
+/// A stamped batch whose commit is not confirmed in time while its epoch goes on may still
+/// commit: its producer stays "in flight" (a retry is told to wait) until it does, and the
+/// table then learns it, so the retry is answered as a duplicate with its offsets; if the
+/// epoch ends first, the next epoch's table is rebuilt from the log recovery adopted, which
+/// holds the batch or not.
 pub async fn append<C: AsRef<[u8]>>(
-    host: &ShardHost,
+    core: &Core,
+    host: &Rc<ShardHost>,
     checked: &CheckedChunks<'_, C>,
     chunks: &[C],
     facts: &ShardFacts,
@@ -514,17 +582,73 @@ pub async fn append<C: AsRef<[u8]>>(
         }),
         _ => Ok(()),
     })?;
+    let header = view.header();
     let count = u64::from(view.record_count());
-    let first = host
-        .append(
-            Arc::from(view.as_bytes()),
-            count,
-            Duration::from_millis(APPEND_COMMIT_TIMEOUT_MS),
-        )
-        .await?;
-    Ok(Appended {
+    let appended = |first: u64| Appended {
         shard: facts.id,
         base_offset: Offset(first),
         last_offset: Offset(first + count - 1),
-    })
+    };
+    let pending = match core
+        .dedup_replicated(host, header.producer, header.record_count)
+        .await?
+    {
+        Dedup::Store(pending) => pending,
+        // Answered with its original offsets once they are committed (an adopted entry
+        // commits with the epoch's first append): until then, "retry".
+        Dedup::Duplicate {
+            base_offset,
+            last_offset,
+        } => {
+            let timeout = Duration::from_millis(APPEND_COMMIT_TIMEOUT_MS);
+            let deadline = std::time::Instant::now() + timeout;
+            while host.visible_end() <= last_offset {
+                let left = deadline.saturating_duration_since(std::time::Instant::now());
+                if left.is_zero() || host.is_stopped() {
+                    return Err(ReplicationError::Recovering { shard: facts.id }.into());
+                }
+                host.wait_changed(left).await;
+            }
+            return Ok(Appended {
+                shard: facts.id,
+                base_offset,
+                last_offset,
+            });
+        }
+    };
+    let (epoch, first) = host.sequence(Arc::from(view.as_bytes()), count)?;
+    let timeout = Duration::from_millis(APPEND_COMMIT_TIMEOUT_MS);
+    match host.wait_committed(epoch, first, count, timeout).await {
+        Ok(()) => {
+            pending.stored(Offset(first));
+            Ok(appended(first))
+        }
+        Err(refusal) => {
+            if header.producer.producer_id != 0 && still_sequencing(host, epoch) {
+                let host = Rc::clone(host);
+                spawn_detached(async move {
+                    while still_sequencing(&host, epoch) {
+                        if host
+                            .wait_committed(epoch, first, count, timeout)
+                            .await
+                            .is_ok()
+                        {
+                            pending.stored(Offset(first));
+                            return;
+                        }
+                    }
+                    // The epoch ended: `pending` is dropped, and the next epoch's table is
+                    // rebuilt from the adopted log.
+                });
+            }
+            Err(refusal.into())
+        }
+    }
+}
+
+/// Whether `host` still sequences epoch `epoch`, sound (not stopped, no storage fault).
+fn still_sequencing(host: &ShardHost, epoch: Epoch) -> bool {
+    !host.is_stopped()
+        && host.failure().is_none()
+        && host.sequencing().is_ok_and(|(current, _)| current == epoch)
 }

@@ -280,7 +280,7 @@ async fn wait(
     let records = async {
         // New records past `end` (the one the loop just saw), or nothing to wait for.
         if has_room && next >= end {
-            let _ = slot.log.wait_for(end, slot.bound).await;
+            slot.wait_for_records(end).await;
         } else {
             std::future::pending::<()>().await;
         }

@@ -162,7 +162,9 @@ pub async fn local_progress(
                         visible(durability),
                     )
                 };
-                let end = match local.visible_end(bound) {
+                // A replicated shard's end is its replica's committed offset.
+                let replicated = core.replicated.host(shard).map(|host| host.visible_end());
+                let end = match replicated.or_else(|| local.visible_end(bound)) {
                     Some(end) => end,
                     // Not known without opening the log (not opened since the start).
                     None => match core.shard_log(&local).await {

@@ -5,6 +5,10 @@
 //! Delivery starts at the committed offset the metadata holds; without one, where the
 //! subscription's start says (the log's start, its readable end, or the first batch at a
 //! timestamp), and that start is committed at the next progress pass.
+//!
+//! A replicated shard's slot (R ≥ 2) holds its replica's host on this core: deliveries stop at
+//! the replica's committed offset ([`ShardHost::visible_end`]), never at the log's durable end,
+//! so a record the sequencer stored but no write quorum confirmed is never delivered.
 
 use std::cell::{Cell, RefCell};
 use std::rc::Rc;
@@ -18,6 +22,7 @@ use runnel_segment::runtime::Event;
 
 use crate::core::{visible, Core};
 use crate::local::{visible_end, OpenLog};
+use crate::replicated::{replica_set, ShardHost};
 
 /// One subscription's delivery of one shard owned by this core.
 pub struct DispatchSlot {
@@ -29,6 +34,8 @@ pub struct DispatchSlot {
     pub log: OpenLog,
     /// Which records are visible: durable ones for `fsync` streams, written ones for `memory`.
     pub bound: ReadBound,
+    /// A replicated shard's host on this core: then only committed records are visible.
+    pub replica: Option<Rc<ShardHost>>,
     /// What was delivered, to whom, and what is acked.
     pub dispatch: RefCell<ShardDispatch>,
     /// Notified when the assignee changes, acks arrive or the slot ends.
@@ -44,9 +51,24 @@ pub struct DispatchSlot {
 }
 
 impl DispatchSlot {
-    /// The first offset not yet readable (the durable or written end).
+    /// The first offset not yet readable: the replica's committed offset for a replicated
+    /// shard, else the durable or written end.
     pub fn end(&self) -> Offset {
-        visible_end(&self.log, self.bound)
+        match &self.replica {
+            Some(host) => host.visible_end(),
+            None => visible_end(&self.log, self.bound),
+        }
+    }
+
+    /// Waits until records past `end` may have become readable (or, for a replicated shard,
+    /// its committed offset or role changed, or a second passed).
+    pub async fn wait_for_records(&self, end: Offset) {
+        match &self.replica {
+            Some(host) => host.wait_changed(REPLICA_WAIT).await,
+            None => {
+                let _ = self.log.wait_for(end, self.bound).await;
+            }
+        }
     }
 
     /// Applies the assignment of generation `generation` of the coordinator's group created at
@@ -95,6 +117,9 @@ impl DispatchSlot {
     }
 }
 
+/// How long a replicated slot's wait for records lasts before the consume loop looks again.
+const REPLICA_WAIT: std::time::Duration = std::time::Duration::from_millis(1000);
+
 /// The slot of (`subscription`, `shard`), created if needed. Errors are the answers a client
 /// gets: unknown subscription or shard, a shard owned elsewhere.
 pub async fn get_or_create(
@@ -106,7 +131,7 @@ pub async fn get_or_create(
     if let Some(slot) = core.subscriptions.dispatches.borrow().get(&key) {
         return Ok(Rc::clone(slot));
     }
-    let (config, start, committed, bound) = {
+    let (config, start, committed, bound, replicated) = {
         let state = core.metadata.borrow();
         let sub = state.subscription_by_id(subscription).ok_or_else(|| {
             ErrorResponse::new(
@@ -154,7 +179,19 @@ pub async fn get_or_create(
             sub.config.start,
             sub.committed.get(&shard).copied(),
             bound,
+            replica_set(&state, shard_record).is_some(),
         )
+    };
+    // A replicated shard is delivered only through its replica's host (its committed offset):
+    // until the host is open, the slot waits rather than read the log unbounded.
+    let replica = match replicated {
+        true => Some(core.replicated.host(shard).ok_or_else(|| {
+            ErrorResponse::new(
+                ErrorCode::Unavailable,
+                format!("shard {shard}: its replica is not open on this core yet"),
+            )
+        })?),
+        false => None,
     };
     let local = core.local_shard(shard).ok_or_else(|| {
         ErrorResponse::new(
@@ -166,7 +203,10 @@ pub async fn get_or_create(
     let first = match (committed, start) {
         (Some(offset), _) => offset,
         (None, SubscriptionStart::Earliest) => log.start_offset(),
-        (None, SubscriptionStart::Latest) => visible_end(&log, bound),
+        (None, SubscriptionStart::Latest) => match &replica {
+            Some(host) => host.visible_end(),
+            None => visible_end(&log, bound),
+        },
         (None, SubscriptionStart::Timestamp(ms)) => {
             log.offset_for_timestamp(ms).await.map_err(|error| {
                 ErrorResponse::new(
@@ -192,6 +232,7 @@ pub async fn get_or_create(
             shard,
             log: Rc::clone(&log),
             bound,
+            replica,
             dispatch: RefCell::new(dispatch),
             changed: Event::default(),
             persisted: Cell::new(committed),
